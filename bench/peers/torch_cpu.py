@@ -1,0 +1,255 @@
+#!/usr/bin/python3
+"""PyTorch CPU peer benchmark for daint8.
+
+Measures training throughput (images/s) of one full training step
+(forward, cross-entropy loss, backward, SGD step with momentum 0.9 and
+weight decay 5e-4) on synthetic, seeded data, for the same LeNet-5 and
+ResNet-20 definitions that daint8 benchmarks.
+
+Needs Debian's python3-torch (run with /usr/bin/python3, not a pyenv python):
+    /usr/bin/python3 bench/peers/torch_cpu.py --json
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ImportError:  # pragma: no cover - environment dependent
+    sys.stderr.write(
+        "torch_cpu.py: PyTorch not importable; install it with "
+        "`apt-get install python3-torch` and run with /usr/bin/python3\n"
+    )
+    sys.exit(3)
+
+NUM_CLASSES = 10
+
+
+# ---------------------------------------------------------------- models
+
+
+class LeNet5(nn.Module):
+    """Conv(c,6,5,pad2) ReLU MaxPool2 Conv(6,16,5) ReLU MaxPool2 Flatten
+    Linear(400,120) ReLU Linear(120,84) ReLU Linear(84,10).
+    (400 = 16*5*5 for 28x28 input; computed from the input size otherwise.)"""
+
+    def __init__(self, in_ch=1, h=28, w=28, num_classes=NUM_CLASSES):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_ch, 6, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        )
+        fh = ((h + 4 - 4) // 2 - 4) // 2
+        fw = ((w + 4 - 4) // 2 - 4) // 2
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(16 * fh * fw, 120),
+            nn.ReLU(inplace=True),
+            nn.Linear(120, 84),
+            nn.ReLU(inplace=True),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def conv3x3(cin, cout, stride=1):
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = conv3x3(cin, cout, stride)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = conv3x3(cout, cout)
+        self.bn2 = nn.BatchNorm2d(cout)
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(cout),
+            )
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet20(nn.Module):
+    """CIFAR-style ResNet-20 (He et al. 2016): conv3x3(c,16) BN ReLU;
+    3 stages x 3 BasicBlocks (16, 32, 64 ch; stride 2 at the first block of
+    stages 2 and 3; 1x1 conv stride 2 + BN projection shortcut when the shape
+    changes); global average pool; Linear(64,10). Convs without bias."""
+
+    def __init__(self, in_ch=1, num_classes=NUM_CLASSES):
+        super().__init__()
+        self.conv1 = conv3x3(in_ch, 16)
+        self.bn1 = nn.BatchNorm2d(16)
+        layers = []
+        cin = 16
+        for i, cout in enumerate((16, 32, 64)):
+            for j in range(3):
+                stride = 2 if (i > 0 and j == 0) else 1
+                layers.append(BasicBlock(cin, cout, stride))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layers(x)
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return self.fc(x)
+
+
+def build(model, c, h, w):
+    if model == "lenet5":
+        return LeNet5(c, h, w)
+    if model == "resnet20":
+        return ResNet20(c)
+    raise ValueError(model)
+
+
+# ------------------------------------------------------------- benchmark
+
+
+def parse_input(s):
+    try:
+        c, h, w = (int(v) for v in s.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("--input must look like CxHxW, e.g. 1x28x28")
+    return c, h, w
+
+
+def synthetic_batches(n, batch, c, h, w, seed, channels_last):
+    """n batches of uint8-like images normalized to ~[-1, 1] plus labels."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        raw = torch.randint(0, 256, (batch, c, h, w), generator=g, dtype=torch.uint8)
+        x = (raw.float() / 255.0 - 0.5) / 0.5
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, NUM_CLASSES, (batch,), generator=g, dtype=torch.long)
+        out.append((x, y))
+    return out
+
+
+def bench_one(model_name, args, channels_last):
+    c, h, w = args.input
+    torch.manual_seed(args.seed)
+    model = build(model_name, c, h, w)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    loss_fn = nn.CrossEntropyLoss()
+    data = synthetic_batches(4, args.batch_size, c, h, w, args.seed, channels_last)
+
+    def step(i):
+        x, y = data[i % len(data)]
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for i in range(args.warmup):
+        step(i)
+
+    steps = args.steps if args.steps is not None else (30 if model_name == "lenet5" else 10)
+    times = []
+    t_start = time.perf_counter()
+    i = 0
+    while True:
+        t0 = time.perf_counter()
+        loss = step(i)
+        times.append(time.perf_counter() - t0)
+        i += 1
+        if args.seconds is not None:
+            if time.perf_counter() - t_start >= args.seconds:
+                break
+        elif i >= steps:
+            break
+    total = time.perf_counter() - t_start
+    loss_v = float(loss.item())
+
+    med = statistics.median(times)
+    n = len(times)
+    return {
+        "peer": "pytorch-cpu",
+        "torch": torch.__version__,
+        "model": model_name,
+        "input": "x".join(str(v) for v in args.input),
+        "batch": args.batch_size,
+        "threads": torch.get_num_threads(),
+        "channels_last": channels_last,
+        "steps": n,
+        "images_per_s": args.batch_size / med,  # from the median step time
+        "ms_per_step": med * 1e3,  # median
+        "ms_per_step_mean": total / n * 1e3,
+        "images_per_s_total": args.batch_size * n / total,
+        "final_loss": loss_v,
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description="PyTorch CPU training-throughput peer benchmark")
+    p.add_argument("--model", choices=["lenet5", "resnet20", "all"], default="all")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--warmup", type=int, default=5, help="warmup steps (default 5)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--steps", type=int, default=None,
+                   help="measured steps (default 30 for lenet5, 10 for resnet20)")
+    g.add_argument("--seconds", type=float, default=None,
+                   help="time budget per model for measured steps (at least 1 step)")
+    p.add_argument("--input", type=parse_input, default=(1, 28, 28),
+                   help="CxHxW input shape (default 1x28x28; e.g. 3x32x32 for CIFAR)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="use torch.channels_last (NHWC) memory format")
+    p.add_argument("--both-layouts", action="store_true",
+                   help="run each model in both NCHW and channels_last")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="one JSON line per model/layout")
+    args = p.parse_args()
+
+    torch.set_num_threads(max(1, args.threads))
+    models = ["lenet5", "resnet20"] if args.model == "all" else [args.model]
+    layouts = [False, True] if args.both_layouts else [args.channels_last]
+
+    results = []
+    for m in models:
+        for cl in layouts:
+            r = bench_one(m, args, cl)
+            results.append(r)
+            if args.json:
+                print(json.dumps(r), flush=True)
+
+    if not args.json:
+        print(f"pytorch-cpu torch {torch.__version__}, threads {torch.get_num_threads()}, "
+              f"batch {args.batch_size}, input {results[0]['input']}")
+        hdr = f"{'model':<10} {'layout':<8} {'steps':>5} {'ms/step(med)':>13} {'img/s(med)':>11} {'img/s(total)':>13}"
+        print(hdr)
+        print("-" * len(hdr))
+        for r in results:
+            print(f"{r['model']:<10} {'NHWC' if r['channels_last'] else 'NCHW':<8} {r['steps']:>5} "
+                  f"{r['ms_per_step']:>13.2f} {r['images_per_s']:>11.1f} {r['images_per_s_total']:>13.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+/**
+ * The C ABI of kernels/daint8.h as a Deno FFI symbol table, declared once for every backend
+ * library (cpu and cuda export the same symbols). Each parameter's C type is in a comment.
+ *
+ * @module
+ */
+
+/** ABI version this TypeScript was written against (D8_ABI_VERSION in kernels/daint8.h). */
+export const ABI_VERSION = 1;
+
+const status = "i32" as const;
+const buf = "pointer" as const; // d8_buffer*
+const ctx = "pointer" as const; // d8_context*
+const shape = "buffer" as const; // const d8_conv_shape* (16 x int32)
+
+/** Every exported symbol of a daint8 native library. */
+export const SYMBOLS = {
+  d8_abi_version: { parameters: [], result: "i32" },
+  d8_last_error: { parameters: [], result: "pointer" }, // const char*
+  d8_backend_name: { parameters: ["buffer", "i32"], result: status }, // char* out, int32 capacity
+  d8_device_info: { parameters: [ctx, "buffer", "i32"], result: status },
+
+  d8_context_create: { parameters: ["buffer", "i32"], result: status }, // d8_context** out, device
+  d8_context_destroy: { parameters: [ctx], result: status },
+  d8_set_num_threads: { parameters: [ctx, "i32"], result: status },
+  d8_synchronize: { parameters: [ctx], result: status },
+
+  d8_buffer_alloc: { parameters: ["buffer", ctx, "i64"], result: status }, // d8_buffer** out
+  d8_buffer_free: { parameters: [buf], result: status },
+  d8_buffer_size: { parameters: ["buffer", buf], result: status }, // int64* out
+  d8_buffer_upload: { parameters: [buf, "i64", "buffer", "i64"], result: status },
+  d8_buffer_download: { parameters: ["buffer", buf, "i64", "i64"], result: status },
+  d8_buffer_copy: { parameters: [buf, "i64", buf, "i64", "i64"], result: status },
+
+  d8_fill_f32: { parameters: [buf, "i64", "f32"], result: status },
+  d8_add_f32: { parameters: [buf, buf, buf, "i64"], result: status },
+  d8_axpy_f32: { parameters: [buf, "f32", buf, "i64"], result: status },
+  d8_u8_to_f32: { parameters: [buf, buf, "i64", "f32", "f32"], result: status },
+  d8_relu_fwd: { parameters: [buf, buf, "i64"], result: status },
+  d8_relu_bwd: { parameters: [buf, buf, buf, "i64"], result: status },
+  d8_concat_channels: { parameters: [buf, buf, buf, "i64", "i32", "i32"], result: status },
+  d8_split_channels: { parameters: [buf, buf, buf, "i64", "i32", "i32"], result: status },
+
+  d8_conv2d_fwd: { parameters: [buf, buf, buf, buf, shape], result: status },
+  d8_conv2d_dgrad: { parameters: [buf, buf, buf, shape], result: status },
+  d8_conv2d_wgrad: { parameters: [buf, buf, buf, shape], result: status },
+  d8_bias_grad: { parameters: [buf, buf, "i64", "i32"], result: status },
+
+  d8_linear_fwd: { parameters: [buf, buf, buf, buf, "i64", "i32", "i32"], result: status },
+  d8_linear_dgrad: { parameters: [buf, buf, buf, "i64", "i32", "i32"], result: status },
+  d8_linear_wgrad: { parameters: [buf, buf, buf, "i64", "i32", "i32"], result: status },
+
+  // y, save_mean, save_invstd, running_mean, running_var, x, gamma, beta, m, c, momentum, eps
+  d8_batchnorm_fwd_train: {
+    parameters: [buf, buf, buf, buf, buf, buf, buf, buf, "i64", "i32", "f32", "f32"],
+    result: status,
+  },
+  // y, x, gamma, beta, running_mean, running_var, m, c, eps
+  d8_batchnorm_fwd_infer: {
+    parameters: [buf, buf, buf, buf, buf, buf, "i64", "i32", "f32"],
+    result: status,
+  },
+  // dx, dgamma, dbeta, dy, x, gamma, save_mean, save_invstd, m, c
+  d8_batchnorm_bwd: {
+    parameters: [buf, buf, buf, buf, buf, buf, buf, buf, "i64", "i32"],
+    result: status,
+  },
+
+  d8_maxpool_fwd: { parameters: [buf, buf, buf, shape], result: status },
+  d8_maxpool_bwd: { parameters: [buf, buf, buf, shape], result: status },
+  d8_avgpool_fwd: { parameters: [buf, buf, shape], result: status },
+  d8_avgpool_bwd: { parameters: [buf, buf, shape], result: status },
+  d8_global_avgpool_fwd: { parameters: [buf, buf, "i32", "i32", "i32"], result: status },
+  d8_global_avgpool_bwd: { parameters: [buf, buf, "i32", "i32", "i32"], result: status },
+
+  d8_softmax_xent_fwd: { parameters: [buf, buf, buf, buf, "i32", "i32"], result: status },
+  d8_softmax_xent_bwd: { parameters: [buf, buf, buf, "i32", "i32", "f32"], result: status },
+
+  // w, momentum_buf, grad, n, lr, momentum, weight_decay, nesterov
+  d8_sgd_step: {
+    parameters: [buf, buf, buf, "i64", "f32", "f32", "f32", "i32"],
+    result: status,
+  },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** The loaded symbol table type. */
+export type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];

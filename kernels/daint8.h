@@ -1,0 +1,183 @@
+/*
+ * daint8.h: the one C ABI between TypeScript (Deno FFI) and every native backend.
+ *
+ * Conventions (every backend, every function):
+ *   - Plain C, fixed-width types, no C++ types or exceptions across the boundary.
+ *   - Every function except d8_abi_version / d8_last_error returns an int32_t status:
+ *       0 = ok, D8_ERR_* otherwise. d8_last_error() returns the message of the last
+ *       failure on the calling thread (valid until the next failing call on that thread).
+ *   - Native code validates every argument (null handles, shapes, buffer sizes) and returns
+ *     an error instead of crashing the host process. Nothing here prints, exits or aborts.
+ *   - Destination first: outputs come before inputs in every argument list.
+ *   - Layouts: activations NHWC, weights OHWI ([K, R, S, C/groups]), matrices row-major.
+ *   - All tensor data live in backend buffers (d8_buffer handles) owned by a context; every
+ *     op is enqueued on the context's stream (the cpu backend runs it synchronously);
+ *     d8_synchronize waits for all enqueued work.
+ *   - Buffer arguments are untyped; each op states the element type it reads/writes and
+ *     checks that every buffer holds enough bytes for the shape given.
+ */
+#ifndef DAINT8_H
+#define DAINT8_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped whenever a signature or struct below changes; ffi/ refuses a library whose
+ * version differs from the one it was written against. */
+#define D8_ABI_VERSION 1
+
+#define D8_OK 0
+#define D8_ERR_INVALID_ARGUMENT 1 /* null handle, bad shape, buffer too small */
+#define D8_ERR_OUT_OF_MEMORY 2
+#define D8_ERR_UNSUPPORTED 3 /* valid request this backend cannot do (yet) */
+#define D8_ERR_DEVICE 4      /* a device / driver failure */
+#define D8_ERR_INTERNAL 5
+
+typedef struct d8_context d8_context; /* opaque: one device + stream + thread settings */
+typedef struct d8_buffer d8_buffer;   /* opaque: a byte range on the context's device */
+
+/* Convolution and pooling geometry. Passed by pointer as 16 consecutive int32 values.
+ * Pools use the same struct with k == c and groups == c (one window per channel).
+ *   x: [n, h, w, c]   w: [k, r, s, c / groups]   y: [n, p, q, k]
+ *   p = (h + 2*pad_h - r) / stride_h + 1,  q = (w + 2*pad_w - s) / stride_w + 1 (floor)
+ * Implicit-GEMM view of fprop: M = n*p*q, N = k, K = r*s*c/groups (per group). */
+typedef struct d8_conv_shape {
+  int32_t n, h, w, c;
+  int32_t k, r, s, groups;
+  int32_t stride_h, stride_w, pad_h, pad_w;
+  int32_t p, q;
+  int32_t reserved0, reserved1; /* must be 0 */
+} d8_conv_shape;
+
+#ifdef __cplusplus
+static_assert(sizeof(d8_conv_shape) == 16 * sizeof(int32_t), "d8_conv_shape crosses the FFI");
+#endif
+
+/* ---- library, context, buffers ----------------------------------------------------- */
+int32_t d8_abi_version(void);
+const char* d8_last_error(void);
+/* Which backend this library is: writes a NUL-terminated name ("cpu", "cuda") into out. */
+int32_t d8_backend_name(char* out, int32_t capacity);
+/* Describes the machine / device (CPU features, thread count, GPU name) into out. */
+int32_t d8_device_info(d8_context* ctx, char* out, int32_t capacity);
+
+/* device: GPU ordinal for cuda, ignored (0) for cpu. */
+int32_t d8_context_create(d8_context** out, int32_t device);
+int32_t d8_context_destroy(d8_context* ctx);
+/* cpu: number of OpenMP threads (0 = library default: all cores). */
+int32_t d8_set_num_threads(d8_context* ctx, int32_t threads);
+int32_t d8_synchronize(d8_context* ctx);
+
+/* Allocates `bytes` (> 0) bytes, 64-byte aligned, contents undefined. */
+int32_t d8_buffer_alloc(d8_buffer** out, d8_context* ctx, int64_t bytes);
+int32_t d8_buffer_free(d8_buffer* buf);
+int32_t d8_buffer_size(int64_t* out_bytes, const d8_buffer* buf);
+/* Host <-> buffer copies; offset and bytes in bytes, range checked. */
+int32_t d8_buffer_upload(d8_buffer* dst, int64_t dst_offset, const void* src, int64_t bytes);
+int32_t d8_buffer_download(void* dst, const d8_buffer* src, int64_t src_offset, int64_t bytes);
+/* Buffer to buffer copy. */
+int32_t d8_buffer_copy(d8_buffer* dst, int64_t dst_offset, const d8_buffer* src,
+                       int64_t src_offset, int64_t bytes);
+
+/* ---- elementwise (float32) ---------------------------------------------------------- */
+/* y[i] = value */
+int32_t d8_fill_f32(d8_buffer* y, int64_t n, float value);
+/* y[i] = a[i] + b[i]; y may alias a or b. */
+int32_t d8_add_f32(d8_buffer* y, const d8_buffer* a, const d8_buffer* b, int64_t n);
+/* y[i] += alpha * x[i] */
+int32_t d8_axpy_f32(d8_buffer* y, float alpha, const d8_buffer* x, int64_t n);
+/* y[i] = x[i] * scale + shift, x uint8. */
+int32_t d8_u8_to_f32(d8_buffer* y, const d8_buffer* x, int64_t n, float scale, float shift);
+/* y = max(x, 0); dx = dy * (y > 0). y may alias x; dx may alias dy. */
+int32_t d8_relu_fwd(d8_buffer* y, const d8_buffer* x, int64_t n);
+int32_t d8_relu_bwd(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* y, int64_t n);
+/* Channel concat of two NHWC tensors: y[rows, ca+cb] = [a[rows, ca], b[rows, cb]]. */
+int32_t d8_concat_channels(d8_buffer* y, const d8_buffer* a, const d8_buffer* b, int64_t rows,
+                           int32_t ca, int32_t cb);
+/* Its backward: da[rows, ca], db[rows, cb] = split of dy[rows, ca+cb]. */
+int32_t d8_split_channels(d8_buffer* da, d8_buffer* db, const d8_buffer* dy, int64_t rows,
+                          int32_t ca, int32_t cb);
+
+/* ---- convolution (float32) --------------------------------------------------------- */
+/* y[n,p,q,k] = sum x[n, p*sh - ph + r, q*sw - pw + s, g*C/G + c] * w[k, r, s, c] (+ bias[k]).
+ * bias may be NULL. */
+int32_t d8_conv2d_fwd(d8_buffer* y, const d8_buffer* x, const d8_buffer* w, const d8_buffer* bias,
+                      const d8_conv_shape* shape);
+/* dx[n,h,w,c] = input gradient (overwritten). */
+int32_t d8_conv2d_dgrad(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* w,
+                        const d8_conv_shape* shape);
+/* dw[k,r,s,c/G] = weight gradient (overwritten). */
+int32_t d8_conv2d_wgrad(d8_buffer* dw, const d8_buffer* x, const d8_buffer* dy,
+                        const d8_conv_shape* shape);
+/* db[j] = sum_i dy[i, j] over rows i < m (bias gradient of conv and linear; overwritten). */
+int32_t d8_bias_grad(d8_buffer* db, const d8_buffer* dy, int64_t m, int32_t n);
+
+/* ---- linear (float32): y[m, n] = x[m, k] . w[n, k]^T (+ bias[n]) -------------------- */
+int32_t d8_linear_fwd(d8_buffer* y, const d8_buffer* x, const d8_buffer* w, const d8_buffer* bias,
+                      int64_t m, int32_t n, int32_t k);
+/* dx[m, k] = dy[m, n] . w[n, k] */
+int32_t d8_linear_dgrad(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* w, int64_t m,
+                        int32_t n, int32_t k);
+/* dw[n, k] = dy[m, n]^T . x[m, k] */
+int32_t d8_linear_wgrad(d8_buffer* dw, const d8_buffer* x, const d8_buffer* dy, int64_t m,
+                        int32_t n, int32_t k);
+
+/* ---- batch norm (float32) over rows of [m, c] (m = N*H*W for NHWC) ------------------ */
+/* Training: uses batch statistics (biased variance for normalization), writes the batch
+ * mean and 1/sqrt(var + eps) to save_mean / save_invstd [c], and updates running stats:
+ * running = (1 - momentum) * running + momentum * batch (unbiased variance for running_var). */
+int32_t d8_batchnorm_fwd_train(d8_buffer* y, d8_buffer* save_mean, d8_buffer* save_invstd,
+                               d8_buffer* running_mean, d8_buffer* running_var,
+                               const d8_buffer* x, const d8_buffer* gamma, const d8_buffer* beta,
+                               int64_t m, int32_t c, float momentum, float eps);
+/* Inference: normalizes with the running statistics. */
+int32_t d8_batchnorm_fwd_infer(d8_buffer* y, const d8_buffer* x, const d8_buffer* gamma,
+                               const d8_buffer* beta, const d8_buffer* running_mean,
+                               const d8_buffer* running_var, int64_t m, int32_t c, float eps);
+/* Backward of the training forward: dx (overwritten), dgamma and dbeta (overwritten). */
+int32_t d8_batchnorm_bwd(d8_buffer* dx, d8_buffer* dgamma, d8_buffer* dbeta, const d8_buffer* dy,
+                         const d8_buffer* x, const d8_buffer* gamma, const d8_buffer* save_mean,
+                         const d8_buffer* save_invstd, int64_t m, int32_t c);
+
+/* ---- pooling (float32, NHWC, shape.k == shape.c, shape.groups == shape.c) ----------- */
+/* Max pool; argmax [n,p,q,c] int32 holds the flat input index (h*W + w) of each max, or -1
+ * when the window lies entirely in padding (then y = -inf is never produced: y = 0). */
+int32_t d8_maxpool_fwd(d8_buffer* y, d8_buffer* argmax, const d8_buffer* x,
+                       const d8_conv_shape* shape);
+int32_t d8_maxpool_bwd(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* argmax,
+                       const d8_conv_shape* shape);
+/* Average pool, padding counted in the divisor (r*s), as PyTorch's count_include_pad=True. */
+int32_t d8_avgpool_fwd(d8_buffer* y, const d8_buffer* x, const d8_conv_shape* shape);
+int32_t d8_avgpool_bwd(d8_buffer* dx, const d8_buffer* dy, const d8_conv_shape* shape);
+/* Global average pool: y[n, c] = mean over hw of x[n, hw, c]. */
+int32_t d8_global_avgpool_fwd(d8_buffer* y, const d8_buffer* x, int32_t n, int32_t hw, int32_t c);
+int32_t d8_global_avgpool_bwd(d8_buffer* dx, const d8_buffer* dy, int32_t n, int32_t hw, int32_t c);
+
+/* ---- loss ---------------------------------------------------------------------------- */
+/* Softmax cross-entropy over logits [n, classes] with int32 labels [n] in [0, classes).
+ * stats [2] float: stats[0] = mean loss over the batch, stats[1] = number of rows whose
+ * argmax equals the label. probs [n, classes] float: the softmax, kept for backward.
+ * An out-of-range label is an error. */
+int32_t d8_softmax_xent_fwd(d8_buffer* stats, d8_buffer* probs, const d8_buffer* logits,
+                            const d8_buffer* labels, int32_t n, int32_t classes);
+/* dlogits = scale * (probs - onehot(labels)); scale is usually 1/n (mean loss). */
+int32_t d8_softmax_xent_bwd(d8_buffer* dlogits, const d8_buffer* probs, const d8_buffer* labels,
+                            int32_t n, int32_t classes, float scale);
+
+/* ---- optimizer ------------------------------------------------------------------------ */
+/* SGD with momentum (PyTorch semantics, dampening 0), in place on w and momentum_buf [n]:
+ *   g = grad + weight_decay * w
+ *   buf = momentum * buf + g          (buf starts at zero)
+ *   g = nesterov ? g + momentum * buf : buf     (momentum == 0: g unchanged)
+ *   w = w - lr * g                                                                        */
+int32_t d8_sgd_step(d8_buffer* w, d8_buffer* momentum_buf, const d8_buffer* grad, int64_t n,
+                    float lr, float momentum, float weight_decay, int32_t nesterov);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DAINT8_H */

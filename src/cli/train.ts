@@ -1,0 +1,205 @@
+/**
+ * `deno task train`: trains a model from the command line. With no flags: LeNet-5 on MNIST for
+ * one epoch on the cpu backend. `--help` lists every flag.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { Daint8Error } from "../../ffi/library.ts";
+import { dataDirHint, defaultDataDir, type KnownDataset, loadMnistLike } from "../data/datasets.ts";
+import { MODELS } from "../models/registry.ts";
+import { type ScheduleKind, SCHEDULES } from "../optim/schedule.ts";
+import { Progress } from "../train/progress.ts";
+import { train, type TrainConfig } from "../train/trainer.ts";
+
+/** Quantization presets the CLI knows (only fp32 runs until INT8 training lands). */
+export const QUANT_PRESETS = ["fp32", "int8-naive", "ui8", "daint8"] as const;
+const DATASETS: readonly KnownDataset[] = ["mnist", "fashion-mnist"];
+
+export const HELP = `daint8 train: train a CNN (NHWC, native backend through FFI)
+
+Usage: deno task train [flags]
+
+  --model NAME          ${Object.keys(MODELS).join(" | ")} (default lenet5)
+  --dataset NAME        ${DATASETS.join(" | ")} (default mnist)
+  --data-dir DIR        folder with the IDX files (default: the dataset's package)
+  --epochs N            epochs (default 1)
+  --batch-size N        mini-batch size (default 64)
+  --lr X                peak learning rate (default 0.05)
+  --momentum X          SGD momentum (default 0.9)
+  --nesterov            Nesterov momentum
+  --weight-decay X      L2 weight decay (default 5e-4)
+  --schedule NAME       ${SCHEDULES.join(" | ")} (default cosine)
+  --warmup X            linear warm-up epochs (default 0)
+  --seed N              seed for weights and data order (default 0)
+  --backend NAME        cpu | cuda | auto (default cpu)
+  --threads N           cpu worker threads, 0 = all cores (default 0)
+  --quant NAME          ${QUANT_PRESETS.join(" | ")} (default fp32; only fp32 for now)
+  --out DIR             checkpoint.safetensors and metrics.jsonl go here
+                        (default runs/<model>-<dataset>-<quant>-s<seed>)
+  --resume FILE         continue from a checkpoint
+  --limit N             train on the first N training images
+  --test-limit N        evaluate on the first N test images
+  --stop-after N        stop after N epochs in this process (resume later)
+  --help                this text
+`;
+
+/** A command-line mistake: printed without a stack trace, exit status 2. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+function int(name: string, v: string | undefined, def: number, min = 1): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) {
+    throw new UsageError(`--${name} must be an integer >= ${min}, got "${v}"`);
+  }
+  return n;
+}
+
+function num(name: string, v: string | undefined, def: number, min = 0): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isFinite(n) || n < min) {
+    throw new UsageError(`--${name} must be a number >= ${min}, got "${v}"`);
+  }
+  return n;
+}
+
+function oneOf<T extends string>(name: string, v: string | undefined, def: T, all: readonly T[]) {
+  if (v === undefined) return def;
+  if (!all.includes(v as T)) {
+    throw new UsageError(`--${name} must be one of ${all.join(", ")}, got "${v}"`);
+  }
+  return v as T;
+}
+
+/** Parses CLI arguments into a run; throws UsageError on a bad flag or value. */
+export function parseTrainArgs(args: string[]) {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        model: { type: "string" },
+        dataset: { type: "string" },
+        "data-dir": { type: "string" },
+        epochs: { type: "string" },
+        "batch-size": { type: "string" },
+        lr: { type: "string" },
+        momentum: { type: "string" },
+        nesterov: { type: "boolean" },
+        "weight-decay": { type: "string" },
+        schedule: { type: "string" },
+        warmup: { type: "string" },
+        seed: { type: "string" },
+        backend: { type: "string" },
+        threads: { type: "string" },
+        quant: { type: "string" },
+        out: { type: "string" },
+        resume: { type: "string" },
+        limit: { type: "string" },
+        "test-limit": { type: "string" },
+        "stop-after": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message}. Run with --help for the flags.`);
+  }
+  const v = values;
+  const quant = oneOf("quant", v.quant, "fp32", QUANT_PRESETS);
+  if (quant !== "fp32") {
+    throw new UsageError(
+      `--quant ${quant} is not available yet: INT8 training is the next milestone, use fp32`,
+    );
+  }
+  const config: TrainConfig = {
+    model: oneOf("model", v.model, "lenet5", Object.keys(MODELS)),
+    dataset: oneOf("dataset", v.dataset, "mnist", DATASETS),
+    epochs: int("epochs", v.epochs, 1),
+    batchSize: int("batch-size", v["batch-size"], 64),
+    lr: num("lr", v.lr, 0.05),
+    momentum: num("momentum", v.momentum, 0.9),
+    nesterov: v.nesterov ?? false,
+    weightDecay: num("weight-decay", v["weight-decay"], 5e-4),
+    schedule: oneOf<ScheduleKind>("schedule", v.schedule, "cosine", SCHEDULES),
+    warmupEpochs: num("warmup", v.warmup, 0),
+    seed: int("seed", v.seed, 0, 0),
+    quant,
+  };
+  if (config.lr <= 0) throw new UsageError(`--lr must be positive, got "${v.lr}"`);
+  if (config.nesterov && config.momentum === 0) {
+    throw new UsageError("--nesterov needs a --momentum above 0");
+  }
+  return {
+    help: v.help ?? false,
+    config,
+    dataDir: v["data-dir"],
+    backend: oneOf("backend", v.backend, "cpu", ["cpu", "cuda", "auto"]),
+    threads: int("threads", v.threads, 0, 0),
+    out: v.out ??
+      `runs/${config.model}-${config.dataset}-${config.quant}-s${config.seed}`,
+    resume: v.resume,
+    limit: v.limit === undefined ? undefined : int("limit", v.limit, 0),
+    testLimit: v["test-limit"] === undefined ? undefined : int("test-limit", v["test-limit"], 0),
+    stopAfter: v["stop-after"] === undefined ? undefined : int("stop-after", v["stop-after"], 0),
+  };
+}
+
+/** Runs the CLI; returns the process exit status (0 ok, 1 failure, 2 usage). */
+export async function main(args: string[]): Promise<number> {
+  let a;
+  try {
+    a = parseTrainArgs(args);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`error: ${e.message}`);
+      return 2;
+    }
+    throw e;
+  }
+  if (a.help) {
+    console.log(HELP);
+    return 0;
+  }
+  try {
+    const ds = a.config.dataset as KnownDataset;
+    const dir = a.dataDir ?? defaultDataDir(ds);
+    if (dir === undefined) {
+      throw new Error(`Cannot find the ${ds} data. ${dataDirHint(ds)}`);
+    }
+    const trainSet = await loadMnistLike(dir, "train", { limit: a.limit, name: ds });
+    const testSet = await loadMnistLike(dir, "test", { limit: a.testLimit, name: ds });
+    const progress = new Progress({ itemsPerStep: a.config.batchSize });
+    console.log(
+      `training ${a.config.model} on ${ds} (${trainSet.n} train / ${testSet.n} test images), ` +
+        `${a.config.epochs} epoch(s), batch ${a.config.batchSize}, ${a.config.quant}, ` +
+        `backend ${a.backend}, out ${a.out}`,
+    );
+    const result = await train(a.config, trainSet, testSet, {
+      backend: a.backend,
+      threads: a.threads,
+      out: a.out,
+      resume: a.resume,
+      progress,
+      stopAfterEpochs: a.stopAfter,
+    });
+    console.log(`test accuracy: ${(100 * result.testAcc).toFixed(2)}%`);
+    console.log(`checkpoint: ${a.out}/checkpoint.safetensors`);
+    result.model.dispose();
+    return 0;
+  } catch (e) {
+    const err = e as Error;
+    const known = err instanceof Daint8Error || err instanceof TypeError ||
+      err instanceof RangeError || err.constructor === Error;
+    console.error(`error: ${err.message}`);
+    if (!known) console.error(err.stack);
+    return 1;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

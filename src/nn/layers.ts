@@ -1,0 +1,210 @@
+/**
+ * Layers: Conv2d, Linear, BatchNorm2d, ReLU, pools, Flatten, Sequential. Conv2d and Linear run
+ * their GEMMs through a swappable `arithmetic` (fp32 by default; quantizers plug in there).
+ *
+ * @module
+ */
+import type { Tensor } from "../tensor.ts";
+import type { BatchNormState } from "../backend/backend.ts";
+import type { Tape } from "../autograd/tape.ts";
+import { FP32, type GemmArithmetic } from "../ops/arithmetic.ts";
+import { conv2d, type Conv2dOptions, linear, type Pair, pair } from "../ops/conv.ts";
+import { add, flatten, relu } from "../ops/elementwise.ts";
+import { batchNorm } from "../ops/norm.ts";
+import { avgPool2d, globalAvgPool, maxPool2d, type PoolOptions } from "../ops/pool.ts";
+import { Tensor as T } from "../tensor.ts";
+import { type InitContext, Module, uniformTensor } from "./module.ts";
+
+/** A layer whose GEMMs a quantizer can take over. */
+export interface GemmLayer {
+  arithmetic: GemmArithmetic;
+  readonly weight: Tensor;
+}
+
+/** Whether `m` is a Conv2d or Linear. */
+export function isGemmLayer(m: Module): m is Module & GemmLayer {
+  return m instanceof Conv2d || m instanceof Linear;
+}
+
+/** 2-D convolution layer, weight [out, kh, kw, in/groups] (OHWI), optional bias [out]. */
+export class Conv2d extends Module implements GemmLayer {
+  readonly inChannels: number;
+  readonly outChannels: number;
+  readonly kernel: [number, number];
+  readonly options: Required<Conv2dOptions>;
+  readonly weight: Tensor;
+  readonly bias: Tensor | null;
+  arithmetic: GemmArithmetic = FP32;
+
+  /**
+   * Weights from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as PyTorch's default.
+   *
+   * @example
+   * ```ts ignore
+   * const conv = new Conv2d(init, 16, 32, 3, { stride: 2, padding: 1, bias: false });
+   * ```
+   */
+  constructor(
+    init: InitContext,
+    inChannels: number,
+    outChannels: number,
+    kernel: Pair,
+    opts: Conv2dOptions & { bias?: boolean } = {},
+  ) {
+    super();
+    this.inChannels = inChannels;
+    this.outChannels = outChannels;
+    this.kernel = pair(kernel);
+    const groups = opts.groups ?? 1;
+    this.options = { stride: opts.stride ?? 1, padding: opts.padding ?? 0, groups };
+    if (!Number.isInteger(groups) || groups < 1 || inChannels % groups || outChannels % groups) {
+      throw new RangeError(
+        `Cannot create Conv2d: ${inChannels} input and ${outChannels} output channels are not ` +
+          `divisible by ${groups} groups`,
+      );
+    }
+    const fanIn = (inChannels / groups) * this.kernel[0] * this.kernel[1];
+    const bound = 1 / Math.sqrt(fanIn);
+    this.weight = this.param(
+      "weight",
+      uniformTensor(init, [outChannels, ...this.kernel, inChannels / groups], bound),
+    );
+    this.bias = opts.bias ?? true
+      ? this.param("bias", uniformTensor(init, [outChannels], bound))
+      : null;
+  }
+
+  forward(tape: Tape, x: Tensor): Tensor {
+    return conv2d(tape, x, this.weight, this.bias, this.options, this.arithmetic);
+  }
+}
+
+/** Fully connected layer, weight [out, in], optional bias [out]. */
+export class Linear extends Module implements GemmLayer {
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  readonly weight: Tensor;
+  readonly bias: Tensor | null;
+  arithmetic: GemmArithmetic = FP32;
+
+  constructor(
+    init: InitContext,
+    inFeatures: number,
+    outFeatures: number,
+    opts: { bias?: boolean } = {},
+  ) {
+    super();
+    this.inFeatures = inFeatures;
+    this.outFeatures = outFeatures;
+    const bound = 1 / Math.sqrt(inFeatures);
+    this.weight = this.param("weight", uniformTensor(init, [outFeatures, inFeatures], bound));
+    this.bias = opts.bias ?? true
+      ? this.param("bias", uniformTensor(init, [outFeatures], bound))
+      : null;
+  }
+
+  forward(tape: Tape, x: Tensor): Tensor {
+    return linear(tape, x, this.weight, this.bias, this.arithmetic);
+  }
+}
+
+/** Batch normalization over channels (weight = gamma, bias = beta), PyTorch's defaults. */
+export class BatchNorm2d extends Module {
+  readonly channels: number;
+  momentum: number;
+  eps: number;
+  readonly state: BatchNormState;
+
+  constructor(init: InitContext, channels: number, opts: { momentum?: number; eps?: number } = {}) {
+    super();
+    this.channels = channels;
+    this.momentum = opts.momentum ?? 0.1;
+    this.eps = opts.eps ?? 1e-5;
+    const b = init.backend;
+    this.state = {
+      gamma: this.param("weight", T.full(b, [channels], 1)),
+      beta: this.param("bias", T.full(b, [channels], 0)),
+      runningMean: this.buffer("running_mean", T.full(b, [channels], 0)),
+      runningVar: this.buffer("running_var", T.full(b, [channels], 1)),
+    };
+  }
+
+  forward(tape: Tape, x: Tensor): Tensor {
+    return batchNorm(tape, x, this.state, {
+      training: this.training,
+      momentum: this.momentum,
+      eps: this.eps,
+    });
+  }
+}
+
+/** max(x, 0). */
+export class ReLU extends Module {
+  forward(tape: Tape, x: Tensor): Tensor {
+    return relu(tape, x);
+  }
+}
+
+/** Max pooling; stride defaults to the kernel size. */
+export class MaxPool2d extends Module {
+  constructor(readonly kernel: Pair, readonly options: PoolOptions = {}) {
+    super();
+  }
+  forward(tape: Tape, x: Tensor): Tensor {
+    return maxPool2d(tape, x, this.kernel, this.options);
+  }
+}
+
+/** Average pooling; stride defaults to the kernel size. */
+export class AvgPool2d extends Module {
+  constructor(readonly kernel: Pair, readonly options: PoolOptions = {}) {
+    super();
+  }
+  forward(tape: Tape, x: Tensor): Tensor {
+    return avgPool2d(tape, x, this.kernel, this.options);
+  }
+}
+
+/** Mean over height and width: [n, h, w, c] -> [n, c]. */
+export class GlobalAvgPool extends Module {
+  forward(tape: Tape, x: Tensor): Tensor {
+    return globalAvgPool(tape, x);
+  }
+}
+
+/** [n, ...] -> [n, features]. */
+export class Flatten extends Module {
+  forward(tape: Tape, x: Tensor): Tensor {
+    return flatten(tape, x);
+  }
+}
+
+/** Runs its children in order; they are named "0", "1", ... as in PyTorch. */
+export class Sequential extends Module {
+  readonly layers: readonly Module[];
+  constructor(...layers: Module[]) {
+    super();
+    layers.forEach((m, i) => this.child(String(i), m));
+    this.layers = layers;
+  }
+  forward(tape: Tape, x: Tensor): Tensor {
+    for (const m of this.layers) x = m.forward(tape, x);
+    return x;
+  }
+}
+
+/** y = f(x) + shortcut(x), the residual connection (identity shortcut when none is given). */
+export class Residual extends Module {
+  constructor(readonly body: Module, readonly shortcut: Module | null = null) {
+    super();
+    this.child("body", body);
+    if (shortcut) this.child("shortcut", shortcut);
+  }
+  forward(tape: Tape, x: Tensor): Tensor {
+    return add(
+      tape,
+      this.body.forward(tape, x),
+      this.shortcut ? this.shortcut.forward(tape, x) : x,
+    );
+  }
+}

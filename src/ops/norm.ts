@@ -1,0 +1,56 @@
+/**
+ * Batch normalization over the channel (last) dimension of an NHWC tensor.
+ *
+ * @module
+ */
+import type { BatchNormState } from "../backend/backend.ts";
+import type { Tensor } from "../tensor.ts";
+import type { Tape } from "../autograd/tape.ts";
+
+/** Batch-norm options (PyTorch's defaults). */
+export interface BatchNormOptions {
+  /** Use batch statistics and update the running ones (training), else the running ones. */
+  training: boolean;
+  momentum?: number;
+  eps?: number;
+}
+
+/** y = gamma * (x - mean) / sqrt(var + eps) + beta over the last dimension. */
+export function batchNorm(
+  tape: Tape,
+  x: Tensor,
+  state: BatchNormState,
+  opts: BatchNormOptions,
+): Tensor {
+  const c = x.shape.at(-1)!;
+  for (const [name, t] of Object.entries(state)) {
+    if (t.shape.length !== 1 || t.shape[0] !== c) {
+      throw new TypeError(
+        `Cannot run batch norm: input has ${c} channels, ${name} is [${t.shape.join(", ")}]`,
+      );
+    }
+  }
+  const m = x.size / c;
+  const eps = opts.eps ?? 1e-5;
+  const y = tape.empty(x.shape);
+  if (!opts.training) {
+    tape.backend.batchNormInfer(y, x, state, m, c, eps);
+    tape.record([x, state.gamma, state.beta], y, () => {
+      throw new Error("Cannot differentiate batch norm in inference mode: call model.train()");
+    });
+    return y;
+  }
+  if (m < 2) {
+    throw new RangeError(
+      `Cannot run batch norm in training mode on ${m} value per channel: need at least 2`,
+    );
+  }
+  const mean = tape.empty([c]), invStd = tape.empty([c]);
+  tape.backend.batchNormTrain(y, mean, invStd, x, state, m, c, opts.momentum ?? 0.1, eps);
+  tape.record([x, state.gamma, state.beta], y, (dy) => {
+    const dx = tape.empty(x.shape), dg = tape.empty([c]), db = tape.empty([c]);
+    tape.backend.batchNormBackward(dx, dg, db, dy, x, state.gamma, mean, invStd, m, c);
+    return [dx, dg, db];
+  });
+  return y;
+}

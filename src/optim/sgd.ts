@@ -1,0 +1,81 @@
+/**
+ * Stochastic gradient descent with momentum, Nesterov momentum and weight decay (PyTorch's
+ * semantics, dampening 0), stepping on the backend. Momentum buffers are optimizer state,
+ * saved in checkpoints.
+ *
+ * @module
+ */
+import type { Backend } from "../backend/backend.ts";
+import { Tensor } from "../tensor.ts";
+
+/** SGD options. */
+export interface SgdOptions {
+  lr: number;
+  momentum?: number;
+  weightDecay?: number;
+  nesterov?: boolean;
+}
+
+/** SGD over named parameters. */
+export class Sgd {
+  readonly backend: Backend;
+  lr: number;
+  readonly momentum: number;
+  readonly weightDecay: number;
+  readonly nesterov: boolean;
+  readonly #params: readonly [string, Tensor][];
+  readonly #buffers = new Map<string, Tensor>();
+
+  /**
+   * @example
+   * ```ts ignore
+   * const opt = new Sgd(backend, model.namedParameters(), { lr: 0.1, momentum: 0.9 });
+   * ```
+   */
+  constructor(backend: Backend, params: readonly [string, Tensor][], opts: SgdOptions) {
+    for (
+      const [name, v, min] of [
+        ["learning rate", opts.lr, 0],
+        ["momentum", opts.momentum ?? 0, 0],
+        ["weight decay", opts.weightDecay ?? 0, 0],
+      ] as const
+    ) {
+      if (!Number.isFinite(v) || v < min) {
+        throw new RangeError(`Invalid SGD ${name} ${v}: must be a finite number >= ${min}`);
+      }
+    }
+    if (opts.nesterov && !(opts.momentum! > 0)) {
+      throw new RangeError("Nesterov momentum needs a momentum > 0");
+    }
+    this.backend = backend;
+    this.lr = opts.lr;
+    this.momentum = opts.momentum ?? 0;
+    this.weightDecay = opts.weightDecay ?? 0;
+    this.nesterov = opts.nesterov ?? false;
+    this.#params = params;
+    for (const [name, p] of params) this.#buffers.set(name, Tensor.full(backend, p.shape, 0));
+  }
+
+  /** Applies one update; `grads` maps tensor ids (from `tape.backward`) to gradients. */
+  step(grads: ReadonlyMap<number, Tensor>, lrScale: ReadonlyMap<string, number> = new Map()): void {
+    for (const [name, p] of this.#params) {
+      const g = grads.get(p.id);
+      if (g === undefined) continue;
+      this.backend.sgdStep(p, this.#buffers.get(name)!, g, {
+        lr: this.lr * (lrScale.get(name) ?? 1),
+        momentum: this.momentum,
+        weightDecay: this.weightDecay,
+        nesterov: this.nesterov,
+      });
+    }
+  }
+
+  /** Momentum buffers by parameter name (`<name>.momentum_buffer` in checkpoints). */
+  stateTensors(): [string, Tensor][] {
+    return [...this.#buffers].map(([name, t]) => [`${name}.momentum_buffer`, t]);
+  }
+
+  dispose(): void {
+    for (const t of this.#buffers.values()) t.dispose();
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * Tensors: a shape, a dtype and a backend buffer. Memory is explicit: call `dispose()` (or use
+ * `using`) when a tensor is no longer needed; the training loop disposes a step's temporaries
+ * through its tape. Reshaped views share their storage, which is freed with the last view.
+ *
+ * @module
+ */
+import type { Backend, Storage } from "./backend/backend.ts";
+
+/** Element types a tensor can hold. */
+export type DType = "f32" | "i32" | "u8" | "i8";
+
+/** Bytes per element of each dtype. */
+export const DTYPE_BYTES: Readonly<Record<DType, number>> = { f32: 4, i32: 4, u8: 1, i8: 1 };
+
+/** The host typed array of each dtype. */
+export type HostArray<D extends DType> = D extends "f32" ? Float32Array
+  : D extends "i32" ? Int32Array
+  : D extends "u8" ? Uint8Array
+  : Int8Array;
+
+/** Number of elements of `shape`; throws a RangeError on a zero, negative or fractional size. */
+export function shapeSize(shape: readonly number[], what = "tensor"): number {
+  let n = 1;
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d <= 0) {
+      throw new RangeError(
+        `Cannot create ${what} of shape [${shape.join(", ")}]: every dimension must be a ` +
+          `positive integer, got ${d}`,
+      );
+    }
+    n *= d;
+  }
+  return n;
+}
+
+let nextId = 1;
+
+/** A dense, row-major tensor on a backend. */
+export class Tensor {
+  /** Dimensions, outermost first (activations are NHWC, weights OHWI). */
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+  readonly backend: Backend;
+  /** Number of elements. */
+  readonly size: number;
+  /** Unique id, stable for the tensor's life (used by the tape). */
+  readonly id: number = nextId++;
+  #storage: Storage | null;
+
+  /** Wraps `storage` (taking one reference). Use the static constructors instead. */
+  constructor(backend: Backend, storage: Storage, shape: readonly number[], dtype: DType) {
+    this.size = shapeSize(shape);
+    if (this.size * DTYPE_BYTES[dtype] > storage.bytes) {
+      throw new RangeError(
+        `Cannot create tensor of shape [${shape.join(", ")}] ${dtype}: storage holds only ` +
+          `${storage.bytes} bytes`,
+      );
+    }
+    this.backend = backend;
+    this.shape = Object.freeze([...shape]);
+    this.dtype = dtype;
+    this.#storage = storage;
+    storage.refs++;
+  }
+
+  /**
+   * A new uninitialized tensor.
+   *
+   * @example
+   * ```ts ignore
+   * const t = Tensor.empty(backend, [2, 3], "f32");
+   * t.dispose();
+   * ```
+   */
+  static empty(backend: Backend, shape: readonly number[], dtype: DType = "f32"): Tensor {
+    const bytes = shapeSize(shape) * DTYPE_BYTES[dtype];
+    return new Tensor(backend, backend.alloc(bytes), shape, dtype);
+  }
+
+  /** A new tensor filled with `value` (f32). */
+  static full(backend: Backend, shape: readonly number[], value: number): Tensor {
+    const t = Tensor.empty(backend, shape, "f32");
+    backend.fill(t, value);
+    return t;
+  }
+
+  /** A new tensor holding a copy of `data`; its length must match the shape. */
+  static from<D extends DType>(
+    backend: Backend,
+    data: HostArray<D>,
+    shape: readonly number[],
+    dtype: D,
+  ): Tensor {
+    const n = shapeSize(shape);
+    if (data.length !== n) {
+      throw new TypeError(
+        `Cannot create tensor of shape [${shape.join(", ")}] from ${data.length} values ` +
+          `(needs ${n})`,
+      );
+    }
+    const t = Tensor.empty(backend, shape, dtype);
+    backend.upload(t, data);
+    return t;
+  }
+
+  /** The backend storage; throws when the tensor was disposed. */
+  get storage(): Storage {
+    if (this.#storage === null) {
+      throw new Error(`Tensor #${this.id} [${this.shape.join(", ")}] was already disposed`);
+    }
+    return this.#storage;
+  }
+
+  /** Whether `dispose()` was called. */
+  get disposed(): boolean {
+    return this.#storage === null;
+  }
+
+  /** Bytes of the tensor's elements. */
+  get bytes(): number {
+    return this.size * DTYPE_BYTES[this.dtype];
+  }
+
+  /** A view with another shape of the same number of elements, sharing storage. */
+  reshape(shape: readonly number[]): Tensor {
+    const n = shapeSize(shape);
+    if (n !== this.size) {
+      throw new TypeError(
+        `Cannot reshape [${this.shape.join(", ")}] (${this.size} elements) to ` +
+          `[${shape.join(", ")}] (${n} elements)`,
+      );
+    }
+    return new Tensor(this.backend, this.storage, shape, this.dtype);
+  }
+
+  /** Copies the elements to a new host typed array (waits for pending device work). */
+  toArray(): Float32Array | Int32Array | Uint8Array | Int8Array {
+    const out = this.dtype === "f32"
+      ? new Float32Array(this.size)
+      : this.dtype === "i32"
+      ? new Int32Array(this.size)
+      : this.dtype === "u8"
+      ? new Uint8Array(this.size)
+      : new Int8Array(this.size);
+    this.backend.download(out, this);
+    return out;
+  }
+
+  /** Float32 elements; throws unless the dtype is f32. */
+  toFloat32(): Float32Array {
+    if (this.dtype !== "f32") {
+      throw new TypeError(`Cannot read a ${this.dtype} tensor as Float32Array`);
+    }
+    return this.toArray() as Float32Array;
+  }
+
+  /** Releases this view; the storage returns to the backend with its last view. Idempotent. */
+  dispose(): void {
+    const s = this.#storage;
+    if (s === null) return;
+    this.#storage = null;
+    if (--s.refs === 0) this.backend.release(s);
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** `Tensor#3 [64, 28, 28, 1] f32` */
+  toString(): string {
+    return `Tensor#${this.id} [${this.shape.join(", ")}] ${this.dtype}`;
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * Training checkpoints in the safetensors format (readable by PyTorch's `safetensors`):
+ * `model.<name>` for parameters and buffers (f32; weights OHWI), `optim.<name>.momentum_buffer`,
+ * `rng.data` (the data loader's generator state, u32), and metadata strings for the run (format,
+ * model, dataset, epoch, step, the training configuration). Written atomically: a temporary
+ * file, fsync, then rename, so an interrupted write leaves the previous checkpoint intact.
+ *
+ * @module
+ */
+import {
+  readSafetensors,
+  type Tensor as StTensor,
+  writeSafetensorsAtomic,
+} from "../io/safetensors.ts";
+import type { Tensor } from "../tensor.ts";
+
+/** The format tag in every checkpoint's metadata. */
+export const CHECKPOINT_FORMAT = "daint8-checkpoint-v1";
+
+/** Run-level facts stored with the tensors. */
+export interface CheckpointMeta {
+  model: string;
+  dataset: string;
+  /** Epochs completed. */
+  epoch: number;
+  /** Optimizer steps taken. */
+  step: number;
+  /** The training configuration, as JSON. */
+  config: string;
+}
+
+/** What a checkpoint holds, as tensors on a backend (to save) or host arrays (loaded). */
+export interface CheckpointContents {
+  meta: CheckpointMeta;
+  /** Named tensors: `model.*`, `optim.*`. */
+  tensors: [string, Tensor][];
+  /** RNG states by name (u32 words). */
+  rng: Record<string, number[]>;
+}
+
+/** Writes a checkpoint atomically to `path`. */
+export async function saveCheckpoint(path: string, c: CheckpointContents): Promise<void> {
+  const out: Record<string, StTensor> = {};
+  for (const [name, t] of c.tensors) {
+    out[name] = { dtype: "F32", shape: [...t.shape], data: t.toFloat32() };
+  }
+  for (const [name, state] of Object.entries(c.rng)) {
+    out[`rng.${name}`] = { dtype: "U32", shape: [state.length], data: Uint32Array.from(state) };
+  }
+  await writeSafetensorsAtomic(path, out, {
+    format: CHECKPOINT_FORMAT,
+    model: c.meta.model,
+    dataset: c.meta.dataset,
+    epoch: String(c.meta.epoch),
+    step: String(c.meta.step),
+    config: c.meta.config,
+  });
+}
+
+/** A checkpoint read back: metadata, float tensors by name and RNG states. */
+export interface LoadedCheckpoint {
+  meta: CheckpointMeta;
+  tensors: Map<string, { shape: number[]; data: Float32Array }>;
+  rng: Record<string, number[]>;
+}
+
+/** Reads and validates a checkpoint written by `saveCheckpoint`. */
+export async function readCheckpoint(path: string): Promise<LoadedCheckpoint> {
+  let st;
+  try {
+    st = await readSafetensors(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Error(`Cannot resume: checkpoint "${path}" does not exist`, { cause: e });
+    }
+    throw e;
+  }
+  const md = st.metadata;
+  if (md.format !== CHECKPOINT_FORMAT) {
+    throw new TypeError(
+      `Cannot resume from "${path}": it is not a daint8 checkpoint (format ` +
+        `${JSON.stringify(md.format ?? null)}, expected "${CHECKPOINT_FORMAT}")`,
+    );
+  }
+  const meta: CheckpointMeta = {
+    model: md.model ?? "",
+    dataset: md.dataset ?? "",
+    epoch: Number(md.epoch),
+    step: Number(md.step),
+    config: md.config ?? "{}",
+  };
+  if (!Number.isInteger(meta.epoch) || !Number.isInteger(meta.step)) {
+    throw new TypeError(
+      `Cannot resume from "${path}": epoch or step in its metadata is not a number`,
+    );
+  }
+  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+  const rng: Record<string, number[]> = {};
+  for (const [name, t] of Object.entries(st.tensors)) {
+    if (name.startsWith("rng.")) rng[name.slice(4)] = Array.from(t.data as Uint32Array);
+    else if (t.dtype === "F32") tensors.set(name, { shape: t.shape, data: t.data as Float32Array });
+    else {throw new TypeError(
+        `Cannot resume from "${path}": tensor "${name}" is ${t.dtype}, expected F32`,
+      );}
+  }
+  return { meta, tensors, rng };
+}
+
+/**
+ * Copies the checkpoint's tensors into `targets` (same names and shapes, all required). Throws a
+ * TypeError naming the first missing or mismatched tensor before anything is written.
+ */
+export function restoreTensors(
+  path: string,
+  ckpt: LoadedCheckpoint,
+  targets: readonly [string, Tensor][],
+): void {
+  for (const [name, t] of targets) {
+    const src = ckpt.tensors.get(name);
+    if (!src) {
+      throw new TypeError(
+        `Cannot resume from "${path}": it has no tensor "${name}" (saved from model ` +
+          `"${ckpt.meta.model}")`,
+      );
+    }
+    if (src.shape.length !== t.shape.length || src.shape.some((d, i) => d !== t.shape[i])) {
+      throw new TypeError(
+        `Cannot resume from "${path}": tensor "${name}" is [${src.shape.join(", ")}] there, ` +
+          `the model has [${t.shape.join(", ")}]`,
+      );
+    }
+  }
+  for (const [name, t] of targets) t.backend.upload(t, ckpt.tensors.get(name)!.data);
+}

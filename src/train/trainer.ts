@@ -1,0 +1,324 @@
+/**
+ * The training loop: data, model, loss, backward, SGD, evaluation, JSONL metrics, progress and
+ * checkpoints (`--resume` continues bit-identically: model, optimizer and data-order RNG are all
+ * in the checkpoint, and the learning rate is a pure function of the step).
+ *
+ * @module
+ */
+import type { Backend } from "../backend/backend.ts";
+import { getBackend } from "../backend/native.ts";
+import { Tape } from "../autograd/tape.ts";
+import { DataLoader } from "../data/loader.ts";
+import type { ImageDataset } from "../data/datasets.ts";
+import { Rng } from "../data/rng.ts";
+import { createModel } from "../models/registry.ts";
+import type { Module } from "../nn/module.ts";
+import { softmaxCrossEntropy } from "../ops/loss.ts";
+import { makeSchedule, type ScheduleKind } from "../optim/schedule.ts";
+import { Sgd } from "../optim/sgd.ts";
+import type { Tensor } from "../tensor.ts";
+import { readCheckpoint, restoreTensors, saveCheckpoint } from "./checkpoint.ts";
+import { MetricsLog } from "./metrics.ts";
+import type { Progress } from "./progress.ts";
+
+/** Everything that defines a training run. */
+export interface TrainConfig {
+  model: string;
+  dataset: string;
+  epochs: number;
+  batchSize: number;
+  lr: number;
+  momentum: number;
+  weightDecay: number;
+  nesterov: boolean;
+  schedule: ScheduleKind;
+  /** Linear warm-up length in epochs (fractions allowed). */
+  warmupEpochs: number;
+  seed: number;
+  quant: string;
+}
+
+/** Where and how a run executes (not part of the run's identity). */
+export interface RunOptions {
+  backend: Backend | string;
+  /** Worker threads (cpu); 0 = all cores. */
+  threads?: number;
+  /** Output folder for checkpoint.safetensors and metrics.jsonl; none = nothing written. */
+  out?: string;
+  /** Checkpoint to continue from. */
+  resume?: string;
+  /** Progress display; none = silent. */
+  progress?: Progress;
+  /** Print lines (epoch summaries); default console.log. */
+  print?: (line: string) => void;
+  /** Write a step record to the metrics log every this many steps (default 50). */
+  logEvery?: number;
+  /** Stop after this many epochs in this process (simulates an interruption); default all. */
+  stopAfterEpochs?: number;
+}
+
+/** Per-epoch results. */
+export interface EpochResult {
+  epoch: number;
+  trainLoss: number;
+  trainAcc: number;
+  testLoss: number;
+  testAcc: number;
+  imagesPerSecond: number;
+  seconds: number;
+}
+
+/** What `train` returns. The model stays alive: dispose it when done. */
+export interface TrainResult {
+  model: Module;
+  backend: Backend;
+  epochs: EpochResult[];
+  /** Final test accuracy in [0, 1]. */
+  testAcc: number;
+}
+
+/** Mean and standard deviation of a dataset's pixels in [0, 1] (for input normalization). */
+export function pixelStats(ds: ImageDataset): { mean: number; std: number } {
+  let s = 0, s2 = 0;
+  const px = ds.images;
+  for (let i = 0; i < px.length; i++) {
+    const v = px[i]!;
+    s += v;
+    s2 += v * v;
+  }
+  const mean = s / px.length / 255;
+  const variance = s2 / px.length / 65025 - mean * mean;
+  return { mean, std: Math.sqrt(Math.max(variance, 1e-12)) };
+}
+
+/** Turns a host batch into device tensors: normalized f32 images and i32 labels. */
+class BatchUploader {
+  readonly #scale: number;
+  readonly #shift: number;
+  constructor(stats: { mean: number; std: number }) {
+    this.#scale = 1 / (255 * stats.std);
+    this.#shift = -stats.mean / stats.std;
+  }
+  upload(
+    tape: Tape,
+    ds: ImageDataset,
+    images: Uint8Array,
+    labels: Int32Array,
+    n: number,
+  ): [Tensor, Tensor] {
+    const shape = [n, ds.height, ds.width, ds.channels];
+    const raw = tape.empty(shape, "u8");
+    tape.backend.upload(raw, images.subarray(0, raw.size));
+    const x = tape.empty(shape);
+    tape.backend.u8ToF32(x, raw, this.#scale, this.#shift);
+    const y = tape.empty([n], "i32");
+    tape.backend.upload(y, labels.subarray(0, n));
+    return [x, y];
+  }
+}
+
+/** Test-set loss and accuracy of `model` in evaluation mode. */
+export function evaluate(
+  model: Module,
+  backend: Backend,
+  ds: ImageDataset,
+  stats: { mean: number; std: number },
+  batchSize = 256,
+): { loss: number; acc: number } {
+  const up = new BatchUploader(stats);
+  const loader = new DataLoader(ds, { batchSize, shuffle: false, rng: new Rng(0) });
+  let loss = 0, correct = 0;
+  model.eval();
+  try {
+    for (const b of loader.batches()) {
+      using tape = new Tape(backend, { grad: false });
+      const [x, y] = up.upload(tape, ds, b.images, b.labels, b.size);
+      const r = softmaxCrossEntropy(tape, model.forward(tape, x), y).read();
+      loss += r.loss * b.size;
+      correct += r.correct;
+    }
+  } finally {
+    model.train();
+  }
+  return { loss: loss / ds.n, acc: correct / ds.n };
+}
+
+/** Trains `cfg` on `train`, evaluating on `test` after every epoch. */
+export async function train(
+  cfg: TrainConfig,
+  trainSet: ImageDataset,
+  testSet: ImageDataset,
+  run: RunOptions,
+): Promise<TrainResult> {
+  if (cfg.quant !== "fp32") {
+    throw new RangeError(
+      `Quantization "${cfg.quant}" is not available yet: only fp32 until INT8 training lands`,
+    );
+  }
+  for (const [name, v] of [["epochs", cfg.epochs], ["batch size", cfg.batchSize]] as const) {
+    if (!Number.isInteger(v) || v < 1) {
+      throw new RangeError(`${name} must be a positive integer, got ${v}`);
+    }
+  }
+  const backend = typeof run.backend === "string" ? getBackend(run.backend) : run.backend;
+  if (run.threads !== undefined) backend.setThreads(run.threads);
+  const print = run.print ?? ((l: string) => console.log(l));
+  const init = { backend, rng: new Rng(cfg.seed) };
+  const model = createModel(cfg.model, init, {
+    inChannels: trainSet.channels,
+    inputSize: trainSet.height,
+    classes: trainSet.classes,
+  });
+  const params = model.namedParameters();
+  const opt = new Sgd(backend, params, {
+    lr: cfg.lr,
+    momentum: cfg.momentum,
+    weightDecay: cfg.weightDecay,
+    nesterov: cfg.nesterov,
+  });
+  const dataRng = new Rng(cfg.seed).split();
+  const loader = new DataLoader(trainSet, {
+    batchSize: cfg.batchSize,
+    shuffle: true,
+    rng: dataRng,
+    dropLast: false,
+  });
+  const steps = loader.batchesPerEpoch;
+  const schedule = makeSchedule({
+    kind: cfg.schedule,
+    lr: cfg.lr,
+    totalSteps: steps * cfg.epochs,
+    warmupSteps: Math.round(cfg.warmupEpochs * steps),
+  });
+  const stats = pixelStats(trainSet);
+  const up = new BatchUploader(stats);
+  const stateTensors = (): [string, Tensor][] => [
+    ...model.stateTensors().map(([n, t]) => [`model.${n}`, t] as [string, Tensor]),
+    ...opt.stateTensors().map(([n, t]) => [`optim.${n}`, t] as [string, Tensor]),
+  ];
+
+  let startEpoch = 0, step = 0;
+  if (run.resume) {
+    const ck = await readCheckpoint(run.resume);
+    if (ck.meta.model !== cfg.model) {
+      throw new TypeError(
+        `Cannot resume from "${run.resume}": it was saved from model "${ck.meta.model}", ` +
+          `this run trains "${cfg.model}"`,
+      );
+    }
+    restoreTensors(run.resume, ck, stateTensors());
+    const data = ck.rng.data;
+    if (!data) throw new TypeError(`Cannot resume from "${run.resume}": it has no rng.data state`);
+    dataRng.setState(data);
+    startEpoch = ck.meta.epoch;
+    step = ck.meta.step;
+    print(`resumed from ${run.resume} at epoch ${startEpoch}, step ${step}`);
+  }
+
+  let log: MetricsLog | undefined;
+  const ckptPath = run.out ? `${run.out}/checkpoint.safetensors` : undefined;
+  if (run.out) {
+    await Deno.mkdir(run.out, { recursive: true });
+    log = new MetricsLog(`${run.out}/metrics.jsonl`);
+  }
+  const logEvery = run.logEvery ?? 50;
+  const results: EpochResult[] = [];
+  const lastEpoch = Math.min(cfg.epochs, startEpoch + (run.stopAfterEpochs ?? cfg.epochs));
+  try {
+    for (let epoch = startEpoch; epoch < lastEpoch; epoch++) {
+      const t0 = performance.now();
+      let seen = 0, lossSum = 0, correct = 0;
+      let winStart = t0, winImages = 0;
+      for (const b of loader.batches()) {
+        const lr = schedule(step);
+        opt.lr = lr;
+        using tape = new Tape(backend);
+        for (const [, p] of params) tape.watch(p);
+        const [x, y] = up.upload(tape, trainSet, b.images, b.labels, b.size);
+        const ce = softmaxCrossEntropy(tape, model.forward(tape, x), y);
+        opt.step(tape.backward(ce.loss));
+        const r = ce.read();
+        if (!Number.isFinite(r.loss)) {
+          throw new RangeError(
+            `Training diverged at epoch ${epoch + 1}, step ${step}: loss is ${r.loss} ` +
+              `(try a lower --lr than ${cfg.lr})`,
+          );
+        }
+        step++;
+        seen += b.size;
+        winImages += b.size;
+        lossSum += r.loss * b.size;
+        correct += r.correct;
+        run.progress?.update(b.index + 1, steps, {
+          epoch: `${epoch + 1}/${cfg.epochs}`,
+          loss: lossSum / seen,
+          acc: `${(100 * correct / seen).toFixed(1)}%`,
+        });
+        if (log && step % logEvery === 0) {
+          const now = performance.now();
+          log.append({
+            event: "step",
+            epoch: epoch + 1,
+            step,
+            loss: r.loss,
+            acc: r.correct / b.size,
+            lr,
+            images_per_s: winImages / ((now - winStart) / 1000),
+          });
+          winStart = now;
+          winImages = 0;
+        }
+      }
+      const seconds = (performance.now() - t0) / 1000;
+      const test = evaluate(model, backend, testSet, stats);
+      const res: EpochResult = {
+        epoch: epoch + 1,
+        trainLoss: lossSum / seen,
+        trainAcc: correct / seen,
+        testLoss: test.loss,
+        testAcc: test.acc,
+        imagesPerSecond: seen / seconds,
+        seconds,
+      };
+      results.push(res);
+      const line = `epoch ${res.epoch}/${cfg.epochs}  train loss ${res.trainLoss.toFixed(4)}  ` +
+        `acc ${(100 * res.trainAcc).toFixed(2)}%  test loss ${res.testLoss.toFixed(4)}  ` +
+        `acc ${(100 * res.testAcc).toFixed(2)}%  ${Math.round(res.imagesPerSecond)} img/s  ` +
+        `${seconds.toFixed(1)} s`;
+      if (run.progress) run.progress.done(line);
+      else print(line);
+      log?.append({
+        event: "epoch",
+        epoch: res.epoch,
+        step,
+        train_loss: res.trainLoss,
+        train_acc: res.trainAcc,
+        test_loss: res.testLoss,
+        test_acc: res.testAcc,
+        images_per_s: res.imagesPerSecond,
+        seconds,
+      });
+      if (ckptPath) {
+        await saveCheckpoint(ckptPath, {
+          meta: {
+            model: cfg.model,
+            dataset: cfg.dataset,
+            epoch: epoch + 1,
+            step,
+            config: JSON.stringify(cfg),
+          },
+          tensors: stateTensors(),
+          rng: { data: dataRng.state() },
+        });
+      }
+    }
+  } catch (e) {
+    model.dispose();
+    throw e;
+  } finally {
+    log?.close();
+    opt.dispose();
+  }
+  const testAcc = results.at(-1)?.testAcc ?? evaluate(model, backend, testSet, stats).acc;
+  return { model, backend, epochs: results, testAcc };
+}
