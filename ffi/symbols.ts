@@ -6,7 +6,7 @@
  */
 
 /** ABI version this TypeScript was written against (D8_ABI_VERSION in kernels/daint8.h). */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 const status = "i32" as const;
 const buf = "pointer" as const; // d8_buffer*

@@ -27,7 +27,7 @@ extern "C" {
 
 /* Bumped whenever a signature or struct below changes; ffi/ refuses a library whose
  * version differs from the one it was written against. */
-#define D8_ABI_VERSION 1
+#define D8_ABI_VERSION 2
 
 #define D8_OK 0
 #define D8_ERR_INVALID_ARGUMENT 1 /* null handle, bad shape, buffer too small */
@@ -175,6 +175,68 @@ int32_t d8_softmax_xent_bwd(d8_buffer* dlogits, const d8_buffer* probs, const d8
  *   w = w - lr * g                                                                        */
 int32_t d8_sgd_step(d8_buffer* w, d8_buffer* momentum_buf, const d8_buffer* grad, int64_t n,
                     float lr, float momentum, float weight_decay, int32_t nesterov);
+
+/* ---- INT8 quantization (PAPER.md) --------------------------------------------------- *
+ * Symmetric 8-bit: q = clamp(round(127 * clamp(x, s) / s), -127, 127), never -128; the
+ * dequantized value is q * s / 127 (scale = s / 127). A clip s <= 0 (an all-zero channel) gives
+ * q = 0. Clips and scales live in f32 backend buffers, so statistics measured on the device can
+ * feed the next quantization without a host round trip.
+ *
+ * Tensors are viewed as [outer, inner] (NHWC activations: inner = channels; OHWI weights:
+ * outer = output channels). The clip array layout says which index picks the clip. */
+#define D8_SCALE_TENSOR 0 /* clips[0] for every element */
+#define D8_SCALE_INNER 1  /* clips[inner index]: per channel of an NHWC tensor */
+#define D8_SCALE_OUTER 2  /* clips[outer index]: per output channel of an OHWI weight */
+#define D8_ROUND_NEAREST 0    /* round half away from zero */
+#define D8_ROUND_STOCHASTIC 1 /* floor(127 x / s + u), u in [0,1) from a counter-based hash of
+                                 (seed, element index): deterministic for any thread count */
+
+/* y int8 [outer, inner] from x f32. */
+int32_t d8_quantize_i8(d8_buffer* y, const d8_buffer* x, int64_t outer, int32_t inner,
+                       const d8_buffer* clips, int32_t layout, int32_t rounding, uint64_t seed);
+/* One pass over dY [rows, channels] writing both int8 versions: y_tensor with clip_tensor[0]
+ * (for dgrad) and y_channel with clips_channel[c] (for wgrad, GVQ). Same rounding for both. */
+int32_t d8_quantize_i8_dual(d8_buffer* y_tensor, d8_buffer* y_channel, const d8_buffer* x,
+                            int64_t rows, int32_t channels, const d8_buffer* clip_tensor,
+                            const d8_buffer* clips_channel, int32_t rounding, uint64_t seed);
+/* y f32 = q * clip / 127 with the same layouts (tests, error measurement, analysis). */
+int32_t d8_dequantize_i8(d8_buffer* y, const d8_buffer* q, int64_t outer, int32_t inner,
+                         const d8_buffer* clips, int32_t layout);
+/* out[0] = max |x| over n elements (f32). */
+int32_t d8_absmax_f32(d8_buffer* out, const d8_buffer* x, int64_t n);
+/* Per-channel statistics of x f32 [rows, channels]; out f32 [4, channels]:
+ * out[0, c] = max |x|, out[1, c] = standard deviation (population, about the mean),
+ * out[2, c] = fraction of rows with |x| > that standard deviation, out[3, c] = mean. */
+int32_t d8_channel_stats_f32(d8_buffer* out, const d8_buffer* x, int64_t rows, int32_t channels);
+
+/* ---- INT8 GEMMs: int8 x int8 -> int32 accumulation, rescaled to f32 in the epilogue ---- *
+ * Scales (clip / 127) are f32 buffers. Outputs f32, overwritten. */
+/* y[n,p,q,k] = sum(xq * wq) * x_scale[0] * w_scale[k or 0] (+ bias[k]); w_layout is
+ * D8_SCALE_TENSOR or D8_SCALE_OUTER. bias may be NULL. x int8 NHWC, w int8 OHWI. */
+int32_t d8_conv2d_fwd_i8(d8_buffer* y, const d8_buffer* x, const d8_buffer* w,
+                         const d8_buffer* bias, const d8_buffer* x_scale,
+                         const d8_buffer* w_scale, int32_t w_layout, const d8_conv_shape* shape);
+/* dx[n,h,w,c] = sum_k(dyq * wq) * dy_scale[0] * w_scale[0]. Both per tensor: the output
+ * channel is the reduction dimension here, so a per-channel weight scale must be folded into dY
+ * by the caller before quantizing it. */
+int32_t d8_conv2d_dgrad_i8(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* w,
+                           const d8_buffer* dy_scale, const d8_buffer* w_scale,
+                           const d8_conv_shape* shape);
+/* dw[k,r,s,c/G] = sum_m(dyq[m,k] * xq_col[m,rsc]) * dy_scale[k or 0] * x_scale[0]; dy_layout
+ * D8_SCALE_TENSOR or D8_SCALE_INNER (per output channel: GVQ). The reduction over
+ * M = n*p*q is split into chunks short enough that no int32 partial sum can overflow
+ * (|q| <= 127: at most 133,000 products), and the partials are added in f32. */
+int32_t d8_conv2d_wgrad_i8(d8_buffer* dw, const d8_buffer* x, const d8_buffer* dy,
+                           const d8_buffer* x_scale, const d8_buffer* dy_scale, int32_t dy_layout,
+                           const d8_conv_shape* shape);
+/* c int32 [m, n] = a int8 [m, k] . b int8 [n, k]^T (tests and benchmarks). */
+int32_t d8_gemm_i8(d8_buffer* c, const d8_buffer* a, const d8_buffer* b, int64_t m, int32_t n,
+                   int32_t k);
+/* The int8 inner-loop variant: 0 = auto (best the CPU has, chosen at run time), 1 = portable,
+ * 2 = AVX2, 3 = AVX-512 VNNI. Choosing one the CPU lacks is D8_ERR_UNSUPPORTED. */
+int32_t d8_set_int8_kernel(int32_t variant);
+/* Writes the variant in use ("portable", "avx2", "avx512-vnni") into out. */
+int32_t d8_int8_kernel_name(char* out, int32_t capacity);
 
 #ifdef __cplusplus
 }

@@ -66,15 +66,12 @@ export interface LoadedCheckpoint {
 
 /** Reads and validates a checkpoint written by `saveCheckpoint`. */
 export async function readCheckpoint(path: string): Promise<LoadedCheckpoint> {
-  let st;
   try {
-    st = await readSafetensors(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      throw new Error(`Cannot resume: checkpoint "${path}" does not exist`, { cause: e });
-    }
-    throw e;
+    await Deno.stat(path);
+  } catch (cause) {
+    throw new Error(`Cannot resume: checkpoint "${path}" does not exist`, { cause });
   }
+  const st = await readSafetensors(path);
   const md = st.metadata;
   if (md.format !== CHECKPOINT_FORMAT) {
     throw new TypeError(

@@ -1,0 +1,60 @@
+/**
+ * One full training step (forward, loss, backward, SGD) on synthetic seeded data, shared by the
+ * `deno bench` file and the side-by-side report, so both time exactly the same work.
+ *
+ * @module
+ */
+import type { Backend } from "../src/backend/backend.ts";
+import { Tape } from "../src/autograd/tape.ts";
+import { Rng } from "../src/data/rng.ts";
+import { createModel } from "../src/models/registry.ts";
+import type { Module } from "../src/nn/module.ts";
+import { softmaxCrossEntropy } from "../src/ops/loss.ts";
+import { Sgd } from "../src/optim/sgd.ts";
+import { Tensor } from "../src/tensor.ts";
+
+/** A ready-to-run training step and its cleanup. */
+export interface StepRunner {
+  model: Module;
+  /** Runs one step; returns the loss. */
+  step(): number;
+  dispose(): void;
+}
+
+/** Builds model `name` for [batch, size, size, channels] inputs with 10 classes. */
+export function makeStep(
+  backend: Backend,
+  name: string,
+  batch: number,
+  input: { channels: number; size: number } = { channels: 1, size: 28 },
+): StepRunner {
+  const rng = new Rng(0);
+  const model = createModel(name, { backend, rng }, {
+    inChannels: input.channels,
+    inputSize: input.size,
+    classes: 10,
+  });
+  const params = model.namedParameters();
+  const opt = new Sgd(backend, params, { lr: 0.01, momentum: 0.9, weightDecay: 5e-4 });
+  const n = batch * input.size * input.size * input.channels;
+  const xs = new Float32Array(n).map(() => rng.normal());
+  const ys = new Int32Array(batch).map(() => rng.int(10));
+  const x = Tensor.from(backend, xs, [batch, input.size, input.size, input.channels], "f32");
+  const y = Tensor.from(backend, ys, [batch], "i32");
+  return {
+    model,
+    step() {
+      using tape = new Tape(backend);
+      for (const [, p] of params) tape.watch(p);
+      const ce = softmaxCrossEntropy(tape, model.forward(tape, x), y);
+      opt.step(tape.backward(ce.loss));
+      return ce.read().loss;
+    },
+    dispose() {
+      x.dispose();
+      y.dispose();
+      opt.dispose();
+      model.dispose();
+    },
+  };
+}
