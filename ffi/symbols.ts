@@ -81,6 +81,30 @@ export const SYMBOLS = {
     parameters: [buf, buf, buf, "i64", "f32", "f32", "f32", "i32"],
     result: status,
   },
+
+  // ---- INT8 ----
+  // y, x, outer, inner, clips, layout, rounding, seed
+  d8_quantize_i8: {
+    parameters: [buf, buf, "i64", "i32", buf, "i32", "i32", "u64"],
+    result: status,
+  },
+  // y_tensor, y_channel, x, rows, channels, clip_tensor, clips_channel, rounding, seed
+  d8_quantize_i8_dual: {
+    parameters: [buf, buf, buf, "i64", "i32", buf, buf, "i32", "u64"],
+    result: status,
+  },
+  d8_dequantize_i8: { parameters: [buf, buf, "i64", "i32", buf, "i32"], result: status },
+  d8_absmax_f32: { parameters: [buf, buf, "i64"], result: status },
+  d8_channel_stats_f32: { parameters: [buf, buf, "i64", "i32"], result: status },
+  // y, x, w, bias, x_scale, w_scale, w_layout, shape
+  d8_conv2d_fwd_i8: { parameters: [buf, buf, buf, buf, buf, buf, "i32", shape], result: status },
+  // dx, dy, w, dy_scale, w_scale, shape
+  d8_conv2d_dgrad_i8: { parameters: [buf, buf, buf, buf, buf, shape], result: status },
+  // dw, x, dy, x_scale, dy_scale, dy_layout, shape
+  d8_conv2d_wgrad_i8: { parameters: [buf, buf, buf, buf, buf, "i32", shape], result: status },
+  d8_gemm_i8: { parameters: [buf, buf, buf, "i64", "i32", "i32"], result: status },
+  d8_set_int8_kernel: { parameters: ["i32"], result: status },
+  d8_int8_kernel_name: { parameters: ["buffer", "i32"], result: status },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The loaded symbol table type. */

@@ -48,6 +48,8 @@ Deno.test("parseTrainArgs() reads every flag", () => {
     "--resume=/tmp/o/checkpoint.safetensors",
     "--limit=100",
     "--test-limit=50",
+    "--quant=daint8",
+    "--quant-set=lambda=0.25,A=0.7",
   ]);
   assert.deepEqual(a.config, {
     model: "resnet20",
@@ -61,7 +63,8 @@ Deno.test("parseTrainArgs() reads every flag", () => {
     schedule: "step",
     warmupEpochs: 0.5,
     seed: 5,
-    quant: "fp32",
+    quant: "daint8",
+    quantSet: "lambda=0.25,A=0.7",
   });
   assert.equal(a.dataDir, "/tmp/x");
   assert.equal(a.threads, 2);
@@ -76,8 +79,10 @@ for (
     [["--epochs=two"], /--epochs/],
     [["--lr=-1"], /--lr/],
     [["--model=vgg"], /--model must be one of lenet5, resnet20, got "vgg"/],
-    [["--quant=daint8"], /not available yet/],
     [["--quant=int4"], /--quant must be one of/],
+    [["--quant=daint8", "--quant-set=lambda=2"], /lambda=.*between 0 and 1/],
+    [["--quant=daint8", "--quant-set=nope=1"], /Unknown quantization knob "nope"/],
+    [["--quant-set=@/nonexistent.json"], /cannot read JSON knobs/],
     [["--batch-size=1.5"], /--batch-size/],
     [["positional"], /positional|Unexpected argument/i],
   ] as const

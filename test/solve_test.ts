@@ -18,7 +18,8 @@ import {
 // ---------------------------------------------------------------------------------------------
 // Reference: E(s) by adaptive Simpson quadrature of PAPER.md's formula, taken literally.
 
-function simpson(fn: (x: number) => number, a: number, b: number, tol = 1e-14): number {
+/** Adaptive Simpson to a relative tolerance `rel` of the integral of |fn|. */
+function simpson(fn: (x: number) => number, a: number, b: number, rel = 1e-14): number {
   const rec = (
     a: number,
     b: number,
@@ -40,10 +41,18 @@ function simpson(fn: (x: number) => number, a: number, b: number, tol = 1e-14): 
     return rec(a, m, fa, flm, fm, left, depth - 1) + rec(m, b, fm, frm, fb, right, depth - 1);
   };
   if (!(b > a)) return 0;
+  // Scale of the integral, from a fixed composite rule, for the relative tolerance.
+  const n = 512;
+  let scale = 0;
+  for (let i = 0; i <= n; i++) {
+    const weight = i === 0 || i === n ? 1 : i % 2 === 1 ? 4 : 2;
+    scale += weight * Math.abs(fn(a + ((b - a) * i) / n));
+  }
+  const tol = Math.max(rel * scale * ((b - a) / (3 * n)), Number.MIN_VALUE);
   const fa = fn(a);
   const fb = fn(b);
   const fm = fn(0.5 * (a + b));
-  return rec(a, b, fa, fm, fb, ((b - a) / 6) * (fa + 4 * fm + fb), 50);
+  return rec(a, b, fa, fm, fb, ((b - a) / 6) * (fa + 4 * fm + fb), 30);
 }
 
 /** int_lo^hi fn, split at the family's density jumps so each piece is smooth. */
@@ -51,7 +60,11 @@ function integrate(family: Family, fn: (g: number) => number, lo: number, hi: nu
   const cuts = family.kind === "inverted-t" ? [family.a, family.max] : [];
   const points = [lo, ...cuts.filter((c) => c > lo && c < hi), hi];
   let sum = 0;
-  for (let i = 0; i + 1 < points.length; i++) sum += simpson(fn, points[i]!, points[i + 1]!);
+  for (let i = 0; i + 1 < points.length; i++) {
+    // Evaluate just inside each piece, so a jump's value belongs to the piece being integrated.
+    const p0 = points[i]!, p1 = points[i + 1]!, eps = 1e-13 * (p1 - p0);
+    sum += simpson((g) => fn(Math.min(Math.max(g, p0 + eps), p1 - eps)), p0, p1);
+  }
   return sum;
 }
 

@@ -137,13 +137,17 @@ Deno.test({
 });
 
 Deno.test({
-  name: "train() refuses quantization presets that are not implemented yet",
+  name: "train() refuses an unknown preset and bad knob values before training",
   ignore,
   async fn() {
     const [tr, te] = await data(64);
     await assert.rejects(
-      () => train(config({ quant: "daint8" }), tr, te, quiet),
-      /not available yet/,
+      () => train(config({ quant: "int4" }), tr, te, quiet),
+      /Unknown quantization "int4"/,
+    );
+    await assert.rejects(
+      () => train(config({ quant: "daint8", quantSet: { A: 3 } }), tr, te, quiet),
+      /A=3/,
     );
   },
 });

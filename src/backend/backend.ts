@@ -49,6 +49,16 @@ export interface SgdHyper {
   nesterov: boolean;
 }
 
+/** Which index picks a clip or scale (kernels/daint8.h D8_SCALE_*). */
+export const ScaleLayout = { tensor: 0, inner: 1, outer: 2 } as const;
+/** A clip / scale layout value. */
+export type ScaleLayout = typeof ScaleLayout[keyof typeof ScaleLayout];
+
+/** The int8 inner-loop variants (kernels/daint8.h d8_set_int8_kernel). */
+export const INT8_KERNELS = ["auto", "portable", "avx2", "avx512-vnni"] as const;
+/** An int8 kernel variant. */
+export type Int8Kernel = typeof INT8_KERNELS[number];
+
 /** Everything a model, an optimizer and the trainer ask of a device. */
 export interface Backend {
   /** `cpu` or `cuda`. */
@@ -152,4 +162,74 @@ export interface Backend {
   ): void;
 
   sgdStep(w: Tensor, momentumBuf: Tensor, grad: Tensor, hyper: SgdHyper): void;
+
+  // ---- INT8: symmetric, levels -127..127; clips s and scales s/127 in f32 tensors ----
+  /** y (i8) = quantize(x viewed as [outer, inner]) with clips picked by `layout`. */
+  quantizeI8(
+    y: Tensor,
+    x: Tensor,
+    outer: number,
+    inner: number,
+    clips: Tensor,
+    layout: ScaleLayout,
+    stochastic: boolean,
+    seed: bigint,
+  ): void;
+  /** One pass over x [rows, channels]: yTensor with clipTensor[0], yChannel with clips[c]. */
+  quantizeI8Dual(
+    yTensor: Tensor,
+    yChannel: Tensor,
+    x: Tensor,
+    rows: number,
+    channels: number,
+    clipTensor: Tensor,
+    clipsChannel: Tensor,
+    stochastic: boolean,
+    seed: bigint,
+  ): void;
+  dequantizeI8(
+    y: Tensor,
+    q: Tensor,
+    outer: number,
+    inner: number,
+    clips: Tensor,
+    layout: ScaleLayout,
+  ): void;
+  /** out[0] = max |x|. */
+  absmax(out: Tensor, x: Tensor): void;
+  /** out [4, channels]: max |x|, std, fraction |x| > std, mean of each channel of x [rows, c]. */
+  channelStats(out: Tensor, x: Tensor, rows: number, channels: number): void;
+  conv2dI8(
+    y: Tensor,
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor | null,
+    xScale: Tensor,
+    wScale: Tensor,
+    wLayout: ScaleLayout,
+    shape: ConvShape,
+  ): void;
+  conv2dDgradI8(
+    dx: Tensor,
+    dy: Tensor,
+    w: Tensor,
+    dyScale: Tensor,
+    wScale: Tensor,
+    shape: ConvShape,
+  ): void;
+  conv2dWgradI8(
+    dw: Tensor,
+    x: Tensor,
+    dy: Tensor,
+    xScale: Tensor,
+    dyScale: Tensor,
+    dyLayout: ScaleLayout,
+    shape: ConvShape,
+  ): void;
+  /** c (i32) [m, n] = a (i8) [m, k] . b (i8) [n, k]^T. */
+  gemmI8(c: Tensor, a: Tensor, b: Tensor, m: number, n: number, k: number): void;
+  /** Forces an int8 kernel variant (tests, benchmarks); `auto` = best the CPU has. */
+  setInt8Kernel(kernel: Int8Kernel): void;
+  /** The int8 kernel variant in use. */
+  int8KernelName(): string;
 }

@@ -8,7 +8,16 @@
  * @module
  */
 import { loadLibrary, type NativeLibrary } from "../../ffi/library.ts";
-import type { Backend, BatchNormState, ConvShape, SgdHyper, Storage } from "./backend.ts";
+import {
+  type Backend,
+  type BatchNormState,
+  type ConvShape,
+  INT8_KERNELS,
+  type Int8Kernel,
+  type ScaleLayout,
+  type SgdHyper,
+  type Storage,
+} from "./backend.ts";
 import type { Tensor } from "../tensor.ts";
 
 function ptr(t: Tensor): Deno.PointerValue {
@@ -358,6 +367,163 @@ export class NativeBackend implements Backend {
         h.nesterov ? 1 : 0,
       ),
     );
+  }
+
+  quantizeI8(
+    y: Tensor,
+    x: Tensor,
+    outer: number,
+    inner: number,
+    clips: Tensor,
+    layout: ScaleLayout,
+    stochastic: boolean,
+    seed: bigint,
+  ): void {
+    this.#check(
+      this.#s.d8_quantize_i8(
+        ptr(y),
+        ptr(x),
+        BigInt(outer),
+        inner,
+        ptr(clips),
+        layout,
+        stochastic ? 1 : 0,
+        seed,
+      ),
+    );
+  }
+
+  quantizeI8Dual(
+    yTensor: Tensor,
+    yChannel: Tensor,
+    x: Tensor,
+    rows: number,
+    channels: number,
+    clipTensor: Tensor,
+    clipsChannel: Tensor,
+    stochastic: boolean,
+    seed: bigint,
+  ): void {
+    this.#check(
+      this.#s.d8_quantize_i8_dual(
+        ptr(yTensor),
+        ptr(yChannel),
+        ptr(x),
+        BigInt(rows),
+        channels,
+        ptr(clipTensor),
+        ptr(clipsChannel),
+        stochastic ? 1 : 0,
+        seed,
+      ),
+    );
+  }
+
+  dequantizeI8(
+    y: Tensor,
+    q: Tensor,
+    outer: number,
+    inner: number,
+    clips: Tensor,
+    layout: ScaleLayout,
+  ): void {
+    this.#check(
+      this.#s.d8_dequantize_i8(ptr(y), ptr(q), BigInt(outer), inner, ptr(clips), layout),
+    );
+  }
+
+  absmax(out: Tensor, x: Tensor): void {
+    this.#check(this.#s.d8_absmax_f32(ptr(out), ptr(x), BigInt(x.size)));
+  }
+
+  channelStats(out: Tensor, x: Tensor, rows: number, channels: number): void {
+    this.#check(this.#s.d8_channel_stats_f32(ptr(out), ptr(x), BigInt(rows), channels));
+  }
+
+  conv2dI8(
+    y: Tensor,
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor | null,
+    xScale: Tensor,
+    wScale: Tensor,
+    wLayout: ScaleLayout,
+    shape: ConvShape,
+  ): void {
+    this.#check(
+      this.#s.d8_conv2d_fwd_i8(
+        ptr(y),
+        ptr(x),
+        ptr(w),
+        bias ? ptr(bias) : null,
+        ptr(xScale),
+        ptr(wScale),
+        wLayout,
+        this.#conv(shape),
+      ),
+    );
+  }
+
+  conv2dDgradI8(
+    dx: Tensor,
+    dy: Tensor,
+    w: Tensor,
+    dyScale: Tensor,
+    wScale: Tensor,
+    shape: ConvShape,
+  ): void {
+    this.#check(
+      this.#s.d8_conv2d_dgrad_i8(
+        ptr(dx),
+        ptr(dy),
+        ptr(w),
+        ptr(dyScale),
+        ptr(wScale),
+        this.#conv(shape),
+      ),
+    );
+  }
+
+  conv2dWgradI8(
+    dw: Tensor,
+    x: Tensor,
+    dy: Tensor,
+    xScale: Tensor,
+    dyScale: Tensor,
+    dyLayout: ScaleLayout,
+    shape: ConvShape,
+  ): void {
+    this.#check(
+      this.#s.d8_conv2d_wgrad_i8(
+        ptr(dw),
+        ptr(x),
+        ptr(dy),
+        ptr(xScale),
+        ptr(dyScale),
+        dyLayout,
+        this.#conv(shape),
+      ),
+    );
+  }
+
+  gemmI8(c: Tensor, a: Tensor, b: Tensor, m: number, n: number, k: number): void {
+    this.#check(this.#s.d8_gemm_i8(ptr(c), ptr(a), ptr(b), BigInt(m), n, k));
+  }
+
+  setInt8Kernel(kernel: Int8Kernel): void {
+    const v = INT8_KERNELS.indexOf(kernel);
+    if (v < 0) {
+      throw new RangeError(
+        `Unknown int8 kernel "${kernel}": expected one of ${INT8_KERNELS.join(", ")}`,
+      );
+    }
+    this.#check(this.#s.d8_set_int8_kernel(v));
+  }
+
+  int8KernelName(): string {
+    const out = new Uint8Array(64);
+    this.#check(this.#s.d8_int8_kernel_name(out, out.length));
+    return new TextDecoder().decode(out.subarray(0, out.indexOf(0)));
   }
 }
 

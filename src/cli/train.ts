@@ -8,12 +8,11 @@ import { parseArgs } from "node:util";
 import { Daint8Error } from "../../ffi/library.ts";
 import { dataDirHint, defaultDataDir, type KnownDataset, loadMnistLike } from "../data/datasets.ts";
 import { MODELS } from "../models/registry.ts";
+import { QUANT_NAMES, quantConfig } from "../quant/config.ts";
 import { type ScheduleKind, SCHEDULES } from "../optim/schedule.ts";
 import { Progress } from "../train/progress.ts";
 import { train, type TrainConfig } from "../train/trainer.ts";
 
-/** Quantization presets the CLI knows (only fp32 runs until INT8 training lands). */
-export const QUANT_PRESETS = ["fp32", "int8-naive", "ui8", "daint8"] as const;
 const DATASETS: readonly KnownDataset[] = ["mnist", "fashion-mnist"];
 
 export const HELP = `daint8 train: train a CNN (NHWC, native backend through FFI)
@@ -34,7 +33,8 @@ Usage: deno task train [flags]
   --seed N              seed for weights and data order (default 0)
   --backend NAME        cpu | cuda | auto (default cpu)
   --threads N           cpu worker threads, 0 = all cores (default 0)
-  --quant NAME          ${QUANT_PRESETS.join(" | ")} (default fp32; only fp32 for now)
+  --quant NAME          ${QUANT_NAMES.join(" | ")} (default fp32)
+  --quant-set KNOBS     override preset knobs: lambda=0.25,A=0.7 or @knobs.json
   --out DIR             checkpoint.safetensors and metrics.jsonl go here
                         (default runs/<model>-<dataset>-<quant>-s<seed>)
   --resume FILE         continue from a checkpoint
@@ -99,6 +99,7 @@ export function parseTrainArgs(args: string[]) {
         backend: { type: "string" },
         threads: { type: "string" },
         quant: { type: "string" },
+        "quant-set": { type: "string" },
         out: { type: "string" },
         resume: { type: "string" },
         limit: { type: "string" },
@@ -111,11 +112,25 @@ export function parseTrainArgs(args: string[]) {
     throw new UsageError(`${(e as Error).message}. Run with --help for the flags.`);
   }
   const v = values;
-  const quant = oneOf("quant", v.quant, "fp32", QUANT_PRESETS);
-  if (quant !== "fp32") {
-    throw new UsageError(
-      `--quant ${quant} is not available yet: INT8 training is the next milestone, use fp32`,
-    );
+  const quant = oneOf("quant", v.quant, "fp32", QUANT_NAMES);
+  let quantSet: string | Record<string, unknown> = v["quant-set"] ?? "";
+  if (quantSet.startsWith("@")) {
+    const file = quantSet.slice(1);
+    try {
+      quantSet = JSON.parse(Deno.readTextFileSync(file));
+    } catch (e) {
+      throw new UsageError(
+        `--quant-set: cannot read JSON knobs from "${file}": ${(e as Error).message}`,
+      );
+    }
+    if (typeof quantSet !== "object" || quantSet === null || Array.isArray(quantSet)) {
+      throw new UsageError(`--quant-set: "${file}" must hold a JSON object of knobs`);
+    }
+  }
+  try {
+    quantConfig(quant, quantSet);
+  } catch (e) {
+    throw new UsageError(`--quant-set: ${(e as Error).message}`);
   }
   const config: TrainConfig = {
     model: oneOf("model", v.model, "lenet5", Object.keys(MODELS)),
@@ -130,6 +145,7 @@ export function parseTrainArgs(args: string[]) {
     warmupEpochs: num("warmup", v.warmup, 0),
     seed: int("seed", v.seed, 0, 0),
     quant,
+    ...(quantSet === "" ? {} : { quantSet }),
   };
   if (config.lr <= 0) throw new UsageError(`--lr must be positive, got "${v.lr}"`);
   if (config.nesterov && config.momentum === 0) {

@@ -36,6 +36,8 @@ export interface CheckpointContents {
   tensors: [string, Tensor][];
   /** RNG states by name (u32 words). */
   rng: Record<string, number[]>;
+  /** Host-side f32 state (quantizers), by name. */
+  host?: [string, { shape: number[]; data: Float32Array }][];
 }
 
 /** Writes a checkpoint atomically to `path`. */
@@ -44,6 +46,7 @@ export async function saveCheckpoint(path: string, c: CheckpointContents): Promi
   for (const [name, t] of c.tensors) {
     out[name] = { dtype: "F32", shape: [...t.shape], data: t.toFloat32() };
   }
+  for (const [name, t] of c.host ?? []) out[name] = { dtype: "F32", shape: t.shape, data: t.data };
   for (const [name, state] of Object.entries(c.rng)) {
     out[`rng.${name}`] = { dtype: "U32", shape: [state.length], data: Uint32Array.from(state) };
   }

@@ -16,9 +16,11 @@ import type { Module } from "../nn/module.ts";
 import { softmaxCrossEntropy } from "../ops/loss.ts";
 import { makeSchedule, type ScheduleKind } from "../optim/schedule.ts";
 import { Sgd } from "../optim/sgd.ts";
+import { quantConfig } from "../quant/config.ts";
+import { ModelQuantizer } from "../quant/quantizer.ts";
 import type { Tensor } from "../tensor.ts";
 import { readCheckpoint, restoreTensors, saveCheckpoint } from "./checkpoint.ts";
-import { MetricsLog } from "./metrics.ts";
+import { MetricsLog, type MetricValue } from "./metrics.ts";
 import type { Progress } from "./progress.ts";
 
 /** Everything that defines a training run. */
@@ -35,7 +37,10 @@ export interface TrainConfig {
   /** Linear warm-up length in epochs (fractions allowed). */
   warmupEpochs: number;
   seed: number;
+  /** Quantization preset (`fp32`, `int8-naive`, `ui8`, `daint8`). */
   quant: string;
+  /** Knob overrides of the preset: `k=v,k=v` or an object (src/quant/config.ts). */
+  quantSet?: string | Record<string, unknown>;
 }
 
 /** Where and how a run executes (not part of the run's identity). */
@@ -71,6 +76,8 @@ export interface EpochResult {
 /** What `train` returns. The model stays alive: dispose it when done. */
 export interface TrainResult {
   model: Module;
+  /** The model's quantizers (an empty list of layers for fp32). */
+  quantizer: ModelQuantizer;
   backend: Backend;
   epochs: EpochResult[];
   /** Final test accuracy in [0, 1]. */
@@ -150,11 +157,7 @@ export async function train(
   testSet: ImageDataset,
   run: RunOptions,
 ): Promise<TrainResult> {
-  if (cfg.quant !== "fp32") {
-    throw new RangeError(
-      `Quantization "${cfg.quant}" is not available yet: only fp32 until INT8 training lands`,
-    );
-  }
+  const qcfg = quantConfig(cfg.quant, cfg.quantSet ?? {});
   for (const [name, v] of [["epochs", cfg.epochs], ["batch size", cfg.batchSize]] as const) {
     if (!Number.isInteger(v) || v < 1) {
       throw new RangeError(`${name} must be a positive integer, got ${v}`);
@@ -169,6 +172,7 @@ export async function train(
     inputSize: trainSet.height,
     classes: trainSet.classes,
   });
+  const quantizer = new ModelQuantizer(model, qcfg, cfg.seed);
   const params = model.namedParameters();
   const opt = new Sgd(backend, params, {
     lr: cfg.lr,
@@ -207,6 +211,7 @@ export async function train(
       );
     }
     restoreTensors(run.resume, ck, stateTensors());
+    quantizer.restore((name) => ck.tensors.get(name)?.data, run.resume);
     const data = ck.rng.data;
     if (!data) throw new TypeError(`Cannot resume from "${run.resume}": it has no rng.data state`);
     dataRng.setState(data);
@@ -232,11 +237,13 @@ export async function train(
       for (const b of loader.batches()) {
         const lr = schedule(step);
         opt.lr = lr;
+        const logNow = log !== undefined && (step + 1) % logEvery === 0;
+        quantizer.measureError = logNow;
         using tape = new Tape(backend);
         for (const [, p] of params) tape.watch(p);
         const [x, y] = up.upload(tape, trainSet, b.images, b.labels, b.size);
         const ce = softmaxCrossEntropy(tape, model.forward(tape, x), y);
-        opt.step(tape.backward(ce.loss));
+        opt.step(tape.backward(ce.loss), quantizer.lrScales());
         const r = ce.read();
         if (!Number.isFinite(r.loss)) {
           throw new RangeError(
@@ -254,7 +261,7 @@ export async function train(
           loss: lossSum / seen,
           acc: `${(100 * correct / seen).toFixed(1)}%`,
         });
-        if (log && step % logEvery === 0) {
+        if (log && logNow) {
           const now = performance.now();
           log.append({
             event: "step",
@@ -264,6 +271,9 @@ export async function train(
             acc: r.correct / b.size,
             lr,
             images_per_s: winImages / ((now - winStart) / 1000),
+            ...(quantizer.layers.length > 0
+              ? { quant: quantizer.stats() as unknown as Record<string, MetricValue> }
+              : {}),
           });
           winStart = now;
           winImages = 0;
@@ -297,6 +307,7 @@ export async function train(
         test_acc: res.testAcc,
         images_per_s: res.imagesPerSecond,
         seconds,
+        ...(quantizer.layers.length > 0 ? { bell_share: quantizer.bellShares() } : {}),
       });
       if (ckptPath) {
         await saveCheckpoint(ckptPath, {
@@ -309,6 +320,7 @@ export async function train(
           },
           tensors: stateTensors(),
           rng: { data: dataRng.state() },
+          host: quantizer.stateTensors(),
         });
       }
     }
@@ -320,5 +332,5 @@ export async function train(
     opt.dispose();
   }
   const testAcc = results.at(-1)?.testAcc ?? evaluate(model, backend, testSet, stats).acc;
-  return { model, backend, epochs: results, testAcc };
+  return { model, quantizer, backend, epochs: results, testAcc };
 }

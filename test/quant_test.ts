@@ -1,0 +1,359 @@
+/**
+ * INT8 kernels and quantizers on the cpu backend: quantization exactness and error bounds, the
+ * integer GEMMs against float GEMMs of the dequantized operands (every int8 kernel variant the
+ * CPU has), per-channel scales on the right dimension, overflow-safe wgrad, channel statistics
+ * and the MCS classifier, the EMA, knob validation, and INT8 training end to end.
+ */
+import assert from "node:assert/strict";
+import { INT8_KERNELS, ScaleLayout } from "../src/backend/backend.ts";
+import { Rng } from "../src/data/rng.ts";
+import { convShape } from "../src/ops/conv.ts";
+import { PRESETS, quantConfig } from "../src/quant/config.ts";
+import { Int8Gemm } from "../src/quant/int8_gemm.ts";
+import { classifyChannel } from "../src/quant/solve.ts";
+import { Tape } from "../src/autograd/tape.ts";
+import { Tensor } from "../src/tensor.ts";
+import { assertClose, cpu } from "./helpers/check_op.ts";
+import { convRef } from "./helpers/reference.ts";
+
+const backend = cpu();
+
+function i8(data: Int8Array, shape: number[]): Tensor {
+  return Tensor.from(backend, data, shape, "i8");
+}
+function f32(data: Float32Array | number[], shape: number[]): Tensor {
+  return Tensor.from(backend, Float32Array.from(data), shape, "f32");
+}
+
+/** int8 values in [-127, 127] from the rng. */
+function randomI8(rng: Rng, n: number): Int8Array {
+  const a = new Int8Array(n);
+  for (let i = 0; i < n; i++) a[i] = rng.int(255) - 127;
+  return a;
+}
+
+/** The variants this CPU can run (others answer "unsupported"). */
+function variants(): string[] {
+  const ok: string[] = [];
+  for (const v of INT8_KERNELS.slice(1)) {
+    try {
+      backend.setInt8Kernel(v);
+      ok.push(v);
+    } catch { /* not on this CPU */ }
+  }
+  backend.setInt8Kernel("auto");
+  return ok;
+}
+const VARIANTS = variants();
+console.log(`int8 kernels on this CPU: ${VARIANTS.join(", ")} (auto: ${backend.int8KernelName()})`);
+
+Deno.test("quantizeI8() maps grid values to their exact levels and keeps nearest error within half a step", () => {
+  const s = 2.54, n = 1000;
+  const rng = new Rng(1);
+  const grid = Float32Array.from({ length: 255 }, (_, i) => ((i - 127) * s) / 127);
+  const x = new Float32Array(n).map(() => (2 * rng.next() - 1) * 3); // beyond the clip too
+  for (const [data, exact] of [[grid, true], [x, false]] as const) {
+    using xt = f32(data, [data.length]);
+    using clip = f32([s], [1]);
+    using q = Tensor.empty(backend, [data.length], "i8");
+    using back = Tensor.empty(backend, [data.length], "f32");
+    backend.quantizeI8(q, xt, data.length, 1, clip, ScaleLayout.tensor, false, 0n);
+    backend.dequantizeI8(back, q, data.length, 1, clip, ScaleLayout.tensor);
+    const qs = q.toArray() as Int8Array, d = back.toFloat32();
+    for (let i = 0; i < data.length; i++) {
+      assert.ok(qs[i]! >= -127 && qs[i]! <= 127, `q=${qs[i]} out of range`);
+      const clipped = Math.max(-s, Math.min(s, data[i]!));
+      if (exact) {
+        assert.equal(qs[i], i - 127, `grid value ${data[i]} got level ${qs[i]}`);
+        assert.ok(
+          Math.abs(d[i]! - data[i]!) <= 2e-7 * s,
+          `grid value ${data[i]} came back ${d[i]}`,
+        );
+      } else assert.ok(Math.abs(d[i]! - clipped) <= s / 254 + 1e-6, `error at ${data[i]}: ${d[i]}`);
+    }
+  }
+});
+
+Deno.test("quantizeI8() stochastic rounding is unbiased and deterministic for a seed", () => {
+  const n = 20000, v = 0.3;
+  using xt = f32(new Float32Array(n).fill(v), [n]);
+  using clip = f32([1], [1]);
+  using q1 = Tensor.empty(backend, [n], "i8");
+  using q2 = Tensor.empty(backend, [n], "i8");
+  backend.quantizeI8(q1, xt, n, 1, clip, ScaleLayout.tensor, true, 42n);
+  backend.quantizeI8(q2, xt, n, 1, clip, ScaleLayout.tensor, true, 42n);
+  const a = q1.toArray() as Int8Array;
+  assert.deepEqual(a, q2.toArray());
+  const mean = a.reduce((s, x) => s + x, 0) / n / 127;
+  assert.ok(Math.abs(mean - v) < 2e-3, `mean ${mean} vs ${v}`);
+  assert.ok(new Set(a).size === 2, "two neighbouring levels");
+});
+
+Deno.test("quantizeI8Dual() writes the per-tensor and per-channel versions of one dY", () => {
+  const rows = 50, c = 6, rng = new Rng(2);
+  const x = new Float32Array(rows * c).map((_, i) => (2 * rng.next() - 1) * (1 + (i % c)));
+  const clipsC = Float32Array.from({ length: c }, (_, j) => 0.5 + j);
+  using xt = f32(x, [rows, c]);
+  using ct = f32([4], [1]);
+  using cc = f32(clipsC, [c]);
+  using qt = Tensor.empty(backend, [rows, c], "i8");
+  using qc = Tensor.empty(backend, [rows, c], "i8");
+  using rt = Tensor.empty(backend, [rows, c], "i8");
+  using rc = Tensor.empty(backend, [rows, c], "i8");
+  backend.quantizeI8Dual(qt, qc, xt, rows, c, ct, cc, false, 0n);
+  backend.quantizeI8(rt, xt, rows * c, 1, ct, ScaleLayout.tensor, false, 0n);
+  backend.quantizeI8(rc, xt, rows, c, cc, ScaleLayout.inner, false, 0n);
+  assert.deepEqual(qt.toArray(), rt.toArray());
+  assert.deepEqual(qc.toArray(), rc.toArray());
+  // Per-inner clips follow the channel: channel j saturates at 0.5 + j.
+  const q = qc.toArray() as Int8Array;
+  for (let i = 0; i < rows * c; i++) {
+    const j = i % c;
+    const want = Math.sign(x[i]!) *
+      Math.round(127 * Math.min(Math.abs(x[i]!), clipsC[j]!) / clipsC[j]!);
+    assert.ok(Math.abs(q[i]! - want) <= 1, `row ${Math.floor(i / c)} channel ${j}`);
+  }
+});
+
+for (const variant of VARIANTS) {
+  Deno.test(`gemmI8() equals the int32 reference exactly on odd sizes (${variant})`, () => {
+    backend.setInt8Kernel(variant as typeof INT8_KERNELS[number]);
+    try {
+      const rng = new Rng(3);
+      for (const [m, n, k] of [[1, 1, 1], [7, 5, 3], [33, 17, 70], [65, 31, 129]]) {
+        const a = randomI8(rng, m! * k!), b = randomI8(rng, n! * k!);
+        using at = i8(a, [m!, k!]);
+        using bt = i8(b, [n!, k!]);
+        using ct = Tensor.empty(backend, [m!, n!], "i32");
+        backend.gemmI8(ct, at, bt, m!, n!, k!);
+        const c = ct.toArray() as Int32Array;
+        for (let i = 0; i < m!; i++) {
+          for (let j = 0; j < n!; j++) {
+            let s = 0;
+            for (let l = 0; l < k!; l++) s += a[i * k! + l]! * b[j * k! + l]!;
+            assert.equal(c[i * n! + j], s, `c[${i}, ${j}] of ${m}x${n}x${k}`);
+          }
+        }
+      }
+    } finally {
+      backend.setInt8Kernel("auto");
+    }
+  });
+}
+
+interface I8ConvCase {
+  name: string;
+  x: [number, number, number, number];
+  k: number;
+  kernel: [number, number];
+  opts: {
+    stride?: number | [number, number];
+    padding?: number | [number, number];
+    groups?: number;
+  };
+}
+const i8Cases: I8ConvCase[] = [
+  { name: "3x3 pad 1", x: [2, 6, 5, 16], k: 8, kernel: [3, 3], opts: { padding: 1 } },
+  { name: "stride 2, c=3", x: [1, 7, 7, 3], k: 5, kernel: [3, 3], opts: { stride: 2, padding: 1 } },
+  { name: "non-square 1x3, c=1", x: [2, 4, 6, 1], k: 4, kernel: [1, 3], opts: { padding: [0, 1] } },
+  { name: "groups 2", x: [2, 5, 5, 8], k: 6, kernel: [3, 3], opts: { padding: 1, groups: 2 } },
+  { name: "1x1", x: [3, 4, 4, 20], k: 9, kernel: [1, 1], opts: {} },
+];
+
+for (const cc of i8Cases) {
+  Deno.test(`int8 conv fprop/dgrad/wgrad equal float convs of the dequantized operands: ${cc.name}`, () => {
+    const rng = new Rng(4);
+    const g = cc.opts.groups ?? 1;
+    const s = convShape("test", cc.x, cc.k, cc.kernel, cc.opts);
+    const wShape = [cc.k, cc.kernel[0], cc.kernel[1], cc.x[3] / g];
+    const nx = cc.x.reduce((a, b) => a * b, 1), nw = wShape.reduce((a, b) => a * b, 1);
+    const ny = s.n * s.p * s.q * s.k;
+    const xq = randomI8(rng, nx), wq = randomI8(rng, nw), dyq = randomI8(rng, ny);
+    const sx = 0.013, sw = Float32Array.from({ length: cc.k }, (_, j) => 0.002 * (j + 1));
+    const sdy = Float32Array.from({ length: cc.k }, (_, j) => 0.001 * (cc.k - j));
+    const deq = (q: Int8Array, scale: (i: number) => number) =>
+      Float64Array.from(q, (v, i) => v * scale(i));
+    const inner = nw / cc.k;
+    const xd = deq(xq, () => sx);
+    const wdC = deq(wq, (i) => sw[Math.floor(i / inner)]!);
+    const wdT = deq(wq, () => sw[0]!);
+    const dydC = deq(dyq, (i) => sdy[i % cc.k]!);
+    const dydT = deq(dyq, () => sdy[0]!);
+    using x = i8(xq, [...cc.x]);
+    using w = i8(wq, wShape);
+    using dy = i8(dyq, [s.n, s.p, s.q, s.k]);
+    using sxT = f32([sx], [1]);
+    using swC = f32(sw, [cc.k]);
+    using sdyC = f32(sdy, [cc.k]);
+    using y = Tensor.empty(backend, [s.n, s.p, s.q, s.k], "f32");
+    using dx = Tensor.empty(backend, [...cc.x], "f32");
+    using dw = Tensor.empty(backend, wShape, "f32");
+    const tol = { atol: 1e-5, rtol: 1e-5 };
+    // fprop with per-output-channel weight scales: each output channel k gets sw[k].
+    backend.conv2dI8(y, x, w, null, sxT, swC, ScaleLayout.outer, s);
+    assertClose("fprop", y.toFloat32(), convRef(xd, wdC, null, s), y.shape, tol);
+    // dgrad, per tensor.
+    backend.conv2dDgradI8(dx, dy, w, sdyC, swC, s);
+    assertClose("dgrad", dx.toFloat32(), dgradRef(dydT, wdT, s), dx.shape, tol);
+    // wgrad with per-output-channel dY scales (GVQ): row k of dW gets sdy[k].
+    backend.conv2dWgradI8(dw, x, dy, sxT, sdyC, ScaleLayout.inner, s);
+    assertClose("wgrad", dw.toFloat32(), wgradRef(xd, dydC, s), dw.shape, tol);
+  });
+}
+
+/** dx of a conv from dy and w, float64, by scattering (reference). */
+function dgradRef(dy: Float64Array, w: Float64Array, s: ReturnType<typeof convShape>) {
+  const dx = new Float64Array(s.n * s.h * s.w * s.c);
+  const cg = s.c / s.groups, kg = s.k / s.groups;
+  for (let n = 0; n < s.n; n++) {
+    for (let p = 0; p < s.p; p++) {
+      for (let q = 0; q < s.q; q++) {
+        for (let k = 0; k < s.k; k++) {
+          const g = dy[((n * s.p + p) * s.q + q) * s.k + k]!, grp = Math.floor(k / kg);
+          for (let r = 0; r < s.r; r++) {
+            const h = p * s.strideH - s.padH + r;
+            if (h < 0 || h >= s.h) continue;
+            for (let t = 0; t < s.s; t++) {
+              const ww = q * s.strideW - s.padW + t;
+              if (ww < 0 || ww >= s.w) continue;
+              for (let c = 0; c < cg; c++) {
+                dx[((n * s.h + h) * s.w + ww) * s.c + grp * cg + c]! += g *
+                  w[((k * s.r + r) * s.s + t) * cg + c]!;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  return dx;
+}
+
+/** dw of a conv from x and dy, float64 (reference). */
+function wgradRef(x: Float64Array, dy: Float64Array, s: ReturnType<typeof convShape>) {
+  const cg = s.c / s.groups, kg = s.k / s.groups;
+  const dw = new Float64Array(s.k * s.r * s.s * cg);
+  for (let n = 0; n < s.n; n++) {
+    for (let p = 0; p < s.p; p++) {
+      for (let q = 0; q < s.q; q++) {
+        for (let k = 0; k < s.k; k++) {
+          const g = dy[((n * s.p + p) * s.q + q) * s.k + k]!, grp = Math.floor(k / kg);
+          for (let r = 0; r < s.r; r++) {
+            const h = p * s.strideH - s.padH + r;
+            if (h < 0 || h >= s.h) continue;
+            for (let t = 0; t < s.s; t++) {
+              const ww = q * s.strideW - s.padW + t;
+              if (ww < 0 || ww >= s.w) continue;
+              for (let c = 0; c < cg; c++) {
+                dw[((k * s.r + r) * s.s + t) * cg + c]! += g *
+                  x[((n * s.h + h) * s.w + ww) * s.c + grp * cg + c]!;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  return dw;
+}
+
+Deno.test("conv2dWgradI8() sums a reduction that overflows one int32 (200,000 x 127 x 127)", () => {
+  const rows = 200_000; // 200000 * 16129 = 3.2e9 > 2^31 - 1
+  const s = convShape("test", [rows, 1, 1, 1], 1, 1, {});
+  using x = i8(new Int8Array(rows).fill(127), [rows, 1, 1, 1]);
+  using dy = i8(new Int8Array(rows).fill(127), [rows, 1, 1, 1]);
+  using one = f32([1], [1]);
+  using dw = Tensor.empty(backend, [1, 1, 1, 1], "f32");
+  backend.conv2dWgradI8(dw, x, dy, one, one, ScaleLayout.tensor, s);
+  const got = dw.toFloat32()[0]!;
+  assert.ok(
+    Math.abs(got - rows * 16129) / (rows * 16129) < 1e-6,
+    `got ${got}, want ${rows * 16129}`,
+  );
+});
+
+Deno.test("channelStats() and the MCS classifier tell Gaussian from Laplace channels", () => {
+  const rows = 40000, c = 4, rng = new Rng(5);
+  const x = new Float32Array(rows * c);
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < c; j++) {
+      // channels 0, 2 Gaussian (std 1, 3); 1, 3 Laplace (std 1, 3): -b ln(U) with a random sign.
+      const sd = j < 2 ? 1 : 3;
+      x[i * c + j] = j % 2 === 0
+        ? rng.normal(0, sd)
+        : (rng.next() < 0.5 ? -1 : 1) * -Math.log(1 - rng.next()) * sd / Math.SQRT2;
+    }
+  }
+  using xt = f32(x, [rows, c]);
+  using out = Tensor.empty(backend, [4, c], "f32");
+  backend.channelStats(out, xt, rows, c);
+  const st = out.toFloat32();
+  for (let j = 0; j < c; j++) {
+    const sd = j < 2 ? 1 : 3, share = st[2 * c + j]!;
+    assert.ok(Math.abs(st[c + j]! - sd) < 0.05 * sd, `std of channel ${j}: ${st[c + j]}`);
+    assert.ok(Math.abs(st[3 * c + j]!) < 0.05 * sd, `mean of channel ${j}`);
+    let mx = 0;
+    for (let i = 0; i < rows; i++) mx = Math.max(mx, Math.abs(x[i * c + j]!));
+    assert.equal(st[j], mx, `max of channel ${j}`);
+    const want = j % 2 === 0 ? "bell" : "inverted-t";
+    assert.equal(classifyChannel(share), want, `channel ${j}: share ${share}`);
+  }
+});
+
+Deno.test("Int8Gemm follows the MCS EMA s_t = (1 - kA) s_(t-1) + A max_t for inverted-T channels", () => {
+  const cfg = quantConfig("daint8", { stochastic: false, k: 1, A: 0.8 });
+  const layer = new Int8Gemm("conv", 1, cfg, 0);
+  const rows = 4000, c = 2, rng = new Rng(6);
+  let ema = NaN;
+  for (let t = 0; t < 4; t++) {
+    const scale = [1, 2, 0.5, 1.5][t]!;
+    const x = new Float32Array(rows * c);
+    let max1 = 0;
+    for (let i = 0; i < rows; i++) {
+      x[i * c] = rng.normal(0, scale); // bell
+      const l = (rng.next() < 0.5 ? -1 : 1) * -Math.log(1 - rng.next()) * scale; // inverted-T
+      x[i * c + 1] = l;
+      max1 = Math.max(max1, Math.abs(l));
+    }
+    ema = t === 0 ? max1 : (1 - 0.8) * ema + 0.8 * max1;
+    using tape = new Tape(backend, { grad: false });
+    const dy = tape.own(f32(x, [rows, 1, 1, c]));
+    const w = tape.own(Tensor.full(backend, [c, 1, 1, c], 0.1));
+    const dx = tape.empty([rows, 1, 1, c]);
+    layer.dgrad(tape, dx, dy, w, convShape("t", [rows, 1, 1, c], c, 1, {}));
+    assert.equal(layer.state.bell[0], 1, `step ${t}: channel 0 is bell-shaped`);
+    assert.equal(layer.state.bell[1], 0, `step ${t}: channel 1 is inverted-T`);
+    assert.ok(
+      Math.abs(layer.state.ema[1]! - ema) < 1e-5 * ema,
+      `step ${t}: ema ${layer.state.ema[1]} vs ${ema}`,
+    );
+    assert.ok(layer.last!.clipMax <= layer.last!.gradMax + 1e-6);
+  }
+});
+
+Deno.test("quantConfig() presets differ as documented and bad knobs throw naming them", () => {
+  assert.equal(PRESETS["int8-naive"]!.gvq, false);
+  assert.equal(PRESETS.daint8!.gvq, true);
+  assert.equal(PRESETS.daint8!.clip, "mcs");
+  assert.equal(PRESETS.ui8!.clip, "dsgc");
+  assert.equal(PRESETS.ui8!.lrScaling, true);
+  assert.equal(quantConfig("daint8", "lambda=0.25,A=0.7").A, 0.7);
+  assert.equal(quantConfig("daint8", { clip: "mcs-solve", alpha: 2 }).alpha, 2);
+  for (
+    const [over, pattern] of [
+      ["lambda=1.5", /lambda=.*between 0 and 1/],
+      ["A=-1", /A=/],
+      ["statsPeriod=0", /statsPeriod/],
+      ["clip=magic", /clip=.*expected one of max, mcs, mcs-solve, dsgc/],
+      ["gvq=maybe", /gvq=.*true or false/],
+      ["speed=11", /Unknown quantization knob "speed"/],
+      ["lambda", /expected name=value/],
+      ["k=2,A=0.8", /k\*A must be at most 1/],
+    ] as const
+  ) {
+    assert.throws(
+      () => quantConfig("daint8", over),
+      (e: Error) => e instanceof RangeError && pattern.test(e.message),
+    );
+  }
+});
