@@ -6,7 +6,13 @@
  */
 import { parseArgs } from "node:util";
 import { Daint8Error } from "../../ffi/library.ts";
-import { dataDirHint, defaultDataDir, type KnownDataset, loadMnistLike } from "../data/datasets.ts";
+import {
+  dataDirHint,
+  defaultDataDir,
+  type ImageDataset,
+  type KnownDataset,
+  loadMnistLike,
+} from "../data/datasets.ts";
 import { MODELS } from "../models/registry.ts";
 import { QUANT_NAMES, quantConfig } from "../quant/config.ts";
 import { type ScheduleKind, SCHEDULES } from "../optim/schedule.ts";
@@ -75,9 +81,15 @@ function oneOf<T extends string>(name: string, v: string | undefined, def: T, al
   return v as T;
 }
 
-/** Parses CLI arguments into a run; throws UsageError on a bad flag or value. */
-export function parseTrainArgs(args: string[]) {
-  let values;
+/** Extra flags a command adds to the training ones (`deno task experiment`). */
+export type ExtraOptions = Record<string, { type: "string" | "boolean" }>;
+
+/**
+ * Parses CLI arguments into a run; throws UsageError on a bad flag or value. `extra` flags are
+ * accepted too and returned raw in `extra`.
+ */
+export function parseTrainArgs(args: string[], extraOptions: ExtraOptions = {}) {
+  let values: Record<string, string | boolean | undefined>;
   try {
     ({ values } = parseArgs({
       args,
@@ -106,12 +118,13 @@ export function parseTrainArgs(args: string[]) {
         "test-limit": { type: "string" },
         "stop-after": { type: "string" },
         help: { type: "boolean", short: "h" },
+        ...extraOptions,
       },
     }));
   } catch (e) {
     throw new UsageError(`${(e as Error).message}. Run with --help for the flags.`);
   }
-  const v = values;
+  const v = values as Record<string, string | undefined> & { nesterov?: boolean; help?: boolean };
   const quant = oneOf("quant", v.quant, "fp32", QUANT_NAMES);
   let quantSet: string | Record<string, unknown> = v["quant-set"] ?? "";
   if (quantSet.startsWith("@")) {
@@ -163,7 +176,32 @@ export function parseTrainArgs(args: string[]) {
     limit: v.limit === undefined ? undefined : int("limit", v.limit, 0),
     testLimit: v["test-limit"] === undefined ? undefined : int("test-limit", v["test-limit"], 0),
     stopAfter: v["stop-after"] === undefined ? undefined : int("stop-after", v["stop-after"], 0),
+    extra: Object.fromEntries(Object.keys(extraOptions).map((k) => [k, values[k]])),
   };
+}
+
+/** The parsed run of `parseTrainArgs`. */
+export type TrainArgs = ReturnType<typeof parseTrainArgs>;
+
+/** Loads the training and test sets a parsed run names (data dir, limits). */
+export async function loadRunData(a: TrainArgs): Promise<[ImageDataset, ImageDataset]> {
+  const ds = a.config.dataset as KnownDataset;
+  const dir = a.dataDir ?? defaultDataDir(ds);
+  if (dir === undefined) throw new Error(`Cannot find the ${ds} data. ${dataDirHint(ds)}`);
+  return [
+    await loadMnistLike(dir, "train", { limit: a.limit, name: ds }),
+    await loadMnistLike(dir, "test", { limit: a.testLimit, name: ds }),
+  ];
+}
+
+/** Prints an error the way every command does; returns the exit status (1). */
+export function reportError(e: unknown): number {
+  const err = e as Error;
+  const known = err instanceof Daint8Error || err instanceof TypeError ||
+    err instanceof RangeError || err.constructor === Error;
+  console.error(`error: ${err.message}`);
+  if (!known) console.error(err.stack);
+  return 1;
 }
 
 /** Runs the CLI; returns the process exit status (0 ok, 1 failure, 2 usage). */
@@ -183,13 +221,8 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
   try {
-    const ds = a.config.dataset as KnownDataset;
-    const dir = a.dataDir ?? defaultDataDir(ds);
-    if (dir === undefined) {
-      throw new Error(`Cannot find the ${ds} data. ${dataDirHint(ds)}`);
-    }
-    const trainSet = await loadMnistLike(dir, "train", { limit: a.limit, name: ds });
-    const testSet = await loadMnistLike(dir, "test", { limit: a.testLimit, name: ds });
+    const ds = a.config.dataset;
+    const [trainSet, testSet] = await loadRunData(a);
     const progress = new Progress({ itemsPerStep: a.config.batchSize });
     console.log(
       `training ${a.config.model} on ${ds} (${trainSet.n} train / ${testSet.n} test images), ` +
@@ -209,12 +242,7 @@ export async function main(args: string[]): Promise<number> {
     result.model.dispose();
     return 0;
   } catch (e) {
-    const err = e as Error;
-    const known = err instanceof Daint8Error || err instanceof TypeError ||
-      err instanceof RangeError || err.constructor === Error;
-    console.error(`error: ${err.message}`);
-    if (!known) console.error(err.stack);
-    return 1;
+    return reportError(e);
   }
 }
 
