@@ -1,7 +1,9 @@
 /**
- * daint8: INT8-ready CNN training for Deno. TypeScript orchestrates models, training and
- * (soon) quantizer state; a native library (C++ cpu backend, CUDA to come) does the math behind
- * one C ABI loaded through Deno FFI.
+ * daint8: INT8 training of convolutional networks for Deno, with the Distribution-Adaptive
+ * INT8 method (Gradient Vectorized Quantization and the Magnitude-aware Clipping Strategy) and the
+ * fp32, naive INT8 and UI8 baselines. TypeScript orchestrates models, training, quantizer state
+ * and clipping solves; a native library (the C++ cpu backend) does the math behind one C ABI
+ * loaded through Deno FFI.
  *
  * @example
  * ```ts ignore
@@ -11,6 +13,10 @@
  * using tape = new d8.Tape(backend);
  * const x = d8.Tensor.full(backend, [8, 28, 28, 1], 0.5);
  * const logits = model.forward(tape, x); // [8, 10]
+ * // INT8 training: every conv/linear GEMM of the model runs in int8 with daint8's quantizers.
+ * new d8.ModelQuantizer(model, d8.quantConfig("daint8", "lambda=0.3"), 0);
+ * // The clipping solver: the optimum of E(s) for a unit Gaussian truncated at 4 sigma.
+ * d8.optimalClip(d8.gaussian(1), { alpha: 0, max: 4 }).s; // about 2.87
  * ```
  *
  * @module
@@ -72,3 +78,39 @@ export { readCheckpoint, saveCheckpoint } from "./src/train/checkpoint.ts";
 export { evaluate, train, type TrainConfig, type TrainResult } from "./src/train/trainer.ts";
 export { MetricsLog } from "./src/train/metrics.ts";
 export { Progress } from "./src/train/progress.ts";
+export {
+  CLIP_RULES,
+  type ClipRule,
+  PRESETS,
+  QUANT_NAMES,
+  type QuantConfig,
+  quantConfig,
+} from "./src/quant/config.ts";
+export {
+  cosineDistance,
+  Int8Gemm,
+  type LayerQuantState,
+  type LayerQuantStats,
+} from "./src/quant/int8_gemm.ts";
+export { ModelQuantizer } from "./src/quant/quantizer.ts";
+export {
+  type ChannelShape,
+  classifyChannel,
+  type ClipOptions,
+  clippingError,
+  dClippingError,
+  density,
+  type Family,
+  familySigma,
+  fitInvertedT,
+  gaussian,
+  type GaussianFamily,
+  invertedT,
+  type InvertedTFamily,
+  laplace,
+  type LaplaceFamily,
+  laplaceFromSigma,
+  type OptimalClip,
+  optimalClip,
+  shareAboveSigma,
+} from "./src/quant/solve.ts";

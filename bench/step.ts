@@ -11,6 +11,8 @@ import { createModel } from "../src/models/registry.ts";
 import type { Module } from "../src/nn/module.ts";
 import { softmaxCrossEntropy } from "../src/ops/loss.ts";
 import { Sgd } from "../src/optim/sgd.ts";
+import { quantConfig } from "../src/quant/config.ts";
+import { ModelQuantizer } from "../src/quant/quantizer.ts";
 import { Tensor } from "../src/tensor.ts";
 
 /** A ready-to-run training step and its cleanup. */
@@ -21,11 +23,15 @@ export interface StepRunner {
   dispose(): void;
 }
 
-/** Builds model `name` for [batch, size, size, channels] inputs with 10 classes. */
+/**
+ * Builds model `name` for [batch, size, size, channels] inputs with 10 classes, trained with
+ * quantization preset `quant`.
+ */
 export function makeStep(
   backend: Backend,
   name: string,
   batch: number,
+  quant = "fp32",
   input: { channels: number; size: number } = { channels: 1, size: 28 },
 ): StepRunner {
   const rng = new Rng(0);
@@ -34,6 +40,7 @@ export function makeStep(
     inputSize: input.size,
     classes: 10,
   });
+  const quantizer = new ModelQuantizer(model, quantConfig(quant), 0);
   const params = model.namedParameters();
   const opt = new Sgd(backend, params, { lr: 0.01, momentum: 0.9, weightDecay: 5e-4 });
   const n = batch * input.size * input.size * input.channels;
@@ -47,7 +54,7 @@ export function makeStep(
       using tape = new Tape(backend);
       for (const [, p] of params) tape.watch(p);
       const ce = softmaxCrossEntropy(tape, model.forward(tape, x), y);
-      opt.step(tape.backward(ce.loss));
+      opt.step(tape.backward(ce.loss), quantizer.lrScales());
       return ce.read().loss;
     },
     dispose() {

@@ -199,7 +199,8 @@ int32_t d8_quantize_i8(d8_buffer* y, const d8_buffer* x, int64_t outer, int32_t 
 int32_t d8_quantize_i8_dual(d8_buffer* y_tensor, d8_buffer* y_channel, const d8_buffer* x,
                             int64_t rows, int32_t channels, const d8_buffer* clip_tensor,
                             const d8_buffer* clips_channel, int32_t rounding, uint64_t seed);
-/* y f32 = q * clip / 127 with the same layouts (tests, error measurement, analysis). */
+/* y f32 = q * (clip / 127) with the same layouts (the scale the GEMM epilogues use; tests,
+ * error measurement, analysis). */
 int32_t d8_dequantize_i8(d8_buffer* y, const d8_buffer* q, int64_t outer, int32_t inner,
                          const d8_buffer* clips, int32_t layout);
 /* out[0] = max |x| over n elements (f32). */
@@ -210,7 +211,9 @@ int32_t d8_absmax_f32(d8_buffer* out, const d8_buffer* x, int64_t n);
 int32_t d8_channel_stats_f32(d8_buffer* out, const d8_buffer* x, int64_t rows, int32_t channels);
 
 /* ---- INT8 GEMMs: int8 x int8 -> int32 accumulation, rescaled to f32 in the epilogue ---- *
- * Scales (clip / 127) are f32 buffers. Outputs f32, overwritten. */
+ * Scales (clip / 127) are f32 buffers. Outputs f32, overwritten. Int8 operands must lie in
+ * [-127, 127] (what d8_quantize_i8 writes); -128 is outside the contract (the AVX2 kernel's sign
+ * trick cannot represent (-128) * (-128)). */
 /* y[n,p,q,k] = sum(xq * wq) * x_scale[0] * w_scale[k or 0] (+ bias[k]); w_layout is
  * D8_SCALE_TENSOR or D8_SCALE_OUTER. bias may be NULL. x int8 NHWC, w int8 OHWI. */
 int32_t d8_conv2d_fwd_i8(d8_buffer* y, const d8_buffer* x, const d8_buffer* w,
@@ -229,7 +232,8 @@ int32_t d8_conv2d_dgrad_i8(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* 
 int32_t d8_conv2d_wgrad_i8(d8_buffer* dw, const d8_buffer* x, const d8_buffer* dy,
                            const d8_buffer* x_scale, const d8_buffer* dy_scale, int32_t dy_layout,
                            const d8_conv_shape* shape);
-/* c int32 [m, n] = a int8 [m, k] . b int8 [n, k]^T (tests and benchmarks). */
+/* c int32 [m, n] = a int8 [m, k] . b int8 [n, k]^T (tests and benchmarks). Exact for
+ * k <= 133,144 (127 * 127 * k < 2^31); longer reductions wrap in int32. */
 int32_t d8_gemm_i8(d8_buffer* c, const d8_buffer* a, const d8_buffer* b, int64_t m, int32_t n,
                    int32_t k);
 /* The int8 inner-loop variant: 0 = auto (best the CPU has, chosen at run time), 1 = portable,

@@ -39,29 +39,46 @@ function config(over: Partial<TrainConfig> = {}): TrainConfig {
 
 const quiet = { backend: cpu(), print: () => {} };
 
-Deno.test({
-  name: "train() lowers LeNet-5's loss on 512 MNIST images by at least 3x in 3 epochs",
-  ignore,
-  async fn() {
-    const [tr, te] = await data(512);
-    const r = await train(config({ epochs: 3, schedule: "cosine" }), tr, te, quiet);
-    const first = r.epochs[0]!.trainLoss, last = r.epochs.at(-1)!.trainLoss;
-    r.model.dispose();
-    // An untrained 10-way classifier starts near ln 10 = 2.30.
-    assert.ok(last * 3 < first, `loss went from ${first} to ${last}, expected a 3x drop`);
-    assert.ok(r.testAcc > 0.6, `test accuracy ${r.testAcc} after 3 short epochs`);
-  },
-});
+for (const quant of ["fp32", "int8-naive", "ui8", "daint8"]) {
+  Deno.test({
+    name: `train() lowers LeNet-5's loss on 512 MNIST images by at least 3x in 3 epochs (${quant})`,
+    ignore,
+    async fn() {
+      const [tr, te] = await data(512);
+      const r = await train(config({ epochs: 3, schedule: "cosine", quant }), tr, te, quiet);
+      const first = r.epochs[0]!.trainLoss, last = r.epochs.at(-1)!.trainLoss;
+      const int8Layers = r.quantizer.layers.length;
+      r.model.dispose();
+      // An untrained 10-way classifier starts near ln 10 = 2.30.
+      assert.ok(last * 3 < first, `loss went from ${first} to ${last}, expected a 3x drop`);
+      assert.ok(r.testAcc > 0.6, `test accuracy ${r.testAcc} after 3 short epochs`);
+      // LeNet-5 has 5 GEMM layers; the first and last stay FP32 by default.
+      assert.equal(int8Layers, quant === "fp32" ? 0 : 3);
+    },
+  });
+}
 
 Deno.test({
-  name: "train() resumed after 1 of 2 epochs gives the same weights as 2 epochs straight",
+  name:
+    "train() resumed after 1 of 2 epochs gives the same weights and quantizer state as 2 straight",
   ignore,
   async fn() {
     const [tr, te] = await data(256);
     const dir = await Deno.makeTempDir({ prefix: "daint8-resume-" });
     try {
-      for (const schedule of ["constant", "cosine"] as const) {
-        const cfg = config({ schedule });
+      for (
+        const [quant, schedule] of [
+          ["fp32", "constant"],
+          ["fp32", "cosine"],
+          ["daint8", "cosine"],
+          ["ui8", "constant"],
+        ] as const
+      ) {
+        const cfg = config({
+          schedule,
+          quant,
+          quantSet: quant === "ui8" ? "statsPeriod=3" : undefined,
+        });
         const a = await train(cfg, tr, te, { ...quiet, out: `${dir}/a` });
         a.model.dispose();
         const b1 = await train(cfg, tr, te, { ...quiet, out: `${dir}/b`, stopAfterEpochs: 1 });
@@ -75,6 +92,12 @@ Deno.test({
         const ca = await readSafetensors(`${dir}/a/checkpoint.safetensors`);
         const cb = await readSafetensors(`${dir}/b/checkpoint.safetensors`);
         assert.deepEqual(Object.keys(cb.tensors).sort(), Object.keys(ca.tensors).sort());
+        if (quant !== "fp32") {
+          assert.ok(
+            Object.keys(ca.tensors).some((n) => n.startsWith("quant.")),
+            "quantizer state saved",
+          );
+        }
         for (const [name, t] of Object.entries(ca.tensors)) {
           assert.deepEqual(
             cb.tensors[name]!.data,

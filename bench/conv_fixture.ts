@@ -1,0 +1,94 @@
+/**
+ * ResNet-20's 3x3 conv layer shapes and seeded INT8 operands for them, validated before any
+ * timing: the INT8 fprop, dgrad and wgrad must equal the fp32 kernels run on the dequantized
+ * operands (to float rounding).
+ *
+ * @module
+ */
+import type { Backend, ConvShape } from "../src/backend/backend.ts";
+import { ScaleLayout } from "../src/backend/backend.ts";
+import { Rng } from "../src/data/rng.ts";
+import { Tensor } from "../src/tensor.ts";
+
+/** The three stages of ResNet-20 on 28x28 inputs (Fashion-MNIST), 3x3 convs, padding 1. */
+export function convLayers(batch: number) {
+  return [
+    { name: "stage1 16->16 28x28", x: [batch, 28, 28, 16], k: 16, stride: 1 },
+    { name: "stage2 32->32 14x14", x: [batch, 14, 14, 32], k: 32, stride: 1 },
+    { name: "stage3 64->64 7x7", x: [batch, 7, 7, 64], k: 64, stride: 1 },
+  ] as const;
+}
+
+/** INT8 operands, scales and outputs of one conv shape. */
+export interface Int8ConvFixture {
+  xq: Tensor;
+  wq: Tensor;
+  dyq: Tensor;
+  sx: Tensor;
+  sw: Tensor;
+  sdy: Tensor;
+  sdyC: Tensor;
+  y: Tensor;
+  dx: Tensor;
+  dw: Tensor;
+}
+
+function randomI8(rng: Rng, n: number): Int8Array {
+  const a = new Int8Array(n);
+  for (let i = 0; i < n; i++) a[i] = rng.int(255) - 127;
+  return a;
+}
+
+function maxRelError(a: Float32Array, b: Float32Array): number {
+  let err = 0, scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    err = Math.max(err, Math.abs(a[i]! - b[i]!));
+    scale = Math.max(scale, Math.abs(b[i]!));
+  }
+  return err / Math.max(scale, 1e-30);
+}
+
+/** Builds the operands of `s` and checks the three INT8 kernels against fp32 ones. */
+export function int8ConvFixture(backend: Backend, s: ConvShape): Int8ConvFixture {
+  const rng = new Rng(11);
+  const xShape = [s.n, s.h, s.w, s.c], wShape = [s.k, s.r, s.s, s.c / s.groups];
+  const yShape = [s.n, s.p, s.q, s.k];
+  const xa = randomI8(rng, xShape.reduce((a, b) => a * b)),
+    wa = randomI8(rng, wShape.reduce((a, b) => a * b)),
+    dya = randomI8(rng, yShape.reduce((a, b) => a * b));
+  const sdyC = Float32Array.from({ length: s.k }, (_, j) => 1e-3 * (1 + j / s.k));
+  const f: Int8ConvFixture = {
+    xq: Tensor.from(backend, xa, xShape, "i8"),
+    wq: Tensor.from(backend, wa, wShape, "i8"),
+    dyq: Tensor.from(backend, dya, yShape, "i8"),
+    sx: Tensor.from(backend, Float32Array.of(0.01), [1], "f32"),
+    sw: Tensor.from(backend, Float32Array.of(0.002), [1], "f32"),
+    sdy: Tensor.from(backend, Float32Array.of(0.001), [1], "f32"),
+    sdyC: Tensor.from(backend, sdyC, [s.k], "f32"),
+    y: Tensor.empty(backend, yShape, "f32"),
+    dx: Tensor.empty(backend, xShape, "f32"),
+    dw: Tensor.empty(backend, wShape, "f32"),
+  };
+  // Validate before timing: fp32 kernels on the dequantized operands.
+  const deq = (q: Int8Array, shape: number[], scale: (i: number) => number) =>
+    Tensor.from(backend, Float32Array.from(q, (v, i) => v * scale(i)), shape, "f32");
+  const xf = deq(xa, xShape, () => 0.01), wf = deq(wa, wShape, () => 0.002);
+  const dyT = deq(dya, yShape, () => 0.001), dyC = deq(dya, yShape, (i) => sdyC[i % s.k]!);
+  const ref = {
+    y: Tensor.empty(backend, yShape),
+    dx: Tensor.empty(backend, xShape),
+    dw: Tensor.empty(backend, wShape),
+  };
+  backend.conv2d(ref.y, xf, wf, null, s);
+  backend.conv2dDgrad(ref.dx, dyT, wf, s);
+  backend.conv2dWgrad(ref.dw, xf, dyC, s);
+  backend.conv2dI8(f.y, f.xq, f.wq, null, f.sx, f.sw, ScaleLayout.tensor, s);
+  backend.conv2dDgradI8(f.dx, f.dyq, f.wq, f.sdy, f.sw, s);
+  backend.conv2dWgradI8(f.dw, f.xq, f.dyq, f.sx, f.sdyC, ScaleLayout.inner, s);
+  for (const k of ["y", "dx", "dw"] as const) {
+    const e = maxRelError(f[k].toFloat32(), ref[k].toFloat32());
+    if (!(e < 1e-4)) throw new Error(`INT8 conv ${k} differs from fp32 by ${e} (relative)`);
+  }
+  for (const t of [xf, wf, dyT, dyC, ref.y, ref.dx, ref.dw]) t.dispose();
+  return f;
+}

@@ -1,0 +1,254 @@
+// batchnorm.cpp: batch normalization over the rows of x[m, c] (NHWC flattened: m = N*H*W).
+// Statistics are accumulated in double per thread over row ranges, with each channel shifted by
+// its first-row value (the "shifted data" variance: no catastrophic cancellation when the mean
+// is large against the spread). Normalization loops run over the contiguous channel dimension.
+#include "common.h"
+
+#include <cmath>
+#include <cstdio>
+
+using namespace d8cpu;
+
+namespace {
+
+constexpr int64_t kGrain = int64_t{1} << 15;
+
+int32_t check_bn(const char* fn, char* dims, size_t cap, int64_t m, int32_t c) {
+  snprintf(dims, cap, "m=%lld,c=%d", static_cast<long long>(m), c);
+  if (m < 1 || c < 1)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: m and c must be positive (%s)", fn, dims);
+  return D8_OK;
+}
+
+// NS per-channel sums over row ranges, reduced across threads in double: body(b, e, acc) adds
+// rows [b, e) into acc[0..NS-1][c] (zeroed), and out[k][j] receives the totals.
+template <int NS, class F>
+void channel_sums(int64_t m, int64_t c, double* const (&out)[NS], F&& body) {
+  const int nt = threads_for(m * c, kGrain);
+  const int64_t ld = round_up(c, 8);
+  double* part =
+      reinterpret_cast<double*>(scratch(kSlotMisc, static_cast<size_t>(2 * NS * ld * nt)));
+  parallel(nt, [&](int t, int T) {
+    double* acc[NS];
+    for (int k = 0; k < NS; ++k) {
+      acc[k] = part + (NS * t + k) * ld;
+      for (int64_t j = 0; j < c; ++j) acc[k][j] = 0.0;
+    }
+    body(m * t / T, m * (t + 1) / T, acc);
+  });
+  for (int k = 0; k < NS; ++k)
+    for (int64_t j = 0; j < c; ++j) {
+      double v = 0.0;
+      for (int t = 0; t < nt; ++t) v += part[(NS * t + k) * ld + j];
+      out[k][j] = v;
+    }
+}
+
+}  // namespace
+
+extern "C" int32_t d8_batchnorm_fwd_train(d8_buffer* y, d8_buffer* save_mean,
+                                          d8_buffer* save_invstd, d8_buffer* running_mean,
+                                          d8_buffer* running_var, const d8_buffer* x,
+                                          const d8_buffer* gamma, const d8_buffer* beta, int64_t m,
+                                          int32_t c, float momentum, float eps) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[64];
+    if (int32_t e = check_bn(fn, dims, sizeof dims, m, c)) return e;
+    const int64_t mc = mul64(m, c, 4), cb = int64_t{c} * 4;
+    if (int32_t e = check_buffer(fn, "y", y, mc, dims)) return e;
+    if (int32_t e = check_buffer(fn, "save_mean", save_mean, cb, dims)) return e;
+    if (int32_t e = check_buffer(fn, "save_invstd", save_invstd, cb, dims)) return e;
+    if (int32_t e = check_buffer(fn, "running_mean", running_mean, cb, dims)) return e;
+    if (int32_t e = check_buffer(fn, "running_var", running_var, cb, dims)) return e;
+    if (int32_t e = check_buffer(fn, "x", x, mc, dims)) return e;
+    if (int32_t e = check_buffer(fn, "gamma", gamma, cb, dims)) return e;
+    if (int32_t e = check_buffer(fn, "beta", beta, cb, dims)) return e;
+    if (m < 2)
+      return fail(D8_ERR_INVALID_ARGUMENT,
+                  "%s: training needs more than one value per channel, got m=%lld (%s)", fn,
+                  static_cast<long long>(m), dims);
+    if (!(eps > 0.0f))
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: eps must be positive, got %g", fn,
+                  static_cast<double>(eps));
+
+    const float* px = cfptr(x);
+    const float* shift = px;  // first row
+    double* st = reinterpret_cast<double*>(
+        scratch(kSlotConvPartial, static_cast<size_t>(4 * round_up(c, 8) + 6 * c)));
+    double* s1 = st;
+    double* s2 = st + round_up(c, 8);
+    // mean as a float pair hi + lo: x - hi is exact for x near the mean, so a large mean does not
+    // cost the normalized output its low bits.
+    float* mean_hi = reinterpret_cast<float*>(s2 + round_up(c, 8));
+    float* mean_lo = mean_hi + c;
+    float* scale_f = mean_lo + c;
+    double* const sums[2] = {s1, s2};
+    channel_sums<2>(m, c, sums, [&](int64_t b, int64_t e, double* const* acc) {
+      double* __restrict p1 = acc[0];
+      double* __restrict p2 = acc[1];
+      for (int64_t i = b; i < e; ++i) {
+        const float* row = px + i * c;
+        for (int64_t j = 0; j < c; ++j) {
+          const double d = static_cast<double>(row[j]) - static_cast<double>(shift[j]);
+          p1[j] += d;
+          p2[j] += d * d;
+        }
+      }
+    });
+
+    float* sm = fptr(save_mean);
+    float* si = fptr(save_invstd);
+    float* rm = fptr(running_mean);
+    float* rv = fptr(running_var);
+    const float* g = cfptr(gamma);
+    const double md = static_cast<double>(m), mom = momentum;
+    for (int64_t j = 0; j < c; ++j) {
+      const double dm = s1[j] / md;
+      const double mean = static_cast<double>(shift[j]) + dm;
+      const double var = std::max(0.0, s2[j] / md - dm * dm);  // biased
+      const double invstd = 1.0 / std::sqrt(var + static_cast<double>(eps));
+      mean_hi[j] = static_cast<float>(mean);
+      mean_lo[j] = static_cast<float>(mean - static_cast<double>(mean_hi[j]));
+      scale_f[j] = static_cast<float>(invstd * g[j]);
+      sm[j] = static_cast<float>(mean);
+      si[j] = static_cast<float>(invstd);
+      rm[j] = static_cast<float>((1.0 - mom) * rm[j] + mom * mean);
+      rv[j] = static_cast<float>((1.0 - mom) * rv[j] + mom * var * md / (md - 1.0));
+    }
+
+    float* py = fptr(y);  // may alias x: every element is read before it is written
+    const float* bt = cfptr(beta);
+    parallel_for(m, std::max<int64_t>(1, kGrain / c), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const float* xr = px + i * c;
+        float* yr = py + i * c;
+        for (int64_t j = 0; j < c; ++j)
+          yr[j] = ((xr[j] - mean_hi[j]) - mean_lo[j]) * scale_f[j] + bt[j];
+      }
+    });
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_batchnorm_fwd_infer(d8_buffer* y, const d8_buffer* x, const d8_buffer* gamma,
+                                          const d8_buffer* beta, const d8_buffer* running_mean,
+                                          const d8_buffer* running_var, int64_t m, int32_t c,
+                                          float eps) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[64];
+    if (int32_t e = check_bn(fn, dims, sizeof dims, m, c)) return e;
+    const int64_t mc = mul64(m, c, 4), cb = int64_t{c} * 4;
+    if (int32_t e = check_buffer(fn, "y", y, mc, dims)) return e;
+    if (int32_t e = check_buffer(fn, "x", x, mc, dims)) return e;
+    if (int32_t e = check_buffer(fn, "gamma", gamma, cb, dims)) return e;
+    if (int32_t e = check_buffer(fn, "beta", beta, cb, dims)) return e;
+    if (int32_t e = check_buffer(fn, "running_mean", running_mean, cb, dims)) return e;
+    if (int32_t e = check_buffer(fn, "running_var", running_var, cb, dims)) return e;
+    if (!(eps > 0.0f))
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: eps must be positive, got %g", fn,
+                  static_cast<double>(eps));
+    float* tab = scratch(kSlotMisc, static_cast<size_t>(2 * c));
+    float* scale = tab;
+    float* offs = tab + c;
+    const float* g = cfptr(gamma);
+    const float* bt = cfptr(beta);
+    const float* rm = cfptr(running_mean);
+    const float* rv = cfptr(running_var);
+    for (int64_t j = 0; j < c; ++j) {
+      const double s = static_cast<double>(g[j]) / std::sqrt(static_cast<double>(rv[j]) + eps);
+      scale[j] = static_cast<float>(s);
+      offs[j] = static_cast<float>(static_cast<double>(bt[j]) - s * rm[j]);
+    }
+    const float* px = cfptr(x);
+    float* py = fptr(y);
+    parallel_for(m, std::max<int64_t>(1, kGrain / c), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const float* xr = px + i * c;
+        float* yr = py + i * c;
+        for (int64_t j = 0; j < c; ++j) yr[j] = xr[j] * scale[j] + offs[j];
+      }
+    });
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_batchnorm_bwd(d8_buffer* dx, d8_buffer* dgamma, d8_buffer* dbeta,
+                                    const d8_buffer* dy, const d8_buffer* x, const d8_buffer* gamma,
+                                    const d8_buffer* save_mean, const d8_buffer* save_invstd,
+                                    int64_t m, int32_t c) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[64];
+    if (int32_t e = check_bn(fn, dims, sizeof dims, m, c)) return e;
+    const int64_t mc = mul64(m, c, 4), cb = int64_t{c} * 4;
+    if (int32_t e = check_buffer(fn, "dx", dx, mc, dims)) return e;
+    if (int32_t e = check_buffer(fn, "dgamma", dgamma, cb, dims)) return e;
+    if (int32_t e = check_buffer(fn, "dbeta", dbeta, cb, dims)) return e;
+    if (int32_t e = check_buffer(fn, "dy", dy, mc, dims)) return e;
+    if (int32_t e = check_buffer(fn, "x", x, mc, dims)) return e;
+    if (int32_t e = check_buffer(fn, "gamma", gamma, cb, dims)) return e;
+    if (int32_t e = check_buffer(fn, "save_mean", save_mean, cb, dims)) return e;
+    if (int32_t e = check_buffer(fn, "save_invstd", save_invstd, cb, dims)) return e;
+
+    const float* px = cfptr(x);
+    const float* pdy = cfptr(dy);
+    const float* mean = cfptr(save_mean);
+    const float* invstd = cfptr(save_invstd);
+    const float* g = cfptr(gamma);
+    const int64_t cd = round_up(c, 8);
+    double* st = reinterpret_cast<double*>(
+        scratch(kSlotConvPartial, static_cast<size_t>(6 * cd + 8 * c)));
+    double* sdy = st;
+    double* sdyx = st + cd;
+    double* sx = st + 2 * cd;
+    float* k1 = reinterpret_cast<float*>(st + 3 * cd);
+    float* k2 = k1 + c;
+    float* k3 = k2 + c;
+    float* mlo = k3 + c;
+    // sdy = sum dy, sdyx = sum dy * (x - mean), sx = sum (x - mean). save_mean is the batch
+    // mean rounded to float; sx / m recovers the rounding (the forward normalized with the
+    // unrounded mean), so a large mean does not leak into dgamma and dx.
+    double* const sums[3] = {sdy, sdyx, sx};
+    channel_sums<3>(m, c, sums, [&](int64_t b, int64_t e, double* const* acc) {
+      double* __restrict p1 = acc[0];
+      double* __restrict p2 = acc[1];
+      double* __restrict p3 = acc[2];
+      for (int64_t i = b; i < e; ++i) {
+        const float* xr = px + i * c;
+        const float* dr = pdy + i * c;
+        for (int64_t j = 0; j < c; ++j) {
+          const double d = dr[j];
+          const double xc = static_cast<double>(xr[j]) - static_cast<double>(mean[j]);
+          p1[j] += d;
+          p2[j] += d * xc;
+          p3[j] += xc;
+        }
+      }
+    });
+    float* dg = fptr(dgamma);
+    float* dbt = fptr(dbeta);
+    const double md = static_cast<double>(m);
+    for (int64_t j = 0; j < c; ++j) {
+      const double is = invstd[j];
+      const double dmean = sx[j] / md;  // true mean - save_mean
+      mlo[j] = static_cast<float>(dmean);
+      const double dgam = (sdyx[j] - dmean * sdy[j]) * is;  // sum dy * xhat
+      dg[j] = static_cast<float>(dgam);
+      dbt[j] = static_cast<float>(sdy[j]);
+      // dx = gamma*invstd * (dy - sum(dy)/m - xhat * sum(dy*xhat)/m)
+      k1[j] = static_cast<float>(g[j] * is);
+      k2[j] = static_cast<float>(sdy[j] / md);
+      k3[j] = static_cast<float>(dgam / md * is);
+    }
+    float* pdx = fptr(dx);  // may alias dy: each element is read before it is written
+    parallel_for(m, std::max<int64_t>(1, kGrain / c), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const float* xr = px + i * c;
+        const float* dr = pdy + i * c;
+        float* o = pdx + i * c;
+        for (int64_t j = 0; j < c; ++j)
+          o[j] = k1[j] * (dr[j] - k2[j] - ((xr[j] - mean[j]) - mlo[j]) * k3[j]);
+      }
+    });
+    return D8_OK;
+  });
+}

@@ -1,0 +1,194 @@
+// common.h: internal helpers shared by every cpu kernel file (not part of the ABI).
+//   - error reporting (fail, the last-error message) and the exception guard at the ABI boundary
+//   - buffer / context structs and argument checks
+//   - thread count and the parallel helpers (OpenMP when compiled with -fopenmp, serial otherwise)
+//   - per-thread scratch memory that is reused between calls
+#ifndef DAINT8_CPU_COMMON_H
+#define DAINT8_CPU_COMMON_H
+
+#include "daint8.h"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <new>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+// ---- handles (opaque in the ABI) ------------------------------------------------------------
+struct d8_context {
+  uint64_t magic;
+  int32_t threads;  // 0 = library default (omp_get_max_threads())
+};
+
+struct d8_buffer {
+  uint64_t magic;
+  int64_t bytes;
+  void* data;  // 64-byte aligned
+  d8_context* ctx;
+};
+
+// Internal symbols stay out of the shared library's dynamic symbol table.
+#pragma GCC visibility push(hidden)
+
+namespace d8cpu {
+
+constexpr uint64_t kContextMagic = 0x6438636f6e746578ull;  // "d8contex"
+constexpr uint64_t kBufferMagic = 0x6438627566666572ull;   // "d8buffer"
+constexpr uint64_t kDeadMagic = 0x6465616462656566ull;     // freed handle
+
+// ---- errors ---------------------------------------------------------------------------------
+// Formats the calling thread's last-error message and returns code. Never throws.
+int32_t fail(int32_t code, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// Runs body(fn) and turns every escaping C++ exception into a status code.
+template <class F>
+int32_t guard(const char* fn, F&& body) noexcept {
+  try {
+    return body(fn);
+  } catch (const std::bad_alloc&) {
+    return fail(D8_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+  } catch (const std::exception& e) {
+    return fail(D8_ERR_INTERNAL, "%s: internal error: %s", fn, e.what());
+  } catch (...) {
+    return fail(D8_ERR_INTERNAL, "%s: unknown internal error", fn);
+  }
+}
+
+// Product of non-negative factors, or -1 when it does not fit in int64.
+inline int64_t mul64(int64_t a, int64_t b) {
+  int64_t r;
+  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r)) return -1;
+  return r;
+}
+inline int64_t mul64(int64_t a, int64_t b, int64_t c) { return mul64(mul64(a, b), c); }
+inline int64_t mul64(int64_t a, int64_t b, int64_t c, int64_t d) {
+  return mul64(mul64(a, b, c), d);
+}
+
+// Null / dead handle check. name is the argument name as in the header ("y", "dw").
+int32_t check_handle(const char* fn, const char* name, const d8_buffer* b);
+int32_t check_context(const char* fn, const d8_context* ctx);
+
+// Checks that b is a live buffer holding at least `need` bytes (need < 0: shape overflow).
+// dims describes the shape in the message, e.g. "n=1,p=16,q=16,k=4".
+int32_t check_buffer(const char* fn, const char* name, const d8_buffer* b, int64_t need,
+                     const char* dims);
+
+// Raw data pointer of a checked buffer.
+inline float* fptr(const d8_buffer* b) { return static_cast<float*>(b->data); }
+inline const float* cfptr(const d8_buffer* b) { return static_cast<const float*>(b->data); }
+
+// Validates a convolution / pooling geometry (positive dims, groups divide channels, p and q
+// match the formula, reserved fields zero). Writes "n=..,h=..,..." into dims (cap bytes).
+int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int cap);
+
+// ---- threads --------------------------------------------------------------------------------
+void set_global_threads(int32_t threads);  // 0 = default
+int num_threads();                          // threads a parallel region may use (>= 1)
+
+// Threads worth using for `work` units when one thread should get at least `grain` units.
+inline int threads_for(int64_t work, int64_t grain) {
+  int t = num_threads();
+  if (grain < 1) grain = 1;
+  int64_t useful = work / grain;
+  if (useful < 1) useful = 1;
+  return static_cast<int>(std::min<int64_t>(t, useful));
+}
+
+// Runs f(tid, nthreads) on nt threads (nthreads is the team size actually obtained).
+// f must not throw (allocate everything before calling).
+template <class F>
+void parallel(int nt, F&& f) {
+#ifdef _OPENMP
+  if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+    { f(omp_get_thread_num(), omp_get_num_threads()); }
+    return;
+  }
+#endif
+  (void)nt;
+  f(0, 1);
+}
+
+// Splits [0, n) into contiguous ranges, one per thread: f(begin, end). grain = smallest range
+// worth a thread.
+template <class F>
+void parallel_for(int64_t n, int64_t grain, F&& f) {
+  if (n <= 0) return;
+  int nt = threads_for(n, grain);
+  parallel(nt, [&](int t, int T) {
+    int64_t b = n * t / T, e = n * (t + 1) / T;
+    if (b < e) f(b, e);
+  });
+}
+
+// ---- scratch memory ----------------------------------------------------------------------------
+// Grow-only, 64-byte aligned buffers owned by the calling thread, one per slot, reused between
+// calls (freed at thread exit). Throws std::bad_alloc. Contents are undefined.
+enum ScratchSlot : int {
+  kSlotPackB = 0,    // sgemm: packed B
+  kSlotGemmWork,     // sgemm: per-thread packed A blocks
+  kSlotConvB,        // conv: packed weights
+  kSlotConvCol,      // conv: per-thread im2col / dcol chunks
+  kSlotConvWork,     // conv: per-thread packed panels
+  kSlotConvPartial,  // conv: per-thread partial weight gradients, transformed weights
+  kSlotConvPad,      // conv: zero-padded copy of the input (implicit GEMM)
+  kSlotConvOffsets,  // conv: kernel-tap offset table (implicit GEMM)
+  kSlotMisc,         // small per-op tables (partial sums)
+  kSlotCount
+};
+float* scratch(int slot, size_t nfloats);
+
+inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+// Short copies / fills / adds of float runs (im2col rows, packing): inline vector code instead of
+// a libc call per few floats.
+inline void copy_floats(float* __restrict d, const float* __restrict s, int64_t n) {
+#if defined(__AVX512F__)
+  for (; n >= 16; n -= 16, d += 16, s += 16) _mm512_storeu_ps(d, _mm512_loadu_ps(s));
+  if (n > 0) {
+    const __mmask16 m = static_cast<__mmask16>((1u << n) - 1u);
+    _mm512_mask_storeu_ps(d, m, _mm512_maskz_loadu_ps(m, s));
+  }
+#else
+  typedef float v4u __attribute__((vector_size(16), aligned(4)));
+  for (; n >= 4; n -= 4, d += 4, s += 4) *reinterpret_cast<v4u*>(d) = *reinterpret_cast<const v4u*>(s);
+  for (; n > 0; --n) *d++ = *s++;
+#endif
+}
+inline void zero_floats(float* __restrict d, int64_t n) {
+#if defined(__AVX512F__)
+  for (; n >= 16; n -= 16, d += 16) _mm512_storeu_ps(d, _mm512_setzero_ps());
+  if (n > 0) _mm512_mask_storeu_ps(d, static_cast<__mmask16>((1u << n) - 1u), _mm512_setzero_ps());
+#else
+  typedef float v4u __attribute__((vector_size(16), aligned(4)));
+  for (; n >= 4; n -= 4, d += 4) *reinterpret_cast<v4u*>(d) = v4u{};
+  for (; n > 0; --n) *d++ = 0.0f;
+#endif
+}
+inline void add_floats(float* __restrict d, const float* __restrict s, int64_t n) {
+#if defined(__AVX512F__)
+  for (; n >= 16; n -= 16, d += 16, s += 16)
+    _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), _mm512_loadu_ps(s)));
+  if (n > 0) {
+    const __mmask16 m = static_cast<__mmask16>((1u << n) - 1u);
+    _mm512_mask_storeu_ps(d, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, d), _mm512_maskz_loadu_ps(m, s)));
+  }
+#else
+  for (int64_t i = 0; i < n; ++i) d[i] += s[i];
+#endif
+}
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace d8cpu
+
+#pragma GCC visibility pop
+
+#endif  // DAINT8_CPU_COMMON_H

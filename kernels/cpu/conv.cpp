@@ -1,0 +1,731 @@
+// conv.cpp: 2-D convolution forward, data gradient, weight gradient, and the bias gradient.
+//
+// Layouts: x [N, H, W, C], w [K, R, S, C/G] (OHWI), y [N, P, Q, K], all float32.
+// GEMM view, per group g (Cg = C/G, Kg = K/G, KD = R*S*Cg), M = N*P*Q:
+//   fprop: y[M, Kg]    = col[M, KD] . W_g[Kg, KD]^T
+//   dgrad: dcol[M, KD] = dy[M, Kg] . W_g[Kg, KD], then col2im (scatter-add into dx), or for
+//          stride 1 (pad <= kernel-1) dx = fprop of dy with the flipped, transposed weights
+//          (a gather: rows parallelize without write conflicts); a cost model picks one
+//   wgrad: dW_g[Kg, KD] = dy[M, Kg]^T . col[M, KD], per-thread partial sums over row ranges
+// col is the im2col matrix: row m = output pixel (n, p, q), columns (r, s, c) with c fastest.
+// It is never materialized by the default paths:
+//   fprop v2 (implicit): A[q, tap] = xpad[pixel(q) + koff[tap]], one gemm per output row
+//   wgrad v2 (gather):   B[m, tap] = xpad[boff[m] + tap run], dy read in place as A^T
+// where xpad is x, or a zero-bordered copy when padding is needed (input-sized, R*S times
+// smaller than col). The version 1 paths build col in chunks of ~256 KB per thread (kept as the
+// readable reference and for narrow outputs, see use_implicit). For 1x1, stride 1, pad 0
+// convolutions col is x itself. Depthwise (G == C == K) uses direct loops vectorized over
+// channels instead of 1-wide GEMMs. Threads take contiguous ranges of output rows / row chunks
+// and each runs the single-threaded gemm_core.
+#include "common.h"
+#include "gemm.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+
+namespace d8cpu {
+namespace {
+
+struct Geom {
+  int64_t n, h, w, c, k, r, s, g, sh, sw, ph, pw, p, q;
+  int64_t cg, kg, kd, m;  // channels per group, outputs per group, R*S*Cg, N*P*Q
+  bool pointwise;         // 1x1, stride 1, pad 0: col == x
+  bool depthwise;         // Cg == 1 and Kg == 1
+};
+
+Geom make_geom(const d8_conv_shape& s) {
+  Geom G;
+  G.n = s.n, G.h = s.h, G.w = s.w, G.c = s.c, G.k = s.k, G.r = s.r, G.s = s.s, G.g = s.groups;
+  G.sh = s.stride_h, G.sw = s.stride_w, G.ph = s.pad_h, G.pw = s.pad_w, G.p = s.p, G.q = s.q;
+  G.cg = G.c / G.g;
+  G.kg = G.k / G.g;
+  G.kd = G.r * G.s * G.cg;
+  G.m = G.n * G.p * G.q;
+  G.pointwise = G.r == 1 && G.s == 1 && G.sh == 1 && G.sw == 1 && G.ph == 0 && G.pw == 0;
+  G.depthwise = G.cg == 1 && G.kg == 1 && G.g > 1;
+  return G;
+}
+
+inline void zero_n(float* d, int64_t n) { zero_floats(d, n); }
+inline void copy_n(float* __restrict d, const float* __restrict s, int64_t n) { copy_floats(d, s, n); }
+inline void add_n(float* __restrict d, const float* __restrict s, int64_t n) { add_floats(d, s, n); }
+
+// Output pixel cursor over rows m = (img*P + pp)*Q + qq.
+struct Cursor {
+  int64_t img, pp, qq;
+  Cursor(const Geom& G, int64_t m) {
+    const int64_t pq = G.p * G.q;
+    img = m / pq;
+    pp = m % pq / G.q;
+    qq = m % G.q;
+  }
+  void next(const Geom& G) {
+    if (++qq == G.q) {
+      qq = 0;
+      if (++pp == G.p) pp = 0, ++img;
+    }
+  }
+};
+
+// col[i, (r, s, c)] = x[img, pp*sh - ph + r, qq*sw - pw + s, g*Cg + c] for rows m0 .. m0+cnt.
+void im2col(float* __restrict col, const float* __restrict x, const Geom& G, int64_t m0,
+            int64_t cnt, int64_t g) {
+  Cursor cur(G, m0);
+  const int64_t cg = G.cg, scg = G.s * cg;
+  for (int64_t i = 0; i < cnt; ++i, cur.next(G)) {
+    float* d = col + i * G.kd;
+    const int64_t ih0 = cur.pp * G.sh - G.ph, iw0 = cur.qq * G.sw - G.pw;
+    const float* ximg = x + cur.img * G.h * G.w * G.c + g * cg;
+    // valid s range: 0 <= iw0 + s < W
+    const int64_t s_lo = std::min(G.s, std::max<int64_t>(0, -iw0));
+    const int64_t s_hi = std::max(s_lo, std::min(G.s, G.w - iw0));
+    for (int64_t r = 0; r < G.r; ++r) {
+      float* dr = d + r * scg;
+      const int64_t ih = ih0 + r;
+      if (ih < 0 || ih >= G.h) {
+        zero_n(dr, scg);
+        continue;
+      }
+      const float* xr = ximg + (ih * G.w + iw0 + s_lo) * G.c;  // first valid tap of the row
+      zero_n(dr, s_lo * cg);
+      if (G.g == 1) {  // the valid window row is one contiguous run of x
+        copy_n(dr + s_lo * cg, xr, (s_hi - s_lo) * cg);
+      } else {
+        for (int64_t s = s_lo; s < s_hi; ++s) copy_n(dr + s * cg, xr + (s - s_lo) * G.c, cg);
+      }
+      zero_n(dr + s_hi * cg, (G.s - s_hi) * cg);
+    }
+  }
+}
+
+// dx[img, ih, iw, g*Cg + c] += dcol[i, (r, s, c)] (inverse of im2col; padding entries dropped).
+void col2im_add(float* __restrict dx, const float* __restrict dcol, const Geom& G, int64_t m0,
+                int64_t cnt, int64_t g) {
+  Cursor cur(G, m0);
+  const int64_t cg = G.cg, scg = G.s * cg;
+  for (int64_t i = 0; i < cnt; ++i, cur.next(G)) {
+    const float* d = dcol + i * G.kd;
+    const int64_t ih0 = cur.pp * G.sh - G.ph, iw0 = cur.qq * G.sw - G.pw;
+    float* ximg = dx + cur.img * G.h * G.w * G.c + g * cg;
+    const int64_t s_lo = std::min(G.s, std::max<int64_t>(0, -iw0));
+    const int64_t s_hi = std::max(s_lo, std::min(G.s, G.w - iw0));
+    for (int64_t r = 0; r < G.r; ++r) {
+      const int64_t ih = ih0 + r;
+      if (ih < 0 || ih >= G.h) continue;
+      const float* dr = d + r * scg;
+      float* xr = ximg + (ih * G.w + iw0 + s_lo) * G.c;  // first valid tap of the row
+      if (G.g == 1) {
+        add_n(xr, dr + s_lo * cg, (s_hi - s_lo) * cg);
+      } else {
+        for (int64_t s = s_lo; s < s_hi; ++s) add_n(xr + (s - s_lo) * G.c, dr + s * cg, cg);
+      }
+    }
+  }
+}
+
+int64_t row_quantum() { return std::lcm(gemm_mr(1), gemm_mr(2)); }
+
+// Rows per chunk: an im2col chunk of about `bytes`, a multiple of both micro-tile heights, and
+// small enough that every thread gets a few chunks.
+int64_t chunk_rows(int64_t m, int64_t kd, int threads, int64_t bytes) {
+  const int64_t qm = row_quantum();
+  int64_t rows = bytes / (4 * std::max<int64_t>(kd, 1));
+  rows = std::max(qm, rows / qm * qm);
+  const int64_t balanced = round_up(ceil_div(m, 4 * int64_t{threads}), qm);
+  rows = std::min(rows, std::max(qm, balanced));
+  return std::min(rows, round_up(m, qm));
+}
+
+constexpr int64_t kChunkBytes = 256 * 1024;
+constexpr int64_t kMacsPerThread = int64_t{1} << 18;
+
+// ---- input views for the implicit GEMM ------------------------------------------------------------
+// The implicit GEMM reads A[i, kk] = src[pixel(i) + koff[kk]] straight from the (padded) input.
+// With padding the input is first copied into a zero-bordered buffer (its size is the input's,
+// R*S times smaller than an im2col matrix), so no tap needs a bounds check.
+struct Src {
+  const float* base;
+  int64_t img_stride, row_stride;  // floats
+};
+
+// slack > 0: always copy, and keep `slack` readable (zeroed) floats after the last image.
+Src padded_input(const float* x, const Geom& G, int64_t slack = 0) {
+  const int64_t hn = (G.p - 1) * G.sh + G.r;  // rows / columns the windows reach
+  const int64_t wn = (G.q - 1) * G.sw + G.s;
+  const int64_t C = G.c;
+  if (G.ph == 0 && G.pw == 0 && hn <= G.h && wn <= G.w) {
+    // No padding needed: read x in place if the slack past the last window's last tap still
+    // lies inside x (1x1 stride-2 shortcuts, valid convolutions).
+    const int64_t last = (((G.n - 1) * G.h + hn - 1) * G.w + wn - 1) * C + C;
+    if (last + slack <= G.n * G.h * G.w * C) return {x, G.h * G.w * C, G.w * C};
+  }
+  float* xp = scratch(kSlotConvPad, static_cast<size_t>(G.n * hn * wn * C + slack));
+  zero_n(xp + G.n * hn * wn * C, slack);
+  parallel_for(G.n * hn, std::max<int64_t>(1, (int64_t{1} << 15) / (wn * C)),
+               [&](int64_t b, int64_t e) {
+    for (int64_t row = b; row < e; ++row) {
+      const int64_t img = row / hn, ih = row % hn - G.ph;
+      float* d = xp + row * wn * C;
+      if (ih < 0 || ih >= G.h) {
+        zero_n(d, wn * C);
+        continue;
+      }
+      const int64_t left = std::min(G.pw, wn);
+      const int64_t inner = std::max<int64_t>(0, std::min(G.w, wn - G.pw));
+      zero_n(d, left * C);
+      copy_n(d + left * C, x + (img * G.h + ih) * G.w * C, inner * C);
+      zero_n(d + (left + inner) * C, (wn - left - inner) * C);
+    }
+  });
+  return {xp, hn * wn * C, wn * C};
+}
+
+// koff[(r*S + s)*Cg + c] = offset of tap (r, s, c) from its window's top-left pixel.
+const int64_t* tap_offsets(const Geom& G, const Src& src) {
+  int64_t* koff = reinterpret_cast<int64_t*>(
+      scratch(kSlotConvOffsets, static_cast<size_t>(2 * G.kd + 16)));
+  int64_t i = 0;
+  for (int64_t r = 0; r < G.r; ++r)
+    for (int64_t s = 0; s < G.s; ++s)
+      for (int64_t c = 0; c < G.cg; ++c) koff[i++] = r * src.row_stride + s * G.c + c;
+  return koff;
+}
+
+// Packs the implicit im2col rows m0 .. m0+cnt of group g as gemm B panels ([cnt][NR] per NR
+// columns): each row is copied run by run (S*C contiguous floats per kernel row when G == 1).
+void pack_b_im2col(float* dst, const Src& src, const Geom& G, int64_t m0, int64_t cnt, int64_t g,
+                   int nv) {
+  const int64_t NR = gemm_nr(nv), kd = G.kd, kdp = round_up(kd, NR);
+  Cursor cur(G, m0);
+  for (int64_t i = 0; i < cnt; ++i, cur.next(G)) {
+    const float* pix = src.base + cur.img * src.img_stride + cur.pp * G.sh * src.row_stride +
+                       cur.qq * G.sw * G.c + g * G.cg;
+    int64_t kk = 0;
+    auto put = [&](const float* run, int64_t len) {
+      while (len > 0) {
+        const int64_t jp = kk / NR, off = kk % NR, nn = std::min(len, NR - off);
+        copy_n(dst + (jp * cnt + i) * NR + off, run, nn);
+        kk += nn, run += nn, len -= nn;
+      }
+    };
+    for (int64_t r = 0; r < G.r; ++r) {
+      const float* rowp = pix + r * src.row_stride;
+      if (G.g == 1) {
+        put(rowp, G.s * G.c);
+      } else {
+        for (int64_t s = 0; s < G.s; ++s) put(rowp + s * G.c, G.cg);
+      }
+    }
+    if (kdp > kd) zero_n(dst + ((kdp / NR - 1) * cnt + i) * NR + kd % NR, kdp - kd);
+  }
+}
+
+// ---- depthwise (G == C == K): direct loops over the contiguous channel dimension ----------------
+// Channel blocks of one vector live in registers across the R*S taps; the input is read from the
+// zero-padded copy, so taps need no bounds checks.
+#if defined(__AVX512F__)
+constexpr int kDwVW = 16;
+#elif defined(__AVX__)
+constexpr int kDwVW = 8;
+#else
+constexpr int kDwVW = 4;
+#endif
+typedef float dwv __attribute__((vector_size(kDwVW * 4), aligned(4)));
+
+// wt[(r*S + s)*C + c] = w[c, r, s, 0], or the kernel flipped in r and s.
+float* transpose_depthwise_weights(const float* w, const Geom& G, bool flip) {
+  const int64_t rs = G.r * G.s;
+  float* wt = scratch(kSlotConvPartial, static_cast<size_t>(rs * G.c));
+  for (int64_t ch = 0; ch < G.c; ++ch)
+    for (int64_t i = 0; i < rs; ++i) wt[(flip ? rs - 1 - i : i) * G.c + ch] = w[ch * rs + i];
+  return wt;
+}
+
+// y[pixel, c] = bias[c] + sum_taps x[tap, c] * wt[tap, c]. Depthwise work is memory bound, so
+// no padded copy: each pixel's valid tap range is computed once.
+void depthwise_fwd_wt(float* y, const float* x, const float* wt, const float* bias,
+                      const Geom& G) {
+  const int64_t C = G.c, cv = C / kDwVW * kDwVW;
+  parallel_for(G.n * G.p, std::max<int64_t>(1, 4096 / (G.q * C * G.r * G.s) + 1),
+               [&](int64_t b, int64_t e) {
+    for (int64_t row = b; row < e; ++row) {
+      const int64_t img = row / G.p, pp = row % G.p;
+      const int64_t ih0 = pp * G.sh - G.ph;
+      const int64_t r_lo = std::max<int64_t>(0, -ih0), r_hi = std::min(G.r, G.h - ih0);
+      for (int64_t qq = 0; qq < G.q; ++qq) {
+        float* __restrict yo = y + (row * G.q + qq) * C;
+        const int64_t iw0 = qq * G.sw - G.pw;
+        const int64_t s_lo = std::max<int64_t>(0, -iw0), s_hi = std::min(G.s, G.w - iw0);
+        const int64_t base = ((img * G.h + ih0) * G.w + iw0) * C;  // tap (0, 0), maybe outside
+        for (int64_t cb = 0; cb < cv; cb += kDwVW) {
+          dwv acc = bias ? *reinterpret_cast<const dwv*>(bias + cb) : dwv{};
+          for (int64_t r = r_lo; r < r_hi; ++r)
+            for (int64_t s = s_lo; s < s_hi; ++s)
+              acc += *reinterpret_cast<const dwv*>(x + (base + (r * G.w + s) * C + cb)) *
+                     *reinterpret_cast<const dwv*>(wt + (r * G.s + s) * C + cb);
+          *reinterpret_cast<dwv*>(yo + cb) = acc;
+        }
+        for (int64_t ch = cv; ch < C; ++ch) {
+          float acc = bias ? bias[ch] : 0.0f;
+          for (int64_t r = r_lo; r < r_hi; ++r)
+            for (int64_t s = s_lo; s < s_hi; ++s)
+              acc += x[base + (r * G.w + s) * C + ch] * wt[(r * G.s + s) * C + ch];
+          yo[ch] = acc;
+        }
+      }
+    }
+  });
+}
+
+void depthwise_fwd(float* y, const float* x, const float* w, const float* bias, const Geom& G) {
+  depthwise_fwd_wt(y, x, transpose_depthwise_weights(w, G, false), bias, G);
+}
+
+// Gather form: every dx pixel sums the dy pixels whose windows cover it (no write conflicts).
+// Stride 1 is exactly a depthwise forward of dy with the flipped kernel.
+void depthwise_dgrad(float* dx, const float* dy, const float* w, const Geom& G) {
+  if (G.sh == 1 && G.sw == 1 && G.ph <= G.r - 1 && G.pw <= G.s - 1) {
+    d8_conv_shape s2{};
+    s2.n = static_cast<int32_t>(G.n), s2.h = static_cast<int32_t>(G.p);
+    s2.w = static_cast<int32_t>(G.q), s2.c = static_cast<int32_t>(G.c);
+    s2.k = static_cast<int32_t>(G.c), s2.r = static_cast<int32_t>(G.r);
+    s2.s = static_cast<int32_t>(G.s), s2.groups = static_cast<int32_t>(G.c);
+    s2.stride_h = 1, s2.stride_w = 1;
+    s2.pad_h = static_cast<int32_t>(G.r - 1 - G.ph), s2.pad_w = static_cast<int32_t>(G.s - 1 - G.pw);
+    s2.p = static_cast<int32_t>(G.h), s2.q = static_cast<int32_t>(G.w);
+    return depthwise_fwd_wt(dx, dy, transpose_depthwise_weights(w, G, true), nullptr,
+                            make_geom(s2));
+  }
+  const float* wt = transpose_depthwise_weights(w, G, false);
+  const int64_t C = G.c;
+  parallel_for(G.n * G.h, std::max<int64_t>(1, 4096 / (G.w * C * G.r * G.s) + 1),
+               [&](int64_t b, int64_t e) {
+    for (int64_t row = b; row < e; ++row) {
+      const int64_t img = row / G.h, ih = row % G.h;
+      for (int64_t iw = 0; iw < G.w; ++iw) {
+        float* __restrict dxp = dx + (row * G.w + iw) * C;
+        zero_n(dxp, C);
+        for (int64_t r = 0; r < G.r; ++r) {
+          const int64_t t = ih + G.ph - r;
+          if (t < 0 || t % G.sh != 0) continue;
+          const int64_t pp = t / G.sh;
+          if (pp >= G.p) continue;
+          for (int64_t s = 0; s < G.s; ++s) {
+            const int64_t u = iw + G.pw - s;
+            if (u < 0 || u % G.sw != 0) continue;
+            const int64_t qq = u / G.sw;
+            if (qq >= G.q) continue;
+            const float* __restrict dyp = dy + ((img * G.p + pp) * G.q + qq) * C;
+            const float* __restrict wp = wt + (r * G.s + s) * C;
+            for (int64_t ch = 0; ch < C; ++ch) dxp[ch] += dyp[ch] * wp[ch];
+          }
+        }
+      }
+    }
+  });
+}
+
+void depthwise_wgrad(float* dw, const float* x, const float* dy, const Geom& G) {
+  const int64_t C = G.c, rs = G.r * G.s, rows = G.n * G.p, cv = C / kDwVW * kDwVW;
+  const int nt = threads_for(rows * G.q * C * rs, kMacsPerThread);
+  float* part = scratch(kSlotConvPartial, static_cast<size_t>(nt * rs * C));
+  parallel(nt, [&](int t, int T) {
+    float* __restrict acc = part + t * rs * C;
+    zero_n(acc, rs * C);
+    const int64_t b = rows * t / T, e = rows * (t + 1) / T;
+    for (int64_t row = b; row < e; ++row) {
+      const int64_t img = row / G.p, pp = row % G.p;
+      const int64_t ih0 = pp * G.sh - G.ph;
+      const int64_t r_lo = std::max<int64_t>(0, -ih0), r_hi = std::min(G.r, G.h - ih0);
+      for (int64_t qq = 0; qq < G.q; ++qq) {
+        const float* __restrict dyp = dy + (row * G.q + qq) * C;
+        const int64_t iw0 = qq * G.sw - G.pw;
+        const int64_t s_lo = std::max<int64_t>(0, -iw0), s_hi = std::min(G.s, G.w - iw0);
+        const int64_t base = ((img * G.h + ih0) * G.w + iw0) * C;
+        for (int64_t r = r_lo; r < r_hi; ++r)
+          for (int64_t s = s_lo; s < s_hi; ++s) {
+            const float* __restrict xp = x + (base + (r * G.w + s) * C);
+            float* __restrict ap = acc + (r * G.s + s) * C;
+            for (int64_t cb = 0; cb < cv; cb += kDwVW)
+              *reinterpret_cast<dwv*>(ap + cb) += *reinterpret_cast<const dwv*>(dyp + cb) *
+                                                  *reinterpret_cast<const dwv*>(xp + cb);
+            for (int64_t ch = cv; ch < C; ++ch) ap[ch] += dyp[ch] * xp[ch];
+          }
+      }
+    }
+  });
+  for (int t = 1; t < nt; ++t) add_n(part, part + t * rs * C, rs * C);
+  for (int64_t ch = 0; ch < C; ++ch)
+    for (int64_t i = 0; i < rs; ++i) dw[ch * rs + i] = part[i * C + ch];
+}
+
+// Path choice: the implicit GEMM runs one output row (Q pixels) per gemm call; for narrow
+// outputs the im2col path's long row chunks use the register tile better.
+enum ConvPath { kAuto, kIm2col, kImplicit };
+ConvPath forced_path() {
+  static const ConvPath p = [] {
+    const char* e = std::getenv("D8_CPU_CONV_PATH");
+    if (!e) return kAuto;
+    if (!std::strcmp(e, "im2col")) return kIm2col;
+    if (!std::strcmp(e, "implicit")) return kImplicit;
+    return kAuto;
+  }();
+  return p;
+}
+bool use_implicit(const Geom& G) {
+  const ConvPath f = forced_path();
+  if (f != kAuto) return f == kImplicit;
+  // Measured on AVX-512 (README): implicit wins for wide rows and for few channels (short
+  // im2col runs); im2col wins for narrow outputs with many channels (8x8, 64 channels).
+  return G.q >= 16 || G.cg * G.s < 32;
+}
+
+// ---- GEMM paths -----------------------------------------------------------------------------------
+// fprop, version 1: im2col chunks (CH rows x KD) then one gemm per chunk and group.
+void conv_fwd_im2col(float* y, const float* x, const float* bp, int64_t pbf, int nv,
+                     const float* bias, const Geom& G) {
+  const int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
+  const int64_t ch = chunk_rows(G.m, G.kd, nt, kChunkBytes);
+  const int64_t nchunks = ceil_div(G.m, ch);
+  float* col =
+      G.pointwise ? nullptr : scratch(kSlotConvCol, static_cast<size_t>(nt * ch * G.kd));
+  parallel(nt, [&](int t, int T) {
+    float* colt = G.pointwise ? nullptr : col + t * ch * G.kd;
+    for (int64_t ci = nchunks * t / T; ci < nchunks * (t + 1) / T; ++ci) {
+      const int64_t m0 = ci * ch, cnt = std::min(ch, G.m - m0);
+      for (int64_t g = 0; g < G.g; ++g) {
+        const float* a;
+        int64_t lda;
+        if (G.pointwise) {
+          a = x + m0 * G.c + g * G.cg;
+          lda = G.c;
+        } else {
+          im2col(colt, x, G, m0, cnt, g);
+          a = colt;
+          lda = G.kd;
+        }
+        gemm_core(cnt, G.kg, G.kd, 1.0f, a, lda, 1, nullptr, bp + g * pbf, nv, 0.0f,
+                  y + m0 * G.k + g * G.kg, G.k, bias ? bias + g * G.kg : nullptr, nullptr);
+      }
+    }
+  });
+}
+
+// fprop, version 2: implicit GEMM, one gemm per output row and group; A rows are the Q output
+// pixels of that row (stride sw*C in the padded input), columns the taps via koff.
+void conv_fwd_implicit(float* y, const float* x, const float* bp, int64_t pbf, int nv,
+                       const float* bias, const Geom& G) {
+  const Src src = padded_input(x, G);
+  const int64_t* koff = tap_offsets(G, src);
+  const int64_t rows = G.n * G.p;
+  const int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
+  parallel(nt, [&](int t, int T) {
+    for (int64_t row = rows * t / T; row < rows * (t + 1) / T; ++row) {
+      const int64_t img = row / G.p, pp = row % G.p;
+      const float* a0 = src.base + img * src.img_stride + pp * G.sh * src.row_stride;
+      for (int64_t g = 0; g < G.g; ++g)
+        gemm_core(G.q, G.kg, G.kd, 1.0f, a0 + g * G.cg, G.sw * G.c, 1, koff, bp + g * pbf, nv,
+                  0.0f, y + row * G.q * G.k + g * G.kg, G.k, bias ? bias + g * G.kg : nullptr,
+                  nullptr);
+    }
+  });
+}
+
+void conv_fwd_impl(float* y, const float* x, const float* w, const float* bias, const Geom& G) {
+  if (G.depthwise) return depthwise_fwd(y, x, w, bias, G);
+  // Weights of group g as B[kk, j] = w[(g*Kg + j)*KD + kk] (transposed view), packed once.
+  const int nv = gemm_nv(G.kg);
+  const int64_t pbf = round_up(packb_floats(G.kd, G.kg, nv), 16);
+  float* bp = scratch(kSlotConvB, static_cast<size_t>(pbf * G.g));
+  for (int64_t g = 0; g < G.g; ++g)
+    pack_b_parallel(bp + g * pbf, w + g * G.kg * G.kd, 1, G.kd, G.kd, G.kg, nv);
+  if (!G.pointwise && use_implicit(G))
+    conv_fwd_implicit(y, x, bp, pbf, nv, bias, G);
+  else
+    conv_fwd_im2col(y, x, bp, pbf, nv, bias, G);
+}
+
+void conv_dgrad_impl(float* dx, const float* dy, const float* w, const Geom& G) {
+  if (G.depthwise) return depthwise_dgrad(dx, dy, w, G);
+
+  // Two forms; pick the one with less work (multiply-add vectors plus data movement):
+  //   gather:  stride 1, pad <= kernel-1: dx = fprop(dy, flipped weights), N = C
+  //   scatter: dcol = dy . W (N = R*S*C, long rows), then col2im; threads own whole images
+  const bool can_gather = G.sh == 1 && G.sw == 1 && G.ph <= G.r - 1 && G.pw <= G.s - 1;
+  const int64_t vw = gemm_nr(1);
+  const double gather_cost = static_cast<double>(G.n * G.h * G.w) * ceil_div(G.cg, vw) *
+                             (G.r * G.s * G.kg) * G.g;
+  const double scatter_cost = static_cast<double>(G.m) * G.g *
+                              (G.kg * ceil_div(G.kd, vw) + G.kd / 8.0);
+  const int T = num_threads();
+  const bool gather =
+      can_gather && (gather_cost <= scatter_cost || (G.n < T && T > 1));
+  if (gather) {
+    // dx = conv(dy, w') with w'[g*Cg + c, r', s', kk] = w[g*Kg + kk, R-1-r', S-1-s', c],
+    // padding R-1-ph / S-1-pw: its output is exactly H x W.
+    const int64_t rs = G.r * G.s, kdt = rs * G.kg;
+    float* wt = scratch(kSlotConvPartial, static_cast<size_t>(G.c * kdt));
+    for (int64_t g = 0; g < G.g; ++g)
+      for (int64_t kk = 0; kk < G.kg; ++kk)
+        for (int64_t r = 0; r < G.r; ++r)
+          for (int64_t s = 0; s < G.s; ++s) {
+            const float* src = w + (((g * G.kg + kk) * G.r + r) * G.s + s) * G.cg;
+            const int64_t rr = G.r - 1 - r, ss = G.s - 1 - s;
+            float* dst = wt + (g * G.cg) * kdt + (rr * G.s + ss) * G.kg + kk;
+            for (int64_t c = 0; c < G.cg; ++c) dst[c * kdt] = src[c];
+          }
+    d8_conv_shape s2{};
+    s2.n = static_cast<int32_t>(G.n), s2.h = static_cast<int32_t>(G.p);
+    s2.w = static_cast<int32_t>(G.q), s2.c = static_cast<int32_t>(G.k);
+    s2.k = static_cast<int32_t>(G.c), s2.r = static_cast<int32_t>(G.r);
+    s2.s = static_cast<int32_t>(G.s), s2.groups = static_cast<int32_t>(G.g);
+    s2.stride_h = 1, s2.stride_w = 1;
+    s2.pad_h = static_cast<int32_t>(G.r - 1 - G.ph), s2.pad_w = static_cast<int32_t>(G.s - 1 - G.pw);
+    s2.p = static_cast<int32_t>(G.h), s2.q = static_cast<int32_t>(G.w);
+    return conv_fwd_impl(dx, dy, wt, nullptr, make_geom(s2));
+  }
+
+  const int nv = gemm_nv(G.kd);
+  const int64_t pbf = round_up(packb_floats(G.kg, G.kd, nv), 16);
+  float* bp = scratch(kSlotConvB, static_cast<size_t>(pbf * G.g));
+  for (int64_t g = 0; g < G.g; ++g)
+    pack_b_parallel(bp + g * pbf, w + g * G.kg * G.kd, G.kd, 1, G.kg, G.kd, nv);
+
+  int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
+  nt = static_cast<int>(std::min<int64_t>(nt, G.n));
+  const int64_t ch = chunk_rows(G.m, G.kd, nt, kChunkBytes);
+  float* dcol = scratch(kSlotConvCol, static_cast<size_t>(nt * ch * G.kd));
+  const int64_t pq = G.p * G.q, hwc = G.h * G.w * G.c;
+  parallel(nt, [&](int t, int T2) {
+    float* dct = dcol + t * ch * G.kd;
+    const int64_t i0 = G.n * t / T2, i1 = G.n * (t + 1) / T2;
+    zero_n(dx + i0 * hwc, (i1 - i0) * hwc);
+    for (int64_t m0 = i0 * pq; m0 < i1 * pq; m0 += ch) {
+      const int64_t cnt = std::min(ch, i1 * pq - m0);
+      for (int64_t g = 0; g < G.g; ++g) {
+        if (G.pointwise) {  // 1x1 (stride 1 never gets here unless n < threads): dcol is dx
+          gemm_core(cnt, G.kd, G.kg, 1.0f, dy + m0 * G.k + g * G.kg, G.k, 1, nullptr,
+                    bp + g * pbf, nv, 0.0f, dx + m0 * G.c + g * G.cg, G.c, nullptr, nullptr);
+          continue;
+        }
+        gemm_core(cnt, G.kd, G.kg, 1.0f, dy + m0 * G.k + g * G.kg, G.k, 1, nullptr, bp + g * pbf,
+                  nv, 0.0f, dct, G.kd, nullptr, nullptr);
+        col2im_add(dx, dct, G, m0, cnt, g);
+      }
+    }
+  });
+}
+
+// wgrad, version 2: no im2col at all. dW[Kg, taps] += dy^T . X where dy rows are read in place
+// (A transposed) and X's row for pixel m is the input window itself, reached through a per-pixel
+// offset table; one gather-GEMM per contiguous run of taps (S*C floats per kernel row when
+// G == 1).
+void conv_wgrad_gather(float* dw, const float* x, const float* dy, const Geom& G) {
+  const Src src = padded_input(x, G, 2 * gemm_nr(2));
+  const int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
+  const int64_t ch = std::max<int64_t>(16, std::min<int64_t>(512, ceil_div(G.m, 2 * nt)));
+  const int64_t dwf = round_up(G.k * G.kd, 16);
+  float* part = nt > 1 ? scratch(kSlotConvPartial, static_cast<size_t>(nt * dwf)) : dw;
+  int64_t* boffs = reinterpret_cast<int64_t*>(
+      scratch(kSlotConvWork, static_cast<size_t>(2 * nt * round_up(ch, 16))));
+  parallel(nt, [&](int t, int T) {
+    float* acc = part + t * dwf;
+    int64_t* boff = boffs + t * round_up(ch, 16);
+    zero_n(acc, G.k * G.kd);
+    const int64_t b = G.m * t / T, e = G.m * (t + 1) / T;
+    for (int64_t m0 = b; m0 < e; m0 += ch) {
+      const int64_t cnt = std::min(ch, e - m0);
+      Cursor cur(G, m0);
+      for (int64_t i = 0; i < cnt; ++i, cur.next(G))
+        boff[i] = cur.img * src.img_stride + cur.pp * G.sh * src.row_stride + cur.qq * G.sw * G.c;
+      for (int64_t g = 0; g < G.g; ++g) {
+        const float* a = dy + m0 * G.k + g * G.kg;
+        float* cg = acc + g * G.kg * G.kd;
+        for (int64_t r = 0; r < G.r; ++r) {
+          const float* brow = src.base + r * src.row_stride + g * G.cg;
+          if (G.g == 1) {
+            gemm_gather_b(G.kg, G.s * G.c, cnt, a, G.k, brow, boff, cg + r * G.s * G.c, G.kd);
+          } else {
+            for (int64_t s = 0; s < G.s; ++s)
+              gemm_gather_b(G.kg, G.cg, cnt, a, G.k, brow + s * G.c, boff,
+                            cg + (r * G.s + s) * G.cg, G.kd);
+          }
+        }
+      }
+    }
+  });
+  if (nt > 1) {
+    const int64_t total = G.k * G.kd;
+    parallel_for(total, 1 << 14, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        float v = part[i];
+        for (int t = 1; t < nt; ++t) v += part[t * dwf + i];
+        dw[i] = v;
+      }
+    });
+  }
+}
+
+void conv_wgrad_impl(float* dw, const float* x, const float* dy, const Geom& G) {
+  if (G.depthwise) return depthwise_wgrad(dw, x, dy, G);
+  if (forced_path() != kIm2col) return conv_wgrad_gather(dw, x, dy, G);
+  // dW_g[Kg, KD] += dy[rows, g*Kg:(g+1)*Kg]^T . col_g[rows, KD] per chunk; A is dy transposed
+  // (packed by gemm_core), B is the chunk, packed straight from the (padded) input. Each thread
+  // sums its own partial dW.
+  const int nv = gemm_nv(G.kd);
+  const int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
+  const int64_t ch = chunk_rows(G.m, G.kd, nt, kChunkBytes);
+  const int64_t nchunks = ceil_div(G.m, ch);
+  const bool implicit = false;  // version 1 kept as the readable reference (D8_CPU_CONV_PATH=im2col)
+  const int64_t colf = G.pointwise || implicit ? 0 : round_up(ch * G.kd, 16);
+  const int64_t pbf = round_up(packb_floats(ch, G.kd, nv), 16);
+  const int64_t wkf = round_up(gemm_work_floats(nv), 16);
+  const int64_t per = colf + pbf + wkf;
+  Src src{x, 0, 0};
+  if (implicit) src = padded_input(x, G);
+  float* work = scratch(kSlotConvWork, static_cast<size_t>(nt * per));
+  const int64_t dwf = round_up(G.k * G.kd, 16);
+  float* part = nt > 1 ? scratch(kSlotConvPartial, static_cast<size_t>(nt * dwf)) : dw;
+  parallel(nt, [&](int t, int T) {
+    float* colt = work + t * per;
+    float* bpk = colt + colf;
+    float* awk = bpk + pbf;
+    float* acc = part + t * dwf;
+    zero_n(acc, G.k * G.kd);
+    for (int64_t ci = nchunks * t / T; ci < nchunks * (t + 1) / T; ++ci) {
+      const int64_t m0 = ci * ch, cnt = std::min(ch, G.m - m0);
+      for (int64_t g = 0; g < G.g; ++g) {
+        if (G.pointwise) {
+          pack_b(bpk, x + m0 * G.c + g * G.cg, G.c, 1, cnt, G.kd, nv);
+        } else if (implicit) {
+          pack_b_im2col(bpk, src, G, m0, cnt, g, nv);
+        } else {
+          im2col(colt, x, G, m0, cnt, g);
+          pack_b(bpk, colt, G.kd, 1, cnt, G.kd, nv);
+        }
+        gemm_core(G.kg, G.kd, cnt, 1.0f, dy + m0 * G.k + g * G.kg, 1, G.k, nullptr, bpk, nv, 1.0f,
+                  acc + g * G.kg * G.kd, G.kd, nullptr, awk);
+      }
+    }
+  });
+  if (nt > 1) {
+    const int64_t total = G.k * G.kd;
+    parallel_for(total, 1 << 14, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        float v = part[i];
+        for (int t = 1; t < nt; ++t) v += part[t * dwf + i];
+        dw[i] = v;
+      }
+    });
+  }
+}
+
+// ---- argument checks ------------------------------------------------------------------------------
+struct ConvSizes {
+  int64_t x, w, y;  // bytes
+};
+ConvSizes conv_sizes(const d8_conv_shape& s) {
+  return {mul64(int64_t{s.n} * s.h, int64_t{s.w} * s.c, 4),
+          mul64(int64_t{s.k} * s.r, int64_t{s.s} * (s.c / s.groups), 4),
+          mul64(int64_t{s.n} * s.p, int64_t{s.q} * s.k, 4)};
+}
+
+}  // namespace
+}  // namespace d8cpu
+
+using namespace d8cpu;
+
+extern "C" int32_t d8_conv2d_fwd(d8_buffer* y, const d8_buffer* x, const d8_buffer* w,
+                                 const d8_buffer* bias, const d8_conv_shape* shape) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[256];
+    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
+    const ConvSizes z = conv_sizes(*shape);
+    if (int32_t e = check_buffer(fn, "y", y, z.y, dims)) return e;
+    if (int32_t e = check_buffer(fn, "x", x, z.x, dims)) return e;
+    if (int32_t e = check_buffer(fn, "w", w, z.w, dims)) return e;
+    if (bias)
+      if (int32_t e = check_buffer(fn, "bias", bias, int64_t{shape->k} * 4, dims)) return e;
+    conv_fwd_impl(fptr(y), cfptr(x), cfptr(w), bias ? cfptr(bias) : nullptr, make_geom(*shape));
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_conv2d_dgrad(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* w,
+                                   const d8_conv_shape* shape) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[256];
+    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
+    const ConvSizes z = conv_sizes(*shape);
+    if (int32_t e = check_buffer(fn, "dx", dx, z.x, dims)) return e;
+    if (int32_t e = check_buffer(fn, "dy", dy, z.y, dims)) return e;
+    if (int32_t e = check_buffer(fn, "w", w, z.w, dims)) return e;
+    conv_dgrad_impl(fptr(dx), cfptr(dy), cfptr(w), make_geom(*shape));
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_conv2d_wgrad(d8_buffer* dw, const d8_buffer* x, const d8_buffer* dy,
+                                   const d8_conv_shape* shape) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[256];
+    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
+    const ConvSizes z = conv_sizes(*shape);
+    if (int32_t e = check_buffer(fn, "dw", dw, z.w, dims)) return e;
+    if (int32_t e = check_buffer(fn, "x", x, z.x, dims)) return e;
+    if (int32_t e = check_buffer(fn, "dy", dy, z.y, dims)) return e;
+    conv_wgrad_impl(fptr(dw), cfptr(x), cfptr(dy), make_geom(*shape));
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_bias_grad(d8_buffer* db, const d8_buffer* dy, int64_t m, int32_t n) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[64];
+    snprintf(dims, sizeof dims, "m=%lld,n=%d", static_cast<long long>(m), n);
+    if (m < 1 || n < 1)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: m and n must be positive (%s)", fn, dims);
+    if (int32_t e = check_buffer(fn, "db", db, mul64(n, 4), dims)) return e;
+    if (int32_t e = check_buffer(fn, "dy", dy, mul64(m, n, 4), dims)) return e;
+    // Per-thread sums over row ranges. Rows are summed as flat runs of `per` floats (a whole
+    // number of rows, >= 64 floats, so the loop vectorizes even for n = 6) into float
+    // accumulators, folded into double every 64 runs; then the threads' doubles are added up.
+    const float* src = cfptr(dy);
+    const int nt = threads_for(m * n, 1 << 16);
+    const int64_t rows_per = n >= 64 ? 1 : 64 / n + (64 % n ? 1 : 0);
+    const int64_t per = rows_per * n;
+    const int64_t ld = round_up(n, 8), ldf = round_up(per, 16);
+    double* part = reinterpret_cast<double*>(
+        scratch(kSlotMisc, static_cast<size_t>((2 * ld + ldf) * nt)));
+    parallel(nt, [&](int t, int T) {
+      double* tot = part + t * (ld + ldf / 2);
+      float* acc = reinterpret_cast<float*>(tot + ld);
+      for (int64_t j = 0; j < n; ++j) tot[j] = 0.0;
+      for (int64_t j = 0; j < per; ++j) acc[j] = 0.0f;
+      const int64_t b = m * t / T, e = m * (t + 1) / T;
+      const int64_t runs = (e - b) / rows_per;
+      const float* p0 = src + b * n;
+      for (int64_t u = 0; u < runs; ++u) {
+        const float* p = p0 + u * per;
+        for (int64_t j = 0; j < per; ++j) acc[j] += p[j];
+        if ((u & 63) == 63 || u == runs - 1) {
+          for (int64_t j = 0; j < per; ++j) {
+            tot[j % n] += acc[j];
+            acc[j] = 0.0f;
+          }
+        }
+      }
+      for (int64_t i = b + runs * rows_per; i < e; ++i)
+        for (int64_t j = 0; j < n; ++j) tot[j] += src[i * n + j];
+    });
+    float* out = fptr(db);
+    for (int64_t j = 0; j < n; ++j) {
+      double v = 0.0;
+      for (int t = 0; t < nt; ++t) v += part[t * (ld + ldf / 2) + j];
+      out[j] = static_cast<float>(v);
+    }
+    return D8_OK;
+  });
+}

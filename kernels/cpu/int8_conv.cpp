@@ -1,0 +1,727 @@
+// int8_conv.cpp: INT8 convolutions (PAPER.md): d8_conv2d_fwd_i8, d8_conv2d_dgrad_i8,
+// d8_conv2d_wgrad_i8. int8 x int8 -> int32 in the GEMMs of int8_gemm.h, rescaled to f32 after.
+//
+// Layouts: x [N, H, W, C] int8, w [K, R, S, C/G] int8 (OHWI), dy [N, P, Q, K] int8; y, dx, dw f32.
+// Implicit-GEMM mapping, per group g (Cg = C/G, Kg = K/G, KD = R*S*Cg, M = N*P*Q). Every GEMM is
+// C[rows, cols] = A[rows, red] . B[cols, red]^T, both operands reducing along contiguous bytes:
+//   fprop: y[M, Kg]      = col[M, KD] . W_g[Kg, KD]^T          (rows M, cols Kg, red KD)
+//          A = the im2col chunk (the VNNI +128 offset fused into the gather), B = W_g packed once;
+//          epilogue y = acc * x_scale[0] * w_scale[k or 0] (+ bias[k]).
+//   dgrad: stride 1 and pad <= kernel-1: dx = fprop(dy, W') with W'[c, r', s', kk] =
+//          W[kk, R-1-r', S-1-s', c] and padding R-1-pad (a gather: rows parallelize freely).
+//          Otherwise dcol[M, KD] = dy[M, Kg] . (W_g^T)[KD, Kg]^T (rows M, cols KD, red Kg: the
+//          reduction runs over the output channels, so W is packed transposed), then col2im
+//          scatter-adds dcol into dx, each thread owning whole images.
+//          epilogue acc * dy_scale[0] * w_scale[0].
+//   wgrad: dW_g[Kg, KD]  = dy^T[Kg, M] . col^T[KD, M]^T        (rows Kg, cols KD, red M)
+//          M is not contiguous in NHWC: per chunk of MC rows dy is transposed to [Kg][MC] (A, 16x16
+//          byte-block transposes) and the chunk's col is interleaved four rows at a time into B
+//          panels ([MC/4][NR][4] is exactly a 4-row byte interleave); when Cg % 16 == 0 the panels
+//          are gathered straight from x (no col matrix). The micro-kernel thus still reduces
+//          contiguous bytes. VNNI offset: each group's A gets one extra row of ones, so the GEMM
+//          also yields colsum(B) and no per-chunk column sums are needed. int32 partials cover at
+//          most 65536 rows (65536 * 127 * 127 < 2^31), then go into a per-thread double sum:
+//          integers below 2^53 add exactly, so dW does not depend on the chunking or the thread
+//          count. epilogue dw = sum * dy_scale[k or 0] * x_scale[0].
+// 1x1 stride-1 unpadded convs skip the im2col gather: A is x's rows (one XOR-copy per row that adds
+// the offset and pads K to 4), and wgrad packs B straight from x.
+// Depthwise (G == C == K) uses direct int32 loops over the contiguous channel dimension.
+// Preconditions: operands in [-127, 127] (the quantizer never writes -128).
+#include "common.h"
+#include "int8_gemm.h"
+
+#include <cstdio>
+#include <cstring>
+
+namespace d8cpu {
+namespace {
+
+struct Geom {
+  int64_t n, h, w, c, k, r, s, g, sh, sw, ph, pw, p, q;
+  int64_t cg, kg, kd, m;  // channels per group, outputs per group, R*S*Cg, N*P*Q
+  bool pointwise;         // 1x1, stride 1, pad 0: col == x
+  bool depthwise;         // Cg == 1 and Kg == 1
+};
+
+Geom make_geom(const d8_conv_shape& s) {
+  Geom G;
+  G.n = s.n, G.h = s.h, G.w = s.w, G.c = s.c, G.k = s.k, G.r = s.r, G.s = s.s, G.g = s.groups;
+  G.sh = s.stride_h, G.sw = s.stride_w, G.ph = s.pad_h, G.pw = s.pad_w, G.p = s.p, G.q = s.q;
+  G.cg = G.c / G.g;
+  G.kg = G.k / G.g;
+  G.kd = G.r * G.s * G.cg;
+  G.m = G.n * G.p * G.q;
+  G.pointwise = G.r == 1 && G.s == 1 && G.sh == 1 && G.sw == 1 && G.ph == 0 && G.pw == 0;
+  G.depthwise = G.cg == 1 && G.kg == 1 && G.g > 1;
+  return G;
+}
+
+// Scratch (common.h) in bytes, 64-byte aligned.
+template <class T>
+T* scratch_bytes(int slot, int64_t bytes) {
+  return reinterpret_cast<T*>(scratch(slot, static_cast<size_t>((bytes + 3) / 4)));
+}
+
+constexpr int64_t kAChunkBytes = 96 * 1024;        // fprop / dgrad A block per thread
+constexpr int64_t kAChunkBytesL1 = 16 * 1024;      // the same when B is one panel
+constexpr int64_t kWgradChunkBytes = 192 * 1024;   // wgrad col + packed B + A per thread
+constexpr int64_t kMaxRowsI32 = 65536;             // wgrad: rows per int32 partial
+constexpr int64_t kMacsPerThread = int64_t{1} << 18;
+
+// Output pixel cursor over rows m = (img*P + pp)*Q + qq.
+struct Cursor {
+  int64_t img, pp, qq;
+  Cursor(const Geom& G, int64_t m) {
+    const int64_t pq = G.p * G.q;
+    img = m / pq;
+    pp = m % pq / G.q;
+    qq = m % G.q;
+  }
+  void next(const Geom& G) {
+    if (++qq == G.q) {
+      qq = 0;
+      if (++pp == G.p) pp = 0, ++img;
+    }
+  }
+};
+
+// d[i] = s[i] ^ flip; 16 bytes at a time, the tail as one overlapping 16-byte block.
+inline void xor_copy(uint8_t* __restrict d, const int8_t* __restrict s, int64_t n, uint8_t flip) {
+#if defined(__SSE2__)
+  if (n >= 16) {
+    const __m128i f = _mm_set1_epi8(static_cast<char>(flip));
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i),
+                       _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)), f));
+    if (i < n)
+      _mm_storeu_si128(
+          reinterpret_cast<__m128i*>(d + n - 16),
+          _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + n - 16)), f));
+    return;
+  }
+#endif
+  const uint8_t* __restrict u = reinterpret_cast<const uint8_t*>(s);
+  for (int64_t i = 0; i < n; ++i) d[i] = u[i] ^ flip;
+}
+inline void fill(uint8_t* d, int64_t n, uint8_t v) {
+#if defined(__SSE2__)
+  if (n >= 16) {
+    const __m128i f = _mm_set1_epi8(static_cast<char>(v));
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), f);
+    if (i < n) _mm_storeu_si128(reinterpret_cast<__m128i*>(d + n - 16), f);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) d[i] = v;
+}
+
+// col[i*ld + (r, s, c)] = x[img, pp*sh - ph + r, qq*sw - pw + s, g*Cg + c] ^ flip for the rows
+// m0 .. m0+cnt-1; padding positions hold 0 ^ flip, bytes KD .. ld-1 hold flip.
+// Works one output-row segment (fixed img, pp) at a time, r outside, so the per-pixel work of an
+// interior pixel of an ungrouped conv is R contiguous copies of S*Cg bytes.
+void im2col_i8(uint8_t* __restrict col, int64_t ld, const int8_t* __restrict x, const Geom& G,
+               int64_t m0, int64_t cnt, int64_t g, uint8_t flip) {
+  Cursor cur(G, m0);
+  const int64_t cg = G.cg, scg = G.s * cg;
+  int64_t i = 0;
+  while (i < cnt) {
+    const int64_t q0 = cur.qq, q1 = std::min(G.q, q0 + (cnt - i)), nq = q1 - q0;
+    const int8_t* ximg = x + cur.img * G.h * G.w * G.c + g * cg;
+    uint8_t* drow = col + i * ld;
+    for (int64_t r = 0; r < G.r; ++r) {
+      const int64_t ih = cur.pp * G.sh - G.ph + r;
+      uint8_t* d = drow + r * scg;
+      if (ih < 0 || ih >= G.h) {
+        for (int64_t j = 0; j < nq; ++j) fill(d + j * ld, scg, flip);
+        continue;
+      }
+      const int8_t* xr = ximg + ih * G.w * G.c;
+      for (int64_t j = 0; j < nq; ++j, d += ld) {
+        const int64_t iw0 = (q0 + j) * G.sw - G.pw;
+        if (G.g == 1 && iw0 >= 0 && iw0 + G.s <= G.w) {  // interior: one contiguous run
+          xor_copy(d, xr + iw0 * G.c, scg, flip);
+          continue;
+        }
+        const int64_t s_lo = std::min(G.s, std::max<int64_t>(0, -iw0));
+        const int64_t s_hi = std::max(s_lo, std::min(G.s, G.w - iw0));
+        fill(d, s_lo * cg, flip);
+        if (G.g == 1) {
+          xor_copy(d + s_lo * cg, xr + (iw0 + s_lo) * G.c, (s_hi - s_lo) * cg, flip);
+        } else {
+          for (int64_t s = s_lo; s < s_hi; ++s) xor_copy(d + s * cg, xr + (iw0 + s) * G.c, cg, flip);
+        }
+        fill(d + s_hi * cg, (G.s - s_hi) * cg, flip);
+      }
+    }
+    if (ld > G.kd)
+      for (int64_t j = 0; j < nq; ++j) fill(drow + j * ld + G.kd, ld - G.kd, flip);
+    i += nq;
+    cur.qq = q1 - 1;
+    cur.next(G);
+  }
+}
+
+// dx[img, ih, iw, g*Cg + c] += dcol[i, (r, s, c)] (inverse of im2col; padding entries dropped).
+void col2im_add(float* __restrict dx, const float* __restrict dcol, const Geom& G, int64_t m0,
+                int64_t cnt, int64_t g) {
+  Cursor cur(G, m0);
+  const int64_t cg = G.cg, scg = G.s * cg;
+  for (int64_t i = 0; i < cnt; ++i, cur.next(G)) {
+    const float* d = dcol + i * G.kd;
+    const int64_t ih0 = cur.pp * G.sh - G.ph, iw0 = cur.qq * G.sw - G.pw;
+    float* ximg = dx + cur.img * G.h * G.w * G.c + g * cg;
+    const int64_t s_lo = std::min(G.s, std::max<int64_t>(0, -iw0));
+    const int64_t s_hi = std::max(s_lo, std::min(G.s, G.w - iw0));
+    for (int64_t r = 0; r < G.r; ++r) {
+      const int64_t ih = ih0 + r;
+      if (ih < 0 || ih >= G.h) continue;
+      const float* dr = d + r * scg;
+      float* xr = ximg + (ih * G.w + iw0) * G.c;
+      for (int64_t s = s_lo; s < s_hi; ++s) {
+        float* __restrict o = xr + s * G.c;
+        const float* __restrict v = dr + s * cg;
+        for (int64_t c = 0; c < cg; ++c) o[c] += v[c];
+      }
+    }
+  }
+}
+
+#if defined(__SSE2__)
+// wgrad's B straight from x, skipping the col matrix: B[j = (r, s, c), kk] = x at tap (r, s),
+// channel g*Cg + c, of output pixel m0 + kk, packed as [K4][NR][4] panels (int8_gemm.h) with
+// zeros for padding taps, rows past cnt and columns past KD. Needs Cg % 16 == 0, so a 16-column
+// block never straddles a tap or a panel (NR is 16 or 32).
+void pack_b_im2col(int8_t* bp, const int8_t* x, const Geom& G, int64_t m0, int64_t cnt, int64_t g,
+                   int nr) {
+  const int64_t k4 = i8::k4_of(cnt), pstride = k4 * 4 * nr, kdp = round_up(G.kd, nr);
+  const int nr_shift = nr == 32 ? 5 : 4;  // NR is 16 or 32
+  const __m128i z = _mm_setzero_si128();
+  Cursor cur(G, m0);
+  for (int64_t t = 0; t < k4; ++t) {
+    int64_t ih0[4], iw0[4];
+    const int8_t* base[4];
+    for (int u = 0; u < 4; ++u) {
+      if (4 * t + u < cnt) {
+        ih0[u] = cur.pp * G.sh - G.ph;
+        iw0[u] = cur.qq * G.sw - G.pw;
+        base[u] = x + cur.img * G.h * G.w * G.c + g * G.cg;
+        cur.next(G);
+      } else {
+        ih0[u] = iw0[u] = 0;
+        base[u] = nullptr;
+      }
+    }
+    int8_t* dt = bp + t * 4 * nr;
+    bool interior = true;
+    for (int u = 0; u < 4; ++u)
+      interior = interior && base[u] && ih0[u] >= 0 && ih0[u] + G.r <= G.h && iw0[u] >= 0 &&
+                 iw0[u] + G.s <= G.w;
+    if (interior) {  // every tap of the four pixels is inside x: no per-tap checks
+      const int8_t* p[4];
+      for (int u = 0; u < 4; ++u) p[u] = base[u] + (ih0[u] * G.w + iw0[u]) * G.c;
+      int64_t j = 0;
+      for (int64_t r = 0; r < G.r; ++r)
+        for (int64_t s = 0; s < G.s; ++s) {
+          const int64_t off = (r * G.w + s) * G.c;
+          for (int64_t c0 = 0; c0 < G.cg; c0 += 16, j += 16)
+            i8::interleave4x16(
+                dt + (j >> nr_shift) * pstride + (j & (nr - 1)) * 4,
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[0] + off + c0)),
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[1] + off + c0)),
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[2] + off + c0)),
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[3] + off + c0)));
+        }
+    } else {
+      for (int64_t r = 0; r < G.r; ++r)
+        for (int64_t s = 0; s < G.s; ++s) {
+          const int8_t* src[4];
+          for (int u = 0; u < 4; ++u) {
+            const int64_t ih = ih0[u] + r, iw = iw0[u] + s;
+            src[u] = (base[u] && ih >= 0 && ih < G.h && iw >= 0 && iw < G.w)
+                         ? base[u] + (ih * G.w + iw) * G.c
+                         : nullptr;
+          }
+          const int64_t jt = (r * G.s + s) * G.cg;
+          for (int64_t c0 = 0; c0 < G.cg; c0 += 16) {
+            const int64_t j = jt + c0;
+            __m128i v[4];
+            for (int u = 0; u < 4; ++u)
+              v[u] = src[u] ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[u] + c0)) : z;
+            i8::interleave4x16(dt + (j >> nr_shift) * pstride + (j & (nr - 1)) * 4, v[0], v[1],
+                               v[2], v[3]);
+          }
+        }
+    }
+    if (kdp > G.kd)
+      std::memset(dt + (G.kd / nr) * pstride + (G.kd % nr) * 4, 0,
+                  static_cast<size_t>((kdp - G.kd) * 4));
+  }
+}
+#endif
+
+// Rows per A block: about `bytes`, a multiple of mr, and small enough for a few blocks a thread.
+int64_t chunk_rows(int64_t m, int64_t row_bytes, int threads, int mr, int64_t bytes) {
+  int64_t rows = bytes / std::max<int64_t>(row_bytes, 1);
+  rows = std::max<int64_t>(mr, rows / mr * mr);
+  const int64_t balanced = round_up(ceil_div(m, 4 * int64_t{threads}), mr);
+  rows = std::min(rows, std::max<int64_t>(mr, balanced));
+  return std::min(rows, round_up(m, mr));
+}
+
+// ---- depthwise (G == C == K): direct int32 loops over the contiguous channel dimension -----------
+// wt[(r*S + s)*C + c] = w[c, r, s, 0]
+int8_t* transpose_depthwise_weights(const int8_t* w, const Geom& G) {
+  const int64_t rs = G.r * G.s;
+  int8_t* wt = scratch_bytes<int8_t>(kSlotConvB, rs * G.c);
+  for (int64_t ch = 0; ch < G.c; ++ch)
+    for (int64_t i = 0; i < rs; ++i) wt[i * G.c + ch] = w[ch * rs + i];
+  return wt;
+}
+
+// y[m, c] = acc * cs[c] (+ bias[c])
+void depthwise_fwd(float* y, const int8_t* x, const int8_t* w, const float* cs, const float* bias,
+                   const Geom& G) {
+  const int8_t* wt = transpose_depthwise_weights(w, G);
+  const int64_t C = G.c, rows = G.n * G.p;
+  const int nt = threads_for(rows * G.q * C * G.r * G.s, kMacsPerThread);
+  int32_t* accs = scratch_bytes<int32_t>(kSlotConvWork, nt * round_up(C, 16) * 4);
+  parallel(nt, [&](int t, int T) {
+    int32_t* __restrict acc = accs + t * round_up(C, 16);
+    for (int64_t row = rows * t / T; row < rows * (t + 1) / T; ++row) {
+      const int64_t img = row / G.p, pp = row % G.p;
+      for (int64_t qq = 0; qq < G.q; ++qq) {
+        for (int64_t ch = 0; ch < C; ++ch) acc[ch] = 0;
+        for (int64_t r = 0; r < G.r; ++r) {
+          const int64_t ih = pp * G.sh - G.ph + r;
+          if (ih < 0 || ih >= G.h) continue;
+          for (int64_t s = 0; s < G.s; ++s) {
+            const int64_t iw = qq * G.sw - G.pw + s;
+            if (iw < 0 || iw >= G.w) continue;
+            const int8_t* __restrict xp = x + ((img * G.h + ih) * G.w + iw) * C;
+            const int8_t* __restrict wp = wt + (r * G.s + s) * C;
+            for (int64_t ch = 0; ch < C; ++ch) acc[ch] += int32_t{xp[ch]} * wp[ch];
+          }
+        }
+        float* __restrict yp = y + (row * G.q + qq) * C;
+        for (int64_t ch = 0; ch < C; ++ch)
+          yp[ch] = static_cast<float>(acc[ch]) * cs[ch] + (bias ? bias[ch] : 0.0f);
+      }
+    }
+  });
+}
+
+// Gather form: every dx pixel sums the dy pixels whose windows cover it (no write conflicts).
+void depthwise_dgrad(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G) {
+  const int8_t* wt = transpose_depthwise_weights(w, G);
+  const int64_t C = G.c, rows = G.n * G.h;
+  const int nt = threads_for(rows * G.w * C * G.r * G.s, kMacsPerThread);
+  int32_t* accs = scratch_bytes<int32_t>(kSlotConvWork, nt * round_up(C, 16) * 4);
+  parallel(nt, [&](int t, int T) {
+    int32_t* __restrict acc = accs + t * round_up(C, 16);
+    for (int64_t row = rows * t / T; row < rows * (t + 1) / T; ++row) {
+      const int64_t img = row / G.h, ih = row % G.h;
+      for (int64_t iw = 0; iw < G.w; ++iw) {
+        for (int64_t ch = 0; ch < C; ++ch) acc[ch] = 0;
+        for (int64_t r = 0; r < G.r; ++r) {
+          const int64_t t1 = ih + G.ph - r;
+          if (t1 < 0 || t1 % G.sh != 0) continue;
+          const int64_t pp = t1 / G.sh;
+          if (pp >= G.p) continue;
+          for (int64_t s = 0; s < G.s; ++s) {
+            const int64_t u = iw + G.pw - s;
+            if (u < 0 || u % G.sw != 0) continue;
+            const int64_t qq = u / G.sw;
+            if (qq >= G.q) continue;
+            const int8_t* __restrict dyp = dy + ((img * G.p + pp) * G.q + qq) * C;
+            const int8_t* __restrict wp = wt + (r * G.s + s) * C;
+            for (int64_t ch = 0; ch < C; ++ch) acc[ch] += int32_t{dyp[ch]} * wp[ch];
+          }
+        }
+        float* __restrict dxp = dx + (row * G.w + iw) * C;
+        for (int64_t ch = 0; ch < C; ++ch) dxp[ch] = static_cast<float>(acc[ch]) * scale;
+      }
+    }
+  });
+}
+
+// dw[c, r, s] = sum * row_scale[c] (row_scale = dy_scale[c or 0] * x_scale, as doubles).
+void depthwise_wgrad(float* dw, const int8_t* x, const int8_t* dy, const double* row_scale,
+                     const Geom& G) {
+  const int64_t C = G.c, rs = G.r * G.s, rows = G.n * G.p, len = round_up(rs * C, 16);
+  const int nt = threads_for(rows * G.q * C * rs, kMacsPerThread);
+  int32_t* acc32 = scratch_bytes<int32_t>(kSlotConvWork, nt * len * 4);
+  double* accd = scratch_bytes<double>(kSlotConvPartial, nt * len * 8);
+  int team = 1;  // threads actually obtained (OpenMP may give fewer than nt)
+  parallel(nt, [&](int t, int T) {
+    if (t == 0) team = T;
+    int32_t* __restrict a32 = acc32 + t * len;
+    double* __restrict ad = accd + t * len;
+    for (int64_t i = 0; i < rs * C; ++i) a32[i] = 0, ad[i] = 0.0;
+    int64_t pixels = 0;
+    for (int64_t row = rows * t / T; row < rows * (t + 1) / T; ++row) {
+      const int64_t img = row / G.p, pp = row % G.p;
+      for (int64_t qq = 0; qq < G.q; ++qq) {
+        if (pixels == kMaxRowsI32) {  // each entry got at most one product per pixel
+          for (int64_t i = 0; i < rs * C; ++i) ad[i] += a32[i], a32[i] = 0;
+          pixels = 0;
+        }
+        ++pixels;
+        const int8_t* __restrict dyp = dy + (row * G.q + qq) * C;
+        for (int64_t r = 0; r < G.r; ++r) {
+          const int64_t ih = pp * G.sh - G.ph + r;
+          if (ih < 0 || ih >= G.h) continue;
+          for (int64_t s = 0; s < G.s; ++s) {
+            const int64_t iw = qq * G.sw - G.pw + s;
+            if (iw < 0 || iw >= G.w) continue;
+            const int8_t* __restrict xp = x + ((img * G.h + ih) * G.w + iw) * C;
+            int32_t* __restrict ap = a32 + (r * G.s + s) * C;
+            for (int64_t ch = 0; ch < C; ++ch) ap[ch] += int32_t{dyp[ch]} * xp[ch];
+          }
+        }
+      }
+    }
+    for (int64_t i = 0; i < rs * C; ++i) ad[i] += a32[i];
+  });
+  for (int64_t ch = 0; ch < C; ++ch)
+    for (int64_t i = 0; i < rs; ++i) {
+      double v = 0.0;
+      for (int t = 0; t < team; ++t) v += accd[t * len + i * C + ch];
+      dw[ch * rs + i] = static_cast<float>(v * row_scale[ch]);
+    }
+}
+
+// ---- GEMM paths -----------------------------------------------------------------------------------
+// y [M, K] f32 = conv(x, w) * cs[k] (+ bias[k]).  x [N, H, W, C] int8, w [K, R, S, Cg] int8.
+void fwd_core(float* y, const int8_t* x, const int8_t* w, const float* cs, const float* bias,
+              const Geom& G) {
+  if (G.depthwise) return depthwise_fwd(y, x, w, cs, bias, G);
+  const i8::Plan P = i8::plan_for(G.kg);
+  const int64_t lda = 4 * i8::k4_of(G.kd);
+  // Weights of group g packed once: B[j, kk] = w[(g*Kg + j)*KD + kk], then comp.
+  const int64_t bpb = round_up(i8::packb_bytes(G.kg, G.kd, P.nr), 64);
+  const int64_t per_g = bpb + round_up(4 * i8::comp_len(G.kg, P.nr), 64);
+  char* bbuf = scratch_bytes<char>(kSlotConvB, per_g * G.g);
+  parallel_for(G.g, 1, [&](int64_t b, int64_t e) {
+    for (int64_t g = b; g < e; ++g)
+      i8::pack_b_rows(reinterpret_cast<int8_t*>(bbuf + g * per_g),
+                      reinterpret_cast<int32_t*>(bbuf + g * per_g + bpb), w + g * G.kg * G.kd,
+                      G.kd, G.kg, G.kd, P);
+  });
+
+  const int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
+  // A block: L2-sized when several B panels reuse it, L1-sized when there is one panel.
+  const int64_t ch = chunk_rows(G.m, lda, nt, P.mr, G.kg > P.nr ? kAChunkBytes : kAChunkBytesL1);
+  const int64_t nchunks = ceil_div(G.m, ch);
+  const int64_t abytes = round_up(round_up(ch, P.mr) * lda, 64);
+  uint8_t* abuf = scratch_bytes<uint8_t>(kSlotConvCol, nt * abytes);
+  parallel(nt, [&](int t, int T) {
+    uint8_t* at = abuf + t * abytes;
+    for (int64_t ci = nchunks * t / T; ci < nchunks * (t + 1) / T; ++ci) {
+      const int64_t m0 = ci * ch, cnt = std::min(ch, G.m - m0), mpad = round_up(cnt, P.mr);
+      for (int64_t g = 0; g < G.g; ++g) {
+        if (G.pointwise) {
+          i8::pack_a_rows(at, lda, x + m0 * G.c + g * G.cg, G.c, cnt, G.cg, P.flip, mpad);
+        } else {
+          im2col_i8(at, lda, x, G, m0, cnt, g, P.flip);
+          fill(at + cnt * lda, (mpad - cnt) * lda, P.flip);
+        }
+        const i8::Epi e{i8::kStoreF32, y + m0 * G.k + g * G.kg, G.k, cs + g * G.kg,
+                        bias ? bias + g * G.kg : nullptr};
+        const int8_t* bp = reinterpret_cast<const int8_t*>(bbuf + g * per_g);
+        const int32_t* comp = reinterpret_cast<const int32_t*>(bbuf + g * per_g + bpb);
+        i8::gemm_block(P, cnt, G.kg, G.kd, at, lda, bp, comp, e);
+      }
+    }
+  });
+}
+
+// dx [N, H, W, C] f32 = dgrad(dy, w) * scale.
+void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G) {
+  if (G.depthwise) return depthwise_dgrad(dx, dy, w, scale, G);
+
+  if (G.sh == 1 && G.sw == 1 && G.ph <= G.r - 1 && G.pw <= G.s - 1) {
+    // dx = conv(dy, w') with w'[g*Cg + c, r', s', kk] = w[g*Kg + kk, R-1-r', S-1-s', c].
+    const int64_t rs = G.r * G.s, kdt = rs * G.kg;
+    int8_t* wt = scratch_bytes<int8_t>(kSlotConvPartial, G.c * kdt);
+    for (int64_t g = 0; g < G.g; ++g)
+      for (int64_t kk = 0; kk < G.kg; ++kk)
+        for (int64_t r = 0; r < G.r; ++r)
+          for (int64_t s = 0; s < G.s; ++s) {
+            const int8_t* src = w + (((g * G.kg + kk) * G.r + r) * G.s + s) * G.cg;
+            const int64_t rr = G.r - 1 - r, ss = G.s - 1 - s;
+            int8_t* dst = wt + (g * G.cg) * kdt + (rr * G.s + ss) * G.kg + kk;
+            for (int64_t c = 0; c < G.cg; ++c) dst[c * kdt] = src[c];
+          }
+    float* cs = scratch_bytes<float>(kSlotMisc, G.c * 4);
+    for (int64_t c = 0; c < G.c; ++c) cs[c] = scale;
+    d8_conv_shape s2{};
+    s2.n = static_cast<int32_t>(G.n), s2.h = static_cast<int32_t>(G.p);
+    s2.w = static_cast<int32_t>(G.q), s2.c = static_cast<int32_t>(G.k);
+    s2.k = static_cast<int32_t>(G.c), s2.r = static_cast<int32_t>(G.r);
+    s2.s = static_cast<int32_t>(G.s), s2.groups = static_cast<int32_t>(G.g);
+    s2.stride_h = 1, s2.stride_w = 1;
+    s2.pad_h = static_cast<int32_t>(G.r - 1 - G.ph);
+    s2.pad_w = static_cast<int32_t>(G.s - 1 - G.pw);
+    s2.p = static_cast<int32_t>(G.h), s2.q = static_cast<int32_t>(G.w);
+    return fwd_core(dx, dy, wt, cs, nullptr, make_geom(s2));
+  }
+
+  // General case: dcol = dy . W_g (B[j, kk] = w[(g*Kg + kk)*KD + j]), then scatter-add.
+  const i8::Plan P = i8::plan_for(G.kd);
+  const int64_t lda = 4 * i8::k4_of(G.kg);
+  const int64_t bpb = round_up(i8::packb_bytes(G.kd, G.kg, P.nr), 64);
+  const int64_t per_g = bpb + round_up(4 * i8::comp_len(G.kd, P.nr), 64);
+  char* bbuf = scratch_bytes<char>(kSlotConvB, per_g * G.g);
+  for (int64_t g = 0; g < G.g; ++g)
+    i8::pack_b_cols(reinterpret_cast<int8_t*>(bbuf + g * per_g),
+                    reinterpret_cast<int32_t*>(bbuf + g * per_g + bpb), w + g * G.kg * G.kd, G.kd,
+                    G.kd, G.kg, P);
+  float* cs = scratch_bytes<float>(kSlotMisc, G.kd * 4);
+  for (int64_t j = 0; j < G.kd; ++j) cs[j] = scale;
+
+  int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
+  nt = static_cast<int>(std::min<int64_t>(nt, G.n));
+  const int64_t ch = chunk_rows(G.m, lda + 4 * G.kd, nt, P.mr, kAChunkBytes);
+  const int64_t abytes = round_up(round_up(ch, P.mr) * lda, 64);
+  const int64_t dbytes = round_up(ch * G.kd * 4, 64);
+  char* work = scratch_bytes<char>(kSlotConvCol, nt * (abytes + dbytes));
+  const int64_t pq = G.p * G.q, hwc = G.h * G.w * G.c;
+  parallel(nt, [&](int t, int T) {
+    uint8_t* at = reinterpret_cast<uint8_t*>(work + t * (abytes + dbytes));
+    float* dcol = reinterpret_cast<float*>(work + t * (abytes + dbytes) + abytes);
+    const int64_t i0 = G.n * t / T, i1 = G.n * (t + 1) / T;
+    std::memset(dx + i0 * hwc, 0, static_cast<size_t>((i1 - i0) * hwc) * sizeof(float));
+    for (int64_t m0 = i0 * pq; m0 < i1 * pq; m0 += ch) {
+      const int64_t cnt = std::min(ch, i1 * pq - m0);
+      for (int64_t g = 0; g < G.g; ++g) {
+        i8::pack_a_rows(at, lda, dy + m0 * G.k + g * G.kg, G.k, cnt, G.kg, P.flip,
+                        round_up(cnt, P.mr));
+        const i8::Epi e{i8::kStoreF32, dcol, G.kd, cs, nullptr};
+        i8::gemm_block(P, cnt, G.kd, G.kg, at, lda,
+                       reinterpret_cast<const int8_t*>(bbuf + g * per_g),
+                       reinterpret_cast<const int32_t*>(bbuf + g * per_g + bpb), e);
+        col2im_add(dx, dcol, G, m0, cnt, g);
+      }
+    }
+  });
+}
+
+// dw [K, KD] f32 = (dy^T . col) * row_scale[k].
+// VNNI offset without per-chunk column sums: each group's A block gets one extra row of ones
+// (u8 1), so the GEMM itself accumulates colsum(B) in that row of C; the flush subtracts 128 times
+// it (mod 2^32: exact, since the true sums fit in int32).
+void wgrad_core(float* dw, const int8_t* x, const int8_t* dy, const double* row_scale,
+                const Geom& G) {
+  if (G.depthwise) return depthwise_wgrad(dw, x, dy, row_scale, G);
+  const bool ones = i8::plan_for(G.kd).flip != 0;
+  const i8::Plan P = i8::plan_for(G.kd, G.kg + (ones ? 1 : 0));
+  const int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
+  const int64_t kga = G.kg + (ones ? 1 : 0);  // A / C rows per group
+#if defined(__SSE2__)
+  const bool direct = !G.pointwise && G.cg % 16 == 0;
+#else
+  const bool direct = false;
+#endif
+  const bool use_col = !G.pointwise && !direct;
+  // Rows per chunk: col [MC][KD] + packed B [round_up(KD, NR)][MC] + A [G*kga + MR][MC] bytes.
+  const int64_t kdp = round_up(G.kd, P.nr);
+  const int64_t arows = G.g * kga + P.mr;
+  const int64_t per_row = (use_col ? G.kd : 0) + kdp + arows;
+  int64_t mc = std::max<int64_t>(16, kWgradChunkBytes / per_row / 16 * 16);
+  mc = std::min<int64_t>(mc, std::max<int64_t>(16, round_up(ceil_div(G.m, 2 * int64_t{nt}), 16)));
+  mc = std::min<int64_t>(mc, 4096);  // <= kMaxRowsI32, a multiple of 4
+  const int64_t nchunks = ceil_div(G.m, mc);
+
+  const int64_t colb = use_col ? round_up(mc * G.kd, 64) : 0;
+  const int64_t bpb = round_up(i8::packb_bytes(G.kd, mc, P.nr), 64);
+  const int64_t ab = round_up(arows * mc, 64);
+  const int64_t compb = round_up(4 * kdp, 64);
+  const int64_t per = colb + bpb + ab;
+  char* work = scratch_bytes<char>(kSlotConvWork, nt * per + compb);
+  int32_t* zero_comp = reinterpret_cast<int32_t*>(work + nt * per);
+  std::memset(zero_comp, 0, static_cast<size_t>(compb));
+  const int64_t len = round_up(G.g * kga * G.kd, 16);  // int32 C per thread
+  const int64_t dlen = round_up(G.k * G.kd, 16);       // double sums per thread
+  int32_t* acc32 = scratch_bytes<int32_t>(kSlotConvCol, nt * len * 4);
+  double* accd = scratch_bytes<double>(kSlotConvPartial, nt * dlen * 8);
+
+  int team = 1;  // threads actually obtained (OpenMP may give fewer than nt)
+  parallel(nt, [&](int t, int T) {
+    if (t == 0) team = T;
+    char* base = work + t * per;
+    uint8_t* colt = reinterpret_cast<uint8_t*>(base);
+    int8_t* bpt = reinterpret_cast<int8_t*>(base + colb);
+    uint8_t* at = reinterpret_cast<uint8_t*>(base + colb + bpb);
+    int32_t* a32 = acc32 + t * len;
+    double* ad = accd + t * dlen;
+    for (int64_t i = 0; i < G.k * G.kd; ++i) ad[i] = 0.0;
+    int64_t rows = 0;  // rows in a32 since the last flush (0: a32 holds nothing)
+    auto flush = [&] {
+      for (int64_t g = 0; g < G.g; ++g)
+        for (int64_t i = 0; i < G.kg; ++i) {
+          const int32_t* c = a32 + (g * kga + i) * G.kd;
+          const int32_t* cs = a32 + (g * kga + G.kg) * G.kd;  // column sums (ones)
+          double* __restrict o = ad + (g * G.kg + i) * G.kd;
+          for (int64_t j = 0; j < G.kd; ++j) {
+            uint32_t v = static_cast<uint32_t>(c[j]);
+            if (ones) v -= 128u * static_cast<uint32_t>(cs[j]);
+            o[j] += static_cast<double>(static_cast<int32_t>(v));
+          }
+        }
+      rows = 0;
+    };
+    for (int64_t ci = nchunks * t / T; ci < nchunks * (t + 1) / T; ++ci) {
+      const int64_t m0 = ci * mc, cnt = std::min(mc, G.m - m0), lda = round_up(cnt, 4);
+      if (rows > 0 && rows + cnt > kMaxRowsI32) flush();
+      // A_g[i, kk] = dy[m0 + kk, g*Kg + i] ^ flip, then the row of ones; MR spare rows at the end
+      for (int64_t g = 0; g < G.g; ++g) {
+        uint8_t* ag = at + g * kga * lda;
+        i8::pack_a_cols(ag, lda, dy + m0 * G.k + g * G.kg, G.k, G.kg, cnt, P.flip, G.kg);
+        if (ones) fill(ag + G.kg * lda, lda, 1);
+      }
+      fill(at + G.g * kga * lda, P.mr * lda, P.flip);
+      for (int64_t g = 0; g < G.g; ++g) {
+        if (G.pointwise) {
+          i8::pack_b_cols(bpt, nullptr, x + m0 * G.c + g * G.cg, G.c, G.kd, cnt, P);
+        } else if (direct) {
+#if defined(__SSE2__)
+          pack_b_im2col(bpt, x, G, m0, cnt, g, P.nr);
+#endif
+        } else {
+          im2col_i8(colt, G.kd, x, G, m0, cnt, g, 0);
+          i8::pack_b_cols(bpt, nullptr, reinterpret_cast<const int8_t*>(colt), G.kd, G.kd, cnt,
+                          P);
+        }
+        const i8::Epi e{rows == 0 ? i8::kStoreI32 : i8::kAddI32, a32 + g * kga * G.kd, G.kd,
+                        nullptr, nullptr};
+        i8::gemm_block(P, kga, G.kd, cnt, at + g * kga * lda, lda, bpt, zero_comp, e);
+      }
+      rows += cnt;
+    }
+    if (rows > 0) flush();
+  });
+  // Fixed-order combine of the per-thread exact sums, then the scales.
+  parallel_for(G.k, 1, [&](int64_t b, int64_t e) {
+    for (int64_t kk = b; kk < e; ++kk)
+      for (int64_t j = 0; j < G.kd; ++j) {
+        const int64_t i = kk * G.kd + j;
+        double v = 0.0;
+        for (int t = 0; t < team; ++t) v += accd[t * dlen + i];
+        dw[i] = static_cast<float>(v * row_scale[kk]);
+      }
+  });
+}
+
+// ---- argument checks ------------------------------------------------------------------------------
+struct ConvBytes {
+  int64_t x, w, y;  // elements (= int8 bytes)
+};
+ConvBytes conv_elems(const d8_conv_shape& s) {
+  return {mul64(int64_t{s.n} * s.h, int64_t{s.w} * s.c),
+          mul64(int64_t{s.k} * s.r, int64_t{s.s} * (s.c / s.groups)),
+          mul64(int64_t{s.n} * s.p, int64_t{s.q} * s.k)};
+}
+
+int32_t check_distinct(const char* fn, const char* out_name, const d8_buffer* out,
+                       const char* in_name, const d8_buffer* in) {
+  if (out && out == in)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: %s must not be the same buffer as %s", fn, out_name,
+                in_name);
+  return D8_OK;
+}
+
+}  // namespace
+}  // namespace d8cpu
+
+using namespace d8cpu;
+
+extern "C" int32_t d8_conv2d_fwd_i8(d8_buffer* y, const d8_buffer* x, const d8_buffer* w,
+                                    const d8_buffer* bias, const d8_buffer* x_scale,
+                                    const d8_buffer* w_scale, int32_t w_layout,
+                                    const d8_conv_shape* shape) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[256];
+    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
+    if (w_layout != D8_SCALE_TENSOR && w_layout != D8_SCALE_OUTER)
+      return fail(D8_ERR_INVALID_ARGUMENT,
+                  "%s: w_layout must be D8_SCALE_TENSOR (0) or D8_SCALE_OUTER (2), got %d (%s)", fn,
+                  w_layout, dims);
+    const ConvBytes z = conv_elems(*shape);
+    const int64_t k = shape->k;
+    if (int32_t e = check_buffer(fn, "y", y, mul64(z.y, 4), dims)) return e;
+    if (int32_t e = check_buffer(fn, "x", x, z.x, dims)) return e;
+    if (int32_t e = check_buffer(fn, "w", w, z.w, dims)) return e;
+    if (bias)
+      if (int32_t e = check_buffer(fn, "bias", bias, k * 4, dims)) return e;
+    if (int32_t e = check_buffer(fn, "x_scale", x_scale, 4, dims)) return e;
+    if (int32_t e = check_buffer(fn, "w_scale", w_scale, w_layout == D8_SCALE_OUTER ? k * 4 : 4,
+                                 dims))
+      return e;
+    if (int32_t e = check_distinct(fn, "y", y, "x", x)) return e;
+    if (int32_t e = check_distinct(fn, "y", y, "w", w)) return e;
+    const Geom G = make_geom(*shape);
+    // Column scales x_scale * w_scale[k], on the calling thread's scratch (read by all threads).
+    float* cs = reinterpret_cast<float*>(scratch(kSlotMisc, static_cast<size_t>(k)));
+    const float xs = cfptr(x_scale)[0];
+    const float* ws = cfptr(w_scale);
+    for (int64_t j = 0; j < k; ++j) cs[j] = xs * ws[w_layout == D8_SCALE_OUTER ? j : 0];
+    fwd_core(fptr(y), static_cast<const int8_t*>(x->data), static_cast<const int8_t*>(w->data), cs,
+             bias ? cfptr(bias) : nullptr, G);
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_conv2d_dgrad_i8(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* w,
+                                      const d8_buffer* dy_scale, const d8_buffer* w_scale,
+                                      const d8_conv_shape* shape) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[256];
+    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
+    const ConvBytes z = conv_elems(*shape);
+    if (int32_t e = check_buffer(fn, "dx", dx, mul64(z.x, 4), dims)) return e;
+    if (int32_t e = check_buffer(fn, "dy", dy, z.y, dims)) return e;
+    if (int32_t e = check_buffer(fn, "w", w, z.w, dims)) return e;
+    if (int32_t e = check_buffer(fn, "dy_scale", dy_scale, 4, dims)) return e;
+    if (int32_t e = check_buffer(fn, "w_scale", w_scale, 4, dims)) return e;
+    if (int32_t e = check_distinct(fn, "dx", dx, "dy", dy)) return e;
+    if (int32_t e = check_distinct(fn, "dx", dx, "w", w)) return e;
+    const float scale = cfptr(dy_scale)[0] * cfptr(w_scale)[0];
+    dgrad_core(fptr(dx), static_cast<const int8_t*>(dy->data),
+               static_cast<const int8_t*>(w->data), scale, make_geom(*shape));
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_conv2d_wgrad_i8(d8_buffer* dw, const d8_buffer* x, const d8_buffer* dy,
+                                      const d8_buffer* x_scale, const d8_buffer* dy_scale,
+                                      int32_t dy_layout, const d8_conv_shape* shape) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[256];
+    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
+    if (dy_layout != D8_SCALE_TENSOR && dy_layout != D8_SCALE_INNER)
+      return fail(D8_ERR_INVALID_ARGUMENT,
+                  "%s: dy_layout must be D8_SCALE_TENSOR (0) or D8_SCALE_INNER (1), got %d (%s)",
+                  fn, dy_layout, dims);
+    const ConvBytes z = conv_elems(*shape);
+    const int64_t k = shape->k;
+    if (int32_t e = check_buffer(fn, "dw", dw, mul64(z.w, 4), dims)) return e;
+    if (int32_t e = check_buffer(fn, "x", x, z.x, dims)) return e;
+    if (int32_t e = check_buffer(fn, "dy", dy, z.y, dims)) return e;
+    if (int32_t e = check_buffer(fn, "x_scale", x_scale, 4, dims)) return e;
+    if (int32_t e = check_buffer(fn, "dy_scale", dy_scale,
+                                 dy_layout == D8_SCALE_INNER ? k * 4 : 4, dims))
+      return e;
+    if (int32_t e = check_distinct(fn, "dw", dw, "x", x)) return e;
+    if (int32_t e = check_distinct(fn, "dw", dw, "dy", dy)) return e;
+    double* rsc = reinterpret_cast<double*>(scratch(kSlotMisc, static_cast<size_t>(2 * k)));
+    const double xs = cfptr(x_scale)[0];
+    const float* ds = cfptr(dy_scale);
+    for (int64_t j = 0; j < k; ++j)
+      rsc[j] = static_cast<double>(ds[dy_layout == D8_SCALE_INNER ? j : 0]) * xs;
+    wgrad_core(fptr(dw), static_cast<const int8_t*>(x->data),
+               static_cast<const int8_t*>(dy->data), rsc, make_geom(*shape));
+    return D8_OK;
+  });
+}

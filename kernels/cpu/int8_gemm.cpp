@@ -1,0 +1,540 @@
+// int8_gemm.cpp: int8 x int8 -> int32 GEMM micro-kernels, operand packing, the variant switch
+// (d8_set_int8_kernel / d8_int8_kernel_name) and d8_gemm_i8. Formats: int8_gemm.h.
+//
+// Variants (numbered as in daint8.h; each a drop-in for the one before, selectable at run time):
+//   1 portable     plain loops over the packed panels, MR x NR = 4 x 16; GCC vectorizes them for
+//                  whatever the build targets. The readable reference.
+//   2 avx2         the sign trick, MR x NR = 4 x 16 (two ymm of 8 int32 per row):
+//                  vpsignb moves a's sign onto b, vpmaddubsw(|a| u8, b*sign(a) s8) adds pairs into
+//                  int16 (|q| <= 127: a pair is at most 2*127*127 = 32258, no saturation),
+//                  vpmaddwd with ones widens to int32. 4 instructions per 32 MACs.
+//   3 avx512-vnni  vpdpbusd (u8 x s8, 4 products into each int32 lane, 64 MACs per instruction)
+//                  with the +128 offset: A holds a + 128 (unsigned), B stays signed, and the
+//                  accumulators start at -128 * sum_k B[j, k] (comp, computed once when B is packed).
+//                  MR x NR = 12 x 32 (24 zmm accumulators), or 12 x 16 for N <= 16; GEMMs with
+//                  few rows (wgrad: M = Kg) take the MR in 6..12 that wastes least. The offset was
+//                  chosen over the sign trick because AVX-512 has no vpsignb: the trick would cost
+//                  two extra instructions per vpdpbusd, the offset costs one XOR per A byte at
+//                  packing time (fused into im2col) and one column-sum per B column.
+// The SIMD variants are compiled with function-level target attributes, so the library builds
+// for baseline x86-64 and picks the best variant the CPU has at run time (__builtin_cpu_supports).
+#include "int8_gemm.h"
+
+#include "common.h"
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define D8_X86 1
+#define D8_TARGET_AVX2 __attribute__((target("avx2")))
+#define D8_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#else
+#define D8_X86 0
+#endif
+
+namespace d8cpu {
+namespace i8 {
+namespace {
+
+inline int32_t load_i32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// ---- variant 1: portable -------------------------------------------------------------------------
+constexpr int kPortMR = 4, kPortNR = 16;
+
+// Shared scalar epilogue for a finished tile acc[MR][NR] (row-major, NR columns).
+template <int MR, int NR>
+void epilogue_scalar(const int32_t (&acc)[MR][NR], int mrows, int ncols, const Epi& e,
+                     int64_t i0, int64_t j0) {
+  for (int i = 0; i < mrows; ++i) {
+    const int64_t row = (i0 + i) * e.ldc + j0;
+    if (e.mode == kStoreI32) {
+      int32_t* c = static_cast<int32_t*>(e.c) + row;
+      for (int j = 0; j < ncols; ++j) c[j] = acc[i][j];
+    } else if (e.mode == kAddI32) {
+      int32_t* c = static_cast<int32_t*>(e.c) + row;
+      for (int j = 0; j < ncols; ++j)
+        c[j] = static_cast<int32_t>(static_cast<uint32_t>(c[j]) + static_cast<uint32_t>(acc[i][j]));
+    } else {
+      float* c = static_cast<float*>(e.c) + row;
+      const float* cs = e.col_scale + j0;
+      const float* bs = e.bias ? e.bias + j0 : nullptr;
+      for (int j = 0; j < ncols; ++j)
+        c[j] = static_cast<float>(acc[i][j]) * cs[j] + (bs ? bs[j] : 0.0f);
+    }
+  }
+}
+
+void tile_portable(int64_t k4, const uint8_t* a, int64_t lda, const int8_t* bp,
+                   const int32_t* comp, int mrows, int ncols, const Epi& e, int64_t i0,
+                   int64_t j0) {
+  (void)comp;  // flip == 0: A is signed as is
+  int32_t acc[kPortMR][kPortNR] = {};
+  for (int64_t t = 0; t < k4; ++t) {
+    const int8_t* b = bp + t * kPortNR * 4;
+    for (int i = 0; i < kPortMR; ++i) {
+      const int8_t* ai = reinterpret_cast<const int8_t*>(a + i * lda + 4 * t);
+      const int32_t a0 = ai[0], a1 = ai[1], a2 = ai[2], a3 = ai[3];
+      for (int j = 0; j < kPortNR; ++j)
+        acc[i][j] += a0 * b[4 * j] + a1 * b[4 * j + 1] + a2 * b[4 * j + 2] + a3 * b[4 * j + 3];
+    }
+  }
+  epilogue_scalar<kPortMR, kPortNR>(acc, mrows, ncols, e, i0, j0);
+}
+
+#if D8_X86
+// ---- variant 2: AVX2, sign trick ------------------------------------------------------------------
+constexpr int kAvx2MR = 4, kAvx2NV = 2;  // NR = 16
+
+template <int MR, int NV>
+D8_TARGET_AVX2 void tile_avx2(int64_t k4, const uint8_t* a, int64_t lda, const int8_t* bp,
+                              const int32_t* comp, int mrows, int ncols, const Epi& e, int64_t i0,
+                              int64_t j0) {
+  (void)comp;
+  __m256i acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t t = 0; t < k4; ++t) {
+    __m256i b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      b[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + (t * NV + v) * 32));
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const __m256i av = _mm256_set1_epi32(load_i32(a + i * lda + 4 * t));
+      const __m256i aa = _mm256_abs_epi8(av);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        const __m256i p16 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(b[v], av));
+        acc[i][v] = _mm256_add_epi32(acc[i][v], _mm256_madd_epi16(p16, ones));
+      }
+    }
+  }
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const int mode = e.mode;
+  const int64_t ldc = e.ldc;
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    const int rem = ncols - 8 * v;
+    if (rem <= 0) break;
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), lane);
+    const int64_t col = j0 + 8 * v;
+    if (mode == kStoreF32) {
+      const __m256 s = _mm256_maskload_ps(e.col_scale + col, m);
+      const __m256 bb = e.bias ? _mm256_maskload_ps(e.bias + col, m) : _mm256_setzero_ps();
+      float* c = static_cast<float*>(e.c) + i0 * ldc + col;
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        if (i >= mrows) break;
+        _mm256_maskstore_ps(c + i * ldc, m,
+                            _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[i][v]), s), bb));
+      }
+    } else {
+      int* c = static_cast<int*>(e.c) + i0 * ldc + col;
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        if (i >= mrows) break;
+        __m256i r = acc[i][v];
+        if (mode == kAddI32) r = _mm256_add_epi32(r, _mm256_maskload_epi32(c + i * ldc, m));
+        _mm256_maskstore_epi32(c + i * ldc, m, r);
+      }
+    }
+  }
+}
+
+// ---- variant 3: AVX-512 VNNI, vpdpbusd with the +128 offset ---------------------------------------
+constexpr int kVnniMR = 12;
+
+template <int MR, int NV>
+D8_TARGET_VNNI void tile_vnni(int64_t k4, const uint8_t* a, int64_t lda, const int8_t* bp,
+                              const int32_t* comp, int mrows, int ncols, const Epi& e, int64_t i0,
+                              int64_t j0) {
+  __m512i acc[MR][NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    const __m512i c0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(comp + 16 * v));
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) acc[i][v] = c0;
+  }
+  for (int64_t t = 0; t < k4; ++t) {
+    __m512i b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_si512(bp + (t * NV + v) * 64);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      const __m512i av = _mm512_set1_epi32(load_i32(a + i * lda + 4 * t));
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], av, b[v]);
+    }
+  }
+  const int mode = e.mode;
+  const int64_t ldc = e.ldc;
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    const int rem = ncols - 16 * v;
+    if (rem <= 0) break;
+    const __mmask16 m = rem >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rem) - 1);
+    const int64_t col = j0 + 16 * v;
+    if (mode == kStoreF32) {
+      const __m512 s = _mm512_maskz_loadu_ps(m, e.col_scale + col);
+      const __m512 bb = e.bias ? _mm512_maskz_loadu_ps(m, e.bias + col) : _mm512_setzero_ps();
+      float* c = static_cast<float*>(e.c) + i0 * ldc + col;
+#pragma GCC unroll 32
+      for (int i = 0; i < MR; ++i) {
+        if (i >= mrows) break;
+        // (maskz_ form: the plain cvtepi32_ps trips a -Wmaybe-uninitialized in GCC 12's header)
+        const __m512 f = _mm512_maskz_cvtepi32_ps(m, acc[i][v]);
+        _mm512_mask_storeu_ps(c + i * ldc, m, _mm512_fmadd_ps(f, s, bb));
+      }
+    } else {
+      int32_t* c = static_cast<int32_t*>(e.c) + i0 * ldc + col;
+#pragma GCC unroll 32
+      for (int i = 0; i < MR; ++i) {
+        if (i >= mrows) break;
+        __m512i r = acc[i][v];
+        if (mode == kAddI32) r = _mm512_add_epi32(r, _mm512_maskz_loadu_epi32(m, c + i * ldc));
+        _mm512_mask_storeu_epi32(c + i * ldc, m, r);
+      }
+    }
+  }
+}
+#endif  // D8_X86
+
+// ---- variant switch -------------------------------------------------------------------------------
+std::atomic<int> g_forced{kAuto};
+
+}  // namespace
+
+bool cpu_has(int variant) {
+  switch (variant) {
+    case kPortable:
+      return true;
+#if D8_X86
+    case kAvx2:
+      __builtin_cpu_init();
+      return __builtin_cpu_supports("avx2");
+    case kVnni:
+      __builtin_cpu_init();
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vnni");
+#endif
+    default:
+      return false;
+  }
+}
+
+int best_variant() {
+  static const int best = cpu_has(kVnni) ? kVnni : cpu_has(kAvx2) ? kAvx2 : kPortable;
+  return best;
+}
+
+int active_variant() {
+  const int f = g_forced.load(std::memory_order_relaxed);
+  return f == kAuto ? best_variant() : f;
+}
+
+void force_variant(int variant) { g_forced.store(variant, std::memory_order_relaxed); }
+
+const char* variant_name(int variant) {
+  switch (variant) {
+    case kPortable: return "portable";
+    case kAvx2: return "avx2";
+    case kVnni: return "avx512-vnni";
+    default: return "auto";
+  }
+}
+
+#if D8_X86
+namespace {
+// Rows per VNNI tile for a GEMM with few rows (wgrad: M = Kg, +1 for the row of ones): the MR in
+// 6..12 with the least work, counting a tile as MR broadcasts + 2 (B loads, loop) per k-group.
+int vnni_mr(int64_t m) {
+  if (m <= 0) return kVnniMR;
+  int best = kVnniMR;
+  int64_t best_cost = INT64_MAX;
+  for (int mr = kVnniMR; mr >= 6; --mr) {
+    const int64_t cost = (m + mr - 1) / mr * (mr + 2);
+    if (cost < best_cost) best = mr, best_cost = cost;
+  }
+  return best;
+}
+
+template <int NV>
+TileFn vnni_tile(int mr) {
+  switch (mr) {
+    case 6: return &tile_vnni<6, NV>;
+    case 7: return &tile_vnni<7, NV>;
+    case 8: return &tile_vnni<8, NV>;
+    case 9: return &tile_vnni<9, NV>;
+    case 10: return &tile_vnni<10, NV>;
+    case 11: return &tile_vnni<11, NV>;
+    default: return &tile_vnni<12, NV>;
+  }
+}
+}  // namespace
+#endif
+
+Plan plan_for(int64_t n, int64_t m) {
+  const int v = active_variant();
+#if D8_X86
+  if (v == kVnni) {
+    const int mr = vnni_mr(m);
+    if (n <= 16) return {kVnni, mr, 16, 0x80, vnni_tile<1>(mr)};
+    return {kVnni, mr, 32, 0x80, vnni_tile<2>(mr)};
+  }
+  if (v == kAvx2) return {kAvx2, kAvx2MR, 8 * kAvx2NV, 0, &tile_avx2<kAvx2MR, kAvx2NV>};
+#endif
+  (void)n;
+  (void)m;
+  return {kPortable, kPortMR, kPortNR, 0, &tile_portable};
+}
+
+// ---- packing ------------------------------------------------------------------------------------
+void pack_b_rows(int8_t* bp, int32_t* comp, const int8_t* src, int64_t ld, int64_t n, int64_t k,
+                 const Plan& p) {
+  const int nr = p.nr;
+  const int64_t k4 = k4_of(k), kfull = k / 4;
+  const int64_t panels = (n + nr - 1) / nr;
+  for (int64_t pi = 0; pi < panels; ++pi) {
+    int8_t* panel = bp + pi * k4 * 4 * nr;
+    for (int j = 0; j < nr; ++j) {
+      const int64_t col = pi * nr + j;
+      int8_t* d = panel + 4 * j;
+      if (col >= n) {
+        for (int64_t t = 0; t < k4; ++t) std::memset(d + t * 4 * nr, 0, 4);
+        comp[col] = 0;
+        continue;
+      }
+      const int8_t* s = src + col * ld;
+      int32_t sum = 0;
+      for (int64_t t = 0; t < kfull; ++t) std::memcpy(d + t * 4 * nr, s + 4 * t, 4);
+      if (kfull < k4) {
+        int8_t tail[4] = {0, 0, 0, 0};
+        for (int64_t kk = 4 * kfull; kk < k; ++kk) tail[kk - 4 * kfull] = s[kk];
+        std::memcpy(d + kfull * 4 * nr, tail, 4);
+      }
+      if (p.flip)
+        for (int64_t kk = 0; kk < k; ++kk) sum += s[kk];
+      comp[col] = p.flip ? 128 * sum : 0;
+    }
+  }
+}
+
+void pack_b_cols(int8_t* bp, int32_t* comp, const int8_t* src, int64_t ld, int64_t n, int64_t k,
+                 const Plan& p) {
+  const int nr = p.nr;
+  const int64_t k4 = k4_of(k);
+  const int64_t panels = (n + nr - 1) / nr;
+  for (int64_t t = 0; t < k4; ++t) {
+    // the four source rows of this k-group (null past k: zeros)
+    const int8_t* rows[4];
+    for (int u = 0; u < 4; ++u) rows[u] = 4 * t + u < k ? src + (4 * t + u) * ld : nullptr;
+    for (int64_t pi = 0; pi < panels; ++pi) {
+      int8_t* d = bp + pi * k4 * 4 * nr + t * 4 * nr;
+      for (int jj = 0; jj < nr; jj += 16) {
+        const int64_t j0 = pi * nr + jj;
+        const int64_t valid = std::min<int64_t>(16, n - j0);  // columns of this block inside B
+#if defined(__SSE2__)
+        __m128i r[4];
+        for (int u = 0; u < 4; ++u) {
+          if (!rows[u] || valid <= 0) {
+            r[u] = _mm_setzero_si128();
+          } else if (valid == 16) {
+            r[u] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[u] + j0));
+          } else {  // staged: never read past column n
+            alignas(16) int8_t tmp[16] = {};
+            std::memcpy(tmp, rows[u] + j0, static_cast<size_t>(valid));
+            r[u] = _mm_load_si128(reinterpret_cast<const __m128i*>(tmp));
+          }
+        }
+        interleave4x16(d + 4 * jj, r[0], r[1], r[2], r[3]);
+#else
+        for (int j = 0; j < 16; ++j)
+          for (int u = 0; u < 4; ++u)
+            d[4 * (jj + j) + u] = (rows[u] && j < valid) ? rows[u][j0 + j] : 0;
+#endif
+      }
+    }
+  }
+  if (!comp) return;
+  const int64_t cl = comp_len(n, nr);
+  for (int64_t j = 0; j < cl; ++j) comp[j] = 0;
+  if (!p.flip) return;
+  for (int64_t kk = 0; kk < k; ++kk) {
+    const int8_t* s = src + kk * ld;
+    for (int64_t j = 0; j < n; ++j) comp[j] += s[j];
+  }
+  for (int64_t j = 0; j < n; ++j) comp[j] *= 128;
+}
+
+void pack_a_rows(uint8_t* a, int64_t lda, const int8_t* src, int64_t ld, int64_t m, int64_t k,
+                 uint8_t flip, int64_t mpad) {
+  for (int64_t i = 0; i < m; ++i) {
+    uint8_t* __restrict d = a + i * lda;
+    const uint8_t* __restrict s = reinterpret_cast<const uint8_t*>(src + i * ld);
+    for (int64_t kk = 0; kk < k; ++kk) d[kk] = s[kk] ^ flip;
+    for (int64_t kk = k; kk < lda; ++kk) d[kk] = flip;
+  }
+  if (mpad > m) std::memset(a + m * lda, flip, static_cast<size_t>((mpad - m) * lda));
+}
+
+#if defined(__SSE2__)
+// 16 x 16 byte transpose: out row i (stride ldo) = column i of the 16 input rows (stride ldi).
+inline void transpose16x16_xor(uint8_t* out, int64_t ldo, const int8_t* in, int64_t ldi,
+                               __m128i f) {
+  __m128i a[16], b[16];
+  for (int i = 0; i < 16; ++i) a[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i * ldi));
+  for (int i = 0; i < 8; ++i) {  // 16-bit elements: rows (2i, 2i+1), columns 0-7 / 8-15
+    b[2 * i] = _mm_unpacklo_epi8(a[2 * i], a[2 * i + 1]);
+    b[2 * i + 1] = _mm_unpackhi_epi8(a[2 * i], a[2 * i + 1]);
+  }
+  for (int q = 0; q < 4; ++q) {  // 32-bit elements: rows 4q..4q+3, columns in fours
+    a[4 * q + 0] = _mm_unpacklo_epi16(b[4 * q], b[4 * q + 2]);
+    a[4 * q + 1] = _mm_unpackhi_epi16(b[4 * q], b[4 * q + 2]);
+    a[4 * q + 2] = _mm_unpacklo_epi16(b[4 * q + 1], b[4 * q + 3]);
+    a[4 * q + 3] = _mm_unpackhi_epi16(b[4 * q + 1], b[4 * q + 3]);
+  }
+  for (int h = 0; h < 2; ++h)  // 64-bit elements: rows 8h..8h+7, columns 2m, 2m+1
+    for (int q = 0; q < 4; ++q) {
+      b[8 * h + 2 * q] = _mm_unpacklo_epi32(a[8 * h + q], a[8 * h + 4 + q]);
+      b[8 * h + 2 * q + 1] = _mm_unpackhi_epi32(a[8 * h + q], a[8 * h + 4 + q]);
+    }
+  for (int m = 0; m < 8; ++m) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (2 * m) * ldo),
+                     _mm_xor_si128(_mm_unpacklo_epi64(b[m], b[8 + m]), f));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (2 * m + 1) * ldo),
+                     _mm_xor_si128(_mm_unpackhi_epi64(b[m], b[8 + m]), f));
+  }
+}
+#endif
+
+void pack_a_cols(uint8_t* a, int64_t lda, const int8_t* src, int64_t ld, int64_t m, int64_t k,
+                 uint8_t flip, int64_t mpad) {
+  // a[i, kk] = src[kk, i]: 16 x 16 blocks (SSE2), scalar edges.
+  const uint8_t* s = reinterpret_cast<const uint8_t*>(src);
+  int64_t i0 = 0;
+#if defined(__SSE2__)
+  const __m128i f = _mm_set1_epi8(static_cast<char>(flip));
+  const int64_t mf = m / 16 * 16, kf = k / 16 * 16;
+  for (; i0 < mf; i0 += 16) {
+    for (int64_t k0 = 0; k0 < kf; k0 += 16)
+      transpose16x16_xor(a + i0 * lda + k0, lda, src + k0 * ld + i0, ld, f);
+    for (int64_t i = i0; i < i0 + 16; ++i)
+      for (int64_t kk = kf; kk < k; ++kk) a[i * lda + kk] = s[kk * ld + i] ^ flip;
+  }
+#endif
+  for (int64_t i = i0; i < m; ++i)
+    for (int64_t kk = 0; kk < k; ++kk) a[i * lda + kk] = s[kk * ld + i] ^ flip;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t kk = k; kk < lda; ++kk) a[i * lda + kk] = flip;
+  if (mpad > m) std::memset(a + m * lda, flip, static_cast<size_t>((mpad - m) * lda));
+}
+
+void gemm_block(const Plan& p, int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda,
+                const int8_t* bp, const int32_t* comp, const Epi& e) {
+  const int64_t k4 = k4_of(k);
+  const int64_t panel_bytes = k4 * 4 * p.nr;
+  for (int64_t j = 0; j < n; j += p.nr) {
+    const int8_t* b = bp + (j / p.nr) * panel_bytes;
+    const int nc = static_cast<int>(std::min<int64_t>(p.nr, n - j));
+    for (int64_t i = 0; i < m; i += p.mr)
+      p.tile(k4, a + i * lda, lda, b, comp + j, static_cast<int>(std::min<int64_t>(p.mr, m - i)),
+             nc, e, i, j);
+  }
+}
+
+}  // namespace i8
+}  // namespace d8cpu
+
+using namespace d8cpu;
+
+namespace {
+int32_t write_text(const char* fn, char* out, int32_t capacity, const char* text) {
+  if (!out) return fail(D8_ERR_INVALID_ARGUMENT, "%s: out is null", fn);
+  const size_t len = std::strlen(text);
+  if (capacity < 1 || static_cast<size_t>(capacity) < len + 1) {
+    if (capacity >= 1) {
+      std::memcpy(out, text, static_cast<size_t>(capacity - 1));
+      out[capacity - 1] = '\0';
+    }
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: capacity %d is too small, the text needs %zu bytes",
+                fn, capacity, len + 1);
+  }
+  std::memcpy(out, text, len + 1);
+  return D8_OK;
+}
+}  // namespace
+
+extern "C" int32_t d8_set_int8_kernel(int32_t variant) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    if (variant < i8::kAuto || variant > i8::kVnni)
+      return fail(D8_ERR_INVALID_ARGUMENT,
+                  "%s: variant must be 0 (auto), 1 (portable), 2 (avx2) or 3 (avx512-vnni), got %d",
+                  fn, variant);
+    if (variant != i8::kAuto && !i8::cpu_has(variant))
+      return fail(D8_ERR_UNSUPPORTED, "%s: this CPU cannot run the %s int8 kernel (variant %d)",
+                  fn, i8::variant_name(variant), variant);
+    i8::force_variant(variant);
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_int8_kernel_name(char* out, int32_t capacity) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    return write_text(fn, out, capacity, i8::variant_name(i8::active_variant()));
+  });
+}
+
+// c int32 [m, n] = a int8 [m, k] . b int8 [n, k]^T
+extern "C" int32_t d8_gemm_i8(d8_buffer* c, const d8_buffer* a, const d8_buffer* b, int64_t m,
+                              int32_t n, int32_t k) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[96];
+    snprintf(dims, sizeof dims, "m=%lld,n=%d,k=%d", static_cast<long long>(m), n, k);
+    if (m < 1 || n < 1 || k < 1)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: m, n and k must be positive (%s)", fn, dims);
+    if (int32_t e = check_buffer(fn, "c", c, mul64(m, n, 4), dims)) return e;
+    if (int32_t e = check_buffer(fn, "a", a, mul64(m, k), dims)) return e;
+    if (int32_t e = check_buffer(fn, "b", b, mul64(n, k), dims)) return e;
+    if (c == a || c == b)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: c must not be the same buffer as a or b (%s)", fn,
+                  dims);
+    const i8::Plan P = i8::plan_for(n);
+    const int64_t k4 = i8::k4_of(k), lda = 4 * k4;
+    // Packed B and comp on the calling thread's scratch; per-thread A blocks.
+    const int64_t bpb = round_up(i8::packb_bytes(n, k, P.nr), 64);
+    const int64_t cl = i8::comp_len(n, P.nr);
+    char* bbuf = reinterpret_cast<char*>(scratch(kSlotConvB, static_cast<size_t>((bpb + 4 * cl) / 4 + 16)));
+    int8_t* bp = reinterpret_cast<int8_t*>(bbuf);
+    int32_t* comp = reinterpret_cast<int32_t*>(bbuf + bpb);
+    i8::pack_b_rows(bp, comp, static_cast<const int8_t*>(b->data), k, n, k, P);
+
+    const int nt = threads_for(m * int64_t{n} * k, int64_t{1} << 18);
+    int64_t ch = std::max<int64_t>(P.mr, (96 * 1024 / lda) / P.mr * P.mr);
+    ch = std::min(ch, round_up(ceil_div(m, nt), P.mr));
+    const int64_t nchunks = ceil_div(m, ch);
+    const int64_t abytes = round_up((ch + P.mr) * lda, 64);
+    uint8_t* abuf = reinterpret_cast<uint8_t*>(scratch(kSlotConvCol, static_cast<size_t>(nt * abytes / 4)));
+    const int8_t* pa = static_cast<const int8_t*>(a->data);
+    int32_t* pc = static_cast<int32_t*>(c->data);
+    parallel(nt, [&](int t, int T) {
+      uint8_t* at = abuf + t * abytes;
+      for (int64_t ci = nchunks * t / T; ci < nchunks * (t + 1) / T; ++ci) {
+        const int64_t m0 = ci * ch, cnt = std::min(ch, m - m0);
+        i8::pack_a_rows(at, lda, pa + m0 * k, k, cnt, k, P.flip, round_up(cnt, P.mr));
+        const i8::Epi e{i8::kStoreI32, pc + m0 * n, n, nullptr, nullptr};
+        i8::gemm_block(P, cnt, n, k, at, lda, bp, comp, e);
+      }
+    });
+    return D8_OK;
+  });
+}

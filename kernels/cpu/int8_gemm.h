@@ -1,0 +1,113 @@
+// int8_gemm.h: the int8 x int8 -> int32 GEMM engine behind d8_gemm_i8 and the int8 convolutions
+// (int8_conv.cpp). Internal to the cpu backend, not part of the ABI.
+//
+//   C[M, N] = A[M, K] . B[N, K]^T      both operands reduce along contiguous K
+//
+// Operand formats, shared by every variant (only the micro-kernel differs):
+//   A   row-major bytes, row stride lda >= round_up(K, 4); rows must be readable up to a multiple
+//       of the plan's MR (the extra rows' results are never stored). Each byte holds a ^ flip:
+//       the AVX-512 VNNI variant stores a + 128 (flip 0x80, the unsigned operand of vpdpbusd),
+//       portable and AVX2 store a as is (flip 0). Bytes between K and lda are don't-care.
+//   Bp  B packed in panels of NR columns; panel p holds columns p*NR .. p*NR+NR-1 as
+//       [K4][NR][4] int8 (K4 = round_up(K, 4) / 4: four consecutive k of one column form the
+//       32-bit group vpdpbusd / pmaddubsw reduce), zero past N and past K.
+//   comp [round_up(N, NR)] int32: 128 * sum_k B[j, k] when flip == 0x80 (the +128 offset on A adds
+//       exactly that to every dot product; the micro-kernel starts its accumulators at -comp),
+//       zeros otherwise.
+// Products are exact: |a|, |b| <= 127 (the quantizer never writes -128). int32 wraps modulo 2^32,
+// so the +128 offset is exact whenever the true sum fits in int32 (K <= 133,144).
+#ifndef DAINT8_CPU_INT8_GEMM_H
+#define DAINT8_CPU_INT8_GEMM_H
+
+#include <cstdint>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+namespace d8cpu {
+namespace i8 {
+
+enum Variant : int { kAuto = 0, kPortable = 1, kAvx2 = 2, kVnni = 3 };
+
+bool cpu_has(int variant);          // whether this CPU can run the variant
+int best_variant();                 // best variant this CPU has
+int active_variant();               // the forced variant, or best_variant() when auto
+void force_variant(int variant);    // 0 = auto; caller checks cpu_has first
+const char* variant_name(int variant);
+
+// What the micro-kernel does with its finished MR x NR int32 tile.
+enum EpiMode : int {
+  kStoreI32 = 0,  // C int32 = acc
+  kAddI32 = 1,    // C int32 += acc
+  kStoreF32 = 2,  // C f32 = acc * col_scale[j] (+ bias[j])
+};
+struct Epi {
+  int mode;
+  void* c;                 // C[0, 0] of this GEMM (int32 or f32), row stride ldc elements
+  int64_t ldc;
+  const float* col_scale;  // kStoreF32: [N]
+  const float* bias;       // kStoreF32: [N] or null
+};
+
+// One micro-tile: rows i0 .. i0+mrows-1 and columns j0 .. j0+ncols-1 of C, full K.
+// a = A row i0, bp = the panel holding column j0, comp = comp + j0.
+using TileFn = void (*)(int64_t k4, const uint8_t* a, int64_t lda, const int8_t* bp,
+                        const int32_t* comp, int mrows, int ncols, const Epi& e, int64_t i0,
+                        int64_t j0);
+
+struct Plan {
+  int variant;
+  int mr, nr;     // micro-tile rows / columns
+  uint8_t flip;   // XOR applied to A bytes (0x80 or 0)
+  TileFn tile;
+};
+// The active variant's tile for an N-column problem (VNNI: 16 or 32 columns). m > 0: the GEMM has
+// only m rows (wgrad), pick the tile height that wastes the least; 0: many rows.
+Plan plan_for(int64_t n, int64_t m = 0);
+
+// ---- packing ------------------------------------------------------------------------------------
+inline int64_t k4_of(int64_t k) { return (k + 3) / 4; }
+// Bytes of Bp for an [N, K] operand and int32 entries of comp.
+inline int64_t packb_bytes(int64_t n, int64_t k, int nr) {
+  return (n + nr - 1) / nr * nr * k4_of(k) * 4;
+}
+inline int64_t comp_len(int64_t n, int nr) { return (n + nr - 1) / nr * nr; }
+
+// B given as rows: B[j, k] = src[j*ld + k] (weights [K_out][RSC] in fprop, d8_gemm_i8's b).
+void pack_b_rows(int8_t* bp, int32_t* comp, const int8_t* src, int64_t ld, int64_t n, int64_t k,
+                 const Plan& p);
+// B given as columns: B[j, k] = src[k*ld + j] (W^T in dgrad, col^T in wgrad). comp may be null
+// (the caller then accounts for the offset itself, as wgrad does with its row of ones).
+void pack_b_cols(int8_t* bp, int32_t* comp, const int8_t* src, int64_t ld, int64_t n, int64_t k,
+                 const Plan& p);
+// A rows: a[i*lda + k] = src[i*ld + k] ^ flip for i < m, k < K; bytes K .. lda-1 and the rows
+// m .. mpad-1 (mpad >= round_up(m, MR): every row a tile may read) are filled with flip.
+void pack_a_rows(uint8_t* a, int64_t lda, const int8_t* src, int64_t ld, int64_t m, int64_t k,
+                 uint8_t flip, int64_t mpad);
+// A transposed: a[i*lda + k] = src[k*ld + i] ^ flip (dy^T in wgrad); same padding.
+void pack_a_cols(uint8_t* a, int64_t lda, const int8_t* src, int64_t ld, int64_t m, int64_t k,
+                 uint8_t flip, int64_t mpad);
+
+#if defined(__SSE2__)
+// Four rows of 16 bytes -> 64 bytes where column c's four bytes are adjacent (r0[c] r1[c] r2[c]
+// r3[c]): 16 columns of one k-group of a B panel.
+inline void interleave4x16(int8_t* dst, __m128i r0, __m128i r1, __m128i r2, __m128i r3) {
+  const __m128i l01 = _mm_unpacklo_epi8(r0, r1), h01 = _mm_unpackhi_epi8(r0, r1);
+  const __m128i l23 = _mm_unpacklo_epi8(r2, r3), h23 = _mm_unpackhi_epi8(r2, r3);
+  __m128i* o = reinterpret_cast<__m128i*>(dst);
+  _mm_storeu_si128(o + 0, _mm_unpacklo_epi16(l01, l23));
+  _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(l01, l23));
+  _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(h01, h23));
+  _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(h01, h23));
+}
+#endif
+
+// Single-threaded C[0:m, 0:n] over a packed A block (m rows) and all of Bp.
+void gemm_block(const Plan& p, int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda,
+                const int8_t* bp, const int32_t* comp, const Epi& e);
+
+}  // namespace i8
+}  // namespace d8cpu
+
+#endif  // DAINT8_CPU_INT8_GEMM_H

@@ -1,0 +1,500 @@
+// quant.cpp: INT8 quantization kernels (PAPER.md): d8_quantize_i8, d8_quantize_i8_dual,
+// d8_dequantize_i8, d8_absmax_f32, d8_channel_stats_f32.
+//
+// Quantizer (s = the clip, inv = 127 / s in f32; inv = 0 when s <= 0 or s is not finite):
+//   v = clamp(x * inv, -127, 127)   (NaN -> 0)
+//   nearest:    q = round half away from zero (v): t = trunc(v); t += (v - t >= 0.5) - (v - t <= -0.5)
+//   stochastic: q = min(floor(v + u), 127), u in [0, 1) from the element's counter hash below.
+// Dequantized value q * (s / 127) in f32 (the scale the GEMM epilogues multiply by).
+//
+// Counter hash (bit-exact contract for other backends): element index i (flat, outer*inner + c),
+//   z   = splitmix64(seed ^ splitmix64(i >> 32)),  k0 = low 32 bits of z, k1 = high 32 bits
+//   h   = mix32(mix32(uint32(i) ^ k0) + k1)        mix32 = Wellons' "lowbias32"
+//   u   = (h >> 8) * 2^-24                          24 random bits, exactly representable
+// so u depends only on (seed, i): the result is the same for any thread count or split.
+// The dual kernel uses the same u for both outputs, so each equals the single-output call.
+//
+// The hot loops are compiled twice (baseline x86-64 and target("avx2")) and picked at run time.
+#include "common.h"
+
+#include <cfloat>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define D8_QX86 1
+#else
+#define D8_QX86 0
+#endif
+
+namespace d8cpu {
+namespace {
+
+constexpr int64_t kGrain = int64_t{1} << 15;  // elements per thread at least
+
+inline uint64_t splitmix64(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+inline uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  x ^= x >> 16;
+  return x;
+}
+// Hash keys of one 2^32-element block, plus the clamp bound 127 passed as data: with a literal
+// GCC threads the clamp into branches ("v <= -127 gives -127") and the loop no longer vectorizes.
+struct Keys {
+  uint32_t k0, k1;
+  float lim;
+};
+inline Keys keys_for(uint64_t seed, uint64_t hi) {
+  const uint64_t z = splitmix64(seed ^ splitmix64(hi));
+  return {static_cast<uint32_t>(z), static_cast<uint32_t>(z >> 32), 127.0f};
+}
+
+inline float inv_of(float s) { return (s > 0.0f && s <= FLT_MAX) ? 127.0f / s : 0.0f; }
+inline float scale_of(float s) { return (s > 0.0f && s <= FLT_MAX) ? s / 127.0f : 0.0f; }
+
+inline int32_t bits_of(float f) {
+  int32_t b;
+  std::memcpy(&b, &f, 4);
+  return b;
+}
+
+// One element: v = x * inv already computed. Written without ordered float comparisons
+// (<, >=: GCC will not if-convert them under the default -ftrapping-math, so the loops would not
+// vectorize): the rounding adjustments come from exact arithmetic on the fraction d instead.
+template <bool Stoch>
+__attribute__((always_inline)) inline int8_t quant1(float v, uint32_t lo, Keys k) {
+  v = v == v ? v : 0.0f;                       // NaN -> 0
+  v = std::min(std::max(v, -k.lim), k.lim);    // k.lim == 127
+  int32_t t;
+  if (Stoch) {
+    const uint32_t h = mix32(mix32(lo ^ k.k0) + k.k1);
+    const float f = v + static_cast<float>(h >> 8) * (1.0f / 16777216.0f);  // in [-127, 128]
+    t = static_cast<int32_t>(f);                 // trunc
+    const float d = f - static_cast<float>(t);   // exact, in (-1, 1); +0 when f is an integer
+    t += bits_of(d) >> 31;                       // floor: -1 when d < 0
+    t = std::min(t, 127);                        // v + u may round up to 128
+  } else {
+    t = static_cast<int32_t>(v);                 // trunc
+    const float d = v - static_cast<float>(t);   // exact, in (-1, 1)
+    t += static_cast<int32_t>(d + d);            // +-1 when |d| >= 0.5: half away from zero
+  }
+  return static_cast<int8_t>(t);
+}
+
+// y[i] = q(x[i] * inv[PerElem ? i : 0]) for i < n; element i has flat index lo0 + i (low 32 bits).
+template <bool PerElem, bool Stoch>
+__attribute__((always_inline)) inline void quant_span_body(int8_t* __restrict y,
+                                                           const float* __restrict x, int64_t n,
+                                                           const float* __restrict inv,
+                                                           uint32_t lo0, Keys k) {
+  const float s0 = inv[0];
+  for (int64_t i = 0; i < n; ++i)
+    y[i] = quant1<Stoch>(x[i] * (PerElem ? inv[i] : s0), lo0 + static_cast<uint32_t>(i), k);
+}
+
+// Dual: yt with the scalar invt, yc with invc[i]; same u.
+template <bool Stoch>
+__attribute__((always_inline)) inline void dual_span_body(int8_t* __restrict yt,
+                                                          int8_t* __restrict yc,
+                                                          const float* __restrict x, int64_t n,
+                                                          float invt,
+                                                          const float* __restrict invc,
+                                                          uint32_t lo0, Keys k) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t lo = lo0 + static_cast<uint32_t>(i);
+    yt[i] = quant1<Stoch>(x[i] * invt, lo, k);
+    yc[i] = quant1<Stoch>(x[i] * invc[i], lo, k);
+  }
+}
+
+using SpanFn = void (*)(int8_t*, const float*, int64_t, const float*, uint32_t, Keys);
+using DualFn = void (*)(int8_t*, int8_t*, const float*, int64_t, float, const float*, uint32_t,
+                        Keys);
+
+template <bool P, bool S>
+void span_base(int8_t* y, const float* x, int64_t n, const float* inv, uint32_t lo, Keys k) {
+  quant_span_body<P, S>(y, x, n, inv, lo, k);
+}
+template <bool S>
+void dual_base(int8_t* yt, int8_t* yc, const float* x, int64_t n, float it, const float* ic,
+               uint32_t lo, Keys k) {
+  dual_span_body<S>(yt, yc, x, n, it, ic, lo, k);
+}
+#if D8_QX86
+template <bool P, bool S>
+__attribute__((target("avx2"))) void span_avx2(int8_t* y, const float* x, int64_t n,
+                                               const float* inv, uint32_t lo, Keys k) {
+  quant_span_body<P, S>(y, x, n, inv, lo, k);
+}
+template <bool S>
+__attribute__((target("avx2"))) void dual_avx2(int8_t* yt, int8_t* yc, const float* x, int64_t n,
+                                               float it, const float* ic, uint32_t lo, Keys k) {
+  dual_span_body<S>(yt, yc, x, n, it, ic, lo, k);
+}
+#endif
+
+bool use_avx2() {
+#if D8_QX86
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+SpanFn pick_span(bool per_elem, bool stoch) {
+#if D8_QX86
+  if (use_avx2()) {
+    if (per_elem) return stoch ? &span_avx2<true, true> : &span_avx2<true, false>;
+    return stoch ? &span_avx2<false, true> : &span_avx2<false, false>;
+  }
+#endif
+  if (per_elem) return stoch ? &span_base<true, true> : &span_base<true, false>;
+  return stoch ? &span_base<false, true> : &span_base<false, false>;
+}
+DualFn pick_dual(bool stoch) {
+#if D8_QX86
+  if (use_avx2()) return stoch ? &dual_avx2<true> : &dual_avx2<false>;
+#endif
+  return stoch ? &dual_base<true> : &dual_base<false>;
+}
+
+// Calls f(b, e, keys) over [b, e) split where the high 32 bits of the index change.
+template <class F>
+void for_blocks(int64_t b, int64_t e, uint64_t seed, F&& f) {
+  while (b < e) {
+    const uint64_t hi = static_cast<uint64_t>(b) >> 32;
+    const int64_t end = std::min<int64_t>(e, static_cast<int64_t>((hi + 1) << 32));
+    f(b, end, keys_for(seed, hi));
+    b = end;
+  }
+}
+
+// inv (or scale) repeated: rep[j] = v[j % inner] for j < reps*inner, reps rows per span.
+int64_t rows_per_span(int64_t inner) { return std::max<int64_t>(1, 1024 / inner); }
+
+float* replicate(const float* v, int64_t inner, int64_t reps, int slot) {
+  float* r = scratch(slot, static_cast<size_t>(reps * inner));
+  for (int64_t t = 0; t < reps; ++t) std::memcpy(r + t * inner, v, static_cast<size_t>(inner) * 4);
+  return r;
+}
+
+int32_t check_layout(const char* fn, int32_t layout, const char* dims) {
+  if (layout != D8_SCALE_TENSOR && layout != D8_SCALE_INNER && layout != D8_SCALE_OUTER)
+    return fail(D8_ERR_INVALID_ARGUMENT,
+                "%s: layout must be D8_SCALE_TENSOR (0), D8_SCALE_INNER (1) or D8_SCALE_OUTER (2), "
+                "got %d (%s)",
+                fn, layout, dims);
+  return D8_OK;
+}
+int32_t check_rounding(const char* fn, int32_t rounding, const char* dims) {
+  if (rounding != D8_ROUND_NEAREST && rounding != D8_ROUND_STOCHASTIC)
+    return fail(D8_ERR_INVALID_ARGUMENT,
+                "%s: rounding must be D8_ROUND_NEAREST (0) or D8_ROUND_STOCHASTIC (1), got %d (%s)",
+                fn, rounding, dims);
+  return D8_OK;
+}
+int32_t check_outer_inner(const char* fn, int64_t outer, int32_t inner, const char* dims) {
+  if (outer < 0 || inner < 1)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: outer must be >= 0 and inner >= 1 (%s)", fn, dims);
+  return D8_OK;
+}
+int64_t clip_count(int32_t layout, int64_t outer, int32_t inner) {
+  return layout == D8_SCALE_TENSOR ? 1 : layout == D8_SCALE_INNER ? inner : outer;
+}
+int32_t check_distinct(const char* fn, const char* a, const d8_buffer* pa, const char* b,
+                       const d8_buffer* pb) {
+  if (pa == pb)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: %s must not be the same buffer as %s", fn, a, b);
+  return D8_OK;
+}
+
+}  // namespace
+}  // namespace d8cpu
+
+using namespace d8cpu;
+
+extern "C" int32_t d8_quantize_i8(d8_buffer* y, const d8_buffer* x, int64_t outer, int32_t inner,
+                                  const d8_buffer* clips, int32_t layout, int32_t rounding,
+                                  uint64_t seed) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[96];
+    snprintf(dims, sizeof dims, "outer=%lld,inner=%d,layout=%d", static_cast<long long>(outer),
+             inner, layout);
+    if (int32_t e = check_outer_inner(fn, outer, inner, dims)) return e;
+    if (int32_t e = check_layout(fn, layout, dims)) return e;
+    if (int32_t e = check_rounding(fn, rounding, dims)) return e;
+    const int64_t total = mul64(outer, inner);
+    if (int32_t e = check_buffer(fn, "y", y, total, dims)) return e;
+    if (int32_t e = check_buffer(fn, "x", x, mul64(total, 4), dims)) return e;
+    const int64_t nclips = clip_count(layout, outer, inner);
+    if (int32_t e = check_buffer(fn, "clips", clips, mul64(nclips, 4), dims)) return e;
+    if (int32_t e = check_distinct(fn, "y", y, "x", x)) return e;
+    if (int32_t e = check_distinct(fn, "y", y, "clips", clips)) return e;
+    if (total == 0) return D8_OK;
+    int8_t* py = static_cast<int8_t*>(y->data);
+    const float* px = cfptr(x);
+    const float* pc = cfptr(clips);
+    const bool stoch = rounding == D8_ROUND_STOCHASTIC;
+    if (layout == D8_SCALE_TENSOR) {
+      const float inv = inv_of(pc[0]);
+      const SpanFn f = pick_span(false, stoch);
+      parallel_for(total, kGrain, [&](int64_t b, int64_t e) {
+        for_blocks(b, e, seed, [&](int64_t b1, int64_t e1, Keys k) {
+          f(py + b1, px + b1, e1 - b1, &inv, static_cast<uint32_t>(b1), k);
+        });
+      });
+    } else if (layout == D8_SCALE_OUTER) {
+      float* inv = scratch(kSlotMisc, static_cast<size_t>(outer));
+      for (int64_t o = 0; o < outer; ++o) inv[o] = inv_of(pc[o]);
+      const SpanFn f = pick_span(false, stoch);
+      parallel_for(outer, std::max<int64_t>(1, kGrain / inner), [&](int64_t b, int64_t e) {
+        for (int64_t o = b; o < e; ++o)
+          for_blocks(o * inner, (o + 1) * inner, seed, [&](int64_t b1, int64_t e1, Keys k) {
+            f(py + b1, px + b1, e1 - b1, inv + o, static_cast<uint32_t>(b1), k);
+          });
+      });
+    } else {  // D8_SCALE_INNER: spans of whole rows against a replicated inv row
+      const int64_t reps = rows_per_span(inner);
+      float* inv1 = scratch(kSlotMisc, static_cast<size_t>(inner));
+      for (int64_t c = 0; c < inner; ++c) inv1[c] = inv_of(pc[c]);
+      const float* inv = replicate(inv1, inner, reps, kSlotConvB);
+      const SpanFn f = pick_span(true, stoch);
+      const int64_t spans = ceil_div(outer, reps);
+      parallel_for(spans, std::max<int64_t>(1, kGrain / (reps * inner)),
+                   [&](int64_t b, int64_t e) {
+        for (int64_t sp = b; sp < e; ++sp) {
+          const int64_t e0 = sp * reps * inner, e1 = std::min(outer, (sp + 1) * reps) * inner;
+          for_blocks(e0, e1, seed, [&](int64_t b1, int64_t b2, Keys k) {
+            // the replicated row starts on a row boundary: offset (b1 - e0) into it
+            f(py + b1, px + b1, b2 - b1, inv + (b1 - e0), static_cast<uint32_t>(b1), k);
+          });
+        }
+      });
+    }
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_quantize_i8_dual(d8_buffer* y_tensor, d8_buffer* y_channel,
+                                       const d8_buffer* x, int64_t rows, int32_t channels,
+                                       const d8_buffer* clip_tensor,
+                                       const d8_buffer* clips_channel, int32_t rounding,
+                                       uint64_t seed) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[80];
+    snprintf(dims, sizeof dims, "rows=%lld,channels=%d", static_cast<long long>(rows), channels);
+    if (rows < 0 || channels < 1)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: rows must be >= 0 and channels >= 1 (%s)", fn,
+                  dims);
+    if (int32_t e = check_rounding(fn, rounding, dims)) return e;
+    const int64_t total = mul64(rows, channels);
+    if (int32_t e = check_buffer(fn, "y_tensor", y_tensor, total, dims)) return e;
+    if (int32_t e = check_buffer(fn, "y_channel", y_channel, total, dims)) return e;
+    if (int32_t e = check_buffer(fn, "x", x, mul64(total, 4), dims)) return e;
+    if (int32_t e = check_buffer(fn, "clip_tensor", clip_tensor, 4, dims)) return e;
+    if (int32_t e = check_buffer(fn, "clips_channel", clips_channel, mul64(channels, 4), dims))
+      return e;
+    if (int32_t e = check_distinct(fn, "y_tensor", y_tensor, "y_channel", y_channel)) return e;
+    if (int32_t e = check_distinct(fn, "y_tensor", y_tensor, "x", x)) return e;
+    if (int32_t e = check_distinct(fn, "y_channel", y_channel, "x", x)) return e;
+    if (total == 0) return D8_OK;
+    int8_t* yt = static_cast<int8_t*>(y_tensor->data);
+    int8_t* yc = static_cast<int8_t*>(y_channel->data);
+    const float* px = cfptr(x);
+    const float invt = inv_of(cfptr(clip_tensor)[0]);
+    const float* pc = cfptr(clips_channel);
+    const int64_t reps = rows_per_span(channels);
+    float* inv1 = scratch(kSlotMisc, static_cast<size_t>(channels));
+    for (int64_t c = 0; c < channels; ++c) inv1[c] = inv_of(pc[c]);
+    const float* inv = replicate(inv1, channels, reps, kSlotConvB);
+    const DualFn f = pick_dual(rounding == D8_ROUND_STOCHASTIC);
+    const int64_t spans = ceil_div(rows, reps);
+    parallel_for(spans, std::max<int64_t>(1, kGrain / (reps * channels)),
+                 [&](int64_t b, int64_t e) {
+      for (int64_t sp = b; sp < e; ++sp) {
+        const int64_t e0 = sp * reps * channels, e1 = std::min(rows, (sp + 1) * reps) * channels;
+        for_blocks(e0, e1, seed, [&](int64_t b1, int64_t b2, Keys k) {
+          f(yt + b1, yc + b1, px + b1, b2 - b1, invt, inv + (b1 - e0), static_cast<uint32_t>(b1),
+            k);
+        });
+      }
+    });
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_dequantize_i8(d8_buffer* y, const d8_buffer* q, int64_t outer, int32_t inner,
+                                    const d8_buffer* clips, int32_t layout) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[96];
+    snprintf(dims, sizeof dims, "outer=%lld,inner=%d,layout=%d", static_cast<long long>(outer),
+             inner, layout);
+    if (int32_t e = check_outer_inner(fn, outer, inner, dims)) return e;
+    if (int32_t e = check_layout(fn, layout, dims)) return e;
+    const int64_t total = mul64(outer, inner);
+    if (int32_t e = check_buffer(fn, "y", y, mul64(total, 4), dims)) return e;
+    if (int32_t e = check_buffer(fn, "q", q, total, dims)) return e;
+    const int64_t nclips = clip_count(layout, outer, inner);
+    if (int32_t e = check_buffer(fn, "clips", clips, mul64(nclips, 4), dims)) return e;
+    if (int32_t e = check_distinct(fn, "y", y, "q", q)) return e;
+    if (int32_t e = check_distinct(fn, "y", y, "clips", clips)) return e;
+    if (total == 0) return D8_OK;
+    float* py = fptr(y);
+    const int8_t* pq = static_cast<const int8_t*>(q->data);
+    const float* pc = cfptr(clips);
+    if (layout == D8_SCALE_TENSOR) {
+      const float sc = scale_of(pc[0]);
+      parallel_for(total, kGrain, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) py[i] = static_cast<float>(pq[i]) * sc;
+      });
+    } else if (layout == D8_SCALE_OUTER) {
+      parallel_for(outer, std::max<int64_t>(1, kGrain / inner), [&](int64_t b, int64_t e) {
+        for (int64_t o = b; o < e; ++o) {
+          const float sc = scale_of(pc[o]);
+          float* __restrict yo = py + o * inner;
+          const int8_t* __restrict qo = pq + o * inner;
+          for (int64_t c = 0; c < inner; ++c) yo[c] = static_cast<float>(qo[c]) * sc;
+        }
+      });
+    } else {
+      float* sc = scratch(kSlotMisc, static_cast<size_t>(inner));
+      for (int64_t c = 0; c < inner; ++c) sc[c] = scale_of(pc[c]);
+      parallel_for(outer, std::max<int64_t>(1, kGrain / inner), [&](int64_t b, int64_t e) {
+        for (int64_t o = b; o < e; ++o) {
+          float* __restrict yo = py + o * inner;
+          const int8_t* __restrict qo = pq + o * inner;
+          for (int64_t c = 0; c < inner; ++c) yo[c] = static_cast<float>(qo[c]) * sc[c];
+        }
+      });
+    }
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_absmax_f32(d8_buffer* out, const d8_buffer* x, int64_t n) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[48];
+    snprintf(dims, sizeof dims, "n=%lld", static_cast<long long>(n));
+    if (n < 0)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: n must be non-negative (%s)", fn, dims);
+    if (int32_t e = check_buffer(fn, "out", out, 4, dims)) return e;
+    if (int32_t e = check_buffer(fn, "x", x, mul64(n, 4), dims)) return e;
+    const float* px = cfptr(x);
+    const int nt = threads_for(n, kGrain);
+    float part[256];
+    const int used = std::min(nt, 256);
+    parallel(used, [&](int t, int T) {
+      const int64_t b = n * t / T, e = n * (t + 1) / T;
+      float lane[16] = {};  // 16 independent maxima: a vectorizable elementwise max
+      int64_t i = b;
+      for (; i + 16 <= e; i += 16)
+        for (int j = 0; j < 16; ++j) lane[j] = std::max(lane[j], std::fabs(px[i + j]));
+      float m = 0.0f;
+      for (; i < e; ++i) m = std::max(m, std::fabs(px[i]));
+      for (int j = 0; j < 16; ++j) m = std::max(m, lane[j]);  // std::max(m, NaN) keeps m
+      part[t] = m;
+      if (t == 0)
+        for (int u = T; u < used; ++u) part[u] = 0.0f;  // a smaller team than asked for
+    });
+    float m = 0.0f;
+    for (int t = 0; t < used; ++t) m = part[t] > m ? part[t] : m;
+    fptr(out)[0] = m;
+    return D8_OK;
+  });
+}
+
+// Statistics per fixed block of rows (the partition depends on rows only, not on the thread
+// count), combined in block order: the result is identical for any number of threads.
+extern "C" int32_t d8_channel_stats_f32(d8_buffer* out, const d8_buffer* x, int64_t rows,
+                                        int32_t channels) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[80];
+    snprintf(dims, sizeof dims, "rows=%lld,channels=%d", static_cast<long long>(rows), channels);
+    if (rows < 1 || channels < 1)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: rows and channels must be positive (%s)", fn,
+                  dims);
+    if (int32_t e = check_buffer(fn, "out", out, mul64(4, channels, 4), dims)) return e;
+    if (int32_t e = check_buffer(fn, "x", x, mul64(rows, channels, 4), dims)) return e;
+    if (int32_t e = check_distinct(fn, "out", out, "x", x)) return e;
+    const float* px = cfptr(x);
+    const int64_t C = channels;
+    const int64_t nblocks = std::min<int64_t>(256, ceil_div(rows, 256));
+    const int64_t brows = ceil_div(rows, nblocks);
+    const int64_t ld = round_up(C, 8);
+    // Per block: sum (x - x0), sum (x - x0)^2 (shifted by row 0: no cancellation for large
+    // means), max |x|, then in pass 2 the count of |x| > std.
+    double* s1 = reinterpret_cast<double*>(scratch(kSlotConvPartial, static_cast<size_t>(2 * 3 * nblocks * ld)));
+    double* s2 = s1 + nblocks * ld;
+    int32_t* cnt = reinterpret_cast<int32_t*>(s2 + nblocks * ld);  // brows <= 2^31
+    float* mx = scratch(kSlotConvWork, static_cast<size_t>(nblocks * ld));
+    int32_t* stdv_bits = reinterpret_cast<int32_t*>(scratch(kSlotMisc, static_cast<size_t>(ld)));
+    const float* x0 = px;  // shift
+    const int nt = threads_for(rows * C, kGrain);
+    parallel(nt, [&](int t, int T) {
+      for (int64_t bl = nblocks * t / T; bl < nblocks * (t + 1) / T; ++bl) {
+        double* __restrict a1 = s1 + bl * ld;
+        double* __restrict a2 = s2 + bl * ld;
+        float* __restrict am = mx + bl * ld;
+        for (int64_t c = 0; c < C; ++c) a1[c] = 0.0, a2[c] = 0.0, am[c] = 0.0f;
+        const int64_t r1 = std::min(rows, (bl + 1) * brows);
+        for (int64_t r = bl * brows; r < r1; ++r) {
+          const float* __restrict xr = px + r * C;
+          for (int64_t c = 0; c < C; ++c) {
+            const double d = static_cast<double>(xr[c]) - static_cast<double>(x0[c]);
+            a1[c] += d;
+            a2[c] += d * d;
+            am[c] = std::max(am[c], std::fabs(xr[c]));
+          }
+        }
+      }
+    });
+    float* o = fptr(out);
+    for (int64_t c = 0; c < C; ++c) {
+      double t1 = 0.0, t2 = 0.0;
+      float m = 0.0f;
+      for (int64_t bl = 0; bl < nblocks; ++bl) {
+        t1 += s1[bl * ld + c];
+        t2 += s2[bl * ld + c];
+        m = std::max(m, mx[bl * ld + c]);
+      }
+      const double mean_d = t1 / static_cast<double>(rows);
+      const double var = std::max(0.0, t2 / static_cast<double>(rows) - mean_d * mean_d);
+      o[c] = m;
+      o[C + c] = static_cast<float>(std::sqrt(var));
+      o[3 * C + c] = static_cast<float>(static_cast<double>(x0[c]) + mean_d);
+      stdv_bits[c] = bits_of(o[C + c]);
+    }
+    parallel(nt, [&](int t, int T) {
+      for (int64_t bl = nblocks * t / T; bl < nblocks * (t + 1) / T; ++bl) {
+        // |x| > std compared as the bit patterns of non-negative floats (integer compare)
+        int32_t* __restrict ac = cnt + bl * ld;
+        for (int64_t c = 0; c < C; ++c) ac[c] = 0;
+        const int64_t r1 = std::min(rows, (bl + 1) * brows);
+        for (int64_t r = bl * brows; r < r1; ++r) {
+          const float* __restrict xr = px + r * C;
+          for (int64_t c = 0; c < C; ++c)
+            ac[c] += (bits_of(xr[c]) & 0x7fffffff) > stdv_bits[c] ? 1 : 0;
+        }
+      }
+    });
+    for (int64_t c = 0; c < C; ++c) {
+      int64_t n = 0;
+      for (int64_t bl = 0; bl < nblocks; ++bl) n += cnt[bl * ld + c];
+      o[2 * C + c] = static_cast<float>(n / static_cast<double>(rows));
+    }
+    return D8_OK;
+  });
+}

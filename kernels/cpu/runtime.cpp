@@ -1,0 +1,347 @@
+// runtime.cpp: library / context / buffer functions of daint8.h, the last-error message,
+// thread settings, scratch memory and the shared argument checks.
+#include "common.h"
+#include "gemm.h"
+
+#include <atomic>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+namespace d8cpu {
+
+// ---- errors ---------------------------------------------------------------------------------
+// A fixed array rather than std::string: writing the message can never allocate or throw.
+static thread_local char g_last_error[1024] = "";
+
+int32_t fail(int32_t code, const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(g_last_error, sizeof g_last_error, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+int32_t check_context(const char* fn, const d8_context* ctx) {
+  if (!ctx) return fail(D8_ERR_INVALID_ARGUMENT, "%s: ctx is null", fn);
+  if (ctx->magic != kContextMagic)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: ctx is not a live context (destroyed or foreign)",
+                fn);
+  return D8_OK;
+}
+
+int32_t check_handle(const char* fn, const char* name, const d8_buffer* b) {
+  if (!b) return fail(D8_ERR_INVALID_ARGUMENT, "%s: %s is null", fn, name);
+  if (b->magic != kBufferMagic)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: %s is not a live buffer (freed or foreign)", fn,
+                name);
+  return D8_OK;
+}
+
+int32_t check_buffer(const char* fn, const char* name, const d8_buffer* b, int64_t need,
+                     const char* dims) {
+  if (int32_t e = check_handle(fn, name, b)) return e;
+  if (need < 0)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: %s size overflows int64 (%s)", fn, name, dims);
+  if (b->bytes < need)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: %s holds %lld bytes, shape needs %lld (%s)", fn,
+                name, static_cast<long long>(b->bytes), static_cast<long long>(need), dims);
+  return D8_OK;
+}
+
+int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int cap) {
+  if (!s) return fail(D8_ERR_INVALID_ARGUMENT, "%s: shape is null", fn);
+  snprintf(dims, static_cast<size_t>(cap),
+           "n=%d,h=%d,w=%d,c=%d,k=%d,r=%d,s=%d,groups=%d,stride=%dx%d,pad=%dx%d,p=%d,q=%d", s->n,
+           s->h, s->w, s->c, s->k, s->r, s->s, s->groups, s->stride_h, s->stride_w, s->pad_h,
+           s->pad_w, s->p, s->q);
+  if (s->n < 1 || s->h < 1 || s->w < 1 || s->c < 1 || s->k < 1 || s->r < 1 || s->s < 1 ||
+      s->groups < 1)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: shape dimensions must be positive (%s)", fn, dims);
+  if (s->stride_h < 1 || s->stride_w < 1)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: stride must be at least 1 (%s)", fn, dims);
+  if (s->pad_h < 0 || s->pad_w < 0)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: padding must be non-negative (%s)", fn, dims);
+  if (s->reserved0 != 0 || s->reserved1 != 0)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: reserved fields must be 0, got %d and %d (%s)", fn,
+                s->reserved0, s->reserved1, dims);
+  if (s->c % s->groups != 0 || s->k % s->groups != 0)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: groups=%d must divide c=%d and k=%d (%s)", fn,
+                s->groups, s->c, s->k, dims);
+  const int64_t hp = int64_t{s->h} + 2 * int64_t{s->pad_h};
+  const int64_t wp = int64_t{s->w} + 2 * int64_t{s->pad_w};
+  if (hp < s->r || wp < s->s)
+    return fail(D8_ERR_INVALID_ARGUMENT,
+                "%s: kernel %dx%d is larger than the padded input %lldx%lld (%s)", fn, s->r, s->s,
+                static_cast<long long>(hp), static_cast<long long>(wp), dims);
+  const int64_t p = (hp - s->r) / s->stride_h + 1;
+  const int64_t q = (wp - s->s) / s->stride_w + 1;
+  if (p != s->p || q != s->q)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: output is %dx%d, the shape gives p=%lld, q=%lld (%s)",
+                fn, s->p, s->q, static_cast<long long>(p), static_cast<long long>(q), dims);
+  return D8_OK;
+}
+
+// ---- threads --------------------------------------------------------------------------------
+static std::atomic<int32_t> g_threads{0};
+
+void set_global_threads(int32_t threads) { g_threads.store(threads, std::memory_order_relaxed); }
+
+int num_threads() {
+#ifdef _OPENMP
+  int t = g_threads.load(std::memory_order_relaxed);
+  if (t <= 0) t = omp_get_max_threads();
+  return t < 1 ? 1 : t;
+#else
+  return 1;
+#endif
+}
+
+// ---- scratch --------------------------------------------------------------------------------
+namespace {
+struct ScratchArena {
+  void* ptr[kSlotCount] = {};
+  size_t cap[kSlotCount] = {};
+  ~ScratchArena() {
+    for (int i = 0; i < kSlotCount; ++i) std::free(ptr[i]);
+  }
+};
+thread_local ScratchArena t_arena;
+}  // namespace
+
+float* scratch(int slot, size_t nfloats) {
+  ScratchArena& a = t_arena;
+  size_t bytes = nfloats * sizeof(float);
+  if (bytes == 0) bytes = 64;
+  if (bytes > a.cap[slot]) {
+    std::free(a.ptr[slot]);
+    a.ptr[slot] = nullptr;
+    a.cap[slot] = 0;
+    size_t want = (bytes + bytes / 4 + 63) / 64 * 64;  // some headroom, multiple of 64
+    void* p = std::aligned_alloc(64, want);
+    if (!p) throw std::bad_alloc();
+    a.ptr[slot] = p;
+    a.cap[slot] = want;
+  }
+  return static_cast<float*>(a.ptr[slot]);
+}
+
+}  // namespace d8cpu
+
+using namespace d8cpu;
+
+// ---- library ----------------------------------------------------------------------------------
+extern "C" int32_t d8_abi_version(void) { return D8_ABI_VERSION; }
+
+extern "C" const char* d8_last_error(void) { return g_last_error; }
+
+static int32_t write_string(const char* fn, char* out, int32_t capacity, const char* text) {
+  if (!out) return fail(D8_ERR_INVALID_ARGUMENT, "%s: out is null", fn);
+  size_t len = std::strlen(text);
+  if (capacity < 1 || static_cast<size_t>(capacity) < len + 1) {
+    if (capacity >= 1) {
+      std::memcpy(out, text, static_cast<size_t>(capacity - 1));
+      out[capacity - 1] = '\0';
+    }
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: capacity %d is too small, the text needs %zu bytes",
+                fn, capacity, len + 1);
+  }
+  std::memcpy(out, text, len + 1);
+  return D8_OK;
+}
+
+extern "C" int32_t d8_backend_name(char* out, int32_t capacity) {
+  return guard(__func__, [&](const char* fn) { return write_string(fn, out, capacity, "cpu"); });
+}
+
+extern "C" int32_t d8_device_info(d8_context* ctx, char* out, int32_t capacity) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    if (int32_t e = check_context(fn, ctx)) return e;
+    char text[512];
+    int threads = ctx->threads > 0 ? ctx->threads : num_threads();
+#ifndef _OPENMP
+    threads = 1;
+#endif
+#if defined(__x86_64__)
+    const char* arch = "x86_64";
+#elif defined(__aarch64__)
+    const char* arch = "aarch64";
+#else
+    const char* arch = "unknown-arch";
+#endif
+    char features[160] = "";
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    int pos = 0;
+    auto add = [&](bool has, const char* name) {
+      if (has && pos < static_cast<int>(sizeof features))
+        pos += snprintf(features + pos, sizeof features - static_cast<size_t>(pos), "%s%s",
+                        pos ? " " : ", ", name);
+    };
+    add(__builtin_cpu_supports("avx2"), "AVX2");
+    add(__builtin_cpu_supports("fma"), "FMA");
+    add(__builtin_cpu_supports("avx512f"), "AVX-512");
+#endif
+    snprintf(text, sizeof text, "cpu: %s, %d thread%s%s; gemm kernel %s%s", arch, threads,
+             threads == 1 ? "" : "s", features, gemm_isa(),
+#ifdef _OPENMP
+             ""
+#else
+             " (built without OpenMP)"
+#endif
+    );
+    return write_string(fn, out, capacity, text);
+  });
+}
+
+// ---- context ----------------------------------------------------------------------------------
+extern "C" int32_t d8_context_create(d8_context** out, int32_t device) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    if (!out) return fail(D8_ERR_INVALID_ARGUMENT, "%s: out is null", fn);
+    *out = nullptr;
+    (void)device;  // ignored by the cpu backend
+    d8_context* ctx = new d8_context{kContextMagic, 0};
+    set_global_threads(0);
+    *out = ctx;
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_context_destroy(d8_context* ctx) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    if (int32_t e = check_context(fn, ctx)) return e;
+    ctx->magic = kDeadMagic;
+    delete ctx;
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_set_num_threads(d8_context* ctx, int32_t threads) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    if (int32_t e = check_context(fn, ctx)) return e;
+    if (threads < 0)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: threads must be >= 0 (0 = all cores), got %d", fn,
+                  threads);
+    ctx->threads = threads;
+    set_global_threads(threads);
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_synchronize(d8_context* ctx) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    return check_context(fn, ctx);  // every cpu op runs synchronously
+  });
+}
+
+// ---- buffers ----------------------------------------------------------------------------------
+extern "C" int32_t d8_buffer_alloc(d8_buffer** out, d8_context* ctx, int64_t bytes) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    if (!out) return fail(D8_ERR_INVALID_ARGUMENT, "%s: out is null", fn);
+    *out = nullptr;
+    if (int32_t e = check_context(fn, ctx)) return e;
+    if (bytes <= 0)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: bytes must be positive, got %lld", fn,
+                  static_cast<long long>(bytes));
+    if (bytes > (int64_t{1} << 46))
+      return fail(D8_ERR_OUT_OF_MEMORY, "%s: %lld bytes is more than this backend allocates", fn,
+                  static_cast<long long>(bytes));
+    size_t rounded = (static_cast<size_t>(bytes) + 63) / 64 * 64;
+    void* data = std::aligned_alloc(64, rounded);
+    if (!data)
+      return fail(D8_ERR_OUT_OF_MEMORY, "%s: cannot allocate %lld bytes", fn,
+                  static_cast<long long>(bytes));
+    d8_buffer* b = new (std::nothrow) d8_buffer{kBufferMagic, bytes, data, ctx};
+    if (!b) {
+      std::free(data);
+      return fail(D8_ERR_OUT_OF_MEMORY, "%s: cannot allocate the buffer handle", fn);
+    }
+    *out = b;
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_buffer_free(d8_buffer* buf) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    if (int32_t e = check_handle(fn, "buf", buf)) return e;
+    std::free(buf->data);
+    buf->magic = kDeadMagic;
+    buf->data = nullptr;
+    buf->bytes = 0;
+    delete buf;
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_buffer_size(int64_t* out_bytes, const d8_buffer* buf) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    if (!out_bytes) return fail(D8_ERR_INVALID_ARGUMENT, "%s: out_bytes is null", fn);
+    if (int32_t e = check_handle(fn, "buf", buf)) return e;
+    *out_bytes = buf->bytes;
+    return D8_OK;
+  });
+}
+
+static int32_t check_range(const char* fn, const char* name, const d8_buffer* b, int64_t offset,
+                           int64_t bytes) {
+  if (int32_t e = check_handle(fn, name, b)) return e;
+  if (offset < 0 || bytes < 0)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: offset %lld and bytes %lld must be non-negative", fn,
+                static_cast<long long>(offset), static_cast<long long>(bytes));
+  if (offset > b->bytes || bytes > b->bytes - offset)
+    return fail(D8_ERR_INVALID_ARGUMENT,
+                "%s: range [%lld, %lld) is outside %s, which holds %lld bytes", fn,
+                static_cast<long long>(offset), static_cast<long long>(offset) + bytes, name,
+                static_cast<long long>(b->bytes));
+  return D8_OK;
+}
+
+// Large copies split across threads (each thread copies one contiguous piece).
+static void copy_bytes(void* dst, const void* src, int64_t bytes) {
+  const int64_t kGrain = int64_t{1} << 20;
+  auto* d = static_cast<char*>(dst);
+  const auto* s = static_cast<const char*>(src);
+  parallel_for(bytes, kGrain, [&](int64_t b, int64_t e) {
+    std::memcpy(d + b, s + b, static_cast<size_t>(e - b));
+  });
+}
+
+extern "C" int32_t d8_buffer_upload(d8_buffer* dst, int64_t dst_offset, const void* src,
+                                    int64_t bytes) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    if (int32_t e = check_range(fn, "dst", dst, dst_offset, bytes)) return e;
+    if (bytes == 0) return D8_OK;
+    if (!src) return fail(D8_ERR_INVALID_ARGUMENT, "%s: src is null", fn);
+    copy_bytes(static_cast<char*>(dst->data) + dst_offset, src, bytes);
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_buffer_download(void* dst, const d8_buffer* src, int64_t src_offset,
+                                      int64_t bytes) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    if (int32_t e = check_range(fn, "src", src, src_offset, bytes)) return e;
+    if (bytes == 0) return D8_OK;
+    if (!dst) return fail(D8_ERR_INVALID_ARGUMENT, "%s: dst is null", fn);
+    copy_bytes(dst, static_cast<const char*>(src->data) + src_offset, bytes);
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_buffer_copy(d8_buffer* dst, int64_t dst_offset, const d8_buffer* src,
+                                  int64_t src_offset, int64_t bytes) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    if (int32_t e = check_range(fn, "dst", dst, dst_offset, bytes)) return e;
+    if (int32_t e = check_range(fn, "src", src, src_offset, bytes)) return e;
+    if (bytes == 0) return D8_OK;
+    char* d = static_cast<char*>(dst->data) + dst_offset;
+    const char* s = static_cast<const char*>(src->data) + src_offset;
+    if (dst == src && d != s && d < s + bytes && s < d + bytes) {
+      std::memmove(d, s, static_cast<size_t>(bytes));  // overlapping ranges in one buffer
+    } else if (d != s) {
+      copy_bytes(d, s, bytes);
+    }
+    return D8_OK;
+  });
+}
