@@ -12,7 +12,16 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { Daint8Error } from "../../ffi/library.ts";
+import {
+  BACKENDS,
+  DATASETS,
+  int,
+  list,
+  oneOf,
+  parseQuantSet,
+  runCommand,
+  UsageError,
+} from "./args.ts";
 import { Tape } from "../autograd/tape.ts";
 import type { Backend, ConvShape } from "../backend/backend.ts";
 import { getBackend } from "../backend/native.ts";
@@ -33,8 +42,6 @@ import { pixelStats } from "../train/trainer.ts";
 import { analyzeGradient, pickChannels, summarize } from "../report/channels.ts";
 import { type AnalyzeReport, type LayerReport, reportHtml } from "../report/html.ts";
 import { fmtNum } from "../report/svg.ts";
-
-const DATASETS: readonly KnownDataset[] = ["mnist", "fashion-mnist"];
 
 export const HELP = `daint8 analyze: per-channel output-gradient distributions (bell vs inverted-T)
 
@@ -63,33 +70,6 @@ Usage: deno task analyze [flags]
                         (default runs/analyze-<model>-<dataset>-<quant>-s<seed>)
   --help                this text
 `;
-
-/** A command-line mistake: printed without a stack trace, exit status 2. */
-export class UsageError extends Error {
-  override name = "UsageError";
-}
-
-function int(name: string, v: string | undefined, def: number, min = 1): number {
-  if (v === undefined) return def;
-  const n = Number(v);
-  if (v.trim() === "" || !Number.isInteger(n) || n < min) {
-    throw new UsageError(`--${name} must be an integer >= ${min}, got "${v}"`);
-  }
-  return n;
-}
-
-function oneOf<T extends string>(name: string, v: string | undefined, def: T, all: readonly T[]) {
-  if (v === undefined) return def;
-  if (!all.includes(v as T)) {
-    throw new UsageError(`--${name} must be one of ${all.join(", ")}, got "${v}"`);
-  }
-  return v as T;
-}
-
-function list(v: string | undefined): string[] | undefined {
-  if (v === undefined) return undefined;
-  return v.split(",").map((s) => s.trim()).filter((s) => s !== "");
-}
 
 /** A parsed analyze command line. */
 export interface AnalyzeArgs {
@@ -148,25 +128,7 @@ export function parseAnalyzeArgs(args: string[]): AnalyzeArgs {
   }
   const v = values;
   const quant = oneOf("quant", v.quant, "fp32", QUANT_NAMES);
-  let quantSet: string | Record<string, unknown> = v["quant-set"] ?? "";
-  if (quantSet.startsWith("@")) {
-    const file = quantSet.slice(1);
-    try {
-      quantSet = JSON.parse(Deno.readTextFileSync(file));
-    } catch (e) {
-      throw new UsageError(
-        `--quant-set: cannot read JSON knobs from "${file}": ${(e as Error).message}`,
-      );
-    }
-    if (typeof quantSet !== "object" || quantSet === null || Array.isArray(quantSet)) {
-      throw new UsageError(`--quant-set: "${file}" must hold a JSON object of knobs`);
-    }
-  }
-  try {
-    quantConfig(quant, quantSet);
-  } catch (e) {
-    throw new UsageError(`--quant-set: ${(e as Error).message}`);
-  }
+  const quantSet = parseQuantSet(quant, v["quant-set"]);
   const lr = v.lr === undefined ? 0.05 : Number(v.lr);
   if (!Number.isFinite(lr) || lr <= 0 || v.lr?.trim() === "") {
     throw new UsageError(`--lr must be a positive number, got "${v.lr}"`);
@@ -189,7 +151,7 @@ export function parseAnalyzeArgs(args: string[]): AnalyzeArgs {
     lr,
     seed,
     limit: v.limit === undefined ? undefined : int("limit", v.limit, 1),
-    backend: oneOf("backend", v.backend, "cpu", ["cpu", "cuda", "auto"]),
+    backend: oneOf("backend", v.backend, "cpu", BACKENDS),
     threads: int("threads", v.threads, 0, 0),
     quant,
     quantSet,
@@ -466,35 +428,9 @@ export async function main(
   args: string[],
   print: (line: string) => void = (l) => console.log(l),
 ): Promise<number> {
-  let a: AnalyzeArgs;
-  try {
-    a = parseAnalyzeArgs(args);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${e.message}`);
-      return 2;
-    }
-    throw e;
-  }
-  if (a.help) {
-    print(HELP);
-    return 0;
-  }
-  try {
+  return await runCommand(args, parseAnalyzeArgs, HELP, async (a) => {
     await analyze(a, print);
-    return 0;
-  } catch (e) {
-    const err = e as Error;
-    if (err instanceof UsageError) {
-      console.error(`error: ${err.message}`);
-      return 2;
-    }
-    const known = err instanceof Daint8Error || err instanceof TypeError ||
-      err instanceof RangeError || err.constructor === Error;
-    console.error(`error: ${err.message}`);
-    if (!known) console.error(err.stack);
-    return 1;
-  }
+  }, print);
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -12,7 +12,8 @@
 import { QUANT_NAMES } from "../quant/config.ts";
 import { Progress } from "../train/progress.ts";
 import { train, type TrainResult } from "../train/trainer.ts";
-import { HELP, loadRunData, parseTrainArgs, reportError, UsageError } from "./train.ts";
+import { list, runCommand, UsageError } from "./args.ts";
+import { HELP, loadRunData, parseTrainArgs, type TrainArgs } from "./train.ts";
 
 /** One row of the experiment table. */
 export interface ExperimentRow {
@@ -63,43 +64,34 @@ export function markdownTable(rows: ExperimentRow[], title: string): string {
   return lines.join("\n");
 }
 
-/** Runs the experiment; returns the exit status. */
-export async function main(args: string[]): Promise<number> {
-  let a;
-  try {
-    a = parseTrainArgs(args, { presets: { type: "string" } });
-    if (a.resume || a.stopAfter) {
-      throw new UsageError("--resume and --stop-after do not apply to experiments");
-    }
-  } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${e.message}`);
-      return 2;
-    }
-    throw e;
+/** Parses the experiment's flags: the training ones plus --presets. */
+export function parseExperimentArgs(args: string[]): TrainArgs & { presets: string[] } {
+  const a = parseTrainArgs(args, { presets: { type: "string" } });
+  if (a.resume || a.stopAfter) {
+    throw new UsageError("--resume and --stop-after do not apply to experiments");
   }
-  if (a.help) {
-    console.log(
-      `deno task experiment [train flags] [--presets ${QUANT_NAMES.join(",")}]\n\n${HELP}`,
-    );
-    return 0;
-  }
-  const presets = String(a.extra.presets ?? QUANT_NAMES.join(",")).split(",").map((s) => s.trim());
+  const presets = list(a.extra.presets as string | undefined) ?? [...QUANT_NAMES];
   for (const p of presets) {
     if (!QUANT_NAMES.includes(p)) {
-      console.error(`error: --presets: unknown preset "${p}", expected ${QUANT_NAMES.join(", ")}`);
-      return 2;
+      throw new UsageError(`--presets: unknown preset "${p}", expected ${QUANT_NAMES.join(", ")}`);
     }
   }
   const c = a.config;
   const out = args.some((s) => s.startsWith("--out"))
     ? a.out
     : `runs/experiment-${c.model}-${c.dataset}-s${c.seed}`;
-  try {
+  return { ...a, out, presets };
+}
+
+/** Runs the experiment; returns the exit status. */
+export function main(args: string[]): Promise<number> {
+  const help = `deno task experiment [train flags] [--presets ${QUANT_NAMES.join(",")}]\n\n${HELP}`;
+  return runCommand(args, parseExperimentArgs, help, async (a) => {
+    const c = a.config, out = a.out;
     const [trainSet, testSet] = await loadRunData(a);
     await Deno.mkdir(out, { recursive: true });
     const rows: ExperimentRow[] = [];
-    for (const preset of presets) {
+    for (const preset of a.presets) {
       console.log(`\n== ${preset} ==`);
       const r: TrainResult = await train(
         { ...c, quant: preset, quantSet: preset === c.quant ? c.quantSet : undefined },
@@ -137,10 +129,7 @@ export async function main(args: string[]): Promise<number> {
       JSON.stringify({ config: c, limit: a.limit ?? null, rows }, null, 2) + "\n",
     );
     console.log(`wrote ${out}/results.md and ${out}/results.json`);
-    return 0;
-  } catch (e) {
-    return reportError(e);
-  }
+  });
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

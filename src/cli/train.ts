@@ -5,7 +5,18 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { Daint8Error } from "../../ffi/library.ts";
+import {
+  BACKENDS,
+  DATASETS,
+  int,
+  num,
+  oneOf,
+  parseQuantSet,
+  runCommand,
+  UsageError,
+} from "./args.ts";
+
+export { UsageError };
 import {
   dataDirHint,
   defaultDataDir,
@@ -14,12 +25,10 @@ import {
   loadMnistLike,
 } from "../data/datasets.ts";
 import { MODELS } from "../models/registry.ts";
-import { QUANT_NAMES, quantConfig } from "../quant/config.ts";
+import { QUANT_NAMES } from "../quant/config.ts";
 import { type ScheduleKind, SCHEDULES } from "../optim/schedule.ts";
 import { Progress } from "../train/progress.ts";
 import { train, type TrainConfig } from "../train/trainer.ts";
-
-const DATASETS: readonly KnownDataset[] = ["mnist", "fashion-mnist"];
 
 export const HELP = `daint8 train: train a CNN (NHWC, native backend through FFI)
 
@@ -49,37 +58,6 @@ Usage: deno task train [flags]
   --stop-after N        stop after N epochs in this process (resume later)
   --help                this text
 `;
-
-/** A command-line mistake: printed without a stack trace, exit status 2. */
-export class UsageError extends Error {
-  override name = "UsageError";
-}
-
-function int(name: string, v: string | undefined, def: number, min = 1): number {
-  if (v === undefined) return def;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) {
-    throw new UsageError(`--${name} must be an integer >= ${min}, got "${v}"`);
-  }
-  return n;
-}
-
-function num(name: string, v: string | undefined, def: number, min = 0): number {
-  if (v === undefined) return def;
-  const n = Number(v);
-  if (v.trim() === "" || !Number.isFinite(n) || n < min) {
-    throw new UsageError(`--${name} must be a number >= ${min}, got "${v}"`);
-  }
-  return n;
-}
-
-function oneOf<T extends string>(name: string, v: string | undefined, def: T, all: readonly T[]) {
-  if (v === undefined) return def;
-  if (!all.includes(v as T)) {
-    throw new UsageError(`--${name} must be one of ${all.join(", ")}, got "${v}"`);
-  }
-  return v as T;
-}
 
 /** Extra flags a command adds to the training ones (`deno task experiment`). */
 export type ExtraOptions = Record<string, { type: "string" | "boolean" }>;
@@ -126,25 +104,7 @@ export function parseTrainArgs(args: string[], extraOptions: ExtraOptions = {}) 
   }
   const v = values as Record<string, string | undefined> & { nesterov?: boolean; help?: boolean };
   const quant = oneOf("quant", v.quant, "fp32", QUANT_NAMES);
-  let quantSet: string | Record<string, unknown> = v["quant-set"] ?? "";
-  if (quantSet.startsWith("@")) {
-    const file = quantSet.slice(1);
-    try {
-      quantSet = JSON.parse(Deno.readTextFileSync(file));
-    } catch (e) {
-      throw new UsageError(
-        `--quant-set: cannot read JSON knobs from "${file}": ${(e as Error).message}`,
-      );
-    }
-    if (typeof quantSet !== "object" || quantSet === null || Array.isArray(quantSet)) {
-      throw new UsageError(`--quant-set: "${file}" must hold a JSON object of knobs`);
-    }
-  }
-  try {
-    quantConfig(quant, quantSet);
-  } catch (e) {
-    throw new UsageError(`--quant-set: ${(e as Error).message}`);
-  }
+  const quantSet = parseQuantSet(quant, v["quant-set"]);
   const config: TrainConfig = {
     model: oneOf("model", v.model, "lenet5", Object.keys(MODELS)),
     dataset: oneOf("dataset", v.dataset, "mnist", DATASETS),
@@ -168,7 +128,7 @@ export function parseTrainArgs(args: string[], extraOptions: ExtraOptions = {}) 
     help: v.help ?? false,
     config,
     dataDir: v["data-dir"],
-    backend: oneOf("backend", v.backend, "cpu", ["cpu", "cuda", "auto"]),
+    backend: oneOf("backend", v.backend, "cpu", BACKENDS),
     threads: int("threads", v.threads, 0, 0),
     out: v.out ??
       `runs/${config.model}-${config.dataset}-${config.quant}-s${config.seed}`,
@@ -194,56 +154,27 @@ export async function loadRunData(a: TrainArgs): Promise<[ImageDataset, ImageDat
   ];
 }
 
-/** Prints an error the way every command does; returns the exit status (1). */
-export function reportError(e: unknown): number {
-  const err = e as Error;
-  const known = err instanceof Daint8Error || err instanceof TypeError ||
-    err instanceof RangeError || err.constructor === Error;
-  console.error(`error: ${err.message}`);
-  if (!known) console.error(err.stack);
-  return 1;
-}
-
 /** Runs the CLI; returns the process exit status (0 ok, 1 failure, 2 usage). */
-export async function main(args: string[]): Promise<number> {
-  let a;
-  try {
-    a = parseTrainArgs(args);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`error: ${e.message}`);
-      return 2;
-    }
-    throw e;
-  }
-  if (a.help) {
-    console.log(HELP);
-    return 0;
-  }
-  try {
-    const ds = a.config.dataset;
+export function main(args: string[]): Promise<number> {
+  return runCommand(args, (x) => parseTrainArgs(x), HELP, async (a) => {
     const [trainSet, testSet] = await loadRunData(a);
-    const progress = new Progress({ itemsPerStep: a.config.batchSize });
     console.log(
-      `training ${a.config.model} on ${ds} (${trainSet.n} train / ${testSet.n} test images), ` +
-        `${a.config.epochs} epoch(s), batch ${a.config.batchSize}, ${a.config.quant}, ` +
-        `backend ${a.backend}, out ${a.out}`,
+      `training ${a.config.model} on ${a.config.dataset} (${trainSet.n} train / ${testSet.n} ` +
+        `test images), ${a.config.epochs} epoch(s), batch ${a.config.batchSize}, ` +
+        `${a.config.quant}, backend ${a.backend}, out ${a.out}`,
     );
     const result = await train(a.config, trainSet, testSet, {
       backend: a.backend,
       threads: a.threads,
       out: a.out,
       resume: a.resume,
-      progress,
+      progress: new Progress({ itemsPerStep: a.config.batchSize }),
       stopAfterEpochs: a.stopAfter,
     });
     console.log(`test accuracy: ${(100 * result.testAcc).toFixed(2)}%`);
     console.log(`checkpoint: ${a.out}/checkpoint.safetensors`);
     result.model.dispose();
-    return 0;
-  } catch (e) {
-    return reportError(e);
-  }
+  });
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

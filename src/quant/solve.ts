@@ -32,6 +32,8 @@
  * @module
  */
 
+import { erfcx } from "../math/erf.ts";
+
 // ---------------------------------------------------------------------------------------------
 // Families
 
@@ -352,92 +354,6 @@ function invertedTDensity(family: InvertedTFamily, x: number): number {
 // Special functions
 
 const SQRT_2PI = Math.sqrt(2 * Math.PI);
-const INV_SQRT_PI = 1 / Math.sqrt(Math.PI);
-
-// W. J. Cody, "Rational Chebyshev approximations for the error function", Math. Comp. 23 (1969),
-// 631-637, coefficients as in his CALERF (netlib specfun).
-const ERF_A = [
-  3.1611237438705656,
-  113.864154151050156,
-  377.485237685302021,
-  3209.37758913846947,
-  0.185777706184603153,
-];
-const ERF_B = [23.6012909523441209, 244.024637934444173, 1282.61652607737228, 2844.23683343917062];
-const ERF_C = [
-  0.564188496988670089,
-  8.88314979438837594,
-  66.1191906371416295,
-  298.635138197400131,
-  881.95222124176909,
-  1712.04761263407058,
-  2051.07837782607147,
-  1230.33935479799725,
-  2.15311535474403846e-8,
-];
-const ERF_D = [
-  15.7449261107098347,
-  117.693950891312499,
-  537.181101862009858,
-  1621.38957456669019,
-  3290.79923573345963,
-  4362.61909014324716,
-  3439.36767414372164,
-  1230.33935480374942,
-];
-const ERF_P = [
-  0.305326634961232344,
-  0.360344899949804439,
-  0.125781726111229246,
-  0.0160837851487422766,
-  6.58749161529837803e-4,
-  0.0163153871373020978,
-];
-const ERF_Q = [
-  2.56852019228982242,
-  1.87295284992346047,
-  0.527905102951428412,
-  0.0605183413124413191,
-  0.00233520497626869185,
-];
-
-function at(table: readonly number[], i: number): number {
-  return table[i] as number;
-}
-
-/** The scaled complementary error function exp(x^2) erfc(x), for x >= 0 (Cody's CALERF). */
-function erfcx(x: number): number {
-  if (x <= 0.46875) {
-    const z = x * x;
-    let num = at(ERF_A, 4) * z;
-    let den = z;
-    for (let i = 0; i < 3; i++) {
-      num = (num + at(ERF_A, i)) * z;
-      den = (den + at(ERF_B, i)) * z;
-    }
-    const erf = (x * (num + at(ERF_A, 3))) / (den + at(ERF_B, 3));
-    return Math.exp(z) * (1 - erf);
-  }
-  if (x <= 4) {
-    let num = at(ERF_C, 8) * x;
-    let den = x;
-    for (let i = 0; i < 7; i++) {
-      num = (num + at(ERF_C, i)) * x;
-      den = (den + at(ERF_D, i)) * x;
-    }
-    return (num + at(ERF_C, 7)) / (den + at(ERF_D, 7));
-  }
-  if (x >= 6.71e7) return INV_SQRT_PI / x;
-  const z = 1 / (x * x);
-  let num = at(ERF_P, 5) * z;
-  let den = z;
-  for (let i = 0; i < 4; i++) {
-    num = (num + at(ERF_P, i)) * z;
-    den = (den + at(ERF_Q, i)) * z;
-  }
-  const r = (z * (num + at(ERF_P, 4))) / (den + at(ERF_Q, 4));
-  return (INV_SQRT_PI - r) / x;
-}
 
 /** expm1(z)/z, the integral of exp(z t) over t in [0, 1]. */
 function phi0(z: number): number {

@@ -1,143 +1,16 @@
 /**
  * The two reference families of the gradient analysis (`deno task analyze`), in float64:
- * Gaussian and Laplace densities and CDFs, with a precise error function.
- *
- * `erf`/`erfc` follow W. J. Cody, "Rational Chebyshev approximations for the error function",
- * Math. Comp. 23 (1969), 631-637 (the coefficients of his CALERF, netlib specfun): relative
- * error below 1e-15 on the whole line, and erfc keeps its relative precision far in the tail
- * (the Gaussian CDF of -10 sigma is exact to the last digits, not 0).
+ * Gaussian and Laplace densities and CDFs, on the error function of src/math/erf.ts (precise in
+ * the tail: the Gaussian CDF of -10 sigma is exact to the last digits, not 0).
  *
  * @module
  */
 
+import { erf, erfc } from "../math/erf.ts";
+
+export { erf, erfc };
+
 const SQRT_2PI = Math.sqrt(2 * Math.PI);
-const INV_SQRT_PI = 1 / Math.sqrt(Math.PI);
-
-const A = [
-  3.1611237438705656,
-  113.864154151050156,
-  377.485237685302021,
-  3209.37758913846947,
-  0.185777706184603153,
-] as const;
-const B = [
-  23.6012909523441209,
-  244.024637934444173,
-  1282.61652607737228,
-  2844.23683343917062,
-] as const;
-const C = [
-  0.564188496988670089,
-  8.88314979438837594,
-  66.1191906371416295,
-  298.635138197400131,
-  881.95222124176909,
-  1712.04761263407058,
-  2051.07837782607147,
-  1230.33935479799725,
-  2.15311535474403846e-8,
-] as const;
-const D = [
-  15.7449261107098347,
-  117.693950891312499,
-  537.181101862009858,
-  1621.38957456669019,
-  3290.79923573345963,
-  4362.61909014324716,
-  3439.36767414372164,
-  1230.33935480374942,
-] as const;
-const P = [
-  0.305326634961232344,
-  0.360344899949804439,
-  0.125781726111229246,
-  0.0160837851487422766,
-  6.58749161529837803e-4,
-  0.0163153871373020978,
-] as const;
-const Q = [
-  2.56852019228982242,
-  1.87295284992346047,
-  0.527905102951428412,
-  0.0605183413124413191,
-  0.00233520497626869185,
-] as const;
-
-/** erf(x) for |x| <= 0.46875. */
-function erfSmall(x: number): number {
-  const z = x * x;
-  let num = A[4] * z;
-  let den = z;
-  for (let i = 0; i < 3; i++) {
-    num = (num + A[i]!) * z;
-    den = (den + B[i]!) * z;
-  }
-  return (x * (num + A[3])) / (den + B[3]);
-}
-
-/** exp(-x^2) without the rounding error of squaring x (Cody's split of x into 1/16ths). */
-function expNegSquare(x: number): number {
-  const y = Math.trunc(x * 16) / 16;
-  const del = (x - y) * (x + y);
-  return Math.exp(-y * y) * Math.exp(-del);
-}
-
-/** erfc(x) for x > 0.46875. */
-function erfcPositive(x: number): number {
-  if (x <= 4) {
-    let num = C[8] * x;
-    let den = x;
-    for (let i = 0; i < 7; i++) {
-      num = (num + C[i]!) * x;
-      den = (den + D[i]!) * x;
-    }
-    return expNegSquare(x) * (num + C[7]) / (den + D[7]);
-  }
-  if (x >= 27) return 0; // below the smallest double
-  const z = 1 / (x * x);
-  let num = P[5] * z;
-  let den = z;
-  for (let i = 0; i < 4; i++) {
-    num = (num + P[i]!) * z;
-    den = (den + Q[i]!) * z;
-  }
-  const r = (z * (num + P[4])) / (den + Q[4]);
-  return expNegSquare(x) * (INV_SQRT_PI - r) / x;
-}
-
-/**
- * The error function.
- *
- * @example
- * ```ts
- * import { erf } from "./dist.ts";
- * if (Math.abs(erf(1) - 0.8427007929497149) > 1e-15) throw new Error("erf(1)");
- * ```
- */
-export function erf(x: number): number {
-  if (Number.isNaN(x)) return NaN;
-  const ax = Math.abs(x);
-  if (ax <= 0.46875) return erfSmall(x);
-  const r = 1 - erfcPositive(ax);
-  return x < 0 ? -r : r;
-}
-
-/**
- * The complementary error function 1 - erf(x), precise in the right tail.
- *
- * @example
- * ```ts
- * import { erfc } from "./dist.ts";
- * if (Math.abs(erfc(5) / 1.5374597944280349e-12 - 1) > 1e-13) throw new Error("erfc(5)");
- * ```
- */
-export function erfc(x: number): number {
-  if (Number.isNaN(x)) return NaN;
-  const ax = Math.abs(x);
-  if (ax <= 0.46875) return 1 - erfSmall(x);
-  const r = erfcPositive(ax);
-  return x < 0 ? 2 - r : r;
-}
 
 /** Parameters of a Gaussian: mean and standard deviation (> 0). */
 export interface GaussianFit {

@@ -1,0 +1,132 @@
+/**
+ * Command-line plumbing shared by `train`, `experiment` and `analyze`: flag value parsers that
+ * throw a `UsageError` quoting the flag and value, `--quant-set` parsing, and the one way every
+ * command reports errors (usage: one line, exit 2; failure: one line, exit 1; a stack trace only
+ * for a bug).
+ *
+ * @module
+ */
+import { Daint8Error } from "../../ffi/library.ts";
+import type { KnownDataset } from "../data/datasets.ts";
+import { quantConfig } from "../quant/config.ts";
+
+/** Datasets the commands load by name. */
+export const DATASETS: readonly KnownDataset[] = ["mnist", "fashion-mnist"];
+/** Backend names the commands accept. */
+export const BACKENDS: readonly string[] = ["cpu", "cuda", "auto"];
+
+/** A command-line mistake: printed without a stack trace, exit status 2. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+/** `--name v` as an integer >= min (`def` when absent). */
+export function int(name: string, v: string | undefined, def: number, min = 1): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isInteger(n) || n < min) {
+    throw new UsageError(`--${name} must be an integer >= ${min}, got "${v}"`);
+  }
+  return n;
+}
+
+/** `--name v` as a finite number >= min (`def` when absent). */
+export function num(name: string, v: string | undefined, def: number, min = 0): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isFinite(n) || n < min) {
+    throw new UsageError(`--${name} must be a number >= ${min}, got "${v}"`);
+  }
+  return n;
+}
+
+/** `--name v` as one of `all` (`def` when absent). */
+export function oneOf<T extends string>(
+  name: string,
+  v: string | undefined,
+  def: T,
+  all: readonly T[],
+): T {
+  if (v === undefined) return def;
+  if (!all.includes(v as T)) {
+    throw new UsageError(`--${name} must be one of ${all.join(", ")}, got "${v}"`);
+  }
+  return v as T;
+}
+
+/** A comma-separated list (undefined when the flag is absent). */
+export function list(v: string | undefined): string[] | undefined {
+  if (v === undefined) return undefined;
+  return v.split(",").map((s) => s.trim()).filter((s) => s !== "");
+}
+
+/**
+ * `--quant-set`: `k=v,k=v` text or `@file.json`, checked against preset `quant`. Returns the
+ * overrides ("" when none).
+ */
+export function parseQuantSet(
+  quant: string,
+  raw: string | undefined,
+): string | Record<string, unknown> {
+  let set: string | Record<string, unknown> = raw ?? "";
+  if (set.startsWith("@")) {
+    const file = set.slice(1);
+    try {
+      set = JSON.parse(Deno.readTextFileSync(file));
+    } catch (e) {
+      throw new UsageError(
+        `--quant-set: cannot read JSON knobs from "${file}": ${(e as Error).message}`,
+      );
+    }
+    if (typeof set !== "object" || set === null || Array.isArray(set)) {
+      throw new UsageError(`--quant-set: "${file}" must hold a JSON object of knobs`);
+    }
+  }
+  try {
+    quantConfig(quant, set);
+  } catch (e) {
+    throw new UsageError(`--quant-set: ${(e as Error).message}`);
+  }
+  return set;
+}
+
+/** Prints an error the way every command does; returns the exit status (2 usage, 1 failure). */
+export function reportError(e: unknown): number {
+  const err = e as Error;
+  console.error(`error: ${err.message}`);
+  if (err instanceof UsageError) return 2;
+  const known = err instanceof Daint8Error || err instanceof TypeError ||
+    err instanceof RangeError || err.constructor === Error;
+  if (!known) console.error(err.stack);
+  return 1;
+}
+
+/**
+ * Runs a command: parses `args` (a UsageError exits 2), prints `help` on `--help`, else runs it;
+ * returns the exit status.
+ */
+export async function runCommand<A extends { help: boolean }>(
+  args: string[],
+  parse: (args: string[]) => A,
+  help: string,
+  run: (a: A) => Promise<void>,
+  print: (line: string) => void = (l) => console.log(l),
+): Promise<number> {
+  let a: A;
+  try {
+    a = parse(args);
+  } catch (e) {
+    if (e instanceof UsageError) return reportError(e);
+    throw e;
+  }
+  if (a.help) {
+    print(help);
+    return 0;
+  }
+  try {
+    await run(a);
+    return 0;
+  } catch (e) {
+    return reportError(e);
+  }
+}
