@@ -14,7 +14,7 @@ import { classifyChannel } from "../src/quant/solve.ts";
 import { Tape } from "../src/autograd/tape.ts";
 import { Tensor } from "../src/tensor.ts";
 import { assertClose, cpu } from "./helpers/check_op.ts";
-import { convRef } from "./helpers/reference.ts";
+import { convDgradRef, convRef, convWgradRef } from "./helpers/reference.ts";
 
 const backend = cpu();
 
@@ -194,67 +194,11 @@ for (const cc of i8Cases) {
     assertClose("fprop", y.toFloat32(), convRef(xd, wdC, null, s), y.shape, tol);
     // dgrad, per tensor.
     backend.conv2dDgradI8(dx, dy, w, sdyC, swC, s);
-    assertClose("dgrad", dx.toFloat32(), dgradRef(dydT, wdT, s), dx.shape, tol);
+    assertClose("dgrad", dx.toFloat32(), convDgradRef(dydT, wdT, s), dx.shape, tol);
     // wgrad with per-output-channel dY scales (GVQ): row k of dW gets sdy[k].
     backend.conv2dWgradI8(dw, x, dy, sxT, sdyC, ScaleLayout.inner, s);
-    assertClose("wgrad", dw.toFloat32(), wgradRef(xd, dydC, s), dw.shape, tol);
+    assertClose("wgrad", dw.toFloat32(), convWgradRef(xd, dydC, s), dw.shape, tol);
   });
-}
-
-/** dx of a conv from dy and w, float64, by scattering (reference). */
-function dgradRef(dy: Float64Array, w: Float64Array, s: ReturnType<typeof convShape>) {
-  const dx = new Float64Array(s.n * s.h * s.w * s.c);
-  const cg = s.c / s.groups, kg = s.k / s.groups;
-  for (let n = 0; n < s.n; n++) {
-    for (let p = 0; p < s.p; p++) {
-      for (let q = 0; q < s.q; q++) {
-        for (let k = 0; k < s.k; k++) {
-          const g = dy[((n * s.p + p) * s.q + q) * s.k + k]!, grp = Math.floor(k / kg);
-          for (let r = 0; r < s.r; r++) {
-            const h = p * s.strideH - s.padH + r;
-            if (h < 0 || h >= s.h) continue;
-            for (let t = 0; t < s.s; t++) {
-              const ww = q * s.strideW - s.padW + t;
-              if (ww < 0 || ww >= s.w) continue;
-              for (let c = 0; c < cg; c++) {
-                dx[((n * s.h + h) * s.w + ww) * s.c + grp * cg + c]! += g *
-                  w[((k * s.r + r) * s.s + t) * cg + c]!;
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  return dx;
-}
-
-/** dw of a conv from x and dy, float64 (reference). */
-function wgradRef(x: Float64Array, dy: Float64Array, s: ReturnType<typeof convShape>) {
-  const cg = s.c / s.groups, kg = s.k / s.groups;
-  const dw = new Float64Array(s.k * s.r * s.s * cg);
-  for (let n = 0; n < s.n; n++) {
-    for (let p = 0; p < s.p; p++) {
-      for (let q = 0; q < s.q; q++) {
-        for (let k = 0; k < s.k; k++) {
-          const g = dy[((n * s.p + p) * s.q + q) * s.k + k]!, grp = Math.floor(k / kg);
-          for (let r = 0; r < s.r; r++) {
-            const h = p * s.strideH - s.padH + r;
-            if (h < 0 || h >= s.h) continue;
-            for (let t = 0; t < s.s; t++) {
-              const ww = q * s.strideW - s.padW + t;
-              if (ww < 0 || ww >= s.w) continue;
-              for (let c = 0; c < cg; c++) {
-                dw[((k * s.r + r) * s.s + t) * cg + c]! += g *
-                  x[((n * s.h + h) * s.w + ww) * s.c + grp * cg + c]!;
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  return dw;
 }
 
 Deno.test("conv2dWgradI8() sums a reduction that overflows one int32 (200,000 x 127 x 127)", () => {

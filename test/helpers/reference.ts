@@ -36,6 +36,62 @@ export function convRef(x: Float64Array, w: Float64Array, b: Float64Array | null
   return y;
 }
 
+/** dx of a conv from dy and w, float64, by scattering (reference). */
+export function convDgradRef(dy: Float64Array, w: Float64Array, s: ConvShape): Float64Array {
+  const dx = new Float64Array(s.n * s.h * s.w * s.c);
+  const cg = s.c / s.groups, kg = s.k / s.groups;
+  for (let n = 0; n < s.n; n++) {
+    for (let p = 0; p < s.p; p++) {
+      for (let q = 0; q < s.q; q++) {
+        for (let k = 0; k < s.k; k++) {
+          const g = dy[((n * s.p + p) * s.q + q) * s.k + k]!, grp = Math.floor(k / kg);
+          for (let r = 0; r < s.r; r++) {
+            const h = p * s.strideH - s.padH + r;
+            if (h < 0 || h >= s.h) continue;
+            for (let t = 0; t < s.s; t++) {
+              const ww = q * s.strideW - s.padW + t;
+              if (ww < 0 || ww >= s.w) continue;
+              for (let c = 0; c < cg; c++) {
+                dx[((n * s.h + h) * s.w + ww) * s.c + grp * cg + c]! += g *
+                  w[((k * s.r + r) * s.s + t) * cg + c]!;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  return dx;
+}
+
+/** dw of a conv from x and dy, float64 (reference). */
+export function convWgradRef(x: Float64Array, dy: Float64Array, s: ConvShape): Float64Array {
+  const cg = s.c / s.groups, kg = s.k / s.groups;
+  const dw = new Float64Array(s.k * s.r * s.s * cg);
+  for (let n = 0; n < s.n; n++) {
+    for (let p = 0; p < s.p; p++) {
+      for (let q = 0; q < s.q; q++) {
+        for (let k = 0; k < s.k; k++) {
+          const g = dy[((n * s.p + p) * s.q + q) * s.k + k]!, grp = Math.floor(k / kg);
+          for (let r = 0; r < s.r; r++) {
+            const h = p * s.strideH - s.padH + r;
+            if (h < 0 || h >= s.h) continue;
+            for (let t = 0; t < s.s; t++) {
+              const ww = q * s.strideW - s.padW + t;
+              if (ww < 0 || ww >= s.w) continue;
+              for (let c = 0; c < cg; c++) {
+                dw[((k * s.r + r) * s.s + t) * cg + c]! += g *
+                  x[((n * s.h + h) * s.w + ww) * s.c + grp * cg + c]!;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  return dw;
+}
+
 /** y[m, n] = x[m, k] . w[n, k]^T + b[n]. */
 export function linearRef(
   x: Float64Array,
