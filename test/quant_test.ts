@@ -10,7 +10,13 @@ import { Rng } from "../src/data/rng.ts";
 import { convShape } from "../src/ops/conv.ts";
 import { PRESETS, quantConfig } from "../src/quant/config.ts";
 import { Int8Gemm } from "../src/quant/int8_gemm.ts";
-import { classifyChannel } from "../src/quant/solve.ts";
+import {
+  classifyChannel,
+  fitInvertedT,
+  gaussian,
+  laplaceFromSigma,
+  optimalClip,
+} from "../src/quant/solve.ts";
 import { Tape } from "../src/autograd/tape.ts";
 import { Tensor } from "../src/tensor.ts";
 import { assertClose, cpu } from "./helpers/check_op.ts";
@@ -275,6 +281,48 @@ Deno.test("Int8Gemm follows the MCS EMA s_t = (1 - kA) s_(t-1) + A max_t for inv
   }
 });
 
+Deno.test("Int8Gemm mcs-solve clips each channel at the solver's optimum for its sigma and max", () => {
+  for (const sharpFamily of ["laplace", "inverted-t"] as const) {
+    const cfg = quantConfig("daint8", {
+      clip: "mcs-solve",
+      alpha: 1,
+      stochastic: false,
+      sharpFamily,
+    });
+    const layer = new Int8Gemm("conv", 1, cfg, 0);
+    const rows = 20000, c = 2, rng = new Rng(8);
+    const x = new Float32Array(rows * c);
+    for (let i = 0; i < rows; i++) {
+      x[i * c] = rng.normal(0, 2); // bell
+      x[i * c + 1] = (rng.next() < 0.5 ? -1 : 1) * -Math.log(1 - rng.next()) * 0.5; // sharp
+    }
+    using tape = new Tape(backend, { grad: false });
+    const dy = tape.own(f32(x, [rows, 1, 1, c]));
+    const statsT = tape.empty([4, c]);
+    backend.channelStats(statsT, dy, rows, c);
+    const st = statsT.toFloat32();
+    const w = tape.own(Tensor.full(backend, [c, 1, 1, c], 0.1));
+    const dw = tape.empty([c, 1, 1, c]);
+    const x8 = tape.own(Tensor.full(backend, [rows, 1, 1, c], 0.5));
+    layer.wgrad(tape, dw, x8, dy, convShape("t", [rows, 1, 1, c], c, 1, {}));
+    for (let j = 0; j < c; j++) {
+      const sigma = st[c + j]!, max = st[j]!, ratio = Math.round((max / sigma) * 100) / 100;
+      const family = j === 0
+        ? gaussian(1)
+        : sharpFamily === "inverted-t"
+        ? fitInvertedT(1, ratio)
+        : laplaceFromSigma(1);
+      const want = Math.min(max, optimalClip(family, { alpha: 1, max: ratio }).s * sigma);
+      const got = j === 0 ? layer.last!.clipMax : layer.last!.clipMin;
+      assert.ok(
+        Math.abs(got - want) < 1e-5 * want,
+        `${sharpFamily} channel ${j}: ${got} vs ${want}`,
+      );
+      assert.ok(got < max, `channel ${j} is clipped below its max ${max}`);
+    }
+  }
+});
+
 Deno.test("quantConfig() presets differ as documented and bad knobs throw naming them", () => {
   assert.equal(PRESETS["int8-naive"]!.gvq, false);
   assert.equal(PRESETS.daint8!.gvq, true);
@@ -290,6 +338,7 @@ Deno.test("quantConfig() presets differ as documented and bad knobs throw naming
       ["statsPeriod=0", /statsPeriod/],
       ["clip=magic", /clip=.*expected one of max, mcs, mcs-solve, dsgc/],
       ["gvq=maybe", /gvq=.*true or false/],
+      ["sharpFamily=cauchy", /sharpFamily=.*expected one of laplace, inverted-t/],
       ["speed=11", /Unknown quantization knob "speed"/],
       ["lambda", /expected name=value/],
       ["k=2,A=0.8", /k\*A must be at most 1/],

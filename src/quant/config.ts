@@ -11,6 +11,11 @@ export const CLIP_RULES = ["max", "mcs", "mcs-solve", "dsgc"] as const;
 /** A clipping rule. */
 export type ClipRule = typeof CLIP_RULES[number];
 
+/** Families mcs-solve can model inverted-T channels with. */
+export const SHARP_FAMILIES = ["laplace", "inverted-t"] as const;
+/** A family for inverted-T channels. */
+export type SharpFamily = typeof SHARP_FAMILIES[number];
+
 /** Every knob of the INT8 arithmetic. */
 export interface QuantConfig {
   /** Preset name, for logs. */
@@ -36,6 +41,11 @@ export interface QuantConfig {
   A: number;
   /** Magnitude weight of mcs-solve, in units of 1/sigma: f(g) = exp(alpha |g| / sigma). */
   alpha: number;
+  /**
+   * mcs-solve's family for inverted-T channels: `laplace`, or the piecewise-uniform
+   * `inverted-t` fitted to the channel's sigma and max (Laplace where no such fit exists).
+   */
+  sharpFamily: SharpFamily;
   /** Recompute statistics-based decisions (classes, solves, searches) every this many steps. */
   statsPeriod: number;
   /** Keep the first convolution and the last linear layer in FP32. */
@@ -61,6 +71,7 @@ const BASE: QuantConfig = {
   k: 1,
   A: 0.8,
   alpha: 0,
+  sharpFamily: "laplace",
   statsPeriod: 1,
   fp32FirstLast: true,
   dsgcMinRatio: 0.3,
@@ -89,7 +100,7 @@ export const PRESETS: Readonly<Record<string, Readonly<QuantConfig>>> = {
 /** Names of the presets. */
 export const QUANT_NAMES: readonly string[] = Object.keys(PRESETS);
 
-type Kind = "boolean" | "number" | "integer" | "fraction" | "clip";
+type Kind = "boolean" | "number" | "integer" | "fraction" | "clip" | "family";
 const KNOBS: Record<Exclude<keyof QuantConfig, "name">, Kind> = {
   int8: "boolean",
   weightPerChannel: "boolean",
@@ -100,6 +111,7 @@ const KNOBS: Record<Exclude<keyof QuantConfig, "name">, Kind> = {
   k: "number",
   A: "fraction",
   alpha: "number",
+  sharpFamily: "family",
   statsPeriod: "integer",
   fp32FirstLast: "boolean",
   dsgcMinRatio: "fraction",
@@ -120,6 +132,9 @@ function coerce(key: string, kind: Kind, v: unknown): boolean | number | string 
     case "clip":
       if (typeof v === "string" && (CLIP_RULES as readonly string[]).includes(v)) return v;
       throw bad(`expected one of ${CLIP_RULES.join(", ")}`);
+    case "family":
+      if (typeof v === "string" && (SHARP_FAMILIES as readonly string[]).includes(v)) return v;
+      throw bad(`expected one of ${SHARP_FAMILIES.join(", ")}`);
     default: {
       const n = typeof v === "number"
         ? v

@@ -24,7 +24,7 @@ import type { Tape } from "../autograd/tape.ts";
 import type { GemmArithmetic } from "../ops/arithmetic.ts";
 import { Tensor } from "../tensor.ts";
 import type { QuantConfig } from "./config.ts";
-import { gaussian, laplace, optimalClip } from "./solve.ts";
+import { fitInvertedT, gaussian, laplaceFromSigma, optimalClip } from "./solve.ts";
 
 /** Quantizer statistics of one layer's last step with statistics, for logs and reports. */
 export interface LayerQuantStats {
@@ -335,14 +335,19 @@ export class Int8Gemm implements GemmArithmetic {
     return this.#dy;
   }
 
-  /** mcs-solve: the clip minimizing E(s) of the channel's family (memoized on max/sigma). */
+  /**
+   * mcs-solve: the clip minimizing E(s) of the channel's family, fitted to its sigma and max
+   * (Gaussian for bell-shaped channels, `sharpFamily` for inverted-T ones). In units of sigma the
+   * optimum depends only on max/sigma, so solves are memoized on that ratio (0.01 resolution).
+   */
   #solve(bell: boolean, sigma: number, max: number): number {
     if (!(sigma > 0) || !(max > 0)) return max;
-    const ratio = Math.min(max / sigma, 64);
-    const key = `${bell ? "g" : "l"}${ratio.toFixed(2)}`;
+    const ratio = Math.round(Math.min(max / sigma, 64) * 100) / 100;
+    const useT = !bell && this.cfg.sharpFamily === "inverted-t" && ratio > Math.sqrt(3) * 1.001;
+    const key = `${bell ? "g" : useT ? "t" : "l"}${ratio}`;
     let sOverSigma = this.#solveCache.get(key);
     if (sOverSigma === undefined) {
-      const family = bell ? gaussian(1) : laplace(Math.SQRT1_2);
+      const family = bell ? gaussian(1) : useT ? fitInvertedT(1, ratio) : laplaceFromSigma(1);
       sOverSigma = optimalClip(family, { alpha: this.cfg.alpha, max: ratio }).s;
       this.#solveCache.set(key, sOverSigma);
     }
