@@ -28,7 +28,7 @@ void channel_sums(int64_t m, int64_t c, double* const (&out)[NS], F&& body) {
   const int64_t ld = round_up(c, 8);
   double* part =
       reinterpret_cast<double*>(scratch(kSlotMisc, static_cast<size_t>(2 * NS * ld * nt)));
-  parallel(nt, [&](int t, int T) {
+  const int team = parallel(nt, [&](int t, int T) {
     double* acc[NS];
     for (int k = 0; k < NS; ++k) {
       acc[k] = part + (NS * t + k) * ld;
@@ -39,7 +39,7 @@ void channel_sums(int64_t m, int64_t c, double* const (&out)[NS], F&& body) {
   for (int k = 0; k < NS; ++k)
     for (int64_t j = 0; j < c; ++j) {
       double v = 0.0;
-      for (int t = 0; t < nt; ++t) v += part[(NS * t + k) * ld + j];
+      for (int t = 0; t < team; ++t) v += part[(NS * t + k) * ld + j];
       out[k][j] = v;
     }
 }

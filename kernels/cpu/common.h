@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <initializer_list>
 #include <new>
 
 #ifdef _OPENMP
@@ -81,6 +82,21 @@ int32_t check_context(const char* fn, const d8_context* ctx);
 int32_t check_buffer(const char* fn, const char* name, const d8_buffer* b, int64_t need,
                      const char* dims);
 
+// check_buffer on each argument in order; the first failure's code, else D8_OK.
+struct BufferArg {
+  const char* name;
+  const d8_buffer* buf;
+  int64_t need;  // bytes
+};
+int32_t check_buffers(const char* fn, const char* dims, std::initializer_list<BufferArg> args);
+
+// GEMM-like sizes: writes "m=..,n=..,k=.." into dims (cap bytes) and checks all are positive.
+int32_t check_mnk(const char* fn, char* dims, size_t cap, int64_t m, int32_t n, int32_t k);
+
+// Copies text (NUL-terminated) into out[capacity]. Too small a capacity is an error that still
+// writes the truncated, terminated prefix when capacity >= 1.
+int32_t write_string(const char* fn, char* out, int32_t capacity, const char* text);
+
 // Raw data pointer of a checked buffer.
 inline float* fptr(const d8_buffer* b) { return static_cast<float*>(b->data); }
 inline const float* cfptr(const d8_buffer* b) { return static_cast<const float*>(b->data); }
@@ -102,19 +118,27 @@ inline int threads_for(int64_t work, int64_t grain) {
   return static_cast<int>(std::min<int64_t>(t, useful));
 }
 
-// Runs f(tid, nthreads) on nt threads (nthreads is the team size actually obtained).
+// Runs f(tid, nthreads) on up to nt threads and returns the team size actually obtained
+// (nthreads; OpenMP may grant fewer than nt: OMP_DYNAMIC, nesting, thread limits). Code that
+// combines per-thread partial results afterwards must combine that many, not nt.
 // f must not throw (allocate everything before calling).
 template <class F>
-void parallel(int nt, F&& f) {
+int parallel(int nt, F&& f) {
 #ifdef _OPENMP
   if (nt > 1) {
+    int team = 1;
 #pragma omp parallel num_threads(nt)
-    { f(omp_get_thread_num(), omp_get_num_threads()); }
-    return;
+    {
+      const int t = omp_get_thread_num(), T = omp_get_num_threads();
+      if (t == 0) team = T;
+      f(t, T);
+    }
+    return team;
   }
 #endif
   (void)nt;
   f(0, 1);
+  return 1;
 }
 
 // Splits [0, n) into contiguous ranges, one per thread: f(begin, end). grain = smallest range

@@ -18,6 +18,7 @@
 // channels instead of 1-wide GEMMs. Threads take contiguous ranges of output rows / row chunks
 // and each runs the single-threaded gemm_core.
 #include "common.h"
+#include "conv_geom.h"
 #include "gemm.h"
 
 #include <cstdio>
@@ -28,46 +29,9 @@
 namespace d8cpu {
 namespace {
 
-struct Geom {
-  int64_t n, h, w, c, k, r, s, g, sh, sw, ph, pw, p, q;
-  int64_t cg, kg, kd, m;  // channels per group, outputs per group, R*S*Cg, N*P*Q
-  bool pointwise;         // 1x1, stride 1, pad 0: col == x
-  bool depthwise;         // Cg == 1 and Kg == 1
-};
-
-Geom make_geom(const d8_conv_shape& s) {
-  Geom G;
-  G.n = s.n, G.h = s.h, G.w = s.w, G.c = s.c, G.k = s.k, G.r = s.r, G.s = s.s, G.g = s.groups;
-  G.sh = s.stride_h, G.sw = s.stride_w, G.ph = s.pad_h, G.pw = s.pad_w, G.p = s.p, G.q = s.q;
-  G.cg = G.c / G.g;
-  G.kg = G.k / G.g;
-  G.kd = G.r * G.s * G.cg;
-  G.m = G.n * G.p * G.q;
-  G.pointwise = G.r == 1 && G.s == 1 && G.sh == 1 && G.sw == 1 && G.ph == 0 && G.pw == 0;
-  G.depthwise = G.cg == 1 && G.kg == 1 && G.g > 1;
-  return G;
-}
-
 inline void zero_n(float* d, int64_t n) { zero_floats(d, n); }
 inline void copy_n(float* __restrict d, const float* __restrict s, int64_t n) { copy_floats(d, s, n); }
 inline void add_n(float* __restrict d, const float* __restrict s, int64_t n) { add_floats(d, s, n); }
-
-// Output pixel cursor over rows m = (img*P + pp)*Q + qq.
-struct Cursor {
-  int64_t img, pp, qq;
-  Cursor(const Geom& G, int64_t m) {
-    const int64_t pq = G.p * G.q;
-    img = m / pq;
-    pp = m % pq / G.q;
-    qq = m % G.q;
-  }
-  void next(const Geom& G) {
-    if (++qq == G.q) {
-      qq = 0;
-      if (++pp == G.p) pp = 0, ++img;
-    }
-  }
-};
 
 // col[i, (r, s, c)] = x[img, pp*sh - ph + r, qq*sw - pw + s, g*Cg + c] for rows m0 .. m0+cnt.
 void im2col(float* __restrict col, const float* __restrict x, const Geom& G, int64_t m0,
@@ -100,46 +64,14 @@ void im2col(float* __restrict col, const float* __restrict x, const Geom& G, int
   }
 }
 
-// dx[img, ih, iw, g*Cg + c] += dcol[i, (r, s, c)] (inverse of im2col; padding entries dropped).
-void col2im_add(float* __restrict dx, const float* __restrict dcol, const Geom& G, int64_t m0,
-                int64_t cnt, int64_t g) {
-  Cursor cur(G, m0);
-  const int64_t cg = G.cg, scg = G.s * cg;
-  for (int64_t i = 0; i < cnt; ++i, cur.next(G)) {
-    const float* d = dcol + i * G.kd;
-    const int64_t ih0 = cur.pp * G.sh - G.ph, iw0 = cur.qq * G.sw - G.pw;
-    float* ximg = dx + cur.img * G.h * G.w * G.c + g * cg;
-    const int64_t s_lo = std::min(G.s, std::max<int64_t>(0, -iw0));
-    const int64_t s_hi = std::max(s_lo, std::min(G.s, G.w - iw0));
-    for (int64_t r = 0; r < G.r; ++r) {
-      const int64_t ih = ih0 + r;
-      if (ih < 0 || ih >= G.h) continue;
-      const float* dr = d + r * scg;
-      float* xr = ximg + (ih * G.w + iw0 + s_lo) * G.c;  // first valid tap of the row
-      if (G.g == 1) {
-        add_n(xr, dr + s_lo * cg, (s_hi - s_lo) * cg);
-      } else {
-        for (int64_t s = s_lo; s < s_hi; ++s) add_n(xr + (s - s_lo) * G.c, dr + s * cg, cg);
-      }
-    }
-  }
-}
-
 int64_t row_quantum() { return std::lcm(gemm_mr(1), gemm_mr(2)); }
 
-// Rows per chunk: an im2col chunk of about `bytes`, a multiple of both micro-tile heights, and
-// small enough that every thread gets a few chunks.
-int64_t chunk_rows(int64_t m, int64_t kd, int threads, int64_t bytes) {
-  const int64_t qm = row_quantum();
-  int64_t rows = bytes / (4 * std::max<int64_t>(kd, 1));
-  rows = std::max(qm, rows / qm * qm);
-  const int64_t balanced = round_up(ceil_div(m, 4 * int64_t{threads}), qm);
-  rows = std::min(rows, std::max(qm, balanced));
-  return std::min(rows, round_up(m, qm));
-}
-
 constexpr int64_t kChunkBytes = 256 * 1024;
-constexpr int64_t kMacsPerThread = int64_t{1} << 18;
+
+// Rows per im2col / dcol chunk of about kChunkBytes, a multiple of both micro-tile heights.
+int64_t col_chunk_rows(int64_t m, int64_t kd, int threads) {
+  return chunk_rows(m, 4 * kd, threads, row_quantum(), kChunkBytes);
+}
 
 // ---- input views for the implicit GEMM ------------------------------------------------------------
 // The implicit GEMM reads A[i, kk] = src[pixel(i) + koff[kk]] straight from the (padded) input.
@@ -286,18 +218,9 @@ void depthwise_fwd(float* y, const float* x, const float* w, const float* bias, 
 // Gather form: every dx pixel sums the dy pixels whose windows cover it (no write conflicts).
 // Stride 1 is exactly a depthwise forward of dy with the flipped kernel.
 void depthwise_dgrad(float* dx, const float* dy, const float* w, const Geom& G) {
-  if (G.sh == 1 && G.sw == 1 && G.ph <= G.r - 1 && G.pw <= G.s - 1) {
-    d8_conv_shape s2{};
-    s2.n = static_cast<int32_t>(G.n), s2.h = static_cast<int32_t>(G.p);
-    s2.w = static_cast<int32_t>(G.q), s2.c = static_cast<int32_t>(G.c);
-    s2.k = static_cast<int32_t>(G.c), s2.r = static_cast<int32_t>(G.r);
-    s2.s = static_cast<int32_t>(G.s), s2.groups = static_cast<int32_t>(G.c);
-    s2.stride_h = 1, s2.stride_w = 1;
-    s2.pad_h = static_cast<int32_t>(G.r - 1 - G.ph), s2.pad_w = static_cast<int32_t>(G.s - 1 - G.pw);
-    s2.p = static_cast<int32_t>(G.h), s2.q = static_cast<int32_t>(G.w);
+  if (dgrad_as_fwd(G))
     return depthwise_fwd_wt(dx, dy, transpose_depthwise_weights(w, G, true), nullptr,
-                            make_geom(s2));
-  }
+                            make_geom(dgrad_as_fwd_shape(G)));
   const float* wt = transpose_depthwise_weights(w, G, false);
   const int64_t C = G.c;
   parallel_for(G.n * G.h, std::max<int64_t>(1, 4096 / (G.w * C * G.r * G.s) + 1),
@@ -305,23 +228,14 @@ void depthwise_dgrad(float* dx, const float* dy, const float* w, const Geom& G) 
     for (int64_t row = b; row < e; ++row) {
       const int64_t img = row / G.h, ih = row % G.h;
       for (int64_t iw = 0; iw < G.w; ++iw) {
-        float* __restrict dxp = dx + (row * G.w + iw) * C;
+        float* dxp = dx + (row * G.w + iw) * C;
         zero_n(dxp, C);
-        for (int64_t r = 0; r < G.r; ++r) {
-          const int64_t t = ih + G.ph - r;
-          if (t < 0 || t % G.sh != 0) continue;
-          const int64_t pp = t / G.sh;
-          if (pp >= G.p) continue;
-          for (int64_t s = 0; s < G.s; ++s) {
-            const int64_t u = iw + G.pw - s;
-            if (u < 0 || u % G.sw != 0) continue;
-            const int64_t qq = u / G.sw;
-            if (qq >= G.q) continue;
-            const float* __restrict dyp = dy + ((img * G.p + pp) * G.q + qq) * C;
-            const float* __restrict wp = wt + (r * G.s + s) * C;
-            for (int64_t ch = 0; ch < C; ++ch) dxp[ch] += dyp[ch] * wp[ch];
-          }
-        }
+        for_each_cover(G, ih, iw, [&](int64_t r, int64_t s, int64_t pp, int64_t qq) {
+          float* __restrict o = dxp;
+          const float* __restrict dyp = dy + ((img * G.p + pp) * G.q + qq) * C;
+          const float* __restrict wp = wt + (r * G.s + s) * C;
+          for (int64_t ch = 0; ch < C; ++ch) o[ch] += dyp[ch] * wp[ch];
+        });
       }
     }
   });
@@ -331,7 +245,7 @@ void depthwise_wgrad(float* dw, const float* x, const float* dy, const Geom& G) 
   const int64_t C = G.c, rs = G.r * G.s, rows = G.n * G.p, cv = C / kDwVW * kDwVW;
   const int nt = threads_for(rows * G.q * C * rs, kMacsPerThread);
   float* part = scratch(kSlotConvPartial, static_cast<size_t>(nt * rs * C));
-  parallel(nt, [&](int t, int T) {
+  const int team = parallel(nt, [&](int t, int T) {
     float* __restrict acc = part + t * rs * C;
     zero_n(acc, rs * C);
     const int64_t b = rows * t / T, e = rows * (t + 1) / T;
@@ -356,7 +270,7 @@ void depthwise_wgrad(float* dw, const float* x, const float* dy, const Geom& G) 
       }
     }
   });
-  for (int t = 1; t < nt; ++t) add_n(part, part + t * rs * C, rs * C);
+  for (int t = 1; t < team; ++t) add_n(part, part + t * rs * C, rs * C);
   for (int64_t ch = 0; ch < C; ++ch)
     for (int64_t i = 0; i < rs; ++i) dw[ch * rs + i] = part[i * C + ch];
 }
@@ -387,7 +301,7 @@ bool use_implicit(const Geom& G) {
 void conv_fwd_im2col(float* y, const float* x, const float* bp, int64_t pbf, int nv,
                      const float* bias, const Geom& G) {
   const int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
-  const int64_t ch = chunk_rows(G.m, G.kd, nt, kChunkBytes);
+  const int64_t ch = col_chunk_rows(G.m, G.kd, nt);
   const int64_t nchunks = ceil_div(G.m, ch);
   float* col =
       G.pointwise ? nullptr : scratch(kSlotConvCol, static_cast<size_t>(nt * ch * G.kd));
@@ -453,7 +367,7 @@ void conv_dgrad_impl(float* dx, const float* dy, const float* w, const Geom& G) 
   // Two forms; pick the one with less work (multiply-add vectors plus data movement):
   //   gather:  stride 1, pad <= kernel-1: dx = fprop(dy, flipped weights), N = C
   //   scatter: dcol = dy . W (N = R*S*C, long rows), then col2im; threads own whole images
-  const bool can_gather = G.sh == 1 && G.sw == 1 && G.ph <= G.r - 1 && G.pw <= G.s - 1;
+  const bool can_gather = dgrad_as_fwd(G);
   const int64_t vw = gemm_nr(1);
   const double gather_cost = static_cast<double>(G.n * G.h * G.w) * ceil_div(G.cg, vw) *
                              (G.r * G.s * G.kg) * G.g;
@@ -462,29 +376,10 @@ void conv_dgrad_impl(float* dx, const float* dy, const float* w, const Geom& G) 
   const int T = num_threads();
   const bool gather =
       can_gather && (gather_cost <= scatter_cost || (G.n < T && T > 1));
-  if (gather) {
-    // dx = conv(dy, w') with w'[g*Cg + c, r', s', kk] = w[g*Kg + kk, R-1-r', S-1-s', c],
-    // padding R-1-ph / S-1-pw: its output is exactly H x W.
-    const int64_t rs = G.r * G.s, kdt = rs * G.kg;
-    float* wt = scratch(kSlotConvPartial, static_cast<size_t>(G.c * kdt));
-    for (int64_t g = 0; g < G.g; ++g)
-      for (int64_t kk = 0; kk < G.kg; ++kk)
-        for (int64_t r = 0; r < G.r; ++r)
-          for (int64_t s = 0; s < G.s; ++s) {
-            const float* src = w + (((g * G.kg + kk) * G.r + r) * G.s + s) * G.cg;
-            const int64_t rr = G.r - 1 - r, ss = G.s - 1 - s;
-            float* dst = wt + (g * G.cg) * kdt + (rr * G.s + ss) * G.kg + kk;
-            for (int64_t c = 0; c < G.cg; ++c) dst[c * kdt] = src[c];
-          }
-    d8_conv_shape s2{};
-    s2.n = static_cast<int32_t>(G.n), s2.h = static_cast<int32_t>(G.p);
-    s2.w = static_cast<int32_t>(G.q), s2.c = static_cast<int32_t>(G.k);
-    s2.k = static_cast<int32_t>(G.c), s2.r = static_cast<int32_t>(G.r);
-    s2.s = static_cast<int32_t>(G.s), s2.groups = static_cast<int32_t>(G.g);
-    s2.stride_h = 1, s2.stride_w = 1;
-    s2.pad_h = static_cast<int32_t>(G.r - 1 - G.ph), s2.pad_w = static_cast<int32_t>(G.s - 1 - G.pw);
-    s2.p = static_cast<int32_t>(G.h), s2.q = static_cast<int32_t>(G.w);
-    return conv_fwd_impl(dx, dy, wt, nullptr, make_geom(s2));
+  if (gather) {  // dx = conv(dy, w') (conv_geom.h)
+    float* wt = scratch(kSlotConvPartial, static_cast<size_t>(G.c * G.r * G.s * G.kg));
+    flip_transpose_weights(wt, w, G);
+    return conv_fwd_impl(dx, dy, wt, nullptr, make_geom(dgrad_as_fwd_shape(G)));
   }
 
   const int nv = gemm_nv(G.kd);
@@ -495,7 +390,7 @@ void conv_dgrad_impl(float* dx, const float* dy, const float* w, const Geom& G) 
 
   int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
   nt = static_cast<int>(std::min<int64_t>(nt, G.n));
-  const int64_t ch = chunk_rows(G.m, G.kd, nt, kChunkBytes);
+  const int64_t ch = col_chunk_rows(G.m, G.kd, nt);
   float* dcol = scratch(kSlotConvCol, static_cast<size_t>(nt * ch * G.kd));
   const int64_t pq = G.p * G.q, hwc = G.h * G.w * G.c;
   parallel(nt, [&](int t, int T2) {
@@ -518,6 +413,19 @@ void conv_dgrad_impl(float* dx, const float* dy, const float* w, const Geom& G) 
   });
 }
 
+// dw[i] = sum of the per-thread partials part[t*ld + i], t < team (the threads that actually
+// ran: OpenMP may grant fewer than asked for). part == dw when team == 1 (nothing to do).
+void sum_partials(float* dw, const float* part, int64_t ld, int64_t total, int team) {
+  if (part == dw && team == 1) return;
+  parallel_for(total, 1 << 14, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      float v = part[i];
+      for (int t = 1; t < team; ++t) v += part[t * ld + i];
+      dw[i] = v;
+    }
+  });
+}
+
 // wgrad, version 2: no im2col at all. dW[Kg, taps] += dy^T . X where dy rows are read in place
 // (A transposed) and X's row for pixel m is the input window itself, reached through a per-pixel
 // offset table; one gather-GEMM per contiguous run of taps (S*C floats per kernel row when
@@ -530,7 +438,7 @@ void conv_wgrad_gather(float* dw, const float* x, const float* dy, const Geom& G
   float* part = nt > 1 ? scratch(kSlotConvPartial, static_cast<size_t>(nt * dwf)) : dw;
   int64_t* boffs = reinterpret_cast<int64_t*>(
       scratch(kSlotConvWork, static_cast<size_t>(2 * nt * round_up(ch, 16))));
-  parallel(nt, [&](int t, int T) {
+  const int team = parallel(nt, [&](int t, int T) {
     float* acc = part + t * dwf;
     int64_t* boff = boffs + t * round_up(ch, 16);
     zero_n(acc, G.k * G.kd);
@@ -556,16 +464,7 @@ void conv_wgrad_gather(float* dw, const float* x, const float* dy, const Geom& G
       }
     }
   });
-  if (nt > 1) {
-    const int64_t total = G.k * G.kd;
-    parallel_for(total, 1 << 14, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        float v = part[i];
-        for (int t = 1; t < nt; ++t) v += part[t * dwf + i];
-        dw[i] = v;
-      }
-    });
-  }
+  sum_partials(dw, part, dwf, G.k * G.kd, team);
 }
 
 void conv_wgrad_impl(float* dw, const float* x, const float* dy, const Geom& G) {
@@ -576,7 +475,7 @@ void conv_wgrad_impl(float* dw, const float* x, const float* dy, const Geom& G) 
   // sums its own partial dW.
   const int nv = gemm_nv(G.kd);
   const int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
-  const int64_t ch = chunk_rows(G.m, G.kd, nt, kChunkBytes);
+  const int64_t ch = col_chunk_rows(G.m, G.kd, nt);
   const int64_t nchunks = ceil_div(G.m, ch);
   const bool implicit = false;  // version 1 kept as the readable reference (D8_CPU_CONV_PATH=im2col)
   const int64_t colf = G.pointwise || implicit ? 0 : round_up(ch * G.kd, 16);
@@ -588,7 +487,7 @@ void conv_wgrad_impl(float* dw, const float* x, const float* dy, const Geom& G) 
   float* work = scratch(kSlotConvWork, static_cast<size_t>(nt * per));
   const int64_t dwf = round_up(G.k * G.kd, 16);
   float* part = nt > 1 ? scratch(kSlotConvPartial, static_cast<size_t>(nt * dwf)) : dw;
-  parallel(nt, [&](int t, int T) {
+  const int team = parallel(nt, [&](int t, int T) {
     float* colt = work + t * per;
     float* bpk = colt + colf;
     float* awk = bpk + pbf;
@@ -610,16 +509,7 @@ void conv_wgrad_impl(float* dw, const float* x, const float* dy, const Geom& G) 
       }
     }
   });
-  if (nt > 1) {
-    const int64_t total = G.k * G.kd;
-    parallel_for(total, 1 << 14, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        float v = part[i];
-        for (int t = 1; t < nt; ++t) v += part[t * dwf + i];
-        dw[i] = v;
-      }
-    });
-  }
+  sum_partials(dw, part, dwf, G.k * G.kd, team);
 }
 
 // ---- argument checks ------------------------------------------------------------------------------
@@ -643,9 +533,8 @@ extern "C" int32_t d8_conv2d_fwd(d8_buffer* y, const d8_buffer* x, const d8_buff
     char dims[256];
     if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
     const ConvSizes z = conv_sizes(*shape);
-    if (int32_t e = check_buffer(fn, "y", y, z.y, dims)) return e;
-    if (int32_t e = check_buffer(fn, "x", x, z.x, dims)) return e;
-    if (int32_t e = check_buffer(fn, "w", w, z.w, dims)) return e;
+    if (int32_t e = check_buffers(fn, dims, {{"y", y, z.y}, {"x", x, z.x}, {"w", w, z.w}}))
+      return e;
     if (bias)
       if (int32_t e = check_buffer(fn, "bias", bias, int64_t{shape->k} * 4, dims)) return e;
     conv_fwd_impl(fptr(y), cfptr(x), cfptr(w), bias ? cfptr(bias) : nullptr, make_geom(*shape));
@@ -659,9 +548,8 @@ extern "C" int32_t d8_conv2d_dgrad(d8_buffer* dx, const d8_buffer* dy, const d8_
     char dims[256];
     if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
     const ConvSizes z = conv_sizes(*shape);
-    if (int32_t e = check_buffer(fn, "dx", dx, z.x, dims)) return e;
-    if (int32_t e = check_buffer(fn, "dy", dy, z.y, dims)) return e;
-    if (int32_t e = check_buffer(fn, "w", w, z.w, dims)) return e;
+    if (int32_t e = check_buffers(fn, dims, {{"dx", dx, z.x}, {"dy", dy, z.y}, {"w", w, z.w}}))
+      return e;
     conv_dgrad_impl(fptr(dx), cfptr(dy), cfptr(w), make_geom(*shape));
     return D8_OK;
   });
@@ -673,9 +561,8 @@ extern "C" int32_t d8_conv2d_wgrad(d8_buffer* dw, const d8_buffer* x, const d8_b
     char dims[256];
     if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
     const ConvSizes z = conv_sizes(*shape);
-    if (int32_t e = check_buffer(fn, "dw", dw, z.w, dims)) return e;
-    if (int32_t e = check_buffer(fn, "x", x, z.x, dims)) return e;
-    if (int32_t e = check_buffer(fn, "dy", dy, z.y, dims)) return e;
+    if (int32_t e = check_buffers(fn, dims, {{"dw", dw, z.w}, {"x", x, z.x}, {"dy", dy, z.y}}))
+      return e;
     conv_wgrad_impl(fptr(dw), cfptr(x), cfptr(dy), make_geom(*shape));
     return D8_OK;
   });
@@ -699,7 +586,7 @@ extern "C" int32_t d8_bias_grad(d8_buffer* db, const d8_buffer* dy, int64_t m, i
     const int64_t ld = round_up(n, 8), ldf = round_up(per, 16);
     double* part = reinterpret_cast<double*>(
         scratch(kSlotMisc, static_cast<size_t>((2 * ld + ldf) * nt)));
-    parallel(nt, [&](int t, int T) {
+    const int team = parallel(nt, [&](int t, int T) {
       double* tot = part + t * (ld + ldf / 2);
       float* acc = reinterpret_cast<float*>(tot + ld);
       for (int64_t j = 0; j < n; ++j) tot[j] = 0.0;
@@ -723,7 +610,7 @@ extern "C" int32_t d8_bias_grad(d8_buffer* db, const d8_buffer* dy, int64_t m, i
     float* out = fptr(db);
     for (int64_t j = 0; j < n; ++j) {
       double v = 0.0;
-      for (int t = 0; t < nt; ++t) v += part[t * (ld + ldf / 2) + j];
+      for (int t = 0; t < team; ++t) v += part[t * (ld + ldf / 2) + j];
       out[j] = static_cast<float>(v);
     }
     return D8_OK;

@@ -11,15 +11,23 @@ namespace {
 
 constexpr int64_t kGrain = int64_t{1} << 15;  // elements per thread at least
 
-int32_t check_count(const char* fn, int64_t n) {
+// An n-element operand: name, buffer, bytes per element.
+struct NArg {
+  const char* name;
+  const d8_buffer* buf;
+  int64_t elem = 4;
+};
+
+// Writes "n=.." into dims, checks n >= 0 and that every buffer holds n elements (in order).
+int32_t check_n(const char* fn, char* dims, size_t cap, int64_t n,
+                std::initializer_list<NArg> args) {
+  snprintf(dims, cap, "n=%lld", static_cast<long long>(n));
   if (n < 0)
     return fail(D8_ERR_INVALID_ARGUMENT, "%s: n must be non-negative, got %lld", fn,
                 static_cast<long long>(n));
+  for (const NArg& a : args)
+    if (int32_t e = check_buffer(fn, a.name, a.buf, mul64(n, a.elem), dims)) return e;
   return D8_OK;
-}
-
-void dims_n(char* out, size_t cap, int64_t n) {
-  snprintf(out, cap, "n=%lld", static_cast<long long>(n));
 }
 
 }  // namespace
@@ -27,9 +35,7 @@ void dims_n(char* out, size_t cap, int64_t n) {
 extern "C" int32_t d8_fill_f32(d8_buffer* y, int64_t n, float value) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[48];
-    dims_n(dims, sizeof dims, n);
-    if (int32_t e = check_count(fn, n)) return e;
-    if (int32_t e = check_buffer(fn, "y", y, mul64(n, 4), dims)) return e;
+    if (int32_t e = check_n(fn, dims, sizeof dims, n, {{"y", y}})) return e;
     float* py = fptr(y);
     parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) py[i] = value;
@@ -41,11 +47,7 @@ extern "C" int32_t d8_fill_f32(d8_buffer* y, int64_t n, float value) {
 extern "C" int32_t d8_add_f32(d8_buffer* y, const d8_buffer* a, const d8_buffer* b, int64_t n) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[48];
-    dims_n(dims, sizeof dims, n);
-    if (int32_t e = check_count(fn, n)) return e;
-    if (int32_t e = check_buffer(fn, "y", y, mul64(n, 4), dims)) return e;
-    if (int32_t e = check_buffer(fn, "a", a, mul64(n, 4), dims)) return e;
-    if (int32_t e = check_buffer(fn, "b", b, mul64(n, 4), dims)) return e;
+    if (int32_t e = check_n(fn, dims, sizeof dims, n, {{"y", y}, {"a", a}, {"b", b}})) return e;
     float* py = fptr(y);  // may alias a or b: elementwise, same index
     const float* pa = cfptr(a);
     const float* pb = cfptr(b);
@@ -59,10 +61,7 @@ extern "C" int32_t d8_add_f32(d8_buffer* y, const d8_buffer* a, const d8_buffer*
 extern "C" int32_t d8_axpy_f32(d8_buffer* y, float alpha, const d8_buffer* x, int64_t n) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[48];
-    dims_n(dims, sizeof dims, n);
-    if (int32_t e = check_count(fn, n)) return e;
-    if (int32_t e = check_buffer(fn, "y", y, mul64(n, 4), dims)) return e;
-    if (int32_t e = check_buffer(fn, "x", x, mul64(n, 4), dims)) return e;
+    if (int32_t e = check_n(fn, dims, sizeof dims, n, {{"y", y}, {"x", x}})) return e;
     float* py = fptr(y);
     const float* px = cfptr(x);
     parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
@@ -76,10 +75,7 @@ extern "C" int32_t d8_u8_to_f32(d8_buffer* y, const d8_buffer* x, int64_t n, flo
                                 float shift) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[48];
-    dims_n(dims, sizeof dims, n);
-    if (int32_t e = check_count(fn, n)) return e;
-    if (int32_t e = check_buffer(fn, "y", y, mul64(n, 4), dims)) return e;
-    if (int32_t e = check_buffer(fn, "x", x, n, dims)) return e;
+    if (int32_t e = check_n(fn, dims, sizeof dims, n, {{"y", y}, {"x", x, 1}})) return e;
     float* __restrict py = fptr(y);
     const uint8_t* __restrict px = static_cast<const uint8_t*>(x->data);
     if (x == y)
@@ -94,10 +90,7 @@ extern "C" int32_t d8_u8_to_f32(d8_buffer* y, const d8_buffer* x, int64_t n, flo
 extern "C" int32_t d8_relu_fwd(d8_buffer* y, const d8_buffer* x, int64_t n) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[48];
-    dims_n(dims, sizeof dims, n);
-    if (int32_t e = check_count(fn, n)) return e;
-    if (int32_t e = check_buffer(fn, "y", y, mul64(n, 4), dims)) return e;
-    if (int32_t e = check_buffer(fn, "x", x, mul64(n, 4), dims)) return e;
+    if (int32_t e = check_n(fn, dims, sizeof dims, n, {{"y", y}, {"x", x}})) return e;
     float* py = fptr(y);
     const float* px = cfptr(x);
     parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
@@ -110,11 +103,7 @@ extern "C" int32_t d8_relu_fwd(d8_buffer* y, const d8_buffer* x, int64_t n) {
 extern "C" int32_t d8_relu_bwd(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* y, int64_t n) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[48];
-    dims_n(dims, sizeof dims, n);
-    if (int32_t e = check_count(fn, n)) return e;
-    if (int32_t e = check_buffer(fn, "dx", dx, mul64(n, 4), dims)) return e;
-    if (int32_t e = check_buffer(fn, "dy", dy, mul64(n, 4), dims)) return e;
-    if (int32_t e = check_buffer(fn, "y", y, mul64(n, 4), dims)) return e;
+    if (int32_t e = check_n(fn, dims, sizeof dims, n, {{"dx", dx}, {"dy", dy}, {"y", y}})) return e;
     float* pdx = fptr(dx);
     const float* pdy = cfptr(dy);
     const float* py = cfptr(y);
@@ -144,9 +133,10 @@ extern "C" int32_t d8_concat_channels(d8_buffer* y, const d8_buffer* a, const d8
     char dims[96];
     if (int32_t e = check_concat(fn, dims, sizeof dims, rows, ca, cb)) return e;
     const int64_t c = int64_t{ca} + cb;
-    if (int32_t e = check_buffer(fn, "y", y, mul64(rows, c, 4), dims)) return e;
-    if (int32_t e = check_buffer(fn, "a", a, mul64(rows, ca, 4), dims)) return e;
-    if (int32_t e = check_buffer(fn, "b", b, mul64(rows, cb, 4), dims)) return e;
+    if (int32_t e = check_buffers(fn, dims, {{"y", y, mul64(rows, c, 4)},
+                                             {"a", a, mul64(rows, ca, 4)},
+                                             {"b", b, mul64(rows, cb, 4)}}))
+      return e;
     if (y == a || y == b)
       return fail(D8_ERR_INVALID_ARGUMENT, "%s: y must not alias a or b", fn);
     float* py = fptr(y);
@@ -168,9 +158,10 @@ extern "C" int32_t d8_split_channels(d8_buffer* da, d8_buffer* db, const d8_buff
     char dims[96];
     if (int32_t e = check_concat(fn, dims, sizeof dims, rows, ca, cb)) return e;
     const int64_t c = int64_t{ca} + cb;
-    if (int32_t e = check_buffer(fn, "da", da, mul64(rows, ca, 4), dims)) return e;
-    if (int32_t e = check_buffer(fn, "db", db, mul64(rows, cb, 4), dims)) return e;
-    if (int32_t e = check_buffer(fn, "dy", dy, mul64(rows, c, 4), dims)) return e;
+    if (int32_t e = check_buffers(fn, dims, {{"da", da, mul64(rows, ca, 4)},
+                                             {"db", db, mul64(rows, cb, 4)},
+                                             {"dy", dy, mul64(rows, c, 4)}}))
+      return e;
     if (da == dy || db == dy || da == db)
       return fail(D8_ERR_INVALID_ARGUMENT, "%s: da, db and dy must be different buffers", fn);
     float* pa = fptr(da);

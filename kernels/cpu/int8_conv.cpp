@@ -28,6 +28,7 @@
 // Depthwise (G == C == K) uses direct int32 loops over the contiguous channel dimension.
 // Preconditions: operands in [-127, 127] (the quantizer never writes -128).
 #include "common.h"
+#include "conv_geom.h"
 #include "int8_gemm.h"
 
 #include <cstdio>
@@ -35,26 +36,6 @@
 
 namespace d8cpu {
 namespace {
-
-struct Geom {
-  int64_t n, h, w, c, k, r, s, g, sh, sw, ph, pw, p, q;
-  int64_t cg, kg, kd, m;  // channels per group, outputs per group, R*S*Cg, N*P*Q
-  bool pointwise;         // 1x1, stride 1, pad 0: col == x
-  bool depthwise;         // Cg == 1 and Kg == 1
-};
-
-Geom make_geom(const d8_conv_shape& s) {
-  Geom G;
-  G.n = s.n, G.h = s.h, G.w = s.w, G.c = s.c, G.k = s.k, G.r = s.r, G.s = s.s, G.g = s.groups;
-  G.sh = s.stride_h, G.sw = s.stride_w, G.ph = s.pad_h, G.pw = s.pad_w, G.p = s.p, G.q = s.q;
-  G.cg = G.c / G.g;
-  G.kg = G.k / G.g;
-  G.kd = G.r * G.s * G.cg;
-  G.m = G.n * G.p * G.q;
-  G.pointwise = G.r == 1 && G.s == 1 && G.sh == 1 && G.sw == 1 && G.ph == 0 && G.pw == 0;
-  G.depthwise = G.cg == 1 && G.kg == 1 && G.g > 1;
-  return G;
-}
 
 // Scratch (common.h) in bytes, 64-byte aligned.
 template <class T>
@@ -66,24 +47,6 @@ constexpr int64_t kAChunkBytes = 96 * 1024;        // fprop / dgrad A block per 
 constexpr int64_t kAChunkBytesL1 = 16 * 1024;      // the same when B is one panel
 constexpr int64_t kWgradChunkBytes = 192 * 1024;   // wgrad col + packed B + A per thread
 constexpr int64_t kMaxRowsI32 = 65536;             // wgrad: rows per int32 partial
-constexpr int64_t kMacsPerThread = int64_t{1} << 18;
-
-// Output pixel cursor over rows m = (img*P + pp)*Q + qq.
-struct Cursor {
-  int64_t img, pp, qq;
-  Cursor(const Geom& G, int64_t m) {
-    const int64_t pq = G.p * G.q;
-    img = m / pq;
-    pp = m % pq / G.q;
-    qq = m % G.q;
-  }
-  void next(const Geom& G) {
-    if (++qq == G.q) {
-      qq = 0;
-      if (++pp == G.p) pp = 0, ++img;
-    }
-  }
-};
 
 // d[i] = s[i] ^ flip; 16 bytes at a time, the tail as one overlapping 16-byte block.
 inline void xor_copy(uint8_t* __restrict d, const int8_t* __restrict s, int64_t n, uint8_t flip) {
@@ -163,31 +126,6 @@ void im2col_i8(uint8_t* __restrict col, int64_t ld, const int8_t* __restrict x, 
   }
 }
 
-// dx[img, ih, iw, g*Cg + c] += dcol[i, (r, s, c)] (inverse of im2col; padding entries dropped).
-void col2im_add(float* __restrict dx, const float* __restrict dcol, const Geom& G, int64_t m0,
-                int64_t cnt, int64_t g) {
-  Cursor cur(G, m0);
-  const int64_t cg = G.cg, scg = G.s * cg;
-  for (int64_t i = 0; i < cnt; ++i, cur.next(G)) {
-    const float* d = dcol + i * G.kd;
-    const int64_t ih0 = cur.pp * G.sh - G.ph, iw0 = cur.qq * G.sw - G.pw;
-    float* ximg = dx + cur.img * G.h * G.w * G.c + g * cg;
-    const int64_t s_lo = std::min(G.s, std::max<int64_t>(0, -iw0));
-    const int64_t s_hi = std::max(s_lo, std::min(G.s, G.w - iw0));
-    for (int64_t r = 0; r < G.r; ++r) {
-      const int64_t ih = ih0 + r;
-      if (ih < 0 || ih >= G.h) continue;
-      const float* dr = d + r * scg;
-      float* xr = ximg + (ih * G.w + iw0) * G.c;
-      for (int64_t s = s_lo; s < s_hi; ++s) {
-        float* __restrict o = xr + s * G.c;
-        const float* __restrict v = dr + s * cg;
-        for (int64_t c = 0; c < cg; ++c) o[c] += v[c];
-      }
-    }
-  }
-}
-
 #if defined(__SSE2__)
 // wgrad's B straight from x, skipping the col matrix: B[j = (r, s, c), kk] = x at tap (r, s),
 // channel g*Cg + c, of output pixel m0 + kk, packed as [K4][NR][4] panels (int8_gemm.h) with
@@ -261,15 +199,6 @@ void pack_b_im2col(int8_t* bp, const int8_t* x, const Geom& G, int64_t m0, int64
 }
 #endif
 
-// Rows per A block: about `bytes`, a multiple of mr, and small enough for a few blocks a thread.
-int64_t chunk_rows(int64_t m, int64_t row_bytes, int threads, int mr, int64_t bytes) {
-  int64_t rows = bytes / std::max<int64_t>(row_bytes, 1);
-  rows = std::max<int64_t>(mr, rows / mr * mr);
-  const int64_t balanced = round_up(ceil_div(m, 4 * int64_t{threads}), mr);
-  rows = std::min(rows, std::max<int64_t>(mr, balanced));
-  return std::min(rows, round_up(m, mr));
-}
-
 // ---- depthwise (G == C == K): direct int32 loops over the contiguous channel dimension -----------
 // wt[(r*S + s)*C + c] = w[c, r, s, 0]
 int8_t* transpose_depthwise_weights(const int8_t* w, const Geom& G) {
@@ -280,69 +209,56 @@ int8_t* transpose_depthwise_weights(const int8_t* w, const Geom& G) {
   return wt;
 }
 
-// y[m, c] = acc * cs[c] (+ bias[c])
-void depthwise_fwd(float* y, const int8_t* x, const int8_t* w, const float* cs, const float* bias,
-                   const Geom& G) {
-  const int8_t* wt = transpose_depthwise_weights(w, G);
-  const int64_t C = G.c, rows = G.n * G.p;
-  const int nt = threads_for(rows * G.q * C * G.r * G.s, kMacsPerThread);
+// Runs body(acc, img, a, b) for every pixel (a, b) of `per_img` rows of `cols` pixels per image
+// (output pixels for fwd, input pixels for dgrad), with acc a zeroed per-thread int32 [C].
+template <class F>
+void depthwise_pixels(const Geom& G, int64_t per_img, int64_t cols, F&& body) {
+  const int64_t C = G.c, rows = G.n * per_img;
+  const int nt = threads_for(rows * cols * C * G.r * G.s, kMacsPerThread);
   int32_t* accs = scratch_bytes<int32_t>(kSlotConvWork, nt * round_up(C, 16) * 4);
   parallel(nt, [&](int t, int T) {
     int32_t* __restrict acc = accs + t * round_up(C, 16);
     for (int64_t row = rows * t / T; row < rows * (t + 1) / T; ++row) {
-      const int64_t img = row / G.p, pp = row % G.p;
-      for (int64_t qq = 0; qq < G.q; ++qq) {
+      const int64_t img = row / per_img, a = row % per_img;
+      for (int64_t b = 0; b < cols; ++b) {
         for (int64_t ch = 0; ch < C; ++ch) acc[ch] = 0;
-        for (int64_t r = 0; r < G.r; ++r) {
-          const int64_t ih = pp * G.sh - G.ph + r;
-          if (ih < 0 || ih >= G.h) continue;
-          for (int64_t s = 0; s < G.s; ++s) {
-            const int64_t iw = qq * G.sw - G.pw + s;
-            if (iw < 0 || iw >= G.w) continue;
-            const int8_t* __restrict xp = x + ((img * G.h + ih) * G.w + iw) * C;
-            const int8_t* __restrict wp = wt + (r * G.s + s) * C;
-            for (int64_t ch = 0; ch < C; ++ch) acc[ch] += int32_t{xp[ch]} * wp[ch];
-          }
-        }
-        float* __restrict yp = y + (row * G.q + qq) * C;
-        for (int64_t ch = 0; ch < C; ++ch)
-          yp[ch] = static_cast<float>(acc[ch]) * cs[ch] + (bias ? bias[ch] : 0.0f);
+        body(acc, img, a, b);
       }
     }
+  });
+}
+
+// y[m, c] = acc * cs[c] (+ bias[c])
+void depthwise_fwd(float* y, const int8_t* x, const int8_t* w, const float* cs, const float* bias,
+                   const Geom& G) {
+  const int8_t* wt = transpose_depthwise_weights(w, G);
+  const int64_t C = G.c;
+  depthwise_pixels(G, G.p, G.q, [&](int32_t* acc, int64_t img, int64_t pp, int64_t qq) {
+    for_each_tap(G, pp, qq, [&](int64_t r, int64_t s, int64_t ih, int64_t iw) {
+      int32_t* __restrict a = acc;
+      const int8_t* __restrict xp = x + ((img * G.h + ih) * G.w + iw) * C;
+      const int8_t* __restrict wp = wt + (r * G.s + s) * C;
+      for (int64_t ch = 0; ch < C; ++ch) a[ch] += int32_t{xp[ch]} * wp[ch];
+    });
+    float* __restrict yp = y + ((img * G.p + pp) * G.q + qq) * C;
+    for (int64_t ch = 0; ch < C; ++ch)
+      yp[ch] = static_cast<float>(acc[ch]) * cs[ch] + (bias ? bias[ch] : 0.0f);
   });
 }
 
 // Gather form: every dx pixel sums the dy pixels whose windows cover it (no write conflicts).
 void depthwise_dgrad(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G) {
   const int8_t* wt = transpose_depthwise_weights(w, G);
-  const int64_t C = G.c, rows = G.n * G.h;
-  const int nt = threads_for(rows * G.w * C * G.r * G.s, kMacsPerThread);
-  int32_t* accs = scratch_bytes<int32_t>(kSlotConvWork, nt * round_up(C, 16) * 4);
-  parallel(nt, [&](int t, int T) {
-    int32_t* __restrict acc = accs + t * round_up(C, 16);
-    for (int64_t row = rows * t / T; row < rows * (t + 1) / T; ++row) {
-      const int64_t img = row / G.h, ih = row % G.h;
-      for (int64_t iw = 0; iw < G.w; ++iw) {
-        for (int64_t ch = 0; ch < C; ++ch) acc[ch] = 0;
-        for (int64_t r = 0; r < G.r; ++r) {
-          const int64_t t1 = ih + G.ph - r;
-          if (t1 < 0 || t1 % G.sh != 0) continue;
-          const int64_t pp = t1 / G.sh;
-          if (pp >= G.p) continue;
-          for (int64_t s = 0; s < G.s; ++s) {
-            const int64_t u = iw + G.pw - s;
-            if (u < 0 || u % G.sw != 0) continue;
-            const int64_t qq = u / G.sw;
-            if (qq >= G.q) continue;
-            const int8_t* __restrict dyp = dy + ((img * G.p + pp) * G.q + qq) * C;
-            const int8_t* __restrict wp = wt + (r * G.s + s) * C;
-            for (int64_t ch = 0; ch < C; ++ch) acc[ch] += int32_t{dyp[ch]} * wp[ch];
-          }
-        }
-        float* __restrict dxp = dx + (row * G.w + iw) * C;
-        for (int64_t ch = 0; ch < C; ++ch) dxp[ch] = static_cast<float>(acc[ch]) * scale;
-      }
-    }
+  const int64_t C = G.c;
+  depthwise_pixels(G, G.h, G.w, [&](int32_t* acc, int64_t img, int64_t ih, int64_t iw) {
+    for_each_cover(G, ih, iw, [&](int64_t r, int64_t s, int64_t pp, int64_t qq) {
+      int32_t* __restrict a = acc;
+      const int8_t* __restrict dyp = dy + ((img * G.p + pp) * G.q + qq) * C;
+      const int8_t* __restrict wp = wt + (r * G.s + s) * C;
+      for (int64_t ch = 0; ch < C; ++ch) a[ch] += int32_t{dyp[ch]} * wp[ch];
+    });
+    float* __restrict dxp = dx + ((img * G.h + ih) * G.w + iw) * C;
+    for (int64_t ch = 0; ch < C; ++ch) dxp[ch] = static_cast<float>(acc[ch]) * scale;
   });
 }
 
@@ -353,9 +269,7 @@ void depthwise_wgrad(float* dw, const int8_t* x, const int8_t* dy, const double*
   const int nt = threads_for(rows * G.q * C * rs, kMacsPerThread);
   int32_t* acc32 = scratch_bytes<int32_t>(kSlotConvWork, nt * len * 4);
   double* accd = scratch_bytes<double>(kSlotConvPartial, nt * len * 8);
-  int team = 1;  // threads actually obtained (OpenMP may give fewer than nt)
-  parallel(nt, [&](int t, int T) {
-    if (t == 0) team = T;
+  const int team = parallel(nt, [&](int t, int T) {
     int32_t* __restrict a32 = acc32 + t * len;
     double* __restrict ad = accd + t * len;
     for (int64_t i = 0; i < rs * C; ++i) a32[i] = 0, ad[i] = 0.0;
@@ -368,18 +282,13 @@ void depthwise_wgrad(float* dw, const int8_t* x, const int8_t* dy, const double*
           pixels = 0;
         }
         ++pixels;
-        const int8_t* __restrict dyp = dy + (row * G.q + qq) * C;
-        for (int64_t r = 0; r < G.r; ++r) {
-          const int64_t ih = pp * G.sh - G.ph + r;
-          if (ih < 0 || ih >= G.h) continue;
-          for (int64_t s = 0; s < G.s; ++s) {
-            const int64_t iw = qq * G.sw - G.pw + s;
-            if (iw < 0 || iw >= G.w) continue;
-            const int8_t* __restrict xp = x + ((img * G.h + ih) * G.w + iw) * C;
-            int32_t* __restrict ap = a32 + (r * G.s + s) * C;
-            for (int64_t ch = 0; ch < C; ++ch) ap[ch] += int32_t{dyp[ch]} * xp[ch];
-          }
-        }
+        const int8_t* dyq = dy + (row * G.q + qq) * C;
+        for_each_tap(G, pp, qq, [&](int64_t r, int64_t s, int64_t ih, int64_t iw) {
+          const int8_t* __restrict dyp = dyq;
+          const int8_t* __restrict xp = x + ((img * G.h + ih) * G.w + iw) * C;
+          int32_t* __restrict ap = a32 + (r * G.s + s) * C;
+          for (int64_t ch = 0; ch < C; ++ch) ap[ch] += int32_t{dyp[ch]} * xp[ch];
+        });
       }
     }
     for (int64_t i = 0; i < rs * C; ++i) ad[i] += a32[i];
@@ -441,31 +350,12 @@ void fwd_core(float* y, const int8_t* x, const int8_t* w, const float* cs, const
 void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G) {
   if (G.depthwise) return depthwise_dgrad(dx, dy, w, scale, G);
 
-  if (G.sh == 1 && G.sw == 1 && G.ph <= G.r - 1 && G.pw <= G.s - 1) {
-    // dx = conv(dy, w') with w'[g*Cg + c, r', s', kk] = w[g*Kg + kk, R-1-r', S-1-s', c].
-    const int64_t rs = G.r * G.s, kdt = rs * G.kg;
-    int8_t* wt = scratch_bytes<int8_t>(kSlotConvPartial, G.c * kdt);
-    for (int64_t g = 0; g < G.g; ++g)
-      for (int64_t kk = 0; kk < G.kg; ++kk)
-        for (int64_t r = 0; r < G.r; ++r)
-          for (int64_t s = 0; s < G.s; ++s) {
-            const int8_t* src = w + (((g * G.kg + kk) * G.r + r) * G.s + s) * G.cg;
-            const int64_t rr = G.r - 1 - r, ss = G.s - 1 - s;
-            int8_t* dst = wt + (g * G.cg) * kdt + (rr * G.s + ss) * G.kg + kk;
-            for (int64_t c = 0; c < G.cg; ++c) dst[c * kdt] = src[c];
-          }
+  if (dgrad_as_fwd(G)) {  // dx = conv(dy, w') (conv_geom.h)
+    int8_t* wt = scratch_bytes<int8_t>(kSlotConvPartial, G.c * G.r * G.s * G.kg);
+    flip_transpose_weights(wt, w, G);
     float* cs = scratch_bytes<float>(kSlotMisc, G.c * 4);
     for (int64_t c = 0; c < G.c; ++c) cs[c] = scale;
-    d8_conv_shape s2{};
-    s2.n = static_cast<int32_t>(G.n), s2.h = static_cast<int32_t>(G.p);
-    s2.w = static_cast<int32_t>(G.q), s2.c = static_cast<int32_t>(G.k);
-    s2.k = static_cast<int32_t>(G.c), s2.r = static_cast<int32_t>(G.r);
-    s2.s = static_cast<int32_t>(G.s), s2.groups = static_cast<int32_t>(G.g);
-    s2.stride_h = 1, s2.stride_w = 1;
-    s2.pad_h = static_cast<int32_t>(G.r - 1 - G.ph);
-    s2.pad_w = static_cast<int32_t>(G.s - 1 - G.pw);
-    s2.p = static_cast<int32_t>(G.h), s2.q = static_cast<int32_t>(G.w);
-    return fwd_core(dx, dy, wt, cs, nullptr, make_geom(s2));
+    return fwd_core(dx, dy, wt, cs, nullptr, make_geom(dgrad_as_fwd_shape(G)));
   }
 
   // General case: dcol = dy . W_g (B[j, kk] = w[(g*Kg + kk)*KD + j]), then scatter-add.
@@ -547,9 +437,7 @@ void wgrad_core(float* dw, const int8_t* x, const int8_t* dy, const double* row_
   int32_t* acc32 = scratch_bytes<int32_t>(kSlotConvCol, nt * len * 4);
   double* accd = scratch_bytes<double>(kSlotConvPartial, nt * dlen * 8);
 
-  int team = 1;  // threads actually obtained (OpenMP may give fewer than nt)
-  parallel(nt, [&](int t, int T) {
-    if (t == 0) team = T;
+  const int team = parallel(nt, [&](int t, int T) {
     char* base = work + t * per;
     uint8_t* colt = reinterpret_cast<uint8_t*>(base);
     int8_t* bpt = reinterpret_cast<int8_t*>(base + colb);

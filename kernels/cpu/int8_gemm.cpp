@@ -457,23 +457,6 @@ void gemm_block(const Plan& p, int64_t m, int64_t n, int64_t k, const uint8_t* a
 
 using namespace d8cpu;
 
-namespace {
-int32_t write_text(const char* fn, char* out, int32_t capacity, const char* text) {
-  if (!out) return fail(D8_ERR_INVALID_ARGUMENT, "%s: out is null", fn);
-  const size_t len = std::strlen(text);
-  if (capacity < 1 || static_cast<size_t>(capacity) < len + 1) {
-    if (capacity >= 1) {
-      std::memcpy(out, text, static_cast<size_t>(capacity - 1));
-      out[capacity - 1] = '\0';
-    }
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: capacity %d is too small, the text needs %zu bytes",
-                fn, capacity, len + 1);
-  }
-  std::memcpy(out, text, len + 1);
-  return D8_OK;
-}
-}  // namespace
-
 extern "C" int32_t d8_set_int8_kernel(int32_t variant) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     if (variant < i8::kAuto || variant > i8::kVnni)
@@ -490,7 +473,7 @@ extern "C" int32_t d8_set_int8_kernel(int32_t variant) {
 
 extern "C" int32_t d8_int8_kernel_name(char* out, int32_t capacity) {
   return guard(__func__, [&](const char* fn) -> int32_t {
-    return write_text(fn, out, capacity, i8::variant_name(i8::active_variant()));
+    return write_string(fn, out, capacity, i8::variant_name(i8::active_variant()));
   });
 }
 
@@ -499,9 +482,7 @@ extern "C" int32_t d8_gemm_i8(d8_buffer* c, const d8_buffer* a, const d8_buffer*
                               int32_t n, int32_t k) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[96];
-    snprintf(dims, sizeof dims, "m=%lld,n=%d,k=%d", static_cast<long long>(m), n, k);
-    if (m < 1 || n < 1 || k < 1)
-      return fail(D8_ERR_INVALID_ARGUMENT, "%s: m, n and k must be positive (%s)", fn, dims);
+    if (int32_t e = check_mnk(fn, dims, sizeof dims, m, n, k)) return e;
     if (int32_t e = check_buffer(fn, "c", c, mul64(m, n, 4), dims)) return e;
     if (int32_t e = check_buffer(fn, "a", a, mul64(m, k), dims)) return e;
     if (int32_t e = check_buffer(fn, "b", b, mul64(n, k), dims)) return e;

@@ -5,24 +5,13 @@
 #include "common.h"
 #include "gemm.h"
 
-#include <cstdio>
-
 using namespace d8cpu;
-
-namespace {
-int32_t check_linear(const char* fn, char* dims, size_t cap, int64_t m, int32_t n, int32_t k) {
-  snprintf(dims, cap, "m=%lld,n=%d,k=%d", static_cast<long long>(m), n, k);
-  if (m < 1 || n < 1 || k < 1)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: m, n and k must be positive (%s)", fn, dims);
-  return D8_OK;
-}
-}  // namespace
 
 extern "C" int32_t d8_linear_fwd(d8_buffer* y, const d8_buffer* x, const d8_buffer* w,
                                  const d8_buffer* bias, int64_t m, int32_t n, int32_t k) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[96];
-    if (int32_t e = check_linear(fn, dims, sizeof dims, m, n, k)) return e;
+    if (int32_t e = check_mnk(fn, dims, sizeof dims, m, n, k)) return e;
     if (int32_t e = check_buffer(fn, "y", y, mul64(m, n, 4), dims)) return e;
     if (int32_t e = check_buffer(fn, "x", x, mul64(m, k, 4), dims)) return e;
     if (int32_t e = check_buffer(fn, "w", w, mul64(n, k, 4), dims)) return e;
@@ -38,7 +27,7 @@ extern "C" int32_t d8_linear_dgrad(d8_buffer* dx, const d8_buffer* dy, const d8_
                                    int64_t m, int32_t n, int32_t k) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[96];
-    if (int32_t e = check_linear(fn, dims, sizeof dims, m, n, k)) return e;
+    if (int32_t e = check_mnk(fn, dims, sizeof dims, m, n, k)) return e;
     if (int32_t e = check_buffer(fn, "dx", dx, mul64(m, k, 4), dims)) return e;
     if (int32_t e = check_buffer(fn, "dy", dy, mul64(m, n, 4), dims)) return e;
     if (int32_t e = check_buffer(fn, "w", w, mul64(n, k, 4), dims)) return e;
@@ -51,7 +40,7 @@ extern "C" int32_t d8_linear_wgrad(d8_buffer* dw, const d8_buffer* x, const d8_b
                                    int64_t m, int32_t n, int32_t k) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[96];
-    if (int32_t e = check_linear(fn, dims, sizeof dims, m, n, k)) return e;
+    if (int32_t e = check_mnk(fn, dims, sizeof dims, m, n, k)) return e;
     if (int32_t e = check_buffer(fn, "dw", dw, mul64(n, k, 4), dims)) return e;
     if (int32_t e = check_buffer(fn, "x", x, mul64(m, k, 4), dims)) return e;
     if (int32_t e = check_buffer(fn, "dy", dy, mul64(m, n, 4), dims)) return e;

@@ -41,7 +41,7 @@ extern "C" int32_t d8_softmax_xent_fwd(d8_buffer* stats, d8_buffer* probs, const
     const int64_t C = classes;
     const int nt = threads_for(int64_t{n} * C, 1 << 15);
     double* part = reinterpret_cast<double*>(scratch(kSlotMisc, static_cast<size_t>(4 * nt)));
-    parallel(nt, [&](int t, int T) {
+    const int team = parallel(nt, [&](int t, int T) {
       double loss = 0.0, correct = 0.0;
       for (int64_t i = int64_t{n} * t / T; i < int64_t{n} * (t + 1) / T; ++i) {
         const float* xi = x + i * C;
@@ -67,7 +67,7 @@ extern "C" int32_t d8_softmax_xent_fwd(d8_buffer* stats, d8_buffer* probs, const
       part[2 * t + 1] = correct;
     });
     double loss = 0.0, correct = 0.0;
-    for (int t = 0; t < nt; ++t) loss += part[2 * t], correct += part[2 * t + 1];
+    for (int t = 0; t < team; ++t) loss += part[2 * t], correct += part[2 * t + 1];
     float* st = fptr(stats);
     st[0] = static_cast<float>(loss / n);
     st[1] = static_cast<float>(correct);

@@ -3,6 +3,7 @@
 // (forward) or input rows (average backward, a gather), or whole images (max backward, a
 // scatter through argmax).
 #include "common.h"
+#include "conv_geom.h"
 
 #include <cmath>
 #include <cstdio>
@@ -33,18 +34,18 @@ extern "C" int32_t d8_maxpool_fwd(d8_buffer* y, d8_buffer* argmax, const d8_buff
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[256];
     if (int32_t e = check_pool(fn, shape, dims, sizeof dims)) return e;
-    if (int32_t e = check_buffer(fn, "y", y, y_bytes(*shape), dims)) return e;
-    if (int32_t e = check_buffer(fn, "argmax", argmax, y_bytes(*shape), dims)) return e;
-    if (int32_t e = check_buffer(fn, "x", x, x_bytes(*shape), dims)) return e;
+    const int64_t yb = y_bytes(*shape);
+    if (int32_t e = check_buffers(fn, dims, {{"y", y, yb}, {"argmax", argmax, yb},
+                                             {"x", x, x_bytes(*shape)}}))
+      return e;
     if (int64_t{shape->h} * shape->w > INT32_MAX)
       return fail(D8_ERR_INVALID_ARGUMENT, "%s: h*w must fit int32 argmax indices (%s)", fn, dims);
-    const d8_conv_shape& S = *shape;
-    const int64_t C = S.c, H = S.h, W = S.w, P = S.p, Q = S.q;
+    const Geom G = make_geom(*shape);
+    const int64_t C = G.c, H = G.h, W = G.w, P = G.p, Q = G.q;
     const float* px = cfptr(x);
     float* py = fptr(y);
     int32_t* pa = static_cast<int32_t*>(argmax->data);
-    parallel_for(int64_t{S.n} * P, std::max<int64_t>(1, kGrain / (Q * C)), [&](int64_t b,
-                                                                                 int64_t e) {
+    parallel_for(G.n * P, std::max<int64_t>(1, kGrain / (Q * C)), [&](int64_t b, int64_t e) {
       for (int64_t row = b; row < e; ++row) {
         const int64_t img = row / P, pp = row % P;
         for (int64_t qq = 0; qq < Q; ++qq) {
@@ -59,56 +60,46 @@ extern "C" int32_t d8_maxpool_fwd(d8_buffer* y, d8_buffer* argmax, const d8_buff
             __m512 best = _mm512_setzero_ps();
             __m512i arg = _mm512_set1_epi32(-1);
             bool seen = false;
-            for (int64_t r = 0; r < S.r; ++r) {
-              const int64_t ih = pp * S.stride_h - S.pad_h + r;
-              if (ih < 0 || ih >= H) continue;
-              for (int64_t s = 0; s < S.s; ++s) {
-                const int64_t iw = qq * S.stride_w - S.pad_w + s;
-                if (iw < 0 || iw >= W) continue;
-                const __m512 v = _mm512_maskz_loadu_ps(mk, px + ((img * H + ih) * W + iw) * C + cb);
-                const __m512i idx = _mm512_set1_epi32(static_cast<int32_t>(ih * W + iw));
-                if (!seen) {
-                  best = v;
-                  arg = idx;
-                  seen = true;
-                } else {  // take when greater, or NaN (propagates, as in PyTorch)
-                  const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
-                                         _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-                  best = _mm512_mask_mov_ps(best, take, v);
-                  arg = _mm512_mask_mov_epi32(arg, take, idx);
-                }
+            for_each_tap(G, pp, qq, [&](int64_t, int64_t, int64_t ih, int64_t iw) {
+              const __m512 v = _mm512_maskz_loadu_ps(mk, px + ((img * H + ih) * W + iw) * C + cb);
+              const __m512i idx = _mm512_set1_epi32(static_cast<int32_t>(ih * W + iw));
+              if (!seen) {
+                best = v;
+                arg = idx;
+                seen = true;
+              } else {  // take when greater, or NaN (propagates, as in PyTorch)
+                const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
+                                       _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+                best = _mm512_mask_mov_ps(best, take, v);
+                arg = _mm512_mask_mov_epi32(arg, take, idx);
               }
-            }
+            });
             _mm512_mask_storeu_ps(yo + cb, mk, best);
             _mm512_mask_storeu_epi32(ao + cb, mk, arg);
           }
           continue;
 #endif
           bool any = false;
-          for (int64_t r = 0; r < S.r; ++r) {
-            const int64_t ih = pp * S.stride_h - S.pad_h + r;
-            if (ih < 0 || ih >= H) continue;
-            for (int64_t s = 0; s < S.s; ++s) {
-              const int64_t iw = qq * S.stride_w - S.pad_w + s;
-              if (iw < 0 || iw >= W) continue;
-              const int32_t idx = static_cast<int32_t>(ih * W + iw);
-              const float* __restrict xi = px + ((img * H + ih) * W + iw) * C;
-              if (!any) {
-                for (int64_t ch = 0; ch < C; ++ch) {
-                  yo[ch] = xi[ch];
-                  ao[ch] = idx;
-                }
-                any = true;
-              } else {
-                for (int64_t ch = 0; ch < C; ++ch) {
-                  const float v = xi[ch];
-                  const bool take = v > yo[ch] || v != v;  // NaN propagates, as in PyTorch
-                  yo[ch] = take ? v : yo[ch];
-                  ao[ch] = take ? idx : ao[ch];
-                }
+          for_each_tap(G, pp, qq, [&](int64_t, int64_t, int64_t ih, int64_t iw) {
+            float* __restrict yr = yo;
+            int32_t* __restrict ar = ao;
+            const int32_t idx = static_cast<int32_t>(ih * W + iw);
+            const float* __restrict xi = px + ((img * H + ih) * W + iw) * C;
+            if (!any) {
+              for (int64_t ch = 0; ch < C; ++ch) {
+                yr[ch] = xi[ch];
+                ar[ch] = idx;
+              }
+              any = true;
+            } else {
+              for (int64_t ch = 0; ch < C; ++ch) {
+                const float v = xi[ch];
+                const bool take = v > yr[ch] || v != v;  // NaN propagates, as in PyTorch
+                yr[ch] = take ? v : yr[ch];
+                ar[ch] = take ? idx : ar[ch];
               }
             }
-          }
+          });
           if (!any) {  // window entirely in padding
             for (int64_t ch = 0; ch < C; ++ch) {
               yo[ch] = 0.0f;
@@ -127,9 +118,10 @@ extern "C" int32_t d8_maxpool_bwd(d8_buffer* dx, const d8_buffer* dy, const d8_b
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[256];
     if (int32_t e = check_pool(fn, shape, dims, sizeof dims)) return e;
-    if (int32_t e = check_buffer(fn, "dx", dx, x_bytes(*shape), dims)) return e;
-    if (int32_t e = check_buffer(fn, "dy", dy, y_bytes(*shape), dims)) return e;
-    if (int32_t e = check_buffer(fn, "argmax", argmax, y_bytes(*shape), dims)) return e;
+    const int64_t yb = y_bytes(*shape);
+    if (int32_t e = check_buffers(fn, dims, {{"dx", dx, x_bytes(*shape)}, {"dy", dy, yb},
+                                             {"argmax", argmax, yb}}))
+      return e;
     const d8_conv_shape& S = *shape;
     const int64_t C = S.c, HW = int64_t{S.h} * S.w, PQ = int64_t{S.p} * S.q;
     float* pdx = fptr(dx);
@@ -179,30 +171,24 @@ extern "C" int32_t d8_avgpool_fwd(d8_buffer* y, const d8_buffer* x, const d8_con
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[256];
     if (int32_t e = check_pool(fn, shape, dims, sizeof dims)) return e;
-    if (int32_t e = check_buffer(fn, "y", y, y_bytes(*shape), dims)) return e;
-    if (int32_t e = check_buffer(fn, "x", x, x_bytes(*shape), dims)) return e;
-    const d8_conv_shape& S = *shape;
-    const int64_t C = S.c, H = S.h, W = S.w, P = S.p, Q = S.q;
-    const float inv = 1.0f / static_cast<float>(int64_t{S.r} * S.s);
+    if (int32_t e = check_buffers(fn, dims, {{"y", y, y_bytes(*shape)}, {"x", x, x_bytes(*shape)}}))
+      return e;
+    const Geom G = make_geom(*shape);
+    const int64_t C = G.c, H = G.h, W = G.w, P = G.p, Q = G.q;
+    const float inv = 1.0f / static_cast<float>(G.r * G.s);
     const float* px = cfptr(x);
     float* py = fptr(y);
-    parallel_for(int64_t{S.n} * P, std::max<int64_t>(1, kGrain / (Q * C)), [&](int64_t b,
-                                                                                 int64_t e) {
+    parallel_for(G.n * P, std::max<int64_t>(1, kGrain / (Q * C)), [&](int64_t b, int64_t e) {
       for (int64_t row = b; row < e; ++row) {
         const int64_t img = row / P, pp = row % P;
         for (int64_t qq = 0; qq < Q; ++qq) {
           float* __restrict yo = py + (row * Q + qq) * C;
           for (int64_t ch = 0; ch < C; ++ch) yo[ch] = 0.0f;
-          for (int64_t r = 0; r < S.r; ++r) {
-            const int64_t ih = pp * S.stride_h - S.pad_h + r;
-            if (ih < 0 || ih >= H) continue;
-            for (int64_t s = 0; s < S.s; ++s) {
-              const int64_t iw = qq * S.stride_w - S.pad_w + s;
-              if (iw < 0 || iw >= W) continue;
-              const float* __restrict xi = px + ((img * H + ih) * W + iw) * C;
-              for (int64_t ch = 0; ch < C; ++ch) yo[ch] += xi[ch];
-            }
-          }
+          for_each_tap(G, pp, qq, [&](int64_t, int64_t, int64_t ih, int64_t iw) {
+            float* __restrict o = yo;
+            const float* __restrict xi = px + ((img * H + ih) * W + iw) * C;
+            for (int64_t ch = 0; ch < C; ++ch) o[ch] += xi[ch];
+          });
           for (int64_t ch = 0; ch < C; ++ch) yo[ch] *= inv;
         }
       }
@@ -215,35 +201,26 @@ extern "C" int32_t d8_avgpool_bwd(d8_buffer* dx, const d8_buffer* dy, const d8_c
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[256];
     if (int32_t e = check_pool(fn, shape, dims, sizeof dims)) return e;
-    if (int32_t e = check_buffer(fn, "dx", dx, x_bytes(*shape), dims)) return e;
-    if (int32_t e = check_buffer(fn, "dy", dy, y_bytes(*shape), dims)) return e;
-    const d8_conv_shape& S = *shape;
-    const int64_t C = S.c, H = S.h, W = S.w, P = S.p, Q = S.q;
-    const float inv = 1.0f / static_cast<float>(int64_t{S.r} * S.s);
+    if (int32_t e =
+            check_buffers(fn, dims, {{"dx", dx, x_bytes(*shape)}, {"dy", dy, y_bytes(*shape)}}))
+      return e;
+    const Geom G = make_geom(*shape);
+    const int64_t C = G.c, H = G.h, W = G.w, P = G.p, Q = G.q;
+    const float inv = 1.0f / static_cast<float>(G.r * G.s);
     float* pdx = fptr(dx);
     const float* pdy = cfptr(dy);
     // Gather: dx[ih, iw] sums dy over the windows that cover it.
-    parallel_for(int64_t{S.n} * H, std::max<int64_t>(1, kGrain / (W * C)), [&](int64_t b,
-                                                                                int64_t e) {
+    parallel_for(G.n * H, std::max<int64_t>(1, kGrain / (W * C)), [&](int64_t b, int64_t e) {
       for (int64_t row = b; row < e; ++row) {
         const int64_t img = row / H, ih = row % H;
         for (int64_t iw = 0; iw < W; ++iw) {
           float* __restrict o = pdx + (row * W + iw) * C;
           for (int64_t ch = 0; ch < C; ++ch) o[ch] = 0.0f;
-          for (int64_t r = 0; r < S.r; ++r) {
-            const int64_t t = ih + S.pad_h - r;
-            if (t < 0 || t % S.stride_h != 0) continue;
-            const int64_t pp = t / S.stride_h;
-            if (pp >= P) continue;
-            for (int64_t s = 0; s < S.s; ++s) {
-              const int64_t u = iw + S.pad_w - s;
-              if (u < 0 || u % S.stride_w != 0) continue;
-              const int64_t qq = u / S.stride_w;
-              if (qq >= Q) continue;
-              const float* __restrict g = pdy + ((img * P + pp) * Q + qq) * C;
-              for (int64_t ch = 0; ch < C; ++ch) o[ch] += g[ch];
-            }
-          }
+          for_each_cover(G, ih, iw, [&](int64_t, int64_t, int64_t pp, int64_t qq) {
+            float* __restrict od = o;
+            const float* __restrict g = pdy + ((img * P + pp) * Q + qq) * C;
+            for (int64_t ch = 0; ch < C; ++ch) od[ch] += g[ch];
+          });
           for (int64_t ch = 0; ch < C; ++ch) o[ch] *= inv;
         }
       }

@@ -191,7 +191,34 @@ float* replicate(const float* v, int64_t inner, int64_t reps, int slot) {
   return r;
 }
 
-int32_t check_layout(const char* fn, int32_t layout, const char* dims) {
+// Runs f(b, e, inv, keys) over the elements of rows x inner (row-major) in spans of whole rows,
+// split where the hash keys change, with inv[i - b] = inv_of(clips[i % inner]) (a row of inverse
+// clips replicated rows_per_span times: a span's first element starts a row).
+template <class F>
+void for_row_spans(int64_t rows, int64_t inner, const float* clips, uint64_t seed, F&& f) {
+  const int64_t reps = rows_per_span(inner);
+  float* inv1 = scratch(kSlotMisc, static_cast<size_t>(inner));
+  for (int64_t c = 0; c < inner; ++c) inv1[c] = inv_of(clips[c]);
+  const float* inv = replicate(inv1, inner, reps, kSlotConvB);
+  const int64_t spans = ceil_div(rows, reps);
+  parallel_for(spans, std::max<int64_t>(1, kGrain / (reps * inner)), [&](int64_t b, int64_t e) {
+    for (int64_t sp = b; sp < e; ++sp) {
+      const int64_t e0 = sp * reps * inner, e1 = std::min(rows, (sp + 1) * reps) * inner;
+      for_blocks(e0, e1, seed, [&](int64_t b1, int64_t b2, Keys k) {
+        // the replicated row starts on a row boundary: offset (b1 - e0) into it
+        f(b1, b2, inv + (b1 - e0), k);
+      });
+    }
+  });
+}
+
+// Writes "outer=..,inner=..,layout=.." into dims and checks the three.
+int32_t check_scaled(const char* fn, char* dims, size_t cap, int64_t outer, int32_t inner,
+                     int32_t layout) {
+  snprintf(dims, cap, "outer=%lld,inner=%d,layout=%d", static_cast<long long>(outer), inner,
+           layout);
+  if (outer < 0 || inner < 1)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: outer must be >= 0 and inner >= 1 (%s)", fn, dims);
   if (layout != D8_SCALE_TENSOR && layout != D8_SCALE_INNER && layout != D8_SCALE_OUTER)
     return fail(D8_ERR_INVALID_ARGUMENT,
                 "%s: layout must be D8_SCALE_TENSOR (0), D8_SCALE_INNER (1) or D8_SCALE_OUTER (2), "
@@ -204,11 +231,6 @@ int32_t check_rounding(const char* fn, int32_t rounding, const char* dims) {
     return fail(D8_ERR_INVALID_ARGUMENT,
                 "%s: rounding must be D8_ROUND_NEAREST (0) or D8_ROUND_STOCHASTIC (1), got %d (%s)",
                 fn, rounding, dims);
-  return D8_OK;
-}
-int32_t check_outer_inner(const char* fn, int64_t outer, int32_t inner, const char* dims) {
-  if (outer < 0 || inner < 1)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: outer must be >= 0 and inner >= 1 (%s)", fn, dims);
   return D8_OK;
 }
 int64_t clip_count(int32_t layout, int64_t outer, int32_t inner) {
@@ -231,10 +253,7 @@ extern "C" int32_t d8_quantize_i8(d8_buffer* y, const d8_buffer* x, int64_t oute
                                   uint64_t seed) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[96];
-    snprintf(dims, sizeof dims, "outer=%lld,inner=%d,layout=%d", static_cast<long long>(outer),
-             inner, layout);
-    if (int32_t e = check_outer_inner(fn, outer, inner, dims)) return e;
-    if (int32_t e = check_layout(fn, layout, dims)) return e;
+    if (int32_t e = check_scaled(fn, dims, sizeof dims, outer, inner, layout)) return e;
     if (int32_t e = check_rounding(fn, rounding, dims)) return e;
     const int64_t total = mul64(outer, inner);
     if (int32_t e = check_buffer(fn, "y", y, total, dims)) return e;
@@ -267,21 +286,9 @@ extern "C" int32_t d8_quantize_i8(d8_buffer* y, const d8_buffer* x, int64_t oute
           });
       });
     } else {  // D8_SCALE_INNER: spans of whole rows against a replicated inv row
-      const int64_t reps = rows_per_span(inner);
-      float* inv1 = scratch(kSlotMisc, static_cast<size_t>(inner));
-      for (int64_t c = 0; c < inner; ++c) inv1[c] = inv_of(pc[c]);
-      const float* inv = replicate(inv1, inner, reps, kSlotConvB);
       const SpanFn f = pick_span(true, stoch);
-      const int64_t spans = ceil_div(outer, reps);
-      parallel_for(spans, std::max<int64_t>(1, kGrain / (reps * inner)),
-                   [&](int64_t b, int64_t e) {
-        for (int64_t sp = b; sp < e; ++sp) {
-          const int64_t e0 = sp * reps * inner, e1 = std::min(outer, (sp + 1) * reps) * inner;
-          for_blocks(e0, e1, seed, [&](int64_t b1, int64_t b2, Keys k) {
-            // the replicated row starts on a row boundary: offset (b1 - e0) into it
-            f(py + b1, px + b1, b2 - b1, inv + (b1 - e0), static_cast<uint32_t>(b1), k);
-          });
-        }
+      for_row_spans(outer, inner, pc, seed, [&](int64_t b, int64_t e, const float* inv, Keys k) {
+        f(py + b, px + b, e - b, inv, static_cast<uint32_t>(b), k);
       });
     }
     return D8_OK;
@@ -315,22 +322,10 @@ extern "C" int32_t d8_quantize_i8_dual(d8_buffer* y_tensor, d8_buffer* y_channel
     int8_t* yc = static_cast<int8_t*>(y_channel->data);
     const float* px = cfptr(x);
     const float invt = inv_of(cfptr(clip_tensor)[0]);
-    const float* pc = cfptr(clips_channel);
-    const int64_t reps = rows_per_span(channels);
-    float* inv1 = scratch(kSlotMisc, static_cast<size_t>(channels));
-    for (int64_t c = 0; c < channels; ++c) inv1[c] = inv_of(pc[c]);
-    const float* inv = replicate(inv1, channels, reps, kSlotConvB);
     const DualFn f = pick_dual(rounding == D8_ROUND_STOCHASTIC);
-    const int64_t spans = ceil_div(rows, reps);
-    parallel_for(spans, std::max<int64_t>(1, kGrain / (reps * channels)),
-                 [&](int64_t b, int64_t e) {
-      for (int64_t sp = b; sp < e; ++sp) {
-        const int64_t e0 = sp * reps * channels, e1 = std::min(rows, (sp + 1) * reps) * channels;
-        for_blocks(e0, e1, seed, [&](int64_t b1, int64_t b2, Keys k) {
-          f(yt + b1, yc + b1, px + b1, b2 - b1, invt, inv + (b1 - e0), static_cast<uint32_t>(b1),
-            k);
-        });
-      }
+    for_row_spans(rows, channels, cfptr(clips_channel), seed,
+                  [&](int64_t b, int64_t e, const float* inv, Keys k) {
+      f(yt + b, yc + b, px + b, e - b, invt, inv, static_cast<uint32_t>(b), k);
     });
     return D8_OK;
   });
@@ -340,10 +335,7 @@ extern "C" int32_t d8_dequantize_i8(d8_buffer* y, const d8_buffer* q, int64_t ou
                                     const d8_buffer* clips, int32_t layout) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[96];
-    snprintf(dims, sizeof dims, "outer=%lld,inner=%d,layout=%d", static_cast<long long>(outer),
-             inner, layout);
-    if (int32_t e = check_outer_inner(fn, outer, inner, dims)) return e;
-    if (int32_t e = check_layout(fn, layout, dims)) return e;
+    if (int32_t e = check_scaled(fn, dims, sizeof dims, outer, inner, layout)) return e;
     const int64_t total = mul64(outer, inner);
     if (int32_t e = check_buffer(fn, "y", y, mul64(total, 4), dims)) return e;
     if (int32_t e = check_buffer(fn, "q", q, total, dims)) return e;
@@ -395,8 +387,7 @@ extern "C" int32_t d8_absmax_f32(d8_buffer* out, const d8_buffer* x, int64_t n) 
     const float* px = cfptr(x);
     const int nt = threads_for(n, kGrain);
     float part[256];
-    const int used = std::min(nt, 256);
-    parallel(used, [&](int t, int T) {
+    const int team = parallel(std::min(nt, 256), [&](int t, int T) {
       const int64_t b = n * t / T, e = n * (t + 1) / T;
       float lane[16] = {};  // 16 independent maxima: a vectorizable elementwise max
       int64_t i = b;
@@ -406,11 +397,9 @@ extern "C" int32_t d8_absmax_f32(d8_buffer* out, const d8_buffer* x, int64_t n) 
       for (; i < e; ++i) m = std::max(m, std::fabs(px[i]));
       for (int j = 0; j < 16; ++j) m = std::max(m, lane[j]);  // std::max(m, NaN) keeps m
       part[t] = m;
-      if (t == 0)
-        for (int u = T; u < used; ++u) part[u] = 0.0f;  // a smaller team than asked for
     });
     float m = 0.0f;
-    for (int t = 0; t < used; ++t) m = part[t] > m ? part[t] : m;
+    for (int t = 0; t < team; ++t) m = part[t] > m ? part[t] : m;
     fptr(out)[0] = m;
     return D8_OK;
   });

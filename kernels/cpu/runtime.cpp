@@ -50,6 +50,34 @@ int32_t check_buffer(const char* fn, const char* name, const d8_buffer* b, int64
   return D8_OK;
 }
 
+int32_t check_buffers(const char* fn, const char* dims, std::initializer_list<BufferArg> args) {
+  for (const BufferArg& a : args)
+    if (int32_t e = check_buffer(fn, a.name, a.buf, a.need, dims)) return e;
+  return D8_OK;
+}
+
+int32_t check_mnk(const char* fn, char* dims, size_t cap, int64_t m, int32_t n, int32_t k) {
+  snprintf(dims, cap, "m=%lld,n=%d,k=%d", static_cast<long long>(m), n, k);
+  if (m < 1 || n < 1 || k < 1)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: m, n and k must be positive (%s)", fn, dims);
+  return D8_OK;
+}
+
+int32_t write_string(const char* fn, char* out, int32_t capacity, const char* text) {
+  if (!out) return fail(D8_ERR_INVALID_ARGUMENT, "%s: out is null", fn);
+  size_t len = std::strlen(text);
+  if (capacity < 1 || static_cast<size_t>(capacity) < len + 1) {
+    if (capacity >= 1) {
+      std::memcpy(out, text, static_cast<size_t>(capacity - 1));
+      out[capacity - 1] = '\0';
+    }
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: capacity %d is too small, the text needs %zu bytes",
+                fn, capacity, len + 1);
+  }
+  std::memcpy(out, text, len + 1);
+  return D8_OK;
+}
+
 int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int cap) {
   if (!s) return fail(D8_ERR_INVALID_ARGUMENT, "%s: shape is null", fn);
   snprintf(dims, static_cast<size_t>(cap),
@@ -135,21 +163,6 @@ using namespace d8cpu;
 extern "C" int32_t d8_abi_version(void) { return D8_ABI_VERSION; }
 
 extern "C" const char* d8_last_error(void) { return g_last_error; }
-
-static int32_t write_string(const char* fn, char* out, int32_t capacity, const char* text) {
-  if (!out) return fail(D8_ERR_INVALID_ARGUMENT, "%s: out is null", fn);
-  size_t len = std::strlen(text);
-  if (capacity < 1 || static_cast<size_t>(capacity) < len + 1) {
-    if (capacity >= 1) {
-      std::memcpy(out, text, static_cast<size_t>(capacity - 1));
-      out[capacity - 1] = '\0';
-    }
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: capacity %d is too small, the text needs %zu bytes",
-                fn, capacity, len + 1);
-  }
-  std::memcpy(out, text, len + 1);
-  return D8_OK;
-}
 
 extern "C" int32_t d8_backend_name(char* out, int32_t capacity) {
   return guard(__func__, [&](const char* fn) { return write_string(fn, out, capacity, "cpu"); });
