@@ -301,7 +301,6 @@ Deno.test("Int8Gemm mcs-solve clips each channel at the solver's optimum for its
     const statsT = tape.empty([4, c]);
     backend.channelStats(statsT, dy, rows, c);
     const st = statsT.toFloat32();
-    const w = tape.own(Tensor.full(backend, [c, 1, 1, c], 0.1));
     const dw = tape.empty([c, 1, 1, c]);
     const x8 = tape.own(Tensor.full(backend, [rows, 1, 1, c], 0.5));
     layer.wgrad(tape, dw, x8, dy, convShape("t", [rows, 1, 1, c], c, 1, {}));
