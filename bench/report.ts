@@ -86,7 +86,7 @@ console.log(`device: ${backend.info()}; int8 kernel ${backend.int8KernelName()}`
 console.log(`threads ${threads}; batch ${batch}; ${seconds} s per measurement; median step time\n`);
 const rows: Record<string, unknown>[] = [];
 console.log(
-  "| model | daint8 fp32 img/s | daint8 INT8 (daint8 preset) img/s | INT8 / fp32 | " +
+  "| model | ours fp32 img/s | ours daint8 (INT8) img/s | INT8 / fp32 | " +
     "PyTorch NCHW img/s | PyTorch channels_last img/s | fp32 / best PyTorch |",
 );
 console.log("|---|---:|---:|---:|---:|---:|---:|");

@@ -27,38 +27,49 @@ export interface ExperimentRow {
   fp32Layers: string[];
 }
 
-/** Renders the rows as a Markdown table (one bell-share column per INT8 layer). */
+/**
+ * Renders the rows as Markdown: one table of accuracy, delta and speed per preset (with the mean
+ * bell share over its INT8 layers), then one table of the bell share per layer (rows) and preset
+ * (columns), which stays readable for deep models.
+ */
 export function markdownTable(rows: ExperimentRow[], title: string): string {
   const layers = [...new Set(rows.flatMap((r) => Object.keys(r.bellShare)))];
-  const pct = (v: number) => Number.isFinite(v) ? `${(100 * v).toFixed(0)}%` : "-";
-  const head = ["preset", "test acc", "delta to fp32", "img/s", ...layers.map((l) => `bell ${l}`)];
+  const pct = (v: number | undefined) =>
+    v !== undefined && Number.isFinite(v) ? `${(100 * v).toFixed(1)}%` : "-";
+  const mean = (r: ExperimentRow) => {
+    const v = Object.values(r.bellShare).filter(Number.isFinite);
+    return v.length ? v.reduce((a, b) => a + b, 0) / v.length : NaN;
+  };
   const lines = [
     `### ${title}`,
     "",
-    `| ${head.join(" | ")} |`,
-    `|${head.map((_, i) => i === 0 ? "---" : "---:").join("|")}|`,
+    "| preset | test acc | delta to fp32 (points) | train img/s | bell-shaped dY channels (mean over INT8 layers) |",
+    "|---|---:|---:|---:|---:|",
   ];
   for (const r of rows) {
     const d = Number.isFinite(r.deltaToFp32)
       ? `${r.deltaToFp32 >= 0 ? "+" : ""}${r.deltaToFp32.toFixed(2)}`
       : "-";
     lines.push(
-      `| ${
-        [
-          r.preset,
-          `${(100 * r.testAcc).toFixed(2)}%`,
-          d,
-          r.imagesPerSecond.toFixed(0),
-          ...layers.map((l) => pct(r.bellShare[l] ?? NaN)),
-        ].join(" | ")
-      } |`,
+      `| ${r.preset} | ${(100 * r.testAcc).toFixed(2)}% | ${d} | ${
+        r.imagesPerSecond.toFixed(0)
+      } | ` +
+        `${pct(mean(r))} |`,
     );
   }
-  const kept = rows.find((r) => r.fp32Layers.length > 0 && r.preset !== "fp32")?.fp32Layers;
+  const int8 = rows.filter((r) => Object.keys(r.bellShare).length > 0);
+  if (layers.length > 0) {
+    lines.push("", `| layer | ${int8.map((r) => `bell-shaped share, ${r.preset}`).join(" | ")} |`);
+    lines.push(`|---|${int8.map(() => "---:").join("|")}|`);
+    for (const l of layers) {
+      lines.push(`| ${l} | ${int8.map((r) => pct(r.bellShare[l])).join(" | ")} |`);
+    }
+  }
+  const kept = int8.find((r) => r.fp32Layers.length > 0)?.fp32Layers;
   lines.push("");
   lines.push(
-    "bell = share of dY channels the MCS classifier called bell-shaped (P(|g| > sigma) > lambda), " +
-      "the rest inverted-T; measured in every preset's own run." +
+    "Bell-shaped share = the fraction of dY channels the MCS classifier called bell-shaped " +
+      "(P(|g| > sigma) > lambda) over every classification of the run; the rest are inverted-T." +
       (kept ? ` Kept in FP32 by every INT8 preset: ${kept.join(", ")}.` : ""),
   );
   return lines.join("\n");
