@@ -52,6 +52,14 @@ export interface NativeLibrary {
 
 const BUILD_HINT = "Build it with `deno task build` (needs a C++17 compiler such as g++)";
 
+/** How to get each backend's library. */
+function buildHint(backend: string): string {
+  return backend === "cuda"
+    ? "This release has no CUDA backend yet (kernels/cuda is the next milestone): use " +
+      "--backend cpu, or point DAINT8_CUDA_LIB at a libdaint8_cuda.so with this ABI"
+    : BUILD_HINT;
+}
+
 /** The repository root when this module runs from a local checkout, else undefined. */
 export function localRoot(): string | undefined {
   const url = new URL("../", import.meta.url);
@@ -97,7 +105,7 @@ export function loadLibrary(backend: string): NativeLibrary {
   if (!fileExists(path)) {
     throw new Daint8Error(
       `Cannot find the ${backend} library at "${path}"` +
-        (env ? ` (from ${envName(backend)})` : "") + `. ${BUILD_HINT}.`,
+        (env ? ` (from ${envName(backend)})` : "") + `. ${buildHint(backend)}.`,
       0,
     );
   }
