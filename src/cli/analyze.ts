@@ -14,6 +14,7 @@
 import { parseArgs } from "node:util";
 import {
   BACKENDS,
+  COMMON_OPTIONS,
   DATASETS,
   int,
   list,
@@ -103,24 +104,12 @@ export function parseAnalyzeArgs(args: string[]): AnalyzeArgs {
       strict: true,
       allowPositionals: false,
       options: {
-        model: { type: "string" },
-        dataset: { type: "string" },
-        "data-dir": { type: "string" },
-        "batch-size": { type: "string" },
-        lr: { type: "string" },
-        seed: { type: "string" },
-        limit: { type: "string" },
-        backend: { type: "string" },
-        threads: { type: "string" },
-        quant: { type: "string" },
-        "quant-set": { type: "string" },
+        ...COMMON_OPTIONS,
         layers: { type: "string" },
         steps: { type: "string" },
         channels: { type: "string" },
         bins: { type: "string" },
         "log-y": { type: "boolean" },
-        out: { type: "string" },
-        help: { type: "boolean", short: "h" },
       },
     }));
   } catch (e) {

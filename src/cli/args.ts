@@ -15,6 +15,23 @@ export const DATASETS: readonly KnownDataset[] = ["mnist", "fashion-mnist"];
 /** Backend names the commands accept. */
 export const BACKENDS: readonly string[] = ["cpu", "cuda", "auto"];
 
+/** The flags every training command shares (parseArgs option specs). */
+export const COMMON_OPTIONS = {
+  model: { type: "string" },
+  dataset: { type: "string" },
+  "data-dir": { type: "string" },
+  "batch-size": { type: "string" },
+  lr: { type: "string" },
+  seed: { type: "string" },
+  limit: { type: "string" },
+  backend: { type: "string" },
+  threads: { type: "string" },
+  quant: { type: "string" },
+  "quant-set": { type: "string" },
+  out: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
 /** A command-line mistake: printed without a stack trace, exit status 2. */
 export class UsageError extends Error {
   override name = "UsageError";

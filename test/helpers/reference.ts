@@ -6,89 +6,62 @@
  */
 import type { ConvShape } from "../../src/backend/backend.ts";
 
-/** y[n,p,q,k] of a grouped NHWC/OHWI convolution, straight from the definition. */
-export function convRef(x: Float64Array, w: Float64Array, b: Float64Array | null, s: ConvShape) {
-  const y = new Float64Array(s.n * s.p * s.q * s.k);
+/**
+ * Visits every (output, input, weight) index triple of a grouped NHWC/OHWI convolution, straight
+ * from the definition: y[yi] += x[xi] * w[wi]. The three conv references are this one loop.
+ */
+function forEachConvTap(s: ConvShape, f: (yi: number, xi: number, wi: number) => void): void {
   const cg = s.c / s.groups, kg = s.k / s.groups;
   for (let n = 0; n < s.n; n++) {
     for (let p = 0; p < s.p; p++) {
       for (let q = 0; q < s.q; q++) {
         for (let k = 0; k < s.k; k++) {
-          const g = Math.floor(k / kg);
-          let acc = b ? b[k]! : 0;
+          const yi = ((n * s.p + p) * s.q + q) * s.k + k, g = Math.floor(k / kg);
           for (let r = 0; r < s.r; r++) {
             const h = p * s.strideH - s.padH + r;
             if (h < 0 || h >= s.h) continue;
             for (let t = 0; t < s.s; t++) {
-              const ww = q * s.strideW - s.padW + t;
-              if (ww < 0 || ww >= s.w) continue;
+              const w = q * s.strideW - s.padW + t;
+              if (w < 0 || w >= s.w) continue;
               for (let c = 0; c < cg; c++) {
-                acc += x[((n * s.h + h) * s.w + ww) * s.c + g * cg + c]! *
-                  w[((k * s.r + r) * s.s + t) * cg + c]!;
+                f(
+                  yi,
+                  ((n * s.h + h) * s.w + w) * s.c + g * cg + c,
+                  ((k * s.r + r) * s.s + t) * cg + c,
+                );
               }
             }
           }
-          y[((n * s.p + p) * s.q + q) * s.k + k] = acc;
         }
       }
     }
   }
+}
+
+/** y[n,p,q,k] of a grouped NHWC/OHWI convolution (+ bias[k]). */
+export function convRef(
+  x: Float64Array,
+  w: Float64Array,
+  b: Float64Array | null,
+  s: ConvShape,
+): Float64Array {
+  const y = new Float64Array(s.n * s.p * s.q * s.k);
+  if (b) { for (let i = 0; i < y.length; i++) y[i] = b[i % s.k]!; }
+  forEachConvTap(s, (yi, xi, wi) => y[yi]! += x[xi]! * w[wi]!);
   return y;
 }
 
-/** dx of a conv from dy and w, float64, by scattering (reference). */
+/** dx [n,h,w,c] of a conv from dy and w. */
 export function convDgradRef(dy: Float64Array, w: Float64Array, s: ConvShape): Float64Array {
   const dx = new Float64Array(s.n * s.h * s.w * s.c);
-  const cg = s.c / s.groups, kg = s.k / s.groups;
-  for (let n = 0; n < s.n; n++) {
-    for (let p = 0; p < s.p; p++) {
-      for (let q = 0; q < s.q; q++) {
-        for (let k = 0; k < s.k; k++) {
-          const g = dy[((n * s.p + p) * s.q + q) * s.k + k]!, grp = Math.floor(k / kg);
-          for (let r = 0; r < s.r; r++) {
-            const h = p * s.strideH - s.padH + r;
-            if (h < 0 || h >= s.h) continue;
-            for (let t = 0; t < s.s; t++) {
-              const ww = q * s.strideW - s.padW + t;
-              if (ww < 0 || ww >= s.w) continue;
-              for (let c = 0; c < cg; c++) {
-                dx[((n * s.h + h) * s.w + ww) * s.c + grp * cg + c]! += g *
-                  w[((k * s.r + r) * s.s + t) * cg + c]!;
-              }
-            }
-          }
-        }
-      }
-    }
-  }
+  forEachConvTap(s, (yi, xi, wi) => dx[xi]! += dy[yi]! * w[wi]!);
   return dx;
 }
 
-/** dw of a conv from x and dy, float64 (reference). */
+/** dw [k,r,s,c/g] of a conv from x and dy. */
 export function convWgradRef(x: Float64Array, dy: Float64Array, s: ConvShape): Float64Array {
-  const cg = s.c / s.groups, kg = s.k / s.groups;
-  const dw = new Float64Array(s.k * s.r * s.s * cg);
-  for (let n = 0; n < s.n; n++) {
-    for (let p = 0; p < s.p; p++) {
-      for (let q = 0; q < s.q; q++) {
-        for (let k = 0; k < s.k; k++) {
-          const g = dy[((n * s.p + p) * s.q + q) * s.k + k]!, grp = Math.floor(k / kg);
-          for (let r = 0; r < s.r; r++) {
-            const h = p * s.strideH - s.padH + r;
-            if (h < 0 || h >= s.h) continue;
-            for (let t = 0; t < s.s; t++) {
-              const ww = q * s.strideW - s.padW + t;
-              if (ww < 0 || ww >= s.w) continue;
-              for (let c = 0; c < cg; c++) {
-                dw[((k * s.r + r) * s.s + t) * cg + c]! += g *
-                  x[((n * s.h + h) * s.w + ww) * s.c + grp * cg + c]!;
-              }
-            }
-          }
-        }
-      }
-    }
-  }
+  const dw = new Float64Array(s.k * s.r * s.s * (s.c / s.groups));
+  forEachConvTap(s, (yi, xi, wi) => dw[wi]! += dy[yi]! * x[xi]!);
   return dw;
 }
 
