@@ -39,7 +39,7 @@ import { QUANT_NAMES, quantConfig } from "../quant/config.ts";
 import { Int8Gemm } from "../quant/int8_gemm.ts";
 import { ModelQuantizer } from "../quant/quantizer.ts";
 import type { Tensor } from "../tensor.ts";
-import { pixelStats } from "../train/trainer.ts";
+import { pixelStats, runRngs } from "../train/trainer.ts";
 import { analyzeGradient, pickChannels, summarize } from "../report/channels.ts";
 import { type AnalyzeReport, type LayerReport, reportHtml } from "../report/html.ts";
 import { fmtNum } from "../report/svg.ts";
@@ -241,7 +241,7 @@ export async function analyze(
   const backend: Backend = getBackend(a.backend);
   if (a.threads !== undefined) backend.setThreads(a.threads);
 
-  const model = createModel(a.model, { backend, rng: new Rng(a.seed) }, {
+  const model = createModel(a.model, { backend, rng: runRngs(a.seed).init }, {
     inChannels: data.channels,
     inputSize: data.height,
     classes: data.classes,
@@ -283,7 +283,7 @@ export async function analyze(
     const loader = new DataLoader(data, {
       batchSize: a.batchSize,
       shuffle: true,
-      rng: new Rng(a.seed).split(),
+      rng: runRngs(a.seed).data,
     });
     const { mean, std } = pixelStats(data);
     const want = new Set(a.steps);

@@ -84,6 +84,16 @@ export interface TrainResult {
   testAcc: number;
 }
 
+/**
+ * The run's random streams from one seed: weight initialization and data order draw from
+ * independent xoshiro streams (2^64 draws apart), so neither shifts when the other changes.
+ */
+export function runRngs(seed: number): { init: Rng; data: Rng } {
+  const root = new Rng(seed);
+  const init = root.split();
+  return { init, data: root.split() };
+}
+
 /** Mean and standard deviation of a dataset's pixels in [0, 1] (for input normalization). */
 export function pixelStats(ds: ImageDataset): { mean: number; std: number } {
   let s = 0, s2 = 0;
@@ -166,7 +176,8 @@ export async function train(
   const backend = typeof run.backend === "string" ? getBackend(run.backend) : run.backend;
   if (run.threads !== undefined) backend.setThreads(run.threads);
   const print = run.print ?? ((l: string) => console.log(l));
-  const init = { backend, rng: new Rng(cfg.seed) };
+  const rngs = runRngs(cfg.seed);
+  const init = { backend, rng: rngs.init };
   const model = createModel(cfg.model, init, {
     inChannels: trainSet.channels,
     inputSize: trainSet.height,
@@ -180,7 +191,7 @@ export async function train(
     weightDecay: cfg.weightDecay,
     nesterov: cfg.nesterov,
   });
-  const dataRng = new Rng(cfg.seed).split();
+  const dataRng = rngs.data;
   const loader = new DataLoader(trainSet, {
     batchSize: cfg.batchSize,
     shuffle: true,
