@@ -28,7 +28,6 @@ import type { Backend, ConvShape } from "../backend/backend.ts";
 import { getBackend } from "../backend/native.ts";
 import { dataDirHint, defaultDataDir, type KnownDataset, loadMnistLike } from "../data/datasets.ts";
 import { DataLoader } from "../data/loader.ts";
-import { Rng } from "../data/rng.ts";
 import { createModel, MODELS } from "../models/registry.ts";
 import { Conv2d, type GemmLayer, isGemmLayer, Linear } from "../nn/layers.ts";
 import type { Module } from "../nn/module.ts";
