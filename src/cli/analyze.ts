@@ -11,7 +11,6 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import {
   BACKENDS,
   COMMON_OPTIONS,
@@ -19,6 +18,7 @@ import {
   int,
   list,
   oneOf,
+  parseFlags,
   parseQuantSet,
   runCommand,
   UsageError,
@@ -96,25 +96,14 @@ export interface AnalyzeArgs {
 
 /** Parses CLI arguments; throws UsageError on a bad flag or value. */
 export function parseAnalyzeArgs(args: string[]): AnalyzeArgs {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        ...COMMON_OPTIONS,
-        layers: { type: "string" },
-        steps: { type: "string" },
-        channels: { type: "string" },
-        bins: { type: "string" },
-        "log-y": { type: "boolean" },
-      },
-    }));
-  } catch (e) {
-    throw new UsageError(`${(e as Error).message}. Run with --help for the flags.`);
-  }
-  const v = values;
+  const v = parseFlags(args, {
+    ...COMMON_OPTIONS,
+    layers: { type: "string" },
+    steps: { type: "string" },
+    channels: { type: "string" },
+    bins: { type: "string" },
+    "log-y": { type: "boolean" },
+  });
   const quant = oneOf("quant", v.quant, "fp32", QUANT_NAMES);
   const quantSet = parseQuantSet(quant, v["quant-set"]);
   const lr = v.lr === undefined ? 0.05 : Number(v.lr);

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { parseArgs, type ParseArgsConfig } from "node:util";
 import { Daint8Error } from "../../ffi/library.ts";
 import type { KnownDataset } from "../data/datasets.ts";
 import { quantConfig } from "../quant/config.ts";
@@ -35,6 +36,21 @@ export const COMMON_OPTIONS = {
 /** A command-line mistake: printed without a stack trace, exit status 2. */
 export class UsageError extends Error {
   override name = "UsageError";
+}
+
+/**
+ * Parses `args` strictly against `options` (no positionals); an unknown flag or a missing value
+ * is a UsageError.
+ */
+export function parseFlags<O extends NonNullable<ParseArgsConfig["options"]>>(
+  args: string[],
+  options: O,
+) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message}. Run with --help for the flags.`);
+  }
 }
 
 /** `--name v` as an integer >= min (`def` when absent). */

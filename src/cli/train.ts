@@ -4,7 +4,6 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import {
   BACKENDS,
   COMMON_OPTIONS,
@@ -12,6 +11,7 @@ import {
   int,
   num,
   oneOf,
+  parseFlags,
   parseQuantSet,
   runCommand,
   UsageError,
@@ -68,29 +68,19 @@ export type ExtraOptions = Record<string, { type: "string" | "boolean" }>;
  * accepted too and returned raw in `extra`.
  */
 export function parseTrainArgs(args: string[], extraOptions: ExtraOptions = {}) {
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        ...COMMON_OPTIONS,
-        epochs: { type: "string" },
-        momentum: { type: "string" },
-        nesterov: { type: "boolean" },
-        "weight-decay": { type: "string" },
-        schedule: { type: "string" },
-        warmup: { type: "string" },
-        resume: { type: "string" },
-        "test-limit": { type: "string" },
-        "stop-after": { type: "string" },
-        ...extraOptions,
-      },
-    }));
-  } catch (e) {
-    throw new UsageError(`${(e as Error).message}. Run with --help for the flags.`);
-  }
+  const values: Record<string, string | boolean | undefined> = parseFlags(args, {
+    ...COMMON_OPTIONS,
+    epochs: { type: "string" },
+    momentum: { type: "string" },
+    nesterov: { type: "boolean" },
+    "weight-decay": { type: "string" },
+    schedule: { type: "string" },
+    warmup: { type: "string" },
+    resume: { type: "string" },
+    "test-limit": { type: "string" },
+    "stop-after": { type: "string" },
+    ...extraOptions,
+  });
   const v = values as Record<string, string | undefined> & { nesterov?: boolean; help?: boolean };
   const quant = oneOf("quant", v.quant, "fp32", QUANT_NAMES);
   const quantSet = parseQuantSet(quant, v["quant-set"]);
