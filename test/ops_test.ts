@@ -229,3 +229,61 @@ Deno.test("softmaxCrossEntropy() matches the reference and finite differences", 
     },
   });
 });
+
+Deno.test("conv2d(), max/avg pool and batchNorm() on seeded random shapes match reference and FD", () => {
+  const rng = new Rng(2024);
+  const pick = (lo: number, hi: number) => lo + rng.int(hi - lo + 1);
+  for (let trial = 0; trial < 8; trial++) {
+    const groups = pick(1, 3);
+    const c = groups * pick(1, 3), k = groups * pick(1, 3);
+    const r = pick(1, 4), s = pick(1, 4);
+    const opts = {
+      stride: [pick(1, 2), pick(1, 2)] as [number, number],
+      padding: [pick(0, r - 1), pick(0, s - 1)] as [number, number],
+      groups,
+    };
+    const x: [number, number, number, number] = [pick(1, 3), pick(r, 8), pick(s, 8), c];
+    const shape = convShape("test", x, k, [r, s], opts);
+    const what = `trial ${trial}: x [${x}], w [${k}, ${r}, ${s}, ${c / groups}], ${
+      JSON.stringify(opts)
+    }`;
+    try {
+      checkOp({
+        seed: trial,
+        inputs: { x, w: [k, r, s, c / groups], b: [k] },
+        native: (tape, t) => conv2d(tape, t.x!, t.w!, t.b!, opts),
+        reference: (a) => convRef(a.x!, a.w!, a.b!, shape),
+      });
+      const pk: [number, number] = [pick(1, Math.min(3, x[1])), pick(1, Math.min(3, x[2]))];
+      const popts = { stride: [pick(1, 2), pick(1, 2)] as [number, number], padding: 0 };
+      const ps = convShape("test", x, c, pk, { ...popts, groups: c });
+      for (const kind of ["max", "avg"] as const) {
+        checkOp({
+          seed: 100 + trial,
+          inputs: { x },
+          native: (tape, t) =>
+            kind === "max" ? maxPool2d(tape, t.x!, pk, popts) : avgPool2d(tape, t.x!, pk, popts),
+          reference: (a) => poolRef(a.x!, ps, kind),
+        });
+      }
+      const m = x[0] * x[1] * x[2];
+      if (m >= 2) {
+        checkOp({
+          seed: 200 + trial,
+          inputs: { x, gamma: [c], beta: [c] },
+          native: (tape, t) =>
+            batchNorm(tape, t.x!, {
+              gamma: t.gamma!,
+              beta: t.beta!,
+              runningMean: tape.own(Tensor.full(tape.backend, [c], 0)),
+              runningVar: tape.own(Tensor.full(tape.backend, [c], 1)),
+            }, { training: true }),
+          reference: (a) => batchNormRef(a.x!, a.gamma!, a.beta!, m, c),
+          gradTol: { atol: 1e-3, rtol: 5e-3 },
+        });
+      }
+    } catch (e) {
+      throw new Error(`${what}: ${(e as Error).message}`);
+    }
+  }
+});
