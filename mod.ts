@@ -22,13 +22,18 @@
  * @module
  */
 export { Daint8Error, loadLibrary } from "./ffi/library.ts";
+export type { NativeLibrary } from "./ffi/library.ts";
 export { ABI_VERSION } from "./ffi/symbols.ts";
-export type {
-  Backend,
-  BatchNormState,
-  ConvShape,
-  SgdHyper,
-  Storage,
+export { SYMBOLS, type Symbols } from "./ffi/symbols.ts";
+export {
+  type Backend,
+  type BatchNormState,
+  type ConvShape,
+  INT8_KERNELS,
+  type Int8Kernel,
+  ScaleLayout,
+  type SgdHyper,
+  type Storage,
 } from "./src/backend/backend.ts";
 export { getBackend, NativeBackend } from "./src/backend/native.ts";
 export { type DType, DTYPE_BYTES, shapeSize, Tensor } from "./src/tensor.ts";
@@ -66,17 +71,33 @@ export {
 } from "./src/optim/schedule.ts";
 export { Rng } from "./src/data/rng.ts";
 export { parseIdx, readIdx } from "./src/data/idx.ts";
+export type { IdxArray } from "./src/data/idx.ts";
 export { defaultDataDir, type ImageDataset, loadMnistLike } from "./src/data/datasets.ts";
+export type { KnownDataset, LoadMnistLikeOptions } from "./src/data/datasets.ts";
 export { DataLoader } from "./src/data/loader.ts";
+export type { Batch } from "./src/data/loader.ts";
 export {
   decodeSafetensors,
   encodeSafetensors,
   readSafetensors,
   writeSafetensorsAtomic,
 } from "./src/io/safetensors.ts";
+export type {
+  Dtype as SafetensorsDtype,
+  Safetensors,
+  Tensor as SafetensorsTensor,
+  TypedArray,
+} from "./src/io/safetensors.ts";
 export { readCheckpoint, saveCheckpoint } from "./src/train/checkpoint.ts";
+export type {
+  CheckpointContents,
+  CheckpointMeta,
+  LoadedCheckpoint,
+} from "./src/train/checkpoint.ts";
 export { evaluate, train, type TrainConfig, type TrainResult } from "./src/train/trainer.ts";
+export type { EpochResult, RunOptions } from "./src/train/trainer.ts";
 export { MetricsLog } from "./src/train/metrics.ts";
+export type { MetricValue } from "./src/train/metrics.ts";
 export { Progress } from "./src/train/progress.ts";
 export {
   CLIP_RULES,
@@ -86,6 +107,7 @@ export {
   type QuantConfig,
   quantConfig,
 } from "./src/quant/config.ts";
+export { SHARP_FAMILIES, type SharpFamily } from "./src/quant/config.ts";
 export {
   cosineDistance,
   Int8Gemm,
@@ -93,6 +115,7 @@ export {
   type LayerQuantStats,
 } from "./src/quant/int8_gemm.ts";
 export { ModelQuantizer } from "./src/quant/quantizer.ts";
+export type { HostTensors } from "./src/quant/quantizer.ts";
 export {
   type ChannelShape,
   classifyChannel,

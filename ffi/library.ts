@@ -24,6 +24,9 @@ export class Daint8Error extends Error {
   /** The native status code (0 when the library could not be loaded at all). */
   readonly status: number;
   /**
+   * An error with `message` and the native `status` (0 for a load failure); `options.cause`
+   * carries an underlying error.
+   *
    * @example
    * ```ts
    * import { Daint8Error } from "./library.ts";
@@ -44,9 +47,17 @@ export interface NativeLibrary {
   readonly backend: string;
   /** File the library was loaded from. */
   readonly path: string;
+  /**
+   * The library's FFI functions (kernels/daint8.h), after the ABI version check; call `check` on
+   * each returned status.
+   */
   readonly symbols: Symbols;
   /** Throws a `Daint8Error` with the library's message when `status` is not 0. */
   check(status: number): void;
+  /**
+   * Unloads the library and drops it from the process cache (the next `loadLibrary` opens it
+   * again); its symbols must not be called afterwards.
+   */
   close(): void;
 }
 

@@ -40,7 +40,9 @@ let nextId = 1;
 export class Tensor {
   /** Dimensions, outermost first (activations are NHWC, weights OHWI). */
   readonly shape: readonly number[];
+  /** Element type (`f32`, `i32`, `u8`, `i8`). */
   readonly dtype: DType;
+  /** Backend whose memory holds the data. */
   readonly backend: Backend;
   /** Number of elements. */
   readonly size: number;
@@ -163,6 +165,7 @@ export class Tensor {
     if (--s.refs === 0) this.backend.release(s);
   }
 
+  /** Calls `dispose()`, so `using t = ...` releases the view at scope exit. */
   [Symbol.dispose](): void {
     this.dispose();
   }

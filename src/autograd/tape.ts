@@ -28,6 +28,7 @@ interface Entry {
 
 /** Records ops for backward and owns every tensor created through it. */
 export class Tape {
+  /** Backend on which the tape allocates its tensors. */
   readonly backend: Backend;
   /** Whether ops record backward closures. */
   readonly grad: boolean;
@@ -37,6 +38,9 @@ export class Tape {
   #leaves = new Set<number>();
 
   /**
+   * A tape allocating on `backend`; `opts.grad` (default true) says whether ops record backward
+   * closures. Use `grad: false` for evaluation.
+   *
    * @example
    * ```ts ignore
    * using tape = new Tape(backend, { grad: true });
@@ -126,6 +130,7 @@ export class Tape {
     this.#leaves.clear();
   }
 
+  /** Calls `dispose()`, so `using tape = new Tape(...)` frees the step's tensors at scope exit. */
   [Symbol.dispose](): void {
     this.dispose();
   }

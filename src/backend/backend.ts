@@ -10,42 +10,76 @@ import type { Tensor } from "../tensor.ts";
 
 /** A block of backend memory. `refs` counts the tensor views using it. */
 export interface Storage {
+  /** The native `d8_buffer` handle of the allocation (pass it to the library's symbols). */
   readonly handle: Deno.PointerValue;
+  /** Size of the allocation in bytes; a tensor on it may use fewer (`Tensor.bytes` <= this). */
   readonly bytes: number;
+  /**
+   * Live tensor views on this storage; the last `Tensor.dispose()` (refs back to 0) hands it to
+   * `Backend.release`.
+   */
   refs: number;
 }
 
 /** Convolution / pooling geometry (kernels/daint8.h `d8_conv_shape`). */
 export interface ConvShape {
+  /** Batch size (input [n, h, w, c], output [n, p, q, k]). */
   n: number;
+  /** Input height in pixels. */
   h: number;
+  /** Input width in pixels. */
   w: number;
+  /** Input channels, all groups together. */
   c: number;
+  /** Output channels (the weight's first dimension); equal to `c` for pools. */
   k: number;
+  /** Kernel (window) height. */
   r: number;
+  /** Kernel (window) width. */
   s: number;
+  /**
+   * Channel groups: each output channel reads `c / groups` input channels (weight [k, r, s,
+   * c/groups]); `c` for pools.
+   */
   groups: number;
+  /** Vertical stride in input rows. */
   strideH: number;
+  /** Horizontal stride in input columns. */
   strideW: number;
+  /** Zero padding added above and below the input, in rows. */
   padH: number;
+  /** Zero padding added left and right of the input, in columns. */
   padW: number;
+  /** Output height: floor((h + 2 * padH - r) / strideH) + 1. */
   p: number;
+  /** Output width: floor((w + 2 * padW - s) / strideW) + 1. */
   q: number;
 }
 
 /** Batch-norm tensors of one layer: affine parameters and running statistics, all [c]. */
 export interface BatchNormState {
+  /** Per-channel scale [c] (the layer's trained `weight` parameter). */
   gamma: Tensor;
+  /** Per-channel shift [c] (the layer's trained `bias` parameter). */
   beta: Tensor;
+  /** Running mean [c]: updated in place by training-mode passes, used in evaluation mode. */
   runningMean: Tensor;
+  /**
+   * Running unbiased variance [c]: updated in place by training-mode passes, used in evaluation
+   * mode.
+   */
   runningVar: Tensor;
 }
 
 /** Hyper-parameters of one SGD update. */
 export interface SgdHyper {
+  /** Learning rate: the step is `w -= lr * g`. */
   lr: number;
+  /** Momentum factor (0 = plain SGD); dampening is 0, as in PyTorch. */
   momentum: number;
+  /** L2 penalty: `weightDecay * w` is added to the gradient before the momentum update. */
   weightDecay: number;
+  /** Nesterov momentum: step with `g + momentum * buf` instead of `buf`. */
   nesterov: boolean;
 }
 
@@ -67,31 +101,92 @@ export interface Backend {
   info(): string;
   /** Sets the worker thread count (cpu); 0 = all cores. */
   setThreads(threads: number): void;
+  /**
+   * Waits until all work enqueued on the backend's stream has finished (the cpu backend runs every
+   * op synchronously, so this returns at once).
+   */
   synchronize(): void;
   /** Frees cached memory and the context; the backend is unusable afterwards. */
   close(): void;
 
+  /**
+   * Allocates `bytes` (a positive integer) of backend memory, 64-byte aligned, contents undefined,
+   * possibly reusing released storage; the result has `refs` 0. Throws a RangeError on a bad size,
+   * a `Daint8Error` when the native allocation fails.
+   */
   alloc(bytes: number): Storage;
   /** Returns storage whose last view was disposed (it may be cached for reuse). */
   release(storage: Storage): void;
+  /**
+   * Copies the host bytes of `src` into `dst` (no dtype conversion). Throws a TypeError unless
+   * `src.byteLength` equals `dst.bytes`.
+   */
   upload(dst: Tensor, src: ArrayBufferView): void;
+  /**
+   * Copies the bytes of `src` into host memory `dst` (no dtype conversion). Throws a TypeError
+   * unless `dst.byteLength` equals `src.bytes`.
+   */
   download(dst: ArrayBufferView, src: Tensor): void;
+  /**
+   * Copies `src` into `dst` byte for byte, whatever the dtypes. Throws a TypeError unless both have
+   * the same byte size.
+   */
   copy(dst: Tensor, src: Tensor): void;
 
+  /** Sets every element of the f32 tensor `y` to `value`. */
   fill(y: Tensor, value: number): void;
+  /** y = a + b elementwise over `y.size` f32 elements (overwritten); `y` may alias `a` or `b`. */
   add(y: Tensor, a: Tensor, b: Tensor): void;
+  /**
+   * y += alpha * x elementwise over `y.size` f32 elements (accumulated into `y`, e.g. gradient
+   * sums).
+   */
   axpy(y: Tensor, alpha: number, x: Tensor): void;
+  /**
+   * y (f32) = x (u8) * scale + shift elementwise over `y.size` elements: decodes and normalizes
+   * images.
+   */
   u8ToF32(y: Tensor, x: Tensor, scale: number, shift: number): void;
+  /** y = max(x, 0) elementwise (f32, overwritten); `y` may alias `x`. */
   relu(y: Tensor, x: Tensor): void;
+  /** dx = dy * (y > 0) from the forward output `y` (f32, overwritten); `dx` may alias `dy`. */
   reluBackward(dx: Tensor, dy: Tensor, y: Tensor): void;
+  /**
+   * Channel concatenation of NHWC tensors viewed as rows (rows = n * h * w): y [rows, ca + cb] = [a
+   * [rows, ca], b [rows, cb]], f32, overwritten.
+   */
   concatChannels(y: Tensor, a: Tensor, b: Tensor, rows: number, ca: number, cb: number): void;
+  /**
+   * Backward of `concatChannels`: splits dy [rows, ca + cb] into da [rows, ca] and db [rows, cb]
+   * (both overwritten).
+   */
   splitChannels(da: Tensor, db: Tensor, dy: Tensor, rows: number, ca: number, cb: number): void;
 
+  /**
+   * fp32 convolution: y [n, p, q, k] (overwritten) from x [n, h, w, c] (NHWC) and w [k, r, s,
+   * c/groups] (OHWI), plus bias [k] unless `bias` is null.
+   */
   conv2d(y: Tensor, x: Tensor, w: Tensor, bias: Tensor | null, shape: ConvShape): void;
+  /**
+   * fp32 input gradient of `conv2d`: dx [n, h, w, c] (overwritten) from dy [n, p, q, k] and w [k,
+   * r, s, c/groups].
+   */
   conv2dDgrad(dx: Tensor, dy: Tensor, w: Tensor, shape: ConvShape): void;
+  /**
+   * fp32 weight gradient of `conv2d`: dw [k, r, s, c/groups] (overwritten, not accumulated) from x
+   * [n, h, w, c] and dy [n, p, q, k].
+   */
   conv2dWgrad(dw: Tensor, x: Tensor, dy: Tensor, shape: ConvShape): void;
+  /**
+   * Bias gradient of conv and linear: db[j] = sum over rows i < m of dy[i, j], for dy viewed as [m,
+   * n] (db [n], overwritten).
+   */
   biasGrad(db: Tensor, dy: Tensor, m: number, n: number): void;
 
+  /**
+   * fp32 fully connected layer: y [m, n] = x [m, k] . w [n, k]^T, plus bias [n] unless `bias` is
+   * null (overwritten).
+   */
   linear(
     y: Tensor,
     x: Tensor,
@@ -101,9 +196,19 @@ export interface Backend {
     n: number,
     k: number,
   ): void;
+  /** Input gradient of `linear`: dx [m, k] = dy [m, n] . w [n, k] (overwritten). */
   linearDgrad(dx: Tensor, dy: Tensor, w: Tensor, m: number, n: number, k: number): void;
+  /**
+   * Weight gradient of `linear`: dw [n, k] = dy [m, n]^T . x [m, k] (overwritten, not accumulated).
+   */
   linearWgrad(dw: Tensor, x: Tensor, dy: Tensor, m: number, n: number, k: number): void;
 
+  /**
+   * Training-mode batch norm over x viewed as [m, c] (m = n * h * w): normalizes with the batch
+   * mean and biased variance into y, writes saveMean [c] and saveInvStd = 1 / sqrt(var + eps) [c]
+   * for the backward pass, and updates `state.runningMean` / `state.runningVar` in place as running
+   * = (1 - momentum) * running + momentum * batch (unbiased variance for the running one).
+   */
   batchNormTrain(
     y: Tensor,
     saveMean: Tensor,
@@ -115,6 +220,10 @@ export interface Backend {
     momentum: number,
     eps: number,
   ): void;
+  /**
+   * Evaluation-mode batch norm over x viewed as [m, c]: y = gamma * (x - runningMean) /
+   * sqrt(runningVar + eps) + beta (overwritten); `state` is not changed.
+   */
   batchNormInfer(
     y: Tensor,
     x: Tensor,
@@ -123,6 +232,10 @@ export interface Backend {
     c: number,
     eps: number,
   ): void;
+  /**
+   * Backward of `batchNormTrain` from its saveMean and saveInvStd: writes dx [m, c], dgamma [c] and
+   * dbeta [c] (all overwritten, not accumulated).
+   */
   batchNormBackward(
     dx: Tensor,
     dgamma: Tensor,
@@ -136,11 +249,32 @@ export interface Backend {
     c: number,
   ): void;
 
+  /**
+   * Max pooling (shape.k = shape.groups = shape.c): y [n, p, q, c] f32 and argmax (i32, same shape)
+   * holding the flat input position h * W + w of each maximum, or -1 (with y = 0) for a window
+   * lying entirely in padding.
+   */
   maxPool(y: Tensor, argmax: Tensor, x: Tensor, shape: ConvShape): void;
+  /**
+   * Backward of `maxPool`: dx [n, h, w, c] is zeroed, then each dy [n, p, q, c] element is added at
+   * its argmax position (overlapping windows accumulate).
+   */
   maxPoolBackward(dx: Tensor, dy: Tensor, argmax: Tensor, shape: ConvShape): void;
+  /**
+   * Average pooling: y [n, p, q, c] (overwritten); padding counts in the divisor r * s (PyTorch's
+   * count_include_pad = true).
+   */
   avgPool(y: Tensor, x: Tensor, shape: ConvShape): void;
+  /**
+   * Backward of `avgPool`: dx [n, h, w, c] (overwritten) gets each window's dy / (r * s) spread
+   * over its input positions.
+   */
   avgPoolBackward(dx: Tensor, dy: Tensor, shape: ConvShape): void;
+  /** Global average pooling: y [n, c] = mean over the hw spatial positions of x [n, hw, c]. */
   globalAvgPool(y: Tensor, x: Tensor, n: number, hw: number, c: number): void;
+  /**
+   * Backward of `globalAvgPool`: dx [n, hw, c] = dy [n, c] / hw at every position (overwritten).
+   */
   globalAvgPoolBackward(dx: Tensor, dy: Tensor, n: number, hw: number, c: number): void;
 
   /** stats[0] = mean loss, stats[1] = correct predictions; probs kept for backward. */
@@ -152,6 +286,10 @@ export interface Backend {
     n: number,
     classes: number,
   ): void;
+  /**
+   * dlogits [n, classes] = scale * (probs - onehot(labels)) (overwritten), from the `probs` the
+   * forward pass kept and i32 labels [n]; scale is usually 1 / n for a mean loss.
+   */
   softmaxCrossEntropyBackward(
     dlogits: Tensor,
     probs: Tensor,
@@ -161,6 +299,11 @@ export interface Backend {
     scale: number,
   ): void;
 
+  /**
+   * One in-place SGD step on `w` and its momentum buffer `momentumBuf` (same size, zero before the
+   * first step), PyTorch semantics: g = grad + weightDecay * w; buf = momentum * buf + g; g =
+   * nesterov ? g + momentum * buf : buf; w -= lr * g.
+   */
   sgdStep(w: Tensor, momentumBuf: Tensor, grad: Tensor, hyper: SgdHyper): void;
 
   // ---- INT8: symmetric, levels -127..127; clips s and scales s/127 in f32 tensors ----
@@ -187,6 +330,10 @@ export interface Backend {
     stochastic: boolean,
     seed: bigint,
   ): void;
+  /**
+   * y (f32) = q (i8) * clip / 127 for q viewed as [outer, inner], clips picked by `layout` as in
+   * `quantizeI8` (tests, error measurement, analysis).
+   */
   dequantizeI8(
     y: Tensor,
     q: Tensor,
@@ -199,6 +346,12 @@ export interface Backend {
   absmax(out: Tensor, x: Tensor): void;
   /** out [4, channels]: max |x|, std, fraction |x| > std, mean of each channel of x [rows, c]. */
   channelStats(out: Tensor, x: Tensor, rows: number, channels: number): void;
+  /**
+   * int8 convolution: x (i8, NHWC) and w (i8, OHWI) multiplied with int32 accumulation, then y [n,
+   * p, q, k] f32 (overwritten) = sum * xScale[0] * wScale[k or 0], plus f32 bias [k] unless null.
+   * Scales are f32 tensors of clip / 127; `wLayout` is `ScaleLayout.tensor` or `ScaleLayout.outer`.
+   * Operands must lie in [-127, 127].
+   */
   conv2dI8(
     y: Tensor,
     x: Tensor,
@@ -209,6 +362,11 @@ export interface Backend {
     wLayout: ScaleLayout,
     shape: ConvShape,
   ): void;
+  /**
+   * int8 input gradient: dx [n, h, w, c] f32 (overwritten) = sum over k of dy (i8) * w (i8), times
+   * dyScale[0] * wScale[0]. Both scales are per tensor since the output channel is the reduction
+   * dimension: fold a per-channel weight scale into dy before quantizing it.
+   */
   conv2dDgradI8(
     dx: Tensor,
     dy: Tensor,
@@ -217,6 +375,12 @@ export interface Backend {
     wScale: Tensor,
     shape: ConvShape,
   ): void;
+  /**
+   * int8 weight gradient: dw [k, r, s, c/groups] f32 (overwritten) = sum over the n * p * q rows of
+   * dy (i8) times the unfolded x (i8), times dyScale[k or 0] * xScale[0]. `dyLayout` is
+   * `ScaleLayout.tensor` or `ScaleLayout.inner` (per output channel: GVQ). The reduction runs in
+   * int32 chunks short enough not to overflow, summed in f32.
+   */
   conv2dWgradI8(
     dw: Tensor,
     x: Tensor,

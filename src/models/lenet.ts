@@ -14,22 +14,35 @@ import { relu } from "../ops/elementwise.ts";
 
 /** Input geometry and number of classes of an image classifier. */
 export interface ClassifierOptions {
+  /** Input channels (default 1 for LeNet-5, 3 for ResNets). */
   inChannels?: number;
   /** Input height = width (LeNet-5 needs it to size fc1). */
   inputSize?: number;
+  /** Number of output classes, the width of the logits (default 10). */
   classes?: number;
 }
 
 /** LeNet-5 for 28x28 (MNIST) or 32x32 inputs. */
 export class LeNet5 extends Module {
+  /** 5x5 convolution, inChannels -> 6 channels, padding 2. */
   readonly conv1: Conv2d;
+  /** 2x2 max pooling, stride 2, applied after each convolution. */
   readonly pool: MaxPool2d = new MaxPool2d(2);
+  /** 5x5 convolution, 6 -> 16 channels, no padding. */
   readonly conv2: Conv2d;
+  /** Flattens [n, side, side, 16] to [n, 16 * side * side] before fc1. */
   readonly flatten: Flatten = new Flatten();
+  /** Linear 16 * side * side -> 120 (side = 5 for 28x28 inputs, 6 for 32x32). */
   readonly fc1: Linear;
+  /** Linear 120 -> 84. */
   readonly fc2: Linear;
+  /** Linear 84 -> classes: the logits. */
   readonly fc3: Linear;
 
+  /**
+   * Creates the layers with `init`'s backend and generator. Throws a RangeError when `inputSize` is
+   * below 12, too small for the two convolutions and pools.
+   */
   constructor(init: InitContext, opts: ClassifierOptions = {}) {
     super();
     const size = opts.inputSize ?? 28;
@@ -42,6 +55,7 @@ export class LeNet5 extends Module {
     this.fc3 = this.child("fc3", new Linear(init, 84, opts.classes ?? 10));
   }
 
+  /** Logits [n, classes] for images x [n, inputSize, inputSize, inChannels] (NHWC, f32). */
   forward(tape: Tape, x: Tensor): Tensor {
     x = this.pool.forward(tape, relu(tape, this.conv1.forward(tape, x)));
     x = this.pool.forward(tape, relu(tape, this.conv2.forward(tape, x)));

@@ -22,13 +22,21 @@ function conv1x1(init: InitContext, cin: number, cout: number, stride = 1): Conv
 
 /** conv3x3 -> bn -> relu -> conv3x3 -> bn, plus the shortcut, then relu. */
 export class BasicBlock extends Module {
+  /** First 3x3 convolution (stride `stride`), no bias. */
   readonly conv1: Conv2d;
+  /** Batch norm after conv1. */
   readonly bn1: BatchNorm2d;
+  /** Second 3x3 convolution (stride 1), no bias. */
   readonly conv2: Conv2d;
+  /** Batch norm after conv2, before the shortcut is added. */
   readonly bn2: BatchNorm2d;
   /** 1x1 conv + bn when the shape changes, else identity (null). */
   readonly downsample: Sequential | null;
 
+  /**
+   * A block from `cin` to `cout` channels; `stride` 2 halves the height and width. A projection
+   * shortcut (`downsample`) is created when the stride is not 1 or the channel count changes.
+   */
   constructor(init: InitContext, cin: number, cout: number, stride = 1) {
     super();
     this.conv1 = this.child("conv1", conv3x3(init, cin, cout, stride));
@@ -43,6 +51,10 @@ export class BasicBlock extends Module {
       : null;
   }
 
+  /**
+   * relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)) for x [n, h, w, cin]; returns [n, h/stride,
+   * w/stride, cout] (rounded up).
+   */
   forward(tape: Tape, x: Tensor): Tensor {
     let out = relu(tape, this.bn1.forward(tape, this.conv1.forward(tape, x)));
     out = this.bn2.forward(tape, this.conv2.forward(tape, out));
@@ -61,12 +73,24 @@ export interface ResNetConfig extends ClassifierOptions {
 
 /** A CIFAR-style ResNet built from `config`. */
 export class ResNet extends Module {
+  /** The stem: 3x3 convolution, inChannels -> widths[0], stride 1, no bias. */
   readonly conv1: Conv2d;
+  /** Batch norm after the stem convolution. */
   readonly bn1: BatchNorm2d;
+  /**
+   * The stages (`layer1`, `layer2`, ...), each a Sequential of BasicBlocks; every stage after the
+   * first starts with a stride-2 block.
+   */
   readonly stages: Sequential[] = [];
+  /** Global average pooling [n, h, w, c] -> [n, c] before the classifier. */
   readonly pool: GlobalAvgPool = new GlobalAvgPool();
+  /** Linear classifier from the last width to `classes` logits. */
   readonly fc: Linear;
 
+  /**
+   * Builds the network and re-initializes every convolution with He (fan-out) normal weights.
+   * Throws a RangeError unless `blocks` and `widths` are non-empty and of the same length.
+   */
   constructor(init: InitContext, config: ResNetConfig) {
     super();
     if (config.blocks.length !== config.widths.length || config.blocks.length === 0) {
@@ -100,6 +124,7 @@ export class ResNet extends Module {
     }
   }
 
+  /** Logits [n, classes] for images x [n, h, w, inChannels] (NHWC, f32). */
   forward(tape: Tape, x: Tensor): Tensor {
     x = relu(tape, this.bn1.forward(tape, this.conv1.forward(tape, x)));
     for (const stage of this.stages) x = stage.forward(tape, x);

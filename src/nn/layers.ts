@@ -17,7 +17,12 @@ import { type InitContext, Module, uniformTensor } from "./module.ts";
 
 /** A layer whose GEMMs a quantizer can take over. */
 export interface GemmLayer {
+  /**
+   * How the layer runs its fprop, dgrad and wgrad GEMMs; `FP32` by default, an `Int8Gemm` once a
+   * `ModelQuantizer` takes the layer over.
+   */
   arithmetic: GemmArithmetic;
+  /** The layer's f32 weight: [out, kh, kw, in/groups] (OHWI) for Conv2d, [out, in] for Linear. */
   readonly weight: Tensor;
 }
 
@@ -28,12 +33,22 @@ export function isGemmLayer(m: Module): m is Module & GemmLayer {
 
 /** 2-D convolution layer, weight [out, kh, kw, in/groups] (OHWI), optional bias [out]. */
 export class Conv2d extends Module implements GemmLayer {
+  /** Input channels c of x [n, h, w, c]. */
   readonly inChannels: number;
+  /** Output channels k of y [n, p, q, k]. */
   readonly outChannels: number;
+  /** Kernel [height, width]. */
   readonly kernel: [number, number];
+  /** Stride, padding and groups with their defaults filled in (1, 0, 1). */
   readonly options: Required<Conv2dOptions>;
+  /** f32 weight [outChannels, kh, kw, inChannels / groups] (OHWI), parameter `weight`. */
   readonly weight: Tensor;
+  /** f32 bias [outChannels] (parameter `bias`), or null when created with `bias: false`. */
   readonly bias: Tensor | null;
+  /**
+   * How the three GEMMs run: `FP32` by default, an `Int8Gemm` once a `ModelQuantizer` takes the
+   * layer over.
+   */
   arithmetic: GemmArithmetic = FP32;
 
   /**
@@ -74,6 +89,7 @@ export class Conv2d extends Module implements GemmLayer {
       : null;
   }
 
+  /** y [n, p, q, outChannels] from x [n, h, w, inChannels] (NHWC, f32) through `arithmetic`. */
   forward(tape: Tape, x: Tensor): Tensor {
     return conv2d(tape, x, this.weight, this.bias, this.options, this.arithmetic);
   }
@@ -81,12 +97,24 @@ export class Conv2d extends Module implements GemmLayer {
 
 /** Fully connected layer, weight [out, in], optional bias [out]. */
 export class Linear extends Module implements GemmLayer {
+  /** Input features: x is [n, inFeatures]. */
   readonly inFeatures: number;
+  /** Output features: y is [n, outFeatures]. */
   readonly outFeatures: number;
+  /** f32 weight [outFeatures, inFeatures], parameter `weight`. */
   readonly weight: Tensor;
+  /** f32 bias [outFeatures] (parameter `bias`), or null when created with `bias: false`. */
   readonly bias: Tensor | null;
+  /**
+   * How the three GEMMs run: `FP32` by default, an `Int8Gemm` once a `ModelQuantizer` takes the
+   * layer over.
+   */
   arithmetic: GemmArithmetic = FP32;
 
+  /**
+   * Weight and bias from U(-1/sqrt(inFeatures), 1/sqrt(inFeatures)), as PyTorch's default; `bias:
+   * false` leaves the bias out.
+   */
   constructor(
     init: InitContext,
     inFeatures: number,
@@ -103,6 +131,7 @@ export class Linear extends Module implements GemmLayer {
       : null;
   }
 
+  /** y [n, outFeatures] = x [n, inFeatures] . weight^T (+ bias), through `arithmetic`. */
   forward(tape: Tape, x: Tensor): Tensor {
     return linear(tape, x, this.weight, this.bias, this.arithmetic);
   }
@@ -110,11 +139,22 @@ export class Linear extends Module implements GemmLayer {
 
 /** Batch normalization over channels (weight = gamma, bias = beta), PyTorch's defaults. */
 export class BatchNorm2d extends Module {
+  /** Normalized channels: the last dimension of the input. */
   readonly channels: number;
+  /** Weight of the batch statistics in the running-statistics update (default 0.1). */
   momentum: number;
+  /** Added to the variance before the square root (default 1e-5). */
   eps: number;
+  /**
+   * gamma (parameter `weight`, starts at 1), beta (`bias`, 0) and the running mean (buffer
+   * `running_mean`, 0) and variance (`running_var`, 1), all [channels].
+   */
   readonly state: BatchNormState;
 
+  /**
+   * Creates the parameters and buffers for `channels` channels; `momentum` and `eps` as PyTorch
+   * (0.1, 1e-5).
+   */
   constructor(init: InitContext, channels: number, opts: { momentum?: number; eps?: number } = {}) {
     super();
     this.channels = channels;
@@ -129,6 +169,10 @@ export class BatchNorm2d extends Module {
     };
   }
 
+  /**
+   * Normalizes x [..., channels] with batch statistics (updating the running ones) in training
+   * mode, with the running statistics in evaluation mode.
+   */
   forward(tape: Tape, x: Tensor): Tensor {
     return batchNorm(tape, x, this.state, {
       training: this.training,
@@ -140,6 +184,7 @@ export class BatchNorm2d extends Module {
 
 /** max(x, 0). */
 export class ReLU extends Module {
+  /** max(x, 0) elementwise, same shape as x. */
   forward(tape: Tape, x: Tensor): Tensor {
     return relu(tape, x);
   }
@@ -147,9 +192,11 @@ export class ReLU extends Module {
 
 /** Max pooling; stride defaults to the kernel size. */
 export class MaxPool2d extends Module {
+  /** Max pooling over `kernel` windows; `options.stride` defaults to the kernel, padding to 0. */
   constructor(readonly kernel: Pair, readonly options: PoolOptions = {}) {
     super();
   }
+  /** y [n, p, q, c] from x [n, h, w, c]: the max of each window, per channel. */
   forward(tape: Tape, x: Tensor): Tensor {
     return maxPool2d(tape, x, this.kernel, this.options);
   }
@@ -157,9 +204,14 @@ export class MaxPool2d extends Module {
 
 /** Average pooling; stride defaults to the kernel size. */
 export class AvgPool2d extends Module {
+  /**
+   * Average pooling over `kernel` windows; `options.stride` defaults to the kernel, padding to 0
+   * (padding counts in the divisor).
+   */
   constructor(readonly kernel: Pair, readonly options: PoolOptions = {}) {
     super();
   }
+  /** y [n, p, q, c] from x [n, h, w, c]: the mean of each window, per channel. */
   forward(tape: Tape, x: Tensor): Tensor {
     return avgPool2d(tape, x, this.kernel, this.options);
   }
@@ -167,6 +219,7 @@ export class AvgPool2d extends Module {
 
 /** Mean over height and width: [n, h, w, c] -> [n, c]. */
 export class GlobalAvgPool extends Module {
+  /** y [n, c], the mean of x [n, h, w, c] over height and width. */
   forward(tape: Tape, x: Tensor): Tensor {
     return globalAvgPool(tape, x);
   }
@@ -174,6 +227,7 @@ export class GlobalAvgPool extends Module {
 
 /** [n, ...] -> [n, features]. */
 export class Flatten extends Module {
+  /** x [n, ...] reshaped to [n, features] (features = product of the other dimensions). */
   forward(tape: Tape, x: Tensor): Tensor {
     return flatten(tape, x);
   }
@@ -181,12 +235,15 @@ export class Flatten extends Module {
 
 /** Runs its children in order; they are named "0", "1", ... as in PyTorch. */
 export class Sequential extends Module {
+  /** The children in the order they run. */
   readonly layers: readonly Module[];
+  /** Registers `layers` as children named "0", "1", ... in this order. */
   constructor(...layers: Module[]) {
     super();
     layers.forEach((m, i) => this.child(String(i), m));
     this.layers = layers;
   }
+  /** Feeds x through every layer in order and returns the last output. */
   forward(tape: Tape, x: Tensor): Tensor {
     for (const m of this.layers) x = m.forward(tape, x);
     return x;
@@ -195,11 +252,16 @@ export class Sequential extends Module {
 
 /** y = f(x) + shortcut(x), the residual connection (identity shortcut when none is given). */
 export class Residual extends Module {
+  /**
+   * y = body(x) + shortcut(x); a null `shortcut` is the identity. Registered as children `body` and
+   * `shortcut`.
+   */
   constructor(readonly body: Module, readonly shortcut: Module | null = null) {
     super();
     this.child("body", body);
     if (shortcut) this.child("shortcut", shortcut);
   }
+  /** body(x) + shortcut(x) (or + x); both must have the same shape. */
   forward(tape: Tape, x: Tensor): Tensor {
     return add(
       tape,

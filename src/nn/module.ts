@@ -12,6 +12,7 @@ import type { Tape } from "../autograd/tape.ts";
 
 /** What a layer needs to create its parameters. */
 export interface InitContext {
+  /** Backend on which the parameters and buffers are created. */
   backend: Backend;
   /** Seeded generator for weight initialization. */
   rng: Rng;

@@ -19,8 +19,14 @@ export function pair(v: Pair): [number, number] {
 
 /** Convolution options. */
 export interface Conv2dOptions {
+  /** Step between windows, [rows, columns] or one for both (default 1). */
   stride?: Pair;
+  /** Zeros added on each side of the input, [rows, columns] or one for both (default 0). */
   padding?: Pair;
+  /**
+   * Channel groups (default 1): input and output channels must both be divisible by it; each output
+   * channel reads c / groups inputs.
+   */
   groups?: number;
 }
 

@@ -11,7 +11,12 @@ import type { Tape } from "../autograd/tape.ts";
 export interface BatchNormOptions {
   /** Use batch statistics and update the running ones (training), else the running ones. */
   training: boolean;
+  /**
+   * Weight of the batch statistics in running = (1 - momentum) * running + momentum * batch
+   * (default 0.1).
+   */
   momentum?: number;
+  /** Added to the variance before the square root (default 1e-5). */
   eps?: number;
 }
 

@@ -10,7 +10,12 @@ import { convShape, type Pair } from "./conv.ts";
 
 /** Pooling window options; the stride defaults to the kernel size. */
 export interface PoolOptions {
+  /** Step between windows, [rows, columns] or one for both (default: the kernel size). */
   stride?: Pair;
+  /**
+   * Padding on each side, [rows, columns] or one for both (default 0); max pooling skips padded
+   * positions, average pooling counts them as zeros.
+   */
   padding?: Pair;
 }
 

@@ -13,6 +13,10 @@ export type ScheduleKind = typeof SCHEDULES[number];
 
 /** Schedule parameters. */
 export interface ScheduleOptions {
+  /**
+   * `constant`, `step` (decay by `gamma` at the milestones) or `cosine` (annealing to `minFactor *
+   * lr`).
+   */
   kind: ScheduleKind;
   /** Peak learning rate. */
   lr: number;
@@ -22,6 +26,7 @@ export interface ScheduleOptions {
   warmupSteps?: number;
   /** Step decay: multiply by `gamma` at each of these fractions of the run (default 0.5, 0.75). */
   milestones?: readonly number[];
+  /** Step decay: the factor applied at each milestone (default 0.1). */
   gamma?: number;
   /** Cosine: final rate as a fraction of lr (default 0). */
   minFactor?: number;

@@ -10,23 +10,36 @@ import { Tensor } from "../tensor.ts";
 
 /** SGD options. */
 export interface SgdOptions {
+  /** Learning rate (finite, >= 0). */
   lr: number;
+  /** Momentum factor (default 0: plain SGD); dampening is 0. */
   momentum?: number;
+  /** L2 penalty added to the gradient as weightDecay * w (default 0). */
   weightDecay?: number;
+  /** Nesterov momentum (default false); needs a momentum > 0. */
   nesterov?: boolean;
 }
 
 /** SGD over named parameters. */
 export class Sgd {
+  /** Backend holding the parameters and the momentum buffers. */
   readonly backend: Backend;
+  /** Base learning rate of the next `step` (the trainer sets it from the schedule every step). */
   lr: number;
+  /** Momentum factor (0 = plain SGD). */
   readonly momentum: number;
+  /** L2 penalty coefficient added to each gradient as weightDecay * w. */
   readonly weightDecay: number;
+  /** Whether the step uses Nesterov momentum. */
   readonly nesterov: boolean;
   readonly #params: readonly [string, Tensor][];
   readonly #buffers = new Map<string, Tensor>();
 
   /**
+   * An optimizer for `params` (name, tensor) pairs, with one zeroed momentum buffer per
+   * parameter. Throws a RangeError when lr, momentum or weight decay is negative or not finite,
+   * or when Nesterov is asked without a momentum > 0.
+   *
    * @example
    * ```ts ignore
    * const opt = new Sgd(backend, model.namedParameters(), { lr: 0.1, momentum: 0.9 });
@@ -75,6 +88,7 @@ export class Sgd {
     return [...this.#buffers].map(([name, t]) => [`${name}.momentum_buffer`, t]);
   }
 
+  /** Frees the momentum buffers (not the parameters). */
   dispose(): void {
     for (const t of this.#buffers.values()) t.dispose();
   }

@@ -38,6 +38,7 @@ export interface QuantConfig {
   lambda: number;
   /** MCS EMA: s_t = (1 - k*A) * s_{t-1} + A * max_t. */
   k: number;
+  /** MCS EMA rate A in [0, 1]: the weight of this step's max in the EMA above. */
   A: number;
   /** Magnitude weight of mcs-solve, in units of 1/sigma: f(g) = exp(alpha |g| / sigma). */
   alpha: number;
@@ -56,7 +57,12 @@ export interface QuantConfig {
   dsgcCandidates: number;
   /** UI8 Deviation Counteractive LR scaling: layer lr * max(exp(-beta * d), floor). */
   lrScaling: boolean;
+  /**
+   * UI8: beta of the LR scaling above; larger shrinks the rate faster as the cosine distance d
+   * grows.
+   */
   lrScaleBeta: number;
+  /** UI8: floor of the LR scale factor, so a layer's rate never drops below this fraction. */
   lrScaleFloor: number;
 }
 

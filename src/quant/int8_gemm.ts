@@ -32,7 +32,9 @@ export interface LayerQuantStats {
   clipTensor: number;
   /** Per-channel dY clips (wgrad): mean, min, max. */
   clipMean: number;
+  /** Smallest per-channel dY clip (the per-tensor clip without GVQ). */
   clipMin: number;
+  /** Largest per-channel dY clip (the per-tensor clip without GVQ). */
   clipMax: number;
   /** Max |dY| of the step. */
   gradMax: number;
@@ -54,9 +56,11 @@ export interface LayerQuantState {
   bell: Uint8Array;
   /** UI8: searched clip as a fraction of max |dY|, and its cosine distance. */
   dsgcRatio: number;
+  /** UI8: cosine distance of that clip at the last search (drives the LR scaling). */
   dsgcDistance: number;
   /** Running counts for the bell share over the run. */
   bellChannels: number;
+  /** Channels classified so far over all classifications (denominator of the run's bell share). */
   classifiedChannels: number;
 }
 
@@ -97,7 +101,12 @@ export class Int8Gemm implements GemmArithmetic {
   readonly name: string;
   /** The layer's name in the model (`layer1.0.conv1`). */
   readonly layer: string;
+  /** The quantization knobs this layer follows. */
   readonly cfg: QuantConfig;
+  /**
+   * The layer's quantizer state, updated every backward and replaced wholesale when a checkpoint is
+   * restored.
+   */
   state: LayerQuantState = {
     step: 0,
     ema: new Float32Array(0),
@@ -117,6 +126,10 @@ export class Int8Gemm implements GemmArithmetic {
   #dy: DyQuant | null = null;
   #solveCache = new Map<string, number>();
 
+  /**
+   * INT8 arithmetic for layer `layer`, the `index`-th GEMM layer of the model; `index` and `seed`
+   * fix the stochastic-rounding streams, so runs are reproducible.
+   */
   constructor(layer: string, index: number, cfg: QuantConfig, seed: number) {
     this.name = cfg.name;
     this.layer = layer;

@@ -17,6 +17,7 @@ export type HostTensors = [string, { shape: number[]; data: Float32Array }][];
 
 /** The quantizers of one model. */
 export class ModelQuantizer {
+  /** The quantization knobs every INT8 layer follows. */
   readonly cfg: QuantConfig;
   /** INT8 layers by model name; layers left in FP32 are not listed. */
   readonly layers: readonly Int8Gemm[];

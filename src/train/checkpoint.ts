@@ -19,7 +19,9 @@ export const CHECKPOINT_FORMAT = "daint8-checkpoint-v1";
 
 /** Run-level facts stored with the tensors. */
 export interface CheckpointMeta {
+  /** Model name from `MODELS` (`lenet5`, `resnet20`); resume refuses a different model. */
   model: string;
+  /** Dataset the run trains on (`mnist`, `fashion-mnist`). */
   dataset: string;
   /** Epochs completed. */
   epoch: number;
@@ -31,6 +33,7 @@ export interface CheckpointMeta {
 
 /** What a checkpoint holds, as tensors on a backend (to save) or host arrays (loaded). */
 export interface CheckpointContents {
+  /** Run facts stored as the safetensors metadata. */
   meta: CheckpointMeta;
   /** Named tensors: `model.*`, `optim.*`. */
   tensors: [string, Tensor][];
@@ -62,8 +65,11 @@ export async function saveCheckpoint(path: string, c: CheckpointContents): Promi
 
 /** A checkpoint read back: metadata, float tensors by name and RNG states. */
 export interface LoadedCheckpoint {
+  /** Run facts from the metadata (`readCheckpoint` checks that epoch and step are integers). */
   meta: CheckpointMeta;
+  /** Every F32 tensor by name (`model.*`, `optim.*`, `quant.*`) as host arrays. */
   tensors: Map<string, { shape: number[]; data: Float32Array }>;
+  /** RNG states by name without the `rng.` prefix (u32 words), e.g. `data`. */
   rng: Record<string, number[]>;
 }
 

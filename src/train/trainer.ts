@@ -25,17 +25,30 @@ import type { Progress } from "./progress.ts";
 
 /** Everything that defines a training run. */
 export interface TrainConfig {
+  /** Model name from `MODELS` (`lenet5`, `resnet20`). */
   model: string;
+  /**
+   * Dataset name (`mnist`, `fashion-mnist`), recorded in checkpoints; the data sets themselves are
+   * passed to `train`.
+   */
   dataset: string;
+  /** Total epochs of the run (a positive integer), resumed epochs included. */
   epochs: number;
+  /** Images per optimizer step (a positive integer); the last batch of an epoch may be smaller. */
   batchSize: number;
+  /** Peak learning rate of the schedule. */
   lr: number;
+  /** SGD momentum factor (0 = plain SGD). */
   momentum: number;
+  /** SGD L2 penalty coefficient. */
   weightDecay: number;
+  /** Use Nesterov momentum (needs momentum > 0). */
   nesterov: boolean;
+  /** Learning-rate schedule over all steps of the run: `constant`, `step` or `cosine`. */
   schedule: ScheduleKind;
   /** Linear warm-up length in epochs (fractions allowed). */
   warmupEpochs: number;
+  /** Seed of weight initialization, data order and stochastic rounding. */
   seed: number;
   /** Quantization preset (`fp32`, `int8-naive`, `ui8`, `daint8`). */
   quant: string;
@@ -45,6 +58,7 @@ export interface TrainConfig {
 
 /** Where and how a run executes (not part of the run's identity). */
 export interface RunOptions {
+  /** Backend to train on, or its name for `getBackend` (`cpu`, `cuda`, `auto`). */
   backend: Backend | string;
   /** Worker threads (cpu); 0 = all cores. */
   threads?: number;
@@ -64,21 +78,34 @@ export interface RunOptions {
 
 /** Per-epoch results. */
 export interface EpochResult {
+  /** Epoch number, counting from 1. */
   epoch: number;
+  /**
+   * Mean cross-entropy over the epoch's training images (with the weights as they were at each
+   * step).
+   */
   trainLoss: number;
+  /** Share of training images classified correctly during the epoch, in [0, 1]. */
   trainAcc: number;
+  /** Mean cross-entropy on the test set after the epoch (evaluation mode). */
   testLoss: number;
+  /** Test accuracy after the epoch, in [0, 1]. */
   testAcc: number;
+  /** Training throughput of the epoch, evaluation excluded. */
   imagesPerSecond: number;
+  /** Wall-clock seconds of the epoch's training, evaluation excluded. */
   seconds: number;
 }
 
 /** What `train` returns. The model stays alive: dispose it when done. */
 export interface TrainResult {
+  /** The trained model, in training mode; the caller disposes it. */
   model: Module;
   /** The model's quantizers (an empty list of layers for fp32). */
   quantizer: ModelQuantizer;
+  /** The backend the run used (opened by name when `RunOptions.backend` was a string). */
   backend: Backend;
+  /** Results of the epochs this call ran (after a resume, only the new ones). */
   epochs: EpochResult[];
   /** Final test accuracy in [0, 1]. */
   testAcc: number;
