@@ -146,31 +146,32 @@ export class Int8Gemm implements GemmArithmetic {
     );
   }
 
-  #quantX(tape: Tape, x: Tensor): { xq: Tensor; xScale: Tensor } {
+  /** Per-tensor max-clip quantization of `t` on the device: int8 values and scale (clip/127). */
+  #quantPerTensor(tape: Tape, t: Tensor): { q: Tensor; scale: Tensor } {
     const b = tape.backend;
     const clip = tape.empty([1]);
-    b.absmax(clip, x);
-    const xq = tape.empty(x.shape, "i8");
-    b.quantizeI8(xq, x, x.size, 1, clip, ScaleLayout.tensor, false, 0n);
-    const xScale = tape.empty([1]);
-    b.fill(xScale, 0);
-    b.axpy(xScale, 1 / 127, clip);
-    return { xq, xScale };
+    b.absmax(clip, t);
+    const q = tape.empty(t.shape, "i8");
+    b.quantizeI8(q, t, t.size, 1, clip, ScaleLayout.tensor, false, 0n);
+    const scale = tape.empty([1]);
+    b.fill(scale, 0);
+    b.axpy(scale, 1 / 127, clip);
+    return { q, scale };
+  }
+
+  #quantX(tape: Tape, x: Tensor): { xq: Tensor; xScale: Tensor } {
+    const { q, scale } = this.#quantPerTensor(tape, x);
+    return { xq: q, xScale: scale };
   }
 
   #quantW(tape: Tape, w: Tensor, perChannel: boolean): { wq: Tensor; wScale: Tensor } {
+    if (!perChannel) {
+      const { q, scale } = this.#quantPerTensor(tape, w);
+      return { wq: q, wScale: scale };
+    }
     const b = tape.backend;
     const k = w.shape[0]!, inner = w.size / k;
     const wq = tape.empty(w.shape, "i8");
-    if (!perChannel) {
-      const clip = tape.empty([1]);
-      b.absmax(clip, w);
-      b.quantizeI8(wq, w, w.size, 1, clip, ScaleLayout.tensor, false, 0n);
-      const wScale = tape.empty([1]);
-      b.fill(wScale, 0);
-      b.axpy(wScale, 1 / 127, clip);
-      return { wq, wScale };
-    }
     // Per output channel: row maxima of the (small) weight on the host.
     const host = w.toFloat32();
     const clips = new Float32Array(k);
