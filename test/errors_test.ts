@@ -73,11 +73,11 @@ Deno.test("the native library rejects a too-small buffer and a bad shape with a 
   using q = Tensor.empty(backend, [4], "i8");
   using clip = Tensor.full(backend, [1], 1);
   assert.throws(
-    () => backend.quantizeI8(q, x, 8, 4, clip, ScaleLayout.tensor, false, 0n),
+    () => backend.quantizeI8(q, x, 8, 4, clip, ScaleLayout.tensor, false, 0),
     (e: Error) => e instanceof Daint8Error && /d8_quantize_i8/.test(e.message),
   );
   assert.throws(
-    () => backend.quantizeI8(q, x, 1, 4, clip, 7 as ScaleLayout, false, 0n),
+    () => backend.quantizeI8(q, x, 1, 4, clip, 7 as ScaleLayout, false, 0),
     (e: Error) => e instanceof Daint8Error && /layout/.test(e.message),
   );
 });

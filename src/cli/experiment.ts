@@ -122,7 +122,7 @@ export function main(args: string[]): Promise<number> {
         testAcc: r.testAcc,
         deltaToFp32: NaN,
         imagesPerSecond: images / seconds,
-        bellShare: r.quantizer.bellShares(),
+        bellShare: await r.quantizer.bellShares(),
         fp32Layers: [...r.quantizer.fp32Layers],
       });
       r.model.dispose();

@@ -121,10 +121,13 @@ export function parseIdx(bytes: Uint8Array, nameForErrors: string): IdxArray {
  *
  * @param path The file's path.
  * @example
- * ```ts ignore
+ * ```ts
  * import { readIdx } from "./idx.ts";
- * const labels = await readIdx("data/train-labels-idx1-ubyte.gz");
- * console.log(labels.dims); // [60000]
+ * const path = await Deno.makeTempFile({ suffix: ".idx" });
+ * await Deno.writeFile(path, Uint8Array.of(0, 0, 8, 1, 0, 0, 0, 3, 7, 1, 9)); // 3 labels
+ * const labels = await readIdx(path);
+ * console.assert(labels.dims.join() === "3" && labels.data[2] === 9);
+ * await Deno.remove(path);
  * ```
  * @throws {Error} If the file is missing or cannot be read.
  * @throws {TypeError | RangeError} As {@linkcode parseIdx} does, for a malformed file.

@@ -301,9 +301,13 @@ export function decodeSafetensors(bytes: Uint8Array, nameForErrors: string): Saf
  * Reads a safetensors file.
  *
  * @example
- * ```ts ignore
- * import { readSafetensors } from "./safetensors.ts";
- * const { tensors, metadata } = await readSafetensors("model.safetensors");
+ * ```ts
+ * import { readSafetensors, writeSafetensorsAtomic } from "./safetensors.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
+ * await writeSafetensorsAtomic(path, { w: { dtype: "F32", shape: [2], data: Float32Array.of(1, 2) } });
+ * const { tensors } = await readSafetensors(path);
+ * console.assert(tensors.w!.shape.join() === "2");
+ * await Deno.remove(path);
  * ```
  * @throws {Error} If the file is missing or cannot be read.
  * @throws {TypeError} As {@linkcode decodeSafetensors} does, for a malformed file.
@@ -329,13 +333,15 @@ export async function readSafetensors(path: string): Promise<Safetensors> {
  * temporary file is removed and an existing file at `path` is left untouched.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { writeSafetensorsAtomic } from "./safetensors.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
  * await writeSafetensorsAtomic(
- *   "checkpoint.safetensors",
+ *   path,
  *   { step: { dtype: "I64", shape: [], data: new BigInt64Array([1000n]) } },
  *   { epoch: "3" },
  * );
+ * await Deno.remove(path);
  * ```
  * @throws {TypeError} As {@linkcode encodeSafetensors} does (before anything is written).
  * @throws {Error} If writing, flushing or renaming fails.

@@ -39,17 +39,19 @@ export interface CheckpointContents {
   tensors: [string, Tensor][];
   /** RNG states by name (u32 words). */
   rng: Record<string, number[]>;
-  /** Host-side f32 state (quantizers), by name. */
-  host?: [string, { shape: number[]; data: Float32Array }][];
+  /** Host-side u32 state (quantizer state words), by name. */
+  host?: [string, { shape: number[]; data: Uint32Array }][];
 }
 
 /** Writes a checkpoint atomically to `path`. */
 export async function saveCheckpoint(path: string, c: CheckpointContents): Promise<void> {
   const out: Record<string, StTensor> = {};
   for (const [name, t] of c.tensors) {
-    out[name] = { dtype: "F32", shape: [...t.shape], data: t.toFloat32() };
+    const data = new Float32Array(t.size);
+    await t.backend.read(data, t); // a step-edge read: every backend has it
+    out[name] = { dtype: "F32", shape: [...t.shape], data };
   }
-  for (const [name, t] of c.host ?? []) out[name] = { dtype: "F32", shape: t.shape, data: t.data };
+  for (const [name, t] of c.host ?? []) out[name] = { dtype: "U32", shape: t.shape, data: t.data };
   for (const [name, state] of Object.entries(c.rng)) {
     out[`rng.${name}`] = { dtype: "U32", shape: [state.length], data: Uint32Array.from(state) };
   }
@@ -67,7 +69,9 @@ export async function saveCheckpoint(path: string, c: CheckpointContents): Promi
 export interface LoadedCheckpoint {
   /** Run facts from the metadata (`readCheckpoint` checks that epoch and step are integers). */
   meta: CheckpointMeta;
-  /** Every F32 tensor by name (`model.*`, `optim.*`, `quant.*`) as host arrays. */
+  /** Quantizer state words (U32 tensors `quant.*.state`) by name. */
+  words: Map<string, Uint32Array>;
+  /** Every F32 tensor by name (`model.*`, `optim.*`) as host arrays. */
   tensors: Map<string, { shape: number[]; data: Float32Array }>;
   /** RNG states by name without the `rng.` prefix (u32 words), e.g. `data`. */
   rng: Record<string, number[]>;
@@ -101,15 +105,20 @@ export async function readCheckpoint(path: string): Promise<LoadedCheckpoint> {
     );
   }
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+  const words = new Map<string, Uint32Array>();
   const rng: Record<string, number[]> = {};
   for (const [name, t] of Object.entries(st.tensors)) {
     if (name.startsWith("rng.")) rng[name.slice(4)] = Array.from(t.data as Uint32Array);
     else if (t.dtype === "F32") tensors.set(name, { shape: t.shape, data: t.data as Float32Array });
-    else {throw new TypeError(
+    else if (t.dtype === "U32" && name.startsWith("quant.")) {
+      words.set(name, t.data as Uint32Array);
+    } else {
+      throw new TypeError(
         `Cannot resume from "${path}": tensor "${name}" is ${t.dtype}, expected F32`,
-      );}
+      );
+    }
   }
-  return { meta, tensors, rng };
+  return { meta, tensors, words, rng };
 }
 
 /**
