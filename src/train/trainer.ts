@@ -20,7 +20,9 @@ import { quantConfig } from "../quant/config.ts";
 import { ModelQuantizer } from "../quant/quantizer.ts";
 import type { Tensor } from "../tensor.ts";
 import { readCheckpoint, restoreTensors, saveCheckpoint } from "./checkpoint.ts";
-import { MetricsLog, type MetricValue } from "./metrics.ts";
+import type { MetricsLog, MetricValue } from "./metrics.ts";
+import { openOutDir } from "./outdir.ts";
+import { checkBatchSize, checkDatasets, checkFiniteState, checkResume } from "./validate.ts";
 import type { Progress } from "./progress.ts";
 
 /** Everything that defines a training run. */
@@ -66,6 +68,10 @@ export interface RunOptions {
   out?: string;
   /** Checkpoint to continue from. */
   resume?: string;
+  /** Replace a run that `out` already holds (default: refuse, src/train/outdir.ts). */
+  overwrite?: boolean;
+  /** Resume even if the checkpoint's dataset, preset, batch size, seed or step differ (warns). */
+  forceResume?: boolean;
   /** Progress display; none = silent. */
   progress?: Progress;
   /** Print lines (epoch summaries); default console.log. */
@@ -200,6 +206,8 @@ export async function train(
       throw new RangeError(`${name} must be a positive integer, got ${v}`);
     }
   }
+  checkDatasets(trainSet, testSet);
+  checkBatchSize(cfg.batchSize, trainSet);
   const backend = typeof run.backend === "string" ? getBackend(run.backend) : run.backend;
   if (run.threads !== undefined) backend.setThreads(run.threads);
   const print = run.print ?? ((l: string) => console.log(l));
@@ -248,6 +256,10 @@ export async function train(
           `this run trains "${cfg.model}"`,
       );
     }
+    checkResume(run.resume, ck, { ...cfg, stepsPerEpoch: steps }, {
+      force: run.forceResume,
+      warn: print,
+    });
     restoreTensors(run.resume, ck, stateTensors());
     quantizer.restore((name) => ck.tensors.get(name)?.data, run.resume);
     const data = ck.rng.data;
@@ -260,10 +272,7 @@ export async function train(
 
   let log: MetricsLog | undefined;
   const ckptPath = run.out ? `${run.out}/checkpoint.safetensors` : undefined;
-  if (run.out) {
-    await Deno.mkdir(run.out, { recursive: true });
-    log = new MetricsLog(`${run.out}/metrics.jsonl`);
-  }
+  if (run.out) log = await openOutDir(run.out, run);
   const logEvery = run.logEvery ?? 50;
   const results: EpochResult[] = [];
   const lastEpoch = Math.min(cfg.epochs, startEpoch + (run.stopAfterEpochs ?? cfg.epochs));
@@ -347,6 +356,7 @@ export async function train(
         seconds,
         ...(quantizer.layers.length > 0 ? { bell_share: quantizer.bellShares() } : {}),
       });
+      checkFiniteState(stateTensors(), epoch + 1, step, cfg.lr);
       if (ckptPath) {
         await saveCheckpoint(ckptPath, {
           meta: {
