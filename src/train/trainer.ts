@@ -356,7 +356,7 @@ export async function train(
         seconds,
         ...(quantizer.layers.length > 0 ? { bell_share: quantizer.bellShares() } : {}),
       });
-      checkFiniteState(stateTensors(), epoch + 1, step, cfg.lr);
+      checkFiniteState(stateTensors(), epoch + 1, step, cfg.lr, res.testLoss);
       if (ckptPath) {
         await saveCheckpoint(ckptPath, {
           meta: {

@@ -91,24 +91,29 @@ export function checkBatchSize(batchSize: number, train: ImageDataset): void {
 
 /**
  * Stops a diverged run before it writes a checkpoint: throws a RangeError naming the first model
- * or optimizer tensor that holds NaN or infinite values.
+ * or optimizer tensor that holds NaN or infinite values, or, when they are all finite but so
+ * large that the model's outputs overflow, the non-finite test loss.
  */
 export function checkFiniteState(
   tensors: readonly [string, Tensor][],
   epoch: number,
   step: number,
   lr: number,
+  testLoss = 0,
 ): void {
+  const diverged = `Training diverged in epoch ${epoch} (step ${step})`;
+  const hint = `no checkpoint was written for this epoch (try a lower --lr than ${lr})`;
   for (const [name, t] of tensors) {
     const data = t.toFloat32();
     const bad = findNonFinite(data);
     if (bad) {
       throw new RangeError(
-        `Training diverged in epoch ${epoch} (step ${step}): tensor "${name}" ` +
-          `${describeNonFinite(bad, data.length)}; no checkpoint was written for this epoch ` +
-          `(try a lower --lr than ${lr})`,
+        `${diverged}: tensor "${name}" ${describeNonFinite(bad, data.length)}; ${hint}`,
       );
     }
+  }
+  if (!Number.isFinite(testLoss)) {
+    throw new RangeError(`${diverged}: the test loss is ${testLoss}; ${hint}`);
   }
 }
 
