@@ -39,16 +39,6 @@ export function isGzip(bytes: Uint8Array): boolean {
 /** The most data bytes an IDX file may hold by default (1 GiB; MNIST's largest file has 47 MB). */
 export const MAX_IDX_BYTES = 2 ** 30;
 
-/** Options of {@linkcode parseIdx} and {@linkcode readIdx}. */
-export interface IdxOptions {
-  /**
-   * The most data bytes accepted (default {@linkcode MAX_IDX_BYTES}). A header whose dimensions
-   * need more is refused before anything is decompressed or allocated, and gzip data that
-   * expands beyond what the header promises is cut off there.
-   */
-  maxBytes?: number;
-}
-
 interface IdxHeader {
   dims: number[];
   headerBytes: number;
@@ -147,7 +137,9 @@ function gunzipIdx(bytes: Uint8Array, what: string, maxBytes: number): Uint8Arra
  *
  * @param bytes The file's contents.
  * @param nameForErrors The file name quoted in error messages.
- * @param opts `maxBytes`: the most data bytes accepted.
+ * @param opts `maxBytes`: the most data bytes accepted (default {@linkcode MAX_IDX_BYTES}). A
+ * header whose dimensions need more is refused before anything is decompressed or allocated, and
+ * gzip data that expands beyond what the header promises is cut off there.
  * @example
  * ```ts
  * import { parseIdx } from "./idx.ts";
@@ -163,7 +155,7 @@ function gunzipIdx(bytes: Uint8Array, what: string, maxBytes: number): Uint8Arra
 export function parseIdx(
   bytes: Uint8Array,
   nameForErrors: string,
-  opts: IdxOptions = {},
+  opts: { maxBytes?: number } = {},
 ): IdxArray {
   const what = `Cannot read IDX file "${nameForErrors}"`;
   const maxBytes = opts.maxBytes ?? MAX_IDX_BYTES;
@@ -208,7 +200,7 @@ export function parseIdx(
  * `maxBytes` plus the largest header is refused before it is read.
  *
  * @param path The file's path.
- * @param opts `maxBytes`: the most data bytes accepted.
+ * @param opts `maxBytes`: the most data bytes accepted (default {@linkcode MAX_IDX_BYTES}).
  * @example
  * ```ts ignore
  * import { readIdx } from "./idx.ts";
@@ -218,7 +210,7 @@ export function parseIdx(
  * @throws {Error} If the file is missing or cannot be read.
  * @throws {TypeError | RangeError} As {@linkcode parseIdx} does, for a malformed file.
  */
-export async function readIdx(path: string, opts: IdxOptions = {}): Promise<IdxArray> {
+export async function readIdx(path: string, opts: { maxBytes?: number } = {}): Promise<IdxArray> {
   const maxBytes = opts.maxBytes ?? MAX_IDX_BYTES;
   checkMaxBytes(maxBytes);
   let bytes: Uint8Array;
