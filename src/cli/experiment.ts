@@ -10,7 +10,7 @@
  * @module
  */
 import { QUANT_NAMES } from "../quant/config.ts";
-import { checkOutDir } from "../train/outdir.ts";
+import { checkOutDir, makeOutDir } from "../train/outdir.ts";
 import { Progress } from "../train/progress.ts";
 import { train, type TrainResult } from "../train/trainer.ts";
 import { list, runCommand, UsageError } from "./args.ts";
@@ -101,8 +101,10 @@ export function main(args: string[]): Promise<number> {
   return runCommand(args, parseExperimentArgs, help, async (a) => {
     const c = a.config, out = a.out;
     const [trainSet, testSet] = await loadRunData(a);
-    for (const p of a.presets) await checkOutDir(`${out}/${p}`, { overwrite: a.overwrite });
-    await Deno.mkdir(out, { recursive: true });
+    for (const p of a.presets) {
+      await checkOutDir(`${out}/${p}`, { overwrite: a.overwrite, canResume: false });
+    }
+    await makeOutDir(out);
     const rows: ExperimentRow[] = [];
     for (const preset of a.presets) {
       console.log(`\n== ${preset} ==`);

@@ -21,6 +21,8 @@ export interface OutDirOptions {
   resume?: string;
   /** Replace what the directory holds (`--overwrite`). */
   overwrite?: boolean;
+  /** Whether the error may suggest `--resume` (default true; experiments cannot resume). */
+  canResume?: boolean;
 }
 
 function fsMessage(e: unknown): string {
@@ -64,12 +66,10 @@ async function resumesFrom(out: string, resume: string | undefined): Promise<boo
 }
 
 /**
- * Checks that a run may write to `out` (nothing is written): the path is empty or a directory,
- * and it holds no other run, unless this run resumes from that directory's own checkpoint or
- * `overwrite` is set. Throws an Error (TypeError for a path that is not a directory) that says
- * what to do instead.
+ * Checks that `out` is a directory or does not exist yet (returns whether it exists); a file, a
+ * device, a symbolic link loop or an unreadable path is an Error naming it.
  */
-export async function checkOutDir(out: string, opts: OutDirOptions = {}): Promise<void> {
+export async function checkDirPath(out: string): Promise<boolean> {
   const what = `Cannot use output directory "${out}"`;
   if (out === "") throw new TypeError(`${what}: the name is empty`);
   let info: Deno.FileInfo | undefined;
@@ -78,10 +78,35 @@ export async function checkOutDir(out: string, opts: OutDirOptions = {}): Promis
   } catch (e) {
     throw new Error(`${what}: ${fsMessage(e)}`, { cause: e });
   }
-  if (info === undefined) return;
+  if (info === undefined) return false;
   if (!info.isDirectory) {
     throw new TypeError(`${what}: it exists and is not a directory (pick a directory)`);
   }
+  return true;
+}
+
+/**
+ * Creates directory `out` (and its parents) if needed, with an error naming it and the reason
+ * instead of the file system's exception.
+ */
+export async function makeOutDir(out: string): Promise<void> {
+  await checkDirPath(out);
+  try {
+    await Deno.mkdir(out, { recursive: true });
+  } catch (e) {
+    throw new Error(`Cannot use output directory "${out}": ${fsMessage(e)}`, { cause: e });
+  }
+}
+
+/**
+ * Checks that a run may write to `out` (nothing is written): the path is empty or a directory,
+ * and it holds no other run, unless this run resumes from that directory's own checkpoint or
+ * `overwrite` is set. Throws an Error (TypeError for a path that is not a directory) that says
+ * what to do instead.
+ */
+export async function checkOutDir(out: string, opts: OutDirOptions = {}): Promise<void> {
+  const what = `Cannot use output directory "${out}"`;
+  if (!await checkDirPath(out)) return;
   const ckpt = join(out, CHECKPOINT_FILE), metrics = join(out, METRICS_FILE);
   let held: string[];
   try {
@@ -99,7 +124,7 @@ export async function checkOutDir(out: string, opts: OutDirOptions = {}): Promis
         "that run: pick another --out, or pass --overwrite to replace it",
     );
   }
-  const cont = held.length > 1 || held[0] !== METRICS_FILE
+  const cont = opts.canResume !== false && (held.length > 1 || held[0] !== METRICS_FILE)
     ? `continue it with --resume ${ckpt}, pick another --out,`
     : "pick another --out";
   throw new Error(`${what}: ${holds}; ${cont} or pass --overwrite to replace it`);
@@ -121,9 +146,9 @@ export async function openOutDir(out: string, opts: OutDirOptions = {}): Promise
         });
       }
     }
-    await Deno.mkdir(out, { recursive: true });
   } catch (e) {
     throw new Error(`${what}: ${fsMessage(e)}`, { cause: e });
   }
+  await makeOutDir(out);
   return new MetricsLog(join(out, METRICS_FILE));
 }
