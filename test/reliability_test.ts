@@ -143,6 +143,46 @@ Deno.test({
 });
 
 Deno.test({
+  name: "train() resuming its own directory drops the records of the interrupted epoch",
+  ignore,
+  async fn() {
+    const [tr, te] = await data();
+    await withDir("daint8-metrics-", async (dir) => {
+      const run = { ...quiet, out: dir, logEvery: 1 };
+      const a = await train(config({ epochs: 2 }), tr, te, { ...run, stopAfterEpochs: 1 });
+      a.model.dispose();
+      // Epoch 2 was logged up to step 3, then the process was killed mid-line.
+      const metrics = `${dir}/metrics.jsonl`;
+      await Deno.writeTextFile(metrics, '{"event":"step","epoch":2,"step":3}\n{"event":"st', {
+        append: true,
+      });
+      lines.length = 0;
+      const b = await train(config({ epochs: 2 }), tr, te, {
+        ...run,
+        resume: `${dir}/checkpoint.safetensors`,
+      });
+      b.model.dispose();
+      assert.equal(
+        lines[1],
+        `dropped 2 record(s) after step 2 from "${metrics}" (an epoch interrupted before its ` +
+          "checkpoint; they are written again)",
+      );
+      const records = (await Deno.readTextFile(metrics)).trim().split("\n").map((l) =>
+        JSON.parse(l)
+      );
+      assert.deepEqual(records.map((r) => [r.event, r.step]), [
+        ["step", 1],
+        ["step", 2],
+        ["epoch", 2],
+        ["step", 3],
+        ["step", 4],
+        ["epoch", 4],
+      ]);
+    });
+  },
+});
+
+Deno.test({
   name: "train CLI: a diverging run (--lr 1e6) exits 1 and never replaces the good checkpoint",
   ignore,
   async fn() {

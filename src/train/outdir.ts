@@ -23,6 +23,13 @@ export interface OutDirOptions {
   overwrite?: boolean;
   /** Whether the error may suggest `--resume` (default true; experiments cannot resume). */
   canResume?: boolean;
+  /**
+   * The step of the checkpoint resumed from: metrics records of later steps (an epoch that was
+   * interrupted before its checkpoint) are dropped, since the resumed run writes them again.
+   */
+  resumedStep?: number;
+  /** Told how many records were dropped. */
+  print?: (line: string) => void;
 }
 
 function fsMessage(e: unknown): string {
@@ -150,5 +157,49 @@ export async function openOutDir(out: string, opts: OutDirOptions = {}): Promise
     throw new Error(`${what}: ${fsMessage(e)}`, { cause: e });
   }
   await makeOutDir(out);
-  return new MetricsLog(join(out, METRICS_FILE));
+  const metrics = join(out, METRICS_FILE);
+  if (opts.resumedStep !== undefined && await resumesFrom(out, opts.resume)) {
+    await trimMetrics(metrics, opts.resumedStep, opts.print);
+  }
+  return new MetricsLog(metrics);
+}
+
+/**
+ * Drops the records of `path` after `step` (and a line cut short by a crash), rewriting it
+ * atomically; records without a step are kept.
+ */
+async function trimMetrics(
+  path: string,
+  step: number,
+  print?: (line: string) => void,
+): Promise<void> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    throw new Error(`Cannot read metrics log "${path}": ${fsMessage(e)}`, { cause: e });
+  }
+  const lines = text.split("\n").filter((l) => l.trim() !== "");
+  const kept = lines.filter((l) => {
+    try {
+      const r = JSON.parse(l);
+      return typeof r?.step !== "number" || r.step <= step;
+    } catch {
+      return false;
+    }
+  });
+  if (kept.length === lines.length) return;
+  const tmp = `${path}.tmp-${Deno.pid}`;
+  try {
+    await Deno.writeTextFile(tmp, kept.map((l) => l + "\n").join(""));
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw new Error(`Cannot rewrite metrics log "${path}": ${fsMessage(e)}`, { cause: e });
+  }
+  print?.(
+    `dropped ${lines.length - kept.length} record(s) after step ${step} from "${path}" ` +
+      "(an epoch interrupted before its checkpoint; they are written again)",
+  );
 }

@@ -272,7 +272,9 @@ export async function train(
 
   let log: MetricsLog | undefined;
   const ckptPath = run.out ? `${run.out}/checkpoint.safetensors` : undefined;
-  if (run.out) log = await openOutDir(run.out, run);
+  if (run.out) {
+    log = await openOutDir(run.out, { ...run, resumedStep: run.resume ? step : undefined, print });
+  }
   const logEvery = run.logEvery ?? 50;
   const results: EpochResult[] = [];
   const lastEpoch = Math.min(cfg.epochs, startEpoch + (run.stopAfterEpochs ?? cfg.epochs));
