@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { gzipSync } from "node:zlib";
 import { main, parseTrainArgs } from "../src/cli/train.ts";
-import { parseQuantSet } from "../src/cli/args.ts";
+import { parseQuantSet, reportError } from "../src/cli/args.ts";
 import { defaultDataDir, type ImageDataset, loadMnistLike } from "../src/data/datasets.ts";
 import { parseIdx } from "../src/data/idx.ts";
 import {
@@ -545,4 +545,23 @@ Deno.test("parseIdx() refuses gzip data beyond its header's size without expandi
       RangeError,
     ),
   );
+});
+
+Deno.test("reportError() prints an I/O error as one line, a bug with its stack", () => {
+  const err: string[] = [];
+  const e = console.error;
+  console.error = (...a: unknown[]) => err.push(a.join(" "));
+  try {
+    assert.equal(
+      reportError(new Deno.errors.PermissionDenied("Permission denied (os error 13)")),
+      1,
+    );
+    assert.deepEqual(err, ["error: Permission denied (os error 13)"]);
+    err.length = 0;
+    assert.equal(reportError(new SyntaxError("bug")), 1);
+    assert.equal(err[0], "error: bug");
+    assert.ok(err[1]?.startsWith("SyntaxError: bug\n    at "), err[1]);
+  } finally {
+    console.error = e;
+  }
 });

@@ -169,8 +169,10 @@ export function reportError(e: unknown): number {
   const err = e as Error;
   console.error(`error: ${err.message}`);
   if (err instanceof UsageError) return 2;
+  // Deno.errors.* are I/O failures (disk full, permission denied), not bugs: no stack for them.
+  const io = Object.values(Deno.errors).some((c) => err instanceof c);
   const known = err instanceof Daint8Error || err instanceof TypeError ||
-    err instanceof RangeError || err.constructor === Error;
+    err instanceof RangeError || err.constructor === Error || io;
   if (!known) console.error(err.stack);
   return 1;
 }
