@@ -31,6 +31,12 @@ export function shapeSize(shape: readonly number[], what = "tensor"): number {
     }
     n *= d;
   }
+  if (n > Number.MAX_SAFE_INTEGER) {
+    throw new RangeError(
+      `Cannot create ${what} of shape [${shape.join(", ")}]: ${n} elements is more than ` +
+        `${Number.MAX_SAFE_INTEGER}`,
+    );
+  }
   return n;
 }
 
@@ -93,9 +99,10 @@ export class Tensor {
    */
   static empty(backend: Backend, shape: readonly number[], dtype: DType = "f32"): Tensor {
     const bytes = shapeSize(shape) * DTYPE_BYTES[dtype];
-    if (!Number.isSafeInteger(bytes)) {
+    if (bytes > Number.MAX_SAFE_INTEGER) {
       throw new RangeError(
-        `Cannot create tensor of shape [${shape.join(", ")}] ${dtype}: ${bytes} bytes is too large`,
+        `Cannot create tensor of shape [${shape.join(", ")}] ${dtype}: ${bytes} bytes is more ` +
+          `than ${Number.MAX_SAFE_INTEGER}`,
       );
     }
     return new Tensor(backend, backend.alloc(bytes), shape, dtype);

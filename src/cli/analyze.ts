@@ -42,6 +42,7 @@ import { TrainStep } from "../train/step.ts";
 import { analyzeGradient, pickChannels, summarize } from "../report/channels.ts";
 import { type AnalyzeReport, type LayerReport, reportHtml } from "../report/html.ts";
 import { fmtNum } from "../report/svg.ts";
+import { checkDirPath, makeOutDir } from "../train/outdir.ts";
 
 export const HELP = `daint8 analyze: per-channel output-gradient distributions (bell vs inverted-T)
 
@@ -242,6 +243,7 @@ export async function analyze(
   a: AnalyzeArgs,
   print: (line: string) => void = (l) => console.log(l),
 ): Promise<AnalyzeResult> {
+  await checkDirPath(a.out); // before any work: a file or a device is refused at once
   const ds = a.dataset;
   const dir = a.dataDir ?? defaultDataDir(ds);
   if (dir === undefined) throw new Error(`Cannot find the ${ds} data. ${dataDirHint(ds)}`);
@@ -379,7 +381,7 @@ export async function analyze(
       },
       layers: reports,
     };
-    await Deno.mkdir(a.out, { recursive: true });
+    await makeOutDir(a.out);
     const jsonPath = `${a.out}/report.json`, htmlPath = `${a.out}/report.html`;
     await Deno.writeTextFile(jsonPath, JSON.stringify(report) + "\n");
     await Deno.writeTextFile(htmlPath, reportHtml(report, a.logY));

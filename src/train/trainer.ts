@@ -20,7 +20,9 @@ import { quantConfig } from "../quant/config.ts";
 import { ModelQuantizer } from "../quant/quantizer.ts";
 import { Tensor } from "../tensor.ts";
 import { readCheckpoint, restoreTensors, saveCheckpoint } from "./checkpoint.ts";
-import { MetricsLog, type MetricValue } from "./metrics.ts";
+import type { MetricsLog, MetricValue } from "./metrics.ts";
+import { openOutDir } from "./outdir.ts";
+import { checkBatchSize, checkDatasets, checkFiniteState, checkResume } from "./validate.ts";
 import type { Progress } from "./progress.ts";
 import { type StepProfile, TrainStep } from "./step.ts";
 
@@ -67,6 +69,10 @@ export interface RunOptions {
   out?: string;
   /** Checkpoint to continue from. */
   resume?: string;
+  /** Replace a run that `out` already holds (default: refuse, src/train/outdir.ts). */
+  overwrite?: boolean;
+  /** Resume even if the checkpoint's dataset, preset, batch size, seed or step differ (warns). */
+  forceResume?: boolean;
   /** Progress display; none = silent. */
   progress?: Progress;
   /** Print lines (epoch summaries); default console.log. */
@@ -206,6 +212,8 @@ export async function train(
       throw new RangeError(`${name} must be a positive integer, got ${v}`);
     }
   }
+  checkDatasets(trainSet, testSet);
+  checkBatchSize(cfg.batchSize, trainSet);
   const backend = typeof run.backend === "string" ? getBackend(run.backend) : run.backend;
   if (run.threads !== undefined) {
     if (!isCpuBackend(backend)) {
@@ -268,6 +276,10 @@ export async function train(
             `this run trains "${cfg.model}"`,
         );
       }
+      checkResume(run.resume, ck, { ...cfg, stepsPerEpoch: steps }, {
+        force: run.forceResume,
+        warn: print,
+      });
       restoreTensors(run.resume, ck, stateTensors());
       quantizer.restore((name) => ck.words.get(name), run.resume, ck.meta.step);
       const data = ck.rng.data;
@@ -282,8 +294,11 @@ export async function train(
 
     const ckptPath = run.out ? `${run.out}/checkpoint.safetensors` : undefined;
     if (run.out) {
-      await Deno.mkdir(run.out, { recursive: true });
-      log = new MetricsLog(`${run.out}/metrics.jsonl`);
+      log = await openOutDir(run.out, {
+        ...run,
+        resumedStep: run.resume ? stepNo : undefined,
+        print,
+      });
     }
     const logEvery = run.logEvery ?? 50;
     const progressMs = 1000 * (run.progressSeconds ?? 0.25);
@@ -291,8 +306,8 @@ export async function train(
     const lastEpoch = Math.min(cfg.epochs, startEpoch + (run.stopAfterEpochs ?? cfg.epochs));
     const diverged = (epoch: number, what: string) =>
       new RangeError(
-        `Training diverged at epoch ${epoch + 1}, step ${stepNo}: ${what} ` +
-          `(try a lower --lr than ${cfg.lr}); no checkpoint was written for it`,
+        `Training diverged in epoch ${epoch + 1} (step ${stepNo}): ${what}; no checkpoint was ` +
+          `written for this epoch (try a lower --lr than ${cfg.lr})`,
       );
     for (let epoch = startEpoch; epoch < lastEpoch; epoch++) {
       const t0 = performance.now();
@@ -341,10 +356,6 @@ export async function train(
       }
       const totals = await trainStep.readLoss();
       const seconds = (performance.now() - t0) / 1000;
-      if (!Number.isFinite(totals.loss)) throw diverged(epoch, `the loss is ${totals.loss}`);
-      if (await trainStep.readNonFinite()) {
-        throw diverged(epoch, "a weight or gradient is not finite");
-      }
       const test = await evaluate(model, backend, testSet, stats);
       const res: EpochResult = {
         epoch: epoch + 1,
@@ -374,6 +385,13 @@ export async function train(
         seconds,
         ...(quantizer.layers.length > 0 ? { bell_share: await quantizer.bellShares() } : {}),
       });
+      // Step edge at the epoch's end: every state tensor finite (naming the first bad one), the
+      // device's divergence flag clear, the losses finite; only then the checkpoint.
+      await checkFiniteState(stateTensors(), epoch + 1, stepNo, cfg.lr, res.testLoss);
+      if (await trainStep.readNonFinite()) throw diverged(epoch, "a gradient was not finite");
+      if (!Number.isFinite(totals.loss)) {
+        throw diverged(epoch, `the training loss is ${totals.loss}`);
+      }
       if (ckptPath) {
         await saveCheckpoint(ckptPath, {
           meta: {
