@@ -347,9 +347,9 @@ Deno.test({
   ignore,
   fn: async () => {
     const losses = async (b: Backend) => {
-      const r = makeStep(b, "lenet5", 16, "daint8");
+      const r = makeStep(b, "lenet5", 8, "daint8");
       const out: number[] = [];
-      for (let s = 0; s < 12; s++) {
+      for (let s = 0; s < 8; s++) {
         r.step();
         out.push(await r.loss());
       }

@@ -401,15 +401,7 @@ export class WebGpuBackend implements Backend {
         );
       }
     }
-    const lim = this.limits.maxStorageBufferBindingSize;
-    for (const b of bufs) {
-      if (b.size > lim) {
-        throw new RangeError(
-          `${spec.name}: an operand of ${b.size} bytes exceeds the device's ` +
-            `maxStorageBufferBindingSize (${lim} bytes)`,
-        );
-      }
-    }
+    this.#bindable(spec, bufs);
     // A buffer read and written by one dispatch would be two conflicting bindings: read a copy.
     const bound = bufs.slice();
     spec.bindings.forEach((b, i) => {
@@ -455,6 +447,19 @@ export class WebGpuBackend implements Backend {
     this.#maybeFlush();
   }
 
+  /** Throws a RangeError when an operand is larger than one binding may be. */
+  #bindable(spec: KernelSpec, bufs: Buf[]): void {
+    const lim = this.limits.maxStorageBufferBindingSize;
+    for (const b of bufs) {
+      if (b.size > lim) {
+        throw new RangeError(
+          `${spec.name}: an operand of ${b.size} bytes exceeds the device's ` +
+            `maxStorageBufferBindingSize (${lim} bytes)`,
+        );
+      }
+    }
+  }
+
   #idOf(b: GPUBuffer): number {
     const id = this.#nextId++;
     this.#ids.set(b, id);
@@ -465,6 +470,7 @@ export class WebGpuBackend implements Backend {
   #linear(spec: KernelSpec, bufs: Buf[], items: number, fill: Fill = () => {}): void {
     if (items <= 0) return;
     if (items >= 2 ** 32) throw new RangeError(`${spec.name}: ${items} items exceed 2^32`);
+    this.#bindable(spec, bufs);
     this.#dispatch(spec, bufs, this.#fold(cdiv(items, WG), spec.name), (u, f, i) => {
       fill(u, f, i);
       u[0] = items;
@@ -474,6 +480,7 @@ export class WebGpuBackend implements Backend {
   /** One workgroup per item. */
   #perGroup(spec: KernelSpec, bufs: Buf[], items: number, fill: Fill): void {
     if (items <= 0) return;
+    this.#bindable(spec, bufs);
     this.#dispatch(spec, bufs, this.#fold(items, spec.name), fill);
   }
 

@@ -17,50 +17,33 @@ import type { Binding, KernelSpec } from "./common.ts";
 import { r, w } from "./common.ts";
 
 /** Output tile edge. */
-export const TILE = 64;
+export const TILE = 32;
 /** Reduction elements per staged tile: 32 int8 (8 words), 16 f32. */
 export const TK_I8 = 32;
 /** Reduction elements per staged f32 tile. */
 export const TK_F32 = 16;
 
 const CONV = `
-fn cN() -> u32 { return pu(8u); } fn cH() -> i32 { return pi(9u); } fn cW() -> i32 { return pi(10u); }
+fn cH() -> i32 { return pi(9u); } fn cW() -> i32 { return pi(10u); }
 fn cC() -> u32 { return pu(11u); } fn cK() -> u32 { return pu(12u); } fn cR() -> u32 { return pu(13u); }
 fn cS() -> u32 { return pu(14u); } fn cSH() -> i32 { return pi(16u); } fn cSW() -> i32 { return pi(17u); }
 fn cPH() -> i32 { return pi(18u); } fn cPW() -> i32 { return pi(19u); } fn cP() -> i32 { return pi(20u); }
 fn cQ() -> i32 { return pi(21u); } fn cCG() -> u32 { return pu(22u); } fn cKG() -> u32 { return pu(23u); }
-// Flat NHWC index of input pixel (img, ih, iw) channel ch, or -1 in the padding.
-fn xat(img: u32, ih: i32, iw: i32, ch: u32) -> i32 {
-  if (ih < 0 || ih >= cH() || iw < 0 || iw >= cW()) { return -1; }
-  return i32(((img * u32(cH()) + u32(ih)) * u32(cW()) + u32(iw)) * cC() + ch);
-}
-// fprop / wgrad: the input element of output row m (n p q) and tap kk (r s c, c innermost).
-fn im2col(g: u32, m: u32, kk: u32) -> i32 {
-  let pq = u32(cP() * cQ());
-  let img = m / pq; let rem = m % pq;
+// Output pixel m (n p q) as (n H, top input row, left input column).
+fn outpix(m: u32) -> vec4<i32> {
+  let pq = u32(cP() * cQ()); let img = m / pq; let rem = m % pq;
   let op = i32(rem / u32(cQ())); let oq = i32(rem % u32(cQ()));
-  let scg = cS() * cCG();
-  let rr = i32(kk / scg); let t = kk % scg; let ss = i32(t / cCG()); let ch = t % cCG();
-  return xat(img, op * cSH() - cPH() + rr, oq * cSW() - cPW() + ss, g * cCG() + ch);
+  return vec4<i32>(i32(img * u32(cH())), op * cSH() - cPH(), oq * cSW() - cPW(), 0);
 }
-// dgrad: the dy element of input row m (n h w) and tap kk (r s k, k innermost), or -1.
-fn dycol(g: u32, m: u32, kk: u32) -> i32 {
-  let hw = u32(cH() * cW());
-  let img = m / hw; let rem = m % hw;
-  let ih = i32(rem / u32(cW())); let iw = i32(rem % u32(cW()));
-  let skg = cS() * cKG();
-  let rr = i32(kk / skg); let t = kk % skg; let ss = i32(t / cKG()); let kq = t % cKG();
-  let oh = ih + cPH() - rr; let ow = iw + cPW() - ss;
-  if (oh < 0 || ow < 0 || oh % cSH() != 0 || ow % cSW() != 0) { return -1; }
-  let op = oh / cSH(); let oq = ow / cSW();
-  if (op >= cP() || oq >= cQ()) { return -1; }
-  return i32(((img * u32(cP()) + u32(op)) * u32(cQ()) + u32(oq)) * cK() + g * cKG() + kq);
+// Tap kk (r s c, c innermost) as (r, s, c).
+fn tap(kk: u32) -> vec4<i32> {
+  let scg = cS() * cCG(); let t = kk % scg;
+  return vec4<i32>(i32(kk / scg), i32(t / cCG()), i32(t % cCG()), 0);
 }
-// dgrad: the weight element [g kg + kq, rr, ss, c] of tap kk (r s k) and input channel c.
-fn wcol(g: u32, c: u32, kk: u32) -> u32 {
-  let skg = cS() * cKG();
-  let rr = kk / skg; let t = kk % skg; let ss = t / cKG(); let kq = t % cKG();
-  return (((g * cKG() + kq) * cR() + rr) * cS() + ss) * cCG() + c;
+// Flat NHWC input index of (n H, row, column) channel ch, or -1 in the padding.
+fn xat(nh: i32, ih: i32, iw: i32, ch: u32) -> i32 {
+  if (ih < 0 || ih >= cH() || iw < 0 || iw >= cW()) { return -1; }
+  return i32((u32(nh + ih) * u32(cW()) + u32(iw)) * cC() + ch);
 }`;
 
 /** What a GEMM kernel reads and writes: its loaders (element getters) and its store. */
@@ -68,7 +51,13 @@ interface GemmParts {
   name: string;
   i8: boolean;
   bindings: Binding[];
-  /** `fn la(g, m, k) -> i32|f32` and `fn lb(g, n, k)` (in range: m < M, n < N, k < K). */
+  /**
+   * `fn rowA(g, m) -> vec4<i32>` and `fn rowB(g, n)` (per-row address parts, computed once per
+   * thread), `fn kdec(k) -> vec4<i32>` (per reduction index, computed once per workgroup and
+   * tile into workgroup memory), `fn la(g, ra, kd, k) -> i32|f32` and `fn lb(g, rb, kd, k)`
+   * (one element; called only in range). Integer division is slow on some devices (llvmpipe
+   * scalarizes it), so the loaders only multiply and add.
+   */
   loaders: string;
   /** `fn st(g, sp, m, n, acc)`. */
   store: string;
@@ -79,11 +68,43 @@ function gemm(p: GemmParts): KernelSpec {
   const AT = p.i8 ? "i32" : "f32";
   const TKW = p.i8 ? TK_I8 / 4 : TK_F32; // words per staged row
   const step = p.i8 ? TK_I8 : TK_F32;
-  const fetch = (fn: string, idx: string) =>
-    p.i8
-      ? `var v = vec4<i32>(0); for (var j = 0u; j < 4u; j++) { let k = kb + j; if (k < k1) { v[j] = ${fn}(g, ${idx}, k); } } tile = pack4xI8(v);`
-      : `if (kb < k1) { tile = ${fn}(g, ${idx}, kb); }`;
-  const mul = p.i8 ? "dot4I8Packed(a[i], b[j])" : "a[i] * b[j]";
+  const R = TILE / 4; // threads per tile edge; each computes 4 x 4 outputs
+  const LANES = (R * R) / TILE; // threads loading one tile row
+  const ii = [0, 1, 2, 3];
+  const mul = (i: number, j: number) => p.i8 ? `dot4I8Packed(a${i}, b${j})` : `a${i} * b${j}`;
+  const accs = ii.flatMap((i) => ii.map((j) => `var c${i}${j} = ${AT}(0);`)).join(" ");
+  const loads = ii.map((i) =>
+    `let a${i} = As[(lid.y + ${R * i}u) * ${TKW}u + kk]; let b${i} = Bs[(lid.x + ${
+      R * i
+    }u) * ${TKW}u + kk];`
+  ).join("\n      ");
+  const fma = ii.flatMap((i) => ii.map((j) => `c${i}${j} += ${mul(i, j)};`)).join(" ");
+  const stores = ii.flatMap((i) =>
+    ii.map((j) =>
+      `{ let m = m0 + lid.y + ${R * i}u; let n = n0 + lid.x + ${
+        R * j
+      }u; if (m < M && n < N) { st(g, sp, m, n, c${i}${j}); } }`
+    )
+  ).join("\n  ");
+  const fill = p.i8
+    ? `var va = vec4<i32>(0); var vb = vec4<i32>(0);
+      for (var j = 0u; j < 4u; j++) {
+        let kl = wv * 4u + j; let k = kt + kl;
+        if (k < k1) {
+          let kd = KD[kl];
+          if (okA) { va[j] = la(g, ra, kd, k); }
+          if (okB) { vb[j] = lb(g, rb, kd, k); }
+        }
+      }
+      As[row * ${TKW}u + wv] = pack4xI8(va); Bs[row * ${TKW}u + wv] = pack4xI8(vb);`
+    : `var va = 0.0; var vb = 0.0;
+      let k = kt + wv;
+      if (k < k1) {
+        let kd = KD[wv];
+        if (okA) { va = la(g, ra, kd, k); }
+        if (okB) { vb = lb(g, rb, kd, k); }
+      }
+      As[row * ${TKW}u + wv] = va; Bs[row * ${TKW}u + wv] = vb;`;
   return {
     name: p.name,
     bindings: p.bindings,
@@ -92,79 +113,81 @@ ${p.loaders}
 ${p.store}
 var<workgroup> As: array<${T}, ${TILE * TKW}>;
 var<workgroup> Bs: array<${T}, ${TILE * TKW}>;
-@compute @workgroup_size(16, 16)
+var<workgroup> KD: array<vec4<i32>, ${step}>;
+@compute @workgroup_size(${R}, ${R})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
   let M = pu(0u); let N = pu(1u); let K = pu(2u); let kc = pu(3u); let splits = pu(4u);
   let g = wid.z / splits; let sp = wid.z % splits;
   let k0 = sp * kc; let k1 = min(K, k0 + kc);
   let m0 = wid.y * ${TILE}u; let n0 = wid.x * ${TILE}u;
-  var acc: array<array<${AT}, 4>, 4>;
+  let row = li % ${TILE}u; let lane = li / ${TILE}u;
+  let okA = m0 + row < M; let okB = n0 + row < N;
+  let ra = rowA(g, min(m0 + row, M - 1u)); let rb = rowB(g, min(n0 + row, N - 1u));
+  ${accs}
   for (var kt = k0; kt < k1; kt += ${step}u) {
-    for (var e = li; e < ${TILE * TKW}u; e += 256u) {
-      let row = e / ${TKW}u; let kb = kt + (e % ${TKW}u) * ${p.i8 ? 4 : 1}u;
-      var tile: ${T} = ${T}(0);
-      let m = m0 + row;
-      if (m < M) { ${fetch("la", "m")} }
-      As[e] = tile;
-      tile = ${T}(0);
-      let n = n0 + row;
-      if (n < N) { ${fetch("lb", "n")} }
-      Bs[e] = tile;
+    if (li < ${step}u) { KD[li] = kdec(min(kt + li, K - 1u)); }
+    workgroupBarrier();
+    for (var wv = lane; wv < ${TKW}u; wv += ${LANES}u) {
+      ${fill}
     }
     workgroupBarrier();
     for (var kk = 0u; kk < ${TKW}u; kk++) {
-      var a: array<${T}, 4>; var b: array<${T}, 4>;
-      for (var i = 0u; i < 4u; i++) {
-        a[i] = As[(lid.y + 16u * i) * ${TKW}u + kk];
-        b[i] = Bs[(lid.x + 16u * i) * ${TKW}u + kk];
-      }
-      for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) { acc[i][j] += ${mul}; }
-      }
+      ${loads}
+      ${fma}
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < 4u; i++) {
-    for (var j = 0u; j < 4u; j++) {
-      let m = m0 + lid.y + 16u * i; let n = n0 + lid.x + 16u * j;
-      if (m < M && n < N) { st(g, sp, m, n, acc[i][j]); }
-    }
-  }
+  ${stores}
 }`,
   };
 }
 
+const NOROW = `fn kdec(k: u32) -> vec4<i32> { return vec4<i32>(0); }`;
 const I8 = (buf: string, idx: string) => `i8at(${buf}[(${idx}) >> 2u], ${idx})`;
+const V1 = (x: string) => `vec4<i32>(bitcast<i32>(${x}), 0, 0, 0)`;
+const X1 = (v: string) => `bitcast<u32>(${v}.x)`;
+const SIG = (T: string) => ({
+  row: (body: string, name = "rowA") => `fn ${name}(g: u32, m: u32) -> vec4<i32> { ${body} }`,
+  ld: (name: string, body: string) =>
+    `fn ${name}(g: u32, r: vec4<i32>, kd: vec4<i32>, k: u32) -> ${T} { ${body} }`,
+});
 
 /** c (i32) [m, n] = a (i8) [m, k] . b (i8) [n, k]^T. */
 export const GEMM_I8 = gemm({
   name: "gemmI8",
   i8: true,
   bindings: [w("Cm", "i32"), r("Am", "u32"), r("Bm", "u32")],
-  loaders: `fn la(g: u32, m: u32, k: u32) -> i32 { let i = m * pu(2u) + k; return ${
-    I8("Am", "i")
-  }; }
-fn lb(g: u32, n: u32, k: u32) -> i32 { let i = n * pu(2u) + k; return ${I8("Bm", "i")}; }`,
+  loaders: `${NOROW}
+${SIG("i32").row(`return ${V1("m * pu(2u)")};`)}
+${SIG("i32").row(`return ${V1("m * pu(2u)")};`, "rowB")}
+${SIG("i32").ld("la", `let i = ${X1("r")} + k; return ${I8("Am", "i")};`)}
+${SIG("i32").ld("lb", `let i = ${X1("r")} + k; return ${I8("Bm", "i")};`)}`,
   store: `fn st(g: u32, sp: u32, m: u32, n: u32, acc: i32) { Cm[m * pu(1u) + n] = acc; }`,
 });
 
 function convFwd(i8: boolean): KernelSpec {
-  const get = (buf: string, idx: string) => i8 ? I8(buf, idx) : `${buf}[${idx}]`;
   const T = i8 ? "i32" : "f32";
+  const get = (buf: string, idx: string) => i8 ? I8(buf, idx) : `${buf}[${idx}]`;
   const scale = i8 ? " * (XS[0] * WS[select(0u, co, pu(6u) == 2u)])" : "";
+  const S = SIG(T);
   return gemm({
     name: i8 ? "conv2dI8" : "conv2d",
     i8,
     bindings: i8
       ? [w("Y"), r("X", "u32"), r("Wt", "u32"), r("BI"), r("XS"), r("WS")]
       : [w("Y"), r("X"), r("Wt"), r("BI")],
-    loaders: `fn la(g: u32, m: u32, k: u32) -> ${T} {
-  let i = im2col(g, m, k); if (i < 0) { return ${T}(0); } let u = u32(i); return ${get("X", "u")};
-}
-fn lb(g: u32, n: u32, k: u32) -> ${T} { let u = (g * cKG() + n) * pu(2u) + k; return ${
-      get("Wt", "u")
-    }; }`,
+    loaders: `fn kdec(k: u32) -> vec4<i32> { return tap(k); }
+${S.row("return outpix(m);")}
+${S.row(`return ${V1("(g * cKG() + m) * pu(2u)")};`, "rowB")}
+${
+      S.ld(
+        "la",
+        `let i = xat(r.x, r.y + kd.x, r.z + kd.y, g * cCG() + u32(kd.z));
+  if (i < 0) { return ${T}(0); } let u = u32(i); return ${get("X", "u")};`,
+      )
+    }
+${S.ld("lb", `let u = ${X1("r")} + k; return ${get("Wt", "u")};`)}`,
     store: `fn st(g: u32, sp: u32, m: u32, n: u32, acc: ${T}) {
   let co = g * cKG() + n;
   var v = f32(acc)${scale};
@@ -180,18 +203,44 @@ export const CONV_F32 = convFwd(false);
 export const CONV_I8 = convFwd(true);
 
 function convDgrad(i8: boolean): KernelSpec {
-  const get = (buf: string, idx: string) => i8 ? I8(buf, idx) : `${buf}[${idx}]`;
   const T = i8 ? "i32" : "f32";
+  const get = (buf: string, idx: string) => i8 ? I8(buf, idx) : `${buf}[${idx}]`;
+  const S = SIG(T);
   return gemm({
     name: i8 ? "conv2dDgradI8" : "conv2dDgrad",
     i8,
     bindings: i8
       ? [w("DX"), r("DY", "u32"), r("Wt", "u32"), r("DS"), r("WS")]
       : [w("DX"), r("DY"), r("Wt")],
-    loaders: `fn la(g: u32, m: u32, k: u32) -> ${T} {
-  let i = dycol(g, m, k); if (i < 0) { return ${T}(0); } let u = u32(i); return ${get("DY", "u")};
+    // rows: input pixels (n h w); columns: input channels of the group; reduction: taps (r s k).
+    loaders: `fn kdec(k: u32) -> vec4<i32> {
+  let skg = cS() * cKG(); let t = k % skg;
+  return vec4<i32>(i32(k / skg), i32(t / cKG()), i32(t % cKG()), 0);
 }
-fn lb(g: u32, n: u32, k: u32) -> ${T} { let u = wcol(g, n, k); return ${get("Wt", "u")}; }`,
+${
+      S.row(`let hw = u32(cH() * cW()); let img = m / hw; let rem = m % hw;
+  return vec4<i32>(i32(img), i32(rem / u32(cW())) + cPH(), i32(rem % u32(cW())) + cPW(), 0);`)
+    }
+${S.row("return vec4<i32>(i32(m), 0, 0, 0);", "rowB")}
+${
+      S.ld(
+        "la",
+        `var oh = r.y - kd.x; var ow = r.z - kd.y;
+  if (oh < 0 || ow < 0) { return ${T}(0); }
+  if (cSH() != 1) { if (oh % cSH() != 0) { return ${T}(0); } oh = oh / cSH(); }
+  if (cSW() != 1) { if (ow % cSW() != 0) { return ${T}(0); } ow = ow / cSW(); }
+  if (oh >= cP() || ow >= cQ()) { return ${T}(0); }
+  let u = ((u32(r.x) * u32(cP()) + u32(oh)) * u32(cQ()) + u32(ow)) * cK() + g * cKG() + u32(kd.z);
+  return ${get("DY", "u")};`,
+      )
+    }
+${
+      S.ld(
+        "lb",
+        `let u = (((g * cKG() + u32(kd.z)) * cR() + u32(kd.x)) * cS() + u32(kd.y)) * cCG() + u32(r.x);
+  return ${get("Wt", "u")};`,
+      )
+    }`,
     store: `fn st(g: u32, sp: u32, m: u32, n: u32, acc: ${T}) {
   DX[m * cC() + g * cCG() + n] = f32(acc)${i8 ? " * (DS[0] * WS[0])" : ""};
 }`,
@@ -204,19 +253,25 @@ export const DGRAD_F32 = convDgrad(false);
 export const DGRAD_I8 = convDgrad(true);
 
 function convWgrad(i8: boolean): KernelSpec {
-  const get = (buf: string, idx: string) => i8 ? I8(buf, idx) : `${buf}[${idx}]`;
   const T = i8 ? "i32" : "f32";
+  const get = (buf: string, idx: string) => i8 ? I8(buf, idx) : `${buf}[${idx}]`;
+  const S = SIG(T);
   return gemm({
     name: i8 ? "conv2dWgradI8" : "conv2dWgrad",
     i8,
     bindings: [w("PART"), r("X", i8 ? "u32" : "f32"), r("DY", i8 ? "u32" : "f32")],
     // rows: output channels of the group; columns: taps (r s c); reduction: output pixels.
-    loaders: `fn la(g: u32, m: u32, k: u32) -> ${T} { let u = k * cK() + g * cKG() + m; return ${
-      get("DY", "u")
-    }; }
-fn lb(g: u32, n: u32, k: u32) -> ${T} {
-  let i = im2col(g, k, n); if (i < 0) { return ${T}(0); } let u = u32(i); return ${get("X", "u")};
-}`,
+    loaders: `fn kdec(k: u32) -> vec4<i32> { return outpix(k); }
+${S.row("return vec4<i32>(i32(g * cKG() + m), 0, 0, 0);")}
+${S.row("return tap(m);", "rowB")}
+${S.ld("la", `let u = k * cK() + u32(r.x); return ${get("DY", "u")};`)}
+${
+      S.ld(
+        "lb",
+        `let i = xat(kd.x, kd.y + r.x, kd.z + r.y, g * cCG() + u32(r.z));
+  if (i < 0) { return ${T}(0); } let u = u32(i); return ${get("X", "u")};`,
+      )
+    }`,
     store: `fn st(g: u32, sp: u32, m: u32, n: u32, acc: ${T}) {
   PART[((sp * pu(15u) + g) * pu(0u) + m) * pu(1u) + n] = f32(acc);
 }`,
@@ -250,13 +305,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }`,
 };
 
+const FS = SIG("f32");
+
 /** f32 linear forward: y [m, n] = x [m, k] . w [n, k]^T (+ bias). */
 export const LINEAR = gemm({
   name: "linear",
   i8: false,
   bindings: [w("Y"), r("X"), r("Wt"), r("BI")],
-  loaders: `fn la(g: u32, m: u32, k: u32) -> f32 { return X[m * pu(10u) + k]; }
-fn lb(g: u32, n: u32, k: u32) -> f32 { return Wt[n * pu(10u) + k]; }`,
+  loaders: `${NOROW}
+${FS.row(`return ${V1("m * pu(10u)")};`)}
+${FS.row(`return ${V1("m * pu(10u)")};`, "rowB")}
+${FS.ld("la", `return X[${X1("r")} + k];`)}
+${FS.ld("lb", `return Wt[${X1("r")} + k];`)}`,
   store: `fn st(g: u32, sp: u32, m: u32, n: u32, acc: f32) {
   var v = acc; if (pu(5u) == 1u) { v = v + BI[n]; } Y[m * pu(9u) + n] = v;
 }`,
@@ -266,8 +326,11 @@ export const LINEAR_DGRAD = gemm({
   name: "linearDgrad",
   i8: false,
   bindings: [w("DX"), r("DY"), r("Wt")],
-  loaders: `fn la(g: u32, m: u32, j: u32) -> f32 { return DY[m * pu(9u) + j]; }
-fn lb(g: u32, c: u32, j: u32) -> f32 { return Wt[j * pu(10u) + c]; }`,
+  loaders: `${NOROW}
+${FS.row(`return ${V1("m * pu(9u)")};`)}
+${FS.row(`return ${V1("m")};`, "rowB")}
+${FS.ld("la", `return DY[${X1("r")} + k];`)}
+${FS.ld("lb", `return Wt[k * pu(10u) + ${X1("r")}];`)}`,
   store: `fn st(g: u32, sp: u32, m: u32, n: u32, acc: f32) { DX[m * pu(10u) + n] = acc; }`,
 });
 /** dw [n, k] partials = dy^T x over reduction splits (summed by WGRAD_SUM). */
@@ -275,8 +338,11 @@ export const LINEAR_WGRAD = gemm({
   name: "linearWgrad",
   i8: false,
   bindings: [w("PART"), r("X"), r("DY")],
-  loaders: `fn la(g: u32, row: u32, i: u32) -> f32 { return DY[i * pu(9u) + row]; }
-fn lb(g: u32, col: u32, i: u32) -> f32 { return X[i * pu(10u) + col]; }`,
+  loaders: `${NOROW}
+${FS.row(`return ${V1("m")};`)}
+${FS.row(`return ${V1("m")};`, "rowB")}
+${FS.ld("la", `return DY[k * pu(9u) + ${X1("r")}];`)}
+${FS.ld("lb", `return X[k * pu(10u) + ${X1("r")}];`)}`,
   store: `fn st(g: u32, sp: u32, m: u32, n: u32, acc: f32) {
   PART[(sp * pu(0u) + m) * pu(1u) + n] = acc;
 }`,
