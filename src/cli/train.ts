@@ -32,6 +32,8 @@ import { type ScheduleKind, SCHEDULES } from "../optim/schedule.ts";
 import { Progress } from "../train/progress.ts";
 import { checkBatchSize, checkDatasets } from "../train/validate.ts";
 import { train, type TrainConfig } from "../train/trainer.ts";
+import { openBackend } from "../backend/registry.ts";
+import { isCpuBackend } from "../backend/backend.ts";
 import { checkOutDir, CHECKPOINT_FILE } from "../train/outdir.ts";
 
 export const HELP = `daint8 train: train a CNN (NHWC, native backend through FFI)
@@ -50,7 +52,7 @@ Usage: deno task train [flags]
   --schedule NAME       ${SCHEDULES.join(" | ")} (default cosine)
   --warmup X            linear warm-up epochs (default 0)
   --seed N              seed for weights and data order (default 0)
-  --backend NAME        cpu | cuda | auto (default cpu)
+  --backend NAME        cpu | cuda | webgpu | auto (default cpu)
   --threads N           cpu worker threads, 0 = all cores (default 0, at most ${MAX_THREADS})
   --quant NAME          ${QUANT_NAMES.join(" | ")} (default fp32)
   --quant-set KNOBS     override preset knobs: lambda=0.25,A=0.7 or @knobs.json
@@ -173,9 +175,11 @@ export function main(args: string[]): Promise<number> {
         `test images), ${a.config.epochs} epoch(s), batch ${a.config.batchSize}, ` +
         `${a.config.quant}, backend ${a.backend}, out ${a.out}`,
     );
+    const backend = await openBackend(a.backend); // webgpu opens asynchronously
     const result = await train(a.config, trainSet, testSet, {
-      backend: a.backend,
-      threads: a.threads,
+      backend,
+      // the default 0 (all cores) is a cpu setting; another backend refuses only an explicit one
+      threads: isCpuBackend(backend) || a.threads !== 0 ? a.threads : undefined,
       out: a.out,
       resume: a.resume,
       overwrite: a.overwrite,
