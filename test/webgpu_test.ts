@@ -419,3 +419,38 @@ Deno.test({
     r.dispose();
   },
 });
+
+Deno.test({
+  name: "webgpu: device loss and uncaptured device errors are thrown at the next op or read",
+  ignore,
+  fn: async () => {
+    const open = async () => {
+      const adapter = (await navigator.gpu.requestAdapter())!;
+      return await adapter.requestDevice({
+        requiredLimits: { maxStorageBuffersPerShaderStage: 9 },
+      });
+    };
+    const d1 = await open();
+    const lost = WebGpuBackend.fromDevice(d1, "test device");
+    using a = Tensor.full(lost, [8], 1);
+    assert.deepEqual(await a.read(), new Float32Array(8).fill(1));
+    d1.destroy();
+    await d1.lost;
+    assert.throws(
+      () => lost.fill(a, 2),
+      /WebGPU device failure: the device was lost \(destroyed\)/,
+    );
+    assert.throws(() => lost.close(), /device was lost/);
+
+    const d2 = await open();
+    const bad = WebGpuBackend.fromDevice(d2, "test device");
+    using b = Tensor.full(bad, [8], 1);
+    d2.createBuffer({ size: 4, usage: 0 }); // invalid usage: an uncaptured validation error
+    await new Promise((r) => setTimeout(r, 50));
+    await assert.rejects(
+      () => b.read(),
+      (e: Error) => e.name === "Daint8Error" && /WebGPU device failure: .*usage/i.test(e.message),
+    );
+    assert.throws(() => bad.close(), /Closing the webgpu backend/);
+  },
+});

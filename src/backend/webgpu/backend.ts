@@ -138,6 +138,20 @@ export class WebGpuBackend implements Backend {
     return new WebGpuBackend(opened, options.limits ?? {});
   }
 
+  /**
+   * A backend on a device the caller opened (it must have the limits `openDevice` requests when
+   * the ops need them, e.g. 9 storage buffers per stage). The backend owns the device from now on:
+   * `close()` destroys it.
+   */
+  static fromDevice(
+    device: GPUDevice,
+    description = "WebGPU device",
+    options: WebGpuOptions = {},
+  ): WebGpuBackend {
+    const opened = { adapter: null as unknown as GPUAdapter, device, description, software: false };
+    return new WebGpuBackend(opened, options.limits ?? {});
+  }
+
   info(): string {
     return this.#desc;
   }
