@@ -84,6 +84,18 @@ Deno.test({
       );
       assert.deepEqual(got[0], want[0], `gemmI8 ${m}x${n}x${k}`);
     }
+    // the bytewise gather (no aligned word loads) gives the same sums
+    dev().fastInt8 = false;
+    try {
+      const [want, got] = await both(
+        [t(i8s(rng, 33 * 64), [33, 64], "i8"), t(i8s(rng, 9 * 64), [9, 64], "i8")],
+        [{ shape: [33, 9], dtype: "i32" }],
+        (b, [a, bb], [c]) => b.gemmI8(c!, a!, bb!, 33, 9, 64),
+      );
+      assert.deepEqual(got[0], want[0], "gemmI8 bytewise");
+    } finally {
+      dev().fastInt8 = true;
+    }
   },
 });
 

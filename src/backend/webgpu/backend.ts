@@ -71,6 +71,11 @@ export class WebGpuBackend implements Backend {
   readonly #desc: string;
   /** True when the adapter is a software one. */
   readonly software: boolean;
+  /**
+   * Whether int8 GEMMs load aligned groups of 4 channels as one word (default); false forces the
+   * bytewise gather everywhere (tests compare the two).
+   */
+  fastInt8 = true;
   /** The limits work is split or refused by. */
   readonly limits: WebGpuLimits;
   readonly #count: BackendCounters = { calls: 0, syncs: 0, reads: 0, bytesUp: 0, bytesDown: 0 };
@@ -1081,6 +1086,8 @@ export class WebGpuBackend implements Backend {
         geom(i, s);
         u[5] = bias ? 1 : 0;
         u[6] = wLayout;
+        // channels of a group in whole aligned words: 4 taps' bytes are one word of x and of w
+        u[7] = s.c % 4 === 0 && (s.c / g) % 4 === 0 && this.fastInt8 ? 3 : 0;
       },
     );
   }
@@ -1103,7 +1110,11 @@ export class WebGpuBackend implements Backend {
       g,
       1,
       K,
-      (_u, _f, i) => geom(i, s),
+      (u, _f, i) => {
+        geom(i, s);
+        // output channels of a group in whole aligned words of dy (w is gathered bytewise)
+        u[7] = s.k % 4 === 0 && kg % 4 === 0 && this.fastInt8 ? 1 : 0;
+      },
     );
   }
 
@@ -1120,7 +1131,10 @@ export class WebGpuBackend implements Backend {
   }
 
   gemmI8(c: Tensor, a: Tensor, b: Tensor, m: number, n: number, k: number): void {
-    this.#gemm(G.GEMM_I8, [buf(c), buf(a), buf(b)], m, n, k, 1, 1, k, () => {});
+    // k % 4 == 0: every row starts on a word, 4 reduction elements are one aligned word
+    this.#gemm(G.GEMM_I8, [buf(c), buf(a), buf(b)], m, n, k, 1, 1, k, (u) => {
+      u[7] = k % 4 === 0 && this.fastInt8 ? 3 : 0;
+    });
   }
 }
 

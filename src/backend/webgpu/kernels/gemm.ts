@@ -86,17 +86,34 @@ function gemm(p: GemmParts): KernelSpec {
       }u; if (m < M && n < N) { st(g, sp, m, n, c${i}${j}); } }`
     )
   ).join("\n  ");
+  // int8: a word holds 4 reduction elements; with flag bit 0 (A) / 1 (B) in word 7 they are 4
+  // consecutive, aligned bytes of the operand, loaded as one word (la4 / lb4), else 4 bytes.
   const fill = p.i8
-    ? `var va = vec4<i32>(0); var vb = vec4<i32>(0);
-      for (var j = 0u; j < 4u; j++) {
-        let kl = wv * 4u + j; let k = kt + kl;
-        if (k < k1) {
-          let kd = KD[kl];
-          if (okA) { va[j] = la(g, ra, kd, k); }
-          if (okB) { vb[j] = lb(g, rb, kd, k); }
+    ? `var wa = 0u; var wb = 0u;
+      let kb = kt + wv * 4u;
+      if (kb < k1) {
+        if ((fast & 1u) != 0u) {
+          if (okA) { wa = la4(g, ra, KD[wv * 4u], kb); }
+        } else if (okA) {
+          var v = vec4<i32>(0);
+          for (var j = 0u; j < 4u; j++) {
+            let k = kb + j;
+            if (k < k1) { v[j] = la(g, ra, KD[wv * 4u + j], k); }
+          }
+          wa = pack4xI8(v);
+        }
+        if ((fast & 2u) != 0u) {
+          if (okB) { wb = lb4(g, rb, KD[wv * 4u], kb); }
+        } else if (okB) {
+          var v = vec4<i32>(0);
+          for (var j = 0u; j < 4u; j++) {
+            let k = kb + j;
+            if (k < k1) { v[j] = lb(g, rb, KD[wv * 4u + j], k); }
+          }
+          wb = pack4xI8(v);
         }
       }
-      As[row * ${TKW}u + wv] = pack4xI8(va); Bs[row * ${TKW}u + wv] = pack4xI8(vb);`
+      As[row * ${TKW}u + wv] = wa; Bs[row * ${TKW}u + wv] = wb;`
     : `var va = 0.0; var vb = 0.0;
       let k = kt + wv;
       if (k < k1) {
@@ -105,11 +122,17 @@ function gemm(p: GemmParts): KernelSpec {
         if (okB) { vb = lb(g, rb, kd, k); }
       }
       As[row * ${TKW}u + wv] = va; Bs[row * ${TKW}u + wv] = vb;`;
+  const stubs = p.i8
+    ? ["la4", "lb4"].filter((f) => !p.loaders.includes(`fn ${f}(`)).map((f) =>
+      `fn ${f}(g: u32, r: vec4<i32>, kd: vec4<i32>, k: u32) -> u32 { return 0u; }`
+    ).join("\n")
+    : "";
   return {
     name: p.name,
     bindings: p.bindings,
     body: `${CONV}
 ${p.loaders}
+${stubs}
 ${p.store}
 var<workgroup> As: array<${T}, ${TILE * TKW}>;
 var<workgroup> Bs: array<${T}, ${TILE * TKW}>;
@@ -121,7 +144,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let g = wid.z / splits; let sp = wid.z % splits;
   let k0 = sp * kc; let k1 = min(K, k0 + kc);
   let m0 = wid.y * ${TILE}u; let n0 = wid.x * ${TILE}u;
-  let row = li % ${TILE}u; let lane = li / ${TILE}u;
+  let row = li % ${TILE}u; let lane = li / ${TILE}u; let fast = pu(7u);
   let okA = m0 + row < M; let okB = n0 + row < N;
   let ra = rowA(g, min(m0 + row, M - 1u)); let rb = rowB(g, min(n0 + row, N - 1u));
   ${accs}
@@ -162,7 +185,9 @@ export const GEMM_I8 = gemm({
 ${SIG("i32").row(`return ${V1("m * pu(2u)")};`)}
 ${SIG("i32").row(`return ${V1("m * pu(2u)")};`, "rowB")}
 ${SIG("i32").ld("la", `let i = ${X1("r")} + k; return ${I8("Am", "i")};`)}
-${SIG("i32").ld("lb", `let i = ${X1("r")} + k; return ${I8("Bm", "i")};`)}`,
+${SIG("i32").ld("lb", `let i = ${X1("r")} + k; return ${I8("Bm", "i")};`)}
+${SIG("u32").ld("la4", `return Am[(${X1("r")} + k) >> 2u];`)}
+${SIG("u32").ld("lb4", `return Bm[(${X1("r")} + k) >> 2u];`)}`,
   store: `fn st(g: u32, sp: u32, m: u32, n: u32, acc: i32) { Cm[m * pu(1u) + n] = acc; }`,
 });
 
@@ -187,7 +212,19 @@ ${
   if (i < 0) { return ${T}(0); } let u = u32(i); return ${get("X", "u")};`,
       )
     }
-${S.ld("lb", `let u = ${X1("r")} + k; return ${get("Wt", "u")};`)}`,
+${S.ld("lb", `let u = ${X1("r")} + k; return ${get("Wt", "u")};`)}
+${
+      i8
+        ? `${
+          SIG("u32").ld(
+            "la4",
+            `let i = xat(r.x, r.y + kd.x, r.z + kd.y, g * cCG() + u32(kd.z));
+  if (i < 0) { return 0u; } return X[u32(i) >> 2u];`,
+          )
+        }
+${SIG("u32").ld("lb4", `return Wt[(${X1("r")} + k) >> 2u];`)}`
+        : ""
+    }`,
     store: `fn st(g: u32, sp: u32, m: u32, n: u32, acc: ${T}) {
   let co = g * cKG() + n;
   var v = f32(acc)${scale};
@@ -233,6 +270,20 @@ ${
   let u = ((u32(r.x) * u32(cP()) + u32(oh)) * u32(cQ()) + u32(ow)) * cK() + g * cKG() + u32(kd.z);
   return ${get("DY", "u")};`,
       )
+    }
+${
+      i8
+        ? SIG("u32").ld(
+          "la4",
+          `var oh = r.y - kd.x; var ow = r.z - kd.y;
+  if (oh < 0 || ow < 0) { return 0u; }
+  if (cSH() != 1) { if (oh % cSH() != 0) { return 0u; } oh = oh / cSH(); }
+  if (cSW() != 1) { if (ow % cSW() != 0) { return 0u; } ow = ow / cSW(); }
+  if (oh >= cP() || ow >= cQ()) { return 0u; }
+  let u = ((u32(r.x) * u32(cP()) + u32(oh)) * u32(cQ()) + u32(ow)) * cK() + g * cKG() + u32(kd.z);
+  return DY[u >> 2u];`,
+        )
+        : ""
     }
 ${
       S.ld(
