@@ -380,12 +380,12 @@ Deno.test({
 
 Deno.test({
   name: "webgpu: dispatches beyond maxComputeWorkgroupsPerDimension fold into 2-D; operands " +
-    "beyond maxStorageBufferBindingSize are refused naming the limit",
+    "beyond maxStorageBufferBindingSize are split (elementwise) or refused naming the limit",
   ignore,
   fn: async () => {
     const small = await WebGpuBackend.open({
       allowSoftware: true,
-      limits: { maxComputeWorkgroupsPerDimension: 5, maxStorageBufferBindingSize: 1 << 16 },
+      limits: { maxComputeWorkgroupsPerDimension: 5, maxStorageBufferBindingSize: 1 << 14 },
     });
     try {
       const n = 5000; // 20 workgroups of 256 threads: folded into 5 x 4
@@ -397,11 +397,27 @@ Deno.test({
       small.add(y, ta, tc);
       const got = await y.read();
       assert.deepEqual(got, a.map((v, i) => Math.fround(v + c[i]!)));
+      // elementwise ops on operands beyond the binding limit run in binding-sized chunks
+      const nb = 40000; // 160,000 bytes: ten chunks of at most 16,384
+      const ba = f32s(rng, nb), bc = f32s(rng, nb);
+      using xa = Tensor.from(small, ba, [nb], "f32");
+      using xc = Tensor.from(small, bc, [nb], "f32");
+      using xy = Tensor.empty(small, [nb]);
+      small.add(xy, xa, xc);
+      small.axpy(xy, 2, xa);
+      small.relu(xy, xy);
+      const want = ba.map((v, i) =>
+        Math.max(Math.fround(Math.fround(v + bc[i]!) + Math.fround(2 * v)), 0)
+      );
+      assert.deepEqual(await xy.read(), want);
+      // other ops refuse such operands, naming the limit
       using big = Tensor.empty(small, [1 << 15]);
+      using q = Tensor.empty(small, [1 << 15], "i8");
+      using clip = Tensor.full(small, [1], 1);
       assert.throws(
-        () => small.fill(big, 1),
+        () => small.quantizeI8(q, big, 1 << 15, 1, clip, 0, false, 0),
         (e: Error) =>
-          e instanceof RangeError && /maxStorageBufferBindingSize \(65536 bytes\)/.test(e.message),
+          e instanceof RangeError && /maxStorageBufferBindingSize \(16384 bytes\)/.test(e.message),
       );
       using m = Tensor.empty(small, [400, 4]);
       using w = Tensor.empty(small, [4, 4]);

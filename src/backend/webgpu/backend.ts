@@ -48,6 +48,14 @@ const I8_CHUNK = 131072;
 const CLIP_CODES = { max: 0, mcs: 1, "mcs-solve": 2, dsgc: 3 } as const;
 
 type Buf = GPUBuffer;
+/** A bound byte range of a buffer. */
+interface Range {
+  buffer: GPUBuffer;
+  offset: number;
+  size: number;
+}
+const whole = (b: Buf | Range): Range =>
+  b instanceof GPUBuffer ? { buffer: b, offset: 0, size: b.size } : b;
 type Fill = (u: Uint32Array, f: Float32Array, i: Int32Array) => void;
 
 const round4 = (n: number) => Math.ceil(n / 4) * 4;
@@ -93,6 +101,7 @@ export class WebGpuBackend implements Backend {
   #pass: GPUComputePassEncoder | null = null;
   #pending = 0;
   readonly #temps: GpuStorage[] = [];
+  #retiring: GpuStorage[] = [];
   readonly #tempFree = new Map<number, GpuStorage[]>();
   readonly #dummy: GPUBuffer;
   #failure: string | null = null;
@@ -186,7 +195,7 @@ export class WebGpuBackend implements Backend {
     } catch { /* closing anyway */ }
     this.#closed = true;
     for (const st of this.#all) st.buffer.destroy();
-    for (const st of this.#temps) st.buffer.destroy();
+    for (const st of [...this.#temps, ...this.#retiring]) st.buffer.destroy();
     for (const list of this.#tempFree.values()) for (const st of list) st.buffer.destroy();
     this.#all.clear();
     this.#pool.clear();
@@ -280,13 +289,15 @@ export class WebGpuBackend implements Backend {
     this.#enc = null;
     this.#slot = 0;
     this.#pending = 0;
-    for (const st of this.#temps) {
+    // Scratch of this batch is reused only after the next submit: an op whose dispatches span
+    // this submit still holds its scratch in the next batch.
+    for (const st of this.#retiring) {
       const size = st.buffer.size;
       let list = this.#tempFree.get(size);
       if (!list) this.#tempFree.set(size, list = []);
       list.push(st);
     }
-    this.#temps.length = 0;
+    this.#retiring = this.#temps.splice(0);
   }
 
   #encoder(): GPUCommandEncoder {
@@ -409,7 +420,12 @@ export class WebGpuBackend implements Backend {
   }
 
   /** Encodes one dispatch of `spec` over `bufs` (in binding order) with parameters from `fill`. */
-  #dispatch(spec: KernelSpec, bufs: Buf[], groups: [number, number, number], fill: Fill): void {
+  #dispatch(
+    spec: KernelSpec,
+    bufs: (Buf | Range)[],
+    groups: [number, number, number],
+    fill: Fill,
+  ): void {
     this.#live();
     const max = this.limits.maxComputeWorkgroupsPerDimension;
     for (const g of groups) {
@@ -420,16 +436,19 @@ export class WebGpuBackend implements Backend {
         );
       }
     }
-    this.#bindable(spec, bufs);
+    const ranges = bufs.map(whole);
+    this.#bindable(spec, ranges);
     // A buffer read and written by one dispatch would be two conflicting bindings: read a copy.
-    const bound = bufs.slice();
+    const bound = ranges.slice();
     spec.bindings.forEach((b, i) => {
       if (b.write) return;
       const src = bound[i]!;
-      if (spec.bindings.some((o, j) => o.write && bufs[j] === src)) {
+      if (spec.bindings.some((o, j) => o.write && ranges[j]!.buffer === src.buffer)) {
         const t = this.#temp(src.size);
-        this.#copyBuffers(t, src, src.size);
-        bound[i] = t;
+        this.#endPass();
+        this.#encoder().copyBufferToBuffer(src.buffer, src.offset, t, 0, round4(src.size));
+        this.#count.calls++;
+        bound[i] = { buffer: t, offset: 0, size: src.size };
       }
     });
     if (this.#slot >= SLOTS) this.#flush();
@@ -444,7 +463,9 @@ export class WebGpuBackend implements Backend {
     u[63] = 0;
     this.#slot++;
     const pipeline = this.#pipeline(spec);
-    const ids = bound.map((b) => this.#ids.get(b) ?? this.#idOf(b));
+    const ids = bound.map((b) =>
+      `${this.#ids.get(b.buffer) ?? this.#idOf(b.buffer)}:${b.offset}:${b.size}`
+    );
     const key = `${spec.name}|${ids.join(",")}`;
     let group = this.#groups.get(key);
     if (!group) {
@@ -453,7 +474,10 @@ export class WebGpuBackend implements Backend {
         layout: pipeline.getBindGroupLayout(0),
         entries: [
           { binding: 0, resource: { buffer: this.#params, offset: 0, size: SLOT_BYTES } },
-          ...bound.map((buffer, i) => ({ binding: i + 1, resource: { buffer } })),
+          ...bound.map((b, i) => ({
+            binding: i + 1,
+            resource: { buffer: b.buffer, offset: b.offset, size: b.size },
+          })),
         ],
       });
       this.#groups.set(key, group);
@@ -467,12 +491,13 @@ export class WebGpuBackend implements Backend {
   }
 
   /** Throws a RangeError when an operand is larger than one binding may be. */
-  #bindable(spec: KernelSpec, bufs: Buf[]): void {
+  #bindable(spec: KernelSpec, bufs: (Buf | Range)[]): void {
     const lim = this.limits.maxStorageBufferBindingSize;
     for (const b of bufs) {
-      if (b.size > lim) {
+      const size = whole(b).size;
+      if (size > lim) {
         throw new RangeError(
-          `${spec.name}: an operand of ${b.size} bytes exceeds the device's ` +
+          `${spec.name}: an operand of ${size} bytes exceeds the device's ` +
             `maxStorageBufferBindingSize (${lim} bytes)`,
         );
       }
@@ -489,6 +514,22 @@ export class WebGpuBackend implements Backend {
   #linear(spec: KernelSpec, bufs: Buf[], items: number, fill: Fill = () => {}): void {
     if (items <= 0) return;
     if (items >= 2 ** 32) throw new RangeError(`${spec.name}: ${items} items exceed 2^32`);
+    const lim = this.limits.maxStorageBufferBindingSize;
+    if (spec.elementwise && bufs.some((b) => b.size > lim)) {
+      // Binding-sized chunks of elements, each range starting on the offset alignment.
+      const align = this.#dev.limits.minStorageBufferOffsetAlignment;
+      const per = Math.floor(lim / align) * (align / 4);
+      if (per <= 0) throw new RangeError(`${spec.name}: maxStorageBufferBindingSize is too small`);
+      for (let start = 0; start < items; start += per) {
+        const count = Math.min(per, items - start);
+        const ranges = bufs.map((buffer) => ({ buffer, offset: start * 4, size: count * 4 }));
+        this.#dispatch(spec, ranges, this.#fold(cdiv(count, WG), spec.name), (u, f, i) => {
+          fill(u, f, i);
+          u[0] = count;
+        });
+      }
+      return;
+    }
     this.#bindable(spec, bufs);
     this.#dispatch(spec, bufs, this.#fold(cdiv(items, WG), spec.name), (u, f, i) => {
       fill(u, f, i);

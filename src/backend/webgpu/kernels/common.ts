@@ -24,6 +24,11 @@ export interface KernelSpec {
   bindings: Binding[];
   /** The WGSL body: helper functions and an entry point `main`. */
   body: string;
+  /**
+   * Every binding is an f32 array indexed by the item (word 0 = items): work on operands larger
+   * than one binding may be is split into binding-sized chunks.
+   */
+  elementwise?: boolean;
 }
 
 /** Threads per workgroup of the one-dimensional kernels. */

@@ -8,18 +8,21 @@ import { GROUP_MAIN, type KernelSpec, LINEAR_MAIN, r, w, WG } from "./common.ts"
 
 /** y = value (f1). */
 export const FILL: KernelSpec = {
+  elementwise: true,
   name: "fill",
   bindings: [w("Y")],
   body: `${LINEAR_MAIN} Y[i] = pf(1u); }`,
 };
 /** y = a + b. */
 export const ADD: KernelSpec = {
+  elementwise: true,
   name: "add",
   bindings: [w("Y"), r("A"), r("B")],
   body: `${LINEAR_MAIN} Y[i] = A[i] + B[i]; }`,
 };
 /** y += alpha x. */
 export const AXPY: KernelSpec = {
+  elementwise: true,
   name: "axpy",
   bindings: [w("Y"), r("X")],
   body: `${LINEAR_MAIN} Y[i] = Y[i] + pf(1u) * X[i]; }`,
@@ -32,12 +35,14 @@ export const U8_TO_F32: KernelSpec = {
 };
 /** y = max(x, 0). */
 export const RELU: KernelSpec = {
+  elementwise: true,
   name: "relu",
   bindings: [w("Y"), r("X")],
   body: `${LINEAR_MAIN} let x = X[i]; Y[i] = select(0.0, x, x > 0.0 || isnan(x)); }`,
 };
 /** dx = dy (y > 0). */
 export const RELU_BWD: KernelSpec = {
+  elementwise: true,
   name: "reluBackward",
   bindings: [w("DX"), r("DY"), r("Yv")],
   body: `${LINEAR_MAIN} DX[i] = select(0.0, DY[i], Yv[i] > 0.0); }`,
