@@ -13,6 +13,7 @@ import {
   ScaleLayout,
 } from "../src/backend/backend.ts";
 import { WebGpuBackend } from "../src/backend/webgpu/backend.ts";
+import { getBackend, openAutoBackend, openBackend } from "../src/backend/registry.ts";
 import { convShape } from "../src/ops/conv.ts";
 import { Rng } from "../src/data/rng.ts";
 import { decodeQuantState, SOLVE_TABLE, solveTable } from "../src/quant/int8_gemm.ts";
@@ -480,5 +481,23 @@ Deno.test({
       (e: Error) => e.name === "Daint8Error" && /WebGPU device failure: .*usage/i.test(e.message),
     );
     assert.throws(() => bad.close(), /Closing the webgpu backend/);
+  },
+});
+
+Deno.test({
+  name: "webgpu: openBackend opens it by name; auto never takes a software adapter",
+  ignore,
+  fn: async () => {
+    const b = await openBackend("webgpu");
+    assert.equal(b.name, "webgpu");
+    assert.equal(await openBackend("webgpu"), b, "opened once per process");
+    assert.equal(getBackend("webgpu"), b, "once open, getBackend returns it too");
+    const { backend, passedOver } = await openAutoBackend();
+    if (dev().software) {
+      // this machine's only adapter is a software one: auto falls back (cuda is not built here)
+      assert.notEqual(backend.name, "webgpu");
+      const why = passedOver.find((p) => p.backend === "webgpu");
+      assert.match(why?.reason ?? "", /software/);
+    }
   },
 });
