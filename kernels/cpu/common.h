@@ -106,7 +106,8 @@ inline const float* cfptr(const d8_buffer* b) { return static_cast<const float*>
 int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int cap);
 
 // ---- threads --------------------------------------------------------------------------------
-void set_global_threads(int32_t threads);  // 0 = default
+void set_global_threads(int32_t threads);  // 0 = default; capped at max_threads()
+int32_t max_threads();                      // most threads a request may use
 int num_threads();                          // threads a parallel region may use (>= 1)
 
 // Threads worth using for `work` units when one thread should get at least `grain` units.

@@ -114,7 +114,19 @@ int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int
 // ---- threads --------------------------------------------------------------------------------
 static std::atomic<int32_t> g_threads{0};
 
-void set_global_threads(int32_t threads) { g_threads.store(threads, std::memory_order_relaxed); }
+// More threads than this gain nothing and risk exhausting the system's thread resources (a
+// failed thread creation inside OpenMP aborts the process): requests are capped here.
+int32_t max_threads() {
+#ifdef _OPENMP
+  return std::max(256, 4 * omp_get_num_procs());
+#else
+  return 1;
+#endif
+}
+
+void set_global_threads(int32_t threads) {
+  g_threads.store(std::min(threads, max_threads()), std::memory_order_relaxed);
+}
 
 int num_threads() {
 #ifdef _OPENMP
@@ -236,8 +248,8 @@ extern "C" int32_t d8_set_num_threads(d8_context* ctx, int32_t threads) {
     if (threads < 0)
       return fail(D8_ERR_INVALID_ARGUMENT, "%s: threads must be >= 0 (0 = all cores), got %d", fn,
                   threads);
-    ctx->threads = threads;
-    set_global_threads(threads);
+    ctx->threads = std::min(threads, max_threads());
+    set_global_threads(ctx->threads);
     return D8_OK;
   });
 }
