@@ -29,7 +29,6 @@ import {
   parseManifest,
   platform,
   platformKey,
-  prebuiltName,
   releaseUrl,
   VERSION,
 } from "./release.ts";

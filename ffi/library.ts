@@ -17,7 +17,7 @@
  */
 import { ABI_VERSION, SYMBOLS, type Symbols } from "./symbols.ts";
 import { Daint8Error, STATUS_NAMES } from "./errors.ts";
-import { withPermission } from "./env.ts";
+import { isPermissionError, withPermission } from "./env.ts";
 import { buildHint, damaged, locateLibrary } from "./cache.ts";
 import { libraryProblem } from "./integrity.ts";
 
@@ -62,6 +62,26 @@ function dirOf(path: string): string {
 }
 
 /**
+ * Deno 2.9 lets a path list (`--allow-ffi=<dir>`) open libraries, but turns every
+ * `Deno.UnsafePointer` call (which the backends need for native handles and error messages)
+ * down unless `--allow-ffi` is given without one: say so at load time instead of failing later.
+ */
+function requireFullFfi(backend: string): void {
+  try {
+    Deno.UnsafePointer.create(1n);
+  } catch (e) {
+    if (!isPermissionError(e)) throw e;
+    throw new Daint8Error(
+      `daint8 needs permission to use the ${backend} library through FFI: add --allow-ffi ` +
+        "(without a path list: Deno allows native pointers only under the unscoped flag) to " +
+        "the deno command line",
+      0,
+      { cause: e },
+    );
+  }
+}
+
+/**
  * Loads (once per process) the native library of `backend` and checks its ABI version: from
  * `path` when given, else by the loader order (environment override, local build, cache).
  * Throws a `Daint8Error` that says how to get the library when it is missing, damaged or stale;
@@ -98,7 +118,7 @@ export function loadLibrary(backend: string, path?: string): NativeLibrary {
   try {
     lib = withPermission(
       `load the native library ${file}`,
-      `--allow-ffi=${dirOf(file)}`,
+      "--allow-ffi (unscoped: Deno allows native pointers only so)",
       () => Deno.dlopen(file, SYMBOLS),
     );
   } catch (cause) {
@@ -109,6 +129,12 @@ export function loadLibrary(backend: string, path?: string): NativeLibrary {
       0,
       { cause },
     );
+  }
+  try {
+    requireFullFfi(backend);
+  } catch (e) {
+    lib.close();
+    throw e;
   }
   const version = lib.symbols.d8_abi_version();
   if (version !== ABI_VERSION) {

@@ -1,0 +1,298 @@
+/**
+ * Import by URL, end to end: this test serves the repository and a release directory over HTTP
+ * on 127.0.0.1 and runs a user's script that imports `mod.ts` by that URL from a separate
+ * temporary project with its own empty caches (DENO_DIR and the daint8 cache), under the
+ * narrow permissions the README documents, and trains a few LeNet-5 steps on synthetic images.
+ *
+ * One source build compiles the cpu library (portable flags, like the release); its output is
+ * then served as the prebuilt file of the other scenarios: download + second run from the cache,
+ * a tampered file, a truncated download, no compiler, offline, a missing permission, and two
+ * first runs at once.
+ */
+import assert from "node:assert/strict";
+import { platformKey, prebuiltName } from "../ffi/release.ts";
+import { sha256Hex } from "../ffi/integrity.ts";
+import { ABI_VERSION } from "../ffi/symbols.ts";
+
+const repo = decodeURIComponent(new URL("../", import.meta.url).pathname);
+
+/** What one scenario's server offers. */
+interface Scenario {
+  manifest?: string; // dist/manifest.json beside the module; 404 when undefined
+  release: Map<string, Uint8Array<ArrayBuffer>>; // files of the release directory
+  delayMs?: number; // delay before answering a release file
+  truncate?: boolean; // answer release files with their first half only
+  requests: string[]; // paths asked for, in order
+}
+
+const scenarios = new Map<string, Scenario>();
+
+function scenario(name: string, init: Partial<Scenario> = {}): Scenario {
+  const s: Scenario = { release: new Map(), requests: [], ...init };
+  scenarios.set(name, s);
+  return s;
+}
+
+const TYPES: Record<string, string> = {
+  ts: "application/typescript",
+  json: "application/json",
+  md: "text/markdown",
+};
+
+async function handle(req: Request): Promise<Response> {
+  const path = decodeURIComponent(new URL(req.url).pathname);
+  const m = /^\/s\/([^/]+)\/(mod|release)\/(.+)$/.exec(path);
+  const s = m ? scenarios.get(m[1]!) : undefined;
+  if (!m || !s || m[3]!.split("/").includes("..")) return new Response("no", { status: 404 });
+  s.requests.push(`${m[2]}/${m[3]}`);
+  const rel = m[3]!;
+  if (m[2] === "release") {
+    const bytes = s.release.get(rel);
+    if (bytes === undefined) return new Response("not found", { status: 404 });
+    if (s.delayMs) await new Promise((r) => setTimeout(r, s.delayMs));
+    const body = s.truncate ? bytes.slice(0, bytes.length >> 1) : bytes;
+    return new Response(body, { headers: { "content-type": "application/octet-stream" } });
+  }
+  if (rel === "dist/manifest.json") {
+    return s.manifest === undefined
+      ? new Response("not found", { status: 404 })
+      : new Response(s.manifest, { headers: { "content-type": "application/json" } });
+  }
+  try {
+    const bytes = await Deno.readFile(`${repo}${rel}`);
+    const ext = rel.slice(rel.lastIndexOf(".") + 1);
+    return new Response(bytes, {
+      headers: { "content-type": TYPES[ext] ?? "application/octet-stream" },
+    });
+  } catch {
+    return new Response("not found", { status: 404 });
+  }
+}
+
+const USER_SCRIPT = (url: string) => `
+import * as d8 from "${url}";
+await d8.ensureLibrary("cpu");
+const backend = d8.getBackend("cpu");
+const model = d8.lenet5({ backend, rng: new d8.Rng(1) });
+const opt = new d8.Sgd(backend, model.namedParameters(), { lr: 0.05, momentum: 0.9 });
+// Synthetic digits: class k is a bright 6x6 square at one of 8 places.
+const n = 8;
+const xs = new Float32Array(n * 28 * 28);
+const labels = new Int32Array(n);
+for (let i = 0; i < n; i++) {
+  labels[i] = i;
+  const y0 = 2 + 12 * (i >> 2), x0 = 2 + 6 * (i & 3);
+  for (let y = y0; y < y0 + 6; y++) for (let x = x0; x < x0 + 6; x++) xs[i * 784 + y * 28 + x] = 1;
+}
+const losses = [];
+for (let step = 0; step < 6; step++) {
+  using tape = new d8.Tape(backend);
+  for (const [, p] of model.namedParameters()) tape.watch(p);
+  const x = tape.own(d8.Tensor.from(backend, xs, [n, 28, 28, 1]));
+  const y = tape.own(d8.Tensor.from(backend, labels, [n], "i32"));
+  const ce = d8.softmaxCrossEntropy(tape, model.forward(tape, x), y);
+  opt.step(tape.backward(ce.loss));
+  losses.push(ce.read().loss);
+}
+opt.dispose();
+model.dispose();
+console.log(JSON.stringify({ losses, path: d8.loadLibrary("cpu").path }));
+`;
+
+interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  out?: { losses: number[]; path: string };
+}
+
+/** Runs the user's script of scenario `name` with its own DENO_DIR and daint8 cache. */
+async function runUser(
+  base: string,
+  tmp: string,
+  name: string,
+  dirs: { denoDir: string; cache: string },
+  opts: { env?: Record<string, string>; noNet?: boolean } = {},
+): Promise<RunResult> {
+  const proj = `${tmp}/proj-${name}`;
+  await Deno.mkdir(proj, { recursive: true });
+  await Deno.writeTextFile(`${proj}/main.ts`, USER_SCRIPT(`${base}/s/${name}/mod/mod.ts`));
+  const host = new URL(base).host;
+  // The README's narrowest flags.
+  const flags = [
+    `--allow-import=${host}`,
+    ...(opts.noNet ? [] : [`--allow-net=${host}`]),
+    `--allow-read=${dirs.cache}`,
+    `--allow-write=${dirs.cache}`,
+    "--allow-ffi", // unscoped: Deno 2.9 allows native pointers only so
+    "--allow-env=DAINT8_CACHE,XDG_CACHE_HOME,HOME,DAINT8_OFFLINE,DAINT8_RELEASE_URL,DAINT8_CPU_LIB,CXX,DAINT8_CXXFLAGS",
+    "--allow-run=g++",
+  ];
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--quiet", ...flags, "main.ts"],
+    cwd: proj,
+    clearEnv: true,
+    env: {
+      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+      HOME: `${tmp}/home`,
+      DENO_DIR: dirs.denoDir,
+      DAINT8_CACHE: dirs.cache,
+      DAINT8_RELEASE_URL: `${base}/s/${name}/release/`,
+      NO_COLOR: "1",
+      ...opts.env,
+    },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  const stdout = dec.decode(r.stdout), stderr = dec.decode(r.stderr);
+  let out: RunResult["out"];
+  try {
+    out = JSON.parse(stdout.trim().split("\n").at(-1) ?? "");
+  } catch { /* failed run */ }
+  return { code: r.code, stdout, stderr, out };
+}
+
+/** Every file under `dir` (relative paths). */
+function listTree(dir: string, prefix = ""): string[] {
+  const out: string[] = [];
+  try {
+    for (const e of Deno.readDirSync(dir)) {
+      const rel = prefix + e.name;
+      if (e.isDirectory) out.push(...listTree(`${dir}/${e.name}`, `${rel}/`));
+      else out.push(rel);
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return out;
+}
+
+function assertTrained(r: RunResult, cache: string): void {
+  assert.equal(r.code, 0, `the user's script failed:\n${r.stderr}`);
+  assert.ok(r.out, `no result line:\n${r.stdout}\n${r.stderr}`);
+  assert.ok(r.out.losses.every(Number.isFinite), `losses ${r.out.losses}`);
+  assert.ok(
+    r.out.losses.at(-1)! < r.out.losses[0]!,
+    `training did not lower the loss: ${r.out.losses}`,
+  );
+  assert.ok(r.out.path.startsWith(`${cache}/`), `loaded ${r.out.path}, not from ${cache}`);
+}
+
+Deno.test({
+  name:
+    "import by URL: source build, checked download, cache reuse, refusals, concurrent first runs",
+  sanitizeResources: false,
+  async fn() {
+    const tmp = await Deno.makeTempDir({ prefix: "daint8-url-" });
+    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, handle);
+    const base = `http://127.0.0.1:${server.addr.port}`;
+    const dirs = (n: string) => ({ denoDir: `${tmp}/deno-${n}`, cache: `${tmp}/cache-${n}` });
+    try {
+      // 1. No manifest: the library is built from the sources beside the module URL.
+      const src = scenario("source");
+      const built = await runUser(base, tmp, "source", dirs("source"));
+      assertTrained(built, dirs("source").cache);
+      assert.match(built.stderr, /building it from the sources/);
+      assert.ok(src.requests.includes("mod/kernels/cpu/conv.cpp"), "no kernel source fetched");
+      assert.ok(!src.requests.some((p) => p.startsWith("release/")), "a release file was asked");
+      const lib = await Deno.readFile(built.out!.path);
+      const stamp = JSON.parse(
+        await Deno.readTextFile(built.out!.path.replace(/\.so$/, ".stamp.json")),
+      );
+      assert.equal(stamp.origin, "source");
+      assert.equal(stamp.sha256, sha256Hex(lib));
+      assert.ok(stamp.detail.flags.includes("-Wl,-z,nodelete"));
+      assert.ok(!stamp.detail.flags.includes("-march=native"), "the source build is portable");
+
+      // The release of the other scenarios: that library and its manifest.
+      const file = prebuiltName("cpu");
+      const manifest = JSON.stringify({
+        name: "@daint8/daint8",
+        version: "test",
+        abi: ABI_VERSION,
+        files: { [platformKey("cpu")]: { file, size: lib.length, sha256: sha256Hex(lib) } },
+      });
+      const tampered = lib.slice();
+      tampered[tampered.length >> 1]! ^= 0x55;
+      const release = (bytes: Uint8Array<ArrayBuffer>) => new Map([[file, bytes]]);
+      const dl = scenario("download", { manifest, release: release(lib) });
+      const bad = scenario("tampered", { manifest, release: release(tampered) });
+      const cut = scenario("truncated", { manifest, release: release(lib), truncate: true });
+      scenario("nocxx");
+      const off = scenario("offline", { manifest, release: release(lib) });
+      scenario("noperm", { manifest, release: release(lib) });
+      const race = scenario("race", { manifest, release: release(lib), delayMs: 300 });
+      const raceDirs = dirs("race");
+      const noCompiler = `${tmp}/empty-path`;
+      await Deno.mkdir(noCompiler);
+      const [first, tamper, trunc, nocxx, offline, noperm, raceA, raceB] = await Promise.all([
+        runUser(base, tmp, "download", dirs("download")),
+        runUser(base, tmp, "tampered", dirs("tampered")),
+        runUser(base, tmp, "truncated", dirs("truncated")),
+        runUser(base, tmp, "nocxx", dirs("nocxx"), { env: { PATH: noCompiler } }),
+        runUser(base, tmp, "offline", dirs("offline"), { env: { DAINT8_OFFLINE: "1" } }),
+        runUser(base, tmp, "noperm", dirs("noperm"), { noNet: true }),
+        runUser(base, tmp, "race", raceDirs),
+        runUser(base, tmp, "race", raceDirs),
+      ]);
+
+      // 2. Download: checked against the manifest, then cached; a second run asks for nothing.
+      assertTrained(first, dirs("download").cache);
+      assert.equal(dl.requests.filter((p) => p === `release/${file}`).length, 1);
+      assert.ok(
+        !dl.requests.some((p) => p.includes("kernels/")),
+        "sources fetched despite a prebuilt",
+      );
+      assert.deepEqual(await Deno.readFile(first.out!.path), lib);
+      const before = dl.requests.length;
+      const second = await runUser(base, tmp, "download", dirs("download"));
+      assertTrained(second, dirs("download").cache);
+      assert.deepEqual(dl.requests.slice(before), [], "the second run made requests");
+      assert.doesNotMatch(second.stderr, /downloading|building/);
+
+      // 3. A tampered prebuilt file is refused, naming both digests; nothing is cached.
+      assert.notEqual(tamper.code, 0);
+      assert.match(tamper.stderr, /Refusing the downloaded cpu library/);
+      assert.ok(tamper.stderr.includes(sha256Hex(tampered)), tamper.stderr);
+      assert.ok(tamper.stderr.includes(sha256Hex(lib)), tamper.stderr);
+      assert.ok(bad.requests.includes(`release/${file}`));
+      assert.deepEqual(listTree(dirs("tampered").cache).filter((f) => f.endsWith(".so")), []);
+
+      // A partial download is refused too, and never cached.
+      assert.notEqual(trunc.code, 0);
+      assert.match(trunc.stderr, /Refusing the downloaded cpu library/);
+      assert.ok(cut.requests.includes(`release/${file}`));
+      assert.deepEqual(listTree(dirs("truncated").cache), []);
+
+      // 4. No prebuilt file and no compiler: a clear error.
+      assert.notEqual(nocxx.code, 0);
+      assert.match(nocxx.stderr, /No prebuilt cpu library for .* and no C\+\+ compiler/);
+      assert.match(nocxx.stderr, /install g\+\+/);
+
+      // Offline with an empty cache: only the cache is used, nothing is asked.
+      assert.notEqual(offline.code, 0);
+      assert.match(offline.stderr, /DAINT8_OFFLINE=1 and the cpu library is not in the cache/);
+      assert.ok(!off.requests.some((p) => p.startsWith("release/") || p.endsWith("manifest.json")));
+
+      // A missing permission names the flag to add.
+      assert.notEqual(noperm.code, 0);
+      assert.ok(
+        noperm.stderr.includes(`add --allow-net=${new URL(base).host}`),
+        noperm.stderr,
+      );
+
+      // 5. Two first runs at once both succeed, with one sound cache entry and no leftovers.
+      assertTrained(raceA, raceDirs.cache);
+      assertTrained(raceB, raceDirs.cache);
+      assert.equal(raceA.out!.path, raceB.out!.path);
+      assert.deepEqual(await Deno.readFile(raceA.out!.path), lib);
+      assert.ok(race.requests.filter((p) => p === `release/${file}`).length >= 1);
+      const leftovers = listTree(raceDirs.cache).filter((f) => /\.(tmp|old)-/.test(f));
+      assert.deepEqual(leftovers, []);
+    } finally {
+      await server.shutdown();
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
