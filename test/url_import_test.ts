@@ -69,41 +69,22 @@ async function handle(req: Request): Promise<Response> {
   }
 }
 
-const USER_SCRIPT = (url: string) => `
-import * as d8 from "${url}";
-await d8.ensureLibrary("cpu");
-const backend = d8.getBackend("cpu");
-const model = d8.lenet5({ backend, rng: new d8.Rng(1) });
-const opt = new d8.Sgd(backend, model.namedParameters(), { lr: 0.05, momentum: 0.9 });
-// Synthetic digits: class k is a bright 6x6 square at one of 8 places.
-const n = 8;
-const xs = new Float32Array(n * 28 * 28);
-const labels = new Int32Array(n);
-for (let i = 0; i < n; i++) {
-  labels[i] = i;
-  const y0 = 2 + 12 * (i >> 2), x0 = 2 + 6 * (i & 3);
-  for (let y = y0; y < y0 + 6; y++) for (let x = x0; x < x0 + 6; x++) xs[i * 784 + y * 28 + x] = 1;
+/** The README's import-by-URL example, importing `url` instead of its placeholder. */
+function userScript(url: string): string {
+  const readme = Deno.readTextFileSync(`${repo}README.md`);
+  const at = readme.indexOf("<!-- url-example -->");
+  const m = /```ts ignore\n([\s\S]*?)```/.exec(readme.slice(at));
+  assert.ok(at >= 0 && m, "README.md lacks the url-example block");
+  const placeholder = '"https://example.com/daint8/mod.ts"';
+  assert.ok(m[1]!.includes(placeholder), "the README example imports another URL");
+  return m[1]!.replace(placeholder, JSON.stringify(url));
 }
-const losses = [];
-for (let step = 0; step < 6; step++) {
-  using tape = new d8.Tape(backend);
-  for (const [, p] of model.namedParameters()) tape.watch(p);
-  const x = tape.own(d8.Tensor.from(backend, xs, [n, 28, 28, 1]));
-  const y = tape.own(d8.Tensor.from(backend, labels, [n], "i32"));
-  const ce = d8.softmaxCrossEntropy(tape, model.forward(tape, x), y);
-  opt.step(tape.backward(ce.loss));
-  losses.push(ce.read().loss);
-}
-opt.dispose();
-model.dispose();
-console.log(JSON.stringify({ losses, path: d8.loadLibrary("cpu").path }));
-`;
 
 interface RunResult {
   code: number;
   stdout: string;
   stderr: string;
-  out?: { losses: number[]; path: string };
+  out?: { losses: number[]; library: string };
 }
 
 /** Runs the user's script of scenario `name` with its own DENO_DIR and daint8 cache. */
@@ -116,7 +97,7 @@ async function runUser(
 ): Promise<RunResult> {
   const proj = `${tmp}/proj-${name}`;
   await Deno.mkdir(proj, { recursive: true });
-  await Deno.writeTextFile(`${proj}/main.ts`, USER_SCRIPT(`${base}/s/${name}/mod/mod.ts`));
+  await Deno.writeTextFile(`${proj}/main.ts`, userScript(`${base}/s/${name}/mod/mod.ts`));
   const host = new URL(base).host;
   // The README's narrowest flags.
   const flags = [
@@ -176,7 +157,7 @@ function assertTrained(r: RunResult, cache: string): void {
     r.out.losses.at(-1)! < r.out.losses[0]!,
     `training did not lower the loss: ${r.out.losses}`,
   );
-  assert.ok(r.out.path.startsWith(`${cache}/`), `loaded ${r.out.path}, not from ${cache}`);
+  assert.ok(r.out.library.startsWith(`${cache}/`), `loaded ${r.out.library}, not from ${cache}`);
 }
 
 Deno.test({
@@ -196,9 +177,9 @@ Deno.test({
       assert.match(built.stderr, /building it from the sources/);
       assert.ok(src.requests.includes("mod/kernels/cpu/conv.cpp"), "no kernel source fetched");
       assert.ok(!src.requests.some((p) => p.startsWith("release/")), "a release file was asked");
-      const lib = await Deno.readFile(built.out!.path);
+      const lib = await Deno.readFile(built.out!.library);
       const stamp = JSON.parse(
-        await Deno.readTextFile(built.out!.path.replace(/\.so$/, ".stamp.json")),
+        await Deno.readTextFile(built.out!.library.replace(/\.so$/, ".stamp.json")),
       );
       assert.equal(stamp.origin, "source");
       assert.equal(stamp.sha256, sha256Hex(lib));
@@ -244,7 +225,7 @@ Deno.test({
         !dl.requests.some((p) => p.includes("kernels/")),
         "sources fetched despite a prebuilt",
       );
-      assert.deepEqual(await Deno.readFile(first.out!.path), lib);
+      assert.deepEqual(await Deno.readFile(first.out!.library), lib);
       const before = dl.requests.length;
       const second = await runUser(base, tmp, "download", dirs("download"));
       assertTrained(second, dirs("download").cache);
@@ -285,8 +266,8 @@ Deno.test({
       // 5. Two first runs at once both succeed, with one sound cache entry and no leftovers.
       assertTrained(raceA, raceDirs.cache);
       assertTrained(raceB, raceDirs.cache);
-      assert.equal(raceA.out!.path, raceB.out!.path);
-      assert.deepEqual(await Deno.readFile(raceA.out!.path), lib);
+      assert.equal(raceA.out!.library, raceB.out!.library);
+      assert.deepEqual(await Deno.readFile(raceA.out!.library), lib);
       assert.ok(race.requests.filter((p) => p === `release/${file}`).length >= 1);
       const leftovers = listTree(raceDirs.cache).filter((f) => /\.(tmp|old)-/.test(f));
       assert.deepEqual(leftovers, []);
