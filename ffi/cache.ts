@@ -356,29 +356,39 @@ async function buildFromSource(backend: string, why: string): Promise<string> {
     const flags = cpuFlags(cxx, true, tmp);
     const units = sources.filter((s) => s.endsWith(".cpp")).map((s) => `${src}/${s}`);
     const out = `${tmp}/libdaint8_${backend}.so`;
-    let r: Deno.CommandOutput;
-    try {
-      r = await new Deno.Command(cxx, {
-        args: [...flags, `-I${src}/kernels`, ...units, "-o", out],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-    } catch (e) {
-      if (isPermissionError(e)) throw permissionError(`run ${cxx}`, `--allow-run=${cxx}`, e);
-      throw e;
-    }
-    if (!r.success) {
-      const dec = new TextDecoder();
-      throw new Daint8Error(
-        `Building the ${backend} library from source failed (${cxx}):\n` +
-          dec.decode(r.stderr) + dec.decode(r.stdout),
-        0,
-      );
-    }
+    // One compiler per translation unit, as many at once as there are processors, then a link.
+    const objects = units.map((_, i) => `${src}/${i}.o`);
+    const queue = units.map((u, i) => [u, objects[i]!] as const);
+    const workers = Math.max(1, Math.min(navigator.hardwareConcurrency || 1, queue.length));
+    await Promise.all(Array.from({ length: workers }, async () => {
+      for (let job = queue.shift(); job !== undefined; job = queue.shift()) {
+        await compile(backend, cxx, [...flags, `-I${src}/kernels`, "-c", job[0], "-o", job[1]]);
+      }
+    }));
+    await compile(backend, cxx, [...flags, ...objects, "-o", out]);
     await Deno.remove(src, { recursive: true });
     console.error(`daint8: built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     return { origin: "source", detail: { cxx, flags, from: base.href } };
   });
+}
+
+/** Runs the compiler; a failure throws a `Daint8Error` with its output. */
+async function compile(backend: string, cxx: string, args: string[]): Promise<void> {
+  let r: Deno.CommandOutput;
+  try {
+    r = await new Deno.Command(cxx, { args, stdout: "piped", stderr: "piped" }).output();
+  } catch (e) {
+    if (isPermissionError(e)) throw permissionError(`run ${cxx}`, `--allow-run=${cxx}`, e);
+    throw e;
+  }
+  if (!r.success) {
+    const dec = new TextDecoder();
+    throw new Daint8Error(
+      `Building the ${backend} library from source failed (${cxx} ${args.join(" ")}):\n` +
+        dec.decode(r.stderr) + dec.decode(r.stdout),
+      0,
+    );
+  }
 }
 
 /**

@@ -172,7 +172,11 @@ Deno.test({
     try {
       // 1. No manifest: the library is built from the sources beside the module URL.
       const src = scenario("source");
-      const built = await runUser(base, tmp, "source", dirs("source"));
+      // -O1 (appended through DAINT8_CXXFLAGS) halves the compile; the -O3 build is what the
+      // rest of the suite tests.
+      const built = await runUser(base, tmp, "source", dirs("source"), {
+        env: { DAINT8_CXXFLAGS: "-O1" },
+      });
       assertTrained(built, dirs("source").cache);
       assert.match(built.stderr, /building it from the sources/);
       assert.ok(src.requests.includes("mod/kernels/cpu/conv.cpp"), "no kernel source fetched");
@@ -185,6 +189,7 @@ Deno.test({
       assert.equal(stamp.sha256, sha256Hex(lib));
       assert.ok(stamp.detail.flags.includes("-Wl,-z,nodelete"));
       assert.ok(!stamp.detail.flags.includes("-march=native"), "the source build is portable");
+      assert.equal(stamp.detail.flags.at(-1), "-O1", "DAINT8_CXXFLAGS is appended");
 
       // The release of the other scenarios: that library and its manifest.
       const file = prebuiltName("cpu");
@@ -231,6 +236,18 @@ Deno.test({
       assertTrained(second, dirs("download").cache);
       assert.deepEqual(dl.requests.slice(before), [], "the second run made requests");
       assert.doesNotMatch(second.stderr, /downloading|building/);
+      // Offline mode uses that cache, and asks for nothing.
+      const cachedOffline = await runUser(base, tmp, "download", dirs("download"), {
+        env: { DAINT8_OFFLINE: "1" },
+      });
+      assertTrained(cachedOffline, dirs("download").cache);
+      assert.deepEqual(dl.requests.slice(before), []);
+      // A damaged cache entry is never loaded: it is downloaded again.
+      await Deno.truncate(first.out!.library, 10 * 1024);
+      const again = await runUser(base, tmp, "download", dirs("download"));
+      assertTrained(again, dirs("download").cache);
+      assert.deepEqual(dl.requests.slice(before), ["mod/dist/manifest.json", `release/${file}`]);
+      assert.deepEqual(await Deno.readFile(again.out!.library), lib);
 
       // 3. A tampered prebuilt file is refused, naming both digests; nothing is cached.
       assert.notEqual(tamper.code, 0);
