@@ -86,7 +86,7 @@ export function makeDist(): Manifest {
       );
       continue;
     }
-    const problem = libraryProblem(lib, true);
+    const problem = libraryProblem(lib); // ELF structure, and the stamp when there is one
     if (problem !== undefined) throw new Error(`The built ${lib} is damaged: ${problem}`);
     const bytes = Deno.readFileSync(lib);
     const file = prebuiltName(backend);

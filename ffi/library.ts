@@ -18,7 +18,7 @@
 import { ABI_VERSION, SYMBOLS, type Symbols } from "./symbols.ts";
 import { Daint8Error, STATUS_NAMES } from "./errors.ts";
 import { isPermissionError, withPermission } from "./env.ts";
-import { buildHint, damaged, locateLibrary } from "./cache.ts";
+import { buildHint, cacheDir, cachedLibraryPath, damaged, locateLibrary } from "./cache.ts";
 import { libraryProblem } from "./integrity.ts";
 
 export { Daint8Error, STATUS_NAMES } from "./errors.ts";
@@ -94,9 +94,17 @@ export function loadLibrary(backend: string, path?: string): NativeLibrary {
   if (path === undefined) {
     const found = locateLibrary(backend);
     if (found === undefined) {
+      let where = "";
+      try {
+        const cached = cachedLibraryPath(backend);
+        const problem = libraryProblem(cached, true);
+        where = problem === "it does not exist"
+          ? ` It is not in the cache (${cacheDir(backend)}).`
+          : ` The cached copy ${cached} is damaged (${problem}) and was not loaded.`;
+      } catch { /* the cache cannot be located or read: say nothing about it */ }
       throw new Daint8Error(
-        `Cannot find the ${backend} library (this module was imported from ` +
-          `${import.meta.url}). ${buildHint(backend)}.`,
+        `Cannot find the ${backend} library for this module (${import.meta.url}).${where} ` +
+          `${buildHint(backend)}.`,
         0,
       );
     }

@@ -93,11 +93,15 @@ async function runUser(
   tmp: string,
   name: string,
   dirs: { denoDir: string; cache: string },
-  opts: { env?: Record<string, string>; noNet?: boolean } = {},
+  opts: { env?: Record<string, string>; noNet?: boolean; script?: string } = {},
 ): Promise<RunResult> {
   const proj = `${tmp}/proj-${name}`;
   await Deno.mkdir(proj, { recursive: true });
-  await Deno.writeTextFile(`${proj}/main.ts`, userScript(`${base}/s/${name}/mod/mod.ts`));
+  const url = `${base}/s/${name}/mod/mod.ts`;
+  await Deno.writeTextFile(
+    `${proj}/main.ts`,
+    opts.script?.replace("MOD_URL", JSON.stringify(url)) ?? userScript(url),
+  );
   const host = new URL(base).host;
   // The README's narrowest flags.
   const flags = [
@@ -212,7 +216,8 @@ Deno.test({
       const raceDirs = dirs("race");
       const noCompiler = `${tmp}/empty-path`;
       await Deno.mkdir(noCompiler);
-      const [first, tamper, trunc, nocxx, offline, noperm, raceA, raceB] = await Promise.all([
+      const nosetup = scenario("nosetup", { manifest, release: release(lib) });
+      const [first, tamper, trunc, nocxx, offline, noperm, raceA, raceB, sync] = await Promise.all([
         runUser(base, tmp, "download", dirs("download")),
         runUser(base, tmp, "tampered", dirs("tampered")),
         runUser(base, tmp, "truncated", dirs("truncated")),
@@ -221,6 +226,10 @@ Deno.test({
         runUser(base, tmp, "noperm", dirs("noperm"), { noNet: true }),
         runUser(base, tmp, "race", raceDirs),
         runUser(base, tmp, "race", raceDirs),
+        runUser(base, tmp, "nosetup", dirs("nosetup"), {
+          script: `import * as d8 from MOD_URL;
+try { d8.getBackend("cpu"); } catch (e) { console.log(e.name + ": " + e.message); }`,
+        }),
       ]);
 
       // 2. Download: checked against the manifest, then cached; a second run asks for nothing.
@@ -279,6 +288,15 @@ Deno.test({
         noperm.stderr.includes(`add --allow-net=${new URL(base).host}`),
         noperm.stderr,
       );
+
+      // getBackend is synchronous: without ensureLibrary it says what to call, and fetches nothing.
+      assert.equal(sync.code, 0, sync.stderr);
+      assert.match(
+        sync.stdout,
+        /Daint8Error: Cannot find the cpu library for this module .* It is not in the cache/,
+      );
+      assert.match(sync.stdout, /await ensureLibrary\("cpu"\)/);
+      assert.ok(!nosetup.requests.some((p) => p.startsWith("release/")));
 
       // 5. Two first runs at once both succeed, with one sound cache entry and no leftovers.
       assertTrained(raceA, raceDirs.cache);
