@@ -157,7 +157,13 @@ export function locateLibrary(backend: string): LocatedLibrary | undefined {
     if (local !== undefined) return undefined; // a checkout needs no cache
     throw e;
   }
-  if (problemOf(cached, true, cacheRoot()) === undefined) return { path: cached, origin: "cache" };
+  try {
+    if (problemOf(cached, true, cacheRoot()) === undefined) {
+      return { path: cached, origin: "cache" };
+    }
+  } catch (e) {
+    if (local === undefined) throw e; // a checkout needs no cache: say how to build instead
+  }
   return undefined;
 }
 
@@ -172,7 +178,7 @@ export function damaged(backend: string, path: string, problem: string, fix: str
 
 /** How to get each backend's library when nothing was found. */
 export function buildHint(backend: string): string {
-  if (backend === "cuda") {
+  if (backend === "cuda" && !isRemoteModule()) {
     return "The cuda library is built with `deno task build` where nvcc and kernels/cuda " +
       "exist; else use --backend cpu, or point DAINT8_CUDA_LIB at a libdaint8_cuda.so with " +
       "this ABI";
