@@ -41,6 +41,24 @@ function runs(cmd: string): boolean {
   }
 }
 
+/** The manifest of prebuilt files `libs` (backend -> file bytes) for this platform. */
+export function manifestFor(libs: Record<string, Uint8Array>): Manifest {
+  const manifest: Manifest = {
+    name: "@daint8/daint8",
+    version: VERSION,
+    abi: ABI_VERSION,
+    files: {},
+  };
+  for (const [backend, bytes] of Object.entries(libs)) {
+    manifest.files[platformKey(backend)] = {
+      file: prebuiltName(backend),
+      size: bytes.length,
+      sha256: sha256Hex(bytes),
+    };
+  }
+  return manifest;
+}
+
 /** Builds the release libraries into dist/ and writes dist/manifest.json; returns the manifest. */
 export function makeDist(): Manifest {
   const pkg = JSON.parse(Deno.readTextFileSync(`${root}deno.json`)) as { version?: string };
@@ -66,12 +84,7 @@ export function makeDist(): Manifest {
   }).outputSync();
   if (!r.success) throw new Error("deno task build failed (see above)");
 
-  const manifest: Manifest = {
-    name: "@daint8/daint8",
-    version: VERSION,
-    abi: ABI_VERSION,
-    files: {},
-  };
+  const libs: Record<string, Uint8Array> = {};
   const wantCuda = exists(`${root}kernels/cuda`) && runs("nvcc");
   for (const backend of ["cpu", "cuda"]) {
     const lib = `${buildDir}/libdaint8_${backend}.so`;
@@ -92,9 +105,10 @@ export function makeDist(): Manifest {
     const file = prebuiltName(backend);
     Deno.writeFileSync(`${dist}/${file}.tmp`, bytes);
     Deno.renameSync(`${dist}/${file}.tmp`, `${dist}/${file}`);
-    manifest.files[platformKey(backend)] = { file, size: bytes.length, sha256: sha256Hex(bytes) };
+    libs[backend] = bytes;
     console.error(`daint8 dist: ${file} (${bytes.length} bytes)`);
   }
+  const manifest = manifestFor(libs);
   Deno.writeTextFileSync(`${dist}/manifest.json`, JSON.stringify(manifest, null, 2) + "\n");
   console.error(
     `daint8 dist: wrote ${dist}/manifest.json. Upload dist/*.so to the release location ` +

@@ -10,9 +10,9 @@
  * first runs at once.
  */
 import assert from "node:assert/strict";
-import { platformKey, prebuiltName } from "../ffi/release.ts";
+import { prebuiltName } from "../ffi/release.ts";
+import { manifestFor } from "../ffi/dist.ts";
 import { sha256Hex } from "../ffi/integrity.ts";
-import { ABI_VERSION } from "../ffi/symbols.ts";
 
 const repo = decodeURIComponent(new URL("../", import.meta.url).pathname);
 
@@ -197,12 +197,7 @@ Deno.test({
 
       // The release of the other scenarios: that library and its manifest.
       const file = prebuiltName("cpu");
-      const manifest = JSON.stringify({
-        name: "@daint8/daint8",
-        version: "test",
-        abi: ABI_VERSION,
-        files: { [platformKey("cpu")]: { file, size: lib.length, sha256: sha256Hex(lib) } },
-      });
+      const manifest = JSON.stringify(manifestFor({ cpu: lib })); // what deno task dist writes
       const tampered = lib.slice();
       tampered[tampered.length >> 1]! ^= 0x55;
       const release = (bytes: Uint8Array<ArrayBuffer>) => new Map([[file, bytes]]);
