@@ -116,6 +116,16 @@ int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int
 // ---- threads --------------------------------------------------------------------------------
 static thread_local const d8_context* tl_ctx = nullptr;
 
+// More threads than this gain nothing and risk exhausting the system's thread resources (a
+// failed thread creation inside OpenMP aborts the process): requests are capped here.
+int32_t max_threads() {
+#ifdef _OPENMP
+  return std::max(256, 4 * omp_get_num_procs());
+#else
+  return 1;
+#endif
+}
+
 void set_current_context(const d8_context* ctx) { tl_ctx = ctx; }
 const d8_context* current_context() {
   return tl_ctx && tl_ctx->magic == kContextMagic ? tl_ctx : nullptr;
@@ -241,7 +251,7 @@ extern "C" int32_t d8_set_num_threads(d8_context* ctx, int32_t threads) {
     if (threads < 0)
       return fail(D8_ERR_INVALID_ARGUMENT, "%s: threads must be >= 0 (0 = all cores), got %d", fn,
                   threads);
-    ctx->threads = threads;
+    ctx->threads = std::min(threads, max_threads());
     return D8_OK;
   });
 }

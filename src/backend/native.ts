@@ -121,9 +121,10 @@ export class NativeBackend implements CpuBackend {
   }
 
   setThreads(threads: number): void {
-    if (!Number.isInteger(threads) || threads < 0 || threads > 4096) {
+    if (!Number.isInteger(threads) || threads < 0 || threads > 0x7fffffff) {
       throw new RangeError(
-        `Thread count must be an integer in [0, 4096] (0 = all cores), got ${threads}`,
+        `Thread count must be an integer in [0, 2^31 - 1] (0 = all cores; the library caps ` +
+          `large ones), got ${threads}`,
       );
     }
     this.#check(this.#s.d8_set_num_threads(this.#ctx, threads));
