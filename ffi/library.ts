@@ -62,26 +62,6 @@ function dirOf(path: string): string {
 }
 
 /**
- * Deno 2.9 lets a path list (`--allow-ffi=<dir>`) open libraries, but turns every
- * `Deno.UnsafePointer` call (which the backends need for native handles and error messages)
- * down unless `--allow-ffi` is given without one: say so at load time instead of failing later.
- */
-function requireFullFfi(backend: string): void {
-  try {
-    Deno.UnsafePointer.create(1n);
-  } catch (e) {
-    if (!isPermissionError(e)) throw e;
-    throw new Daint8Error(
-      `daint8 needs permission to use the ${backend} library through FFI: add --allow-ffi ` +
-        "(without a path list: Deno allows native pointers only under the unscoped flag) to " +
-        "the deno command line",
-      0,
-      { cause: e },
-    );
-  }
-}
-
-/**
  * Loads (once per process) the native library of `backend` and checks its ABI version: from
  * `path` when given, else by the loader order (environment override, local build, cache).
  * Throws a `Daint8Error` that says how to get the library when it is missing, damaged or stale;
@@ -126,7 +106,7 @@ export function loadLibrary(backend: string, path?: string): NativeLibrary {
   try {
     lib = withPermission(
       `load the native library ${file}`,
-      "--allow-ffi (unscoped: Deno allows native pointers only so)",
+      `--allow-ffi=${dirOf(file)}`,
       () => Deno.dlopen(file, SYMBOLS),
     );
   } catch (cause) {
@@ -139,7 +119,6 @@ export function loadLibrary(backend: string, path?: string): NativeLibrary {
     );
   }
   try {
-    requireFullFfi(backend);
   } catch (e) {
     lib.close();
     throw e;
@@ -155,10 +134,13 @@ export function loadLibrary(backend: string, path?: string): NativeLibrary {
   }
   const symbols = lib.symbols;
   const name = new Uint8Array(32);
+  const text = new Uint8Array(1024);
   const check = (status: number): void => {
     if (status === 0) return;
-    const ptr = symbols.d8_last_error();
-    const message = ptr === null ? "unknown error" : Deno.UnsafePointerView.getCString(ptr);
+    const len = symbols.d8_last_error_copy(text, text.length);
+    const message = len > 0
+      ? new TextDecoder().decode(text.subarray(0, Math.min(len, text.length - 1)))
+      : "unknown error";
     throw new Daint8Error(
       `${message} (${STATUS_NAMES[status] ?? `status ${status}`})`,
       status,

@@ -171,11 +171,16 @@ Deno.test("KERNEL_SOURCES lists exactly the kernel sources (URL builds fetch the
 
 Deno.test("missing permissions name the flag to add", async () => {
   const code = `import * as d8 from "${mod}";
-try { d8.getBackend("cpu"); console.log("opened"); } catch (e) { console.log(e.name + ": " + e.message); }`;
+try {
+  const b = d8.getBackend("cpu");
+  const t = d8.Tensor.full(b, [3], 2);
+  console.log("opened", (await t.read())[2]);
+  d8.Tensor.full(b, [0], 1);
+} catch (e) { console.log(e.name + ": " + e.message); }`;
   const file = await Deno.makeTempFile({ suffix: ".ts" });
   try {
     await Deno.writeTextFile(file, code);
-    // Path-scoped --allow-ffi opens the library but Deno refuses native pointers.
+    // Path-scoped --allow-ffi is enough: handles cross as u64 values, never native pointers.
     const scoped = await deno([
       "run",
       "--allow-read",
@@ -183,16 +188,21 @@ try { d8.getBackend("cpu"); console.log("opened"); } catch (e) { console.log(e.n
       `--allow-ffi=${root}build`,
       file,
     ]);
+    assert.match(scoped.out, /^opened 2\n/);
+    // ... but not for a library elsewhere: the message names the flag to add.
+    const elsewhere = await deno(["run", "--allow-read", "--allow-env", "--allow-ffi=/tmp", file]);
     assert.match(
-      scoped.out,
-      /Daint8Error: daint8 needs permission .* add --allow-ffi \(without a path list/,
+      elsewhere.out,
+      new RegExp(
+        `Daint8Error: daint8 needs permission to load the native library .* add --allow-ffi=${root}build`,
+      ),
     );
     // No --allow-read for the library: the message names --allow-read; env reads just fall back.
     const noRead = await deno(["run", `--allow-read=${file}`, "--allow-ffi", file]);
     assert.match(noRead.out, /Daint8Error: daint8 needs permission to read .* add --allow-read=/);
     // Everything needed: it opens.
     const ok = await deno(["run", "--allow-read", "--allow-ffi", file]);
-    assert.match(ok.out, /opened/);
+    assert.match(ok.out, /^opened 2\n/);
   } finally {
     await Deno.remove(file);
   }

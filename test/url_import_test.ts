@@ -109,7 +109,7 @@ async function runUser(
     ...(opts.noNet ? [] : [`--allow-net=${host}`]),
     `--allow-read=${dirs.cache}`,
     `--allow-write=${dirs.cache}`,
-    "--allow-ffi", // unscoped: Deno 2.9 allows native pointers only so
+    `--allow-ffi=${dirs.cache}`, // scoped to the cache: handles cross as u64, no pointers
     "--allow-env=DAINT8_CACHE,XDG_CACHE_HOME,HOME,DAINT8_OFFLINE,DAINT8_RELEASE_URL,DAINT8_CPU_LIB,CXX,DAINT8_CXXFLAGS",
     "--allow-run=g++",
   ];
