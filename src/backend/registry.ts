@@ -10,13 +10,15 @@
  */
 import type { Backend } from "./backend.ts";
 import { NativeBackend } from "./native.ts";
-import { WebGpuBackend } from "./webgpu/backend.ts";
+import type { WebGpuBackend } from "./webgpu/backend.ts";
+
+/** The WebGPU backend module, loaded on first use (cpu-only users never fetch it). */
+const webgpu = () => import("./webgpu/backend.ts").then((m) => m.WebGpuBackend);
 
 /** Backend names `getBackend` accepts. */
 export const BACKEND_NAMES = ["cpu", "cuda", "webgpu", "auto"] as const;
 
-/** Opens a backend synchronously (`registerBackend`). */
-export type Factory = () => Backend;
+type Factory = () => Backend;
 
 const factories = new Map<string, Factory>([
   ["cpu", () => new NativeBackend("cpu")],
@@ -102,7 +104,7 @@ export async function openAutoBackend(): Promise<{ backend: Backend; passedOver:
   try {
     let b = opened.get("webgpu");
     if (!b || (b as Partial<WebGpuBackend>).software) {
-      b = await WebGpuBackend.open({ allowSoftware: false });
+      b = await (await webgpu()).open({ allowSoftware: false });
       opened.set("webgpu", b);
     }
     return { backend: b, passedOver };
@@ -128,7 +130,7 @@ export async function openBackend(name: string): Promise<Backend> {
   if (name === "auto") return (await openAutoBackend()).backend;
   if (name === "webgpu" && !registered.has(name)) {
     let b = opened.get(name);
-    if (!b) opened.set(name, b = await WebGpuBackend.open({ allowSoftware: true }));
+    if (!b) opened.set(name, b = await (await webgpu()).open({ allowSoftware: true }));
     return b;
   }
   return getBackend(name);

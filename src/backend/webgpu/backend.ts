@@ -27,10 +27,10 @@ import type {
 } from "../backend.ts";
 import type { Tensor } from "../../tensor.ts";
 import { openDevice, type OpenedDevice, type WebGpuLimits } from "./device.ts";
-import { type KernelSpec, source, WG } from "./kernels/common.ts";
-import * as E from "./kernels/elementwise.ts";
-import * as G from "./kernels/gemm.ts";
-import * as Q from "./kernels/quant.ts";
+import { type KernelSpec, source, WG } from "./wgsl/common.ts";
+import * as E from "./wgsl/elementwise.ts";
+import * as G from "./wgsl/gemm.ts";
+import * as Q from "./wgsl/quant.ts";
 
 /** Storage of the WebGPU backend: one GPUBuffer (its size rounded up to 4 bytes). */
 class GpuStorage implements Storage {
