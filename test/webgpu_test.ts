@@ -372,7 +372,8 @@ Deno.test({
     const want = await losses(cpu()), got = await losses(dev());
     for (let s = 0; s < want.length; s++) {
       assert.ok(
-        Math.abs(got[s]! - want[s]!) <= 0.02 * Math.abs(want[s]!) + 1e-3,
+        // observed on lavapipe: at most 1.2e-4 relative after 8 steps (f32 sums in other orders)
+        Math.abs(got[s]! - want[s]!) <= 0.002 * Math.abs(want[s]!),
         `step ${s}: webgpu loss ${got[s]} vs cpu ${want[s]} (all: ${got} vs ${want})`,
       );
     }
@@ -499,5 +500,28 @@ Deno.test({
       const why = passedOver.find((p) => p.backend === "webgpu");
       assert.match(why?.reason ?? "", /software/);
     }
+  },
+});
+
+Deno.test({
+  name: "webgpu: operands too small for the shape are a TypeError naming them",
+  ignore,
+  fn: () => {
+    const g = dev();
+    const s = convShape("test", [1, 4, 4, 4], 8, [3, 3], { padding: 1 });
+    using x = Tensor.empty(g, [1, 4, 4, 4], "i8");
+    using w = Tensor.empty(g, [8, 3, 3, 4], "i8");
+    using y = Tensor.empty(g, [1, 4, 4, 4]); // needs k = 8 channels
+    using sc = Tensor.full(g, [1], 1);
+    assert.throws(
+      () => g.conv2dI8(y, x, w, null, sc, sc, ScaleLayout.tensor, s),
+      (e: Error) =>
+        e instanceof TypeError && e.message === "conv2dI8: y holds 256 bytes, the shape needs 512",
+    );
+    assert.throws(
+      () => g.gemmI8(y, x, w, 8, 8, 72),
+      (e: Error) =>
+        e instanceof TypeError && /gemmI8: a holds 64 bytes, the shape needs 576/.test(e.message),
+    );
   },
 });

@@ -624,6 +624,11 @@ export class WebGpuBackend implements Backend {
   }
 
   conv2d(y: Tensor, x: Tensor, w: Tensor, bias: Tensor | null, s: ConvShape): void {
+    need("conv2d", s, [["y", y, ny(s) * 4], ["x", x, nx(s) * 4], ["w", w, nw(s) * 4], [
+      "bias",
+      bias,
+      s.k * 4,
+    ]]);
     const g = s.groups, kg = s.k / g, K = s.r * s.s * (s.c / g);
     this.#gemm(
       G.CONV_F32,
@@ -642,6 +647,7 @@ export class WebGpuBackend implements Backend {
   }
 
   conv2dDgrad(dx: Tensor, dy: Tensor, w: Tensor, s: ConvShape): void {
+    need("conv2dDgrad", s, [["dx", dx, nx(s) * 4], ["dy", dy, ny(s) * 4], ["w", w, nw(s) * 4]]);
     const g = s.groups, kg = s.k / g, K = s.r * s.s * kg;
     this.#gemm(G.DGRAD_F32, [buf(dx), buf(dy), buf(w)], s.n * s.h * s.w, s.c / g, K, g, 1, K, (
       _u,
@@ -692,6 +698,7 @@ export class WebGpuBackend implements Backend {
   }
 
   conv2dWgrad(dw: Tensor, x: Tensor, dy: Tensor, s: ConvShape): void {
+    need("conv2dWgrad", s, [["dw", dw, nw(s) * 4], ["x", x, nx(s) * 4], ["dy", dy, ny(s) * 4]]);
     this.#wgrad(G.WGRAD_F32, dw, x, dy, s, null);
   }
 
@@ -703,6 +710,11 @@ export class WebGpuBackend implements Backend {
   }
 
   linear(y: Tensor, x: Tensor, w: Tensor, bias: Tensor | null, m: number, n: number, k: number) {
+    need("linear", null, [["y", y, m * n * 4], ["x", x, m * k * 4], ["w", w, n * k * 4], [
+      "bias",
+      bias,
+      n * 4,
+    ]]);
     this.#gemm(G.LINEAR, [buf(y), buf(x), buf(w), this.#opt(bias)], m, n, k, 1, 1, k, (u) => {
       u[5] = bias ? 1 : 0;
       u[8] = m;
@@ -712,6 +724,7 @@ export class WebGpuBackend implements Backend {
   }
 
   linearDgrad(dx: Tensor, dy: Tensor, w: Tensor, m: number, n: number, k: number): void {
+    need("linearDgrad", null, [["dx", dx, m * k * 4], ["dy", dy, m * n * 4], ["w", w, n * k * 4]]);
     this.#gemm(G.LINEAR_DGRAD, [buf(dx), buf(dy), buf(w)], m, k, n, 1, 1, n, (u) => {
       u[8] = m;
       u[9] = n;
@@ -720,6 +733,7 @@ export class WebGpuBackend implements Backend {
   }
 
   linearWgrad(dw: Tensor, x: Tensor, dy: Tensor, m: number, n: number, k: number): void {
+    need("linearWgrad", null, [["dw", dw, n * k * 4], ["x", x, m * k * 4], ["dy", dy, m * n * 4]]);
     const [splits, chunk] = this.#splits(n, k, 1, m, false);
     const part = this.#temp(splits * n * k * 4);
     this.#gemm(G.LINEAR_WGRAD, [part, buf(x), buf(dy)], n, k, m, 1, splits, chunk, (u) => {
@@ -928,6 +942,11 @@ export class WebGpuBackend implements Backend {
     stochastic: boolean,
     seed: number,
   ): void {
+    need("quantizeI8", null, [["y", y, outer * inner], ["x", x, outer * inner * 4], [
+      "clips",
+      clips,
+      (layout === 0 ? 1 : layout === 1 ? inner : outer) * 4,
+    ]]);
     const n = outer * inner;
     this.#linear(Q.QUANTIZE, [buf(y), buf(x), buf(clips)], cdiv(n, 4), (u) => {
       u[1] = n;
@@ -949,6 +968,12 @@ export class WebGpuBackend implements Backend {
     stochastic: boolean,
     seed: number,
   ): void {
+    need("quantizeI8Dual", null, [
+      ["yTensor", yTensor, rows * channels],
+      ["yChannel", yChannel, rows * channels],
+      ["x", x, rows * channels * 4],
+      ["clipsChannel", clipsChannel, channels * 4],
+    ]);
     const n = rows * channels;
     this.#linear(
       Q.QUANTIZE_DUAL,
@@ -977,6 +1002,11 @@ export class WebGpuBackend implements Backend {
     clips: Tensor,
     layout: ScaleLayout,
   ): void {
+    need("dequantizeI8", null, [["y", y, outer * inner * 4], ["q", q, outer * inner], [
+      "clips",
+      clips,
+      (layout === 0 ? 1 : layout === 1 ? inner : outer) * 4,
+    ]]);
     this.#linear(Q.DEQUANTIZE, [buf(y), buf(q), buf(clips)], outer * inner, (u) => {
       u[2] = inner;
       u[3] = layout;
@@ -1106,6 +1136,11 @@ export class WebGpuBackend implements Backend {
     wLayout: ScaleLayout,
     s: ConvShape,
   ): void {
+    need("conv2dI8", s, [["y", y, ny(s) * 4], ["x", x, nx(s)], ["w", w, nw(s)], [
+      "bias",
+      bias,
+      s.k * 4,
+    ], ["wScale", wScale, wLayout === 2 ? s.k * 4 : 4]]);
     const g = s.groups, kg = s.k / g, K = s.r * s.s * (s.c / g);
     this.#gemm(
       G.CONV_I8,
@@ -1141,6 +1176,7 @@ export class WebGpuBackend implements Backend {
     wScale: Tensor,
     s: ConvShape,
   ): void {
+    need("conv2dDgradI8", s, [["dx", dx, nx(s) * 4], ["dy", dy, ny(s)], ["w", w, nw(s)]]);
     const g = s.groups, kg = s.k / g, K = s.r * s.s * kg;
     this.#gemm(
       G.DGRAD_I8,
@@ -1168,10 +1204,16 @@ export class WebGpuBackend implements Backend {
     dyLayout: ScaleLayout,
     s: ConvShape,
   ): void {
+    need("conv2dWgradI8", s, [["dw", dw, nw(s) * 4], ["x", x, nx(s)], ["dy", dy, ny(s)], [
+      "dyScale",
+      dyScale,
+      dyLayout === 1 ? s.k * 4 : 4,
+    ]]);
     this.#wgrad(G.WGRAD_I8, dw, x, dy, s, [buf(xScale), buf(dyScale), dyLayout === 1]);
   }
 
   gemmI8(c: Tensor, a: Tensor, b: Tensor, m: number, n: number, k: number): void {
+    need("gemmI8", null, [["c", c, m * n * 4], ["a", a, m * k], ["b", b, n * k]]);
     // k % 4 == 0: every row starts on a word, 4 reduction elements are one aligned word
     this.#gemm(G.GEMM_I8, [buf(c), buf(a), buf(b)], m, n, k, 1, 1, k, (u) => {
       u[7] = k % 4 === 0 && this.fastInt8 ? 3 : 0;
@@ -1185,6 +1227,28 @@ function buf(t: Tensor): GPUBuffer {
     throw new TypeError(`${t} does not live on the webgpu backend`);
   }
   return st.buffer;
+}
+
+const nx = (s: ConvShape) => s.n * s.h * s.w * s.c;
+const ny = (s: ConvShape) => s.n * s.p * s.q * s.k;
+const nw = (s: ConvShape) => s.k * s.r * s.s * (s.c / s.groups);
+
+/**
+ * Throws unless every tensor holds the bytes its shape needs (a TypeError naming the operand) and
+ * the conv shape `s` is whole (a RangeError): the device would clamp out-of-range reads.
+ */
+function need(op: string, s: ConvShape | null, list: [string, Tensor | null, number][]): void {
+  if (s && (s.c % s.groups !== 0 || s.k % s.groups !== 0 || s.p < 1 || s.q < 1)) {
+    throw new RangeError(
+      `${op}: groups ${s.groups} must divide c ${s.c} and k ${s.k}, and the output must be ` +
+        `non-empty (p ${s.p}, q ${s.q})`,
+    );
+  }
+  for (const [name, t, bytes] of list) {
+    if (t && t.bytes < bytes) {
+      throw new TypeError(`${op}: ${name} holds ${t.bytes} bytes, the shape needs ${bytes}`);
+    }
+  }
 }
 
 function geom(i: Int32Array, s: ConvShape): void {
