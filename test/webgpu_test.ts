@@ -525,3 +525,23 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name:
+    "webgpu: scales (clip / 127, integer long division) are correctly rounded over all exponents",
+  ignore,
+  fn: async () => {
+    const rng = new Rng(8), n = 4096;
+    const clips = Float32Array.from(
+      { length: n },
+      () => (1 + rng.next()) * 2 ** (rng.int(244) - 117), // quotients stay normal
+    );
+    const [want, got] = await both(
+      [t(new Int8Array(n).fill(1), [1, n], "i8"), t(clips, [n], "f32")],
+      [{ shape: [1, n], dtype: "f32" }],
+      (b, [q, c], [y]) => b.dequantizeI8(y!, q!, 1, n, c!, ScaleLayout.inner),
+    );
+    assert.deepEqual(got[0], want[0]);
+    assert.deepEqual(got[0], clips.map((c) => Math.fround(c / 127)));
+  },
+});

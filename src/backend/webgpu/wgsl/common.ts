@@ -50,12 +50,42 @@ fn i8at(word: u32, i: u32) -> i32 { return bitcast<i32>(word << (24u - 8u * (i &
 fn u8at(word: u32, i: u32) -> u32 { return (word >> (8u * (i & 3u))) & 255u; }
 fn finite(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u; }
 fn isnan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
+// a / b correctly rounded (to nearest even) for finite a and b > 0, in 32-bit integer
+// arithmetic: WGSL's division may be 2.5 ulp off, and quantization must equal the cpu's bit for
+// bit. A subnormal quotient falls back to the device's division.
+fn fdiv(a0: f32, b: f32) -> f32 {
+  let a = abs(a0);
+  if (a == 0.0) { return 0.0; }
+  let ua = bitcast<u32>(a); let ub = bitcast<u32>(b);
+  var ea = i32(ua >> 23u); var ma = ua & 0x7fffffu;
+  if (ea == 0) { ea = 1; while ((ma & 0x800000u) == 0u) { ma <<= 1u; ea -= 1; } } else { ma |= 0x800000u; }
+  var eb = i32(ub >> 23u); var mb = ub & 0x7fffffu;
+  if (eb == 0) { eb = 1; while ((mb & 0x800000u) == 0u) { mb <<= 1u; eb -= 1; } } else { mb |= 0x800000u; }
+  var e = ea - eb;
+  var rem = ma;
+  if (rem < mb) { rem <<= 1u; e -= 1; }
+  var q = 0u;
+  for (var i = 0u; i < 25u; i++) {
+    q <<= 1u;
+    if (rem >= mb) { rem -= mb; q |= 1u; }
+    rem <<= 1u;
+  }
+  var m = q >> 1u;
+  if ((q & 1u) == 1u && (rem != 0u || (m & 1u) == 1u)) { m += 1u; }
+  if (m == 0x1000000u) { m >>= 1u; e += 1; }
+  let biased = e + 127;
+  var r: f32;
+  if (biased >= 255) { r = bitcast<f32>(0x7f800000u); }
+  else if (biased <= 0) { r = a / b; }
+  else { r = bitcast<f32>((u32(biased) << 23u) | (m & 0x7fffffu)); }
+  return select(r, -r, a0 < 0.0);
+}
 fn inv_of(s: f32) -> f32 {
-  if (s > 0.0 && (bitcast<u32>(s) & 0x7fffffffu) < 0x7f800000u) { return 127.0 / s; }
+  if (s > 0.0 && (bitcast<u32>(s) & 0x7fffffffu) < 0x7f800000u) { return fdiv(127.0, s); }
   return 0.0;
 }
 fn scale_of(s: f32) -> f32 {
-  if (s > 0.0 && (bitcast<u32>(s) & 0x7fffffffu) < 0x7f800000u) { return s / 127.0; }
+  if (s > 0.0 && (bitcast<u32>(s) & 0x7fffffffu) < 0x7f800000u) { return fdiv(s, 127.0); }
   return 0.0;
 }
 fn mix32(x0: u32) -> u32 {

@@ -28,9 +28,14 @@ ${LINEAR_MAIN}
   let n = pu(1u); let stoch = pu(4u) == 1u;
   let k0 = key0(pu(5u)); let k1 = key1(k0);
   var v = vec4<i32>(0);
+  var at = 0xffffffffu; var inv = 0.0; // the last clip's inverse (the division is not cheap)
   for (var j = 0u; j < 4u; j++) {
     let e = i * 4u + j;
-    if (e < n) { v[j] = quant1(X[e] * inv_of(CL[clip_index(e)]), stoch, e, k0, k1); }
+    if (e < n) {
+      let ci = clip_index(e);
+      if (ci != at) { inv = inv_of(CL[ci]); at = ci; }
+      v[j] = quant1(X[e] * inv, stoch, e, k0, k1);
+    }
   }
   Y[i] = pack4xI8(v);
 }`,
@@ -142,7 +147,7 @@ ${GROUP_MAIN}
     workgroupBarrier();
   }
   if (t == 0u) {
-    O[item] = mx; O[c + item] = sd; O[2u * c + item] = f32(shc[0]) / f32(rows);
+    O[item] = mx; O[c + item] = sd; O[2u * c + item] = fdiv(f32(shc[0]), f32(rows));
     O[3u * c + item] = mean;
   }
 }`,
@@ -174,7 +179,7 @@ fn gmax_of() -> f32 {
 }
 fn lerp_ratio(lo: f32, i: u32, n: u32) -> f32 {
   if (n == 1u) { return 1.0; }
-  let t = f32(i) / f32(n - 1u);
+  let t = fdiv(f32(i), f32(n - 1u));
   let span = 1.0 - lo;
   let d = opq(span * t);
   return lo + d;
@@ -299,22 +304,22 @@ fn main() {
       else if (kClip() == 2u) {
         let sig = STATS[C + c];
         if (sig > 0.0 && m > 0.0) {
-          let rr = min(m / sig, kTmax());
+          let rr = min(fdiv(m, sig), kTmax());
           var fam = 1u;
           if (bell) { fam = 0u; } else if (kSharp() && rr > tmin) { fam = 2u; }
-          s = min(m, table_lookup(fam, rr / kTstep()) * sig);
+          s = min(m, table_lookup(fam, fdiv(rr, kTstep())) * sig);
         }
       }
       CC[c] = s; SCC[c] = scale_of(s);
       sum += s;
       if (c == 0u) { cmin = s; cmax = s; } else { cmin = min(cmin, s); cmax = max(cmax, s); }
     }
-    cmean = sum / f32(C);
+    cmean = fdiv(sum, f32(C));
   }
   var nb = 0u;
   for (var c = 0u; c < C; c++) { nb += ST[H + C + c]; }
   REC[0] = tclip; REC[1] = cmean; REC[2] = cmin; REC[3] = cmax; REC[4] = gmax;
-  REC[5] = f32(nb) / f32(C);
+  REC[5] = fdiv(f32(nb), f32(C));
   REC[6] = select(0.0, bitcast<f32>(ST[7]), kClip() == 3u);
   add64(0u, 1u);
 }`,
