@@ -545,3 +545,23 @@ Deno.test({
     assert.deepEqual(got[0], clips.map((c) => Math.fround(c / 127)));
   },
 });
+
+Deno.test({
+  name: "webgpu: released storage beyond the pool cap is destroyed after the work using it",
+  ignore,
+  fn: async () => {
+    const g = await WebGpuBackend.open({ allowSoftware: true });
+    try {
+      g.maxPooledBytes = 0;
+      using y = Tensor.full(g, [64], 0);
+      for (let i = 0; i < 3; i++) {
+        const x = Tensor.full(g, [64], i + 1); // enqueued, then released before it runs
+        g.axpy(y, 1, x);
+        x.dispose();
+      }
+      assert.deepEqual(await y.read(), new Float32Array(64).fill(6));
+    } finally {
+      g.close();
+    }
+  },
+});

@@ -105,6 +105,9 @@ export class WebGpuBackend implements Backend {
   readonly #tempFree = new Map<number, GpuStorage[]>();
   readonly #dummy: GPUBuffer;
   #failure: string | null = null;
+  #pooledBytes = 0;
+  /** Cached bytes kept at most; beyond this, released storage is destroyed. */
+  maxPooledBytes = 1 << 30;
   #closed = false;
 
   private constructor(opened: OpenedDevice, limits: Partial<WebGpuLimits>) {
@@ -199,6 +202,7 @@ export class WebGpuBackend implements Backend {
     for (const list of this.#tempFree.values()) for (const st of list) st.buffer.destroy();
     this.#all.clear();
     this.#pool.clear();
+    this.#pooledBytes = 0;
     this.#groups.clear();
     this.#params.destroy();
     this.#dummy.destroy();
@@ -238,6 +242,7 @@ export class WebGpuBackend implements Backend {
     this.#live();
     const cached = this.#pool.get(bytes)?.pop();
     if (cached) {
+      this.#pooledBytes -= bytes;
       cached.refs = 0;
       cached.live = true;
       return cached;
@@ -263,9 +268,16 @@ export class WebGpuBackend implements Backend {
       );
     }
     st.live = false;
+    if (this.#pooledBytes + st.bytes > this.maxPooledBytes) {
+      this.#flush(); // commands encoded so far may still use it: submit them first
+      this.#all.delete(st);
+      st.buffer.destroy();
+      return;
+    }
     let list = this.#pool.get(st.bytes);
     if (!list) this.#pool.set(st.bytes, list = []);
     list.push(st);
+    this.#pooledBytes += st.bytes;
   }
 
   /** A scratch buffer valid until the next submit. */
