@@ -7,6 +7,9 @@
  * @module
  */
 
+/** Storage buffers the widest kernel binds (the quantizer decision). */
+export const STORAGE_BUFFERS = 9;
+
 /** The device limits the backend splits work by (bytes, workgroups). */
 export interface WebGpuLimits {
   /** Largest storage buffer one binding may cover, in bytes. */
@@ -68,11 +71,18 @@ export async function openDevice(allowSoftware: boolean): Promise<OpenedDevice> 
     );
   }
   const l = adapter.limits;
+  if (l.maxStorageBuffersPerShaderStage < STORAGE_BUFFERS) {
+    throw new Error(
+      `The WebGPU adapter ${adapter.info.description || adapter.info.device} allows ` +
+        `${l.maxStorageBuffersPerShaderStage} storage buffers per shader stage; the kernels need ` +
+        `${STORAGE_BUFFERS} (maxStorageBuffersPerShaderStage)`,
+    );
+  }
   const device = await adapter.requestDevice({
     requiredLimits: {
       maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
       maxBufferSize: l.maxBufferSize,
-      maxStorageBuffersPerShaderStage: Math.min(l.maxStorageBuffersPerShaderStage, 10),
+      maxStorageBuffersPerShaderStage: STORAGE_BUFFERS,
       maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
       maxComputeWorkgroupStorageSize: Math.min(l.maxComputeWorkgroupStorageSize, 32768),
     },
