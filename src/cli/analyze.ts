@@ -250,7 +250,8 @@ export async function analyze(
   const data = await loadMnistLike(dir, "train", { limit: a.limit, name: ds });
   const qcfg = quantConfig(a.quant, a.quantSet);
   const backend: Backend = await openBackend(a.backend);
-  if (a.threads !== undefined) {
+  // the default 0 (all cores) is a cpu setting; another backend refuses only an explicit one
+  if (a.threads !== undefined && (isCpuBackend(backend) || a.threads !== 0)) {
     if (!isCpuBackend(backend)) {
       throw new UsageError(`--threads applies to the cpu backend, not ${backend.name}`);
     }
