@@ -60,7 +60,26 @@ export {
   Sequential,
 } from "./src/nn/layers.ts";
 export { type ClassifierOptions, LeNet5, lenet5 } from "./src/models/lenet.ts";
-export { BasicBlock, ResNet, resnet20, type ResNetConfig } from "./src/models/resnet.ts";
+export { BasicBlock, ResNet, resnet20, resnet56, type ResNetConfig } from "./src/models/resnet.ts";
+export {
+  Bottleneck,
+  ImageNetResNet,
+  resnet18,
+  resnet34,
+  resnet50,
+  type ZooOptions,
+} from "./src/models/resnet_imagenet.ts";
+export { InvertedResidual, MobileNetV2, mobilenetV2 } from "./src/models/mobilenet.ts";
+export { AlexNet, alexnet, VGG, vgg16, vgg16Bn } from "./src/models/vgg.ts";
+export {
+  BasicConv2d,
+  InceptionAux,
+  type InceptionOptions,
+  InceptionV3,
+  inceptionV3,
+} from "./src/models/inception.ts";
+export { AdaptiveAvgPool2d, Dropout, ReLU6, type TorchFlatten } from "./src/nn/zoo_layers.ts";
+export { adaptiveAvgPool2d, dropout, relu6 } from "./src/ops/zoo.ts";
 export { createModel, MODELS } from "./src/models/registry.ts";
 export { Sgd, type SgdOptions } from "./src/optim/sgd.ts";
 export {
