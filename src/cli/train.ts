@@ -7,13 +7,13 @@
 import {
   BACKENDS,
   COMMON_OPTIONS,
-  DATASETS,
   int,
   num,
   oneOf,
   parseFlags,
   parseQuantSet,
   runCommand,
+  TRAIN_DATASETS,
   UsageError,
 } from "./args.ts";
 
@@ -30,14 +30,21 @@ import { QUANT_NAMES } from "../quant/config.ts";
 import { type ScheduleKind, SCHEDULES } from "../optim/schedule.ts";
 import { Progress } from "../train/progress.ts";
 import { train, type TrainConfig } from "../train/trainer.ts";
+import { loadRgbData, makeInput } from "./zoo_data.ts";
 
 export const HELP = `daint8 train: train a CNN (NHWC, native backend through FFI)
 
 Usage: deno task train [flags]
 
   --model NAME          ${Object.keys(MODELS).join(" | ")} (default lenet5)
-  --dataset NAME        ${DATASETS.join(" | ")} (default mnist)
-  --data-dir DIR        folder with the IDX files (default: the dataset's package)
+  --dataset NAME        ${TRAIN_DATASETS.join(" | ")} (default mnist)
+  --data-dir DIR        folder with the IDX files (default: the dataset's package); cifar10:
+                        data_batch_1.bin .. test_batch.bin (or $DAINT8_CIFAR10_DIR); folder:
+                        train/ and test/ (or val/), one folder of JPEG/PNG images per class
+                        (decoded once into DIR/.daint8-cache)
+  --no-augment          cifar10 / folder: no random crop (padding 4) and flip (on by default;
+                        per-channel normalization stays)
+  --init FILE           start from weights: torchvision-named safetensors or a checkpoint
   --epochs N            epochs (default 1)
   --batch-size N        mini-batch size (default 64)
   --lr X                peak learning rate (default 0.05)
@@ -79,6 +86,8 @@ export function parseTrainArgs(args: string[], extraOptions: ExtraOptions = {}) 
     resume: { type: "string" },
     "test-limit": { type: "string" },
     "stop-after": { type: "string" },
+    init: { type: "string" },
+    "no-augment": { type: "boolean" },
     ...extraOptions,
   });
   const v = values as Record<string, string | undefined> & { nesterov?: boolean; help?: boolean };
@@ -86,7 +95,7 @@ export function parseTrainArgs(args: string[], extraOptions: ExtraOptions = {}) 
   const quantSet = parseQuantSet(quant, v["quant-set"]);
   const config: TrainConfig = {
     model: oneOf("model", v.model, "lenet5", Object.keys(MODELS)),
-    dataset: oneOf("dataset", v.dataset, "mnist", DATASETS),
+    dataset: oneOf("dataset", v.dataset, "mnist", TRAIN_DATASETS),
     epochs: int("epochs", v.epochs, 1),
     batchSize: int("batch-size", v["batch-size"], 64),
     lr: num("lr", v.lr, 0.05),
@@ -112,6 +121,8 @@ export function parseTrainArgs(args: string[], extraOptions: ExtraOptions = {}) 
     out: v.out ??
       `runs/${config.model}-${config.dataset}-${config.quant}-s${config.seed}`,
     resume: v.resume,
+    init: v.init,
+    augment: !(values["no-augment"] ?? false),
     limit: v.limit === undefined ? undefined : int("limit", v.limit, 0),
     testLimit: v["test-limit"] === undefined ? undefined : int("test-limit", v["test-limit"], 0),
     stopAfter: v["stop-after"] === undefined ? undefined : int("stop-after", v["stop-after"], 0),
@@ -124,6 +135,9 @@ export type TrainArgs = ReturnType<typeof parseTrainArgs>;
 
 /** Loads the training and test sets a parsed run names (data dir, limits). */
 export async function loadRunData(a: TrainArgs): Promise<[ImageDataset, ImageDataset]> {
+  if (a.config.dataset === "cifar10" || a.config.dataset === "folder") {
+    return await loadRgbData(a.config.dataset, a.dataDir, a.limit, a.testLimit);
+  }
   const ds = a.config.dataset as KnownDataset;
   const dir = a.dataDir ?? defaultDataDir(ds);
   if (dir === undefined) throw new Error(`Cannot find the ${ds} data. ${dataDirHint(ds)}`);
@@ -142,7 +156,10 @@ export function main(args: string[]): Promise<number> {
         `test images), ${a.config.epochs} epoch(s), batch ${a.config.batchSize}, ` +
         `${a.config.quant}, backend ${a.backend}, out ${a.out}`,
     );
+    const input = makeInput(a, trainSet);
     const result = await train(a.config, trainSet, testSet, {
+      input,
+      init: a.init,
       backend: a.backend,
       threads: a.threads,
       out: a.out,
@@ -150,6 +167,7 @@ export function main(args: string[]): Promise<number> {
       progress: new Progress({ itemsPerStep: a.config.batchSize }),
       stopAfterEpochs: a.stopAfter,
     });
+    input?.close();
     console.log(`test accuracy: ${(100 * result.testAcc).toFixed(2)}%`);
     console.log(`checkpoint: ${a.out}/checkpoint.safetensors`);
     result.model.dispose();

@@ -9,6 +9,8 @@ import type { Backend } from "../backend/backend.ts";
 import { getBackend } from "../backend/native.ts";
 import { Tape } from "../autograd/tape.ts";
 import { DataLoader } from "../data/loader.ts";
+import type { FloatBatch, InputPipeline } from "../data/pipeline.ts";
+import { loadTorchvisionWeights } from "../io/torchvision.ts";
 import type { ImageDataset } from "../data/datasets.ts";
 import { Rng } from "../data/rng.ts";
 import { createModel } from "../models/registry.ts";
@@ -74,6 +76,13 @@ export interface RunOptions {
   logEvery?: number;
   /** Stop after this many epochs in this process (simulates an interruption); default all. */
   stopAfterEpochs?: number;
+  /**
+   * Input pipeline (augmentation, per-channel normalization, prefetch worker; src/data/
+   * pipeline.ts); none = the loader's bytes normalized with one mean / std on the backend.
+   */
+  input?: InputPipeline;
+  /** A torchvision-named safetensors file to start from (src/io/torchvision.ts). */
+  init?: string;
 }
 
 /** Per-epoch results. */
@@ -161,6 +170,15 @@ class BatchUploader {
   }
 }
 
+/** Uploads a pipeline batch (already normalized f32). */
+function uploadFloat(tape: Tape, ds: ImageDataset, b: FloatBatch): [Tensor, Tensor] {
+  const x = tape.empty([b.size, ds.height, ds.width, ds.channels]);
+  tape.backend.upload(x, b.x);
+  const y = tape.empty([b.size], "i32");
+  tape.backend.upload(y, b.labels);
+  return [x, y];
+}
+
 /** Test-set loss and accuracy of `model` in evaluation mode. */
 export function evaluate(
   model: Module,
@@ -168,15 +186,18 @@ export function evaluate(
   ds: ImageDataset,
   stats: { mean: number; std: number },
   batchSize = 256,
+  input?: InputPipeline,
 ): { loss: number; acc: number } {
   const up = new BatchUploader(stats);
   const loader = new DataLoader(ds, { batchSize, shuffle: false, rng: new Rng(0) });
   let loss = 0, correct = 0;
   model.eval();
   try {
-    for (const b of loader.batches()) {
+    for (const b of input ? input.evalBatches(ds, batchSize) : loader.batches()) {
       using tape = new Tape(backend, { grad: false });
-      const [x, y] = up.upload(tape, ds, b.images, b.labels, b.size);
+      const [x, y] = "x" in b
+        ? uploadFloat(tape, ds, b)
+        : up.upload(tape, ds, b.images, b.labels, b.size);
       const r = softmaxCrossEntropy(tape, model.forward(tape, x), y).read();
       loss += r.loss * b.size;
       correct += r.correct;
@@ -210,6 +231,7 @@ export async function train(
     inputSize: trainSet.height,
     classes: trainSet.classes,
   });
+  if (run.init) await loadTorchvisionWeights(model, run.init, cfg.model);
   const quantizer = new ModelQuantizer(model, qcfg, cfg.seed);
   const params = model.namedParameters();
   const opt = new Sgd(backend, params, {
@@ -272,14 +294,16 @@ export async function train(
       const t0 = performance.now();
       let seen = 0, lossSum = 0, correct = 0;
       let winStart = t0, winImages = 0;
-      for (const b of loader.batches()) {
+      for await (const b of run.input ? run.input.epoch(loader, epoch) : loader.batches()) {
         const lr = schedule(step);
         opt.lr = lr;
         const logNow = log !== undefined && (step + 1) % logEvery === 0;
         quantizer.measureError = logNow;
         using tape = new Tape(backend);
         for (const [, p] of params) tape.watch(p);
-        const [x, y] = up.upload(tape, trainSet, b.images, b.labels, b.size);
+        const [x, y] = "x" in b
+          ? uploadFloat(tape, trainSet, b)
+          : up.upload(tape, trainSet, b.images, b.labels, b.size);
         const ce = softmaxCrossEntropy(tape, model.forward(tape, x), y);
         opt.step(tape.backward(ce.loss), quantizer.lrScales());
         const r = ce.read();
@@ -309,6 +333,7 @@ export async function train(
             acc: r.correct / b.size,
             lr,
             images_per_s: winImages / ((now - winStart) / 1000),
+            ...(run.input ? { data_wait_ms: run.input.waitMs } : {}), // so far this epoch
             ...(quantizer.layers.length > 0
               ? { quant: quantizer.stats() as unknown as Record<string, MetricValue> }
               : {}),
@@ -318,7 +343,8 @@ export async function train(
         }
       }
       const seconds = (performance.now() - t0) / 1000;
-      const test = evaluate(model, backend, testSet, stats);
+      const dataWait = run.input ? run.input.takeWait() : 0;
+      const test = evaluate(model, backend, testSet, stats, 256, run.input);
       const res: EpochResult = {
         epoch: epoch + 1,
         trainLoss: lossSum / seen,
@@ -332,7 +358,8 @@ export async function train(
       const line = `epoch ${res.epoch}/${cfg.epochs}  train loss ${res.trainLoss.toFixed(4)}  ` +
         `acc ${(100 * res.trainAcc).toFixed(2)}%  test loss ${res.testLoss.toFixed(4)}  ` +
         `acc ${(100 * res.testAcc).toFixed(2)}%  ${Math.round(res.imagesPerSecond)} img/s  ` +
-        `${seconds.toFixed(1)} s`;
+        `${seconds.toFixed(1)} s` +
+        (run.input ? `  data wait ${(dataWait / 1000).toFixed(1)} s` : "");
       if (run.progress) run.progress.done(line);
       else print(line);
       log?.append({
@@ -345,6 +372,7 @@ export async function train(
         test_acc: res.testAcc,
         images_per_s: res.imagesPerSecond,
         seconds,
+        ...(run.input ? { data_wait_ms: dataWait } : {}),
         ...(quantizer.layers.length > 0 ? { bell_share: quantizer.bellShares() } : {}),
       });
       if (ckptPath) {
@@ -369,6 +397,7 @@ export async function train(
     log?.close();
     opt.dispose();
   }
-  const testAcc = results.at(-1)?.testAcc ?? evaluate(model, backend, testSet, stats).acc;
+  const testAcc = results.at(-1)?.testAcc ??
+    evaluate(model, backend, testSet, stats, 256, run.input).acc;
   return { model, quantizer, backend, epochs: results, testAcc };
 }
