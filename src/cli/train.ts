@@ -61,8 +61,9 @@ Usage: deno task train [flags]
   --out DIR             checkpoint.safetensors and metrics.jsonl go here
                         (default runs/<model>-<dataset>-<quant>-s<seed>)
   --resume FILE         continue from a checkpoint
-  --limit N             train on the first N training images
-  --test-limit N        evaluate on the first N test images
+  --limit N             train on the first N training images (folder: N evenly spaced ones,
+                        so every class keeps its share)
+  --test-limit N        evaluate on the first N test images (folder: evenly spaced)
   --stop-after N        stop after N epochs in this process (resume later)
   --help                this text
 `;

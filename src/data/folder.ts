@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { Buffer } from "node:buffer";
 import { join } from "node:path";
 import jpeg from "jpeg-js";
 import { PNG } from "pngjs";
@@ -20,7 +21,10 @@ import type { ImageDataset } from "./datasets.ts";
 
 /** Options of {@linkcode loadImageFolder}. */
 export interface ImageFolderOptions {
-  /** Keep only the first `limit` images (in class, then file-name order; after caching). */
+  /**
+   * Keep `limit` images, evenly spaced over the class-then-file-name order so that every class
+   * keeps its share (the cache always holds the whole folder).
+   */
   limit?: number;
   /** Where the decoded cache goes (default `<root>/.daint8-cache`). */
   cacheDir?: string;
@@ -78,7 +82,7 @@ export function decodeImage(
   let rgba: Uint8Array, width: number, height: number;
   try {
     if (/\.png$/i.test(path)) {
-      const png = PNG.sync.read(bytes as unknown as Parameters<typeof PNG.sync.read>[0]);
+      const png = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
       ({ width, height } = png);
       rgba = new Uint8Array(png.data.buffer, png.data.byteOffset, png.data.byteLength);
     } else {
@@ -219,8 +223,7 @@ export async function loadImageFolder(
   const total = listing.files.length;
   const n = opts.limit === undefined ? total : Math.min(total, opts.limit);
   const px = data.height * data.width * 3;
-  // A limit keeps the first n images in a class-balanced way only if the caller shuffles; the
-  // order here is class by class, so pick every (total / n)-th image to keep all classes.
+  // The order is class by class: every (total / n)-th image keeps all classes.
   let images = data.images, labels = data.labels;
   if (n < total) {
     images = new Uint8Array(n * px);

@@ -13,6 +13,7 @@
  */
 import { Conv2d, Linear } from "../nn/layers.ts";
 import type { Module } from "../nn/module.ts";
+import type { Tensor } from "../tensor.ts";
 import { hasTorchFlatten } from "../nn/zoo_layers.ts";
 import {
   readSafetensors,
@@ -139,7 +140,7 @@ export async function loadTorchvisionWeights(
   }
   const k = kinds(model);
   const missing: string[] = [], shapes: string[] = [], dtypes: string[] = [];
-  const ready: [Module["stateTensors"] extends () => (infer E)[] ? E : never, Float32Array][] = [];
+  const ready: [Tensor, Float32Array][] = [];
   for (const [name, t] of model.stateTensors()) {
     const src = file.get(name);
     file.delete(name);
@@ -157,7 +158,7 @@ export async function loadTorchvisionWeights(
       dtypes.push(`${name} (${src.dtype}, expected F32)`);
       continue;
     }
-    ready.push([[name, t], ours ? data : fromTorch(data, t.shape, k.get(name))]);
+    ready.push([t, ours ? data : fromTorch(data, t.shape, k.get(name))]);
   }
   const unexpected = [...file.keys()];
   if (missing.length || unexpected.length || shapes.length || dtypes.length) {
@@ -177,7 +178,7 @@ export async function loadTorchvisionWeights(
       `Cannot load weights "${path}" into ${modelName}: ${parts.join("; ")}`,
     );
   }
-  for (const [[, t], data] of ready) t.backend.upload(t, data);
+  for (const [t, data] of ready) t.backend.upload(t, data);
 }
 
 /** The model's state in torchvision's names and layouts (plus `num_batches_tracked` = 0). */
