@@ -95,6 +95,21 @@ export { defaultDataDir, type ImageDataset, loadMnistLike } from "./src/data/dat
 export type { KnownDataset, LoadMnistLikeOptions } from "./src/data/datasets.ts";
 export { DataLoader } from "./src/data/loader.ts";
 export type { Batch } from "./src/data/loader.ts";
+export { CIFAR10_CLASSES, decodeCifar10, loadCifar10 } from "./src/data/cifar.ts";
+export { decodeImage, type ImageFolderOptions, loadImageFolder } from "./src/data/folder.ts";
+export {
+  augmentInto,
+  type AugmentOptions,
+  batchRng,
+  channelMeanStd,
+  type ImageDims,
+} from "./src/data/augment.ts";
+export { type FloatBatch, InputPipeline, type PipelineOptions } from "./src/data/pipeline.ts";
+export {
+  loadTorchvisionWeights,
+  saveTorchvisionWeights,
+  torchvisionState,
+} from "./src/io/torchvision.ts";
 export {
   decodeSafetensors,
   encodeSafetensors,

@@ -78,7 +78,10 @@ for (
     [["--epochs=0"], /--epochs must be an integer >= 1, got "0"/],
     [["--epochs=two"], /--epochs/],
     [["--lr=-1"], /--lr/],
-    [["--model=vgg"], /--model must be one of lenet5, resnet20, got "vgg"/],
+    [
+      ["--model=vgg"],
+      /--model must be one of lenet5, resnet20, resnet56, .*inception_v3, got "vgg"/,
+    ],
     [["--quant=int4"], /--quant must be one of/],
     [["--quant=daint8", "--quant-set=lambda=2"], /lambda=.*between 0 and 1/],
     [["--quant=daint8", "--quant-set=nope=1"], /Unknown quantization knob "nope"/],
