@@ -120,6 +120,34 @@ Deno.test("--init: training (daint8) starts from the given torchvision-named wei
   }
 });
 
+Deno.test("cifar10 with augmentation: 1 epoch + resume 1 equals 2 epochs straight", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "daint8-zoo-cli-" });
+  try {
+    await tinyCifar(dir);
+    const trainSet = await loadCifar10(dir, "train"), testSet = await loadCifar10(dir, "test");
+    const run = async (out: string, stopAfterEpochs?: number, resume?: string) => {
+      const input = new InputPipeline(trainSet, { seed: 0 });
+      const r = await train(config({ epochs: 2, quant: "daint8" }), trainSet, testSet, {
+        backend: cpu,
+        out,
+        input,
+        stopAfterEpochs,
+        resume,
+        print: () => {},
+      }).finally(() => input.close());
+      const w = r.model.stateTensors().map(([n, t]) => [n, Array.from(t.toArray())] as const);
+      r.model.dispose();
+      return w;
+    };
+    const straight = await run(join(dir, "a"));
+    await run(join(dir, "b"), 1);
+    const resumed = await run(join(dir, "b"), undefined, join(dir, "b", "checkpoint.safetensors"));
+    assert.deepEqual(resumed, straight);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("eval: usage errors", async () => {
   const out: string[] = [];
   const err = console.error;
