@@ -81,6 +81,33 @@ Deno.test("cifar10 training with the pipeline; eval scores the checkpoint as tra
     const loss = Number(/test loss ([\d.]+)/.exec(out.at(-1)!)![1]);
     assert.equal(acc, Number((100 * epoch.test_acc).toFixed(2)));
     assert.equal(loss, Number(epoch.test_loss.toFixed(4)));
+    // An INT8 run's own test numbers (INT8 fprop) come back with --quant.
+    const q = await train(config({ quant: "daint8" }), trainSet, testSet, {
+      backend: cpu,
+      out: join(dir, "run8"),
+      input: new InputPipeline(trainSet, { seed: 0, prefetch: 0 }),
+      print: () => {},
+    });
+    q.model.dispose();
+    const log8 = (await Deno.readTextFile(join(dir, "run8", "metrics.jsonl"))).trim().split("\n");
+    const epoch8 = JSON.parse(log8.at(-1)!);
+    out.length = 0;
+    assert.equal(
+      await evalMain([
+        "--model=resnet20",
+        `--weights=${join(dir, "run8", "checkpoint.safetensors")}`,
+        "--dataset=cifar10",
+        `--data-dir=${dir}`,
+        "--quant=daint8",
+      ], (l) => out.push(l)),
+      0,
+      out.join("\n"),
+    );
+    assert.match(out.at(-1)!, /, daint8\): /);
+    assert.equal(
+      Number(/test loss ([\d.]+)/.exec(out.at(-1)!)![1]),
+      Number(epoch8.test_loss.toFixed(4)),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -11,6 +11,8 @@ import { Rng } from "../data/rng.ts";
 import { InputPipeline } from "../data/pipeline.ts";
 import { loadTorchvisionWeights } from "../io/torchvision.ts";
 import { createModel, MODELS } from "../models/registry.ts";
+import { QUANT_NAMES, quantConfig } from "../quant/config.ts";
+import { ModelQuantizer } from "../quant/quantizer.ts";
 import { evaluate, pixelStats } from "../train/trainer.ts";
 import {
   BACKENDS,
@@ -35,6 +37,9 @@ Usage: deno task eval --model NAME --weights FILE [--dataset NAME] [--data-dir D
   --batch-size N     evaluation batch (default 256)
   --limit N          training images used for the normalization statistics (default all)
   --test-limit N     evaluate on the first N test images
+  --quant NAME       ${QUANT_NAMES.join(" | ")} (default fp32): the fprop arithmetic; INT8 presets
+                     quantize X and W per tensor by their max, as in training, so a daint8
+                     run's own test accuracy is reproduced with --quant daint8
   --backend NAME     ${BACKENDS.join(" | ")} (default cpu)
   --threads N        cpu worker threads, 0 = all cores (default 0)
 `;
@@ -49,6 +54,7 @@ function parseEvalArgs(args: string[]) {
     limit: { type: "string" },
     "test-limit": { type: "string" },
     backend: { type: "string" },
+    quant: { type: "string" },
     threads: { type: "string" },
     help: { type: "boolean", short: "h" },
   }) as Record<string, string | undefined> & { help?: boolean };
@@ -65,6 +71,7 @@ function parseEvalArgs(args: string[]) {
     limit: v.limit === undefined ? undefined : int("limit", v.limit, 1),
     testLimit: v["test-limit"] === undefined ? undefined : int("test-limit", v["test-limit"], 1),
     backend: oneOf("backend", v.backend, "cpu", BACKENDS),
+    quant: oneOf("quant", v.quant, "fp32", QUANT_NAMES),
     threads: int("threads", v.threads, 0, 0),
   };
 }
@@ -87,11 +94,12 @@ export function main(args: string[], print = (l: string) => console.log(l)): Pro
     });
     try {
       await loadTorchvisionWeights(model, a.weights, a.model);
+      new ModelQuantizer(model, quantConfig(a.quant), 0);
       const rgb = a.dataset === "cifar10" || a.dataset === "folder";
       const input = rgb ? new InputPipeline(trainSet, { augment: false, seed: 0 }) : undefined;
       const r = evaluate(model, backend, testSet, pixelStats(trainSet), a.batchSize, input);
       print(
-        `${a.model} ${a.weights} on ${a.dataset} (${testSet.n} test images): ` +
+        `${a.model} ${a.weights} on ${a.dataset} (${testSet.n} test images, ${a.quant}): ` +
           `test accuracy ${(100 * r.acc).toFixed(2)}%  test loss ${r.loss.toFixed(4)}`,
       );
     } finally {
