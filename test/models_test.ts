@@ -169,6 +169,27 @@ Deno.test("MobileNetV2: depthwise and pointwise convolutions run in INT8", () =>
   m.dispose();
 });
 
+Deno.test("Inception v3 takes an INT8 (daint8) step: 1x7 / 7x1 kernels and concat branches", () => {
+  const m = createModel("inception_v3", { backend: cpu, rng: new Rng(0) }, {
+    inputSize: 75,
+    classes: 10,
+  });
+  const q = new ModelQuantizer(m, quantConfig("daint8"), 0);
+  assert.ok(q.layers.some((l) => l.layer === "Mixed_6b.branch7x7_2.conv"));
+  using tape = new Tape(cpu);
+  for (const [, p] of m.namedParameters()) tape.watch(p);
+  const host = new Float32Array(2 * 75 * 75 * 3).map((_, i) => Math.cos(i * 0.37));
+  const x = tape.own(Tensor.from(cpu, host, [2, 75, 75, 3], "f32"));
+  const y = tape.own(Tensor.from(cpu, new Int32Array([0, 9]), [2], "i32"));
+  const ce = softmaxCrossEntropy(tape, m.forward(tape, x), y);
+  const grads = tape.backward(ce.loss);
+  assert.ok(Number.isFinite(ce.read().loss));
+  const w = m.namedParameters().find(([n]) => n === "Mixed_6b.branch7x7_2.conv.weight")![1];
+  const g = grads.get(w.id)!.toArray();
+  assert.ok(g.every(Number.isFinite) && g.some((v) => v !== 0));
+  m.dispose();
+});
+
 Deno.test("ReLU6, dropout and adaptive average pooling match references", () => {
   const rng = new Rng(5);
   const host = new Float32Array(2 * 5 * 7 * 3);
