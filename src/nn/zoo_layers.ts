@@ -36,9 +36,9 @@ export class Dropout extends Module {
     if (!(p >= 0 && p < 1)) throw new RangeError(`Dropout probability must be in [0, 1), got ${p}`);
     this.rng = init.rng.split();
   }
-  /** x in evaluation mode (or when the tape records no gradients), else the dropped-out x. */
+  /** x in evaluation mode, else the dropped-out x (as PyTorch, also on a no-gradient tape). */
   forward(tape: Tape, x: Tensor): Tensor {
-    if (!this.training || !tape.grad) return x;
+    if (!this.training) return x;
     return dropout(tape, x, this.p, this.rng);
   }
 }
