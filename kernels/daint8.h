@@ -327,6 +327,19 @@ int32_t d8_set_int8_kernel(d8_context* ctx, int32_t variant);
 /* Writes the context's variant in use ("portable", "avx2", "avx512-vnni") into out. */
 int32_t d8_int8_kernel_name(d8_context* ctx, char* out, int32_t capacity);
 
+/* ---- Model-zoo ops (kernels/cpu/zoo_ops.cpp) ---- */
+/* y = a * b elementwise (y may alias a or b): dropout masks forward and backward. */
+int32_t d8_mul_f32(d8_buffer* y, const d8_buffer* a, const d8_buffer* b, int64_t n);
+/* y = min(max(x, 0), 6) (NaN -> 0); dx = dy where 0 < y < 6, else 0. */
+int32_t d8_relu6_fwd(d8_buffer* y, const d8_buffer* x, int64_t n);
+int32_t d8_relu6_bwd(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* y, int64_t n);
+/* Adaptive average pooling x [n, h, w, c] -> y [n, p, q, c], torchvision's windows: rows
+ * floor(i*h/p) .. ceil((i+1)*h/p), columns likewise. */
+int32_t d8_adaptive_avgpool_fwd(d8_buffer* y, const d8_buffer* x, int32_t n, int32_t h, int32_t w,
+                                int32_t c, int32_t p, int32_t q);
+int32_t d8_adaptive_avgpool_bwd(d8_buffer* dx, const d8_buffer* dy, int32_t n, int32_t h,
+                                int32_t w, int32_t c, int32_t p, int32_t q);
+
 #ifdef __cplusplus
 }
 #endif

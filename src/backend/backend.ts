@@ -533,6 +533,28 @@ export interface Backend {
   ): void;
   /** c (i32) [m, n] = a (i8) [m, k] . b (i8) [n, k]^T. */
   gemmI8(c: Tensor, a: Tensor, b: Tensor, m: number, n: number, k: number): void;
+
+  // ---- model-zoo ops (kernels/cpu/zoo_ops.cpp) ----
+  /** y = a * b elementwise over `y.size` f32 elements; `y` may alias `a` or `b` (dropout). */
+  mul(y: Tensor, a: Tensor, b: Tensor): void;
+  /** y = min(max(x, 0), 6) elementwise (f32, overwritten). */
+  relu6(y: Tensor, x: Tensor): void;
+  /** dx = dy where 0 < y < 6, else 0, from the forward output `y` (f32, overwritten). */
+  relu6Backward(dx: Tensor, dy: Tensor, y: Tensor): void;
+  /**
+   * Adaptive average pooling x [n, h, w, c] -> y [n, p, q, c] with PyTorch's windows (rows
+   * floor(i h / p) to ceil((i + 1) h / p)), f32, overwritten.
+   */
+  adaptiveAvgPool(y: Tensor, x: Tensor, n: number, h: number, w: number, c: number): void;
+  /** Backward of `adaptiveAvgPool`: dx [n, h, w, c] (overwritten) from dy [n, p, q, c]. */
+  adaptiveAvgPoolBackward(
+    dx: Tensor,
+    dy: Tensor,
+    n: number,
+    h: number,
+    w: number,
+    c: number,
+  ): void;
 }
 
 /** The knobs only the cpu backend has, per backend context. */
