@@ -70,7 +70,6 @@ export { avgPool2d, globalAvgPool, maxPool2d, type PoolOptions } from "./src/ops
 export { type CrossEntropyResult, softmaxCrossEntropy } from "./src/ops/loss.ts";
 export { type InitContext, Module } from "./src/nn/module.ts";
 export {
-  AvgPool2d,
   BatchNorm2d,
   Conv2d,
   Flatten,

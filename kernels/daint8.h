@@ -312,7 +312,7 @@ int32_t d8_conv2d_dgrad_i8(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* 
 /* dw[k,r,s,c/G] = sum_m(dyq[m,k] * xq_col[m,rsc]) * dy_scale[k or 0] * x_scale[0]; dy_layout
  * D8_SCALE_TENSOR or D8_SCALE_INNER (per output channel: GVQ). The reduction over
  * M = n*p*q is split into chunks short enough that no int32 partial sum can overflow
- * (|q| <= 127: at most 133,000 products), and the partials are added in f32. */
+ * (|q| <= 127: at most 133,000 products), and the partials are summed in double. */
 int32_t d8_conv2d_wgrad_i8(d8_buffer* dw, const d8_buffer* x, const d8_buffer* dy,
                            const d8_buffer* x_scale, const d8_buffer* dy_scale, int32_t dy_layout,
                            const d8_conv_shape* shape);

@@ -520,7 +520,7 @@ export interface Backend {
    * int8 weight gradient: dw [k, r, s, c/groups] f32 (overwritten) = sum over the n * p * q rows of
    * dy (i8) times the unfolded x (i8), times dyScale[k or 0] * xScale[0]. `dyLayout` is
    * `ScaleLayout.tensor` or `ScaleLayout.inner` (per output channel: GVQ). The reduction runs in
-   * int32 chunks short enough not to overflow, summed in f32.
+   * int32 chunks short enough not to overflow, summed in double.
    */
   conv2dWgradI8(
     dw: Tensor,
