@@ -19,7 +19,8 @@ import { Rng } from "../src/data/rng.ts";
 import { decodeQuantState, SOLVE_TABLE, solveTable } from "../src/quant/int8_gemm.ts";
 import { type DType, type HostArray, Tensor } from "../src/tensor.ts";
 import { makeStep } from "../bench/step.ts";
-import { assertClose, cpu } from "./helpers/check_op.ts";
+import { assertClose, checkOp, cpu } from "./helpers/check_op.ts";
+import { adaptiveAvgPool2d, relu6 } from "../src/ops/zoo.ts";
 import { defineOpTests } from "./helpers/op_cases.ts";
 
 let gpu: WebGpuBackend | null = null;
@@ -563,5 +564,60 @@ Deno.test({
     } finally {
       g.close();
     }
+  },
+});
+
+for (const [p, q] of [[3, 4], [9, 9], [1, 1]] as const) {
+  Deno.test({
+    name: `webgpu: adaptive average pooling to ${p}x${q} matches the reference, FD and cpu`,
+    ignore,
+    fn: async () => {
+      await checkOp({
+        inputs: { x: [2, 5, 7, 3] },
+        native: (tape, t) => adaptiveAvgPool2d(tape, t.x!, [p, q]),
+        reference: (a) => {
+          const y = new Float64Array(2 * p * q * 3);
+          for (let n = 0; n < 2; n++) {
+            for (let i = 0; i < p; i++) {
+              for (let j = 0; j < q; j++) {
+                const h0 = Math.floor(i * 5 / p), h1 = Math.ceil((i + 1) * 5 / p);
+                const w0 = Math.floor(j * 7 / q), w1 = Math.ceil((j + 1) * 7 / q);
+                for (let c = 0; c < 3; c++) {
+                  let s = 0;
+                  for (let r = h0; r < h1; r++) {
+                    for (let b = w0; b < w1; b++) s += a.x![((n * 5 + r) * 7 + b) * 3 + c]!;
+                  }
+                  y[((n * p + i) * q + j) * 3 + c] = s / ((h1 - h0) * (w1 - w0));
+                }
+              }
+            }
+          }
+          return y;
+        },
+      }, dev());
+    },
+  });
+}
+
+Deno.test({
+  name: "webgpu: relu6 and mul match the reference, FD and cpu",
+  ignore,
+  fn: async () => {
+    await checkOp({
+      inputs: { x: [2, 3, 4, 5] },
+      scale: { x: 8 },
+      native: (tape, t) => relu6(tape, t.x!),
+      reference: (a) => a.x!.map((v) => Math.min(Math.max(v, 0), 6)),
+    }, dev());
+    const rng = new Rng(6);
+    const [want, got] = await both(
+      [t(f32s(rng, 999), [999], "f32"), t(f32s(rng, 999), [999], "f32")],
+      [{ shape: [999], dtype: "f32" }],
+      (b, [a, c], [y]) => {
+        b.mul(y!, a!, c!);
+        b.mul(y!, y!, a!); // y may alias an input
+      },
+    );
+    assert.deepEqual(got[0], want[0]);
   },
 });

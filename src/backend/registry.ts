@@ -18,9 +18,10 @@ const webgpu = () => import("./webgpu/backend.ts").then((m) => m.WebGpuBackend);
 /** Backend names `getBackend` accepts. */
 export const BACKEND_NAMES = ["cpu", "cuda", "webgpu", "auto"] as const;
 
-type Factory = () => Backend;
+/** Opens a backend (a `registerBackend` entry). */
+export type BackendFactory = () => Backend;
 
-const factories = new Map<string, Factory>([
+const factories = new Map<string, BackendFactory>([
   ["cpu", () => new NativeBackend("cpu")],
   ["cuda", () => new NativeBackend("cuda")],
   ["webgpu", () => {
@@ -43,7 +44,7 @@ export interface PassedOver {
 }
 
 /** Makes `factory` the way to open backend `name` (tests, out-of-tree backends). */
-export function registerBackend(name: string, factory: Factory): void {
+export function registerBackend(name: string, factory: BackendFactory): void {
   factories.set(name, factory);
   registered.add(name);
   opened.delete(name);

@@ -602,6 +602,44 @@ export class WebGpuBackend implements Backend {
     });
   }
 
+  // ---- model-zoo ops ----
+  mul(y: Tensor, a: Tensor, b: Tensor): void {
+    this.#linear(E.MUL, [buf(y), buf(a), buf(b)], y.size);
+  }
+  relu6(y: Tensor, x: Tensor): void {
+    this.#linear(E.RELU6, [buf(y), buf(x)], y.size);
+  }
+  relu6Backward(dx: Tensor, dy: Tensor, y: Tensor): void {
+    this.#linear(E.RELU6_BWD, [buf(dx), buf(dy), buf(y)], dx.size);
+  }
+  adaptiveAvgPool(y: Tensor, x: Tensor, n: number, h: number, w: number, c: number): void {
+    const [, p = 0, q = 0] = y.shape;
+    this.#adaptive(E.ADAPTIVE_AVGPOOL, y, x, n * p * q * c, [n, h, w, c, p, q]);
+  }
+  adaptiveAvgPoolBackward(
+    dx: Tensor,
+    dy: Tensor,
+    n: number,
+    h: number,
+    w: number,
+    c: number,
+  ): void {
+    const [, p = 0, q = 0] = dy.shape;
+    this.#adaptive(E.ADAPTIVE_AVGPOOL_BWD, dx, dy, n * h * w * c, [n, h, w, c, p, q]);
+  }
+  #adaptive(spec: KernelSpec, out: Tensor, inp: Tensor, items: number, dims: number[]): void {
+    const [n, h, w, c, p, q] = dims as [number, number, number, number, number, number];
+    if (![n, h, w, c, p, q].every((v) => Number.isInteger(v) && v >= 1)) {
+      throw new RangeError(`${spec.name}: n, h, w, c, p, q must be positive, got ${dims}`);
+    }
+    need(spec.name, null, [[spec === E.ADAPTIVE_AVGPOOL ? "y" : "dx", out, items * 4], [
+      spec === E.ADAPTIVE_AVGPOOL ? "x" : "dy",
+      inp,
+      (spec === E.ADAPTIVE_AVGPOOL ? n * h * w * c : n * p * q * c) * 4,
+    ]]);
+    this.#linear(spec, [buf(out), buf(inp)], items, (u) => u.set(dims, 1));
+  }
+
   // ---- GEMMs ----
   #gemm(
     spec: KernelSpec,

@@ -369,3 +369,69 @@ export const SGD: KernelSpec = {
   if (pu(5u) == 1u && (!finite(gr) || !finite(w1))) { atomicStore(&NF[0], 1u); }
 }`,
 };
+
+// ---- model-zoo ops (kernels/cpu/zoo_ops.cpp) ----
+/** y = a * b. */
+export const MUL: KernelSpec = {
+  name: "mul",
+  elementwise: true,
+  bindings: [w("Y"), r("A"), r("B")],
+  body: `${LINEAR_MAIN} Y[i] = A[i] * B[i]; }`,
+};
+/** y = min(max(x, 0), 6), NaN -> 0. */
+export const RELU6: KernelSpec = {
+  name: "relu6",
+  elementwise: true,
+  bindings: [w("Y"), r("X")],
+  body: `${LINEAR_MAIN} let v = X[i]; Y[i] = select(0.0, select(6.0, v, v < 6.0), v > 0.0); }`,
+};
+/** dx = dy where 0 < y < 6. */
+export const RELU6_BWD: KernelSpec = {
+  name: "relu6Backward",
+  elementwise: true,
+  bindings: [w("DX"), r("DY"), r("Yv")],
+  body: `${LINEAR_MAIN} let y = Yv[i]; DX[i] = select(0.0, DY[i], y > 0.0 && y < 6.0); }`,
+};
+
+/** Adaptive pooling geometry: words 1 n, 2 h, 3 w, 4 c, 5 p, 6 q; torchvision's windows. */
+const ADAPT = `
+fn ws(i: u32, inn: u32, out: u32) -> u32 { return i * inn / out; }
+fn we(i: u32, inn: u32, out: u32) -> u32 { return ((i + 1u) * inn + out - 1u) / out; }`;
+
+/** Adaptive average pool forward: one thread per output element. */
+export const ADAPTIVE_AVGPOOL: KernelSpec = {
+  name: "adaptiveAvgPool",
+  bindings: [w("Y"), r("X")],
+  body: `${ADAPT}
+${LINEAR_MAIN}
+  let h = pu(2u); let wd = pu(3u); let c = pu(4u); let p = pu(5u); let q = pu(6u);
+  let ch = i % c; let pix = i / c; let j = pix % q; let ii = (pix / q) % p; let img = pix / (p * q);
+  let h0 = ws(ii, h, p); let h1 = we(ii, h, p); let w0 = ws(j, wd, q); let w1 = we(j, wd, q);
+  var s = 0.0;
+  for (var a = h0; a < h1; a++) {
+    for (var b = w0; b < w1; b++) { s += X[((img * h + a) * wd + b) * c + ch]; }
+  }
+  Y[i] = s * fdiv(1.0, f32((h1 - h0) * (w1 - w0)));
+}`,
+};
+/** Its backward as a gather: one thread per input element, windows in (i, j) order. */
+export const ADAPTIVE_AVGPOOL_BWD: KernelSpec = {
+  name: "adaptiveAvgPoolBackward",
+  bindings: [w("DX"), r("DY")],
+  body: `${ADAPT}
+${LINEAR_MAIN}
+  let h = pu(2u); let wd = pu(3u); let c = pu(4u); let p = pu(5u); let q = pu(6u);
+  let ch = i % c; let pix = i / c; let b = pix % wd; let a = (pix / wd) % h; let img = pix / (h * wd);
+  var s = 0.0;
+  for (var ii = 0u; ii < p; ii++) {
+    let h0 = ws(ii, h, p); let h1 = we(ii, h, p);
+    if (a < h0 || a >= h1) { continue; }
+    for (var j = 0u; j < q; j++) {
+      let w0 = ws(j, wd, q); let w1 = we(j, wd, q);
+      if (b < w0 || b >= w1) { continue; }
+      s += DY[((img * p + ii) * q + j) * c + ch] * fdiv(1.0, f32((h1 - h0) * (w1 - w0)));
+    }
+  }
+  DX[i] = s;
+}`,
+};
