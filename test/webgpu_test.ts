@@ -621,3 +621,39 @@ Deno.test({
     assert.deepEqual(got[0], want[0]);
   },
 });
+
+Deno.test({
+  name: "webgpu: `train --backend webgpu` trains daint8 LeNet-5 and matches the cpu run's numbers",
+  ignore,
+  fn: async () => {
+    const script = new URL("../src/cli/train.ts", import.meta.url).pathname;
+    const tmp = await Deno.makeTempDir();
+    const run = async (backend: string) => {
+      const r = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", script, "--backend", backend, "--quant", "daint8", "--limit", "64"]
+          .concat(["--batch-size", "32", "--test-limit", "32", "--out", `${tmp}/${backend}`]),
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const out = new TextDecoder().decode(r.stdout);
+      assert.equal(r.code, 0, `${backend}: ${out}\n${new TextDecoder().decode(r.stderr)}`);
+      const line = out.split("\n").find((l) => l.includes("train loss")) ?? "";
+      const m = line.match(
+        /train loss ([\d.]+)\s+acc ([\d.]+)%\s+test loss ([\d.]+)\s+acc ([\d.]+)%/,
+      );
+      assert.ok(m, `${backend}: no epoch line in ${out}`);
+      return m.slice(1).map(Number);
+    };
+    try {
+      const [gl, ga, gtl, gta] = await run("webgpu"), [cl, ca, ctl, cta] = await run("cpu");
+      // the same run to float rounding: losses within 1e-3, accuracies within one image
+      assert.ok(
+        Math.abs(gl! - cl!) <= 1e-3 && Math.abs(gtl! - ctl!) <= 1e-3,
+        `${gl} ${gtl} vs ${cl} ${ctl}`,
+      );
+      assert.ok(Math.abs(ga! - ca!) <= 100 / 64 && Math.abs(gta! - cta!) <= 100 / 32);
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
