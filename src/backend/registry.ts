@@ -10,6 +10,7 @@
  */
 import type { Backend } from "./backend.ts";
 import { NativeBackend } from "./native.ts";
+import { ensureLibrary } from "../../ffi/cache.ts";
 import type { WebGpuBackend } from "./webgpu/backend.ts";
 
 /** The WebGPU backend module, loaded on first use (cpu-only users never fetch it). */
@@ -133,6 +134,11 @@ export async function openBackend(name: string): Promise<Backend> {
     let b = opened.get(name);
     if (!b) opened.set(name, b = await (await webgpu()).open({ allowSoftware: true }));
     return b;
+  }
+  // A native backend of a module imported by URL: fetch (or build) its library into the cache
+  // first; from a checkout or with the library cached this finds it at once.
+  if ((name === "cpu" || name === "cuda") && !registered.has(name) && !opened.has(name)) {
+    await ensureLibrary(name);
   }
   return getBackend(name);
 }
