@@ -32,7 +32,7 @@ export interface StepRunner {
 
 /**
  * Builds model `name` for [batch, size, size, channels] inputs with 10 classes, trained with
- * quantization preset `quant`.
+ * quantization preset `quant` and its knob overrides `knobs` (`k=v,k=v`, see quantConfig).
  */
 export function makeStep(
   backend: Backend,
@@ -40,6 +40,7 @@ export function makeStep(
   batch: number,
   quant = "fp32",
   input: { channels: number; size: number } = { channels: 1, size: 28 },
+  knobs = "",
 ): StepRunner {
   const rng = new Rng(0);
   const model = createModel(name, { backend, rng }, {
@@ -47,7 +48,7 @@ export function makeStep(
     inputSize: input.size,
     classes: 10,
   });
-  const quantizer = new ModelQuantizer(model, quantConfig(quant), 0);
+  const quantizer = new ModelQuantizer(model, quantConfig(quant, knobs), 0);
   const opt = new Sgd(backend, model.namedParameters(), {
     lr: 0.01,
     momentum: 0.9,

@@ -10,6 +10,8 @@ import { Rng } from "../src/data/rng.ts";
 import { convShape } from "../src/ops/conv.ts";
 import { PRESETS, quantConfig } from "../src/quant/config.ts";
 import { Int8Gemm } from "../src/quant/int8_gemm.ts";
+import { ModelQuantizer } from "../src/quant/quantizer.ts";
+import { createModel } from "../src/models/registry.ts";
 import {
   classifyChannel,
   fitInvertedT,
@@ -368,5 +370,28 @@ Deno.test("quantConfig() presets differ as documented and bad knobs throw naming
       () => quantConfig("daint8", over),
       (e: Error) => e instanceof RangeError && pattern.test(e.message),
     );
+  }
+});
+
+Deno.test("minInt8Channels keeps layers with few input channels per tap in FP32", () => {
+  const lenet = createModel("lenet5", { backend, rng: new Rng(0) }, {
+    inChannels: 1,
+    inputSize: 28,
+    classes: 10,
+  });
+  try {
+    const all = new ModelQuantizer(lenet, quantConfig("daint8"), 0);
+    assert.deepEqual(all.layers.map((l) => l.layer), ["conv2", "fc1", "fc2"]);
+    all.dispose();
+    // conv2 reduces over 6 channels per tap, fc1 over 400 features, fc2 over 120
+    const some = new ModelQuantizer(lenet, quantConfig("daint8", "minInt8Channels=8"), 0);
+    assert.deepEqual(some.layers.map((l) => l.layer), ["fc1", "fc2"]);
+    assert.deepEqual(some.fp32Layers, ["conv1", "conv2", "fc3"]);
+    some.dispose();
+    const none = new ModelQuantizer(lenet, quantConfig("daint8", "minInt8Channels=121"), 0);
+    assert.deepEqual(none.layers.map((l) => l.layer), ["fc1"]);
+    none.dispose();
+  } finally {
+    lenet.dispose();
   }
 });

@@ -51,6 +51,15 @@ export interface QuantConfig {
   statsPeriod: number;
   /** Keep the first convolution and the last linear layer in FP32. */
   fp32FirstLast: boolean;
+  /**
+   * Keep in FP32 every GEMM layer whose reduction per kernel tap is shorter than this: a conv's
+   * input channels per group, a linear layer's input features (0 = no such layer: the paper's
+   * setting). With few channels the im2col gather and the quantization passes cost more than the
+   * INT8 GEMM saves: on the Zen 3 measured in kernels/cpu/README.md, LeNet-5's conv2 (6 input
+   * channels) runs its three INT8 passes at 0.6-0.8x FP32, so `minInt8Channels=8` makes the
+   * daint8 LeNet-5 step faster than FP32 (bench/REPORT.md shows both).
+   */
+  minInt8Channels: number;
   /** UI8: candidate clip ratios searched between this fraction of max|g| and max|g|. */
   dsgcMinRatio: number;
   /** UI8: number of candidates in the search. */
@@ -80,6 +89,7 @@ const BASE: QuantConfig = {
   sharpFamily: "laplace",
   statsPeriod: 1,
   fp32FirstLast: true,
+  minInt8Channels: 0,
   dsgcMinRatio: 0.3,
   dsgcCandidates: 15,
   lrScaling: false,
@@ -120,6 +130,7 @@ const KNOBS: Record<Exclude<keyof QuantConfig, "name">, Kind> = {
   sharpFamily: "family",
   statsPeriod: "integer",
   fp32FirstLast: "boolean",
+  minInt8Channels: "number",
   dsgcMinRatio: "fraction",
   dsgcCandidates: "integer",
   lrScaling: "boolean",
