@@ -152,13 +152,16 @@ def synthetic_batches(n, batch, c, h, w, seed, channels_last):
 def bench_one(model_name, args, channels_last):
     c, h, w = args.input
     torch.manual_seed(args.seed)
-    model = build(model_name, c, h, w)
+    dev = torch.device(args.device)
+    model = build(model_name, c, h, w).to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     loss_fn = nn.CrossEntropyLoss()
-    data = synthetic_batches(4, args.batch_size, c, h, w, args.seed, channels_last)
+    data = [(x.to(dev), y.to(dev))
+            for x, y in synthetic_batches(4, args.batch_size, c, h, w, args.seed, channels_last)]
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def step(i):
         x, y = data[i % len(data)]
@@ -166,6 +169,7 @@ def bench_one(model_name, args, channels_last):
         loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
+        sync()  # the step's kernels have finished when the timer stops
         return loss
 
     for i in range(args.warmup):
@@ -191,7 +195,8 @@ def bench_one(model_name, args, channels_last):
     med = statistics.median(times)
     n = len(times)
     return {
-        "peer": "pytorch-cpu",
+        "peer": "pytorch-" + dev.type,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "model": model_name,
         "input": "x".join(str(v) for v in args.input),
@@ -225,10 +230,16 @@ def main():
     p.add_argument("--both-layouts", action="store_true",
                    help="run each model in both NCHW and channels_last")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default) or cuda (a GPU peer; exits 4 when torch has no CUDA device)")
     p.add_argument("--json", action="store_true", help="one JSON line per model/layout")
     args = p.parse_args()
 
     torch.set_num_threads(max(1, args.threads))
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.stderr.write("torch_cpu.py: torch has no CUDA device here (torch.cuda.is_available() "
+                         "is False)\n")
+        sys.exit(4)
     models = ["lenet5", "resnet20"] if args.model == "all" else [args.model]
     layouts = [False, True] if args.both_layouts else [args.channels_last]
 
