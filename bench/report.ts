@@ -164,11 +164,22 @@ interface PeerRow {
   torch: string;
 }
 
-async function peer(device: string, model: string): Promise<PeerRow[] | string> {
+interface PeerConvRow {
+  peer: string;
+  layer: string;
+  pass: string;
+  channels_last: boolean;
+  ms: number;
+}
+
+/** The PyTorch peer: training steps of `model`, or (model null) the conv passes. */
+async function peer<T>(device: string, model: string | null): Promise<T[] | string> {
   const script = new URL("./peers/torch_cpu.py", import.meta.url).pathname;
-  const args = [script, "--model", model, "--batch-size", String(BATCH), "--threads"];
+  const args = [script, "--batch-size", String(BATCH), "--threads"];
   args.push(String(threads), "--seconds", String(seconds), "--json", "--device", device);
+  args.push(...(model ? ["--model", model] : ["--convs"]));
   if (device === "cpu") args.push("--both-layouts");
+  if (values.timer === "cpu") args.push("--cpu-time");
   try {
     const r = await new Deno.Command(values.python!, {
       args,
@@ -300,6 +311,7 @@ for (const { name, backend: b, reason } of backends()) {
 }
 
 const peers: PeerRow[] = [];
+const peerConvs: PeerConvRow[] = [];
 const skippedPeers: { peer: string; reason: string }[] = [];
 if (values["no-peers"]) {
   skippedPeers.push({ peer: "pytorch", reason: "--no-peers" });
@@ -307,12 +319,16 @@ if (values["no-peers"]) {
   for (const device of ["cpu", "cuda"]) {
     for (const model of models) {
       console.error(`report: PyTorch ${device} ${model}`);
-      const p = await peer(device, model);
+      const p = await peer<PeerRow>(device, model);
       if (typeof p === "string") {
         skippedPeers.push({ peer: `pytorch-${device} ${model}`, reason: p });
         if (device === "cuda") break; // the same reason for every model
       } else peers.push(...p);
     }
+    console.error(`report: PyTorch ${device} conv passes`);
+    const c = await peer<PeerConvRow>(device, null);
+    if (typeof c === "string") skippedPeers.push({ peer: `pytorch-${device} convs`, reason: c });
+    else peerConvs.push(...c);
   }
 }
 const load1 = loadavg();
@@ -357,7 +373,7 @@ for (const s of steps) {
   );
 }
 md.push("", "Peers, same models, batch and thread count, same run:", "");
-md.push("| peer | device | model | layout | ms / step | images / s | our fp32 / peer |");
+md.push("| peer | device | model | layout | ms / step | images / s | our fp32 speedup over it |");
 md.push("|---|---|---|---|---:|---:|---:|");
 for (const p of peers) {
   const ours = steps.find((s) => s.backend === "cpu" && s.model === p.model && s.preset === "fp32");
@@ -386,6 +402,28 @@ for (const c of convs) {
       } | ` +
       `${f2(c.speedup_vs_fp32)}x |`,
   );
+}
+md.push("", "### fp32 conv kernels vs PyTorch (same shapes, same run)", "");
+md.push(
+  "| layer | pass | our fp32 ms | peer | PyTorch NCHW ms | PyTorch channels_last ms | our speedup over the faster |",
+);
+md.push("|---|---|---:|---|---:|---:|---:|");
+for (const c of convs.filter((c) => c.backend === "cpu" && c.kernel === "fp32")) {
+  for (const name of [...new Set(peerConvs.map((p) => p.peer))]) {
+    const pick = (cl: boolean) =>
+      peerConvs.find((p) =>
+        p.peer === name && p.layer === c.layer && p.pass === c.pass && p.channels_last === cl
+      )?.ms ?? NaN;
+    const nchw = pick(false), nhwc = pick(true);
+    const best = Math.min(...[nchw, nhwc].filter(Number.isFinite));
+    md.push(
+      `| ${c.layer} | ${c.pass} | ${f2(c.ms)} | ${name} | ${f2(nchw)} | ${f2(nhwc)} | ` +
+        `${Number.isFinite(best) ? f2(best / c.ms) + "x" : "n/a"} |`,
+    );
+  }
+}
+if (peerConvs.length === 0) {
+  md.push("| (no PyTorch conv figures: see the skipped peers above) | | | | | | |");
 }
 md.push("", "![training-step speedup over fp32](report.svg)", "");
 
@@ -463,6 +501,7 @@ await Deno.writeTextFile(
       steps,
       convs,
       peers,
+      peer_convs: peerConvs,
       skipped_peers: skippedPeers,
     },
     null,

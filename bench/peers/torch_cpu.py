@@ -180,9 +180,9 @@ def bench_one(model_name, args, channels_last):
     t_start = time.perf_counter()
     i = 0
     while True:
-        t0 = time.perf_counter()
+        t0 = clock()
         loss = step(i)
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
         i += 1
         if args.seconds is not None:
             if time.perf_counter() - t_start >= args.seconds:
@@ -212,6 +212,74 @@ def bench_one(model_name, args, channels_last):
     }
 
 
+# ResNet-20's 3x3 conv shapes on 28x28 inputs, as bench/conv_fixture.ts convLayers():
+# (name, C, H, W, K, stride); padding 1, no bias.
+CONV_LAYERS = [
+    ("stage1 16->16 28x28", 16, 28, 28, 16, 1),
+    ("stage2 32->32 14x14", 32, 14, 14, 32, 1),
+    ("stage3 64->64 7x7", 64, 7, 7, 64, 1),
+    ("stage2 16->32 s2 28x28", 16, 28, 28, 32, 2),
+    ("stage3 32->64 s2 14x14", 32, 14, 14, 64, 2),
+]
+
+
+def clock():
+    """Seconds: wall clock, or with --cpu-time this process's CPU time (meaningful with
+    --threads 1 on a machine shared with other jobs, like `deno task report --timer cpu`)."""
+    return time.process_time() if CPU_TIME else time.perf_counter()
+
+
+CPU_TIME = False
+
+
+def bench_convs(args):
+    """Median time of each conv pass on ResNet-20's shapes: fprop (F.conv2d), dgrad
+    (torch.nn.grad.conv2d_input), wgrad (torch.nn.grad.conv2d_weight); inputs rotate over
+    3 seeded sets. One JSON line per layer, pass and layout."""
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    g = torch.Generator().manual_seed(args.seed)
+    layouts = [False, True] if args.both_layouts else [args.channels_last]
+    for name, c, h, w, k, stride in CONV_LAYERS:
+        p, q = (h + 2 - 3) // stride + 1, (w + 2 - 3) // stride + 1
+        for cl in layouts:
+            fmt = torch.channels_last if cl else torch.contiguous_format
+            sets = []
+            for _ in range(3):
+                x = torch.randn(args.batch_size, c, h, w, generator=g).to(dev, memory_format=fmt)
+                wt = torch.randn(k, c, 3, 3, generator=g).to(dev, memory_format=fmt)
+                dy = torch.randn(args.batch_size, k, p, q, generator=g).to(dev, memory_format=fmt)
+                sets.append((x, wt, dy))
+            passes = {
+                "fprop": lambda x, wt, dy: F.conv2d(x, wt, None, stride, 1),
+                "dgrad": lambda x, wt, dy: torch.nn.grad.conv2d_input(
+                    x.shape, wt, dy, stride, 1),
+                "wgrad": lambda x, wt, dy: torch.nn.grad.conv2d_weight(
+                    x, wt.shape, dy, stride, 1),
+            }
+            for pname, fn in passes.items():
+                with torch.no_grad():
+                    for i in range(args.warmup):
+                        fn(*sets[i % 3])
+                    sync()
+                    times = []
+                    t_end = time.perf_counter() + (args.seconds or 1.0)
+                    i = 0
+                    while i < 5 or time.perf_counter() < t_end:
+                        t0 = clock()
+                        fn(*sets[i % 3])
+                        sync()
+                        times.append(clock() - t0)
+                        i += 1
+                med = statistics.median(times)
+                print(json.dumps({
+                    "peer": "pytorch-" + dev.type, "torch": torch.__version__, "layer": name,
+                    "pass": pname, "channels_last": cl, "batch": args.batch_size,
+                    "threads": torch.get_num_threads(), "ms": med * 1e3,
+                    "macs": args.batch_size * p * q * k * 9 * c,
+                }), flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description="PyTorch CPU training-throughput peer benchmark")
     p.add_argument("--model", choices=["lenet5", "resnet20", "all"], default="all")
@@ -230,16 +298,25 @@ def main():
     p.add_argument("--both-layouts", action="store_true",
                    help="run each model in both NCHW and channels_last")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time each step / pass by process CPU time (use with --threads 1)")
+    p.add_argument("--convs", action="store_true",
+                   help="time ResNet-20's 3x3 conv passes instead of training steps (JSON lines)")
     p.add_argument("--device", default="cpu",
                    help="cpu (default) or cuda (a GPU peer; exits 4 when torch has no CUDA device)")
     p.add_argument("--json", action="store_true", help="one JSON line per model/layout")
     args = p.parse_args()
 
     torch.set_num_threads(max(1, args.threads))
+    global CPU_TIME
+    CPU_TIME = args.cpu_time
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.stderr.write("torch_cpu.py: torch has no CUDA device here (torch.cuda.is_available() "
                          "is False)\n")
         sys.exit(4)
+    if args.convs:
+        bench_convs(args)
+        return
     models = ["lenet5", "resnet20"] if args.model == "all" else [args.model]
     layouts = [False, True] if args.both_layouts else [args.channels_last]
 
