@@ -128,8 +128,9 @@ void im2col_i8(uint8_t* __restrict col, int64_t ld, const int8_t* __restrict x, 
       const int8_t* xr = ximg + ih * G.w * G.c;
       int64_t j = 0;
 #if defined(__SSE2__)
-      // interior pixels of an ungrouped conv with a common window width: unrolled copies
-      if (G.g == 1 && (scg == 48 || scg == 96 || scg == 192)) {
+      // interior pixels of an ungrouped conv with a common window width: unrolled copies (the
+      // window row is S*Cg contiguous bytes of x; reading all of it stays inside x)
+      if (G.g == 1 && (scg == 48 || scg == 96 || scg == 192 || (scg > 16 && scg <= 32))) {
         // first interior pixel (iw0 >= 0) and the end of the interior run (iw0 + S <= W)
         int64_t j_lo = 0;
         while (j_lo < nq && (q0 + j_lo) * G.sw - G.pw < 0) ++j_lo;
@@ -143,7 +144,17 @@ void im2col_i8(uint8_t* __restrict col, int64_t ld, const int8_t* __restrict x, 
           const int64_t step = G.sw * G.c;
           for (int64_t jj = j_lo; jj < j_hi; ++jj, dd += ld, src += step) xor_copy_n<N>(dd, src, f);
         };
-        if (scg == 48) run(std::integral_constant<int, 48>{});
+        if (scg <= 32) {  // two overlapping 16-byte copies (LeNet-5's conv2: 5 taps x 6 = 30)
+          uint8_t* dd = d + j_lo * ld;
+          const int8_t* src = xr + ((q0 + j_lo) * G.sw - G.pw) * G.c;
+          const int64_t step = G.sw * G.c, o = scg - 16;
+          for (int64_t jj = j_lo; jj < j_hi; ++jj, dd += ld, src += step) {
+            const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+            const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + o));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dd), _mm_xor_si128(lo, f));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dd + o), _mm_xor_si128(hi, f));
+          }
+        } else if (scg == 48) run(std::integral_constant<int, 48>{});
         else if (scg == 96) run(std::integral_constant<int, 96>{});
         else run(std::integral_constant<int, 192>{});
         // the border pixels below go through the general path
