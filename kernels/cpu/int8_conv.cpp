@@ -412,7 +412,16 @@ void fwd_core(float* y, const int8_t* x, const int8_t* w, const float* cs, const
 void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G) {
   if (G.depthwise) return depthwise_dgrad(dx, dy, w, scale, G);
 
-  if (dgrad_as_fwd(G)) {  // dx = conv(dy, w') (conv_geom.h)
+  // Two forms, as conv.cpp's dgrad: gather (stride 1, pad <= kernel-1: dx = fprop(dy, flipped
+  // weights), N = C) or scatter (dcol = dy . W, N = R*S*C, then col2im); the cheaper by tile
+  // columns x reduction plus data movement. Few input channels (LeNet-5's conv2: C = 6 of a
+  // 16-column tile, pad 4 around a 10x10 dy) scatter.
+  const int64_t nr = i8::plan_for(G.c).nr;
+  const double gather_cost = static_cast<double>(G.n * G.h * G.w) * ceil_div(G.cg, nr) * nr *
+                             (G.r * G.s * G.kg) * G.g;
+  const double scatter_cost = static_cast<double>(G.m) * G.g *
+                              (G.kg * ceil_div(G.kd, nr) * nr + G.kd * 8.0);
+  if (dgrad_as_fwd(G) && gather_cost <= scatter_cost) {  // dx = conv(dy, w') (conv_geom.h)
     int8_t* wt = scratch_bytes<int8_t>(kSlotConvPartial, G.c * G.r * G.s * G.kg);
     flip_transpose_weights(wt, w, G);
     float* cs = scratch_bytes<float>(kSlotMisc, G.c * 4);
