@@ -173,6 +173,29 @@ const i8Cases: I8ConvCase[] = [
   // full 8- and 16-column vectors in every pass (the epilogues' unmasked stores), 24 = 16 + 8
   { name: "3x3 16->24", x: [2, 5, 6, 16], k: 24, kernel: [3, 3], opts: { padding: 1 } },
   { name: "3x3 32->16 stride 2", x: [1, 7, 7, 32], k: 16, kernel: [3, 3], opts: { stride: 2 } },
+  // strided dgrad by parity classes (even and odd sizes, 1x1 and 3x3, one class without taps)
+  {
+    name: "3x3 16->24 s2 pad 1",
+    x: [2, 8, 8, 16],
+    k: 24,
+    kernel: [3, 3],
+    opts: { stride: 2, padding: 1 },
+  },
+  {
+    name: "3x3 16->8 s2 pad 1 odd",
+    x: [1, 7, 5, 16],
+    k: 8,
+    kernel: [3, 3],
+    opts: { stride: 2, padding: 1 },
+  },
+  { name: "1x1 16->32 s2", x: [2, 6, 7, 16], k: 32, kernel: [1, 1], opts: { stride: 2 } },
+  {
+    name: "3x3 8->8 stride 3x2",
+    x: [1, 9, 8, 8],
+    k: 8,
+    kernel: [3, 3],
+    opts: { stride: [3, 2], padding: 1 },
+  },
   // 5 x 6 = 30-byte window rows (LeNet-5's conv2), with and without padding
   { name: "5x5 6->16 valid", x: [2, 9, 9, 6], k: 16, kernel: [5, 5], opts: {} },
   { name: "5x5 6->8 pad 2", x: [1, 8, 7, 6], k: 8, kernel: [5, 5], opts: { padding: 2 } },
