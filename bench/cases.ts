@@ -107,6 +107,16 @@ export function convCases(b: Backend): { cases: ConvCase[]; dispose: () => void 
     const s = convShape("bench", l.x, l.k, 3, { stride: l.stride, padding: 1 });
     const fs = Array.from({ length: ROTATE }, (_, i) => int8ConvFixture(b, s, 11 + i));
     all.push(...fs);
+    if (isCpuBackend(b)) {
+      // every int8 variant timed is validated too (the fixtures above used `auto`)
+      for (const v of int8Variants(b)) {
+        b.setInt8Kernel(v as Parameters<typeof b.setInt8Kernel>[0]);
+        for (const t of Object.values(int8ConvFixture(b, s, 11))) {
+          if (t instanceof Tensor) t.dispose();
+        }
+      }
+      b.setInt8Kernel("auto");
+    }
     const macs = s.n * s.p * s.q * s.k * 9 * s.c;
     let i = 0, j = 0, k = 0, u = 0, v = 0, w = 0;
     const pick = (n: number) => fs[n % fs.length]!;

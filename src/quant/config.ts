@@ -54,10 +54,11 @@ export interface QuantConfig {
   /**
    * Keep in FP32 every GEMM layer whose reduction per kernel tap is shorter than this: a conv's
    * input channels per group, a linear layer's input features (0 = no such layer: the paper's
-   * setting). With few channels the im2col gather and the quantization passes cost more than the
-   * INT8 GEMM saves: on the Zen 3 measured in kernels/cpu/README.md, LeNet-5's conv2 (6 input
-   * channels) runs its three INT8 passes at 0.6-0.8x FP32, so `minInt8Channels=8` makes the
-   * daint8 LeNet-5 step faster than FP32 (bench/REPORT.md shows both).
+   * setting). With few channels the im2col gather and the quantization passes can cost more than
+   * the INT8 GEMM saves. Measured on an AVX2 Zen 3 (kernels/cpu/README.md): LeNet-5's conv2 (6
+   * input channels, 15 M multiply-adds) runs its INT8 passes at 0.95-1.2x FP32, and its daint8
+   * step is at parity with FP32 with or without `minInt8Channels=8`; the knob is for layers and
+   * CPUs where INT8 does not pay (bench/REPORT.md times LeNet-5 both ways).
    */
   minInt8Channels: number;
   /** UI8: candidate clip ratios searched between this fraction of max|g| and max|g|. */
