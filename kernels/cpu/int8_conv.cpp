@@ -35,6 +35,10 @@
 #include <cstring>
 #include <type_traits>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 namespace d8cpu {
 namespace {
 
@@ -222,6 +226,42 @@ void pack_b_im2col(int8_t* bp, const int8_t* x, const Geom& G, int64_t m0, int64
       const int8_t* p[4];
       for (int u = 0; u < 4; ++u) p[u] = base[u] + (ih0[u] * G.w + iw0[u]) * G.c;
       int64_t j = 0;
+#if defined(__AVX2__)
+      if (G.cg == 16 && G.g == 1) {
+        // 16 channels: taps s and s+1 are 32 contiguous bytes of each pixel's window row; one
+        // ymm interleave does both (lane 0 tap s, lane 1 tap s+1), then each tap's 64 bytes go
+        // to its panel. The last tap of an odd S goes through the SSE2 path below.
+        auto dst = [&](int64_t jj) { return dt + (jj >> nr_shift) * pstride + (jj & (nr - 1)) * 4; };
+        for (int64_t r = 0; r < G.r; ++r) {
+          int64_t s = 0;
+          for (; s + 1 < G.s; s += 2, j += 32) {
+            const int64_t off = (r * G.w + s) * G.c;
+            const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[0] + off));
+            const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[1] + off));
+            const __m256i v2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[2] + off));
+            const __m256i v3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[3] + off));
+            const __m256i l01 = _mm256_unpacklo_epi8(v0, v1), h01 = _mm256_unpackhi_epi8(v0, v1);
+            const __m256i l23 = _mm256_unpacklo_epi8(v2, v3), h23 = _mm256_unpackhi_epi8(v2, v3);
+            const __m256i o0 = _mm256_unpacklo_epi16(l01, l23), o1 = _mm256_unpackhi_epi16(l01, l23);
+            const __m256i o2 = _mm256_unpacklo_epi16(h01, h23), o3 = _mm256_unpackhi_epi16(h01, h23);
+            int8_t* d0 = dst(j);
+            int8_t* d1 = dst(j + 16);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(d0), _mm256_permute2x128_si256(o0, o1, 0x20));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(d0 + 32), _mm256_permute2x128_si256(o2, o3, 0x20));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(d1), _mm256_permute2x128_si256(o0, o1, 0x31));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(d1 + 32), _mm256_permute2x128_si256(o2, o3, 0x31));
+          }
+          for (; s < G.s; ++s, j += 16) {
+            const int64_t off = (r * G.w + s) * G.c;
+            i8::interleave4x16(
+                dst(j), _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[0] + off)),
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[1] + off)),
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[2] + off)),
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[3] + off)));
+          }
+        }
+      } else
+#endif
       for (int64_t r = 0; r < G.r; ++r)
         for (int64_t s = 0; s < G.s; ++s) {
           const int64_t off = (r * G.w + s) * G.c;
