@@ -456,7 +456,7 @@ function svg(): string {
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
     `font-family="sans-serif" font-size="12">`,
     `<text x="10" y="18" font-size="14">Training-step speedup over our fp32 (batch ${BATCH}, ` +
-    `${threads} threads; 1 = fp32)</text>`,
+    `${threads} thread${threads === 1 ? "" : "s"}; 1 = fp32)</text>`,
   ];
   let y = 34;
   for (const [key, g] of groups) {
