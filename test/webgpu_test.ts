@@ -144,7 +144,8 @@ for (const [name, x, k, kernel, opts] of convs) {
         [{ shape: [...x], dtype: "f32" }],
         (b, [dy, ww, sd, sw], [dx]) => b.conv2dDgradI8(dx!, dy!, ww!, sd!, sw!, s),
       );
-      assertClose("dgrad", gd[0]!, wd[0]!, [...x], tol);
+      // The cpu's scatter dgrad (chosen by cost for some shapes) adds per-tap products in f32.
+      assertClose("dgrad", gd[0]!, wd[0]!, [...x], { atol: 1e-5, rtol: 1e-5 });
       for (const layout of [ScaleLayout.tensor, ScaleLayout.inner]) {
         const [ww, gw] = await both(
           [xq, dyq, xs, layout === ScaleLayout.tensor ? wsT : wsO],
