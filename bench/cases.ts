@@ -22,12 +22,28 @@ export interface BackendEntry {
   reason: string | null;
 }
 
-/** Every backend of src/backend/registry.ts except `auto`, opened when possible. */
-export async function backends(): Promise<BackendEntry[]> {
+/**
+ * Every backend of src/backend/registry.ts except `auto`, opened when possible. A software
+ * WebGPU adapter (Mesa's lavapipe: the CPU pretending to be a GPU) is skipped unless `software`
+ * is set (`DAINT8_BENCH_SOFTWARE_GPU=1`): its timings only show that the path works.
+ */
+export async function backends(
+  software = Deno.env.get("DAINT8_BENCH_SOFTWARE_GPU") === "1",
+): Promise<BackendEntry[]> {
   const out: BackendEntry[] = [];
   for (const name of BACKEND_NAMES.filter((n) => n !== "auto")) {
     try {
-      out.push({ name, backend: await openBackend(name), reason: null });
+      const backend = await openBackend(name);
+      if ((backend as { software?: boolean }).software && !software) {
+        out.push({
+          name,
+          backend: null,
+          reason:
+            `software adapter (${backend.info()}): set DAINT8_BENCH_SOFTWARE_GPU=1 to time it`,
+        });
+        continue;
+      }
+      out.push({ name, backend, reason: null });
     } catch (e) {
       out.push({ name, backend: null, reason: (e as Error).message.split("\n")[0]! });
     }
