@@ -6,12 +6,14 @@
  * - cpu: `build/libdaint8_cpu.so` from kernels/cpu/*.cpp with the system C++ compiler
  *   (`$CXX`, else g++, else clang++), OpenMP when the compiler supports it, `-march=native`
  *   unless `DAINT8_PORTABLE=1`.
+ * - cuda: `build/libdaint8_cuda.so` when nvcc is found (ffi/build_cuda.ts).
  *
  * Flags: `--force` rebuilds regardless of timestamps; `--verbose` prints the commands.
  *
  * @module
  */
 import { parseArgs } from "node:util";
+import { buildCuda, findNvcc } from "./build_cuda.ts";
 
 const root = decodeURIComponent(new URL("../", import.meta.url).pathname);
 const buildDir = `${root}build`;
@@ -124,6 +126,9 @@ if (import.meta.main) {
   });
   try {
     buildCpu({ force: values.force, verbose: values.verbose });
+    // cuda: only where nvcc exists (ffi/build_cuda.ts); DAINT8_NO_CUDA=1 skips it.
+    const nvcc = Deno.env.get("DAINT8_NO_CUDA") === "1" ? undefined : findNvcc();
+    if (nvcc) await buildCuda({ force: values.force, verbose: values.verbose, nvcc });
   } catch (e) {
     console.error((e as Error).message);
     Deno.exit(1);

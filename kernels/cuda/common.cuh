@@ -6,7 +6,10 @@
 #ifndef DAINT8_CUDA_COMMON_CUH
 #define DAINT8_CUDA_COMMON_CUH
 
+// The ABI functions are exported (the library builds with -fvisibility=hidden).
+#pragma GCC visibility push(default)
 #include "daint8.h"
+#pragma GCC visibility pop
 
 #include <cuda_runtime.h>
 

@@ -244,6 +244,7 @@ static std::atomic<int32_t> g_int8_default{0};
 int int8_version(const d8_context* ctx) {
   int v = ctx->int8_kernel != 0 ? ctx->int8_kernel : g_int8_default.load();
   if (v == 0) v = ctx->cc >= 80 ? 3 : ctx->cc >= 75 ? 2 : 1;
+  if (v == 3 && ctx->cc < 80) v = 2;  // a library-wide setting on an older device
   return v;
 }
 
