@@ -6,17 +6,26 @@
  * loaded through Deno FFI.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import * as d8 from "./mod.ts";
  * const backend = d8.getBackend("cpu");
  * const model = d8.lenet5({ backend, rng: new d8.Rng(0) });
- * using tape = new d8.Tape(backend);
- * const x = d8.Tensor.full(backend, [8, 28, 28, 1], 0.5);
- * const logits = model.forward(tape, x); // [8, 10]
  * // INT8 training: every conv/linear GEMM of the model runs in int8 with daint8's quantizers.
- * new d8.ModelQuantizer(model, d8.quantConfig("daint8", "lambda=0.3"), 0);
+ * const quantizer = new d8.ModelQuantizer(model, d8.quantConfig("daint8", "lambda=0.3"), 0);
+ * const opt = new d8.Sgd(backend, model.namedParameters(), { lr: 0.05, momentum: 0.9 });
+ * const step = new d8.TrainStep(backend, model, quantizer, opt);
+ * const x = d8.Tensor.full(backend, [8, 28, 28, 1], 0.5);
+ * const y = d8.Tensor.from(backend, new Int32Array(8).fill(3), [8], "i32");
+ * for (let i = 0; i < 3; i++) step.run(() => [x, y], 0.05); // no host read inside a step
+ * const { loss } = await step.readLoss(); // read at the step edge
+ * console.assert(Number.isFinite(loss) && step.profile!.syncs === 0);
  * // The clipping solver: the optimum of E(s) for a unit Gaussian truncated at 4 sigma.
- * d8.optimalClip(d8.gaussian(1), { alpha: 0, max: 4 }).s; // about 2.87
+ * console.assert(Math.abs(d8.optimalClip(d8.gaussian(1), { alpha: 0, max: 4 }).s - 2.868) < 1e-3);
+ * for (const t of [x, y]) t.dispose();
+ * step.dispose();
+ * opt.dispose();
+ * quantizer.dispose();
+ * model.dispose();
  * ```
  *
  * @module
@@ -27,15 +36,29 @@ export { ABI_VERSION } from "./ffi/symbols.ts";
 export { SYMBOLS, type Symbols } from "./ffi/symbols.ts";
 export {
   type Backend,
+  type BackendCounters,
   type BatchNormState,
   type ConvShape,
+  type CpuBackend,
   INT8_KERNELS,
   type Int8Kernel,
+  isCpuBackend,
+  type QuantDecision,
+  type QuantKnobs,
+  quantStateWords,
   ScaleLayout,
   type SgdHyper,
   type Storage,
 } from "./src/backend/backend.ts";
-export { getBackend, NativeBackend } from "./src/backend/native.ts";
+export { NativeBackend } from "./src/backend/native.ts";
+export {
+  autoBackend,
+  BACKEND_NAMES,
+  getBackend,
+  type PassedOver,
+  registerBackend,
+} from "./src/backend/registry.ts";
+export { type LossTotals, type StepInput, type StepProfile, TrainStep } from "./src/train/step.ts";
 export { type DType, DTYPE_BYTES, shapeSize, Tensor } from "./src/tensor.ts";
 export { type BackwardFn, Tape } from "./src/autograd/tape.ts";
 export { FP32, type GemmArithmetic, isLinearShape } from "./src/ops/arithmetic.ts";
@@ -56,7 +79,6 @@ export {
   Linear,
   MaxPool2d,
   ReLU,
-  Residual,
   Sequential,
 } from "./src/nn/layers.ts";
 export { type ClassifierOptions, LeNet5, lenet5 } from "./src/models/lenet.ts";
@@ -110,9 +132,13 @@ export {
 export { SHARP_FAMILIES, type SharpFamily } from "./src/quant/config.ts";
 export {
   cosineDistance,
+  decodeQuantState,
   Int8Gemm,
   type LayerQuantState,
   type LayerQuantStats,
+  mix32,
+  SOLVE_TABLE,
+  solveTable,
 } from "./src/quant/int8_gemm.ts";
 export { ModelQuantizer } from "./src/quant/quantizer.ts";
 export type { HostTensors } from "./src/quant/quantizer.ts";

@@ -10,7 +10,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { getBackend } from "../src/backend/native.ts";
+import { NativeBackend } from "../src/backend/native.ts";
 import { ScaleLayout } from "../src/backend/backend.ts";
 import { convShape } from "../src/ops/conv.ts";
 import { Tensor } from "../src/tensor.ts";
@@ -31,7 +31,7 @@ const { values } = parseArgs({
 const threads = Number(values.threads ?? navigator.hardwareConcurrency);
 const seconds = Number(values.seconds);
 const batch = Number(values.batch);
-const backend = getBackend("cpu");
+const backend = new NativeBackend("cpu");
 backend.setThreads(threads);
 
 /** Median step time (ms) of `step` over about `seconds`, after warm-up. */

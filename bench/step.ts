@@ -5,21 +5,28 @@
  * @module
  */
 import type { Backend } from "../src/backend/backend.ts";
-import { Tape } from "../src/autograd/tape.ts";
 import { Rng } from "../src/data/rng.ts";
 import { createModel } from "../src/models/registry.ts";
 import type { Module } from "../src/nn/module.ts";
-import { softmaxCrossEntropy } from "../src/ops/loss.ts";
 import { Sgd } from "../src/optim/sgd.ts";
 import { quantConfig } from "../src/quant/config.ts";
 import { ModelQuantizer } from "../src/quant/quantizer.ts";
 import { Tensor } from "../src/tensor.ts";
+import { TrainStep } from "../src/train/step.ts";
 
 /** A ready-to-run training step and its cleanup. */
 export interface StepRunner {
   model: Module;
-  /** Runs one step; returns the loss. */
-  step(): number;
+  /** The shared training step (its `profile` holds the last step's work counters). */
+  trainStep: TrainStep;
+  /** The synthetic batch: images [batch, size, size, channels] f32 and labels [batch] i32. */
+  x: Tensor;
+  /** The batch's labels. */
+  y: Tensor;
+  /** Runs one step and waits for the device (the timed unit). */
+  step(): void;
+  /** Mean loss of the steps run since the last call (a step-edge read). */
+  loss(): Promise<number>;
   dispose(): void;
 }
 
@@ -41,26 +48,37 @@ export function makeStep(
     classes: 10,
   });
   const quantizer = new ModelQuantizer(model, quantConfig(quant), 0);
-  const params = model.namedParameters();
-  const opt = new Sgd(backend, params, { lr: 0.01, momentum: 0.9, weightDecay: 5e-4 });
+  const opt = new Sgd(backend, model.namedParameters(), {
+    lr: 0.01,
+    momentum: 0.9,
+    weightDecay: 5e-4,
+  });
   const n = batch * input.size * input.size * input.channels;
   const xs = new Float32Array(n).map(() => rng.normal());
   const ys = new Int32Array(batch).map(() => rng.int(10));
   const x = Tensor.from(backend, xs, [batch, input.size, input.size, input.channels], "f32");
   const y = Tensor.from(backend, ys, [batch], "i32");
+  const trainStep = new TrainStep(backend, model, quantizer, opt);
   return {
     model,
+    trainStep,
+    x,
+    y,
     step() {
-      using tape = new Tape(backend);
-      for (const [, p] of params) tape.watch(p);
-      const ce = softmaxCrossEntropy(tape, model.forward(tape, x), y);
-      opt.step(tape.backward(ce.loss), quantizer.lrScales());
-      return ce.read().loss;
+      trainStep.run(() => [x, y], 0.01);
+      backend.synchronize();
+    },
+    async loss() {
+      const t = await trainStep.readLoss();
+      trainStep.resetLoss();
+      return t.loss;
     },
     dispose() {
+      trainStep.dispose();
       x.dispose();
       y.dispose();
       opt.dispose();
+      quantizer.dispose();
       model.dispose();
     },
   };

@@ -9,7 +9,7 @@
  * For the comparison with PyTorch run `deno task bench:report`.
  */
 import { ScaleLayout } from "../src/backend/backend.ts";
-import { getBackend } from "../src/backend/native.ts";
+import { getBackend } from "../src/backend/registry.ts";
 import { convShape } from "../src/ops/conv.ts";
 import { Tensor } from "../src/tensor.ts";
 import { makeStep } from "./step.ts";
@@ -21,7 +21,8 @@ const BATCH = 64;
 for (const model of ["lenet5", "resnet20"]) {
   for (const quant of ["fp32", "daint8"]) {
     const runner = makeStep(backend, model, BATCH, quant);
-    const first = runner.step();
+    runner.step();
+    const first = await runner.loss();
     if (!Number.isFinite(first)) throw new Error(`${model} ${quant}: the step gives loss ${first}`);
     Deno.bench({
       name: `${model} ${quant} train step, batch ${BATCH}`,

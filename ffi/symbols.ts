@@ -6,12 +6,13 @@
  */
 
 /** ABI version this TypeScript was written against (D8_ABI_VERSION in kernels/daint8.h). */
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 
 const status = "i32" as const;
 const buf = "pointer" as const; // d8_buffer*
 const ctx = "pointer" as const; // d8_context*
 const shape = "buffer" as const; // const d8_conv_shape* (16 x int32)
+const knobs = "buffer" as const; // const d8_quant_knobs* (8 x int32, 8 x f32)
 
 /** Every exported symbol of a daint8 native library. */
 export const SYMBOLS = {
@@ -38,6 +39,8 @@ export const SYMBOLS = {
   d8_u8_to_f32: { parameters: [buf, buf, "i64", "f32", "f32"], result: status },
   d8_relu_fwd: { parameters: [buf, buf, "i64"], result: status },
   d8_relu_bwd: { parameters: [buf, buf, buf, "i64"], result: status },
+  d8_relu_fwd_mask: { parameters: [buf, buf, buf, "i64"], result: status }, // y, mask, x, n
+  d8_relu_bwd_mask: { parameters: [buf, buf, buf, "i64"], result: status }, // dx, dy, mask, n
   d8_concat_channels: { parameters: [buf, buf, buf, "i64", "i32", "i32"], result: status },
   d8_split_channels: { parameters: [buf, buf, buf, "i64", "i32", "i32"], result: status },
 
@@ -73,28 +76,40 @@ export const SYMBOLS = {
   d8_global_avgpool_fwd: { parameters: [buf, buf, "i32", "i32", "i32"], result: status },
   d8_global_avgpool_bwd: { parameters: [buf, buf, "i32", "i32", "i32"], result: status },
 
-  d8_softmax_xent_fwd: { parameters: [buf, buf, buf, buf, "i32", "i32"], result: status },
-  d8_softmax_xent_bwd: { parameters: [buf, buf, buf, "i32", "i32", "f32"], result: status },
+  // stats, probs, accum (nullable), logits, labels, n, classes
+  d8_softmax_xent_fwd: { parameters: [buf, buf, buf, buf, buf, "i32", "i32"], result: status },
+  // dlogits, probs, labels, seed (nullable), n, classes, scale
+  d8_softmax_xent_bwd: { parameters: [buf, buf, buf, buf, "i32", "i32", "f32"], result: status },
 
-  // w, momentum_buf, grad, n, lr, momentum, weight_decay, nesterov
+  // w, momentum_buf, nonfinite (nullable), grad, n, lr, momentum, weight_decay, nesterov
   d8_sgd_step: {
-    parameters: [buf, buf, buf, "i64", "f32", "f32", "f32", "i32"],
+    parameters: [buf, buf, buf, buf, "i64", "f32", "f32", "f32", "i32"],
     result: status,
   },
 
   // ---- INT8 ----
   // y, x, outer, inner, clips, layout, rounding, seed
   d8_quantize_i8: {
-    parameters: [buf, buf, "i64", "i32", buf, "i32", "i32", "u64"],
+    parameters: [buf, buf, "i64", "i32", buf, "i32", "i32", "u32"],
     result: status,
   },
   // y_tensor, y_channel, x, rows, channels, clip_tensor, clips_channel, rounding, seed
   d8_quantize_i8_dual: {
-    parameters: [buf, buf, buf, "i64", "i32", buf, buf, "i32", "u64"],
+    parameters: [buf, buf, buf, "i64", "i32", buf, buf, "i32", "u32"],
     result: status,
   },
   d8_dequantize_i8: { parameters: [buf, buf, "i64", "i32", buf, "i32"], result: status },
   d8_absmax_f32: { parameters: [buf, buf, "i64"], result: status },
+  // y, scale, x, outer, inner, layout
+  d8_quantize_i8_maxscale: { parameters: [buf, buf, buf, "i64", "i32", "i32"], result: status },
+  // state, clip_tensor, scale_tensor, clips_channel, scales_channel, record, stats, dy, table,
+  // rows, knobs
+  d8_quant_decide: {
+    parameters: [buf, buf, buf, buf, buf, buf, buf, buf, buf, "i64", knobs],
+    result: status,
+  },
+  // record, x, q, clips, rows, channels, layout
+  d8_quant_error: { parameters: [buf, buf, buf, buf, "i64", "i32", "i32"], result: status },
   d8_channel_stats_f32: { parameters: [buf, buf, "i64", "i32"], result: status },
   // y, x, w, bias, x_scale, w_scale, w_layout, shape
   d8_conv2d_fwd_i8: { parameters: [buf, buf, buf, buf, buf, buf, "i32", shape], result: status },
@@ -103,8 +118,8 @@ export const SYMBOLS = {
   // dw, x, dy, x_scale, dy_scale, dy_layout, shape
   d8_conv2d_wgrad_i8: { parameters: [buf, buf, buf, buf, buf, "i32", shape], result: status },
   d8_gemm_i8: { parameters: [buf, buf, buf, "i64", "i32", "i32"], result: status },
-  d8_set_int8_kernel: { parameters: ["i32"], result: status },
-  d8_int8_kernel_name: { parameters: ["buffer", "i32"], result: status },
+  d8_set_int8_kernel: { parameters: [ctx, "i32"], result: status },
+  d8_int8_kernel_name: { parameters: [ctx, "buffer", "i32"], result: status },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The loaded symbol table type. */

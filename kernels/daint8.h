@@ -27,7 +27,7 @@ extern "C" {
 
 /* Bumped whenever a signature or struct below changes; ffi/ refuses a library whose
  * version differs from the one it was written against. */
-#define D8_ABI_VERSION 2
+#define D8_ABI_VERSION 3
 
 #define D8_OK 0
 #define D8_ERR_INVALID_ARGUMENT 1 /* null handle, bad shape, buffer too small */
@@ -67,7 +67,8 @@ int32_t d8_device_info(d8_context* ctx, char* out, int32_t capacity);
 /* device: GPU ordinal for cuda, ignored (0) for cpu. */
 int32_t d8_context_create(d8_context** out, int32_t device);
 int32_t d8_context_destroy(d8_context* ctx);
-/* cpu: number of OpenMP threads (0 = library default: all cores). */
+/* cpu: number of OpenMP threads of this context's ops (0 = library default: all cores). Every op
+ * runs with the settings of the context its first buffer argument belongs to. */
 int32_t d8_set_num_threads(d8_context* ctx, int32_t threads);
 int32_t d8_synchronize(d8_context* ctx);
 
@@ -94,6 +95,11 @@ int32_t d8_u8_to_f32(d8_buffer* y, const d8_buffer* x, int64_t n, float scale, f
 /* y = max(x, 0); dx = dy * (y > 0). y may alias x; dx may alias dy. */
 int32_t d8_relu_fwd(d8_buffer* y, const d8_buffer* x, int64_t n);
 int32_t d8_relu_bwd(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* y, int64_t n);
+/* ReLU that keeps a bit mask for its backward instead of its f32 output: y = max(x, 0) and
+ * mask uint8 [ceil(n / 8)], bit (i % 8) of byte i / 8 set when x[i] > 0 (LSB first); the mask
+ * bits past n are 0. dx = mask ? dy : 0. y may alias x; dx may alias dy. */
+int32_t d8_relu_fwd_mask(d8_buffer* y, d8_buffer* mask, const d8_buffer* x, int64_t n);
+int32_t d8_relu_bwd_mask(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* mask, int64_t n);
 /* Channel concat of two NHWC tensors: y[rows, ca+cb] = [a[rows, ca], b[rows, cb]]. */
 int32_t d8_concat_channels(d8_buffer* y, const d8_buffer* a, const d8_buffer* b, int64_t rows,
                            int32_t ca, int32_t cb);
@@ -160,12 +166,16 @@ int32_t d8_global_avgpool_bwd(d8_buffer* dx, const d8_buffer* dy, int32_t n, int
 /* Softmax cross-entropy over logits [n, classes] with int32 labels [n] in [0, classes).
  * stats [2] float: stats[0] = mean loss over the batch, stats[1] = number of rows whose
  * argmax equals the label. probs [n, classes] float: the softmax, kept for backward.
- * An out-of-range label is an error. */
-int32_t d8_softmax_xent_fwd(d8_buffer* stats, d8_buffer* probs, const d8_buffer* logits,
-                            const d8_buffer* labels, int32_t n, int32_t classes);
-/* dlogits = scale * (probs - onehot(labels)); scale is usually 1/n (mean loss). */
+ * accum (may be NULL) [4] float, accumulated on the device so a trainer reads it only at step
+ * edges: accum[0] += sum of the rows' losses, accum[1] += correct rows, accum[2] += n,
+ * accum[3] += 1 (batches). An out-of-range label is an error (nothing is written). */
+int32_t d8_softmax_xent_fwd(d8_buffer* stats, d8_buffer* probs, d8_buffer* accum,
+                            const d8_buffer* logits, const d8_buffer* labels, int32_t n,
+                            int32_t classes);
+/* dlogits = scale * seed[0] * (probs - onehot(labels)); seed (may be NULL: 1) is the gradient
+ * of the loss held on the device, so backward needs no read-back; scale is usually 1/n. */
 int32_t d8_softmax_xent_bwd(d8_buffer* dlogits, const d8_buffer* probs, const d8_buffer* labels,
-                            int32_t n, int32_t classes, float scale);
+                            const d8_buffer* seed, int32_t n, int32_t classes, float scale);
 
 /* ---- optimizer ------------------------------------------------------------------------ */
 /* SGD with momentum (PyTorch semantics, dampening 0), in place on w and momentum_buf [n]:
@@ -173,8 +183,11 @@ int32_t d8_softmax_xent_bwd(d8_buffer* dlogits, const d8_buffer* probs, const d8
  *   buf = momentum * buf + g          (buf starts at zero)
  *   g = nesterov ? g + momentum * buf : buf     (momentum == 0: g unchanged)
  *   w = w - lr * g                                                                        */
-int32_t d8_sgd_step(d8_buffer* w, d8_buffer* momentum_buf, const d8_buffer* grad, int64_t n,
-                    float lr, float momentum, float weight_decay, int32_t nesterov);
+/* nonfinite (may be NULL) [1] uint32: set to 1 (never cleared here) when an element of grad or
+ * of the updated w is NaN or infinite, a divergence check the trainer reads at step edges. */
+int32_t d8_sgd_step(d8_buffer* w, d8_buffer* momentum_buf, d8_buffer* nonfinite,
+                    const d8_buffer* grad, int64_t n, float lr, float momentum,
+                    float weight_decay, int32_t nesterov);
 
 /* ---- INT8 quantization (PAPER.md) --------------------------------------------------- *
  * Symmetric 8-bit: q = clamp(round(127 * clamp(x, s) / s), -127, 127), never -128; the
@@ -190,25 +203,90 @@ int32_t d8_sgd_step(d8_buffer* w, d8_buffer* momentum_buf, const d8_buffer* grad
 #define D8_ROUND_NEAREST 0    /* round half away from zero */
 #define D8_ROUND_STOCHASTIC 1 /* floor(127 x / s + u), u in [0,1) from a counter-based hash of
                                  (seed, element index): deterministic for any thread count */
+/* The stochastic-rounding hash, 32-bit arithmetic only (every backend, WGSL included, computes
+ * the same bits). mix32 is Wellons' lowbias32: x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15;
+ * x *= 0x846ca68b; x ^= x >> 16. For the element with flat index i (lo = low 32 bits, hi = high):
+ *   k0 = mix32(seed ^ 0x9e3779b9),  k1 = mix32(k0 + hi * 0x85ebca6b + 0x632be5ab)
+ *   h  = mix32(mix32(lo ^ k0) + k1),  u = (h >> 8) * 2^-24                               */
 
 /* y int8 [outer, inner] from x f32. */
 int32_t d8_quantize_i8(d8_buffer* y, const d8_buffer* x, int64_t outer, int32_t inner,
-                       const d8_buffer* clips, int32_t layout, int32_t rounding, uint64_t seed);
+                       const d8_buffer* clips, int32_t layout, int32_t rounding, uint32_t seed);
 /* One pass over dY [rows, channels] writing both int8 versions: y_tensor with clip_tensor[0]
  * (for dgrad) and y_channel with clips_channel[c] (for wgrad, GVQ). Same rounding for both. */
 int32_t d8_quantize_i8_dual(d8_buffer* y_tensor, d8_buffer* y_channel, const d8_buffer* x,
                             int64_t rows, int32_t channels, const d8_buffer* clip_tensor,
-                            const d8_buffer* clips_channel, int32_t rounding, uint64_t seed);
+                            const d8_buffer* clips_channel, int32_t rounding, uint32_t seed);
 /* y f32 = q * (clip / 127) with the same layouts (the scale the GEMM epilogues use; tests,
  * error measurement, analysis). */
 int32_t d8_dequantize_i8(d8_buffer* y, const d8_buffer* q, int64_t outer, int32_t inner,
                          const d8_buffer* clips, int32_t layout);
 /* out[0] = max |x| over n elements (f32). */
 int32_t d8_absmax_f32(d8_buffer* out, const d8_buffer* x, int64_t n);
+/* Max-clip quantization that writes its own scale, one call for X or W: with layout
+ * D8_SCALE_TENSOR, s = max |x| over the whole tensor and scale[0] = s / 127; with
+ * D8_SCALE_OUTER, s_o = max |x[o, :]| per row and scale[o] = s_o / 127. y int8 [outer, inner]
+ * is d8_quantize_i8 of x with those clips and nearest rounding. */
+int32_t d8_quantize_i8_maxscale(d8_buffer* y, d8_buffer* scale, const d8_buffer* x,
+                                int64_t outer, int32_t inner, int32_t layout);
 /* Per-channel statistics of x f32 [rows, channels]; out f32 [4, channels]:
  * out[0, c] = max |x|, out[1, c] = standard deviation (population, about the mean),
  * out[2, c] = fraction of rows with |x| > that standard deviation, out[3, c] = mean. */
 int32_t d8_channel_stats_f32(d8_buffer* out, const d8_buffer* x, int64_t rows, int32_t channels);
+
+/* ---- the quantizer decision (PAPER.md's MCS, GVQ, UI8's DSGC), on the device ----------- *
+ * One call per layer and step on dY [rows, channels] f32: measures dY's per-channel statistics
+ * into stats [4, channels] (d8_channel_stats_f32's), reads them and the layer's state, updates
+ * the state and writes every clip and scale the dY quantizers and the GEMM epilogues read, with
+ * no host round trip. All float arithmetic is f32 without contraction
+ * (bit-identical across backends), except the DSGC cosine sums (f64 on cpu and cuda).
+ *
+ * state: uint32/f32 words, (D8_QSTATE_HEADER + 2 * channels) * 4 bytes, zero = fresh:
+ *   [0,1] step (uint64 as lo, hi: backward passes seen)   [2,3] bell channels counted (uint64)
+ *   [4,5] channels classified (uint64)   [6] f32 dsgc ratio (0 = not searched yet: 1 is used)
+ *   [7] f32 dsgc cosine distance   [8] 1 once the EMA holds values   [9..15] 0
+ *   [16, 16 + c) f32 EMA of each channel's max   [16 + c, 16 + 2c) uint32 class: 1 bell, 0 inv-T
+ * Per step: gmax = max_c max[c]; refresh = step % stats_period == 0.
+ *   EMA: first step ema = max; later ema = (1 - k*A) * ema + A * max, every channel every step.
+ *   refresh: bell[c] = share[c] > lambda (bell = 1 before the first classification); counters.
+ *   refresh and clip == DSGC: ratio = the candidate r_i = min + (1 - min) * i / (n - 1) (n = 1:
+ *     r = 1) minimizing the cosine distance 1 - cos(dy, q(dy)) of nearest rounding at clip
+ *     r * gmax (first best on ties).
+ *   tensor clip: DSGC ? ratio * gmax : gmax.
+ *   channel clips (gvq): MAX m; DSGC ratio * m; MCS bell ? m : min(ema, m);
+ *     MCS_SOLVE (sigma = std[c], m = max[c]; m when sigma or m is 0): r = min(m / sigma,
+ *     table_max); the optimum s/sigma linearly interpolated in the channel's family row at
+ *     position r / table_step (row[i] = the optimum at max/sigma = i * table_step), times sigma,
+ *     capped at m. Family rows of the table [3, table_size] f32: 0 Gaussian (bell channels),
+ *     1 Laplace, 2 inverted-T (inverted-T channels with r > sqrt(3) * 1.001 when
+ *     knobs.sharp_inverted_t, else Laplace).
+ *   step += 1.
+ * Outputs f32: clip_tensor [1], scale_tensor [1] (= clip / 127), and when gvq clips_channel [c],
+ * scales_channel [c] (else they may be NULL). record [8] f32 for logs (read lagged): tensor clip,
+ * channel clip mean, min, max (the tensor clip without gvq), gmax, share of bell channels now,
+ * dsgc cosine distance, and [7] left for d8_quant_error. */
+#define D8_QSTATE_HEADER 16
+#define D8_CLIP_MAX 0
+#define D8_CLIP_MCS 1
+#define D8_CLIP_MCS_SOLVE 2
+#define D8_CLIP_DSGC 3
+typedef struct d8_quant_knobs {
+  int32_t channels, clip, gvq, stats_period;
+  int32_t dsgc_candidates, sharp_inverted_t, table_size, reserved0; /* reserved0 must be 0 */
+  float lambda, k, a, dsgc_min_ratio;
+  float table_max, table_step, reserved1, reserved2; /* reserved1, 2 must be 0 */
+} d8_quant_knobs;
+#ifdef __cplusplus
+static_assert(sizeof(d8_quant_knobs) == 16 * 4, "d8_quant_knobs crosses the FFI");
+#endif
+int32_t d8_quant_decide(d8_buffer* state, d8_buffer* clip_tensor, d8_buffer* scale_tensor,
+                        d8_buffer* clips_channel, d8_buffer* scales_channel, d8_buffer* record,
+                        d8_buffer* stats, const d8_buffer* dy, const d8_buffer* table,
+                        int64_t rows, const d8_quant_knobs* knobs);
+/* record[7] = relative L2 error ||x - deq(q)|| / ||x|| (0 when x is 0) of q int8 [rows,
+ * channels] against x f32 with clips by layout (D8_SCALE_TENSOR or D8_SCALE_INNER), f64 sums. */
+int32_t d8_quant_error(d8_buffer* record, const d8_buffer* x, const d8_buffer* q,
+                       const d8_buffer* clips, int64_t rows, int32_t channels, int32_t layout);
 
 /* ---- INT8 GEMMs: int8 x int8 -> int32 accumulation, rescaled to f32 in the epilogue ---- *
  * Scales (clip / 127) are f32 buffers. Outputs f32, overwritten. Int8 operands must lie in
@@ -236,11 +314,12 @@ int32_t d8_conv2d_wgrad_i8(d8_buffer* dw, const d8_buffer* x, const d8_buffer* d
  * k <= 133,144 (127 * 127 * k < 2^31); longer reductions wrap in int32. */
 int32_t d8_gemm_i8(d8_buffer* c, const d8_buffer* a, const d8_buffer* b, int64_t m, int32_t n,
                    int32_t k);
-/* The int8 inner-loop variant: 0 = auto (best the CPU has, chosen at run time), 1 = portable,
- * 2 = AVX2, 3 = AVX-512 VNNI. Choosing one the CPU lacks is D8_ERR_UNSUPPORTED. */
-int32_t d8_set_int8_kernel(int32_t variant);
-/* Writes the variant in use ("portable", "avx2", "avx512-vnni") into out. */
-int32_t d8_int8_kernel_name(char* out, int32_t capacity);
+/* The int8 inner-loop variant of this context's ops: 0 = auto (best the CPU has, chosen at run
+ * time), 1 = portable, 2 = AVX2, 3 = AVX-512 VNNI. Choosing one the CPU lacks is
+ * D8_ERR_UNSUPPORTED. */
+int32_t d8_set_int8_kernel(d8_context* ctx, int32_t variant);
+/* Writes the context's variant in use ("portable", "avx2", "avx512-vnni") into out. */
+int32_t d8_int8_kernel_name(d8_context* ctx, char* out, int32_t capacity);
 
 #ifdef __cplusplus
 }

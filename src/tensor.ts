@@ -31,7 +31,26 @@ export function shapeSize(shape: readonly number[], what = "tensor"): number {
     }
     n *= d;
   }
+  if (n > Number.MAX_SAFE_INTEGER) {
+    throw new RangeError(
+      `Cannot create ${what} of shape [${shape.join(", ")}]: ${n} elements is more than ` +
+        `${Number.MAX_SAFE_INTEGER}`,
+    );
+  }
   return n;
+}
+
+/** The host typed-array constructor of each dtype. */
+const HOST_ARRAYS = {
+  f32: Float32Array,
+  i32: Int32Array,
+  u8: Uint8Array,
+  i8: Int8Array,
+} as const;
+
+/** A new zeroed host array for `n` elements of `dtype`. */
+export function hostArray<D extends DType>(dtype: D, n: number): HostArray<D> {
+  return new HOST_ARRAYS[dtype](n) as HostArray<D>;
 }
 
 let nextId = 1;
@@ -70,13 +89,22 @@ export class Tensor {
    * A new uninitialized tensor.
    *
    * @example
-   * ```ts ignore
-   * const t = Tensor.empty(backend, [2, 3], "f32");
+   * ```ts
+   * import { getBackend } from "./backend/registry.ts";
+   * import { Tensor } from "./tensor.ts";
+   * const t = Tensor.empty(getBackend("cpu"), [2, 3], "f32");
+   * console.assert(t.size === 6);
    * t.dispose();
    * ```
    */
   static empty(backend: Backend, shape: readonly number[], dtype: DType = "f32"): Tensor {
     const bytes = shapeSize(shape) * DTYPE_BYTES[dtype];
+    if (bytes > Number.MAX_SAFE_INTEGER) {
+      throw new RangeError(
+        `Cannot create tensor of shape [${shape.join(", ")}] ${dtype}: ${bytes} bytes is more ` +
+          `than ${Number.MAX_SAFE_INTEGER}`,
+      );
+    }
     return new Tensor(backend, backend.alloc(bytes), shape, dtype);
   }
 
@@ -87,13 +115,30 @@ export class Tensor {
     return t;
   }
 
-  /** A new tensor holding a copy of `data`; its length must match the shape. */
+  /**
+   * A new tensor holding a copy of `data`; its length must match the shape and its array type
+   * the dtype (a TypeError otherwise: bits are never reinterpreted).
+   *
+   * @example
+   * ```ts
+   * import { getBackend } from "./backend/registry.ts";
+   * import { Tensor } from "./tensor.ts";
+   * using t = Tensor.from(getBackend("cpu"), Float32Array.of(1, 2), [2], "f32");
+   * console.assert((await t.read())[1] === 2);
+   * ```
+   */
   static from<D extends DType>(
     backend: Backend,
     data: HostArray<D>,
     shape: readonly number[],
     dtype: D,
   ): Tensor {
+    if (!(data instanceof HOST_ARRAYS[dtype])) {
+      throw new TypeError(
+        `Cannot create a ${dtype} tensor from a ${data?.constructor?.name ?? typeof data}: ` +
+          `pass a ${HOST_ARRAYS[dtype].name}`,
+      );
+    }
     const n = shapeSize(shape);
     if (data.length !== n) {
       throw new TypeError(
@@ -136,20 +181,34 @@ export class Tensor {
     return new Tensor(this.backend, this.storage, shape, this.dtype);
   }
 
-  /** Copies the elements to a new host typed array (waits for pending device work). */
-  toArray(): Float32Array | Int32Array | Uint8Array | Int8Array {
-    const out = this.dtype === "f32"
-      ? new Float32Array(this.size)
-      : this.dtype === "i32"
-      ? new Int32Array(this.size)
-      : this.dtype === "u8"
-      ? new Uint8Array(this.size)
-      : new Int8Array(this.size);
-    this.backend.download(out, this);
+  /**
+   * Copies the elements to a new host typed array once the device work before it is done: the
+   * read every backend has (take it at step edges).
+   */
+  async read(): Promise<Float32Array | Int32Array | Uint8Array | Int8Array> {
+    const out = hostArray(this.dtype, this.size);
+    await this.backend.read(out, this);
     return out;
   }
 
-  /** Float32 elements; throws unless the dtype is f32. */
+  /**
+   * Copies the elements to a new host typed array, blocking until the device is done (a sync;
+   * tests and tools). Throws a TypeError on a backend without blocking reads (WebGPU: use
+   * `await read()`).
+   */
+  toArray(): Float32Array | Int32Array | Uint8Array | Int8Array {
+    const b = this.backend;
+    if (!b.readSync) {
+      throw new TypeError(
+        `Cannot read ${this} synchronously on the ${b.name} backend: use await tensor.read()`,
+      );
+    }
+    const out = hostArray(this.dtype, this.size);
+    b.readSync(out, this);
+    return out;
+  }
+
+  /** Float32 elements (blocking, as `toArray`); throws unless the dtype is f32. */
   toFloat32(): Float32Array {
     if (this.dtype !== "f32") {
       throw new TypeError(`Cannot read a ${this.dtype} tensor as Float32Array`);

@@ -29,7 +29,7 @@ Deno.test("mod.ts exports the runtime values of the public API", () => {
   }
 });
 
-Deno.test("mod.ts: a daint8-quantized ResNet-20 takes one training step through the public API", () => {
+Deno.test("mod.ts: a daint8-quantized ResNet-20 takes one training step through the public API", async () => {
   const backend = d8.getBackend("cpu");
   const model = d8.resnet20({ backend, rng: new d8.Rng(0) }, { inChannels: 1, inputSize: 12 });
   const q = new d8.ModelQuantizer(model, d8.quantConfig("daint8"), 0);
@@ -41,11 +41,14 @@ Deno.test("mod.ts: a daint8-quantized ResNet-20 takes one training step through 
     const y = tape.own(d8.Tensor.from(backend, Int32Array.of(0, 1, 2, 3), [4], "i32"));
     const ce = d8.softmaxCrossEntropy(tape, model.forward(tape, x), y);
     opt.step(tape.backward(ce.loss));
-    assert.ok(Number.isFinite(ce.read().loss));
+    assert.ok(Number.isFinite((await ce.read()).loss));
     assert.equal(q.layers.length, 20); // 21 convs + fc, first conv and fc kept in FP32
-    assert.ok(q.layers.every((l) => l.state.step === 1), "every INT8 layer saw one backward");
+    assert.ok(q.layers.every((l) => l.step === 1), "every INT8 layer saw one backward");
+    const states = await Promise.all(q.layers.map((l) => l.readState()));
+    assert.ok(states.every((s) => s!.step === 1), "and its device state counted it");
   } finally {
     opt.dispose();
+    q.dispose();
     model.dispose();
   }
 });

@@ -65,7 +65,7 @@ const convCases: ConvCase[] = [
 ];
 
 for (const cc of convCases) {
-  Deno.test(`conv2d() matches the reference and finite differences: ${cc.name}`, () => {
+  Deno.test(`conv2d() matches the reference and finite differences: ${cc.name}`, async () => {
     const g = cc.opts.groups ?? 1;
     const shape = convShape("test", cc.x, cc.k, cc.kernel, cc.opts);
     const inputs: Record<string, number[]> = {
@@ -73,7 +73,7 @@ for (const cc of convCases) {
       w: [cc.k, cc.kernel[0], cc.kernel[1], cc.x[3] / g],
     };
     if (cc.bias) inputs.b = [cc.k];
-    checkOp({
+    await checkOp({
       inputs,
       native: (tape, t) => conv2d(tape, t.x!, t.w!, t.b ?? null, cc.opts),
       reference: (a) => convRef(a.x!, a.w!, a.b ?? null, shape),
@@ -81,12 +81,12 @@ for (const cc of convCases) {
   });
 }
 
-Deno.test("conv2d() matches the naive reference on a larger random layer (forward)", () => {
+Deno.test("conv2d() matches the naive reference on a larger random layer (forward)", async () => {
   // ResNet-like 3x3 layer with enough channels to exercise the blocked GEMM edges.
   const x: [number, number, number, number] = [3, 10, 9, 19];
   const opts = { stride: 1, padding: 1 };
   const shape = convShape("test", x, 37, 3, opts);
-  checkOp({
+  await checkOp({
     inputs: { x, w: [37, 3, 3, 19] },
     grad: [],
     native: (tape, t) => conv2d(tape, t.x!, t.w!, null, opts),
@@ -96,8 +96,8 @@ Deno.test("conv2d() matches the naive reference on a larger random layer (forwar
 });
 
 for (const [m, n, k] of [[1, 3, 5], [4, 10, 20], [17, 33, 65]] as const) {
-  Deno.test(`linear() matches the reference and finite differences: ${m}x${k} -> ${n}`, () => {
-    checkOp({
+  Deno.test(`linear() matches the reference and finite differences: ${m}x${k} -> ${n}`, async () => {
+    await checkOp({
       inputs: { x: [m, k], w: [n, k], b: [n] },
       native: (tape, t) => linear(tape, t.x!, t.w!, t.b!),
       reference: (a) => linearRef(a.x!, a.w!, a.b!, m, n, k),
@@ -112,10 +112,10 @@ for (
     "2-D",
   ]] as const
 ) {
-  Deno.test(`batchNorm() in training mode matches the reference and finite differences: ${label}`, () => {
+  Deno.test(`batchNorm() in training mode matches the reference and finite differences: ${label}`, async () => {
     const c = shape.at(-1)!;
     const m = (shape as readonly number[]).reduce((a, b) => a * b, 1) / c;
-    checkOp({
+    await checkOp({
       inputs: { x: [...shape], gamma: [c], beta: [c] },
       native: (tape, t) => {
         const state = {
@@ -132,24 +132,24 @@ for (
   });
 }
 
-Deno.test("relu() matches the reference and finite differences", () => {
-  checkOp({
+Deno.test("relu() matches the reference and finite differences", async () => {
+  await checkOp({
     inputs: { x: [2, 3, 3, 4] },
     native: (tape, t) => relu(tape, t.x!),
     reference: (a) => a.x!.map((v) => Math.max(v, 0)),
   });
 });
 
-Deno.test("add() and flatten() pass gradients to both inputs", () => {
-  checkOp({
+Deno.test("add() and flatten() pass gradients to both inputs", async () => {
+  await checkOp({
     inputs: { a: [2, 2, 3, 2], b: [2, 2, 3, 2] },
     native: (tape, t) => flatten(tape, add(tape, t.a!, t.b!)),
     reference: (a) => a.a!.map((v, i) => v + a.b![i]!),
   });
 });
 
-Deno.test("concatChannels() matches the reference and finite differences", () => {
-  checkOp({
+Deno.test("concatChannels() matches the reference and finite differences", async () => {
+  await checkOp({
     inputs: { a: [2, 3, 2, 3], b: [2, 3, 2, 5] },
     native: (tape, t) => concatChannels(tape, t.a!, t.b!),
     reference: (a) => {
@@ -171,13 +171,13 @@ for (
     ["avg", [2, 5, 7, 2], 3, { stride: [2, 1], padding: 1 }],
   ] as const
 ) {
-  Deno.test(`${kind} pool matches the reference and finite differences: ${JSON.stringify(opts)}`, () => {
+  Deno.test(`${kind} pool matches the reference and finite differences: ${JSON.stringify(opts)}`, async () => {
     const shape = convShape("test", x, x[3], kernel, {
       stride: "stride" in opts ? opts.stride : kernel,
       padding: "padding" in opts ? opts.padding : 0,
       groups: x[3],
     });
-    checkOp({
+    await checkOp({
       inputs: { x: [...x] },
       native: (tape, t) =>
         kind === "max" ? maxPool2d(tape, t.x!, kernel, opts) : avgPool2d(tape, t.x!, kernel, opts),
@@ -186,8 +186,8 @@ for (
   });
 }
 
-Deno.test("globalAvgPool() matches the reference and finite differences", () => {
-  checkOp({
+Deno.test("globalAvgPool() matches the reference and finite differences", async () => {
+  await checkOp({
     inputs: { x: [3, 4, 5, 6] },
     native: (tape, t) => globalAvgPool(tape, t.x!),
     reference: (a) => {
@@ -202,12 +202,12 @@ Deno.test("globalAvgPool() matches the reference and finite differences", () => 
   });
 });
 
-Deno.test("softmaxCrossEntropy() matches the reference and finite differences", () => {
+Deno.test("softmaxCrossEntropy() matches the reference and finite differences", async () => {
   const n = 5, classes = 7;
   const labels = new Int32Array(n);
   const rng = new Rng(3);
   for (let i = 0; i < n; i++) labels[i] = rng.int(classes);
-  checkOp({
+  await checkOp({
     inputs: { logits: [n, classes] },
     scale: { logits: 3 },
     native: (tape, t) => {
@@ -230,7 +230,7 @@ Deno.test("softmaxCrossEntropy() matches the reference and finite differences", 
   });
 });
 
-Deno.test("conv2d(), max/avg pool and batchNorm() on seeded random shapes match reference and FD", () => {
+Deno.test("conv2d(), max/avg pool and batchNorm() on seeded random shapes match reference and FD", async () => {
   const rng = new Rng(2024);
   const pick = (lo: number, hi: number) => lo + rng.int(hi - lo + 1);
   for (let trial = 0; trial < 8; trial++) {
@@ -248,7 +248,7 @@ Deno.test("conv2d(), max/avg pool and batchNorm() on seeded random shapes match 
       JSON.stringify(opts)
     }`;
     try {
-      checkOp({
+      await checkOp({
         seed: trial,
         inputs: { x, w: [k, r, s, c / groups], b: [k] },
         native: (tape, t) => conv2d(tape, t.x!, t.w!, t.b!, opts),
@@ -258,7 +258,7 @@ Deno.test("conv2d(), max/avg pool and batchNorm() on seeded random shapes match 
       const popts = { stride: [pick(1, 2), pick(1, 2)] as [number, number], padding: 0 };
       const ps = convShape("test", x, c, pk, { ...popts, groups: c });
       for (const kind of ["max", "avg"] as const) {
-        checkOp({
+        await checkOp({
           seed: 100 + trial,
           inputs: { x },
           native: (tape, t) =>
@@ -268,7 +268,7 @@ Deno.test("conv2d(), max/avg pool and batchNorm() on seeded random shapes match 
       }
       const m = x[0] * x[1] * x[2];
       if (m >= 2) {
-        checkOp({
+        await checkOp({
           seed: 200 + trial,
           inputs: { x, gamma: [c], beta: [c] },
           native: (tape, t) =>

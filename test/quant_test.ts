@@ -63,7 +63,7 @@ Deno.test("quantizeI8() maps grid values to their exact levels and keeps nearest
     using clip = f32([s], [1]);
     using q = Tensor.empty(backend, [data.length], "i8");
     using back = Tensor.empty(backend, [data.length], "f32");
-    backend.quantizeI8(q, xt, data.length, 1, clip, ScaleLayout.tensor, false, 0n);
+    backend.quantizeI8(q, xt, data.length, 1, clip, ScaleLayout.tensor, false, 0);
     backend.dequantizeI8(back, q, data.length, 1, clip, ScaleLayout.tensor);
     const qs = q.toArray() as Int8Array, d = back.toFloat32();
     for (let i = 0; i < data.length; i++) {
@@ -86,8 +86,8 @@ Deno.test("quantizeI8() stochastic rounding is unbiased and deterministic for a 
   using clip = f32([1], [1]);
   using q1 = Tensor.empty(backend, [n], "i8");
   using q2 = Tensor.empty(backend, [n], "i8");
-  backend.quantizeI8(q1, xt, n, 1, clip, ScaleLayout.tensor, true, 42n);
-  backend.quantizeI8(q2, xt, n, 1, clip, ScaleLayout.tensor, true, 42n);
+  backend.quantizeI8(q1, xt, n, 1, clip, ScaleLayout.tensor, true, 42);
+  backend.quantizeI8(q2, xt, n, 1, clip, ScaleLayout.tensor, true, 42);
   const a = q1.toArray() as Int8Array;
   assert.deepEqual(a, q2.toArray());
   const mean = a.reduce((s, x) => s + x, 0) / n / 127;
@@ -106,9 +106,9 @@ Deno.test("quantizeI8Dual() writes the per-tensor and per-channel versions of on
   using qc = Tensor.empty(backend, [rows, c], "i8");
   using rt = Tensor.empty(backend, [rows, c], "i8");
   using rc = Tensor.empty(backend, [rows, c], "i8");
-  backend.quantizeI8Dual(qt, qc, xt, rows, c, ct, cc, false, 0n);
-  backend.quantizeI8(rt, xt, rows * c, 1, ct, ScaleLayout.tensor, false, 0n);
-  backend.quantizeI8(rc, xt, rows, c, cc, ScaleLayout.inner, false, 0n);
+  backend.quantizeI8Dual(qt, qc, xt, rows, c, ct, cc, false, 0);
+  backend.quantizeI8(rt, xt, rows * c, 1, ct, ScaleLayout.tensor, false, 0);
+  backend.quantizeI8(rc, xt, rows, c, cc, ScaleLayout.inner, false, 0);
   assert.deepEqual(qt.toArray(), rt.toArray());
   assert.deepEqual(qc.toArray(), rc.toArray());
   // Per-inner clips follow the channel: channel j saturates at 0.5 + j.
@@ -250,7 +250,19 @@ Deno.test("channelStats() and the MCS classifier tell Gaussian from Laplace chan
   }
 });
 
-Deno.test("Int8Gemm follows the MCS EMA s_t = (1 - kA) s_(t-1) + A max_t for inverted-T channels", () => {
+/** Runs layer's forward on x8 and backward on dy (both [rows, 1, 1, c]); returns nothing. */
+function runLayer(layer: Int8Gemm, dy: Float32Array, rows: number, c: number): void {
+  using tape = new Tape(backend, { grad: false });
+  const s = convShape("t", [rows, 1, 1, c], c, 1, {});
+  const x = tape.own(Tensor.full(backend, [rows, 1, 1, c], 0.5));
+  const w = tape.own(Tensor.full(backend, [c, 1, 1, c], 0.1));
+  const y = tape.empty([rows, 1, 1, c]);
+  const saved = layer.forward(tape, y, x, w, null, s);
+  const dyT = tape.own(f32(dy, [rows, 1, 1, c]));
+  layer.backward(tape, saved, dyT, tape.empty([rows, 1, 1, c]), tape.empty([c, 1, 1, c]), s);
+}
+
+Deno.test("Int8Gemm follows the MCS EMA s_t = (1 - kA) s_(t-1) + A max_t for inverted-T channels", async () => {
   const cfg = quantConfig("daint8", { stochastic: false, k: 1, A: 0.8 });
   const layer = new Int8Gemm("conv", 1, cfg, 0);
   const rows = 4000, c = 2, rng = new Rng(6);
@@ -266,22 +278,20 @@ Deno.test("Int8Gemm follows the MCS EMA s_t = (1 - kA) s_(t-1) + A max_t for inv
       max1 = Math.max(max1, Math.abs(l));
     }
     ema = t === 0 ? max1 : (1 - 0.8) * ema + 0.8 * max1;
-    using tape = new Tape(backend, { grad: false });
-    const dy = tape.own(f32(x, [rows, 1, 1, c]));
-    const w = tape.own(Tensor.full(backend, [c, 1, 1, c], 0.1));
-    const dx = tape.empty([rows, 1, 1, c]);
-    layer.dgrad(tape, dx, dy, w, convShape("t", [rows, 1, 1, c], c, 1, {}));
-    assert.equal(layer.state.bell[0], 1, `step ${t}: channel 0 is bell-shaped`);
-    assert.equal(layer.state.bell[1], 0, `step ${t}: channel 1 is inverted-T`);
-    assert.ok(
-      Math.abs(layer.state.ema[1]! - ema) < 1e-5 * ema,
-      `step ${t}: ema ${layer.state.ema[1]} vs ${ema}`,
-    );
-    assert.ok(layer.last!.clipMax <= layer.last!.gradMax + 1e-6);
+    runLayer(layer, x, rows, c);
+    const st = (await layer.readState())!;
+    const last = (await layer.readStats())!;
+    assert.equal(st.step, t + 1);
+    assert.equal(st.bell[0], 1, `step ${t}: channel 0 is bell-shaped`);
+    assert.equal(st.bell[1], 0, `step ${t}: channel 1 is inverted-T`);
+    assert.ok(Math.abs(st.ema[1]! - ema) < 1e-5 * ema, `step ${t}: ema ${st.ema[1]} vs ${ema}`);
+    assert.ok(last.clipMax <= last.gradMax + 1e-6);
+    assert.ok(last.clipMin <= Math.min(st.ema[1]!, Math.fround(max1)), "inverted-T clip");
   }
+  layer.dispose();
 });
 
-Deno.test("Int8Gemm mcs-solve clips each channel at the solver's optimum for its sigma and max", () => {
+Deno.test("Int8Gemm mcs-solve clips each channel at the solver's optimum for its sigma and max", async () => {
   for (const sharpFamily of ["laplace", "inverted-t"] as const) {
     const cfg = quantConfig("daint8", {
       clip: "mcs-solve",
@@ -296,29 +306,29 @@ Deno.test("Int8Gemm mcs-solve clips each channel at the solver's optimum for its
       x[i * c] = rng.normal(0, 2); // bell
       x[i * c + 1] = (rng.next() < 0.5 ? -1 : 1) * -Math.log(1 - rng.next()) * 0.5; // sharp
     }
-    using tape = new Tape(backend, { grad: false });
-    const dy = tape.own(f32(x, [rows, 1, 1, c]));
-    const statsT = tape.empty([4, c]);
+    using dy = f32(x, [rows, c]);
+    using statsT = Tensor.empty(backend, [4, c], "f32");
     backend.channelStats(statsT, dy, rows, c);
     const st = statsT.toFloat32();
-    const dw = tape.empty([c, 1, 1, c]);
-    const x8 = tape.own(Tensor.full(backend, [rows, 1, 1, c], 0.5));
-    layer.wgrad(tape, dw, x8, dy, convShape("t", [rows, 1, 1, c], c, 1, {}));
+    runLayer(layer, x, rows, c);
+    const last = (await layer.readStats())!;
     for (let j = 0; j < c; j++) {
-      const sigma = st[c + j]!, max = st[j]!, ratio = Math.round((max / sigma) * 100) / 100;
+      const sigma = st[c + j]!, max = st[j]!, ratio = max / sigma;
       const family = j === 0
         ? gaussian(1)
         : sharpFamily === "inverted-t"
         ? fitInvertedT(1, ratio)
         : laplaceFromSigma(1);
       const want = Math.min(max, optimalClip(family, { alpha: 1, max: ratio }).s * sigma);
-      const got = j === 0 ? layer.last!.clipMax : layer.last!.clipMin;
+      const got = j === 0 ? last.clipMax : last.clipMin;
+      // the device interpolates a table on a 0.125 grid of max/sigma
       assert.ok(
-        Math.abs(got - want) < 1e-5 * want,
+        Math.abs(got - want) < 2e-3 * want,
         `${sharpFamily} channel ${j}: ${got} vs ${want}`,
       );
       assert.ok(got < max, `channel ${j} is clipped below its max ${max}`);
     }
+    layer.dispose();
   }
 });
 

@@ -79,18 +79,22 @@ Deno.test({
           quant,
           quantSet: quant === "ui8" ? "statsPeriod=3" : undefined,
         });
-        const a = await train(cfg, tr, te, { ...quiet, out: `${dir}/a` });
+        const a = await train(cfg, tr, te, { ...quiet, out: `${dir}/${quant}-${schedule}-a` });
         a.model.dispose();
-        const b1 = await train(cfg, tr, te, { ...quiet, out: `${dir}/b`, stopAfterEpochs: 1 });
+        const b1 = await train(cfg, tr, te, {
+          ...quiet,
+          out: `${dir}/${quant}-${schedule}-b`,
+          stopAfterEpochs: 1,
+        });
         b1.model.dispose();
         const b2 = await train(cfg, tr, te, {
           ...quiet,
-          out: `${dir}/b`,
-          resume: `${dir}/b/checkpoint.safetensors`,
+          out: `${dir}/${quant}-${schedule}-b`,
+          resume: `${dir}/${quant}-${schedule}-b/checkpoint.safetensors`,
         });
         b2.model.dispose();
-        const ca = await readSafetensors(`${dir}/a/checkpoint.safetensors`);
-        const cb = await readSafetensors(`${dir}/b/checkpoint.safetensors`);
+        const ca = await readSafetensors(`${dir}/${quant}-${schedule}-a/checkpoint.safetensors`);
+        const cb = await readSafetensors(`${dir}/${quant}-${schedule}-b/checkpoint.safetensors`);
         assert.deepEqual(Object.keys(cb.tensors).sort(), Object.keys(ca.tensors).sort());
         if (quant !== "fp32") {
           assert.ok(

@@ -25,7 +25,8 @@
 // ---- handles (opaque in the ABI) ------------------------------------------------------------
 struct d8_context {
   uint64_t magic;
-  int32_t threads;  // 0 = library default (omp_get_max_threads())
+  int32_t threads;       // 0 = library default (omp_get_max_threads())
+  int32_t int8_variant;  // 0 = auto (best the CPU has), else a forced i8 variant
 };
 
 struct d8_buffer {
@@ -105,9 +106,12 @@ inline const float* cfptr(const d8_buffer* b) { return static_cast<const float*>
 // match the formula, reserved fields zero). Writes "n=..,h=..,..." into dims (cap bytes).
 int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int cap);
 
-// ---- threads --------------------------------------------------------------------------------
-void set_global_threads(int32_t threads);  // 0 = default
-int num_threads();                          // threads a parallel region may use (>= 1)
+// ---- per-context settings ---------------------------------------------------------------------
+// Every op runs with the settings of the context of the buffers it was given: check_handle records
+// the context of each live buffer it checks on the calling thread, and the settings below read it.
+void set_current_context(const d8_context* ctx);
+const d8_context* current_context();  // null before the first checked buffer
+int num_threads();                     // threads a parallel region may use (>= 1)
 
 // Threads worth using for `work` units when one thread should get at least `grain` units.
 inline int threads_for(int64_t work, int64_t grain) {

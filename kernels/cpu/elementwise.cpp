@@ -117,6 +117,62 @@ extern "C" int32_t d8_relu_bwd(d8_buffer* dx, const d8_buffer* dy, const d8_buff
   });
 }
 
+extern "C" int32_t d8_relu_fwd_mask(d8_buffer* y, d8_buffer* mask, const d8_buffer* x,
+                                    int64_t n) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[48];
+    if (int32_t e = check_n(fn, dims, sizeof dims, n, {{"y", y}, {"x", x}})) return e;
+    const int64_t nb = (n + 7) / 8;
+    if (int32_t e = check_buffer(fn, "mask", mask, nb, dims)) return e;
+    if (mask == x || mask == y)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: mask must not be the same buffer as x or y", fn);
+    float* py = fptr(y);
+    const float* px = cfptr(x);
+    uint8_t* pm = static_cast<uint8_t*>(mask->data);
+    // Whole bytes per thread: 8 elements a byte, the last byte's missing elements count as 0.
+    parallel_for(nb, kGrain / 8, [&](int64_t b, int64_t e) {
+      for (int64_t j = b; j < e; ++j) {
+        const int64_t i0 = j * 8, cnt = std::min<int64_t>(8, n - i0);
+        uint32_t bits = 0;
+        for (int64_t t = 0; t < cnt; ++t) {
+          const float v = px[i0 + t];
+          const bool pos = v > 0.0f;
+          bits |= static_cast<uint32_t>(pos) << t;
+          py[i0 + t] = pos ? v : 0.0f;
+        }
+        pm[j] = static_cast<uint8_t>(bits);
+      }
+    });
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_relu_bwd_mask(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* mask,
+                                    int64_t n) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[48];
+    if (int32_t e = check_n(fn, dims, sizeof dims, n, {{"dx", dx}, {"dy", dy}})) return e;
+    const int64_t nb = (n + 7) / 8;
+    if (int32_t e = check_buffer(fn, "mask", mask, nb, dims)) return e;
+    if (mask == dx || mask == dy)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: mask must not be the same buffer as dx or dy", fn);
+    float* pdx = fptr(dx);
+    const float* pdy = cfptr(dy);
+    const uint8_t* pm = static_cast<const uint8_t*>(mask->data);
+    parallel_for(nb, kGrain / 8, [&](int64_t b, int64_t e) {
+      for (int64_t j = b; j < e; ++j) {
+        const int64_t i0 = j * 8, cnt = std::min<int64_t>(8, n - i0);
+        const uint32_t bits = pm[j];
+        for (int64_t t = 0; t < cnt; ++t) {
+          const float g = pdy[i0 + t];
+          pdx[i0 + t] = (bits >> t) & 1u ? g : 0.0f;
+        }
+      }
+    });
+    return D8_OK;
+  });
+}
+
 namespace {
 int32_t check_concat(const char* fn, char* dims, size_t cap, int64_t rows, int32_t ca,
                      int32_t cb) {

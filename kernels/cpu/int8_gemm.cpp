@@ -209,10 +209,9 @@ D8_TARGET_VNNI void tile_vnni(int64_t k4, const uint8_t* a, int64_t lda, const i
 }
 #endif  // D8_X86
 
-// ---- variant switch -------------------------------------------------------------------------------
-std::atomic<int> g_forced{kAuto};
-
 }  // namespace
+
+// ---- variant switch: per context (the context of the op's buffers) ---------------------------------
 
 bool cpu_has(int variant) {
   switch (variant) {
@@ -238,11 +237,10 @@ int best_variant() {
 }
 
 int active_variant() {
-  const int f = g_forced.load(std::memory_order_relaxed);
+  const d8_context* c = current_context();
+  const int f = c ? c->int8_variant : kAuto;
   return f == kAuto ? best_variant() : f;
 }
-
-void force_variant(int variant) { g_forced.store(variant, std::memory_order_relaxed); }
 
 const char* variant_name(int variant) {
   switch (variant) {
@@ -457,8 +455,9 @@ void gemm_block(const Plan& p, int64_t m, int64_t n, int64_t k, const uint8_t* a
 
 using namespace d8cpu;
 
-extern "C" int32_t d8_set_int8_kernel(int32_t variant) {
+extern "C" int32_t d8_set_int8_kernel(d8_context* ctx, int32_t variant) {
   return guard(__func__, [&](const char* fn) -> int32_t {
+    if (int32_t e = check_context(fn, ctx)) return e;
     if (variant < i8::kAuto || variant > i8::kVnni)
       return fail(D8_ERR_INVALID_ARGUMENT,
                   "%s: variant must be 0 (auto), 1 (portable), 2 (avx2) or 3 (avx512-vnni), got %d",
@@ -466,13 +465,14 @@ extern "C" int32_t d8_set_int8_kernel(int32_t variant) {
     if (variant != i8::kAuto && !i8::cpu_has(variant))
       return fail(D8_ERR_UNSUPPORTED, "%s: this CPU cannot run the %s int8 kernel (variant %d)",
                   fn, i8::variant_name(variant), variant);
-    i8::force_variant(variant);
+    ctx->int8_variant = variant;
     return D8_OK;
   });
 }
 
-extern "C" int32_t d8_int8_kernel_name(char* out, int32_t capacity) {
+extern "C" int32_t d8_int8_kernel_name(d8_context* ctx, char* out, int32_t capacity) {
   return guard(__func__, [&](const char* fn) -> int32_t {
+    if (int32_t e = check_context(fn, ctx)) return e;
     return write_string(fn, out, capacity, i8::variant_name(i8::active_variant()));
   });
 }

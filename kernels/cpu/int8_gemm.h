@@ -32,8 +32,7 @@ enum Variant : int { kAuto = 0, kPortable = 1, kAvx2 = 2, kVnni = 3 };
 
 bool cpu_has(int variant);          // whether this CPU can run the variant
 int best_variant();                 // best variant this CPU has
-int active_variant();               // the forced variant, or best_variant() when auto
-void force_variant(int variant);    // 0 = auto; caller checks cpu_has first
+int active_variant();               // the current context's variant, or best_variant() when auto
 const char* variant_name(int variant);
 
 // What the micro-kernel does with its finished MR x NR int32 tile.

@@ -25,8 +25,9 @@ int32_t check_labels(const char* fn, const int32_t* labels, int32_t n, int32_t c
 
 }  // namespace
 
-extern "C" int32_t d8_softmax_xent_fwd(d8_buffer* stats, d8_buffer* probs, const d8_buffer* logits,
-                                       const d8_buffer* labels, int32_t n, int32_t classes) {
+extern "C" int32_t d8_softmax_xent_fwd(d8_buffer* stats, d8_buffer* probs, d8_buffer* accum,
+                                       const d8_buffer* logits, const d8_buffer* labels, int32_t n,
+                                       int32_t classes) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[64];
     if (int32_t e = check_xent(fn, dims, sizeof dims, n, classes)) return e;
@@ -34,6 +35,8 @@ extern "C" int32_t d8_softmax_xent_fwd(d8_buffer* stats, d8_buffer* probs, const
     if (int32_t e = check_buffer(fn, "probs", probs, mul64(n, classes, 4), dims)) return e;
     if (int32_t e = check_buffer(fn, "logits", logits, mul64(n, classes, 4), dims)) return e;
     if (int32_t e = check_buffer(fn, "labels", labels, mul64(n, 4), dims)) return e;
+    if (accum)
+      if (int32_t e = check_buffer(fn, "accum", accum, 16, dims)) return e;
     const int32_t* lab = static_cast<const int32_t*>(labels->data);
     if (int32_t e = check_labels(fn, lab, n, classes)) return e;
     const float* x = cfptr(logits);
@@ -71,13 +74,20 @@ extern "C" int32_t d8_softmax_xent_fwd(d8_buffer* stats, d8_buffer* probs, const
     float* st = fptr(stats);
     st[0] = static_cast<float>(loss / n);
     st[1] = static_cast<float>(correct);
+    if (accum) {
+      float* a = fptr(accum);
+      a[0] += static_cast<float>(loss);
+      a[1] += static_cast<float>(correct);
+      a[2] += static_cast<float>(n);
+      a[3] += 1.0f;
+    }
     return D8_OK;
   });
 }
 
 extern "C" int32_t d8_softmax_xent_bwd(d8_buffer* dlogits, const d8_buffer* probs,
-                                       const d8_buffer* labels, int32_t n, int32_t classes,
-                                       float scale) {
+                                       const d8_buffer* labels, const d8_buffer* seed,
+                                       int32_t n, int32_t classes, float scale) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[64];
     if (int32_t e = check_xent(fn, dims, sizeof dims, n, classes)) return e;
@@ -85,7 +95,10 @@ extern "C" int32_t d8_softmax_xent_bwd(d8_buffer* dlogits, const d8_buffer* prob
     if (int32_t e = check_buffer(fn, "probs", probs, mul64(n, classes, 4), dims)) return e;
     if (int32_t e = check_buffer(fn, "labels", labels, mul64(n, 4), dims)) return e;
     const int32_t* lab = static_cast<const int32_t*>(labels->data);
+    if (seed)
+      if (int32_t e = check_buffer(fn, "seed", seed, 4, dims)) return e;
     if (int32_t e = check_labels(fn, lab, n, classes)) return e;
+    if (seed) scale *= cfptr(seed)[0];
     const float* p = cfptr(probs);
     float* d = fptr(dlogits);  // may alias probs
     const int64_t C = classes;

@@ -1,5 +1,6 @@
 // quant.cpp: INT8 quantization kernels (PAPER.md): d8_quantize_i8, d8_quantize_i8_dual,
-// d8_dequantize_i8, d8_absmax_f32, d8_channel_stats_f32.
+// d8_quantize_i8_maxscale, d8_dequantize_i8, d8_absmax_f32, d8_channel_stats_f32, and the
+// quantizer decision d8_quant_decide with d8_quant_error.
 //
 // Quantizer (s = the clip, inv = 127 / s in f32; inv = 0 when s <= 0 or s is not finite):
 //   v = clamp(x * inv, -127, 127)   (NaN -> 0)
@@ -7,9 +8,10 @@
 //   stochastic: q = min(floor(v + u), 127), u in [0, 1) from the element's counter hash below.
 // Dequantized value q * (s / 127) in f32 (the scale the GEMM epilogues multiply by).
 //
-// Counter hash (bit-exact contract for other backends): element index i (flat, outer*inner + c),
-//   z   = splitmix64(seed ^ splitmix64(i >> 32)),  k0 = low 32 bits of z, k1 = high 32 bits
-//   h   = mix32(mix32(uint32(i) ^ k0) + k1)        mix32 = Wellons' "lowbias32"
+// Counter hash (bit-exact contract for other backends, 32-bit arithmetic only so WGSL computes it
+// too): element index i (flat, outer*inner + c), lo / hi = its low / high 32 bits,
+//   k0  = mix32(seed ^ 0x9e3779b9),  k1 = mix32(k0 + hi * 0x85ebca6b + 0x632be5ab)
+//   h   = mix32(mix32(lo ^ k0) + k1)                mix32 = Wellons' "lowbias32"
 //   u   = (h >> 8) * 2^-24                          24 random bits, exactly representable
 // so u depends only on (seed, i): the result is the same for any thread count or split.
 // The dual kernel uses the same u for both outputs, so each equals the single-output call.
@@ -33,12 +35,6 @@ namespace {
 
 constexpr int64_t kGrain = int64_t{1} << 15;  // elements per thread at least
 
-inline uint64_t splitmix64(uint64_t z) {
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 inline uint32_t mix32(uint32_t x) {
   x ^= x >> 16;
   x *= 0x7feb352du;
@@ -53,9 +49,10 @@ struct Keys {
   uint32_t k0, k1;
   float lim;
 };
-inline Keys keys_for(uint64_t seed, uint64_t hi) {
-  const uint64_t z = splitmix64(seed ^ splitmix64(hi));
-  return {static_cast<uint32_t>(z), static_cast<uint32_t>(z >> 32), 127.0f};
+inline Keys keys_for(uint32_t seed, uint64_t hi) {
+  const uint32_t k0 = mix32(seed ^ 0x9e3779b9u);
+  const uint32_t k1 = mix32(k0 + static_cast<uint32_t>(hi) * 0x85ebca6bu + 0x632be5abu);
+  return {k0, k1, 127.0f};
 }
 
 inline float inv_of(float s) { return (s > 0.0f && s <= FLT_MAX) ? 127.0f / s : 0.0f; }
@@ -173,7 +170,7 @@ DualFn pick_dual(bool stoch) {
 
 // Calls f(b, e, keys) over [b, e) split where the high 32 bits of the index change.
 template <class F>
-void for_blocks(int64_t b, int64_t e, uint64_t seed, F&& f) {
+void for_blocks(int64_t b, int64_t e, uint32_t seed, F&& f) {
   while (b < e) {
     const uint64_t hi = static_cast<uint64_t>(b) >> 32;
     const int64_t end = std::min<int64_t>(e, static_cast<int64_t>((hi + 1) << 32));
@@ -195,7 +192,7 @@ float* replicate(const float* v, int64_t inner, int64_t reps, int slot) {
 // split where the hash keys change, with inv[i - b] = inv_of(clips[i % inner]) (a row of inverse
 // clips replicated rows_per_span times: a span's first element starts a row).
 template <class F>
-void for_row_spans(int64_t rows, int64_t inner, const float* clips, uint64_t seed, F&& f) {
+void for_row_spans(int64_t rows, int64_t inner, const float* clips, uint32_t seed, F&& f) {
   const int64_t reps = rows_per_span(inner);
   float* inv1 = scratch(kSlotMisc, static_cast<size_t>(inner));
   for (int64_t c = 0; c < inner; ++c) inv1[c] = inv_of(clips[c]);
@@ -250,7 +247,7 @@ using namespace d8cpu;
 
 extern "C" int32_t d8_quantize_i8(d8_buffer* y, const d8_buffer* x, int64_t outer, int32_t inner,
                                   const d8_buffer* clips, int32_t layout, int32_t rounding,
-                                  uint64_t seed) {
+                                  uint32_t seed) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[96];
     if (int32_t e = check_scaled(fn, dims, sizeof dims, outer, inner, layout)) return e;
@@ -299,7 +296,7 @@ extern "C" int32_t d8_quantize_i8_dual(d8_buffer* y_tensor, d8_buffer* y_channel
                                        const d8_buffer* x, int64_t rows, int32_t channels,
                                        const d8_buffer* clip_tensor,
                                        const d8_buffer* clips_channel, int32_t rounding,
-                                       uint64_t seed) {
+                                       uint32_t seed) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[80];
     snprintf(dims, sizeof dims, "rows=%lld,channels=%d", static_cast<long long>(rows), channels);
@@ -484,6 +481,366 @@ extern "C" int32_t d8_channel_stats_f32(d8_buffer* out, const d8_buffer* x, int6
       for (int64_t bl = 0; bl < nblocks; ++bl) n += cnt[bl * ld + c];
       o[2 * C + c] = static_cast<float>(n / static_cast<double>(rows));
     }
+    return D8_OK;
+  });
+}
+
+// ---- max-clip quantization with its own scale (X and W) ------------------------------------------
+namespace d8cpu {
+namespace {
+
+// max |x[0..n)| on the calling thread (NaN ignored, as std::max(m, NaN) keeps m).
+float absmax_span(const float* __restrict px, int64_t n) {
+  float lane[16] = {};  // 16 independent maxima: a vectorizable elementwise max
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) lane[j] = std::max(lane[j], std::fabs(px[i + j]));
+  float m = 0.0f;
+  for (; i < n; ++i) m = std::max(m, std::fabs(px[i]));
+  for (int j = 0; j < 16; ++j) m = std::max(m, lane[j]);
+  return m;
+}
+
+float absmax_parallel(const float* px, int64_t n) {
+  const int nt = threads_for(n, kGrain);
+  float part[256];
+  const int team = parallel(std::min(nt, 256), [&](int t, int T) {
+    const int64_t b = n * t / T, e = n * (t + 1) / T;
+    part[t] = absmax_span(px + b, e - b);
+  });
+  float m = 0.0f;
+  for (int t = 0; t < team; ++t) m = part[t] > m ? part[t] : m;
+  return m;
+}
+
+}  // namespace
+}  // namespace d8cpu
+
+extern "C" int32_t d8_quantize_i8_maxscale(d8_buffer* y, d8_buffer* scale, const d8_buffer* x,
+                                           int64_t outer, int32_t inner, int32_t layout) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[96];
+    if (int32_t e = check_scaled(fn, dims, sizeof dims, outer, inner, layout)) return e;
+    if (layout == D8_SCALE_INNER)
+      return fail(D8_ERR_INVALID_ARGUMENT,
+                  "%s: layout must be D8_SCALE_TENSOR (0) or D8_SCALE_OUTER (2), got %d (%s)", fn,
+                  layout, dims);
+    const int64_t total = mul64(outer, inner);
+    if (int32_t e = check_buffer(fn, "y", y, total, dims)) return e;
+    if (int32_t e = check_buffer(fn, "x", x, mul64(total, 4), dims)) return e;
+    const int64_t nsc = layout == D8_SCALE_TENSOR ? 1 : outer;
+    if (int32_t e = check_buffer(fn, "scale", scale, mul64(std::max<int64_t>(nsc, 1), 4), dims))
+      return e;
+    if (int32_t e = check_distinct(fn, "y", y, "x", x)) return e;
+    if (int32_t e = check_distinct(fn, "scale", scale, "x", x)) return e;
+    if (int32_t e = check_distinct(fn, "scale", scale, "y", y)) return e;
+    int8_t* py = static_cast<int8_t*>(y->data);
+    const float* px = cfptr(x);
+    float* ps = fptr(scale);
+    const SpanFn f = pick_span(false, false);
+    const Keys k = keys_for(0, 0);
+    if (layout == D8_SCALE_TENSOR) {
+      const float s = total > 0 ? absmax_parallel(px, total) : 0.0f;
+      ps[0] = scale_of(s);
+      const float inv = inv_of(s);
+      parallel_for(total, kGrain, [&](int64_t b, int64_t e) {
+        f(py + b, px + b, e - b, &inv, 0u, k);
+      });
+    } else {
+      parallel_for(outer, std::max<int64_t>(1, kGrain / inner), [&](int64_t b, int64_t e) {
+        for (int64_t o = b; o < e; ++o) {
+          const float s = absmax_span(px + o * inner, inner);
+          ps[o] = scale_of(s);
+          const float inv = inv_of(s);
+          f(py + o * inner, px + o * inner, inner, &inv, 0u, k);
+        }
+      });
+    }
+    return D8_OK;
+  });
+}
+
+// ---- the quantizer decision ---------------------------------------------------------------------
+namespace d8cpu {
+namespace {
+
+uint64_t get_u64(const uint32_t* w) { return uint64_t{w[0]} | (uint64_t{w[1]} << 32); }
+void put_u64(uint32_t* w, uint64_t v) {
+  w[0] = static_cast<uint32_t>(v);
+  w[1] = static_cast<uint32_t>(v >> 32);
+}
+
+// Cosine distances 1 - cos(x, qdq(x, clip_i)) of nearest-rounded quantization for nc clips, over
+// x [n]: f64 sums per fixed block of 4096 elements (independent of the thread count), combined in
+// block order.
+void dsgc_distances(double* out, const float* x, int64_t n, const float* clips, int nc) {
+  constexpr int64_t kBlock = 4096;
+  const int64_t nb = std::max<int64_t>(1, ceil_div(n, kBlock));
+  // per block: gg, then (dot, qq) per clip
+  const int64_t stride = 1 + 2 * static_cast<int64_t>(nc);
+  double* part = reinterpret_cast<double*>(scratch(kSlotConvPartial, static_cast<size_t>(2 * nb * stride)));
+  float inv[64], sc[64];
+  for (int i = 0; i < nc; ++i) inv[i] = inv_of(clips[i]), sc[i] = scale_of(clips[i]);
+  const Keys k = keys_for(0, 0);
+  parallel_for(nb, 1, [&](int64_t b, int64_t e) {
+    for (int64_t bl = b; bl < e; ++bl) {
+      double* p = part + bl * stride;
+      const int64_t i0 = bl * kBlock, i1 = std::min(n, i0 + kBlock);
+      double gg = 0.0;
+      for (int64_t i = i0; i < i1; ++i) gg += static_cast<double>(x[i]) * x[i];
+      p[0] = gg;
+      for (int c = 0; c < nc; ++c) {
+        double dot = 0.0, qq = 0.0;
+        for (int64_t i = i0; i < i1; ++i) {
+          const float q = static_cast<float>(quant1<false>(x[i] * inv[c], 0u, k)) * sc[c];
+          dot += static_cast<double>(x[i]) * q;
+          qq += static_cast<double>(q) * q;
+        }
+        p[1 + 2 * c] = dot;
+        p[2 + 2 * c] = qq;
+      }
+    }
+  });
+  double gg = 0.0;
+  for (int64_t bl = 0; bl < nb; ++bl) gg += part[bl * stride];
+  for (int c = 0; c < nc; ++c) {
+    double dot = 0.0, qq = 0.0;
+    for (int64_t bl = 0; bl < nb; ++bl) dot += part[bl * stride + 1 + 2 * c], qq += part[bl * stride + 2 + 2 * c];
+    if (!(clips[c] > 0.0f)) out[c] = 1.0;
+    else if (gg == 0.0 || qq == 0.0) out[c] = gg == 0.0 ? 0.0 : 1.0;
+    else out[c] = 1.0 - dot / std::sqrt(gg * qq);
+  }
+}
+
+int32_t check_knobs(const char* fn, const d8_quant_knobs* kn, char* dims, size_t cap) {
+  if (!kn) return fail(D8_ERR_INVALID_ARGUMENT, "%s: knobs is null", fn);
+  snprintf(dims, cap, "channels=%d,clip=%d,gvq=%d,stats_period=%d", kn->channels, kn->clip,
+           kn->gvq, kn->stats_period);
+  if (kn->channels < 1)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: channels must be positive (%s)", fn, dims);
+  if (kn->clip < D8_CLIP_MAX || kn->clip > D8_CLIP_DSGC)
+    return fail(D8_ERR_INVALID_ARGUMENT,
+                "%s: clip must be D8_CLIP_MAX (0), MCS (1), MCS_SOLVE (2) or DSGC (3) (%s)", fn,
+                dims);
+  if (kn->stats_period < 1)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: stats_period must be >= 1 (%s)", fn, dims);
+  if (kn->clip == D8_CLIP_DSGC && (kn->dsgc_candidates < 1 || kn->dsgc_candidates > 64))
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: dsgc_candidates must be in [1, 64], got %d (%s)", fn,
+                kn->dsgc_candidates, dims);
+  if (kn->clip == D8_CLIP_MCS_SOLVE &&
+      (kn->table_size < 2 || !(kn->table_step > 0.0f) || !(kn->table_max > 0.0f)))
+    return fail(D8_ERR_INVALID_ARGUMENT,
+                "%s: mcs-solve needs table_size >= 2 and positive table_step and table_max (%s)",
+                fn, dims);
+  if (kn->reserved0 != 0 || kn->reserved1 != 0.0f || kn->reserved2 != 0.0f)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: reserved knobs must be 0 (%s)", fn, dims);
+  for (float v : {kn->lambda, kn->k, kn->a, kn->dsgc_min_ratio})
+    if (!std::isfinite(v))
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: lambda, k, a and dsgc_min_ratio must be finite (%s)",
+                  fn, dims);
+  return D8_OK;
+}
+
+// f32 arithmetic in source order, no contraction into fma: the same bits on every backend.
+__attribute__((optimize("fp-contract=off"))) float ema_update(float ema, float keep, float a,
+                                                               float m) {
+  const float x = keep * ema;
+  const float y = a * m;
+  return x + y;
+}
+// 1 - k * a, rounded twice (no fma).
+__attribute__((optimize("fp-contract=off"))) float keep_of(float k, float a) {
+  const float ka = k * a;
+  return 1.0f - ka;
+}
+// row[i0] + (row[i0 + 1] - row[i0]) * frac at position pos >= 0 (clamped to the row).
+__attribute__((optimize("fp-contract=off"))) float table_lookup(const float* row, int32_t size,
+                                                                float pos) {
+  int64_t i0 = static_cast<int64_t>(pos);
+  if (i0 > size - 2) i0 = size - 2;
+  const float frac = std::min(pos - static_cast<float>(i0), 1.0f);
+  const float a = row[i0], b = row[i0 + 1];
+  const float d = (b - a) * frac;
+  return a + d;
+}
+__attribute__((optimize("fp-contract=off"))) float lerp_ratio(float lo, int i, int n) {
+  if (n == 1) return 1.0f;
+  const float t = static_cast<float>(i) / static_cast<float>(n - 1);
+  const float span = 1.0f - lo;
+  const float d = span * t;
+  return lo + d;
+}
+
+}  // namespace
+}  // namespace d8cpu
+
+extern "C" int32_t d8_quant_decide(d8_buffer* state, d8_buffer* clip_tensor,
+                                   d8_buffer* scale_tensor, d8_buffer* clips_channel,
+                                   d8_buffer* scales_channel, d8_buffer* record,
+                                   d8_buffer* stats, const d8_buffer* dy,
+                                   const d8_buffer* table, int64_t rows,
+                                   const d8_quant_knobs* knobs) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[128];
+    if (int32_t e = check_knobs(fn, knobs, dims, sizeof dims)) return e;
+    const d8_quant_knobs& kn = *knobs;
+    const int64_t C = kn.channels;
+    if (int32_t e = check_buffers(fn, dims,
+                                  {{"state", state, (D8_QSTATE_HEADER + 2 * C) * 4},
+                                   {"clip_tensor", clip_tensor, 4},
+                                   {"scale_tensor", scale_tensor, 4},
+                                   {"record", record, 32},
+                                   {"stats", stats, 4 * C * 4}}))
+      return e;
+    if (kn.gvq)
+      if (int32_t e = check_buffers(fn, dims, {{"clips_channel", clips_channel, C * 4},
+                                               {"scales_channel", scales_channel, C * 4}}))
+        return e;
+    if (rows < 1)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: rows must be >= 1, got %lld (%s)", fn,
+                  static_cast<long long>(rows), dims);
+    if (int32_t e = check_buffer(fn, "dy", dy, mul64(rows, C, 4), dims)) return e;
+    if (int32_t e = check_distinct(fn, "stats", stats, "dy", dy)) return e;
+    if (kn.clip == D8_CLIP_MCS_SOLVE)
+      if (int32_t e = check_buffer(fn, "table", table, mul64(3, kn.table_size, 4), dims)) return e;
+    if (int32_t e = d8_channel_stats_f32(stats, dy, rows, kn.channels)) return e;
+
+    uint32_t* w = static_cast<uint32_t*>(state->data);
+    float* wf = reinterpret_cast<float*>(w);
+    float* ema = wf + D8_QSTATE_HEADER;
+    uint32_t* bell = w + D8_QSTATE_HEADER + C;
+    const float* st = cfptr(stats);
+    const float* mx = st;
+    const float* sd = st + C;
+    const float* share = st + 2 * C;
+    const uint64_t step = get_u64(w);
+    float gmax = 0.0f;
+    for (int64_t c = 0; c < C; ++c) gmax = mx[c] > gmax ? mx[c] : gmax;
+    const bool refresh = step % static_cast<uint64_t>(kn.stats_period) == 0;
+
+    if (w[8] == 0) {
+      for (int64_t c = 0; c < C; ++c) ema[c] = mx[c], bell[c] = 1u;
+      w[8] = 1u;
+    } else {
+      const float keep = keep_of(kn.k, kn.a);
+      for (int64_t c = 0; c < C; ++c) ema[c] = ema_update(ema[c], keep, kn.a, mx[c]);
+    }
+    if (refresh) {
+      uint64_t bells = 0;
+      for (int64_t c = 0; c < C; ++c) {
+        bell[c] = share[c] > kn.lambda ? 1u : 0u;
+        bells += bell[c];
+      }
+      put_u64(w + 2, get_u64(w + 2) + bells);
+      put_u64(w + 4, get_u64(w + 4) + static_cast<uint64_t>(C));
+    }
+    float ratio = wf[6] > 0.0f ? wf[6] : 1.0f;
+    if (kn.clip == D8_CLIP_DSGC && refresh) {
+      const int nc = kn.dsgc_candidates;
+      float ratios[64], clips[64];
+      double dist[64];
+      for (int i = 0; i < nc; ++i) {
+        ratios[i] = lerp_ratio(kn.dsgc_min_ratio, i, nc);
+        clips[i] = ratios[i] * gmax;
+      }
+      dsgc_distances(dist, cfptr(dy), rows * C, clips, nc);
+      int best = 0;
+      for (int i = 1; i < nc; ++i)
+        if (dist[i] < dist[best]) best = i;
+      ratio = ratios[best];
+      wf[6] = ratio;
+      wf[7] = static_cast<float>(dist[best]);
+    }
+    const float tclip = kn.clip == D8_CLIP_DSGC ? ratio * gmax : gmax;
+    fptr(clip_tensor)[0] = tclip;
+    fptr(scale_tensor)[0] = scale_of(tclip);
+    float* rec = fptr(record);
+    float cmean = tclip, cmin = tclip, cmax = tclip;
+    if (kn.gvq) {
+      float* cc = fptr(clips_channel);
+      float* cs = fptr(scales_channel);
+      const float* tab = table ? cfptr(table) : nullptr;
+      const float tmin = 1.7320508f * 1.001f;  // sqrt(3) * 1.001: the inverted-T fit's domain
+      double sum = 0.0;
+      for (int64_t c = 0; c < C; ++c) {
+        const float m = mx[c];
+        float s = m;
+        switch (kn.clip) {
+          case D8_CLIP_DSGC: s = ratio * m; break;
+          case D8_CLIP_MCS: s = bell[c] ? m : std::min(ema[c], m); break;
+          case D8_CLIP_MCS_SOLVE: {
+            const float sig = sd[c];
+            if (sig > 0.0f && m > 0.0f) {
+              const float r = std::min(m / sig, kn.table_max);
+              const int fam = bell[c] ? 0 : (kn.sharp_inverted_t && r > tmin) ? 2 : 1;
+              s = std::min(m, table_lookup(tab + fam * int64_t{kn.table_size}, kn.table_size,
+                                           r / kn.table_step) * sig);
+            }
+            break;
+          }
+          default: break;
+        }
+        cc[c] = s;
+        cs[c] = scale_of(s);
+        sum += s;
+        cmin = c == 0 ? s : std::min(cmin, s);
+        cmax = c == 0 ? s : std::max(cmax, s);
+      }
+      cmean = static_cast<float>(sum / static_cast<double>(C));
+    }
+    uint64_t nb = 0;
+    for (int64_t c = 0; c < C; ++c) nb += bell[c];
+    rec[0] = tclip;
+    rec[1] = cmean;
+    rec[2] = cmin;
+    rec[3] = cmax;
+    rec[4] = gmax;
+    rec[5] = static_cast<float>(static_cast<double>(nb) / static_cast<double>(C));
+    rec[6] = kn.clip == D8_CLIP_DSGC ? wf[7] : 0.0f;
+    put_u64(w, step + 1);
+    return D8_OK;
+  });
+}
+
+extern "C" int32_t d8_quant_error(d8_buffer* record, const d8_buffer* x, const d8_buffer* q,
+                                  const d8_buffer* clips, int64_t rows, int32_t channels,
+                                  int32_t layout) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[96];
+    if (int32_t e = check_scaled(fn, dims, sizeof dims, rows, channels, layout)) return e;
+    if (layout == D8_SCALE_OUTER)
+      return fail(D8_ERR_INVALID_ARGUMENT,
+                  "%s: layout must be D8_SCALE_TENSOR (0) or D8_SCALE_INNER (1) (%s)", fn, dims);
+    const int64_t total = mul64(rows, channels);
+    const int64_t ncl = layout == D8_SCALE_TENSOR ? 1 : channels;
+    if (int32_t e = check_buffers(fn, dims, {{"record", record, 32}, {"x", x, mul64(total, 4)},
+                                             {"q", q, total}, {"clips", clips, ncl * 4}}))
+      return e;
+    const float* px = cfptr(x);
+    const int8_t* pq = static_cast<const int8_t*>(q->data);
+    float* sc = scratch(kSlotMisc, static_cast<size_t>(ncl));
+    for (int64_t c = 0; c < ncl; ++c) sc[c] = scale_of(cfptr(clips)[c]);
+    constexpr int64_t kRowsPerBlock = 256;
+    const int64_t nb = std::max<int64_t>(1, ceil_div(rows, kRowsPerBlock));
+    double* part = reinterpret_cast<double*>(scratch(kSlotConvPartial, static_cast<size_t>(4 * nb)));
+    parallel_for(nb, 1, [&](int64_t b, int64_t e) {
+      for (int64_t bl = b; bl < e; ++bl) {
+        double num = 0.0, den = 0.0;
+        for (int64_t r = bl * kRowsPerBlock; r < std::min(rows, (bl + 1) * kRowsPerBlock); ++r)
+          for (int64_t c = 0; c < channels; ++c) {
+            const int64_t i = r * channels + c;
+            const double g = px[i];
+            const double d = g - static_cast<double>(static_cast<float>(pq[i]) * sc[ncl == 1 ? 0 : c]);
+            num += d * d;
+            den += g * g;
+          }
+        part[2 * bl] = num;
+        part[2 * bl + 1] = den;
+      }
+    });
+    double num = 0.0, den = 0.0;
+    for (int64_t bl = 0; bl < nb; ++bl) num += part[2 * bl], den += part[2 * bl + 1];
+    fptr(record)[7] = den > 0.0 ? static_cast<float>(std::sqrt(num / den)) : 0.0f;
     return D8_OK;
   });
 }

@@ -28,6 +28,7 @@ int32_t check_context(const char* fn, const d8_context* ctx) {
   if (ctx->magic != kContextMagic)
     return fail(D8_ERR_INVALID_ARGUMENT, "%s: ctx is not a live context (destroyed or foreign)",
                 fn);
+  set_current_context(ctx);
   return D8_OK;
 }
 
@@ -36,6 +37,7 @@ int32_t check_handle(const char* fn, const char* name, const d8_buffer* b) {
   if (b->magic != kBufferMagic)
     return fail(D8_ERR_INVALID_ARGUMENT, "%s: %s is not a live buffer (freed or foreign)", fn,
                 name);
+  set_current_context(b->ctx);
   return D8_OK;
 }
 
@@ -112,13 +114,17 @@ int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int
 }
 
 // ---- threads --------------------------------------------------------------------------------
-static std::atomic<int32_t> g_threads{0};
+static thread_local const d8_context* tl_ctx = nullptr;
 
-void set_global_threads(int32_t threads) { g_threads.store(threads, std::memory_order_relaxed); }
+void set_current_context(const d8_context* ctx) { tl_ctx = ctx; }
+const d8_context* current_context() {
+  return tl_ctx && tl_ctx->magic == kContextMagic ? tl_ctx : nullptr;
+}
 
 int num_threads() {
 #ifdef _OPENMP
-  int t = g_threads.load(std::memory_order_relaxed);
+  const d8_context* c = current_context();
+  int t = c ? c->threads : 0;
   if (t <= 0) t = omp_get_max_threads();
   return t < 1 ? 1 : t;
 #else
@@ -214,8 +220,7 @@ extern "C" int32_t d8_context_create(d8_context** out, int32_t device) {
     if (!out) return fail(D8_ERR_INVALID_ARGUMENT, "%s: out is null", fn);
     *out = nullptr;
     (void)device;  // ignored by the cpu backend
-    d8_context* ctx = new d8_context{kContextMagic, 0};
-    set_global_threads(0);
+    d8_context* ctx = new d8_context{kContextMagic, 0, 0};
     *out = ctx;
     return D8_OK;
   });
@@ -237,7 +242,6 @@ extern "C" int32_t d8_set_num_threads(d8_context* ctx, int32_t threads) {
       return fail(D8_ERR_INVALID_ARGUMENT, "%s: threads must be >= 0 (0 = all cores), got %d", fn,
                   threads);
     ctx->threads = threads;
-    set_global_threads(threads);
     return D8_OK;
   });
 }

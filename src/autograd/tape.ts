@@ -7,9 +7,14 @@
  * gradients of the watched leaves (the parameters). In evaluation, a tape with `grad: false`
  * only owns the temporaries.
  *
+ * Each backward closure owns what it needs and declares it with `save()` when it is recorded
+ * (an INT8 conv keeps its int8 input, not the f32 one; ReLU keeps a bit mask). When backward
+ * starts, the tape disposes every forward temporary that no closure saved and nobody `keep()`s,
+ * so only the saved activations stay alive through backward (`savedBytes` measures them).
+ *
  * @module
  */
-import type { Backend } from "../backend/backend.ts";
+import type { Backend, Storage } from "../backend/backend.ts";
 import { type DType, Tensor } from "../tensor.ts";
 
 /**
@@ -36,14 +41,25 @@ export class Tape {
   #owned: Tensor[] = [];
   #requires = new Set<number>();
   #leaves = new Set<number>();
+  #saved = new Set<Storage>();
+  #kept = new Set<Storage>();
+  #savedBytes = 0;
 
   /**
    * A tape allocating on `backend`; `opts.grad` (default true) says whether ops record backward
    * closures. Use `grad: false` for evaluation.
    *
    * @example
-   * ```ts ignore
-   * using tape = new Tape(backend, { grad: true });
+   * ```ts
+   * import { getBackend } from "../backend/registry.ts";
+   * import { Tape } from "./tape.ts";
+   * import { relu } from "../ops/elementwise.ts";
+   * import { Tensor } from "../tensor.ts";
+   * const backend = getBackend("cpu");
+   * using tape = new Tape(backend);
+   * const x = tape.watch(tape.own(Tensor.from(backend, Float32Array.of(-1, 2), [2], "f32")));
+   * const grads = tape.backward(relu(tape, x));
+   * console.assert(grads.get(x.id)!.toFloat32()[1] === 1);
    * ```
    */
   constructor(backend: Backend, opts: { grad?: boolean } = {}) {
@@ -67,6 +83,7 @@ export class Tape {
     if (this.grad) {
       this.#requires.add(t.id);
       this.#leaves.add(t.id);
+      this.#kept.add(t.storage);
     }
     return t;
   }
@@ -76,9 +93,62 @@ export class Tape {
     return this.#requires.has(t.id);
   }
 
-  /** Records an op whose output depends on `inputs`; a no-op when no input requires grad. */
+  /** Whether `record` with these inputs would record (gradients on and one input needs one). */
+  needsRecord(inputs: readonly Tensor[]): boolean {
+    return this.grad && inputs.some((t) => this.#requires.has(t.id));
+  }
+
+  /**
+   * Declares that a backward closure reads `t`: it stays alive until the tape is disposed.
+   * Returns `t`. A no-op on a tape without gradients.
+   */
+  save<T extends Tensor>(t: T): T {
+    if (this.grad) this.#saved.add(t.storage);
+    return t;
+  }
+
+  /** Keeps the forward temporary `t` alive through backward (results read after it). */
+  keep<T extends Tensor>(t: T): T {
+    this.#kept.add(t.storage);
+    return t;
+  }
+
+  /**
+   * Bytes of the tape's own tensors that backward closures saved, as measured when the last
+   * `backward` started (parameters and other tensors the tape does not own are not counted).
+   */
+  get savedBytes(): number {
+    return this.#savedBytes;
+  }
+
+  /** Disposes the forward temporaries no closure saved; measures the saved bytes. */
+  #releaseUnsaved(output: Tensor, seed: Tensor | undefined): void {
+    const keep = new Set(this.#saved);
+    for (const s of this.#kept) keep.add(s);
+    keep.add(output.storage);
+    if (seed) keep.add(seed.storage);
+    const counted = new Set<Storage>();
+    const owned: Tensor[] = [];
+    for (const t of this.#owned) {
+      if (t.disposed) continue;
+      const s = t.storage;
+      if (keep.has(s)) {
+        owned.push(t);
+        if (this.#saved.has(s)) counted.add(s);
+      } else t.dispose();
+    }
+    this.#owned = owned;
+    let bytes = 0;
+    for (const s of counted) bytes += s.bytes;
+    this.#savedBytes = bytes;
+  }
+
+  /**
+   * Records an op whose output depends on `inputs`; a no-op when no input requires grad. The
+   * closure must `save()` every tape tensor it reads besides its `dy`.
+   */
   record(inputs: readonly Tensor[], output: Tensor, backward: BackwardFn): void {
-    if (!this.grad || !inputs.some((t) => this.#requires.has(t.id))) return;
+    if (!this.needsRecord(inputs)) return;
     this.#requires.add(output.id);
     this.#entries.push({ inputs, output, backward });
   }
@@ -89,6 +159,7 @@ export class Tape {
    */
   backward(output: Tensor, seed?: Tensor): Map<number, Tensor> {
     if (!this.grad) throw new Error("Cannot run backward on a tape created with grad: false");
+    this.#releaseUnsaved(output, seed);
     if (seed === undefined) {
       seed = this.empty(output.shape);
       this.backend.fill(seed, 1);
@@ -128,6 +199,8 @@ export class Tape {
     this.#entries = [];
     this.#requires.clear();
     this.#leaves.clear();
+    this.#saved.clear();
+    this.#kept.clear();
   }
 
   /** Calls `dispose()`, so `using tape = new Tape(...)` frees the step's tensors at scope exit. */

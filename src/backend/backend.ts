@@ -1,17 +1,21 @@
 /**
- * The backend interface: every op a model needs, on tensors that live on the backend. One
- * implementation per native library (`cpu`, later `cuda`), all behind the same C ABI; models
- * never branch on the backend. Shapes are checked by the ops in src/ops before they get here;
- * the native library checks them again and reports a `Daint8Error`.
+ * The backend interface: every op a model needs, on tensors that live on the backend. It is
+ * device-neutral: storage is opaque (no FFI types), every op only enqueues work on the device's
+ * stream, and reads to the host are Promises taken at step edges, so an FFI backend (`cpu`,
+ * `cuda`) and an asynchronous one (`webgpu`, buffer mapping) implement the same interface. Knobs
+ * that only a CPU has (threads, the int8 inner-loop variant) live in `CpuBackend`. Models never
+ * branch on the backend. Shapes are checked by the ops in src/ops before they get here; the
+ * native library checks them again and reports a `Daint8Error`.
  *
  * @module
  */
 import type { Tensor } from "../tensor.ts";
 
-/** A block of backend memory. `refs` counts the tensor views using it. */
+/**
+ * A block of backend memory, opaque outside its backend. `refs` counts the tensor views using
+ * it.
+ */
 export interface Storage {
-  /** The native `d8_buffer` handle of the allocation (pass it to the library's symbols). */
-  readonly handle: Deno.PointerValue;
   /** Size of the allocation in bytes; a tensor on it may use fewer (`Tensor.bytes` <= this). */
   readonly bytes: number;
   /**
@@ -19,6 +23,67 @@ export interface Storage {
    * `Backend.release`.
    */
   refs: number;
+}
+
+/** Work counters of a backend since it was opened (differences give per-step figures). */
+export interface BackendCounters {
+  /** Calls into the device library (or commands encoded, for WebGPU). */
+  calls: number;
+  /** Blocking host-device synchronizations: synchronous reads and `synchronize()`. */
+  syncs: number;
+  /** Asynchronous reads to the host (`read`), taken at step edges. */
+  reads: number;
+  /** Bytes copied host to device. */
+  bytesUp: number;
+  /** Bytes copied device to host. */
+  bytesDown: number;
+}
+
+/** The quantizer decision's knobs for one layer (kernels/daint8.h `d8_quant_knobs`). */
+export interface QuantKnobs {
+  /** Channels of dY (the layer's output channels). */
+  channels: number;
+  /** dY clipping rule: `max`, `mcs`, `mcs-solve` or `dsgc`. */
+  clip: "max" | "mcs" | "mcs-solve" | "dsgc";
+  /** Per-channel dY clips and scales (GVQ) besides the per-tensor one. */
+  gvq: boolean;
+  /** Steps between classifications / DSGC searches. */
+  statsPeriod: number;
+  /** DSGC: candidate clips between dsgcMinRatio and 1 of max |dY|. */
+  dsgcCandidates: number;
+  /** DSGC: the smallest candidate as a fraction of max |dY|. */
+  dsgcMinRatio: number;
+  /** mcs-solve: model sharp channels with the inverted-T family instead of Laplace. */
+  sharpInvertedT: boolean;
+  /** MCS classifier threshold on P(|g| > sigma). */
+  lambda: number;
+  /** MCS EMA: s_t = (1 - k A) s_(t-1) + A max_t. */
+  k: number;
+  /** MCS EMA weight of the current max. */
+  A: number;
+  /** mcs-solve table: entries per family row, the largest max/sigma and the grid step. */
+  table?: { size: number; max: number; step: number };
+}
+
+/** The device buffers one quantizer decision reads and writes (kernels/daint8.h). */
+export interface QuantDecision {
+  /** Layer state, u32/f32 words (`quantStateWords(channels)`), zero when fresh. */
+  state: Tensor;
+  /** [1] per-tensor dY clip. */
+  clipTensor: Tensor;
+  /** [1] per-tensor dY scale (clip / 127). */
+  scaleTensor: Tensor;
+  /** [channels] per-channel clips (GVQ), else null. */
+  clipsChannel: Tensor | null;
+  /** [channels] per-channel scales (GVQ), else null. */
+  scalesChannel: Tensor | null;
+  /** [8] log record (tensor clip, channel clip mean/min/max, max, bell share, DSGC distance, error). */
+  record: Tensor;
+}
+
+/** Words of a layer's quantizer state for `channels` channels (D8_QSTATE_HEADER + 2c). */
+export function quantStateWords(channels: number): number {
+  return 16 + 2 * channels;
 }
 
 /** Convolution / pooling geometry (kernels/daint8.h `d8_conv_shape`). */
@@ -88,26 +153,30 @@ export const ScaleLayout = { tensor: 0, inner: 1, outer: 2 } as const;
 /** A clip / scale layout value. */
 export type ScaleLayout = typeof ScaleLayout[keyof typeof ScaleLayout];
 
-/** The int8 inner-loop variants (kernels/daint8.h d8_set_int8_kernel). */
+/** The int8 inner-loop variants of the cpu backend (kernels/daint8.h d8_set_int8_kernel). */
 export const INT8_KERNELS = ["auto", "portable", "avx2", "avx512-vnni"] as const;
 /** An int8 kernel variant. */
 export type Int8Kernel = typeof INT8_KERNELS[number];
 
 /** Everything a model, an optimizer and the trainer ask of a device. */
 export interface Backend {
-  /** `cpu` or `cuda`. */
+  /** `cpu`, `cuda` or `webgpu`. */
   readonly name: string;
   /** A description of the device (CPU features and threads, or GPU name). */
   info(): string;
-  /** Sets the worker thread count (cpu); 0 = all cores. */
-  setThreads(threads: number): void;
   /**
-   * Waits until all work enqueued on the backend's stream has finished (the cpu backend runs every
-   * op synchronously, so this returns at once).
+   * Waits until all work enqueued on the backend's stream has finished (counted as a blocking
+   * sync; the cpu backend runs every op synchronously, so this returns at once).
    */
   synchronize(): void;
-  /** Frees cached memory and the context; the backend is unusable afterwards. */
+  /**
+   * Frees every buffer of the backend (cached and still referenced: live tensors become
+   * unusable) and the context; the backend is unusable afterwards. Throws a `Daint8Error` when
+   * the device reports a failure, after freeing everything it can.
+   */
   close(): void;
+  /** Work counters since the backend was opened (for --profile and the sync test). */
+  counters(): BackendCounters;
 
   /**
    * Allocates `bytes` (a positive integer) of backend memory, 64-byte aligned, contents undefined,
@@ -115,18 +184,27 @@ export interface Backend {
    * a `Daint8Error` when the native allocation fails.
    */
   alloc(bytes: number): Storage;
-  /** Returns storage whose last view was disposed (it may be cached for reuse). */
+  /**
+   * Returns storage whose last view was disposed (it may be cached for reuse). Throws an Error
+   * when a tensor still uses it or it was already released (two tensors would share memory).
+   */
   release(storage: Storage): void;
   /**
-   * Copies the host bytes of `src` into `dst` (no dtype conversion). Throws a TypeError unless
-   * `src.byteLength` equals `dst.bytes`.
+   * Enqueues a copy of the host bytes of `src` into `dst` (no dtype conversion; `src` may be
+   * reused at once). Throws a TypeError unless `src.byteLength` equals `dst.bytes`.
    */
   upload(dst: Tensor, src: ArrayBufferView): void;
   /**
-   * Copies the bytes of `src` into host memory `dst` (no dtype conversion). Throws a TypeError
-   * unless `dst.byteLength` equals `src.bytes`.
+   * Copies the bytes of `src` into host memory `dst` once the work enqueued before it is done
+   * (no dtype conversion): the one way to the host every backend has. Take it at step edges.
+   * Rejects with a TypeError unless `dst.byteLength` equals `src.bytes`.
    */
-  download(dst: ArrayBufferView, src: Tensor): void;
+  read(dst: ArrayBufferView, src: Tensor): Promise<void>;
+  /**
+   * A blocking `read` (waits for the device; counted as a sync), where the device allows it
+   * (cpu, cuda; not webgpu). Tests and tools use it; a training step never does.
+   */
+  readSync?(dst: ArrayBufferView, src: Tensor): void;
   /**
    * Copies `src` into `dst` byte for byte, whatever the dtypes. Throws a TypeError unless both have
    * the same byte size.
@@ -151,6 +229,13 @@ export interface Backend {
   relu(y: Tensor, x: Tensor): void;
   /** dx = dy * (y > 0) from the forward output `y` (f32, overwritten); `dx` may alias `dy`. */
   reluBackward(dx: Tensor, dy: Tensor, y: Tensor): void;
+  /**
+   * y = max(x, 0) over `x.size` elements, and the bit mask (u8 [ceil(size / 8)], LSB first) of
+   * x > 0 that `reluMaskBackward` needs instead of y.
+   */
+  reluMask(y: Tensor, mask: Tensor, x: Tensor): void;
+  /** dx = mask ? dy : 0 over `dx.size` elements; `dx` may alias `dy`. */
+  reluMaskBackward(dx: Tensor, dy: Tensor, mask: Tensor): void;
   /**
    * Channel concatenation of NHWC tensors viewed as rows (rows = n * h * w): y [rows, ca + cb] = [a
    * [rows, ca], b [rows, cb]], f32, overwritten.
@@ -277,23 +362,29 @@ export interface Backend {
    */
   globalAvgPoolBackward(dx: Tensor, dy: Tensor, n: number, hw: number, c: number): void;
 
-  /** stats[0] = mean loss, stats[1] = correct predictions; probs kept for backward. */
+  /**
+   * stats[0] = mean loss, stats[1] = correct predictions; probs kept for backward; `accum` [4]
+   * (or null) += [sum of losses, correct, rows, 1], read by the trainer at step edges.
+   */
   softmaxCrossEntropy(
     stats: Tensor,
     probs: Tensor,
+    accum: Tensor | null,
     logits: Tensor,
     labels: Tensor,
     n: number,
     classes: number,
   ): void;
   /**
-   * dlogits [n, classes] = scale * (probs - onehot(labels)) (overwritten), from the `probs` the
-   * forward pass kept and i32 labels [n]; scale is usually 1 / n for a mean loss.
+   * dlogits [n, classes] = scale * seed[0] * (probs - onehot(labels)) (overwritten), from the
+   * `probs` the forward pass kept and i32 labels [n]; `seed` is the loss gradient on the device
+   * (null: 1); scale is usually 1 / n for a mean loss.
    */
   softmaxCrossEntropyBackward(
     dlogits: Tensor,
     probs: Tensor,
     labels: Tensor,
+    seed: Tensor | null,
     n: number,
     classes: number,
     scale: number,
@@ -302,12 +393,22 @@ export interface Backend {
   /**
    * One in-place SGD step on `w` and its momentum buffer `momentumBuf` (same size, zero before the
    * first step), PyTorch semantics: g = grad + weightDecay * w; buf = momentum * buf + g; g =
-   * nesterov ? g + momentum * buf : buf; w -= lr * g.
+   * nesterov ? g + momentum * buf : buf; w -= lr * g. `nonfinite` (u32 [1] or null) is set to 1
+   * when the gradient or the updated weight holds a NaN or an infinity.
    */
-  sgdStep(w: Tensor, momentumBuf: Tensor, grad: Tensor, hyper: SgdHyper): void;
+  sgdStep(
+    w: Tensor,
+    momentumBuf: Tensor,
+    grad: Tensor,
+    hyper: SgdHyper,
+    nonfinite: Tensor | null,
+  ): void;
 
   // ---- INT8: symmetric, levels -127..127; clips s and scales s/127 in f32 tensors ----
-  /** y (i8) = quantize(x viewed as [outer, inner]) with clips picked by `layout`. */
+  /**
+   * y (i8) = quantize(x viewed as [outer, inner]) with clips picked by `layout`; `seed` (u32)
+   * keys the stochastic-rounding hash.
+   */
   quantizeI8(
     y: Tensor,
     x: Tensor,
@@ -316,7 +417,7 @@ export interface Backend {
     clips: Tensor,
     layout: ScaleLayout,
     stochastic: boolean,
-    seed: bigint,
+    seed: number,
   ): void;
   /** One pass over x [rows, channels]: yTensor with clipTensor[0], yChannel with clips[c]. */
   quantizeI8Dual(
@@ -328,7 +429,7 @@ export interface Backend {
     clipTensor: Tensor,
     clipsChannel: Tensor,
     stochastic: boolean,
-    seed: bigint,
+    seed: number,
   ): void;
   /**
    * y (f32) = q (i8) * clip / 127 for q viewed as [outer, inner], clips picked by `layout` as in
@@ -344,6 +445,46 @@ export interface Backend {
   ): void;
   /** out[0] = max |x|. */
   absmax(out: Tensor, x: Tensor): void;
+  /**
+   * Max-clip quantization writing its own scale: y (i8) from x viewed as [outer, inner], with
+   * scale[0] = max |x| / 127 (`ScaleLayout.tensor`) or scale[o] = max |x[o, :]| / 127
+   * (`ScaleLayout.outer`), nearest rounding.
+   */
+  quantizeI8MaxScale(
+    y: Tensor,
+    scale: Tensor,
+    x: Tensor,
+    outer: number,
+    inner: number,
+    layout: ScaleLayout,
+  ): void;
+  /**
+   * The quantizer decision of one layer and step on the device (kernels/daint8.h
+   * d8_quant_decide): measures dY's channel statistics into `stats` [4, c], and from them (and
+   * dY itself for DSGC, the mcs-solve table [3, size] for mcs-solve) updates `out.state` and
+   * writes every clip and scale of `out`.
+   */
+  quantDecide(
+    out: QuantDecision,
+    stats: Tensor,
+    dy: Tensor,
+    table: Tensor | null,
+    rows: number,
+    knobs: QuantKnobs,
+  ): void;
+  /**
+   * record[7] = relative L2 error of q (i8 [rows, channels], clips by `layout`: tensor or inner)
+   * against x (f32).
+   */
+  quantError(
+    record: Tensor,
+    x: Tensor,
+    q: Tensor,
+    clips: Tensor,
+    rows: number,
+    channels: number,
+    layout: ScaleLayout,
+  ): void;
   /** out [4, channels]: max |x|, std, fraction |x| > std, mean of each channel of x [rows, c]. */
   channelStats(out: Tensor, x: Tensor, rows: number, channels: number): void;
   /**
@@ -392,8 +533,20 @@ export interface Backend {
   ): void;
   /** c (i32) [m, n] = a (i8) [m, k] . b (i8) [n, k]^T. */
   gemmI8(c: Tensor, a: Tensor, b: Tensor, m: number, n: number, k: number): void;
-  /** Forces an int8 kernel variant (tests, benchmarks); `auto` = best the CPU has. */
+}
+
+/** The knobs only the cpu backend has, per backend context. */
+export interface CpuBackend extends Backend {
+  /** Sets this context's worker thread count; 0 = all cores. */
+  setThreads(threads: number): void;
+  /** Forces this context's int8 kernel variant (tests, benchmarks); `auto` = best the CPU has. */
   setInt8Kernel(kernel: Int8Kernel): void;
-  /** The int8 kernel variant in use. */
+  /** This context's int8 kernel variant in use. */
   int8KernelName(): string;
+}
+
+/** Whether `b` has the cpu-only knobs. */
+export function isCpuBackend(b: Backend): b is CpuBackend {
+  return typeof (b as Partial<CpuBackend>).setThreads === "function" &&
+    typeof (b as Partial<CpuBackend>).setInt8Kernel === "function";
 }

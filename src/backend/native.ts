@@ -1,40 +1,61 @@
 /**
  * A backend on a daint8 native library (the C ABI of kernels/daint8.h). The same class serves
- * every library (`cpu`, later `cuda`), since they export the same symbols.
+ * every library (`cpu`, `cuda`), since they export the same symbols. Storage handles stay inside
+ * this module (`NativeStorage`); the interface it implements has no FFI types.
  *
  * Memory: freed storage is cached by size and reused, so a training step that allocates the
  * same activations every iteration does not go back to the system allocator.
  *
  * @module
  */
-import { loadLibrary, type NativeLibrary } from "../../ffi/library.ts";
+import { Daint8Error, loadLibrary, type NativeLibrary } from "../../ffi/library.ts";
 import {
-  type Backend,
+  type BackendCounters,
   type BatchNormState,
   type ConvShape,
+  type CpuBackend,
   INT8_KERNELS,
   type Int8Kernel,
+  type QuantDecision,
+  type QuantKnobs,
   type ScaleLayout,
   type SgdHyper,
   type Storage,
 } from "./backend.ts";
 import type { Tensor } from "../tensor.ts";
 
+/** Storage of a native backend: a `d8_buffer` handle, private to this module. */
+class NativeStorage implements Storage {
+  refs = 0;
+  /** False once the storage is in the backend's cache or freed. */
+  live = true;
+  constructor(readonly handle: Deno.PointerValue, readonly bytes: number) {}
+}
+
 function ptr(t: Tensor): Deno.PointerValue {
-  return t.storage.handle;
+  return (t.storage as NativeStorage).handle ?? null;
+}
+
+function opt(t: Tensor | null): Deno.PointerValue {
+  return t === null ? null : ptr(t);
 }
 
 function bytesOf(view: ArrayBufferView): Uint8Array {
   return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
 }
 
+const CLIP_CODES = { max: 0, mcs: 1, "mcs-solve": 2, dsgc: 3 } as const;
+
 /** A backend running on one native library and one context of it. */
-export class NativeBackend implements Backend {
+export class NativeBackend implements CpuBackend {
   readonly name: string;
   readonly #lib: NativeLibrary;
   #ctx: Deno.PointerValue;
-  readonly #pool = new Map<number, Storage[]>();
+  readonly #pool = new Map<number, NativeStorage[]>();
+  readonly #all = new Set<NativeStorage>();
   readonly #shape = new Int32Array(16);
+  readonly #knobs = new ArrayBuffer(64);
+  readonly #count: BackendCounters = { calls: 0, syncs: 0, reads: 0, bytesUp: 0, bytesDown: 0 };
   #pooledBytes = 0;
   /** Cached bytes kept at most; beyond this, released storage is freed. */
   maxPooledBytes = 1 << 30;
@@ -43,9 +64,10 @@ export class NativeBackend implements Backend {
    * Opens backend `name` (`cpu`, `cuda`) on device `device`.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { NativeBackend } from "./native.ts";
    * const cpu = new NativeBackend("cpu");
-   * console.log(cpu.info());
+   * console.assert(cpu.info().length > 0);
    * cpu.close();
    * ```
    */
@@ -63,6 +85,7 @@ export class NativeBackend implements Backend {
   }
 
   #check(status: number): void {
+    this.#count.calls++;
     if (status !== 0) this.#lib.check(status);
   }
 
@@ -93,53 +116,103 @@ export class NativeBackend implements Backend {
     return new TextDecoder().decode(out.subarray(0, out.indexOf(0)));
   }
 
+  counters(): BackendCounters {
+    return { ...this.#count };
+  }
+
   setThreads(threads: number): void {
-    if (!Number.isInteger(threads) || threads < 0) {
-      throw new RangeError(`Thread count must be a non-negative integer, got ${threads}`);
+    if (!Number.isInteger(threads) || threads < 0 || threads > 4096) {
+      throw new RangeError(
+        `Thread count must be an integer in [0, 4096] (0 = all cores), got ${threads}`,
+      );
     }
     this.#check(this.#s.d8_set_num_threads(this.#ctx, threads));
   }
 
   synchronize(): void {
+    this.#count.syncs++;
     this.#check(this.#s.d8_synchronize(this.#ctx));
   }
 
   close(): void {
     if (this.#ctx === null) return;
-    for (const list of this.#pool.values()) {
-      for (const s of list) this.#s.d8_buffer_free(s.handle);
+    const s = this.#lib.symbols;
+    const failures: string[] = [];
+    for (const st of this.#all) {
+      st.live = false;
+      const status = s.d8_buffer_free(st.handle);
+      if (status !== 0) failures.push(this.#message(status));
     }
+    this.#all.clear();
     this.#pool.clear();
     this.#pooledBytes = 0;
-    this.#check(this.#s.d8_context_destroy(this.#ctx));
+    const status = s.d8_context_destroy(this.#ctx);
     this.#ctx = null;
+    if (status !== 0) failures.push(this.#message(status));
+    if (failures.length > 0) {
+      throw new Daint8Error(
+        `Closing the ${this.name} backend failed: ${failures.join("; ")}`,
+        failures.length,
+      );
+    }
+  }
+
+  #message(status: number): string {
+    try {
+      this.#lib.check(status);
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return "";
   }
 
   alloc(bytes: number): Storage {
-    if (!Number.isInteger(bytes) || bytes <= 0) {
-      throw new RangeError(`Cannot allocate ${bytes} bytes: the size must be a positive integer`);
+    if (!Number.isSafeInteger(bytes) || bytes <= 0) {
+      throw new RangeError(
+        `Cannot allocate ${bytes} bytes: the size must be a positive integer below 2^53`,
+      );
     }
     const cached = this.#pool.get(bytes)?.pop();
     if (cached) {
       this.#pooledBytes -= bytes;
       cached.refs = 0;
+      cached.live = true;
       return cached;
     }
     const out = new BigUint64Array(1);
     this.#check(this.#s.d8_buffer_alloc(bytesOf(out), this.#ctx, BigInt(bytes)));
-    return { handle: Deno.UnsafePointer.create(out[0]!), bytes, refs: 0 };
+    const st = new NativeStorage(Deno.UnsafePointer.create(out[0]!), bytes);
+    this.#all.add(st);
+    return st;
   }
 
   release(storage: Storage): void {
     if (this.#ctx === null) return;
-    if (this.#pooledBytes + storage.bytes > this.maxPooledBytes) {
-      this.#check(this.#s.d8_buffer_free(storage.handle));
+    const st = storage as NativeStorage;
+    if (!this.#all.has(st)) {
+      throw new Error(
+        `Cannot release storage of ${storage.bytes} bytes: it is not live storage of this ` +
+          `${this.name} backend (released twice, or from another backend)`,
+      );
+    }
+    if (!st.live) {
+      throw new Error(`Cannot release storage of ${storage.bytes} bytes twice`);
+    }
+    if (st.refs > 0) {
+      throw new Error(
+        `Cannot release storage of ${storage.bytes} bytes: ${st.refs} tensor view(s) still use it`,
+      );
+    }
+    st.live = false;
+    if (this.#pooledBytes + st.bytes > this.maxPooledBytes) {
+      this.#all.delete(st);
+      this.#check(this.#s.d8_buffer_free(st.handle));
       return;
     }
-    let list = this.#pool.get(storage.bytes);
-    if (!list) this.#pool.set(storage.bytes, list = []);
-    list.push(storage);
-    this.#pooledBytes += storage.bytes;
+    let list = this.#pool.get(st.bytes);
+    if (!list) this.#pool.set(st.bytes, list = []);
+    list.push(st);
+    this.#pooledBytes += st.bytes;
   }
 
   upload(dst: Tensor, src: ArrayBufferView): void {
@@ -148,16 +221,33 @@ export class NativeBackend implements Backend {
         `Cannot upload ${src.byteLength} bytes into ${dst} (${dst.bytes} bytes)`,
       );
     }
+    this.#count.bytesUp += src.byteLength;
     this.#check(this.#s.d8_buffer_upload(ptr(dst), 0n, bytesOf(src), BigInt(src.byteLength)));
   }
 
-  download(dst: ArrayBufferView, src: Tensor): void {
+  #download(dst: ArrayBufferView, src: Tensor): void {
     if (dst.byteLength !== src.bytes) {
       throw new TypeError(
-        `Cannot download ${src} (${src.bytes} bytes) into ${dst.byteLength} bytes`,
+        `Cannot read ${src} (${src.bytes} bytes) into ${dst.byteLength} bytes`,
       );
     }
+    this.#count.bytesDown += dst.byteLength;
     this.#check(this.#s.d8_buffer_download(bytesOf(dst), ptr(src), 0n, BigInt(dst.byteLength)));
+  }
+
+  readSync(dst: ArrayBufferView, src: Tensor): void {
+    this.#count.syncs++;
+    this.#download(dst, src);
+  }
+
+  read(dst: ArrayBufferView, src: Tensor): Promise<void> {
+    try {
+      this.#count.reads++;
+      this.#download(dst, src);
+      return Promise.resolve();
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   copy(dst: Tensor, src: Tensor): void {
@@ -189,6 +279,14 @@ export class NativeBackend implements Backend {
 
   reluBackward(dx: Tensor, dy: Tensor, y: Tensor): void {
     this.#check(this.#s.d8_relu_bwd(ptr(dx), ptr(dy), ptr(y), BigInt(dx.size)));
+  }
+
+  reluMask(y: Tensor, mask: Tensor, x: Tensor): void {
+    this.#check(this.#s.d8_relu_fwd_mask(ptr(y), ptr(mask), ptr(x), BigInt(x.size)));
+  }
+
+  reluMaskBackward(dx: Tensor, dy: Tensor, mask: Tensor): void {
+    this.#check(this.#s.d8_relu_bwd_mask(ptr(dx), ptr(dy), ptr(mask), BigInt(dx.size)));
   }
 
   concatChannels(y: Tensor, a: Tensor, b: Tensor, rows: number, ca: number, cb: number): void {
@@ -331,13 +429,22 @@ export class NativeBackend implements Backend {
   softmaxCrossEntropy(
     stats: Tensor,
     probs: Tensor,
+    accum: Tensor | null,
     logits: Tensor,
     labels: Tensor,
     n: number,
     classes: number,
   ): void {
     this.#check(
-      this.#s.d8_softmax_xent_fwd(ptr(stats), ptr(probs), ptr(logits), ptr(labels), n, classes),
+      this.#s.d8_softmax_xent_fwd(
+        ptr(stats),
+        ptr(probs),
+        opt(accum),
+        ptr(logits),
+        ptr(labels),
+        n,
+        classes,
+      ),
     );
   }
 
@@ -345,20 +452,30 @@ export class NativeBackend implements Backend {
     dlogits: Tensor,
     probs: Tensor,
     labels: Tensor,
+    seed: Tensor | null,
     n: number,
     classes: number,
     scale: number,
   ): void {
     this.#check(
-      this.#s.d8_softmax_xent_bwd(ptr(dlogits), ptr(probs), ptr(labels), n, classes, scale),
+      this.#s.d8_softmax_xent_bwd(
+        ptr(dlogits),
+        ptr(probs),
+        ptr(labels),
+        opt(seed),
+        n,
+        classes,
+        scale,
+      ),
     );
   }
 
-  sgdStep(w: Tensor, momentumBuf: Tensor, grad: Tensor, h: SgdHyper): void {
+  sgdStep(w: Tensor, momentumBuf: Tensor, grad: Tensor, h: SgdHyper, nonfinite: Tensor | null) {
     this.#check(
       this.#s.d8_sgd_step(
         ptr(w),
         ptr(momentumBuf),
+        opt(nonfinite),
         ptr(grad),
         BigInt(w.size),
         h.lr,
@@ -377,7 +494,7 @@ export class NativeBackend implements Backend {
     clips: Tensor,
     layout: ScaleLayout,
     stochastic: boolean,
-    seed: bigint,
+    seed: number,
   ): void {
     this.#check(
       this.#s.d8_quantize_i8(
@@ -388,7 +505,7 @@ export class NativeBackend implements Backend {
         ptr(clips),
         layout,
         stochastic ? 1 : 0,
-        seed,
+        seed >>> 0,
       ),
     );
   }
@@ -402,7 +519,7 @@ export class NativeBackend implements Backend {
     clipTensor: Tensor,
     clipsChannel: Tensor,
     stochastic: boolean,
-    seed: bigint,
+    seed: number,
   ): void {
     this.#check(
       this.#s.d8_quantize_i8_dual(
@@ -414,7 +531,7 @@ export class NativeBackend implements Backend {
         ptr(clipTensor),
         ptr(clipsChannel),
         stochastic ? 1 : 0,
-        seed,
+        seed >>> 0,
       ),
     );
   }
@@ -438,6 +555,83 @@ export class NativeBackend implements Backend {
 
   channelStats(out: Tensor, x: Tensor, rows: number, channels: number): void {
     this.#check(this.#s.d8_channel_stats_f32(ptr(out), ptr(x), BigInt(rows), channels));
+  }
+
+  quantizeI8MaxScale(
+    y: Tensor,
+    scale: Tensor,
+    x: Tensor,
+    outer: number,
+    inner: number,
+    layout: ScaleLayout,
+  ): void {
+    this.#check(
+      this.#s.d8_quantize_i8_maxscale(ptr(y), ptr(scale), ptr(x), BigInt(outer), inner, layout),
+    );
+  }
+
+  quantDecide(
+    out: QuantDecision,
+    stats: Tensor,
+    dy: Tensor,
+    table: Tensor | null,
+    rows: number,
+    kn: QuantKnobs,
+  ): void {
+    const i = new Int32Array(this.#knobs), f = new Float32Array(this.#knobs);
+    i[0] = kn.channels;
+    i[1] = CLIP_CODES[kn.clip];
+    i[2] = kn.gvq ? 1 : 0;
+    i[3] = kn.statsPeriod;
+    i[4] = kn.dsgcCandidates;
+    i[5] = kn.sharpInvertedT ? 1 : 0;
+    i[6] = kn.table?.size ?? 0;
+    i[7] = 0;
+    f[8] = kn.lambda;
+    f[9] = kn.k;
+    f[10] = kn.A;
+    f[11] = kn.dsgcMinRatio;
+    f[12] = kn.table?.max ?? 0;
+    f[13] = kn.table?.step ?? 0;
+    f[14] = 0;
+    f[15] = 0;
+    this.#check(
+      this.#s.d8_quant_decide(
+        ptr(out.state),
+        ptr(out.clipTensor),
+        ptr(out.scaleTensor),
+        opt(out.clipsChannel),
+        opt(out.scalesChannel),
+        ptr(out.record),
+        ptr(stats),
+        ptr(dy),
+        opt(table),
+        BigInt(rows),
+        new Uint8Array(this.#knobs),
+      ),
+    );
+  }
+
+  quantError(
+    record: Tensor,
+    x: Tensor,
+    q: Tensor,
+    clips: Tensor,
+    rows: number,
+    channels: number,
+    layout: ScaleLayout,
+  ): void {
+    this.#check(
+      this.#s.d8_quant_error(
+        ptr(record),
+        ptr(x),
+        ptr(q),
+        ptr(clips),
+        BigInt(rows),
+        channels,
+        layout,
+      ),
+    );
   }
 
   conv2dI8(
@@ -517,34 +711,12 @@ export class NativeBackend implements Backend {
         `Unknown int8 kernel "${kernel}": expected one of ${INT8_KERNELS.join(", ")}`,
       );
     }
-    this.#check(this.#s.d8_set_int8_kernel(v));
+    this.#check(this.#s.d8_set_int8_kernel(this.#ctx, v));
   }
 
   int8KernelName(): string {
     const out = new Uint8Array(64);
-    this.#check(this.#s.d8_int8_kernel_name(out, out.length));
+    this.#check(this.#s.d8_int8_kernel_name(this.#ctx, out, out.length));
     return new TextDecoder().decode(out.subarray(0, out.indexOf(0)));
   }
-}
-
-const opened = new Map<string, NativeBackend>();
-
-/**
- * The shared backend of `name`: `cpu`, `cuda`, or `auto` (cuda when its library loads and a
- * device answers, else cpu). Opened once per process.
- */
-export function getBackend(name: string): NativeBackend {
-  if (name === "auto") {
-    try {
-      return getBackend("cuda");
-    } catch {
-      return getBackend("cpu");
-    }
-  }
-  if (name !== "cpu" && name !== "cuda") {
-    throw new RangeError(`Unknown backend "${name}": expected cpu, cuda or auto`);
-  }
-  let b = opened.get(name);
-  if (!b) opened.set(name, b = new NativeBackend(name));
-  return b;
 }

@@ -23,25 +23,26 @@ import {
   runCommand,
   UsageError,
 } from "./args.ts";
-import { Tape } from "../autograd/tape.ts";
-import type { Backend, ConvShape } from "../backend/backend.ts";
-import { getBackend } from "../backend/native.ts";
+import type { Tape } from "../autograd/tape.ts";
+import { type Backend, type ConvShape, isCpuBackend } from "../backend/backend.ts";
+import { getBackend } from "../backend/registry.ts";
 import { dataDirHint, defaultDataDir, type KnownDataset, loadMnistLike } from "../data/datasets.ts";
 import { DataLoader } from "../data/loader.ts";
 import { createModel, MODELS } from "../models/registry.ts";
 import { Conv2d, type GemmLayer, isGemmLayer, Linear } from "../nn/layers.ts";
 import type { Module } from "../nn/module.ts";
-import type { GemmArithmetic } from "../ops/arithmetic.ts";
-import { softmaxCrossEntropy } from "../ops/loss.ts";
+import type { GemmArithmetic, GemmSaved } from "../ops/arithmetic.ts";
 import { Sgd } from "../optim/sgd.ts";
 import { QUANT_NAMES, quantConfig } from "../quant/config.ts";
 import { Int8Gemm } from "../quant/int8_gemm.ts";
 import { ModelQuantizer } from "../quant/quantizer.ts";
-import type { Tensor } from "../tensor.ts";
-import { pixelStats, runRngs } from "../train/trainer.ts";
+import { Tensor } from "../tensor.ts";
+import { BatchUploader, pixelStats, runRngs } from "../train/trainer.ts";
+import { TrainStep } from "../train/step.ts";
 import { analyzeGradient, pickChannels, summarize } from "../report/channels.ts";
 import { type AnalyzeReport, type LayerReport, reportHtml } from "../report/html.ts";
 import { fmtNum } from "../report/svg.ts";
+import { checkDirPath, makeOutDir } from "../train/outdir.ts";
 
 export const HELP = `daint8 analyze: per-channel output-gradient distributions (bell vs inverted-T)
 
@@ -141,14 +142,17 @@ export function parseAnalyzeArgs(args: string[]): AnalyzeArgs {
   };
 }
 
-/** Wraps a layer's arithmetic: when armed, dgrad/wgrad download dY once, then delegate. */
+/**
+ * Wraps a layer's arithmetic: when armed, backward copies dY into a device buffer (no read inside
+ * the step), and `collect()` reads it at the step edge.
+ */
 export class CaptureArithmetic implements GemmArithmetic {
   readonly inner: GemmArithmetic;
   /** Capture dY on the next backward. */
   armed = false;
   /** The last captured dY (host copy) and its shape; null when none. */
   captured: { data: Float32Array; shape: number[] } | null = null;
-  #lastId = -1;
+  #copy: Tensor | null = null;
 
   constructor(inner: GemmArithmetic) {
     this.inner = inner;
@@ -158,25 +162,43 @@ export class CaptureArithmetic implements GemmArithmetic {
     return this.inner.name;
   }
 
-  forward(tape: Tape, y: Tensor, x: Tensor, w: Tensor, bias: Tensor | null, s: ConvShape): void {
-    this.inner.forward(tape, y, x, w, bias, s);
+  forward(
+    tape: Tape,
+    y: Tensor,
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor | null,
+    s: ConvShape,
+  ): GemmSaved {
+    return this.inner.forward(tape, y, x, w, bias, s);
   }
 
-  #capture(dy: Tensor): void {
-    if (!this.armed || dy.id === this.#lastId) return;
-    this.#lastId = dy.id;
-    this.captured = { data: dy.toFloat32(), shape: [...dy.shape] };
-    this.armed = false;
+  backward(
+    tape: Tape,
+    saved: GemmSaved,
+    dy: Tensor,
+    dx: Tensor | null,
+    dw: Tensor | null,
+    s: ConvShape,
+  ): void {
+    if (this.armed) {
+      this.#copy?.dispose();
+      this.#copy = Tensor.empty(tape.backend, dy.shape);
+      tape.backend.copy(this.#copy, dy);
+      this.armed = false;
+    }
+    this.inner.backward(tape, saved, dy, dx, dw, s);
   }
 
-  dgrad(tape: Tape, dx: Tensor, dy: Tensor, w: Tensor, s: ConvShape): void {
-    this.#capture(dy);
-    this.inner.dgrad(tape, dx, dy, w, s);
-  }
-
-  wgrad(tape: Tape, dw: Tensor, x: Tensor, dy: Tensor, s: ConvShape): void {
-    this.#capture(dy);
-    this.inner.wgrad(tape, dw, x, dy, s);
+  /** Reads the dY copied by the last armed backward into `captured` (a step-edge read). */
+  async collect(): Promise<void> {
+    const t = this.#copy;
+    if (!t) return;
+    this.#copy = null;
+    const data = new Float32Array(t.size);
+    await t.backend.read(data, t);
+    this.captured = { data, shape: [...t.shape] };
+    t.dispose();
   }
 }
 
@@ -221,13 +243,19 @@ export async function analyze(
   a: AnalyzeArgs,
   print: (line: string) => void = (l) => console.log(l),
 ): Promise<AnalyzeResult> {
+  await checkDirPath(a.out); // before any work: a file or a device is refused at once
   const ds = a.dataset;
   const dir = a.dataDir ?? defaultDataDir(ds);
   if (dir === undefined) throw new Error(`Cannot find the ${ds} data. ${dataDirHint(ds)}`);
   const data = await loadMnistLike(dir, "train", { limit: a.limit, name: ds });
   const qcfg = quantConfig(a.quant, a.quantSet);
   const backend: Backend = getBackend(a.backend);
-  if (a.threads !== undefined) backend.setThreads(a.threads);
+  if (a.threads !== undefined) {
+    if (!isCpuBackend(backend)) {
+      throw new UsageError(`--threads applies to the cpu backend, not ${backend.name}`);
+    }
+    backend.setThreads(a.threads);
+  }
 
   const model = createModel(a.model, { backend, rng: runRngs(a.seed).init }, {
     inChannels: data.channels,
@@ -267,13 +295,13 @@ export async function analyze(
       overall: { bellShare: NaN, meanKsGaussian: NaN, meanKsLaplace: NaN },
     }));
 
-    const params = model.namedParameters();
+    const trainStep = new TrainStep(backend, model, quantizer, opt);
+    const up = new BatchUploader(pixelStats(data));
     const loader = new DataLoader(data, {
       batchSize: a.batchSize,
       shuffle: true,
       rng: runRngs(a.seed).data,
     });
-    const { mean, std } = pixelStats(data);
     const want = new Set(a.steps);
     const last = a.steps.at(-1)!;
     print(
@@ -289,21 +317,12 @@ export async function analyze(
           c.capture.armed = capture;
           c.capture.captured = null;
         }
-        let loss: number;
-        {
-          using tape = new Tape(backend);
-          for (const [, p] of params) tape.watch(p);
-          const shape = [b.size, data.height, data.width, data.channels];
-          const raw = tape.empty(shape, "u8");
-          backend.upload(raw, b.images.subarray(0, raw.size));
-          const x = tape.empty(shape);
-          backend.u8ToF32(x, raw, 1 / (255 * std), -mean / std);
-          const y = tape.empty([b.size], "i32");
-          backend.upload(y, b.labels.subarray(0, b.size));
-          const ce = softmaxCrossEntropy(tape, model.forward(tape, x), y);
-          opt.step(tape.backward(ce.loss), quantizer.lrScales());
-          loss = ce.read().loss;
-        }
+        trainStep.resetLoss();
+        trainStep.run((tape) => up.upload(tape, data, b.images, b.labels, b.size), a.lr);
+        await trainStep.afterStep();
+        // step edge: the loss of this step, and dY of the armed layers
+        const loss = (await trainStep.readLoss()).loss;
+        for (const c of captures) await c.capture.collect();
         if (!Number.isFinite(loss)) {
           throw new RangeError(`Training diverged at step ${step}: loss is ${loss}`);
         }
@@ -362,7 +381,7 @@ export async function analyze(
       },
       layers: reports,
     };
-    await Deno.mkdir(a.out, { recursive: true });
+    await makeOutDir(a.out);
     const jsonPath = `${a.out}/report.json`, htmlPath = `${a.out}/report.html`;
     await Deno.writeTextFile(jsonPath, JSON.stringify(report) + "\n");
     await Deno.writeTextFile(htmlPath, reportHtml(report, a.logY));

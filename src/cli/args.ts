@@ -28,7 +28,7 @@ export const COMMON_OPTIONS = {
   backend: { type: "string" },
   threads: { type: "string" },
   quant: { type: "string" },
-  "quant-set": { type: "string" },
+  "quant-set": { type: "string", multiple: true },
   out: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -53,15 +53,32 @@ export function parseFlags<O extends NonNullable<ParseArgsConfig["options"]>>(
   }
 }
 
-/** `--name v` as an integer >= min (`def` when absent). */
-export function int(name: string, v: string | undefined, def: number, min = 1): number {
+/**
+ * `--name v` as a safe integer >= min (and <= max when given; `def` when absent). Integers
+ * beyond 2^53 ("1e20") are refused: they cannot be represented exactly.
+ */
+export function int(
+  name: string,
+  v: string | undefined,
+  def: number,
+  min = 1,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
   if (v === undefined) return def;
   const n = Number(v);
-  if (v.trim() === "" || !Number.isInteger(n) || n < min) {
-    throw new UsageError(`--${name} must be an integer >= ${min}, got "${v}"`);
+  if (v.trim() === "" || !Number.isSafeInteger(n) || n < min || n > max) {
+    const range = max !== Number.MAX_SAFE_INTEGER
+      ? `from ${min} to ${max}`
+      : Number.isInteger(n) && n >= min
+      ? `>= ${min} and at most ${max}`
+      : `>= ${min}`;
+    throw new UsageError(`--${name} must be an integer ${range}, got "${v}"`);
   }
   return n;
 }
+
+/** The most worker threads `--threads` accepts. */
+export const MAX_THREADS = 1024;
 
 /** `--name v` as a finite number >= min (`def` when absent). */
 export function num(name: string, v: string | undefined, def: number, min = 0): number {
@@ -94,10 +111,34 @@ export function list(v: string | undefined): string[] | undefined {
 }
 
 /**
- * `--quant-set`: `k=v,k=v` text or `@file.json`, checked against preset `quant`. Returns the
- * overrides ("" when none).
+ * `--quant-set`, given once or more: each `k=v,k=v` text or `@file.json`, checked against preset
+ * `quant`. Several flags merge, a later flag's knob winning over an earlier one's. Returns the
+ * overrides ("" when none; the flag's own text or object when given once).
  */
 export function parseQuantSet(
+  quant: string,
+  raw: string | readonly string[] | undefined,
+): string | Record<string, unknown> {
+  if (raw === undefined || typeof raw === "string") return parseOneQuantSet(quant, raw);
+  if (raw.length <= 1) return parseOneQuantSet(quant, raw[0]);
+  const sets = raw.map((r) => parseOneQuantSet(quant, r));
+  if (sets.every((x) => typeof x === "string")) {
+    return sets.filter((x) => x !== "").join(","); // quantConfig lets a later knob win
+  }
+  const merged: Record<string, unknown> = {};
+  for (const set of sets) {
+    if (typeof set !== "string") Object.assign(merged, set);
+    else {
+      for (const kv of set.split(",").map((x) => x.trim()).filter((x) => x !== "")) {
+        const eq = kv.indexOf("="); // checked by parseOneQuantSet
+        merged[kv.slice(0, eq).trim()] = kv.slice(eq + 1).trim();
+      }
+    }
+  }
+  return merged;
+}
+
+function parseOneQuantSet(
   quant: string,
   raw: string | undefined,
 ): string | Record<string, unknown> {
@@ -128,8 +169,10 @@ export function reportError(e: unknown): number {
   const err = e as Error;
   console.error(`error: ${err.message}`);
   if (err instanceof UsageError) return 2;
+  // Deno.errors.* are I/O failures (disk full, permission denied), not bugs: no stack for them.
+  const io = Object.values(Deno.errors).some((c) => err instanceof c);
   const known = err instanceof Daint8Error || err instanceof TypeError ||
-    err instanceof RangeError || err.constructor === Error;
+    err instanceof RangeError || err.constructor === Error || io;
   if (!known) console.error(err.stack);
   return 1;
 }

@@ -10,6 +10,7 @@
  * @module
  */
 import { QUANT_NAMES } from "../quant/config.ts";
+import { checkOutDir, makeOutDir } from "../train/outdir.ts";
 import { Progress } from "../train/progress.ts";
 import { train, type TrainResult } from "../train/trainer.ts";
 import { list, runCommand, UsageError } from "./args.ts";
@@ -100,7 +101,10 @@ export function main(args: string[]): Promise<number> {
   return runCommand(args, parseExperimentArgs, help, async (a) => {
     const c = a.config, out = a.out;
     const [trainSet, testSet] = await loadRunData(a);
-    await Deno.mkdir(out, { recursive: true });
+    for (const p of a.presets) {
+      await checkOutDir(`${out}/${p}`, { overwrite: a.overwrite, canResume: false });
+    }
+    await makeOutDir(out);
     const rows: ExperimentRow[] = [];
     for (const preset of a.presets) {
       console.log(`\n== ${preset} ==`);
@@ -112,6 +116,7 @@ export function main(args: string[]): Promise<number> {
           backend: a.backend,
           threads: a.threads,
           out: `${out}/${preset}`,
+          overwrite: a.overwrite,
           progress: new Progress({ itemsPerStep: c.batchSize }),
         },
       );
@@ -122,7 +127,7 @@ export function main(args: string[]): Promise<number> {
         testAcc: r.testAcc,
         deltaToFp32: NaN,
         imagesPerSecond: images / seconds,
-        bellShare: r.quantizer.bellShares(),
+        bellShare: await r.quantizer.bellShares(),
         fp32Layers: [...r.quantizer.fp32Layers],
       });
       r.model.dispose();

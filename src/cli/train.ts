@@ -9,6 +9,7 @@ import {
   COMMON_OPTIONS,
   DATASETS,
   int,
+  MAX_THREADS,
   num,
   oneOf,
   parseFlags,
@@ -29,7 +30,9 @@ import { MODELS } from "../models/registry.ts";
 import { QUANT_NAMES } from "../quant/config.ts";
 import { type ScheduleKind, SCHEDULES } from "../optim/schedule.ts";
 import { Progress } from "../train/progress.ts";
+import { checkBatchSize, checkDatasets } from "../train/validate.ts";
 import { train, type TrainConfig } from "../train/trainer.ts";
+import { checkOutDir, CHECKPOINT_FILE } from "../train/outdir.ts";
 
 export const HELP = `daint8 train: train a CNN (NHWC, native backend through FFI)
 
@@ -48,12 +51,17 @@ Usage: deno task train [flags]
   --warmup X            linear warm-up epochs (default 0)
   --seed N              seed for weights and data order (default 0)
   --backend NAME        cpu | cuda | auto (default cpu)
-  --threads N           cpu worker threads, 0 = all cores (default 0)
+  --threads N           cpu worker threads, 0 = all cores (default 0, at most ${MAX_THREADS})
   --quant NAME          ${QUANT_NAMES.join(" | ")} (default fp32)
   --quant-set KNOBS     override preset knobs: lambda=0.25,A=0.7 or @knobs.json
+                        (repeatable: the flags merge, a later knob wins)
   --out DIR             checkpoint.safetensors and metrics.jsonl go here
-                        (default runs/<model>-<dataset>-<quant>-s<seed>)
-  --resume FILE         continue from a checkpoint
+                        (default runs/<model>-<dataset>-<quant>-s<seed>); a directory
+                        holding another run is refused (use --resume, or --overwrite)
+  --overwrite           replace the run that --out holds
+  --resume FILE         continue from a checkpoint (its dataset, preset, batch size,
+                        seed and step count must match this run's)
+  --force-resume        resume despite such differences (printed as a warning)
   --limit N             train on the first N training images
   --test-limit N        evaluate on the first N test images
   --stop-after N        stop after N epochs in this process (resume later)
@@ -68,7 +76,7 @@ export type ExtraOptions = Record<string, { type: "string" | "boolean" }>;
  * accepted too and returned raw in `extra`.
  */
 export function parseTrainArgs(args: string[], extraOptions: ExtraOptions = {}) {
-  const values: Record<string, string | boolean | undefined> = parseFlags(args, {
+  const values: Record<string, string | string[] | boolean | undefined> = parseFlags(args, {
     ...COMMON_OPTIONS,
     epochs: { type: "string" },
     momentum: { type: "string" },
@@ -77,11 +85,19 @@ export function parseTrainArgs(args: string[], extraOptions: ExtraOptions = {}) 
     schedule: { type: "string" },
     warmup: { type: "string" },
     resume: { type: "string" },
+    overwrite: { type: "boolean" },
+    "force-resume": { type: "boolean" },
     "test-limit": { type: "string" },
     "stop-after": { type: "string" },
     ...extraOptions,
   });
-  const v = values as Record<string, string | undefined> & { nesterov?: boolean; help?: boolean };
+  const v = values as Record<string, string | undefined> & {
+    nesterov?: boolean;
+    help?: boolean;
+    overwrite?: boolean;
+    "force-resume"?: boolean;
+    "quant-set"?: string[];
+  };
   const quant = oneOf("quant", v.quant, "fp32", QUANT_NAMES);
   const quantSet = parseQuantSet(quant, v["quant-set"]);
   const config: TrainConfig = {
@@ -103,15 +119,26 @@ export function parseTrainArgs(args: string[], extraOptions: ExtraOptions = {}) 
   if (config.nesterov && config.momentum === 0) {
     throw new UsageError("--nesterov needs a --momentum above 0");
   }
+  if (v.out !== undefined && v.out.trim() === "") {
+    throw new UsageError(`--out must name a directory, got "${v.out}"`);
+  }
+  if (v.resume !== undefined && v.resume.trim() === "") {
+    throw new UsageError(`--resume must name a checkpoint file, got "${v.resume}"`);
+  }
+  if (v["force-resume"] && v.resume === undefined) {
+    throw new UsageError("--force-resume needs --resume");
+  }
   return {
     help: v.help ?? false,
     config,
     dataDir: v["data-dir"],
     backend: oneOf("backend", v.backend, "cpu", BACKENDS),
-    threads: int("threads", v.threads, 0, 0),
+    threads: int("threads", v.threads, 0, 0, MAX_THREADS),
     out: v.out ??
       `runs/${config.model}-${config.dataset}-${config.quant}-s${config.seed}`,
     resume: v.resume,
+    overwrite: v.overwrite ?? false,
+    forceResume: v["force-resume"] ?? false,
     limit: v.limit === undefined ? undefined : int("limit", v.limit, 0),
     testLimit: v["test-limit"] === undefined ? undefined : int("test-limit", v["test-limit"], 0),
     stopAfter: v["stop-after"] === undefined ? undefined : int("stop-after", v["stop-after"], 0),
@@ -127,15 +154,19 @@ export async function loadRunData(a: TrainArgs): Promise<[ImageDataset, ImageDat
   const ds = a.config.dataset as KnownDataset;
   const dir = a.dataDir ?? defaultDataDir(ds);
   if (dir === undefined) throw new Error(`Cannot find the ${ds} data. ${dataDirHint(ds)}`);
-  return [
+  const sets: [ImageDataset, ImageDataset] = [
     await loadMnistLike(dir, "train", { limit: a.limit, name: ds }),
     await loadMnistLike(dir, "test", { limit: a.testLimit, name: ds }),
   ];
+  checkDatasets(...sets);
+  checkBatchSize(a.config.batchSize, sets[0]);
+  return sets;
 }
 
 /** Runs the CLI; returns the process exit status (0 ok, 1 failure, 2 usage). */
 export function main(args: string[]): Promise<number> {
   return runCommand(args, (x) => parseTrainArgs(x), HELP, async (a) => {
+    await checkOutDir(a.out, { resume: a.resume, overwrite: a.overwrite });
     const [trainSet, testSet] = await loadRunData(a);
     console.log(
       `training ${a.config.model} on ${a.config.dataset} (${trainSet.n} train / ${testSet.n} ` +
@@ -147,11 +178,15 @@ export function main(args: string[]): Promise<number> {
       threads: a.threads,
       out: a.out,
       resume: a.resume,
+      overwrite: a.overwrite,
+      forceResume: a.forceResume,
       progress: new Progress({ itemsPerStep: a.config.batchSize }),
       stopAfterEpochs: a.stopAfter,
     });
     console.log(`test accuracy: ${(100 * result.testAcc).toFixed(2)}%`);
-    console.log(`checkpoint: ${a.out}/checkpoint.safetensors`);
+    const ckpt = `${a.out}/${CHECKPOINT_FILE}`;
+    const saved = await Deno.stat(ckpt).then((i) => i.isFile, () => false);
+    console.log(saved ? `checkpoint: ${ckpt}` : "no checkpoint written (no epoch left to train)");
     result.model.dispose();
   });
 }

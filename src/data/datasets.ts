@@ -208,10 +208,10 @@ async function findFile(dir: string, name: string): Promise<string> {
  * @param split `"train"` or `"test"` (the `t10k-*` files).
  * @param opts `limit` keeps the first images only; `name` names the dataset.
  * @example
- * ```ts ignore
+ * ```ts
  * import { defaultDataDir, loadMnistLike } from "./datasets.ts";
  * const ds = await loadMnistLike(defaultDataDir("mnist")!, "test", { limit: 1000, name: "mnist" });
- * console.log(ds.n, ds.height, ds.width); // 1000 28 28
+ * console.assert(ds.n === 1000 && ds.height === 28 && ds.width === 28);
  * ```
  * @throws {Error} If the directory or a file is missing.
  * @throws {TypeError} If a file is malformed or image and label counts differ.

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { gunzipSync } from "node:zlib";
+import { constants as zlibConstants, gunzipSync } from "node:zlib";
 
 /** An IDX array of unsigned bytes: its dimensions and its data in row-major order. */
 export interface IdxArray {
@@ -36,40 +36,22 @@ export function isGzip(bytes: Uint8Array): boolean {
   return bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b;
 }
 
+/** The most data bytes an IDX file may hold by default (1 GiB; MNIST's largest file has 47 MB). */
+export const MAX_IDX_BYTES = 2 ** 30;
+
+interface IdxHeader {
+  dims: number[];
+  headerBytes: number;
+  expected: number;
+}
+
 /**
- * Parses an IDX file of unsigned bytes held in memory, decompressing it first if it is gzipped
- * (detected by the magic bytes 1f 8b). The returned data is a copy that does not alias `bytes`.
- *
- * @param bytes The file's contents.
- * @param nameForErrors The file name quoted in error messages.
- * @example
- * ```ts
- * import { parseIdx } from "./idx.ts";
- * const bytes = new Uint8Array([0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6]);
- * const { dims, data } = parseIdx(bytes, "example");
- * // dims: [2, 3], data: Uint8Array [1, 2, 3, 4, 5, 6]
- * ```
- * @throws {TypeError} If the gzip stream is corrupted, the magic number is not that of an IDX
- * file of unsigned bytes, or the data length does not match the dimensions.
- * @throws {RangeError} If the number of dimensions is outside 1..4.
+ * Reads the IDX header at the start of `raw`: undefined when `raw` is too short to hold it
+ * (the caller decides whether that is truncation). Throws on a bad magic number, a bad number of
+ * dimensions or dimensions needing more than `maxBytes` data bytes.
  */
-export function parseIdx(bytes: Uint8Array, nameForErrors: string): IdxArray {
-  const what = `Cannot read IDX file "${nameForErrors}"`;
-  let raw = bytes;
-  if (isGzip(bytes)) {
-    try {
-      const buffer = gunzipSync(bytes); // a Node Buffer: view it as a plain Uint8Array
-      raw = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-    } catch (cause) {
-      const msg = cause instanceof Error ? cause.message : String(cause);
-      throw new TypeError(`${what}: the gzip data is corrupted (${msg})`, { cause });
-    }
-  }
-  if (raw.length < 4) {
-    throw new TypeError(
-      `${what}: the file is ${raw.length} bytes, too short for the 4-byte IDX magic number`,
-    );
-  }
+function readHeader(raw: Uint8Array, what: string, maxBytes: number): IdxHeader | undefined {
+  if (raw.length < 4) return undefined;
   if (raw[0] !== 0 || raw[1] !== 0 || raw[2] !== 0x08) {
     const typeName = raw[0] === 0 && raw[1] === 0 ? IDX_TYPE_NAMES[raw[2] ?? 0] : undefined;
     const detail = typeName === undefined ? "" : ` (it holds ${typeName}s)`;
@@ -82,12 +64,7 @@ export function parseIdx(bytes: Uint8Array, nameForErrors: string): IdxArray {
     throw new RangeError(`${what}: ${ndims} dimensions is outside the supported range 1..4`);
   }
   const headerBytes = 4 + 4 * ndims;
-  if (raw.length < headerBytes) {
-    throw new TypeError(
-      `${what}: the file is truncated, expected a ${headerBytes}-byte header for ${ndims} ` +
-        `dimensions, found ${raw.length} bytes`,
-    );
-  }
+  if (raw.length < headerBytes) return undefined;
   const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
   const dims: number[] = [];
   let expected = 1;
@@ -96,6 +73,108 @@ export function parseIdx(bytes: Uint8Array, nameForErrors: string): IdxArray {
     dims.push(d);
     expected *= d;
   }
+  if (expected > maxBytes) {
+    throw new RangeError(
+      `${what}: dimensions [${dims.join(", ")}] need ${expected} data bytes, more than the ` +
+        `limit of ${maxBytes}`,
+    );
+  }
+  return { dims, headerBytes, expected };
+}
+
+function checkMaxBytes(maxBytes: number): void {
+  if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) {
+    throw new RangeError(
+      `Cannot read IDX data: maxBytes ${maxBytes} is not a non-negative integer`,
+    );
+  }
+}
+
+/**
+ * Decompresses gzip data, never producing more than `limit` bytes: the IDX header is read from
+ * a decompressed prefix first and checked against `maxBytes`, so a small file that expands to
+ * gigabytes is refused after a few kilobytes.
+ */
+function gunzipIdx(bytes: Uint8Array, what: string, maxBytes: number): Uint8Array {
+  let limit = 4 + 4 * 4 + maxBytes;
+  let promised = false;
+  try {
+    // Deflate expands at most ~1032:1, so 1 KiB of input is at most ~1 MiB of output.
+    const prefix = gunzipSync(bytes.subarray(0, 1024), { finishFlush: zlibConstants.Z_SYNC_FLUSH });
+    const header = readHeader(
+      new Uint8Array(prefix.buffer, prefix.byteOffset, prefix.length),
+      what,
+      maxBytes,
+    );
+    if (header) {
+      limit = header.headerBytes + header.expected;
+      promised = true;
+    }
+  } catch (e) {
+    if (!(e instanceof Error) || e.message.startsWith(what)) throw e;
+    // a corrupted prefix: the full decompression below reports it
+  }
+  try {
+    // One byte more than allowed tells "too long" from "exactly right".
+    const buffer = gunzipSync(bytes, { maxOutputLength: limit + 1 });
+    return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  } catch (cause) {
+    if ((cause as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") {
+      throw new RangeError(
+        `${what}: the gzip data expands to more than the ${limit} bytes ` +
+          (promised ? "its IDX header promises" : `allowed (limit ${maxBytes} data bytes)`),
+        { cause },
+      );
+    }
+    const msg = cause instanceof Error ? cause.message : String(cause);
+    throw new TypeError(`${what}: the gzip data is corrupted (${msg})`, { cause });
+  }
+}
+
+/**
+ * Parses an IDX file of unsigned bytes held in memory, decompressing it first if it is gzipped
+ * (detected by the magic bytes 1f 8b). The returned data is a copy that does not alias `bytes`.
+ *
+ * @param bytes The file's contents.
+ * @param nameForErrors The file name quoted in error messages.
+ * @param opts `maxBytes`: the most data bytes accepted (default {@linkcode MAX_IDX_BYTES}). A
+ * header whose dimensions need more is refused before anything is decompressed or allocated, and
+ * gzip data that expands beyond what the header promises is cut off there.
+ * @example
+ * ```ts
+ * import { parseIdx } from "./idx.ts";
+ * const bytes = new Uint8Array([0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6]);
+ * const { dims, data } = parseIdx(bytes, "example");
+ * // dims: [2, 3], data: Uint8Array [1, 2, 3, 4, 5, 6]
+ * ```
+ * @throws {TypeError} If the gzip stream is corrupted, the magic number is not that of an IDX
+ * file of unsigned bytes, or the data length does not match the dimensions.
+ * @throws {RangeError} If the number of dimensions is outside 1..4, or the data would exceed
+ * `maxBytes`.
+ */
+export function parseIdx(
+  bytes: Uint8Array,
+  nameForErrors: string,
+  opts: { maxBytes?: number } = {},
+): IdxArray {
+  const what = `Cannot read IDX file "${nameForErrors}"`;
+  const maxBytes = opts.maxBytes ?? MAX_IDX_BYTES;
+  checkMaxBytes(maxBytes);
+  const raw = isGzip(bytes) ? gunzipIdx(bytes, what, maxBytes) : bytes;
+  if (raw.length < 4) {
+    throw new TypeError(
+      `${what}: the file is ${raw.length} bytes, too short for the 4-byte IDX magic number`,
+    );
+  }
+  const header = readHeader(raw, what, maxBytes);
+  if (header === undefined) {
+    const headerBytes = 4 + 4 * (raw[3] ?? 0);
+    throw new TypeError(
+      `${what}: the file is truncated, expected a ${headerBytes}-byte header for ${raw[3]} ` +
+        `dimensions, found ${raw.length} bytes`,
+    );
+  }
+  const { dims, headerBytes, expected } = header;
   const actual = raw.length - headerBytes;
   if (actual < expected) {
     throw new TypeError(
@@ -117,28 +196,43 @@ export function parseIdx(bytes: Uint8Array, nameForErrors: string): IdxArray {
 }
 
 /**
- * Reads an IDX file of unsigned bytes from disk, plain or gzipped.
+ * Reads an IDX file of unsigned bytes from disk, plain or gzipped. A file larger than
+ * `maxBytes` plus the largest header is refused before it is read.
  *
  * @param path The file's path.
+ * @param opts `maxBytes`: the most data bytes accepted (default {@linkcode MAX_IDX_BYTES}).
  * @example
- * ```ts ignore
+ * ```ts
  * import { readIdx } from "./idx.ts";
- * const labels = await readIdx("data/train-labels-idx1-ubyte.gz");
- * console.log(labels.dims); // [60000]
+ * const path = await Deno.makeTempFile({ suffix: ".idx" });
+ * await Deno.writeFile(path, Uint8Array.of(0, 0, 8, 1, 0, 0, 0, 3, 7, 1, 9)); // 3 labels
+ * const labels = await readIdx(path);
+ * console.assert(labels.dims.join() === "3" && labels.data[2] === 9);
+ * await Deno.remove(path);
  * ```
  * @throws {Error} If the file is missing or cannot be read.
  * @throws {TypeError | RangeError} As {@linkcode parseIdx} does, for a malformed file.
  */
-export async function readIdx(path: string): Promise<IdxArray> {
+export async function readIdx(path: string, opts: { maxBytes?: number } = {}): Promise<IdxArray> {
+  const maxBytes = opts.maxBytes ?? MAX_IDX_BYTES;
+  checkMaxBytes(maxBytes);
   let bytes: Uint8Array;
   try {
+    const info = await Deno.stat(path);
+    if (info.isFile && info.size > maxBytes + 4 + 4 * 4) {
+      throw new RangeError(
+        `Cannot read IDX file "${path}": the file is ${info.size} bytes, more than the limit ` +
+          `of ${maxBytes} data bytes`,
+      );
+    }
     bytes = await Deno.readFile(path);
   } catch (cause) {
+    if (cause instanceof RangeError) throw cause;
     if (cause instanceof Deno.errors.NotFound) {
       throw new Error(`Cannot read IDX file "${path}": the file is missing`, { cause });
     }
     const msg = cause instanceof Error ? cause.message : String(cause);
     throw new Error(`Cannot read IDX file "${path}": ${msg}`, { cause });
   }
-  return parseIdx(bytes, path);
+  return parseIdx(bytes, path, opts);
 }

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { dirname } from "node:path";
+import { basename, dirname, join } from "node:path";
 
 /** The element types supported, by their safetensors names. */
 export type Dtype = "F64" | "F32" | "I64" | "I32" | "I16" | "I8" | "U64" | "U32" | "U16" | "U8";
@@ -69,6 +69,11 @@ const MAX_HEADER_BYTES = 100_000_000;
 
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
   throw new Error("Cannot use safetensors.ts: this host is big-endian");
+}
+
+/** Sets an own property, even one named `__proto__` (plain assignment would set the prototype). */
+function define<T>(o: Record<string, T>, key: string, value: T): void {
+  Object.defineProperty(o, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
 function isDtype(value: unknown): value is Dtype {
@@ -229,7 +234,7 @@ export function decodeSafetensors(bytes: Uint8Array, nameForErrors: string): Saf
             `${what}: metadata "${key}" is ${JSON.stringify(value)}, not a string`,
           );
         }
-        metadata[key] = value;
+        define(metadata, key, value);
       }
       continue;
     }
@@ -266,7 +271,7 @@ export function decodeSafetensors(bytes: Uint8Array, nameForErrors: string): Saf
     }
     const data = new ctor(shapeSize(shape));
     new Uint8Array(data.buffer).set(bytes.subarray(headerEnd + begin, headerEnd + end));
-    tensors[name] = { dtype, shape, data };
+    define(tensors, name, { dtype, shape, data });
     spans.push({ name, begin, end });
   }
 
@@ -301,9 +306,13 @@ export function decodeSafetensors(bytes: Uint8Array, nameForErrors: string): Saf
  * Reads a safetensors file.
  *
  * @example
- * ```ts ignore
- * import { readSafetensors } from "./safetensors.ts";
- * const { tensors, metadata } = await readSafetensors("model.safetensors");
+ * ```ts
+ * import { readSafetensors, writeSafetensorsAtomic } from "./safetensors.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
+ * await writeSafetensorsAtomic(path, { w: { dtype: "F32", shape: [2], data: Float32Array.of(1, 2) } });
+ * const { tensors } = await readSafetensors(path);
+ * console.assert(tensors.w!.shape.join() === "2");
+ * await Deno.remove(path);
  * ```
  * @throws {Error} If the file is missing or cannot be read.
  * @throws {TypeError} As {@linkcode decodeSafetensors} does, for a malformed file.
@@ -322,20 +331,60 @@ export async function readSafetensors(path: string): Promise<Safetensors> {
   return decodeSafetensors(bytes, path);
 }
 
+/** True when process `pid` is alive (Linux `/proc`; elsewhere unknown: false). */
+function processAlive(pid: number): boolean {
+  if (pid === Deno.pid) return true;
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Removes the temporary files that earlier, killed writes of `path` left beside it
+ * (`${path}.tmp-<pid>-<random>` of a process that is no longer running). Returns their paths.
+ * Best effort: a file that cannot be listed or removed is left alone.
+ */
+export async function removeStaleTemporaries(path: string): Promise<string[]> {
+  const dir = dirname(path), prefix = `${basename(path)}.tmp-`;
+  const removed: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (!e.isFile || !e.name.startsWith(prefix)) continue;
+      const m = /^([0-9]+)-[0-9a-f]{16}$/.exec(e.name.slice(prefix.length));
+      if (!m || processAlive(Number(m[1]))) continue;
+      try {
+        await Deno.remove(join(dir, e.name));
+        removed.push(join(dir, e.name));
+      } catch {
+        // gone already, or not ours to remove
+      }
+    }
+  } catch {
+    // the directory cannot be listed: the write below reports the real problem
+  }
+  return removed;
+}
+
 /**
  * Writes a safetensors file atomically: the bytes go to a temporary file beside `path`
  * (`${path}.tmp-<pid>-<random>`), which is flushed to disk, closed and renamed over `path`.
  * Readers see either the old file or the new one, never a partial one; on any failure the
- * temporary file is removed and an existing file at `path` is left untouched.
+ * temporary file is removed and an existing file at `path` is left untouched. Temporary files
+ * of earlier writes of `path` by processes that were killed are removed first.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { writeSafetensorsAtomic } from "./safetensors.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
  * await writeSafetensorsAtomic(
- *   "checkpoint.safetensors",
+ *   path,
  *   { step: { dtype: "I64", shape: [], data: new BigInt64Array([1000n]) } },
  *   { epoch: "3" },
  * );
+ * await Deno.remove(path);
  * ```
  * @throws {TypeError} As {@linkcode encodeSafetensors} does (before anything is written).
  * @throws {Error} If writing, flushing or renaming fails.
@@ -346,6 +395,7 @@ export async function writeSafetensorsAtomic(
   metadata?: Readonly<Record<string, string>>,
 ): Promise<void> {
   const bytes = encodeSafetensors(tensors, metadata);
+  await removeStaleTemporaries(path);
   const random = crypto.getRandomValues(new Uint32Array(2));
   const suffix = Array.from(random, (x) => x.toString(16).padStart(8, "0")).join("");
   const tmp = `${path}.tmp-${Deno.pid}-${suffix}`;

@@ -9,7 +9,7 @@ import type { BatchNormState } from "../backend/backend.ts";
 import type { Tape } from "../autograd/tape.ts";
 import { FP32, type GemmArithmetic } from "../ops/arithmetic.ts";
 import { conv2d, type Conv2dOptions, linear, type Pair, pair } from "../ops/conv.ts";
-import { add, flatten, relu } from "../ops/elementwise.ts";
+import { flatten, relu } from "../ops/elementwise.ts";
 import { batchNorm } from "../ops/norm.ts";
 import { avgPool2d, globalAvgPool, maxPool2d, type PoolOptions } from "../ops/pool.ts";
 import { Tensor as T } from "../tensor.ts";
@@ -55,8 +55,14 @@ export class Conv2d extends Module implements GemmLayer {
    * Weights from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as PyTorch's default.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { getBackend } from "../backend/registry.ts";
+   * import { Rng } from "../data/rng.ts";
+   * import { Conv2d } from "./layers.ts";
+   * const init = { backend: getBackend("cpu"), rng: new Rng(0) };
    * const conv = new Conv2d(init, 16, 32, 3, { stride: 2, padding: 1, bias: false });
+   * console.assert(conv.weight.shape.join() === "32,3,3,16"); // OHWI
+   * conv.dispose();
    * ```
    */
   constructor(
@@ -247,26 +253,5 @@ export class Sequential extends Module {
   forward(tape: Tape, x: Tensor): Tensor {
     for (const m of this.layers) x = m.forward(tape, x);
     return x;
-  }
-}
-
-/** y = f(x) + shortcut(x), the residual connection (identity shortcut when none is given). */
-export class Residual extends Module {
-  /**
-   * y = body(x) + shortcut(x); a null `shortcut` is the identity. Registered as children `body` and
-   * `shortcut`.
-   */
-  constructor(readonly body: Module, readonly shortcut: Module | null = null) {
-    super();
-    this.child("body", body);
-    if (shortcut) this.child("shortcut", shortcut);
-  }
-  /** body(x) + shortcut(x) (or + x); both must have the same shape. */
-  forward(tape: Tape, x: Tensor): Tensor {
-    return add(
-      tape,
-      this.body.forward(tape, x),
-      this.shortcut ? this.shortcut.forward(tape, x) : x,
-    );
   }
 }

@@ -6,7 +6,7 @@
  */
 import type { ConvShape } from "../backend/backend.ts";
 import type { Tensor } from "../tensor.ts";
-import type { Tape } from "../autograd/tape.ts";
+import { Tape } from "../autograd/tape.ts";
 import { FP32, type GemmArithmetic } from "./arithmetic.ts";
 
 /** A pair of sizes (rows, columns) or one size for both. */
@@ -126,10 +126,7 @@ export function conv2d(
   return gemmOp(tape, x, weight, bias, shape, [shape.n, shape.p, shape.q, k], arith);
 }
 
-/**
- * Fully connected layer. x: [m, k] (any leading shape is flattened to rows), weight: [n, k],
- * bias: [n]. Returns y: [m, n].
- */
+/** Fully connected layer. x: [m, k], weight: [n, k], bias: [n]. Returns y: [m, n]. */
 export function linear(
   tape: Tape,
   x: Tensor,
@@ -178,18 +175,19 @@ function gemmOp(
   arith: GemmArithmetic,
 ): Tensor {
   const y = tape.empty(outShape);
-  arith.forward(tape, y, x, weight, bias, shape);
   const inputs = bias === null ? [x, weight] : [x, weight, bias];
+  if (!tape.needsRecord(inputs)) {
+    // No gradient flows through this op (evaluation): nothing to keep for a backward.
+    using scratch = new Tape(tape.backend, { grad: false });
+    arith.forward(scratch, y, x, weight, bias, shape);
+    return y;
+  }
+  const saved = arith.forward(tape, y, x, weight, bias, shape);
   tape.record(inputs, y, (dy, needs) => {
-    let dx: Tensor | null = null, dw: Tensor | null = null, db: Tensor | null = null;
-    if (needs[0]) {
-      dx = tape.empty(x.shape);
-      arith.dgrad(tape, dx, dy, weight, shape);
-    }
-    if (needs[1]) {
-      dw = tape.empty(weight.shape);
-      arith.wgrad(tape, dw, x, dy, shape);
-    }
+    const dx = needs[0] ? tape.empty(x.shape) : null;
+    const dw = needs[1] ? tape.empty(weight.shape) : null;
+    let db: Tensor | null = null;
+    arith.backward(tape, saved, dy, dx, dw, shape);
     if (bias !== null && needs[2]) {
       db = tape.empty(bias.shape);
       tape.backend.biasGrad(db, dy, shape.n * shape.p * shape.q, shape.k);

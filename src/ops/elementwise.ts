@@ -15,13 +15,18 @@ function sameShape(op: string, a: Tensor, b: Tensor): void {
   }
 }
 
-/** y = max(x, 0). */
+/** y = max(x, 0); backward keeps a bit mask of x > 0 (1/32 of y's bytes), not y. */
 export function relu(tape: Tape, x: Tensor): Tensor {
   const y = tape.empty(x.shape);
-  tape.backend.relu(y, x);
+  if (!tape.needsRecord([x])) {
+    tape.backend.relu(y, x);
+    return y;
+  }
+  const mask = tape.save(tape.empty([Math.ceil(x.size / 8)], "u8"));
+  tape.backend.reluMask(y, mask, x);
   tape.record([x], y, (dy) => {
     const dx = tape.empty(x.shape);
-    tape.backend.reluBackward(dx, dy, y);
+    tape.backend.reluMaskBackward(dx, dy, mask);
     return [dx];
   });
   return y;

@@ -52,6 +52,12 @@ export function batchNorm(
   }
   const mean = tape.empty([c]), invStd = tape.empty([c]);
   tape.backend.batchNormTrain(y, mean, invStd, x, state, m, c, opts.momentum ?? 0.1, eps);
+  // Backward needs the f32 input itself (x - mean), not a quantized copy.
+  if (tape.needsRecord([x, state.gamma, state.beta])) {
+    tape.save(x);
+    tape.save(mean);
+    tape.save(invStd);
+  }
   tape.record([x, state.gamma, state.beta], y, (dy) => {
     const dx = tape.empty(x.shape), dg = tape.empty([c]), db = tape.empty([c]);
     tape.backend.batchNormBackward(dx, dg, db, dy, x, state.gamma, mean, invStd, m, c);

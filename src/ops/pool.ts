@@ -39,6 +39,7 @@ export function maxPool2d(tape: Tape, x: Tensor, kernel: Pair, opts: PoolOptions
   const y = tape.empty([s.n, s.p, s.q, s.c]);
   const argmax = tape.empty(y.shape, "i32");
   tape.backend.maxPool(y, argmax, x, s);
+  if (tape.needsRecord([x])) tape.save(argmax);
   tape.record([x], y, (dy) => {
     const dx = tape.empty(x.shape);
     tape.backend.maxPoolBackward(dx, dy, argmax, s);

@@ -41,8 +41,18 @@ export class Sgd {
    * or when Nesterov is asked without a momentum > 0.
    *
    * @example
-   * ```ts ignore
-   * const opt = new Sgd(backend, model.namedParameters(), { lr: 0.1, momentum: 0.9 });
+   * ```ts
+   * import { getBackend } from "../backend/registry.ts";
+   * import { Sgd } from "./sgd.ts";
+   * import { Tensor } from "../tensor.ts";
+   * const backend = getBackend("cpu");
+   * const w = Tensor.full(backend, [2], 1);
+   * const opt = new Sgd(backend, [["w", w]], { lr: 0.1, momentum: 0.9 });
+   * using g = Tensor.full(backend, [2], 1);
+   * opt.step(new Map([[w.id, g]]));
+   * console.assert(Math.abs(w.toFloat32()[0]! - 0.9) < 1e-6);
+   * opt.dispose();
+   * w.dispose();
    * ```
    */
   constructor(backend: Backend, params: readonly [string, Tensor][], opts: SgdOptions) {
@@ -69,8 +79,16 @@ export class Sgd {
     for (const [name, p] of params) this.#buffers.set(name, Tensor.full(backend, p.shape, 0));
   }
 
-  /** Applies one update; `grads` maps tensor ids (from `tape.backward`) to gradients. */
-  step(grads: ReadonlyMap<number, Tensor>, lrScale: ReadonlyMap<string, number> = new Map()): void {
+  /**
+   * Applies one update; `grads` maps tensor ids (from `tape.backward`) to gradients. `nonfinite`
+   * (u32 [1] on the backend) is set to 1 when a gradient or an updated weight is not finite:
+   * read it at step edges.
+   */
+  step(
+    grads: ReadonlyMap<number, Tensor>,
+    lrScale: ReadonlyMap<string, number> = new Map(),
+    nonfinite: Tensor | null = null,
+  ): void {
     for (const [name, p] of this.#params) {
       const g = grads.get(p.id);
       if (g === undefined) continue;
@@ -79,7 +97,7 @@ export class Sgd {
         momentum: this.momentum,
         weightDecay: this.weightDecay,
         nesterov: this.nesterov,
-      });
+      }, nonfinite);
     }
   }
 

@@ -1,7 +1,7 @@
 /**
  * The INT8 arithmetic of one conv or linear layer: a `GemmArithmetic` that quantizes the operands
  * of its three GEMMs and runs the integer kernels (int8 x int8 -> int32, rescaled in the
- * epilogue), with the layer's quantizer state (clips, EMA, channel classes, UI8 search results).
+ * epilogue), with the layer's quantizer state in device buffers.
  *
  * | GEMM  | int8 operands | scales                                                     |
  * |-------|---------------|------------------------------------------------------------|
@@ -9,24 +9,31 @@
  * | dgrad | dY, W         | dY per tensor ("global"); W per tensor                      |
  * | wgrad | X, dY         | X per tensor; dY per output channel with GVQ, else per tensor |
  *
- * dY is quantized in one pass into both versions when GVQ is on. The per-tensor dY clip is the
- * tensor max (UI8: its direction-sensitive search); the per-channel clips follow `cfg.clip`.
- * X is kept in INT8 between fprop and wgrad (the saved activation is a quarter of the size).
- *
- * Decisions happen in TypeScript from per-channel statistics the kernels measure ([4, c]: max,
- * std, share above std, mean), read back once per layer and step.
+ * A step is one stream of device work with no host round trip: forward quantizes X and W with
+ * kernels that write their own scales and keeps only the int8 copies for backward; backward
+ * runs the decision op on dY (its per-channel statistics, then the MCS classifier and EMA,
+ * mcs-solve's table or UI8's DSGC search: kernels/daint8.h d8_quant_decide) on the device, and
+ * quantizes dY in one pass into both versions. TypeScript only configures the decision (the knobs, the
+ * mcs-solve table built once from src/quant/solve.ts) and reads the layer's log record and state
+ * at step edges.
  *
  * @module
  */
-import { ScaleLayout } from "../backend/backend.ts";
+import {
+  type Backend,
+  type QuantDecision,
+  type QuantKnobs,
+  quantStateWords,
+  ScaleLayout,
+} from "../backend/backend.ts";
 import type { ConvShape } from "../backend/backend.ts";
 import type { Tape } from "../autograd/tape.ts";
-import type { GemmArithmetic } from "../ops/arithmetic.ts";
+import type { GemmArithmetic, GemmSaved } from "../ops/arithmetic.ts";
 import { Tensor } from "../tensor.ts";
 import type { QuantConfig } from "./config.ts";
 import { fitInvertedT, gaussian, laplaceFromSigma, optimalClip } from "./solve.ts";
 
-/** Quantizer statistics of one layer's last step with statistics, for logs and reports. */
+/** Quantizer statistics of one layer's last step, for logs and reports. */
 export interface LayerQuantStats {
   /** Per-tensor dY clip (dgrad). */
   clipTensor: number;
@@ -46,7 +53,10 @@ export interface LayerQuantStats {
   cosineDistance?: number;
 }
 
-/** Serializable state of one layer's quantizer. */
+/**
+ * The host view of one layer's quantizer state (kernels/daint8.h d8_quant_decide's state
+ * words), decoded from a download.
+ */
 export interface LayerQuantState {
   /** Steps (backward passes) seen. */
   step: number;
@@ -54,22 +64,32 @@ export interface LayerQuantState {
   ema: Float32Array;
   /** Per-channel class from the last classification: 1 bell-shaped, 0 inverted-T. */
   bell: Uint8Array;
-  /** UI8: searched clip as a fraction of max |dY|, and its cosine distance. */
+  /** UI8: searched clip as a fraction of max |dY| (1 before the first search). */
   dsgcRatio: number;
   /** UI8: cosine distance of that clip at the last search (drives the LR scaling). */
   dsgcDistance: number;
-  /** Running counts for the bell share over the run. */
+  /** Bell-shaped channels counted over all classifications. */
   bellChannels: number;
   /** Channels classified so far over all classifications (denominator of the run's bell share). */
   classifiedChannels: number;
 }
 
-function scaleTensor(tape: Tape, clips: Float32Array): Tensor {
-  return tape.own(Tensor.from(tape.backend, clips.map((c) => c / 127), [clips.length], "f32"));
-}
-
-function clipTensor(tape: Tape, clips: Float32Array): Tensor {
-  return tape.own(Tensor.from(tape.backend, clips, [clips.length], "f32"));
+/** Decodes the state words of a layer with `channels` channels. */
+export function decodeQuantState(words: Uint32Array, channels: number): LayerQuantState {
+  const f = new Float32Array(words.buffer, words.byteOffset, words.length);
+  const u64 = (i: number) => words[i]! + words[i + 1]! * 2 ** 32;
+  const started = words[8] === 1;
+  return {
+    step: u64(0),
+    bellChannels: u64(2),
+    classifiedChannels: u64(4),
+    dsgcRatio: f[6]! > 0 ? f[6]! : 1,
+    dsgcDistance: f[7]!,
+    ema: started ? f.slice(16, 16 + channels) : new Float32Array(0),
+    bell: started
+      ? Uint8Array.from(words.subarray(16 + channels, 16 + 2 * channels))
+      : new Uint8Array(0),
+  };
 }
 
 /** Cosine distance 1 - cos(g, q_s(g)) of nearest-rounded quantization with clip s. */
@@ -88,12 +108,58 @@ export function cosineDistance(g: Float32Array, s: number): number {
   return gg === 0 || qq === 0 ? (gg === 0 ? 0 : 1) : 1 - dot / Math.sqrt(gg * qq);
 }
 
-interface DyQuant {
-  id: number;
-  tq: Tensor;
-  tScale: Tensor;
-  cq: Tensor | null;
-  cScale: Tensor | null;
+/** Wellons' lowbias32, the mixer of the stochastic-rounding hash (kernels/daint8.h). */
+export function mix32(x: number): number {
+  x = (x ^ (x >>> 16)) >>> 0;
+  x = Math.imul(x, 0x7feb352d) >>> 0;
+  x = (x ^ (x >>> 15)) >>> 0;
+  x = Math.imul(x, 0x846ca68b) >>> 0;
+  return (x ^ (x >>> 16)) >>> 0;
+}
+
+/** The mcs-solve table's grid: s/sigma optima at max/sigma = i * step for i < size. */
+export const SOLVE_TABLE = { max: 64, step: 0.125, size: 513 } as const;
+
+const tableCache = new Map<string, Float32Array>();
+
+/**
+ * The mcs-solve table [3, SOLVE_TABLE.size]: the optimal clip over sigma of the Gaussian,
+ * Laplace and fitted inverted-T families at max/sigma = i * step, for magnitude weight `alpha`
+ * (src/quant/solve.ts). The inverted-T row repeats Laplace where the fit does not exist
+ * (max/sigma <= sqrt(3) * 1.001) and when `withInvertedT` is false. Built once per process.
+ */
+export function solveTable(alpha: number, withInvertedT: boolean): Float32Array {
+  const key = `${alpha}/${withInvertedT}`;
+  const hit = tableCache.get(key);
+  if (hit) return hit;
+  const { size, step } = SOLVE_TABLE;
+  const t = new Float32Array(3 * size);
+  for (let i = 0; i < size; i++) {
+    const r = i * step;
+    if (r <= 0) continue; // a zero max clips at 0
+    t[i] = optimalClip(gaussian(1), { alpha, max: r }).s;
+    t[size + i] = optimalClip(laplaceFromSigma(1), { alpha, max: r }).s;
+    t[2 * size + i] = withInvertedT && r > Math.sqrt(3) * 1.001
+      ? optimalClip(fitInvertedT(1, r), { alpha, max: r }).s
+      : t[size + i]!;
+  }
+  tableCache.set(key, t);
+  return t;
+}
+
+interface Int8Saved extends GemmSaved {
+  readonly kind: "int8";
+  readonly xq: Tensor;
+  readonly xScale: Tensor;
+  readonly wq: Tensor;
+  readonly wScale: Tensor;
+  readonly w: Tensor;
+}
+
+/** The persistent device buffers of one layer's quantizer. */
+interface Buffers extends QuantDecision {
+  stats: Tensor;
+  table: Tensor | null;
 }
 
 /** INT8 GEMMs with the quantizer state of one layer. */
@@ -103,202 +169,175 @@ export class Int8Gemm implements GemmArithmetic {
   readonly layer: string;
   /** The quantization knobs this layer follows. */
   readonly cfg: QuantConfig;
-  /**
-   * The layer's quantizer state, updated every backward and replaced wholesale when a checkpoint is
-   * restored.
-   */
-  state: LayerQuantState = {
-    step: 0,
-    ema: new Float32Array(0),
-    bell: new Uint8Array(0),
-    dsgcRatio: 1,
-    dsgcDistance: 0,
-    bellChannels: 0,
-    classifiedChannels: 0,
-  };
-  /** Statistics of the last step (refreshed every step). */
-  last: LayerQuantStats | null = null;
-  /** Measure the quantization error on the next backward (costs a read-back). */
+  /** Measure the quantization error of dY on the next backward (into the log record). */
   measureError = false;
-  readonly #seedBase: bigint;
-  #saved: { x: Tensor; xq: Tensor; xScale: Tensor; w: Tensor; wq: Tensor; wScale: Tensor } | null =
-    null;
-  #dy: DyQuant | null = null;
-  #solveCache = new Map<string, number>();
+  /**
+   * UI8's cosine distance of the last search, as read at a step edge (`syncLrScale`): the layer
+   * learning-rate factor follows it from the next step on.
+   */
+  dsgcDistance = 0;
+  readonly #seedKey: number;
+  #buf: Buffers | null = null;
+  /** Backward passes so far: the host's count of the device counter (it keys the hash). */
+  #step = 0;
+  #pendingState: Int32Array | null = null;
 
   /**
    * INT8 arithmetic for layer `layer`, the `index`-th GEMM layer of the model; `index` and `seed`
    * fix the stochastic-rounding streams, so runs are reproducible.
+   *
+   * @example
+   * ```ts
+   * import { Int8Gemm } from "./int8_gemm.ts";
+   * import { quantConfig } from "./config.ts";
+   * const q = new Int8Gemm("conv2", 1, quantConfig("daint8"), 0);
+   * console.assert(q.lrScale === 1);
+   * ```
    */
   constructor(layer: string, index: number, cfg: QuantConfig, seed: number) {
     this.name = cfg.name;
     this.layer = layer;
     this.cfg = cfg;
-    this.#seedBase = BigInt(seed) * 1_000_003n + BigInt(index) * 7_919n;
+    this.#seedKey = mix32((mix32(seed >>> 0) + Math.imul(index + 1, 0x9e3779b9)) >>> 0);
+  }
+
+  /** Backward passes seen. */
+  get step(): number {
+    return this.#step;
   }
 
   /** UI8's layer learning-rate factor (1 unless lrScaling). */
   get lrScale(): number {
-    if (!this.cfg.lrScaling || this.state.step === 0) return 1;
-    return Math.max(
-      Math.exp(-this.cfg.lrScaleBeta * this.state.dsgcDistance),
-      this.cfg.lrScaleFloor,
+    if (!this.cfg.lrScaling || this.#step === 0) return 1;
+    return Math.max(Math.exp(-this.cfg.lrScaleBeta * this.dsgcDistance), this.cfg.lrScaleFloor);
+  }
+
+  /** Whether the last backward ran a DSGC search (the distance is worth reading). */
+  get searchedLastStep(): boolean {
+    return this.cfg.clip === "dsgc" && this.#step > 0 &&
+      (this.#step - 1) % this.cfg.statsPeriod === 0;
+  }
+
+  /** The stochastic-rounding seed of backward pass `step` (u32). */
+  #seed(step: number): number {
+    return mix32((this.#seedKey ^ mix32(step >>> 0) ^ Math.floor(step / 2 ** 32)) >>> 0);
+  }
+
+  #knobs(k: number): QuantKnobs {
+    const c = this.cfg;
+    return {
+      channels: k,
+      clip: c.clip,
+      gvq: c.gvq,
+      statsPeriod: c.statsPeriod,
+      dsgcCandidates: c.dsgcCandidates,
+      dsgcMinRatio: c.dsgcMinRatio,
+      sharpInvertedT: c.sharpFamily === "inverted-t",
+      lambda: c.lambda,
+      k: c.k,
+      A: c.A,
+      ...(c.clip === "mcs-solve"
+        ? { table: { size: SOLVE_TABLE.size, max: SOLVE_TABLE.max, step: SOLVE_TABLE.step } }
+        : {}),
+    };
+  }
+
+  /** The layer's device buffers, created on the first backward (when dY's channels are known). */
+  #buffers(b: Backend, k: number): Buffers {
+    if (this.#buf) {
+      if (this.#buf.stats.shape[1] !== k) {
+        throw new TypeError(
+          `Cannot run INT8 layer "${this.layer}" with ${k} output channels: its quantizer ` +
+            `state has ${this.#buf.stats.shape[1]}`,
+        );
+      }
+      return this.#buf;
+    }
+    const state = Tensor.from(
+      b,
+      this.#pendingState ?? new Int32Array(quantStateWords(k)),
+      [quantStateWords(k)],
+      "i32",
     );
+    this.#pendingState = null;
+    const gvq = this.cfg.gvq;
+    const table = this.cfg.clip === "mcs-solve"
+      ? Tensor.from(
+        b,
+        solveTable(this.cfg.alpha, this.cfg.sharpFamily === "inverted-t"),
+        [3, SOLVE_TABLE.size],
+        "f32",
+      )
+      : null;
+    this.#buf = {
+      state,
+      clipTensor: Tensor.empty(b, [1]),
+      scaleTensor: Tensor.empty(b, [1]),
+      clipsChannel: gvq ? Tensor.empty(b, [k]) : null,
+      scalesChannel: gvq ? Tensor.empty(b, [k]) : null,
+      record: Tensor.full(b, [8], 0),
+      stats: Tensor.empty(b, [4, k]),
+      table,
+    };
+    return this.#buf;
   }
 
-  /** Per-tensor max-clip quantization of `t` on the device: int8 values and scale (clip/127). */
-  #quantPerTensor(tape: Tape, t: Tensor): { q: Tensor; scale: Tensor } {
+  forward(
+    tape: Tape,
+    y: Tensor,
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor | null,
+    s: ConvShape,
+  ): GemmSaved {
     const b = tape.backend;
-    const clip = tape.empty([1]);
-    b.absmax(clip, t);
-    const q = tape.empty(t.shape, "i8");
-    b.quantizeI8(q, t, t.size, 1, clip, ScaleLayout.tensor, false, 0n);
-    const scale = tape.empty([1]);
-    b.fill(scale, 0);
-    b.axpy(scale, 1 / 127, clip);
-    return { q, scale };
-  }
-
-  #quantX(tape: Tape, x: Tensor): { xq: Tensor; xScale: Tensor } {
-    const { q, scale } = this.#quantPerTensor(tape, x);
-    return { xq: q, xScale: scale };
-  }
-
-  #quantW(tape: Tape, w: Tensor, perChannel: boolean): { wq: Tensor; wScale: Tensor } {
-    if (!perChannel) {
-      const { q, scale } = this.#quantPerTensor(tape, w);
-      return { wq: q, wScale: scale };
-    }
-    const b = tape.backend;
-    const k = w.shape[0]!, inner = w.size / k;
-    const wq = tape.empty(w.shape, "i8");
-    // Per output channel: row maxima of the (small) weight on the host.
-    const host = w.toFloat32();
-    const clips = new Float32Array(k);
-    for (let i = 0; i < k; i++) {
-      let m = 0;
-      for (let j = 0; j < inner; j++) m = Math.max(m, Math.abs(host[i * inner + j]!));
-      clips[i] = m;
-    }
-    b.quantizeI8(wq, w, k, inner, clipTensor(tape, clips), ScaleLayout.outer, false, 0n);
-    return { wq, wScale: scaleTensor(tape, clips) };
-  }
-
-  forward(tape: Tape, y: Tensor, x: Tensor, w: Tensor, bias: Tensor | null, s: ConvShape): void {
-    const { xq, xScale } = this.#quantX(tape, x);
-    const { wq, wScale } = this.#quantW(tape, w, this.cfg.weightPerChannel);
-    tape.backend.conv2dI8(
+    const xq = tape.empty(x.shape, "i8"), xScale = tape.empty([1]);
+    b.quantizeI8MaxScale(xq, xScale, x, x.size, 1, ScaleLayout.tensor);
+    const perChannel = this.cfg.weightPerChannel;
+    const k = w.shape[0]!;
+    const wq = tape.empty(w.shape, "i8"), wScale = tape.empty([perChannel ? k : 1]);
+    if (perChannel) b.quantizeI8MaxScale(wq, wScale, w, k, w.size / k, ScaleLayout.outer);
+    else b.quantizeI8MaxScale(wq, wScale, w, w.size, 1, ScaleLayout.tensor);
+    b.conv2dI8(
       y,
       xq,
       wq,
       bias,
       xScale,
       wScale,
-      this.cfg.weightPerChannel ? ScaleLayout.outer : ScaleLayout.tensor,
+      perChannel ? ScaleLayout.outer : ScaleLayout.tensor,
       s,
     );
-    this.#saved = { x, xq, xScale, w, wq, wScale };
-    this.#dy = null;
+    // Backward reads only the int8 copies: the f32 x is free to go.
+    const saved: Int8Saved = {
+      kind: "int8",
+      xq: tape.save(xq),
+      xScale: tape.save(xScale),
+      wq: tape.save(wq),
+      wScale: tape.save(wScale),
+      w: tape.save(w),
+    };
+    return saved;
   }
 
-  dgrad(tape: Tape, dx: Tensor, dy: Tensor, w: Tensor, s: ConvShape): void {
-    const q = this.#quantDy(tape, dy, s.k);
-    const sv = this.#saved;
-    const wt = sv && sv.w.id === w.id && !this.cfg.weightPerChannel
-      ? { wq: sv.wq, wScale: sv.wScale }
-      : this.#quantW(tape, w, false);
-    tape.backend.conv2dDgradI8(dx, q.tq, wt.wq, q.tScale, wt.wScale, s);
-  }
-
-  wgrad(tape: Tape, dw: Tensor, x: Tensor, dy: Tensor, s: ConvShape): void {
-    const q = this.#quantDy(tape, dy, s.k);
-    const sv = this.#saved;
-    const xt = sv && sv.x.id === x.id ? sv : this.#quantX(tape, x);
-    if (q.cq && q.cScale) {
-      tape.backend.conv2dWgradI8(dw, xt.xq, q.cq, xt.xScale, q.cScale, ScaleLayout.inner, s);
-    } else {
-      tape.backend.conv2dWgradI8(dw, xt.xq, q.tq, xt.xScale, q.tScale, ScaleLayout.tensor, s);
-    }
-  }
-
-  /** Chooses the clips of dY [rows, k] from its statistics and quantizes it (once per step). */
-  #quantDy(tape: Tape, dy: Tensor, k: number): DyQuant {
-    if (this.#dy && this.#dy.id === dy.id) return this.#dy;
-    const b = tape.backend, cfg = this.cfg, st = this.state;
+  backward(
+    tape: Tape,
+    saved: GemmSaved,
+    dy: Tensor,
+    dx: Tensor | null,
+    dw: Tensor | null,
+    s: ConvShape,
+  ): void {
+    const sv = saved as Int8Saved;
+    const b = tape.backend, cfg = this.cfg, k = s.k;
     const rows = dy.size / k;
-    const statsT = tape.empty([4, k]);
-    b.channelStats(statsT, dy, rows, k);
-    const stats = statsT.toFloat32();
-    const max = stats.subarray(0, k), std = stats.subarray(k, 2 * k);
-    const share = stats.subarray(2 * k, 3 * k);
-    let gmax = 0;
-    for (let c = 0; c < k; c++) gmax = Math.max(gmax, max[c]!);
-    const refresh = st.step % cfg.statsPeriod === 0;
-
-    // MCS bookkeeping: EMA of each channel's max (first step takes the max), classes.
-    if (st.ema.length !== k) {
-      st.ema = Float32Array.from(max);
-      st.bell = new Uint8Array(k).fill(1);
-    } else {
-      for (let c = 0; c < k; c++) {
-        st.ema[c] = (1 - cfg.k * cfg.A) * st.ema[c]! + cfg.A * max[c]!;
-      }
-    }
-    if (refresh) {
-      let bells = 0;
-      for (let c = 0; c < k; c++) {
-        st.bell[c] = share[c]! > cfg.lambda ? 1 : 0;
-        bells += st.bell[c]!;
-      }
-      st.bellChannels += bells;
-      st.classifiedChannels += k;
-    }
-
-    let host: Float32Array | null = null;
-    const hostDy = () => host ??= dy.toFloat32();
-    if (cfg.clip === "dsgc" && refresh) {
-      let best = 1, bestD = Infinity;
-      for (let i = 0; i < cfg.dsgcCandidates; i++) {
-        const r = cfg.dsgcMinRatio +
-          (1 - cfg.dsgcMinRatio) * (cfg.dsgcCandidates === 1 ? 1 : i / (cfg.dsgcCandidates - 1));
-        const d = cosineDistance(hostDy(), r * gmax);
-        if (d < bestD) {
-          bestD = d;
-          best = r;
-        }
-      }
-      st.dsgcRatio = best;
-      st.dsgcDistance = bestD;
-    }
-
-    const tClip = cfg.clip === "dsgc" ? st.dsgcRatio * gmax : gmax;
-    let cClips: Float32Array | null = null;
-    if (cfg.gvq) {
-      cClips = new Float32Array(k);
-      for (let c = 0; c < k; c++) {
-        const m = max[c]!;
-        switch (cfg.clip) {
-          case "max":
-            cClips[c] = m;
-            break;
-          case "dsgc":
-            cClips[c] = st.dsgcRatio * m;
-            break;
-          case "mcs":
-            cClips[c] = st.bell[c] ? m : Math.min(st.ema[c]!, m);
-            break;
-          case "mcs-solve":
-            cClips[c] = this.#solve(st.bell[c] === 1, std[c]!, m);
-            break;
-        }
-      }
-    }
-
-    const seed = this.#seedBase * 1_000_003n + BigInt(st.step);
+    const buf = this.#buffers(b, k);
+    b.quantDecide(buf, buf.stats, dy, buf.table, rows, this.#knobs(k));
+    const seed = this.#seed(this.#step);
+    this.#step++;
     const tq = tape.empty(dy.shape, "i8");
-    const tClipT = clipTensor(tape, Float32Array.of(tClip));
-    let cq: Tensor | null = null, cScale: Tensor | null = null;
-    if (cClips) {
+    let cq: Tensor | null = null;
+    if (cfg.gvq) {
       cq = tape.empty(dy.shape, "i8");
       b.quantizeI8Dual(
         tq,
@@ -306,65 +345,128 @@ export class Int8Gemm implements GemmArithmetic {
         dy,
         rows,
         k,
-        tClipT,
-        clipTensor(tape, cClips),
+        buf.clipTensor,
+        buf.clipsChannel!,
         cfg.stochastic,
         seed,
       );
-      cScale = scaleTensor(tape, cClips);
     } else {
-      b.quantizeI8(tq, dy, rows * k, 1, tClipT, ScaleLayout.tensor, cfg.stochastic, seed);
+      b.quantizeI8(tq, dy, rows * k, 1, buf.clipTensor, ScaleLayout.tensor, cfg.stochastic, seed);
     }
-
-    let cm = tClip, cmin = tClip, cmax = tClip;
-    if (cClips) {
-      cm = cClips.reduce((a, v) => a + v, 0) / k;
-      cmin = Math.min(...cClips);
-      cmax = Math.max(...cClips);
-    }
-    this.last = {
-      clipTensor: tClip,
-      clipMean: cm,
-      clipMin: cmin,
-      clipMax: cmax,
-      gradMax: gmax,
-      bellShare: st.bell.reduce((a, v) => a + v, 0) / k,
-      ...(cfg.clip === "dsgc" ? { cosineDistance: st.dsgcDistance } : {}),
-    };
     if (this.measureError) {
-      const deq = tape.empty(dy.shape);
-      if (cq && cClips) {
-        b.dequantizeI8(deq, cq, rows, k, clipTensor(tape, cClips), ScaleLayout.inner);
-      } else b.dequantizeI8(deq, tq, rows * k, 1, tClipT, ScaleLayout.tensor);
-      const g = hostDy(), d = deq.toFloat32();
-      let num = 0, den = 0;
-      for (let i = 0; i < g.length; i++) {
-        num += (g[i]! - d[i]!) ** 2;
-        den += g[i]! ** 2;
-      }
-      this.last.quantError = den > 0 ? Math.sqrt(num / den) : 0;
+      if (cq) b.quantError(buf.record, dy, cq, buf.clipsChannel!, rows, k, ScaleLayout.inner);
+      else b.quantError(buf.record, dy, tq, buf.clipTensor, rows, k, ScaleLayout.tensor);
     }
-    st.step++;
-    this.#dy = { id: dy.id, tq, tScale: scaleTensor(tape, Float32Array.of(tClip)), cq, cScale };
-    return this.#dy;
+    if (dx) {
+      let wq = sv.wq, wScale = sv.wScale;
+      if (cfg.weightPerChannel) {
+        // dgrad reduces over output channels: it needs one weight scale for the whole tensor.
+        wq = tape.empty(sv.w.shape, "i8");
+        wScale = tape.empty([1]);
+        b.quantizeI8MaxScale(wq, wScale, sv.w, sv.w.size, 1, ScaleLayout.tensor);
+      }
+      b.conv2dDgradI8(dx, tq, wq, buf.scaleTensor, wScale, s);
+    }
+    if (dw) {
+      if (cq) {
+        b.conv2dWgradI8(dw, sv.xq, cq, sv.xScale, buf.scalesChannel!, ScaleLayout.inner, s);
+      } else {
+        b.conv2dWgradI8(dw, sv.xq, tq, sv.xScale, buf.scaleTensor, ScaleLayout.tensor, s);
+      }
+    }
+  }
+
+  /** The layer's log record of its last step, read at a step edge (null before the first). */
+  async readStats(): Promise<LayerQuantStats | null> {
+    if (!this.#buf || this.#step === 0) return null;
+    const r = new Float32Array(8);
+    await this.#buf.record.backend.read(r, this.#buf.record);
+    return {
+      clipTensor: r[0]!,
+      clipMean: r[1]!,
+      clipMin: r[2]!,
+      clipMax: r[3]!,
+      gradMax: r[4]!,
+      bellShare: r[5]!,
+      ...(this.measureError ? { quantError: r[7]! } : {}),
+      ...(this.cfg.clip === "dsgc" ? { cosineDistance: r[6]! } : {}),
+    };
+  }
+
+  /** The state words on the host (a step-edge read), or null before the first backward. */
+  async readStateWords(): Promise<Uint32Array | null> {
+    if (!this.#buf) {
+      return this.#pendingState ? new Uint32Array(this.#pendingState.slice().buffer) : null;
+    }
+    const w = new Uint32Array(this.#buf.state.size);
+    await this.#buf.state.backend.read(w, this.#buf.state);
+    return w;
+  }
+
+  /** The decoded state (a step-edge read), or null before the first backward. */
+  async readState(): Promise<LayerQuantState | null> {
+    const w = await this.readStateWords();
+    return w ? decodeQuantState(w, (w.length - 16) / 2) : null;
+  }
+
+  /** Reads UI8's search distance at a step edge after a search, for the LR factor. */
+  async syncLrScale(): Promise<void> {
+    const st = await this.readState();
+    if (st) this.dsgcDistance = st.dsgcDistance;
   }
 
   /**
-   * mcs-solve: the clip minimizing E(s) of the channel's family, fitted to its sigma and max
-   * (Gaussian for bell-shaped channels, `sharpFamily` for inverted-T ones). In units of sigma the
-   * optimum depends only on max/sigma, so solves are memoized on that ratio (0.01 resolution).
+   * Restores state words saved by `readStateWords` (uploaded with the first backward); throws a
+   * RangeError naming the problem when they are not a valid state.
    */
-  #solve(bell: boolean, sigma: number, max: number): number {
-    if (!(sigma > 0) || !(max > 0)) return max;
-    const ratio = Math.round(Math.min(max / sigma, 64) * 100) / 100;
-    const useT = !bell && this.cfg.sharpFamily === "inverted-t" && ratio > Math.sqrt(3) * 1.001;
-    const key = `${bell ? "g" : useT ? "t" : "l"}${ratio}`;
-    let sOverSigma = this.#solveCache.get(key);
-    if (sOverSigma === undefined) {
-      const family = bell ? gaussian(1) : useT ? fitInvertedT(1, ratio) : laplaceFromSigma(1);
-      sOverSigma = optimalClip(family, { alpha: this.cfg.alpha, max: ratio }).s;
-      this.#solveCache.set(key, sOverSigma);
+  restoreStateWords(words: Uint32Array, from: string): void {
+    const c = (words.length - 16) / 2;
+    const where = `Cannot resume from "${from}": quantizer state of layer "${this.layer}"`;
+    if (!Number.isInteger(c) || c < 1) {
+      throw new RangeError(`${where} has ${words.length} words, not 16 + 2 x channels`);
     }
-    return Math.min(max, sOverSigma * sigma);
+    const st = decodeQuantState(words, c);
+    if (words[8] !== 0 && words[8] !== 1) {
+      throw new RangeError(`${where} has a bad start flag ${words[8]}`);
+    }
+    if (!(st.dsgcRatio > 0 && st.dsgcRatio <= 1)) {
+      throw new RangeError(`${where} has a DSGC ratio ${st.dsgcRatio} outside (0, 1]`);
+    }
+    if (!(Number.isFinite(st.dsgcDistance) && st.dsgcDistance >= 0)) {
+      throw new RangeError(`${where} has a DSGC distance ${st.dsgcDistance}`);
+    }
+    const badEma = st.ema.findIndex((v) => !(Number.isFinite(v) && v >= 0));
+    if (badEma >= 0) {
+      throw new RangeError(`${where} has EMA clip ${st.ema[badEma]} at channel ${badEma}`);
+    }
+    const badBell = st.bell.findIndex((v) => v > 1);
+    if (badBell >= 0) {
+      throw new RangeError(`${where} has class ${st.bell[badBell]} at channel ${badBell}`);
+    }
+    if (st.bellChannels > st.classifiedChannels) {
+      throw new RangeError(`${where} counts more bell channels than classified ones`);
+    }
+    if (this.#buf) {
+      if (this.#buf.state.size !== words.length) {
+        throw new RangeError(
+          `${where} is for ${c} channels, the layer has ${(this.#buf.state.size - 16) / 2}`,
+        );
+      }
+      this.#buf.state.backend.upload(
+        this.#buf.state,
+        new Int32Array(words.buffer, words.byteOffset, words.length),
+      );
+    } else {
+      this.#pendingState = new Int32Array(words.slice().buffer);
+    }
+    this.#step = st.step;
+    this.dsgcDistance = st.dsgcDistance;
+  }
+
+  /** Frees the layer's device buffers (its state is lost unless read first). */
+  dispose(): void {
+    if (!this.#buf) return;
+    for (const t of Object.values(this.#buf)) if (t instanceof Tensor) t.dispose();
+    this.#buf = null;
   }
 }

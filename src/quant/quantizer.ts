@@ -12,8 +12,8 @@ import { FP32 } from "../ops/arithmetic.ts";
 import type { QuantConfig } from "./config.ts";
 import { Int8Gemm, type LayerQuantStats } from "./int8_gemm.ts";
 
-/** Host-side tensors of a quantizer state, by name (`quant.<layer>.<field>`). */
-export type HostTensors = [string, { shape: number[]; data: Float32Array }][];
+/** Host-side tensors of a quantizer state, by name (`quant.<layer>.state`): u32 words. */
+export type HostTensors = [string, { shape: number[]; data: Uint32Array }][];
 
 /** The quantizers of one model. */
 export class ModelQuantizer {
@@ -28,8 +28,16 @@ export class ModelQuantizer {
    * Attaches `cfg` to `model` (fp32 presets reset every layer to FP32).
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import { getBackend } from "../backend/registry.ts";
+   * import { Rng } from "../data/rng.ts";
+   * import { lenet5 } from "../models/lenet.ts";
+   * import { quantConfig } from "./config.ts";
+   * import { ModelQuantizer } from "./quantizer.ts";
+   * const model = lenet5({ backend: getBackend("cpu"), rng: new Rng(0) });
    * const q = new ModelQuantizer(model, quantConfig("daint8"), 0);
+   * console.assert(q.layers.length === 3 && q.fp32Layers.length === 2);
+   * model.dispose();
    * ```
    */
   constructor(model: Module, cfg: QuantConfig, seed: number) {
@@ -68,68 +76,64 @@ export class ModelQuantizer {
     return out;
   }
 
-  /** Per-layer statistics of the last step, for the JSONL log. */
-  stats(): Record<string, LayerQuantStats> {
+  /** UI8: reads the search distances of layers that searched in the last step (a step edge). */
+  async syncLrScales(): Promise<void> {
+    for (const l of this.layers) if (l.cfg.lrScaling && l.searchedLastStep) await l.syncLrScale();
+  }
+
+  /** Per-layer statistics of the last step, for the JSONL log (read at a step edge). */
+  async stats(): Promise<Record<string, LayerQuantStats>> {
     const out: Record<string, LayerQuantStats> = {};
-    for (const l of this.layers) if (l.last) out[l.layer] = l.last;
+    for (const l of this.layers) {
+      const st = await l.readStats();
+      if (st) out[l.layer] = st;
+    }
     return out;
   }
 
-  /** Share of bell-shaped channels per layer over all classifications so far. */
-  bellShares(): Record<string, number> {
+  /** Share of bell-shaped channels per layer over all classifications so far (a step edge). */
+  async bellShares(): Promise<Record<string, number>> {
     const out: Record<string, number> = {};
     for (const l of this.layers) {
-      const s = l.state;
-      out[l.layer] = s.classifiedChannels > 0 ? s.bellChannels / s.classifiedChannels : NaN;
+      const s = await l.readState();
+      out[l.layer] = s && s.classifiedChannels > 0 ? s.bellChannels / s.classifiedChannels : NaN;
     }
     return out;
   }
 
-  /** The state of every layer as named f32 host tensors. */
-  stateTensors(): HostTensors {
+  /**
+   * The state of every layer as named host tensors (`quant.<layer>.state`, the u32 state words
+   * of kernels/daint8.h bit for bit), downloaded at a step edge for checkpoints.
+   */
+  async stateTensors(): Promise<HostTensors> {
     const out: HostTensors = [];
     for (const l of this.layers) {
-      const s = l.state;
-      const p = `quant.${l.layer}`;
-      out.push([`${p}.scalars`, {
-        shape: [5],
-        data: Float32Array.of(
-          s.step,
-          s.dsgcRatio,
-          s.dsgcDistance,
-          s.bellChannels,
-          s.classifiedChannels,
-        ),
-      }]);
-      if (s.ema.length > 0) {
-        out.push([`${p}.ema`, { shape: [s.ema.length], data: s.ema.slice() }]);
-        out.push([`${p}.bell`, { shape: [s.bell.length], data: Float32Array.from(s.bell) }]);
-      }
+      const w = await l.readStateWords();
+      if (w) out.push([`quant.${l.layer}.state`, { shape: [w.length], data: w }]);
     }
     return out;
   }
 
-  /** Restores `stateTensors()` output; throws a TypeError naming a missing tensor. */
-  restore(get: (name: string) => Float32Array | undefined, from: string): void {
+  /**
+   * Restores `stateTensors()` output for a run at `step` > 0; throws a TypeError naming a
+   * missing tensor and a RangeError for a state that is not valid.
+   */
+  restore(get: (name: string) => Uint32Array | undefined, from: string, step: number): void {
     for (const l of this.layers) {
-      const p = `quant.${l.layer}`;
-      const sc = get(`${p}.scalars`);
-      if (!sc || sc.length !== 5) {
+      const w = get(`quant.${l.layer}.state`);
+      if (!w) {
+        if (step === 0) continue;
         throw new TypeError(
           `Cannot resume from "${from}": it has no quantizer state for layer "${l.layer}" ` +
-            `(saved with another --quant?)`,
+            `(saved with another --quant, or by an older daint8)`,
         );
       }
-      const ema = get(`${p}.ema`), bell = get(`${p}.bell`);
-      l.state = {
-        step: sc[0]!,
-        dsgcRatio: sc[1]!,
-        dsgcDistance: sc[2]!,
-        bellChannels: sc[3]!,
-        classifiedChannels: sc[4]!,
-        ema: ema ? ema.slice() : new Float32Array(0),
-        bell: bell ? Uint8Array.from(bell) : new Uint8Array(0),
-      };
+      l.restoreStateWords(w, from);
     }
+  }
+
+  /** Frees every layer's device state. */
+  dispose(): void {
+    for (const l of this.layers) l.dispose();
   }
 }

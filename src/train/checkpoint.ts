@@ -9,10 +9,12 @@
  */
 import {
   readSafetensors,
+  type Safetensors,
   type Tensor as StTensor,
   writeSafetensorsAtomic,
 } from "../io/safetensors.ts";
 import type { Tensor } from "../tensor.ts";
+import { describeNonFinite, findNonFinite } from "./validate.ts";
 
 /** The format tag in every checkpoint's metadata. */
 export const CHECKPOINT_FORMAT = "daint8-checkpoint-v1";
@@ -39,17 +41,33 @@ export interface CheckpointContents {
   tensors: [string, Tensor][];
   /** RNG states by name (u32 words). */
   rng: Record<string, number[]>;
-  /** Host-side f32 state (quantizers), by name. */
-  host?: [string, { shape: number[]; data: Float32Array }][];
+  /** Host-side u32 state (quantizer state words), by name. */
+  host?: [string, { shape: number[]; data: Uint32Array }][];
 }
 
-/** Writes a checkpoint atomically to `path`. */
+/**
+ * Writes a checkpoint atomically to `path`. Refuses (RangeError, nothing written, the previous
+ * checkpoint kept) when a tensor holds NaN or infinite values: a diverged run never replaces a
+ * good checkpoint. Quantizer state words (U32) are validated by the quantizer when restored.
+ */
 export async function saveCheckpoint(path: string, c: CheckpointContents): Promise<void> {
   const out: Record<string, StTensor> = {};
   for (const [name, t] of c.tensors) {
-    out[name] = { dtype: "F32", shape: [...t.shape], data: t.toFloat32() };
+    const data = new Float32Array(t.size);
+    await t.backend.read(data, t); // a step-edge read: every backend has it
+    out[name] = { dtype: "F32", shape: [...t.shape], data };
   }
-  for (const [name, t] of c.host ?? []) out[name] = { dtype: "F32", shape: t.shape, data: t.data };
+  for (const [name, t] of c.host ?? []) out[name] = { dtype: "U32", shape: t.shape, data: t.data };
+  for (const [name, t] of Object.entries(out)) {
+    if (t.dtype !== "F32") continue; // quantizer state words are validated by their owner
+    const bad = findNonFinite(t.data as Float32Array);
+    if (bad) {
+      throw new RangeError(
+        `Cannot save checkpoint "${path}": tensor "${name}" ` +
+          `${describeNonFinite(bad, t.data.length)}; the previous checkpoint is left as it was`,
+      );
+    }
+  }
   for (const [name, state] of Object.entries(c.rng)) {
     out[`rng.${name}`] = { dtype: "U32", shape: [state.length], data: Uint32Array.from(state) };
   }
@@ -67,20 +85,44 @@ export async function saveCheckpoint(path: string, c: CheckpointContents): Promi
 export interface LoadedCheckpoint {
   /** Run facts from the metadata (`readCheckpoint` checks that epoch and step are integers). */
   meta: CheckpointMeta;
-  /** Every F32 tensor by name (`model.*`, `optim.*`, `quant.*`) as host arrays. */
+  /** Quantizer state words (U32 tensors `quant.*.state`) by name. */
+  words: Map<string, Uint32Array>;
+  /** Every F32 tensor by name (`model.*`, `optim.*`) as host arrays. */
   tensors: Map<string, { shape: number[]; data: Float32Array }>;
   /** RNG states by name without the `rng.` prefix (u32 words), e.g. `data`. */
   rng: Record<string, number[]>;
 }
 
+/** Metadata counters must be plain decimal integers ("", "1e3", "-5" and "0x10" are refused). */
+function metaCount(path: string, md: Record<string, string>, key: "epoch" | "step"): number {
+  const raw = md[key];
+  const n = Number(raw);
+  if (raw === undefined || !/^(0|[1-9][0-9]*)$/.test(raw) || !Number.isSafeInteger(n)) {
+    throw new RangeError(
+      `Cannot resume from "${path}": its ${key} metadata ${JSON.stringify(raw ?? null)} is ` +
+        "not a non-negative integer",
+    );
+  }
+  return n;
+}
+
 /** Reads and validates a checkpoint written by `saveCheckpoint`. */
 export async function readCheckpoint(path: string): Promise<LoadedCheckpoint> {
+  let info: Deno.FileInfo;
   try {
-    await Deno.stat(path);
+    info = await Deno.stat(path);
   } catch (cause) {
     throw new Error(`Cannot resume: checkpoint "${path}" does not exist`, { cause });
   }
-  const st = await readSafetensors(path);
+  if (!info.isFile) throw new TypeError(`Cannot resume: checkpoint "${path}" is not a file`);
+  return parseCheckpoint(await readSafetensors(path), path);
+}
+
+/**
+ * Checks decoded safetensors contents as a daint8 checkpoint: the format tag, integer epoch and
+ * step, F32 tensors and U32 RNG states. `path` names it in errors.
+ */
+export function parseCheckpoint(st: Safetensors, path: string): LoadedCheckpoint {
   const md = st.metadata;
   if (md.format !== CHECKPOINT_FORMAT) {
     throw new TypeError(
@@ -91,25 +133,32 @@ export async function readCheckpoint(path: string): Promise<LoadedCheckpoint> {
   const meta: CheckpointMeta = {
     model: md.model ?? "",
     dataset: md.dataset ?? "",
-    epoch: Number(md.epoch),
-    step: Number(md.step),
+    epoch: metaCount(path, md, "epoch"),
+    step: metaCount(path, md, "step"),
     config: md.config ?? "{}",
   };
-  if (!Number.isInteger(meta.epoch) || !Number.isInteger(meta.step)) {
-    throw new TypeError(
-      `Cannot resume from "${path}": epoch or step in its metadata is not a number`,
-    );
-  }
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+  const words = new Map<string, Uint32Array>();
   const rng: Record<string, number[]> = {};
   for (const [name, t] of Object.entries(st.tensors)) {
-    if (name.startsWith("rng.")) rng[name.slice(4)] = Array.from(t.data as Uint32Array);
-    else if (t.dtype === "F32") tensors.set(name, { shape: t.shape, data: t.data as Float32Array });
-    else {throw new TypeError(
+    if (name.startsWith("rng.")) {
+      if (t.dtype !== "U32") {
+        throw new TypeError(
+          `Cannot resume from "${path}": tensor "${name}" is ${t.dtype}, expected U32`,
+        );
+      }
+      rng[name.slice(4)] = Array.from(t.data as Uint32Array);
+    } else if (t.dtype === "F32") {
+      tensors.set(name, { shape: t.shape, data: t.data as Float32Array });
+    } else if (t.dtype === "U32" && name.startsWith("quant.")) {
+      words.set(name, t.data as Uint32Array);
+    } else {
+      throw new TypeError(
         `Cannot resume from "${path}": tensor "${name}" is ${t.dtype}, expected F32`,
-      );}
+      );
+    }
   }
-  return { meta, tensors, rng };
+  return { meta, tensors, words, rng };
 }
 
 /**

@@ -5,8 +5,8 @@
  *
  * @module
  */
-import type { Backend } from "../backend/backend.ts";
-import { getBackend } from "../backend/native.ts";
+import { type Backend, isCpuBackend } from "../backend/backend.ts";
+import { getBackend } from "../backend/registry.ts";
 import { Tape } from "../autograd/tape.ts";
 import { DataLoader } from "../data/loader.ts";
 import type { ImageDataset } from "../data/datasets.ts";
@@ -18,10 +18,13 @@ import { makeSchedule, type ScheduleKind } from "../optim/schedule.ts";
 import { Sgd } from "../optim/sgd.ts";
 import { quantConfig } from "../quant/config.ts";
 import { ModelQuantizer } from "../quant/quantizer.ts";
-import type { Tensor } from "../tensor.ts";
+import { Tensor } from "../tensor.ts";
 import { readCheckpoint, restoreTensors, saveCheckpoint } from "./checkpoint.ts";
-import { MetricsLog, type MetricValue } from "./metrics.ts";
+import type { MetricsLog, MetricValue } from "./metrics.ts";
+import { openOutDir } from "./outdir.ts";
+import { checkBatchSize, checkDatasets, checkFiniteState, checkResume } from "./validate.ts";
 import type { Progress } from "./progress.ts";
+import { type StepProfile, TrainStep } from "./step.ts";
 
 /** Everything that defines a training run. */
 export interface TrainConfig {
@@ -66,6 +69,10 @@ export interface RunOptions {
   out?: string;
   /** Checkpoint to continue from. */
   resume?: string;
+  /** Replace a run that `out` already holds (default: refuse, src/train/outdir.ts). */
+  overwrite?: boolean;
+  /** Resume even if the checkpoint's dataset, preset, batch size, seed or step differ (warns). */
+  forceResume?: boolean;
   /** Progress display; none = silent. */
   progress?: Progress;
   /** Print lines (epoch summaries); default console.log. */
@@ -74,6 +81,8 @@ export interface RunOptions {
   logEvery?: number;
   /** Stop after this many epochs in this process (simulates an interruption); default all. */
   stopAfterEpochs?: number;
+  /** Seconds between progress reads of the device's loss totals (default 0.25). */
+  progressSeconds?: number;
 }
 
 /** Per-epoch results. */
@@ -109,6 +118,8 @@ export interface TrainResult {
   epochs: EpochResult[];
   /** Final test accuracy in [0, 1]. */
   testAcc: number;
+  /** Work counters of the last training step this call ran (null when none ran). */
+  profile: StepProfile | null;
 }
 
 /**
@@ -136,7 +147,7 @@ export function pixelStats(ds: ImageDataset): { mean: number; std: number } {
 }
 
 /** Turns a host batch into device tensors: normalized f32 images and i32 labels. */
-class BatchUploader {
+export class BatchUploader {
   readonly #scale: number;
   readonly #shift: number;
   constructor(stats: { mean: number; std: number }) {
@@ -161,30 +172,31 @@ class BatchUploader {
   }
 }
 
-/** Test-set loss and accuracy of `model` in evaluation mode. */
-export function evaluate(
+/** Test-set loss and accuracy of `model` in evaluation mode (read once, at the end). */
+export async function evaluate(
   model: Module,
   backend: Backend,
   ds: ImageDataset,
   stats: { mean: number; std: number },
   batchSize = 256,
-): { loss: number; acc: number } {
+): Promise<{ loss: number; acc: number }> {
+  if (ds.n === 0) throw new RangeError("Cannot evaluate on an empty test set");
   const up = new BatchUploader(stats);
   const loader = new DataLoader(ds, { batchSize, shuffle: false, rng: new Rng(0) });
-  let loss = 0, correct = 0;
+  using accum = Tensor.full(backend, [4], 0);
   model.eval();
   try {
     for (const b of loader.batches()) {
       using tape = new Tape(backend, { grad: false });
       const [x, y] = up.upload(tape, ds, b.images, b.labels, b.size);
-      const r = softmaxCrossEntropy(tape, model.forward(tape, x), y).read();
-      loss += r.loss * b.size;
-      correct += r.correct;
+      softmaxCrossEntropy(tape, model.forward(tape, x), y, accum);
     }
   } finally {
     model.train();
   }
-  return { loss: loss / ds.n, acc: correct / ds.n };
+  const a = new Float32Array(4);
+  await backend.read(a, accum); // one read at the end
+  return { loss: a[0]! / ds.n, acc: a[1]! / ds.n };
 }
 
 /** Trains `cfg` on `train`, evaluating on `test` after every epoch. */
@@ -200,8 +212,15 @@ export async function train(
       throw new RangeError(`${name} must be a positive integer, got ${v}`);
     }
   }
+  checkDatasets(trainSet, testSet);
+  checkBatchSize(cfg.batchSize, trainSet);
   const backend = typeof run.backend === "string" ? getBackend(run.backend) : run.backend;
-  if (run.threads !== undefined) backend.setThreads(run.threads);
+  if (run.threads !== undefined) {
+    if (!isCpuBackend(backend)) {
+      throw new RangeError(`--threads applies to the cpu backend, not ${backend.name}`);
+    }
+    backend.setThreads(run.threads);
+  }
   const print = run.print ?? ((l: string) => console.log(l));
   const rngs = runRngs(cfg.seed);
   const init = { backend, rng: rngs.init };
@@ -212,120 +231,139 @@ export async function train(
   });
   const quantizer = new ModelQuantizer(model, qcfg, cfg.seed);
   const params = model.namedParameters();
-  const opt = new Sgd(backend, params, {
-    lr: cfg.lr,
-    momentum: cfg.momentum,
-    weightDecay: cfg.weightDecay,
-    nesterov: cfg.nesterov,
-  });
-  const dataRng = rngs.data;
-  const loader = new DataLoader(trainSet, {
-    batchSize: cfg.batchSize,
-    shuffle: true,
-    rng: dataRng,
-    dropLast: false,
-  });
-  const steps = loader.batchesPerEpoch;
-  const schedule = makeSchedule({
-    kind: cfg.schedule,
-    lr: cfg.lr,
-    totalSteps: steps * cfg.epochs,
-    warmupSteps: Math.round(cfg.warmupEpochs * steps),
-  });
-  const stats = pixelStats(trainSet);
-  const up = new BatchUploader(stats);
-  const stateTensors = (): [string, Tensor][] => [
-    ...model.stateTensors().map(([n, t]) => [`model.${n}`, t] as [string, Tensor]),
-    ...opt.stateTensors().map(([n, t]) => [`optim.${n}`, t] as [string, Tensor]),
-  ];
-
-  let startEpoch = 0, step = 0;
-  if (run.resume) {
-    const ck = await readCheckpoint(run.resume);
-    if (ck.meta.model !== cfg.model) {
-      throw new TypeError(
-        `Cannot resume from "${run.resume}": it was saved from model "${ck.meta.model}", ` +
-          `this run trains "${cfg.model}"`,
-      );
-    }
-    restoreTensors(run.resume, ck, stateTensors());
-    quantizer.restore((name) => ck.tensors.get(name)?.data, run.resume);
-    const data = ck.rng.data;
-    if (!data) throw new TypeError(`Cannot resume from "${run.resume}": it has no rng.data state`);
-    dataRng.setState(data);
-    startEpoch = ck.meta.epoch;
-    step = ck.meta.step;
-    print(`resumed from ${run.resume} at epoch ${startEpoch}, step ${step}`);
-  }
-
-  let log: MetricsLog | undefined;
-  const ckptPath = run.out ? `${run.out}/checkpoint.safetensors` : undefined;
-  if (run.out) {
-    await Deno.mkdir(run.out, { recursive: true });
-    log = new MetricsLog(`${run.out}/metrics.jsonl`);
-  }
-  const logEvery = run.logEvery ?? 50;
-  const results: EpochResult[] = [];
-  const lastEpoch = Math.min(cfg.epochs, startEpoch + (run.stopAfterEpochs ?? cfg.epochs));
+  let opt: Sgd | undefined, step: TrainStep | undefined, log: MetricsLog | undefined;
+  const cleanup = () => {
+    step?.dispose();
+    opt?.dispose();
+    quantizer.dispose();
+  };
   try {
+    opt = new Sgd(backend, params, {
+      lr: cfg.lr,
+      momentum: cfg.momentum,
+      weightDecay: cfg.weightDecay,
+      nesterov: cfg.nesterov,
+    });
+    const sgd = opt;
+    const trainStep = step = new TrainStep(backend, model, quantizer, sgd);
+    const dataRng = rngs.data;
+    const loader = new DataLoader(trainSet, {
+      batchSize: cfg.batchSize,
+      shuffle: true,
+      rng: dataRng,
+      dropLast: false,
+    });
+    const steps = loader.batchesPerEpoch;
+    const schedule = makeSchedule({
+      kind: cfg.schedule,
+      lr: cfg.lr,
+      totalSteps: steps * cfg.epochs,
+      warmupSteps: Math.round(cfg.warmupEpochs * steps),
+    });
+    const stats = pixelStats(trainSet);
+    const up = new BatchUploader(stats);
+    const stateTensors = (): [string, Tensor][] => [
+      ...model.stateTensors().map(([n, t]) => [`model.${n}`, t] as [string, Tensor]),
+      ...sgd.stateTensors().map(([n, t]) => [`optim.${n}`, t] as [string, Tensor]),
+    ];
+
+    let startEpoch = 0, stepNo = 0;
+    if (run.resume) {
+      const ck = await readCheckpoint(run.resume);
+      if (ck.meta.model !== cfg.model) {
+        throw new TypeError(
+          `Cannot resume from "${run.resume}": it was saved from model "${ck.meta.model}", ` +
+            `this run trains "${cfg.model}"`,
+        );
+      }
+      checkResume(run.resume, ck, { ...cfg, stepsPerEpoch: steps }, {
+        force: run.forceResume,
+        warn: print,
+      });
+      restoreTensors(run.resume, ck, stateTensors());
+      quantizer.restore((name) => ck.words.get(name), run.resume, ck.meta.step);
+      const data = ck.rng.data;
+      if (!data) {
+        throw new TypeError(`Cannot resume from "${run.resume}": it has no rng.data state`);
+      }
+      dataRng.setState(data);
+      startEpoch = ck.meta.epoch;
+      stepNo = ck.meta.step;
+      print(`resumed from ${run.resume} at epoch ${startEpoch}, step ${stepNo}`);
+    }
+
+    const ckptPath = run.out ? `${run.out}/checkpoint.safetensors` : undefined;
+    if (run.out) {
+      log = await openOutDir(run.out, {
+        ...run,
+        resumedStep: run.resume ? stepNo : undefined,
+        print,
+      });
+    }
+    const logEvery = run.logEvery ?? 50;
+    const progressMs = 1000 * (run.progressSeconds ?? 0.25);
+    const results: EpochResult[] = [];
+    const lastEpoch = Math.min(cfg.epochs, startEpoch + (run.stopAfterEpochs ?? cfg.epochs));
+    const diverged = (epoch: number, what: string) =>
+      new RangeError(
+        `Training diverged in epoch ${epoch + 1} (step ${stepNo}): ${what}; no checkpoint was ` +
+          `written for this epoch (try a lower --lr than ${cfg.lr})`,
+      );
     for (let epoch = startEpoch; epoch < lastEpoch; epoch++) {
       const t0 = performance.now();
-      let seen = 0, lossSum = 0, correct = 0;
-      let winStart = t0, winImages = 0;
+      let winStart = t0, winImages = 0, lastRead = t0;
+      trainStep.resetLoss();
       for (const b of loader.batches()) {
-        const lr = schedule(step);
-        opt.lr = lr;
-        const logNow = log !== undefined && (step + 1) % logEvery === 0;
+        const lr = schedule(stepNo);
+        const logNow = log !== undefined && (stepNo + 1) % logEvery === 0;
         quantizer.measureError = logNow;
-        using tape = new Tape(backend);
-        for (const [, p] of params) tape.watch(p);
-        const [x, y] = up.upload(tape, trainSet, b.images, b.labels, b.size);
-        const ce = softmaxCrossEntropy(tape, model.forward(tape, x), y);
-        opt.step(tape.backward(ce.loss), quantizer.lrScales());
-        const r = ce.read();
-        if (!Number.isFinite(r.loss)) {
-          throw new RangeError(
-            `Training diverged at epoch ${epoch + 1}, step ${step}: loss is ${r.loss} ` +
-              `(try a lower --lr than ${cfg.lr})`,
-          );
-        }
-        step++;
-        seen += b.size;
+        trainStep.run((tape) => up.upload(tape, trainSet, b.images, b.labels, b.size), lr);
+        stepNo++;
         winImages += b.size;
-        lossSum += r.loss * b.size;
-        correct += r.correct;
-        run.progress?.update(b.index + 1, steps, {
-          epoch: `${epoch + 1}/${cfg.epochs}`,
-          loss: lossSum / seen,
-          acc: `${(100 * correct / seen).toFixed(1)}%`,
-        });
+        // ---- step edge: lagged reads, only as often as the log and the display need ----
+        await trainStep.afterStep();
+        const now = performance.now();
+        const lastBatch = b.index + 1 === steps;
+        if (run.progress && (now - lastRead >= progressMs || lastBatch)) {
+          lastRead = now;
+          const t = await trainStep.readLoss();
+          run.progress.update(b.index + 1, steps, {
+            epoch: `${epoch + 1}/${cfg.epochs}`,
+            loss: t.loss,
+            acc: `${(100 * t.correct / t.images).toFixed(1)}%`,
+          });
+        }
         if (log && logNow) {
-          const now = performance.now();
+          if (await trainStep.readNonFinite()) {
+            throw diverged(epoch, "a weight or gradient is not finite");
+          }
+          const t = await trainStep.readLoss();
           log.append({
             event: "step",
             epoch: epoch + 1,
-            step,
-            loss: r.loss,
-            acc: r.correct / b.size,
+            step: stepNo,
+            loss: t.loss,
+            acc: t.correct / t.images,
             lr,
             images_per_s: winImages / ((now - winStart) / 1000),
             ...(quantizer.layers.length > 0
-              ? { quant: quantizer.stats() as unknown as Record<string, MetricValue> }
+              ? { quant: (await quantizer.stats()) as unknown as Record<string, MetricValue> }
               : {}),
           });
-          winStart = now;
+          winStart = performance.now();
           winImages = 0;
         }
       }
+      const totals = await trainStep.readLoss();
       const seconds = (performance.now() - t0) / 1000;
-      const test = evaluate(model, backend, testSet, stats);
+      const test = await evaluate(model, backend, testSet, stats);
       const res: EpochResult = {
         epoch: epoch + 1,
-        trainLoss: lossSum / seen,
-        trainAcc: correct / seen,
+        trainLoss: totals.loss,
+        trainAcc: totals.correct / totals.images,
         testLoss: test.loss,
         testAcc: test.acc,
-        imagesPerSecond: seen / seconds,
+        imagesPerSecond: totals.images / seconds,
         seconds,
       };
       results.push(res);
@@ -338,37 +376,48 @@ export async function train(
       log?.append({
         event: "epoch",
         epoch: res.epoch,
-        step,
+        step: stepNo,
         train_loss: res.trainLoss,
         train_acc: res.trainAcc,
         test_loss: res.testLoss,
         test_acc: res.testAcc,
         images_per_s: res.imagesPerSecond,
         seconds,
-        ...(quantizer.layers.length > 0 ? { bell_share: quantizer.bellShares() } : {}),
+        ...(quantizer.layers.length > 0 ? { bell_share: await quantizer.bellShares() } : {}),
       });
+      // Step edge at the epoch's end: every state tensor finite (naming the first bad one), the
+      // device's divergence flag clear, the losses finite; only then the checkpoint.
+      await checkFiniteState(stateTensors(), epoch + 1, stepNo, cfg.lr, res.testLoss);
+      if (await trainStep.readNonFinite()) throw diverged(epoch, "a gradient was not finite");
+      if (!Number.isFinite(totals.loss)) {
+        throw diverged(epoch, `the training loss is ${totals.loss}`);
+      }
       if (ckptPath) {
         await saveCheckpoint(ckptPath, {
           meta: {
             model: cfg.model,
             dataset: cfg.dataset,
             epoch: epoch + 1,
-            step,
+            step: stepNo,
             config: JSON.stringify(cfg),
           },
           tensors: stateTensors(),
           rng: { data: dataRng.state() },
-          host: quantizer.stateTensors(),
+          host: await quantizer.stateTensors(),
         });
       }
     }
+    const testAcc = results.at(-1)?.testAcc ??
+      (await evaluate(model, backend, testSet, stats)).acc;
+    const profile = trainStep.profile;
+    return { model, quantizer, backend, epochs: results, testAcc, profile };
   } catch (e) {
     model.dispose();
+    cleanup();
     throw e;
   } finally {
     log?.close();
-    opt.dispose();
+    step?.dispose();
+    opt?.dispose();
   }
-  const testAcc = results.at(-1)?.testAcc ?? evaluate(model, backend, testSet, stats).acc;
-  return { model, quantizer, backend, epochs: results, testAcc };
 }

@@ -4,17 +4,23 @@
  * backward against central finite differences of that reference. Tolerances are stated per
  * call; a failure prints the max error and the first mismatches with decoded indices.
  *
+ * Every backend reuses the same cases: `checkOp(case, backend)` runs the op on `backend` and, when
+ * that is not the reference cpu backend, also on cpu, and checks the device against both the
+ * float64 reference and the cpu result. Reads are asynchronous, so WebGPU can run them too.
+ *
  * @module
  */
-import type { Backend } from "../../src/backend/backend.ts";
-import { getBackend } from "../../src/backend/native.ts";
+import { type Backend, type CpuBackend, isCpuBackend } from "../../src/backend/backend.ts";
+import { getBackend } from "../../src/backend/registry.ts";
 import { Tape } from "../../src/autograd/tape.ts";
 import { Rng } from "../../src/data/rng.ts";
 import { Tensor } from "../../src/tensor.ts";
 
-/** The cpu backend, shared by the tests of one process. */
-export function cpu(): Backend {
-  return getBackend("cpu");
+/** The cpu backend, shared by the tests of one process: the reference for every backend. */
+export function cpu(): CpuBackend {
+  const b = getBackend("cpu");
+  if (!isCpuBackend(b)) throw new Error("the cpu backend lacks its cpu knobs");
+  return b;
 }
 
 /** Formats flat index `i` of `shape` as `[a, b, c]`. */
@@ -89,19 +95,20 @@ export interface OpCase {
   gradTol?: { atol: number; rtol: number };
 }
 
-/**
- * Runs the native forward and backward of `c` and checks both against the reference:
- * forward values directly, gradients of L = sum(y * R) (R random) by central differences.
- */
-export function checkOp(c: OpCase): void {
-  const backend = cpu();
-  const rng = new Rng(c.seed ?? 1);
+/** Forward output and input gradients of one run of a case on one backend. */
+interface OpRun {
+  y: Float32Array;
+  shape: readonly number[];
+  grads: Map<string, Float32Array>;
+}
+
+async function runCase(
+  c: OpCase,
+  backend: Backend,
+  host: Record<string, Float64Array>,
+  r: (n: number) => Float64Array,
+): Promise<OpRun> {
   const names = Object.keys(c.inputs);
-  const host: Record<string, Float64Array> = {};
-  for (const name of names) {
-    const n = c.inputs[name]!.reduce((a, b) => a * b, 1);
-    host[name] = randomArray(rng, n, c.scale?.[name] ?? 1);
-  }
   using tape = new Tape(backend);
   const dev: Record<string, Tensor> = {};
   for (const name of names) {
@@ -109,22 +116,45 @@ export function checkOp(c: OpCase): void {
       tape.own(Tensor.from(backend, Float32Array.from(host[name]!), c.inputs[name]!, "f32")),
     );
   }
-  const y = c.native(tape, dev);
-  const yRef = c.reference(host);
-  assertClose("forward", y.toFloat32(), yRef, y.shape, c.fwdTol ?? { atol: 1e-5, rtol: 1e-4 });
+  const out = tape.keep(c.native(tape, dev));
+  const seed = tape.own(Tensor.from(backend, Float32Array.from(r(out.size)), out.shape, "f32"));
+  const g = tape.backward(out, seed);
+  const grads = new Map<string, Float32Array>();
+  for (const name of c.grad ?? names) {
+    const t = g.get(dev[name]!.id);
+    if (!t) throw new Error(`no gradient returned for input "${name}" on ${backend.name}`);
+    grads.set(name, (await t.read()) as Float32Array);
+  }
+  return { y: (await out.read()) as Float32Array, shape: out.shape, grads };
+}
 
-  const r = randomArray(rng, y.size);
-  const seed = tape.own(Tensor.from(backend, Float32Array.from(r), y.shape, "f32"));
-  const grads = tape.backward(y, seed);
+/**
+ * Runs the forward and backward of `c` on `backend` (default: cpu) and checks both against the
+ * reference: forward values directly, gradients of L = sum(y * R) (R random) by central
+ * differences. On any other backend the results must also match the cpu backend's.
+ */
+export async function checkOp(c: OpCase, backend: Backend = cpu()): Promise<void> {
+  const rng = new Rng(c.seed ?? 1);
+  const names = Object.keys(c.inputs);
+  const host: Record<string, Float64Array> = {};
+  for (const name of names) {
+    const n = c.inputs[name]!.reduce((a, b) => a * b, 1);
+    host[name] = randomArray(rng, n, c.scale?.[name] ?? 1);
+  }
+  let r: Float64Array | null = null;
+  const seedOf = (n: number) => r ??= randomArray(rng, n);
+  const got = await runCase(c, backend, host, seedOf);
+  const fwdTol = c.fwdTol ?? { atol: 1e-5, rtol: 1e-4 };
+  const gradTol = c.gradTol ?? { atol: 2e-4, rtol: 2e-3 };
+  const on = backend === cpu() ? "" : ` on ${backend.name}`;
+  assertClose(`forward${on}`, got.y, c.reference(host), got.shape, fwdTol);
   const objective = (a: Record<string, Float64Array>) => {
     const out = c.reference(a);
     let s = 0;
-    for (let i = 0; i < out.length; i++) s += out[i]! * r[i]!;
+    for (let i = 0; i < out.length; i++) s += out[i]! * r![i]!;
     return s;
   };
   for (const name of c.grad ?? names) {
-    const g = grads.get(dev[name]!.id);
-    if (!g) throw new Error(`no gradient returned for input "${name}"`);
     const x = host[name]!;
     const fd = new Float64Array(x.length);
     for (let i = 0; i < x.length; i++) {
@@ -137,12 +167,14 @@ export function checkOp(c: OpCase): void {
       x[i] = orig;
       fd[i] = (up - down) / (2 * h);
     }
-    assertClose(
-      `gradient of ${name}`,
-      g.toFloat32(),
-      fd,
-      c.inputs[name]!,
-      c.gradTol ?? { atol: 2e-4, rtol: 2e-3 },
-    );
+    assertClose(`gradient of ${name}${on}`, got.grads.get(name)!, fd, c.inputs[name]!, gradTol);
+  }
+  if (on !== "") {
+    const ref = await runCase(c, cpu(), host, seedOf);
+    assertClose(`forward${on} vs cpu`, got.y, ref.y, got.shape, fwdTol);
+    for (const [name, g] of got.grads) {
+      const want = ref.grads.get(name)!;
+      assertClose(`gradient of ${name}${on} vs cpu`, g, want, c.inputs[name]!, gradTol);
+    }
   }
 }
