@@ -133,7 +133,7 @@ export async function buildCuda(
   const objs: string[] = [];
   let log = "";
   const warnings: string[] = [];
-  // Two nvcc processes at a time (the CI machine has 2 cores), each file one process.
+  // One nvcc process per file, as many at a time as there are cores (at most 6 files).
   const results = await runPool(
     sources.map((src) => {
       const name = src.slice(srcDir.length + 1).replace(/\.cu$/, "");

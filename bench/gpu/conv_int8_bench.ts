@@ -120,7 +120,7 @@ if (import.meta.main) {
     };
     const ref: Record<string, Float32Array> = {};
     for (const version of [1, 2, 3]) {
-      cuda.check(cuda.s.d8_set_int8_kernel(version));
+      cuda.check(cuda.s.d8_set_int8_kernel(cuda.ctx, version));
       for (const op of ["fprop", "dgrad", "wgrad"] as const) {
         if (name.startsWith("stem") && op === "dgrad") continue; // no input gradient for the stem
         cuda.check(ops[op](0));
@@ -151,7 +151,7 @@ if (import.meta.main) {
         );
       }
     }
-    cuda.check(cuda.s.d8_set_int8_kernel(0));
+    cuda.check(cuda.s.d8_set_int8_kernel(cuda.ctx, 0));
     cuda.freeAll();
   }
   cuda.close();

@@ -133,7 +133,18 @@ if (import.meta.main) {
 
   await step("peer:torch", async () => {
     if (!gpu.ok) return noGpu("no GPU");
-    const r = await runLogged("python3", ["bench/peers/torch_gpu.py"], `${dir}/torch_gpu.log`, 150);
+    let r: { ok: boolean; out: string };
+    try {
+      r = await runLogged(
+        "python3",
+        ["bench/peers/torch_gpu.py", "--reps", "5", "--trials", "3"],
+        `${dir}/torch_gpu.log`,
+        120,
+      );
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return { status: "skipped", detail: "no python3" };
+      throw e;
+    }
     const last = r.out.trim().split("\n").filter((l) => l.startsWith("{")).pop() ?? "";
     if (last) Deno.writeTextFileSync(`${dir}/torch_gpu.json`, last + "\n");
     const skipped = last.includes('"skipped"');

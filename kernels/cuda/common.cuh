@@ -57,10 +57,13 @@ struct d8_context {
   cudaStream_t stream;
   cudaDeviceProp prop;
   int cc;              // compute capability * 10 (75, 80, 86, 89, 90)
-  int32_t int8_kernel; // 0 = follow the library default (d8_set_int8_kernel), else a version
+  int32_t int8_kernel; // d8_set_int8_kernel: 0 = auto, else a kernel version
   d8cuda::Allocator* alloc;
-  int32_t* flag;       // device int32 [4]: error flags written by kernels (labels, ...)
-  int32_t* host_flag;  // pinned host copy
+  int32_t* flag;       // device int32 [4]: [0] first bad label row (INT32_MAX: none), [1] its label
+  int32_t* host_flag;  // pinned host copy, refreshed after each label check (async)
+  int32_t label_pending;  // a label check was enqueued and not yet reported
+  int32_t label_classes;
+  const char* label_fn;
 };
 
 struct d8_buffer {
@@ -124,6 +127,9 @@ int32_t write_string(const char* fn, char* out, int32_t capacity, const char* te
 int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int cap);
 int32_t check_distinct(const char* fn, const char* a, const d8_buffer* pa, const char* b,
                        const d8_buffer* pb);
+
+// After a stream synchronize: the deferred label error of d8_softmax_xent_* (0 when none).
+int32_t pending_label_error(const char* fn, d8_context* ctx);
 
 // Makes the context's device current on the calling thread.
 int32_t use_device(const char* fn, d8_context* ctx);

@@ -1,5 +1,5 @@
-// elementwise.cu: fill, add, axpy, u8 -> f32, relu, channel concat / split (float32), and
-// d8_sgd_step. Grid-stride loops over int64 element counts.
+// elementwise.cu: fill, add, axpy, u8 -> f32, relu (and its bit-mask form), channel concat /
+// split (float32), and d8_sgd_step (with the non-finite check). Grid-stride loops over int64 element counts.
 #include "common.cuh"
 
 #include <cstdio>
@@ -55,11 +55,19 @@ __global__ void concat_k(float* y, float* a, float* b, int64_t rows, int ca, int
   }
 }
 
-__global__ void sgd_k(float* w, float* buf, const float* g, int64_t n, float lr, float mom,
-                      float wd, int mode) {
+__device__ inline bool nonfinite_f(float v) {
+  return (__float_as_uint(v) & 0x7f800000u) == 0x7f800000u;
+}
+
+// nonfinite (may be null): set to 1 when a grad or an updated w is NaN or infinite.
+__global__ void sgd_k(float* w, float* buf, unsigned* nonfinite, const float* g, int64_t n,
+                      float lr, float mom, float wd, int mode) {
+  bool bad = false;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    const float gi = __fadd_rn(g[i], __fmul_rn(wd, w[i]));
+    const float gr = g[i];
+    bad |= nonfinite_f(gr);
+    const float gi = __fadd_rn(gr, __fmul_rn(wd, w[i]));
     if (mode == 0) {
       w[i] = __fsub_rn(w[i], __fmul_rn(lr, gi));
     } else {
@@ -68,7 +76,32 @@ __global__ void sgd_k(float* w, float* buf, const float* g, int64_t n, float lr,
       const float step = mode == 2 ? __fadd_rn(gi, __fmul_rn(mom, m)) : m;
       w[i] = __fsub_rn(w[i], __fmul_rn(lr, step));
     }
+    bad |= nonfinite_f(w[i]);
   }
+  if (nonfinite && bad) nonfinite[0] = 1u;  // a plain store of 1: races are benign
+}
+
+// One thread per mask byte: bit t of byte j is x[8j + t] > 0 (LSB first; bits past n are 0).
+__global__ void relu_mask_k(float* y, uint8_t* mask, const float* x, int64_t n) {
+  const int64_t nb = (n + 7) / 8;
+  for (int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; j < nb;
+       j += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t i0 = j * 8;
+    const int cnt = n - i0 < 8 ? static_cast<int>(n - i0) : 8;
+    unsigned bits = 0;
+    for (int t = 0; t < cnt; ++t) {
+      const float v = x[i0 + t];
+      const bool pos = v > 0.0f;
+      bits |= static_cast<unsigned>(pos) << t;
+      y[i0 + t] = pos ? v : 0.0f;
+    }
+    mask[j] = static_cast<uint8_t>(bits);
+  }
+}
+__global__ void relu_mask_bwd_k(float* dx, const float* dy, const uint8_t* mask, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    dx[i] = (mask[i >> 3] >> (i & 7)) & 1u ? dy[i] : 0.0f;
 }
 
 struct NArg {
@@ -202,9 +235,9 @@ extern "C" int32_t d8_split_channels(d8_buffer* da, d8_buffer* db, const d8_buff
   });
 }
 
-extern "C" int32_t d8_sgd_step(d8_buffer* w, d8_buffer* momentum_buf, const d8_buffer* grad,
-                               int64_t n, float lr, float momentum, float weight_decay,
-                               int32_t nesterov) {
+extern "C" int32_t d8_sgd_step(d8_buffer* w, d8_buffer* momentum_buf, d8_buffer* nonfinite,
+                               const d8_buffer* grad, int64_t n, float lr, float momentum,
+                               float weight_decay, int32_t nesterov) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[48];
     snprintf(dims, sizeof dims, "n=%lld", static_cast<long long>(n));
@@ -214,10 +247,43 @@ extern "C" int32_t d8_sgd_step(d8_buffer* w, d8_buffer* momentum_buf, const d8_b
     const bool use_mom = momentum != 0.0f;
     if (use_mom || momentum_buf)
       if (int32_t e = check_buffer(fn, "momentum_buf", momentum_buf, mul64(n, 4), dims)) return e;
+    if (nonfinite)
+      if (int32_t e = check_buffer(fn, "nonfinite", nonfinite, 4, dims)) return e;
     d8_context* ctx;
-    if (int32_t e = op_context(fn, {w, momentum_buf, grad}, &ctx)) return e;
+    if (int32_t e = op_context(fn, {w, momentum_buf, nonfinite, grad}, &ctx)) return e;
     const int mode = !use_mom ? 0 : nesterov ? 2 : 1;
-    D8_LAUNCH(sgd_k, n, fptr(w), momentum_buf ? fptr(momentum_buf) : nullptr, fptr(grad), n, lr,
+    D8_LAUNCH(sgd_k, n, fptr(w), momentum_buf ? fptr(momentum_buf) : nullptr,
+              nonfinite ? static_cast<unsigned*>(nonfinite->data) : nullptr, fptr(grad), n, lr,
               momentum, weight_decay, mode);
+  });
+}
+
+extern "C" int32_t d8_relu_fwd_mask(d8_buffer* y, d8_buffer* mask, const d8_buffer* x,
+                                    int64_t n) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[48];
+    if (int32_t e = check_n(fn, dims, sizeof dims, n, {{"y", y}, {"x", x}})) return e;
+    const int64_t nb = (n + 7) / 8;
+    if (int32_t e = check_buffer(fn, "mask", mask, nb, dims)) return e;
+    if (mask == x || mask == y)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: mask must not be the same buffer as x or y", fn);
+    d8_context* ctx;
+    if (int32_t e = op_context(fn, {y, mask, x}, &ctx)) return e;
+    D8_LAUNCH(relu_mask_k, nb, fptr(y), static_cast<uint8_t*>(mask->data), fptr(x), n);
+  });
+}
+
+extern "C" int32_t d8_relu_bwd_mask(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* mask,
+                                    int64_t n) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[48];
+    if (int32_t e = check_n(fn, dims, sizeof dims, n, {{"dx", dx}, {"dy", dy}})) return e;
+    const int64_t nb = (n + 7) / 8;
+    if (int32_t e = check_buffer(fn, "mask", mask, nb, dims)) return e;
+    if (mask == dx || mask == dy)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: mask must not be the same buffer as dx or dy", fn);
+    d8_context* ctx;
+    if (int32_t e = op_context(fn, {dx, dy, mask}, &ctx)) return e;
+    D8_LAUNCH(relu_mask_bwd_k, n, fptr(dx), fptr(dy), static_cast<const uint8_t*>(mask->data), n);
   });
 }

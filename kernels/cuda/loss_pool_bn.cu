@@ -3,8 +3,8 @@
 //   - Reductions are deterministic: per-row or per-block partials in double, combined in a fixed
 //     order (no float atomics), so a run repeats bit for bit.
 //   - Backward pools are gathers (each dx element sums the windows covering it), no atomics.
-//   - softmax_xent_fwd checks the labels on the device; a bad label is reported through the
-//     context's flag word, which this op reads back (it synchronizes the stream: once per step).
+//   - softmax_xent_fwd / bwd check the labels on the device; a bad label is reported by the next
+//     synchronizing call of the context (no host read inside a step).
 #include "common.cuh"
 
 #include <cmath>
@@ -18,19 +18,21 @@ constexpr int kBlock = 256;
 
 // ---- softmax cross-entropy -------------------------------------------------------------------
 // One warp per row: max, exp, sum (double), probs, row loss (double) and hit.
+// flag[0] = the first row with a bad label, or -1: set by check_labels_k before any kernel
+// writes, so a bad label leaves every output untouched (as the cpu).
+__global__ void check_labels_k(int32_t* flag, const int32_t* labels, int n, int classes) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    if (labels[i] < 0 || labels[i] >= classes) atomicMin(flag, i);
+}
+
 __global__ void xent_fwd_k(double* row_loss, float* probs, const float* logits,
-                           const int32_t* labels, int n, int classes, int32_t* flag) {
+                           const int32_t* labels, int n, int classes, const int32_t* flag) {
   const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
-  if (warp >= n) return;
+  if (warp >= n || flag[0] != 0x7fffffff) return;
   const int64_t C = classes;
   const float* xi = logits + warp * C;
   float* pi = probs + warp * C;
   const int y = labels[warp];
-  if (y < 0 || y >= classes) {
-    if (lane == 0) atomicCAS(flag, -1, warp);  // first bad row (any, deterministic enough)
-    if (lane == 0) row_loss[2 * warp] = 0.0, row_loss[2 * warp + 1] = 0.0;
-    return;
-  }
   // argmax with the lowest index on ties (as the cpu's strict >)
   float mx = -INFINITY;
   int am = 0x7fffffff;
@@ -64,7 +66,9 @@ __global__ void xent_fwd_k(double* row_loss, float* probs, const float* logits,
 }
 
 // One block: rows summed in a fixed order (thread-strided, then a fixed tree).
-__global__ void xent_sum_k(float* stats, const double* row_loss, int n) {
+__global__ void xent_sum_k(float* stats, float* accum, const double* row_loss, int n,
+                           const int32_t* flag) {
+  if (flag[0] != 0x7fffffff) return;
   __shared__ double l[kBlock], c[kBlock];
   double a = 0.0, b = 0.0;
   for (int i = threadIdx.x; i < n; i += kBlock) a += row_loss[2 * i], b += row_loss[2 * i + 1];
@@ -78,21 +82,25 @@ __global__ void xent_sum_k(float* stats, const double* row_loss, int n) {
   if (threadIdx.x == 0) {
     stats[0] = static_cast<float>(l[0] / n);
     stats[1] = static_cast<float>(c[0]);
+    if (accum) {
+      accum[0] = __fadd_rn(accum[0], static_cast<float>(l[0]));
+      accum[1] = __fadd_rn(accum[1], static_cast<float>(c[0]));
+      accum[2] = __fadd_rn(accum[2], static_cast<float>(n));
+      accum[3] = __fadd_rn(accum[3], 1.0f);
+    }
   }
 }
 
-__global__ void xent_bwd_k(float* d, const float* p, const int32_t* labels, int n, int classes,
-                           float scale, int32_t* flag) {
+__global__ void xent_bwd_k(float* d, const float* p, const int32_t* labels, const float* seed,
+                           int n, int classes, float scale0, const int32_t* flag) {
+  if (flag[0] != 0x7fffffff) return;
+  const float scale = seed ? __fmul_rn(scale0, seed[0]) : scale0;
   const int64_t total = int64_t{n} * classes;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t row = i / classes;
     const int j = static_cast<int>(i % classes);
     const int y = labels[row];
-    if (y < 0 || y >= classes) {
-      atomicCAS(flag, -1, static_cast<int32_t>(row));
-      continue;
-    }
     const float v = __fmul_rn(scale, p[i]);
     d[i] = j == y ? __fsub_rn(v, scale) : v;
   }
@@ -105,25 +113,30 @@ int32_t check_xent(const char* fn, char* dims, size_t cap, int32_t n, int32_t cl
   return D8_OK;
 }
 
-// Reads the context's flag after the op: -1 = every label was in range.
-int32_t read_label_flag(const char* fn, d8_context* ctx, const d8_buffer* labels, int classes) {
-  cudaError_t e = cudaMemcpyAsync(ctx->host_flag, ctx->flag, 4, cudaMemcpyDeviceToHost,
-                                  ctx->stream);
-  if (e == cudaSuccess) e = cudaStreamSynchronize(ctx->stream);
-  if (e != cudaSuccess) return cuda_fail(fn, "reading the label check", e);
-  const int32_t row = ctx->host_flag[0];
-  if (row < 0) return D8_OK;
-  int32_t lab = 0;
-  e = cudaMemcpy(&lab, static_cast<const int32_t*>(labels->data) + row, 4,
-                 cudaMemcpyDeviceToHost);
-  if (e != cudaSuccess) return cuda_fail(fn, "reading the bad label", e);
-  return fail(D8_ERR_INVALID_ARGUMENT, "%s: labels[%d] = %d is outside [0, %d)", fn, row, lab,
-              classes);
+__global__ void label_value_k(int32_t* flag, const int32_t* labels) {
+  if (flag[0] != 0x7fffffff) flag[1] = labels[flag[0]];
 }
 
-int32_t reset_flag(const char* fn, d8_context* ctx) {
-  const cudaError_t e = cudaMemsetAsync(ctx->flag, 0xff, 4, ctx->stream);  // -1
-  if (e != cudaSuccess) return cuda_fail(fn, "cudaMemsetAsync", e);
+// Labels are checked on the device, without a host read: check_labels_k records the first bad
+// row in the context's flag (kept until reported), every later loss kernel sees it and writes
+// nothing, and the flag is copied to pinned host memory; the next d8_synchronize or download
+// reports the error (pending_label_error, runtime.cu).
+int32_t start_label_check(const char* fn, d8_context* ctx, const d8_buffer* labels, int n,
+                          int classes) {
+  check_labels_k<<<grid_1d(n, kBlock), kBlock, 0, ctx->stream>>>(ctx->flag, i32ptr(labels), n,
+                                                                 classes);
+  label_value_k<<<1, 1, 0, ctx->stream>>>(ctx->flag, i32ptr(labels));
+  return launch_check(fn, "check_labels_k");
+}
+int32_t finish_label_check(const char* fn, d8_context* ctx, int classes) {
+  const cudaError_t e = cudaMemcpyAsync(ctx->host_flag, ctx->flag, 8, cudaMemcpyDeviceToHost,
+                                        ctx->stream);
+  if (e != cudaSuccess) return cuda_fail(fn, "copying the label check", e);
+  if (!ctx->label_pending) {
+    ctx->label_fn = fn;
+    ctx->label_classes = classes;
+  }
+  ctx->label_pending = 1;
   return D8_OK;
 }
 
@@ -374,8 +387,9 @@ void bn_blocks(int64_t m, int64_t* nb, int64_t* brows) {
 
 }  // namespace
 
-extern "C" int32_t d8_softmax_xent_fwd(d8_buffer* stats, d8_buffer* probs, const d8_buffer* logits,
-                                       const d8_buffer* labels, int32_t n, int32_t classes) {
+extern "C" int32_t d8_softmax_xent_fwd(d8_buffer* stats, d8_buffer* probs, d8_buffer* accum,
+                                       const d8_buffer* logits, const d8_buffer* labels, int32_t n,
+                                       int32_t classes) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[64];
     if (int32_t e = check_xent(fn, dims, sizeof dims, n, classes)) return e;
@@ -383,35 +397,41 @@ extern "C" int32_t d8_softmax_xent_fwd(d8_buffer* stats, d8_buffer* probs, const
     if (int32_t e = check_buffer(fn, "probs", probs, mul64(n, classes, 4), dims)) return e;
     if (int32_t e = check_buffer(fn, "logits", logits, mul64(n, classes, 4), dims)) return e;
     if (int32_t e = check_buffer(fn, "labels", labels, mul64(n, 4), dims)) return e;
+    if (accum)
+      if (int32_t e = check_buffer(fn, "accum", accum, 16, dims)) return e;
     d8_context* ctx;
-    if (int32_t e = op_context(fn, {stats, probs, logits, labels}, &ctx)) return e;
+    if (int32_t e = op_context(fn, {stats, probs, accum, logits, labels}, &ctx)) return e;
     Scratch sc;
     if (int32_t e = sc.get(fn, ctx, static_cast<size_t>(n) * 16)) return e;
-    if (int32_t e = reset_flag(fn, ctx)) return e;
+    if (int32_t e = start_label_check(fn, ctx, labels, n, classes)) return e;
     xent_fwd_k<<<grid_1d(int64_t{n} * 32, kBlock), kBlock, 0, ctx->stream>>>(
         sc.as<double>(), fptr(probs), fptr(logits), i32ptr(labels), n, classes, ctx->flag);
-    xent_sum_k<<<1, kBlock, 0, ctx->stream>>>(fptr(stats), sc.as<double>(), n);
+    xent_sum_k<<<1, kBlock, 0, ctx->stream>>>(fptr(stats), accum ? fptr(accum) : nullptr,
+                                              sc.as<double>(), n, ctx->flag);
     if (int32_t e = launch_check(fn, "xent kernels")) return e;
-    return read_label_flag(fn, ctx, labels, classes);
+    return finish_label_check(fn, ctx, classes);
   });
 }
 
 extern "C" int32_t d8_softmax_xent_bwd(d8_buffer* dlogits, const d8_buffer* probs,
-                                       const d8_buffer* labels, int32_t n, int32_t classes,
-                                       float scale) {
+                                       const d8_buffer* labels, const d8_buffer* seed,
+                                       int32_t n, int32_t classes, float scale) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[64];
     if (int32_t e = check_xent(fn, dims, sizeof dims, n, classes)) return e;
     if (int32_t e = check_buffer(fn, "dlogits", dlogits, mul64(n, classes, 4), dims)) return e;
     if (int32_t e = check_buffer(fn, "probs", probs, mul64(n, classes, 4), dims)) return e;
     if (int32_t e = check_buffer(fn, "labels", labels, mul64(n, 4), dims)) return e;
+    if (seed)
+      if (int32_t e = check_buffer(fn, "seed", seed, 4, dims)) return e;
     d8_context* ctx;
-    if (int32_t e = op_context(fn, {dlogits, probs, labels}, &ctx)) return e;
-    if (int32_t e = reset_flag(fn, ctx)) return e;
+    if (int32_t e = op_context(fn, {dlogits, probs, labels, seed}, &ctx)) return e;
+    if (int32_t e = start_label_check(fn, ctx, labels, n, classes)) return e;
     xent_bwd_k<<<grid_1d(int64_t{n} * classes, kBlock), kBlock, 0, ctx->stream>>>(
-        fptr(dlogits), fptr(probs), i32ptr(labels), n, classes, scale, ctx->flag);
+        fptr(dlogits), fptr(probs), i32ptr(labels), seed ? fptr(seed) : nullptr, n, classes,
+        scale, ctx->flag);
     if (int32_t e = launch_check(fn, "xent_bwd_k")) return e;
-    return read_label_flag(fn, ctx, labels, classes);
+    return finish_label_check(fn, ctx, classes);
   });
 }
 

@@ -6,7 +6,6 @@
 // d8_synchronize waits. A download synchronizes the stream (the host needs the bytes).
 #include "common.cuh"
 
-#include <atomic>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -153,6 +152,23 @@ int32_t check_distinct(const char* fn, const char* a, const d8_buffer* pa, const
   return D8_OK;
 }
 
+int32_t pending_label_error(const char* fn, d8_context* ctx) {
+  if (!ctx->label_pending) return D8_OK;
+  ctx->label_pending = 0;
+  const int32_t row = ctx->host_flag[0];
+  if (row == 0x7fffffff) return D8_OK;
+  const int32_t lab = ctx->host_flag[1];
+  ctx->host_flag[0] = 0x7fffffff;
+  // clear the device flag for the next steps (stream-ordered; the stream is idle here)
+  cudaMemcpyAsync(ctx->flag, ctx->host_flag, 4, cudaMemcpyHostToDevice, ctx->stream);
+  cudaStreamSynchronize(ctx->stream);
+  return fail(D8_ERR_INVALID_ARGUMENT,
+              "%s: %s: labels[%d] = %d is outside [0, %d) (found on the device, reported at this "
+              "synchronizing call; the loss outputs of that call and of later ones before it were "
+              "not written)",
+              fn, ctx->label_fn, row, lab, ctx->label_classes);
+}
+
 int32_t use_device(const char* fn, d8_context* ctx) {
   int cur = -1;
   cudaError_t e = cudaGetDevice(&cur);
@@ -239,12 +255,9 @@ int32_t Scratch::get(const char* fn, d8_context* ctx, size_t bytes) {
 }
 
 // ---- int8 kernel choice -----------------------------------------------------------------------
-static std::atomic<int32_t> g_int8_default{0};
-
 int int8_version(const d8_context* ctx) {
-  int v = ctx->int8_kernel != 0 ? ctx->int8_kernel : g_int8_default.load();
+  int v = ctx->int8_kernel;
   if (v == 0) v = ctx->cc >= 80 ? 3 : ctx->cc >= 75 ? 2 : 1;
-  if (v == 3 && ctx->cc < 80) v = 2;  // a library-wide setting on an older device
   return v;
 }
 
@@ -271,16 +284,12 @@ int32_t set_int8(const char* fn, d8_context* ctx, int32_t v) {
                 "%s: variant must be 0 (auto), 1 (simple), 2 (mma-m8n8k16) or 3 (mma-m16n8k32), "
                 "got %d",
                 fn, v);
-  if (ctx) {
-    const int need = v == 3 ? 80 : v == 2 ? 75 : 0;
-    if (ctx->cc < need)
-      return fail(D8_ERR_UNSUPPORTED,
-                  "%s: the %s int8 kernel needs compute capability %d.%d, this device has %d.%d",
-                  fn, int8_version_name(v), need / 10, need % 10, ctx->cc / 10, ctx->cc % 10);
-    ctx->int8_kernel = v;
-  } else {
-    g_int8_default.store(v);
-  }
+  const int need = v == 3 ? 80 : v == 2 ? 75 : 0;
+  if (ctx->cc < need)
+    return fail(D8_ERR_UNSUPPORTED,
+                "%s: the %s int8 kernel needs compute capability %d.%d, this device has %d.%d", fn,
+                int8_version_name(v), need / 10, need % 10, ctx->cc / 10, ctx->cc % 10);
+  ctx->int8_kernel = v;
   return D8_OK;
 }
 
@@ -356,6 +365,16 @@ extern "C" int32_t d8_context_create(d8_context** out, int32_t device) {
       delete ctx;
       return cuda_fail(fn, "allocating the context's flags", e);
     }
+    ctx->host_flag[0] = 0x7fffffff;
+    ctx->host_flag[1] = 0;
+    if ((e = cudaMemcpy(ctx->flag, ctx->host_flag, 8, cudaMemcpyHostToDevice)) != cudaSuccess) {
+      cudaFree(ctx->flag);
+      cudaFreeHost(ctx->host_flag);
+      cudaStreamDestroy(ctx->stream);
+      delete ctx->alloc;
+      delete ctx;
+      return cuda_fail(fn, "initializing the context's flags", e);
+    }
     *out = ctx;
     return D8_OK;
   });
@@ -394,7 +413,7 @@ extern "C" int32_t d8_synchronize(d8_context* ctx) {
     if (int32_t e = use_device(fn, ctx)) return e;
     const cudaError_t e = cudaStreamSynchronize(ctx->stream);
     if (e != cudaSuccess) return cuda_fail(fn, "cudaStreamSynchronize", e);
-    return D8_OK;
+    return pending_label_error(fn, ctx);
   });
 }
 
@@ -494,7 +513,7 @@ extern "C" int32_t d8_buffer_download(void* dst, const d8_buffer* src, int64_t s
                                     ctx->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(ctx->stream);
     if (e != cudaSuccess) return cuda_fail(fn, "cudaMemcpyAsync (download)", e);
-    return D8_OK;
+    return pending_label_error(fn, ctx);
   });
 }
 
@@ -529,21 +548,26 @@ extern "C" int32_t d8_buffer_copy(d8_buffer* dst, int64_t dst_offset, const d8_b
   });
 }
 
-// ---- int8 kernel choice (daint8.h: d8_set_int8_kernel) ---------------------------------------
+// ---- int8 kernel choice (daint8.h: d8_set_int8_kernel, per context) ---------------------------
 // cuda variants: 0 auto (3 on sm_80+, 2 on sm_75), 1 simple (dp4a / plain loops, every shape),
-// 2 mma-m8n8k16 (sm_75+), 3 mma-m16n8k32 with cp.async pipelines (sm_80+). The library-wide
-// default; d8_cuda_set_int8_kernel overrides it per context.
-extern "C" int32_t d8_set_int8_kernel(int32_t variant) {
-  return guard(__func__, [&](const char* fn) { return set_int8(fn, nullptr, variant); });
-}
-
-extern "C" int32_t d8_int8_kernel_name(char* out, int32_t capacity) {
+// 2 mma-m8n8k16 (sm_75+), 3 mma-m16n8k32 with cp.async pipelines (sm_80+).
+extern "C" int32_t d8_set_int8_kernel(d8_context* ctx, int32_t variant) {
   return guard(__func__, [&](const char* fn) -> int32_t {
-    return write_string(fn, out, capacity, int8_version_name(g_int8_default.load()));
+    if (int32_t e = check_context(fn, ctx)) return e;
+    return set_int8(fn, ctx, variant);
   });
 }
 
-// cuda-only extension (kernels/cuda/daint8_cuda.h): the per-context override by name.
+// The version the context's int8 ops run ("simple", "mma-m8n8k16", "mma-m16n8k32"); shapes a
+// tensor-core kernel cannot do still fall back to "simple".
+extern "C" int32_t d8_int8_kernel_name(d8_context* ctx, char* out, int32_t capacity) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    if (int32_t e = check_context(fn, ctx)) return e;
+    return write_string(fn, out, capacity, int8_version_name(int8_version(ctx)));
+  });
+}
+
+// cuda-only extension (not in daint8.h, looked up by name): the per-context choice by name.
 extern "C" __attribute__((visibility("default"))) int32_t d8_cuda_set_int8_kernel(
     d8_context* ctx, const char* name) {
   return guard(__func__, [&](const char* fn) -> int32_t {

@@ -78,11 +78,11 @@ const CONVS: [string, Conv][] = [
 const VERSIONS = [1, 2, 3];
 
 function withVersion(cuda: Lib, v: number, fn: () => void): void {
-  cuda.check(cuda.s.d8_set_int8_kernel(v));
+  cuda.check(cuda.s.d8_set_int8_kernel(cuda.ctx, v));
   try {
     fn();
   } finally {
-    cuda.check(cuda.s.d8_set_int8_kernel(0));
+    cuda.check(cuda.s.d8_set_int8_kernel(cuda.ctx, 0));
   }
 }
 
@@ -194,7 +194,7 @@ gpuTest(
     const clipT = new Float32Array([1.7]);
     for (const rounding of [0, 1]) {
       for (const [layout, clips] of [[0, clipT], [1, clipsI], [2, clipsO]] as const) {
-        const seed = 0x1234_5678_9abcn;
+        const seed = 0x9abc_def1;
         const run = (l: Lib) => {
           const y = l.buf(n), dq = l.buf(4 * n);
           const bc = l.buf(4 * clips.length, clips);
@@ -231,7 +231,7 @@ gpuTest(
             l.buf(4, clipT),
             l.buf(4 * inner, clipsI),
             rounding,
-            99n,
+            99,
           ),
         );
         const r = { t: l.i8(yt, n), c: l.i8(yc, n) };
@@ -363,11 +363,31 @@ gpuTest("batch norm, pools, softmax cross-entropy, SGD, elementwise", (cpu, cuda
     l.check(l.s.d8_global_avgpool_fwd(gy, bx, 2, 81, c));
     l.check(l.s.d8_global_avgpool_bwd(gdx, gy, 2, 81, c));
     const st = l.buf(8), pr = l.buf(4 * 370), dl = l.buf(4 * 370), bl = l.buf(4 * 37, labels);
-    l.check(l.s.d8_softmax_xent_fwd(st, pr, l.buf(4 * 370, logits), bl, 37, 10));
-    l.check(l.s.d8_softmax_xent_bwd(dl, pr, bl, 37, 10, 1 / 37));
+    const acc = l.buf(16, new Float32Array([1, 2, 3, 4])),
+      seedG = l.buf(4, new Float32Array([0.5]));
+    l.check(l.s.d8_softmax_xent_fwd(st, pr, acc, l.buf(4 * 370, logits), bl, 37, 10));
+    l.check(l.s.d8_softmax_xent_bwd(dl, pr, bl, seedG, 37, 10, 1 / 37));
     const wv = l.buf(4 * m * c, x), mom = l.buf(4 * m * c, new Float32Array(m * c));
-    l.check(l.s.d8_sgd_step(wv, mom, bdy, BigInt(m * c), 0.1, 0.9, 5e-4, 1));
-    l.check(l.s.d8_sgd_step(wv, mom, bdy, BigInt(m * c), 0.1, 0.9, 5e-4, 0));
+    const nf = l.buf(4, new Uint32Array([0]));
+    l.check(l.s.d8_sgd_step(wv, mom, nf, bdy, BigInt(m * c), 0.1, 0.9, 5e-4, 1));
+    l.check(l.s.d8_sgd_step(wv, mom, null, bdy, BigInt(m * c), 0.1, 0.9, 5e-4, 0));
+    const wbad = l.buf(16, new Float32Array([1, 2, 3, 4])), nf2 = l.buf(4, new Uint32Array([0]));
+    l.check(
+      l.s.d8_sgd_step(
+        wbad,
+        null,
+        nf2,
+        l.buf(16, new Float32Array([0, NaN, 0, 0])),
+        4n,
+        0.1,
+        0,
+        0,
+        0,
+      ),
+    );
+    const mk = l.buf(Math.ceil((m * c) / 8)), ym = l.buf(4 * m * c), dm = l.buf(4 * m * c);
+    l.check(l.s.d8_relu_fwd_mask(ym, mk, bx, BigInt(m * c)));
+    l.check(l.s.d8_relu_bwd_mask(dm, bdy, mk, BigInt(m * c)));
     const ew = l.buf(4 * m * c),
       cat = l.buf(8 * m * c),
       sa = l.buf(4 * m * c),
@@ -389,8 +409,9 @@ gpuTest("batch norm, pools, softmax cross-entropy, SGD, elementwise", (cpu, cuda
         ...l.f32(gy, 2 * c),
         ...l.f32(gdx, m * c),
       ],
-      xent: [...l.f32(st, 2), ...l.f32(pr, 370), ...l.f32(dl, 370)],
-      sgd: [...l.f32(wv, m * c), ...l.f32(mom, m * c)],
+      xent: [...l.f32(st, 2), ...l.f32(pr, 370), ...l.f32(dl, 370), ...l.f32(acc, 4)],
+      sgd: [...l.f32(wv, m * c), ...l.f32(mom, m * c), ...l.i32(nf, 1), ...l.i32(nf2, 1)],
+      mask: [...l.get(mk, Math.ceil((m * c) / 8)), ...l.f32(ym, m * c), ...l.f32(dm, m * c)],
       ew: [...l.f32(ew, m * c), ...l.f32(cat, 2 * m * c), ...l.f32(sb, m * c), ...l.f32(sa, m * c)],
     };
     l.freeAll();
@@ -425,11 +446,14 @@ gpuTest(
     const labels = cuda.buf(16, new Int32Array([0, 1, 12, 2])),
       pr = cuda.buf(160),
       stats = cuda.buf(8);
-    if (cuda.s.d8_softmax_xent_fwd(stats, pr, cuda.buf(160), labels, 4, 10) !== 1) {
-      throw new Error(
-        "bad label accepted",
-      );
-    }
+    const before = cuda.f32(pr, 40);
+    // checked on the device: the op returns at once, the next synchronizing call reports it
+    cuda.check(cuda.s.d8_softmax_xent_fwd(stats, pr, null, cuda.buf(160), labels, 4, 10));
+    if (cuda.s.d8_synchronize(cuda.ctx) !== 1) throw new Error("bad label not reported");
+    const lmsg = Deno.UnsafePointerView.getCString(cuda.s.d8_last_error()!);
+    if (!lmsg.includes("labels[2] = 12")) throw new Error(`unexpected message: ${lmsg}`);
+    cuda.check(cuda.s.d8_synchronize(cuda.ctx)); // reported once
+    assertEqualArrays("probs untouched after a bad label", cuda.f32(pr, 40), before);
     const out = new BigUint64Array(1);
     const oom = cuda.s.d8_buffer_alloc(new Uint8Array(out.buffer), cuda.ctx, 1n << 45n);
     if (oom !== 2) throw new Error(`a 32 TiB allocation gave status ${oom}`);
@@ -473,3 +497,105 @@ gpuTest("device memory in use stays flat over 100 training-like steps", (_cpu, c
     ext.close();
   }
 });
+
+gpuTest("quantize_i8_maxscale (tensor, outer) and quant_error: bit-identical", (cpu, cuda) => {
+  const rnd = new Rand(41);
+  const outer = 70, inner = 300, n = outer * inner, x = rnd.f32(n, 5);
+  for (let i = 0; i < inner; i++) x[3 * inner + i] = 0; // an all-zero row
+  for (const layout of [0, 2]) {
+    const run = (l: Lib) => {
+      const y = l.buf(n), sc = l.buf(4 * outer), rec = l.buf(32, new Float32Array(8));
+      const bx = l.buf(4 * n, x);
+      l.check(l.s.d8_quantize_i8_maxscale(y, sc, bx, BigInt(outer), inner, layout));
+      const cl = l.buf(4 * inner, rnd2.f32(inner).map((v) => Math.abs(v) * 4));
+      l.check(l.s.d8_quant_error(rec, bx, y, cl, BigInt(outer), inner, 1));
+      const r = { y: l.i8(y, n), s: l.f32(sc, layout === 0 ? 1 : outer), rec: l.f32(rec, 8) };
+      l.freeAll();
+      return r;
+    };
+    let rnd2 = new Rand(5);
+    const ref = run(cpu);
+    rnd2 = new Rand(5);
+    const got = run(cuda);
+    assertEqualArrays(`maxscale y layout ${layout}`, got.y, ref.y);
+    assertEqualArrays(`maxscale scale layout ${layout}`, got.s, ref.s);
+    assertClose(`quant_error layout ${layout}`, got.rec, ref.rec, { atol: 0, rtol: 1e-6 });
+  }
+});
+
+gpuTest(
+  "quant_decide: every clip mode over 12 steps, state and outputs as the cpu",
+  (cpu, cuda) => {
+    const C = 40, rows = 2000, size = 64;
+    const rnd = new Rand(43);
+    const table = new Float32Array(3 * size).map((_, i) =>
+      0.5 + (i % size) * 0.05 + Math.floor(i / size) * 0.1
+    );
+    for (const clip of [0, 1, 2, 3]) {
+      for (const gvq of [0, 1]) {
+        const knobs = new Uint8Array(64);
+        const ki = new Int32Array(knobs.buffer), kf = new Float32Array(knobs.buffer);
+        ki[0] = C, ki[1] = clip, ki[2] = gvq, ki[3] = 3, ki[4] = 9, ki[5] = 1, ki[6] = size;
+        kf[8] = 0.3, kf[9] = 0.5, kf[10] = 0.2, kf[11] = 0.4, kf[12] = 3.1, kf[13] = 0.05;
+        const libs = [cpu, cuda].map((l) => ({
+          l,
+          state: l.buf(4 * (16 + 2 * C), new Uint32Array(16 + 2 * C)),
+          ct: l.buf(4),
+          st: l.buf(4),
+          cc: l.buf(4 * C),
+          sc: l.buf(4 * C),
+          rec: l.buf(32),
+          stats: l.buf(16 * C),
+          tab: l.buf(4 * 3 * size, table),
+          dy: l.buf(4 * rows * C),
+        }));
+        for (let step = 0; step < 12; step++) {
+          const dy = rnd.f32(rows * C, 1 + step * 0.1);
+          for (let i = 0; i < dy.length; i += 7) dy[i] = dy[i]! * ((i / 7) % 5 === 0 ? 8 : 1); // heavy tails
+          const outs = libs.map((b) => {
+            const { l } = b;
+            l.check(
+              l.s.d8_buffer_upload(b.dy, 0n, new Uint8Array(dy.buffer), BigInt(dy.byteLength)),
+            );
+            l.check(
+              l.s.d8_quant_decide(
+                b.state,
+                b.ct,
+                b.st,
+                gvq ? b.cc : null,
+                gvq ? b.sc : null,
+                b.rec,
+                b.stats,
+                b.dy,
+                b.tab,
+                BigInt(rows),
+                knobs,
+              ),
+            );
+            return {
+              state: l.i32(b.state, 16 + 2 * C),
+              ct: l.f32(b.ct, 1),
+              cc: gvq ? l.f32(b.cc, C) : new Float32Array(0),
+              rec: l.f32(b.rec, 7),
+              stats: l.f32(b.stats, 4 * C),
+            };
+          });
+          const [ref, got] = outs as [typeof outs[0], typeof outs[0]];
+          const what = `clip ${clip} gvq ${gvq} step ${step}`;
+          assertClose(`${what} stats`, got.stats, ref.stats, { atol: 1e-7, rtol: 1e-5 });
+          // max and mcs depend only on exact statistics (max, share classes) and f32 formulas
+          const exact = clip === 0 || clip === 1;
+          const tol = exact ? { atol: 0, rtol: 0 } : { atol: 1e-6, rtol: 1e-4 };
+          assertClose(`${what} clip_tensor`, got.ct, ref.ct, tol);
+          assertClose(`${what} clips_channel`, got.cc, ref.cc, tol);
+          assertClose(`${what} record`, got.rec, ref.rec, {
+            atol: 1e-6,
+            rtol: exact ? 1e-6 : 1e-4,
+          });
+          if (exact) assertEqualArrays(`${what} state`, got.state, ref.state);
+        }
+        for (const b of libs) b.l.freeAll();
+      }
+    }
+  },
+);
