@@ -30,7 +30,7 @@
  *
  * @module
  */
-export { Daint8Error, loadLibrary } from "./ffi/library.ts";
+export { cacheDir, Daint8Error, ensureLibrary, loadLibrary } from "./ffi/library.ts";
 export type { NativeLibrary } from "./ffi/library.ts";
 export { ABI_VERSION } from "./ffi/symbols.ts";
 export { SYMBOLS, type Symbols } from "./ffi/symbols.ts";

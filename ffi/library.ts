@@ -1,45 +1,36 @@
 /**
- * Finds, loads and checks a daint8 native library, and turns its status codes into thrown
- * errors. Nothing else in the project calls `Deno.dlopen`.
+ * Loads and checks a daint8 native library, and turns its status codes into thrown errors.
+ * Nothing else in the project calls `Deno.dlopen`.
  *
- * Loader order for backend `name` (`cpu`, `cuda`):
+ * Loader order for backend `name` (`cpu`, `cuda`), see ffi/cache.ts:
  * 1. the environment variable `DAINT8_<NAME>_LIB` (e.g. `DAINT8_CPU_LIB=/opt/libdaint8_cpu.so`);
- * 2. the repository's build output `build/libdaint8_<name>.so` next to this module's checkout.
+ * 2. the repository's build output `build/libdaint8_<name>.so` next to this module's checkout;
+ * 3. the per-user cache (`$DAINT8_CACHE`, `$XDG_CACHE_HOME/daint8` or `~/.cache/daint8`), which
+ *    `ensureLibrary(name)` fills by download or source build when the module came by URL.
+ *
+ * Before mapping a file, the loader checks its ELF structure and, when it has a stamp, its size
+ * and SHA-256 (ffi/integrity.ts): a truncated or corrupted file gets a message instead of a
+ * SIGBUS. Libraries are linked with `-z nodelete` and never unloaded at exit, so OpenMP workers
+ * that are still winding down never run unmapped code.
  *
  * @module
  */
 import { ABI_VERSION, SYMBOLS, type Symbols } from "./symbols.ts";
+import { Daint8Error, STATUS_NAMES } from "./errors.ts";
+import { isPermissionError, withPermission } from "./env.ts";
+import { buildHint, cacheDir, cachedLibraryPath, damaged, locateLibrary } from "./cache.ts";
+import { libraryProblem } from "./integrity.ts";
 
-/** Status codes of kernels/daint8.h. */
-export const STATUS_NAMES: Readonly<Record<number, string>> = {
-  1: "invalid argument",
-  2: "out of memory",
-  3: "unsupported",
-  4: "device error",
-  5: "internal error",
-};
-
-/** An error reported by the native library (non-zero status), or a failure to load it. */
-export class Daint8Error extends Error {
-  /** The native status code (0 when the library could not be loaded at all). */
-  readonly status: number;
-  /**
-   * An error with `message` and the native `status` (0 for a load failure); `options.cause`
-   * carries an underlying error.
-   *
-   * @example
-   * ```ts
-   * import { Daint8Error } from "./library.ts";
-   * const e = new Daint8Error("d8_conv2d_fwd: bad shape", 1);
-   * console.assert(e.status === 1 && e.name === "Daint8Error");
-   * ```
-   */
-  constructor(message: string, status: number, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "Daint8Error";
-    this.status = status;
-  }
-}
+export { Daint8Error, STATUS_NAMES } from "./errors.ts";
+export {
+  cacheDir,
+  cacheRoot,
+  defaultLibraryPath,
+  ensureLibrary,
+  localRoot,
+  locateLibrary,
+} from "./cache.ts";
+export type { LocatedLibrary } from "./cache.ts";
 
 /** A loaded native library with its checked symbol table. */
 export interface NativeLibrary {
@@ -55,97 +46,101 @@ export interface NativeLibrary {
   /** Throws a `Daint8Error` with the library's message when `status` is not 0. */
   check(status: number): void;
   /**
-   * Unloads the library and drops it from the process cache (the next `loadLibrary` opens it
-   * again); its symbols must not be called afterwards.
+   * Drops the library from the process cache (the next `loadLibrary` opens it again) and closes
+   * Deno's handle; its symbols must not be called afterwards. The code stays mapped (the
+   * library is linked with `-z nodelete`), so threads it started may finish safely.
    */
   close(): void;
 }
 
-const BUILD_HINT = "Build it with `deno task build` (needs a C++17 compiler such as g++)";
-
-/** How to get each backend's library. */
-function buildHint(backend: string): string {
-  return backend === "cuda"
-    ? "This release has no CUDA backend yet (kernels/cuda is the next milestone): use " +
-      "--backend cpu, or point DAINT8_CUDA_LIB at a libdaint8_cuda.so with this ABI"
-    : BUILD_HINT;
-}
-
-/** The repository root when this module runs from a local checkout, else undefined. */
-export function localRoot(): string | undefined {
-  const url = new URL("../", import.meta.url);
-  return url.protocol === "file:" ? decodeURIComponent(url.pathname) : undefined;
-}
-
-/** Path where `deno task build` puts the library of `backend`, when running from a checkout. */
-export function defaultLibraryPath(backend: string): string | undefined {
-  const root = localRoot();
-  return root === undefined ? undefined : `${root}build/libdaint8_${backend}.so`;
-}
-
-function envName(backend: string): string {
-  return `DAINT8_${backend.toUpperCase()}_LIB`;
-}
-
-function fileExists(path: string): boolean {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
-  }
-}
+const REBUILD_HINT = "Rebuild it with `deno task build` (needs a C++17 compiler such as g++)";
 
 const cache = new Map<string, NativeLibrary>();
 
+function dirOf(path: string): string {
+  return path.slice(0, path.lastIndexOf("/")) || "/";
+}
+
 /**
- * Loads (once per process) the native library of `backend` and checks its ABI version.
- * Throws a `Daint8Error` that says how to build the library when it is missing or stale.
+ * Loads (once per process) the native library of `backend` and checks its ABI version: from
+ * `path` when given, else by the loader order (environment override, local build, cache).
+ * Throws a `Daint8Error` that says how to get the library when it is missing, damaged or stale;
+ * when the module was imported by URL and the cache is empty, call `await ensureLibrary(backend)`
+ * first.
  */
-export function loadLibrary(backend: string): NativeLibrary {
+export function loadLibrary(backend: string, path?: string): NativeLibrary {
   const cached = cache.get(backend);
-  if (cached) return cached;
-  const env = Deno.env.get(envName(backend));
-  const path = env ?? defaultLibraryPath(backend);
+  if (cached && (path === undefined || cached.path === path)) return cached;
   if (path === undefined) {
-    throw new Daint8Error(
-      `Cannot find the ${backend} library: set ${envName(backend)} to the path of ` +
-        `libdaint8_${backend}.so (this module was imported from ${import.meta.url})`,
-      0,
+    const found = locateLibrary(backend);
+    if (found === undefined) {
+      let where = "";
+      try {
+        const cached = cachedLibraryPath(backend);
+        const problem = libraryProblem(cached, true);
+        where = problem === "it does not exist"
+          ? ` It is not in the cache (${cacheDir(backend)}).`
+          : ` The cached copy ${cached} is damaged (${problem}) and was not loaded.`;
+      } catch { /* the cache cannot be located or read: say nothing about it */ }
+      throw new Daint8Error(
+        `Cannot find the ${backend} library for this module (${import.meta.url}).${where} ` +
+          `${buildHint(backend)}.`,
+        0,
+      );
+    }
+    path = found.path;
+  } else {
+    const file = path;
+    const problem = withPermission(
+      `read the native library ${file}`,
+      `--allow-read=${dirOf(file)}`,
+      () => libraryProblem(file),
     );
+    if (problem === "it does not exist") {
+      throw new Daint8Error(`Cannot find the ${backend} library at "${path}".`, 0);
+    }
+    if (problem !== undefined) throw damaged(backend, path, problem, REBUILD_HINT);
   }
-  if (!fileExists(path)) {
-    throw new Daint8Error(
-      `Cannot find the ${backend} library at "${path}"` +
-        (env ? ` (from ${envName(backend)})` : "") + `. ${buildHint(backend)}.`,
-      0,
-    );
-  }
+  const file = path;
   let lib: Deno.DynamicLibrary<typeof SYMBOLS>;
   try {
-    lib = Deno.dlopen(path, SYMBOLS);
+    lib = withPermission(
+      `load the native library ${file}`,
+      `--allow-ffi=${dirOf(file)}`,
+      () => Deno.dlopen(file, SYMBOLS),
+    );
   } catch (cause) {
+    if (cause instanceof Daint8Error) throw cause;
     throw new Daint8Error(
       `Cannot load the ${backend} library "${path}": ${(cause as Error).message}. ` +
-        `It may be stale or built for another machine: ${BUILD_HINT}.`,
+        `It may be stale or built for another machine: ${REBUILD_HINT}.`,
       0,
       { cause },
     );
+  }
+  try {
+  } catch (e) {
+    lib.close();
+    throw e;
   }
   const version = lib.symbols.d8_abi_version();
   if (version !== ABI_VERSION) {
     lib.close();
     throw new Daint8Error(
       `The ${backend} library "${path}" has ABI version ${version}, this module needs ` +
-        `${ABI_VERSION}: it is stale. ${BUILD_HINT}.`,
+        `${ABI_VERSION}: it is stale. ${REBUILD_HINT}.`,
       0,
     );
   }
   const symbols = lib.symbols;
   const name = new Uint8Array(32);
+  const text = new Uint8Array(1024);
   const check = (status: number): void => {
     if (status === 0) return;
-    const ptr = symbols.d8_last_error();
-    const message = ptr === null ? "unknown error" : Deno.UnsafePointerView.getCString(ptr);
+    const len = symbols.d8_last_error_copy(text, text.length);
+    const message = len > 0
+      ? new TextDecoder().decode(text.subarray(0, Math.min(len, text.length - 1)))
+      : "unknown error";
     throw new Daint8Error(
       `${message} (${STATUS_NAMES[status] ?? `status ${status}`})`,
       status,
@@ -159,7 +154,7 @@ export function loadLibrary(backend: string): NativeLibrary {
     symbols,
     check,
     close() {
-      cache.delete(backend);
+      if (cache.get(backend) === loaded) cache.delete(backend);
       lib.close();
     },
   };

@@ -9,15 +9,17 @@
 export const ABI_VERSION = 3;
 
 const status = "i32" as const;
-const buf = "pointer" as const; // d8_buffer*
-const ctx = "pointer" as const; // d8_context*
+// Handles cross as u64 values (0 = NULL): no Deno.UnsafePointer is needed, so the library works
+// under a path-scoped --allow-ffi=<dir>.
+const buf = "u64" as const; // d8_buffer*
+const ctx = "u64" as const; // d8_context*
 const shape = "buffer" as const; // const d8_conv_shape* (16 x int32)
 const knobs = "buffer" as const; // const d8_quant_knobs* (8 x int32, 8 x f32)
 
 /** Every exported symbol of a daint8 native library. */
 export const SYMBOLS = {
   d8_abi_version: { parameters: [], result: "i32" },
-  d8_last_error: { parameters: [], result: "pointer" }, // const char*
+  d8_last_error_copy: { parameters: ["buffer", "i32"], result: "i32" }, // char* out, capacity
   d8_backend_name: { parameters: ["buffer", "i32"], result: status }, // char* out, int32 capacity
   d8_device_info: { parameters: [ctx, "buffer", "i32"], result: status },
 

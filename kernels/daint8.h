@@ -3,7 +3,7 @@
  *
  * Conventions (every backend, every function):
  *   - Plain C, fixed-width types, no C++ types or exceptions across the boundary.
- *   - Every function except d8_abi_version / d8_last_error returns an int32_t status:
+ *   - Every function except d8_abi_version / d8_last_error(_copy) returns an int32_t status:
  *       0 = ok, D8_ERR_* otherwise. d8_last_error() returns the message of the last
  *       failure on the calling thread (valid until the next failing call on that thread).
  *   - Native code validates every argument (null handles, shapes, buffer sizes) and returns
@@ -13,6 +13,8 @@
  *   - All tensor data live in backend buffers (d8_buffer handles) owned by a context; every
  *     op is enqueued on the context's stream (the cpu backend runs it synchronously);
  *     d8_synchronize waits for all enqueued work.
+ *   - Handles (d8_context*, d8_buffer*) are opaque 64-bit values to the caller (Deno passes them
+ *     as u64, so no native pointer object is needed).
  *   - Buffer arguments are untyped; each op states the element type it reads/writes and
  *     checks that every buffer holds enough bytes for the shape given.
  */
@@ -59,6 +61,10 @@ static_assert(sizeof(d8_conv_shape) == 16 * sizeof(int32_t), "d8_conv_shape cros
 /* ---- library, context, buffers ----------------------------------------------------- */
 int32_t d8_abi_version(void);
 const char* d8_last_error(void);
+/* Copies the calling thread's last error message into out (NUL-terminated, truncated to
+ * capacity - 1 bytes) and returns its full length: the message without a pointer crossing the
+ * boundary (Deno's path-scoped --allow-ffi refuses native pointers). */
+int32_t d8_last_error_copy(char* out, int32_t capacity);
 /* Which backend this library is: writes a NUL-terminated name ("cpu", "cuda") into out. */
 int32_t d8_backend_name(char* out, int32_t capacity);
 /* Describes the machine / device (CPU features, thread count, GPU name) into out. */

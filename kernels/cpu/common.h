@@ -112,6 +112,7 @@ int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int
 void set_current_context(const d8_context* ctx);
 const d8_context* current_context();  // null before the first checked buffer
 int num_threads();                     // threads a parallel region may use (>= 1)
+int32_t max_threads();                 // most threads a request may use (larger ones are capped)
 
 // Threads worth using for `work` units when one thread should get at least `grain` units.
 inline int threads_for(int64_t work, int64_t grain) {

@@ -116,6 +116,16 @@ int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int
 // ---- threads --------------------------------------------------------------------------------
 static thread_local const d8_context* tl_ctx = nullptr;
 
+// More threads than this gain nothing and risk exhausting the system's thread resources (a
+// failed thread creation inside OpenMP aborts the process): requests are capped here.
+int32_t max_threads() {
+#ifdef _OPENMP
+  return std::max(256, 4 * omp_get_num_procs());
+#else
+  return 1;
+#endif
+}
+
 void set_current_context(const d8_context* ctx) { tl_ctx = ctx; }
 const d8_context* current_context() {
   return tl_ctx && tl_ctx->magic == kContextMagic ? tl_ctx : nullptr;
@@ -169,6 +179,16 @@ using namespace d8cpu;
 extern "C" int32_t d8_abi_version(void) { return D8_ABI_VERSION; }
 
 extern "C" const char* d8_last_error(void) { return g_last_error; }
+
+extern "C" int32_t d8_last_error_copy(char* out, int32_t capacity) {
+  const int32_t len = static_cast<int32_t>(std::strlen(g_last_error));
+  if (out && capacity > 0) {
+    const int32_t n = std::min(len, capacity - 1);
+    std::memcpy(out, g_last_error, static_cast<size_t>(n));
+    out[n] = '\0';
+  }
+  return len;
+}
 
 extern "C" int32_t d8_backend_name(char* out, int32_t capacity) {
   return guard(__func__, [&](const char* fn) { return write_string(fn, out, capacity, "cpu"); });
@@ -241,7 +261,7 @@ extern "C" int32_t d8_set_num_threads(d8_context* ctx, int32_t threads) {
     if (threads < 0)
       return fail(D8_ERR_INVALID_ARGUMENT, "%s: threads must be >= 0 (0 = all cores), got %d", fn,
                   threads);
-    ctx->threads = threads;
+    ctx->threads = std::min(threads, max_threads());
     return D8_OK;
   });
 }

@@ -29,15 +29,16 @@ class NativeStorage implements Storage {
   refs = 0;
   /** False once the storage is in the backend's cache or freed. */
   live = true;
-  constructor(readonly handle: Deno.PointerValue, readonly bytes: number) {}
+  constructor(readonly handle: bigint, readonly bytes: number) {}
 }
 
-function ptr(t: Tensor): Deno.PointerValue {
-  return (t.storage as NativeStorage).handle ?? null;
+/** The `d8_buffer` handle of a tensor (0 = NULL, which the library refuses with a message). */
+function ptr(t: Tensor): bigint {
+  return (t.storage as NativeStorage).handle ?? 0n;
 }
 
-function opt(t: Tensor | null): Deno.PointerValue {
-  return t === null ? null : ptr(t);
+function opt(t: Tensor | null): bigint {
+  return t === null ? 0n : ptr(t);
 }
 
 function bytesOf(view: ArrayBufferView): Uint8Array {
@@ -50,7 +51,7 @@ const CLIP_CODES = { max: 0, mcs: 1, "mcs-solve": 2, dsgc: 3 } as const;
 export class NativeBackend implements CpuBackend {
   readonly name: string;
   readonly #lib: NativeLibrary;
-  #ctx: Deno.PointerValue;
+  #ctx = 0n; // 0n once closed
   readonly #pool = new Map<number, NativeStorage[]>();
   readonly #all = new Set<NativeStorage>();
   readonly #shape = new Int32Array(16);
@@ -76,11 +77,11 @@ export class NativeBackend implements CpuBackend {
     this.name = this.#lib.backend;
     const out = new BigUint64Array(1);
     this.#lib.check(this.#lib.symbols.d8_context_create(bytesOf(out), device));
-    this.#ctx = Deno.UnsafePointer.create(out[0]!);
+    this.#ctx = out[0]!;
   }
 
   get #s() {
-    if (this.#ctx === null) throw new Error(`The ${this.name} backend was closed`);
+    if (this.#ctx === 0n) throw new Error(`The ${this.name} backend was closed`);
     return this.#lib.symbols;
   }
 
@@ -121,9 +122,10 @@ export class NativeBackend implements CpuBackend {
   }
 
   setThreads(threads: number): void {
-    if (!Number.isInteger(threads) || threads < 0 || threads > 4096) {
+    if (!Number.isInteger(threads) || threads < 0 || threads > 0x7fffffff) {
       throw new RangeError(
-        `Thread count must be an integer in [0, 4096] (0 = all cores), got ${threads}`,
+        `Thread count must be an integer in [0, 2^31 - 1] (0 = all cores; the library caps ` +
+          `large ones), got ${threads}`,
       );
     }
     this.#check(this.#s.d8_set_num_threads(this.#ctx, threads));
@@ -135,7 +137,7 @@ export class NativeBackend implements CpuBackend {
   }
 
   close(): void {
-    if (this.#ctx === null) return;
+    if (this.#ctx === 0n) return;
     const s = this.#lib.symbols;
     const failures: string[] = [];
     for (const st of this.#all) {
@@ -147,7 +149,7 @@ export class NativeBackend implements CpuBackend {
     this.#pool.clear();
     this.#pooledBytes = 0;
     const status = s.d8_context_destroy(this.#ctx);
-    this.#ctx = null;
+    this.#ctx = 0n;
     if (status !== 0) failures.push(this.#message(status));
     if (failures.length > 0) {
       throw new Daint8Error(
@@ -181,13 +183,13 @@ export class NativeBackend implements CpuBackend {
     }
     const out = new BigUint64Array(1);
     this.#check(this.#s.d8_buffer_alloc(bytesOf(out), this.#ctx, BigInt(bytes)));
-    const st = new NativeStorage(Deno.UnsafePointer.create(out[0]!), bytes);
+    const st = new NativeStorage(out[0]!, bytes);
     this.#all.add(st);
     return st;
   }
 
   release(storage: Storage): void {
-    if (this.#ctx === null) return;
+    if (this.#ctx === 0n) return;
     const st = storage as NativeStorage;
     if (!this.#all.has(st)) {
       throw new Error(
@@ -299,7 +301,7 @@ export class NativeBackend implements CpuBackend {
 
   conv2d(y: Tensor, x: Tensor, w: Tensor, bias: Tensor | null, shape: ConvShape): void {
     this.#check(
-      this.#s.d8_conv2d_fwd(ptr(y), ptr(x), ptr(w), bias ? ptr(bias) : null, this.#conv(shape)),
+      this.#s.d8_conv2d_fwd(ptr(y), ptr(x), ptr(w), opt(bias), this.#conv(shape)),
     );
   }
 
@@ -317,7 +319,7 @@ export class NativeBackend implements CpuBackend {
 
   linear(y: Tensor, x: Tensor, w: Tensor, bias: Tensor | null, m: number, n: number, k: number) {
     this.#check(
-      this.#s.d8_linear_fwd(ptr(y), ptr(x), ptr(w), bias ? ptr(bias) : null, BigInt(m), n, k),
+      this.#s.d8_linear_fwd(ptr(y), ptr(x), ptr(w), opt(bias), BigInt(m), n, k),
     );
   }
 
@@ -649,7 +651,7 @@ export class NativeBackend implements CpuBackend {
         ptr(y),
         ptr(x),
         ptr(w),
-        bias ? ptr(bias) : null,
+        opt(bias),
         ptr(xScale),
         ptr(wScale),
         wLayout,

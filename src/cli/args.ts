@@ -14,7 +14,7 @@ import { quantConfig } from "../quant/config.ts";
 /** Datasets the commands load by name. */
 export const DATASETS: readonly KnownDataset[] = ["mnist", "fashion-mnist"];
 /** Backend names the commands accept. */
-export const BACKENDS: readonly string[] = ["cpu", "cuda", "auto"];
+export const BACKENDS: readonly string[] = ["cpu", "cuda", "webgpu", "auto"];
 
 /** The flags every training command shares (parseArgs option specs). */
 export const COMMON_OPTIONS = {

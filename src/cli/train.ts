@@ -31,7 +31,9 @@ import { QUANT_NAMES } from "../quant/config.ts";
 import { type ScheduleKind, SCHEDULES } from "../optim/schedule.ts";
 import { Progress } from "../train/progress.ts";
 import { checkBatchSize, checkDatasets } from "../train/validate.ts";
-import { train, type TrainConfig } from "../train/trainer.ts";
+import { type RunProfile, train, type TrainConfig } from "../train/trainer.ts";
+import type { Backend } from "../backend/backend.ts";
+import { autoBackend, getBackend } from "../backend/registry.ts";
 import { checkOutDir, CHECKPOINT_FILE } from "../train/outdir.ts";
 
 export const HELP = `daint8 train: train a CNN (NHWC, native backend through FFI)
@@ -50,7 +52,10 @@ Usage: deno task train [flags]
   --schedule NAME       ${SCHEDULES.join(" | ")} (default cosine)
   --warmup X            linear warm-up epochs (default 0)
   --seed N              seed for weights and data order (default 0)
-  --backend NAME        cpu | cuda | auto (default cpu)
+  --backend NAME        cpu | cuda | webgpu | auto (default cpu); auto says why it passed
+                        over each GPU backend
+  --profile             print what one training step costs: native calls, blocking syncs,
+                        bytes up and down, saved-activation bytes (and the step-edge reads)
   --threads N           cpu worker threads, 0 = all cores (default 0, at most ${MAX_THREADS})
   --quant NAME          ${QUANT_NAMES.join(" | ")} (default fp32)
   --quant-set KNOBS     override preset knobs: lambda=0.25,A=0.7 or @knobs.json
@@ -89,12 +94,14 @@ export function parseTrainArgs(args: string[], extraOptions: ExtraOptions = {}) 
     "force-resume": { type: "boolean" },
     "test-limit": { type: "string" },
     "stop-after": { type: "string" },
+    profile: { type: "boolean" },
     ...extraOptions,
   });
   const v = values as Record<string, string | undefined> & {
     nesterov?: boolean;
     help?: boolean;
     overwrite?: boolean;
+    profile?: boolean;
     "force-resume"?: boolean;
     "quant-set"?: string[];
   };
@@ -139,6 +146,7 @@ export function parseTrainArgs(args: string[], extraOptions: ExtraOptions = {}) 
     resume: v.resume,
     overwrite: v.overwrite ?? false,
     forceResume: v["force-resume"] ?? false,
+    profile: v.profile ?? false,
     limit: v.limit === undefined ? undefined : int("limit", v.limit, 0),
     testLimit: v["test-limit"] === undefined ? undefined : int("test-limit", v["test-limit"], 0),
     stopAfter: v["stop-after"] === undefined ? undefined : int("stop-after", v["stop-after"], 0),
@@ -163,18 +171,45 @@ export async function loadRunData(a: TrainArgs): Promise<[ImageDataset, ImageDat
   return sets;
 }
 
+/** Opens the backend a run names; for `auto`, prints why each GPU backend was passed over. */
+function openBackend(name: string): Backend {
+  if (name !== "auto") return getBackend(name);
+  const { backend, passedOver } = autoBackend();
+  for (const p of passedOver) console.log(`backend auto: not ${p.backend}: ${p.reason}`);
+  console.log(`backend auto: using ${backend.name}`);
+  return backend;
+}
+
+const kb = (bytes: number) => `${(bytes / 1024).toFixed(1)} KiB`;
+
+/** The `--profile` report of a run. */
+export function profileLines(p: RunProfile | null): string[] {
+  if (!p) return ["profile: no training step ran"];
+  const s = p.step, r = p.perStep;
+  return [
+    `profile (per training step, ${p.steps} steps):`,
+    `  inside the step: ${s.calls} native calls, ${s.syncs} blocking syncs, ${s.reads} reads, ` +
+    `${kb(s.bytesUp)} up, ${kb(s.bytesDown)} down`,
+    `  saved activations for backward: ${kb(s.savedBytes)}`,
+    `  with step-edge reads (progress, logs), averaged: ${r.calls.toFixed(1)} native calls, ` +
+    `${r.syncs.toFixed(2)} blocking syncs, ${r.reads.toFixed(2)} reads, ${kb(r.bytesUp)} up, ` +
+    `${kb(r.bytesDown)} down`,
+  ];
+}
+
 /** Runs the CLI; returns the process exit status (0 ok, 1 failure, 2 usage). */
 export function main(args: string[]): Promise<number> {
   return runCommand(args, (x) => parseTrainArgs(x), HELP, async (a) => {
     await checkOutDir(a.out, { resume: a.resume, overwrite: a.overwrite });
     const [trainSet, testSet] = await loadRunData(a);
+    const backend = openBackend(a.backend);
     console.log(
       `training ${a.config.model} on ${a.config.dataset} (${trainSet.n} train / ${testSet.n} ` +
         `test images), ${a.config.epochs} epoch(s), batch ${a.config.batchSize}, ` +
-        `${a.config.quant}, backend ${a.backend}, out ${a.out}`,
+        `${a.config.quant}, backend ${backend.name}, out ${a.out}`,
     );
     const result = await train(a.config, trainSet, testSet, {
-      backend: a.backend,
+      backend,
       threads: a.threads,
       out: a.out,
       resume: a.resume,
@@ -184,6 +219,7 @@ export function main(args: string[]): Promise<number> {
       stopAfterEpochs: a.stopAfter,
     });
     console.log(`test accuracy: ${(100 * result.testAcc).toFixed(2)}%`);
+    if (a.profile) console.log(profileLines(result.profile).join("\n"));
     const ckpt = `${a.out}/${CHECKPOINT_FILE}`;
     const saved = await Deno.stat(ckpt).then((i) => i.isFile, () => false);
     console.log(saved ? `checkpoint: ${ckpt}` : "no checkpoint written (no epoch left to train)");

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type Backend, isCpuBackend } from "../backend/backend.ts";
+import { type Backend, type BackendCounters, isCpuBackend } from "../backend/backend.ts";
 import { getBackend } from "../backend/registry.ts";
 import { Tape } from "../autograd/tape.ts";
 import { DataLoader } from "../data/loader.ts";
@@ -118,8 +118,21 @@ export interface TrainResult {
   epochs: EpochResult[];
   /** Final test accuracy in [0, 1]. */
   testAcc: number;
-  /** Work counters of the last training step this call ran (null when none ran). */
-  profile: StepProfile | null;
+  /** What the training steps of this call cost (null when none ran). */
+  profile: RunProfile | null;
+}
+
+/** Work per training step: inside the step, and over the whole loop with its step-edge reads. */
+export interface RunProfile {
+  /** Training steps measured. */
+  steps: number;
+  /** The last step's own counters (calls, syncs, copies, saved activations): nothing waits. */
+  step: StepProfile;
+  /**
+   * Per step over the training loops (evaluation and checkpoints excluded): the step plus the
+   * lagged reads at its edges (progress display, logs, UI8's search results).
+   */
+  perStep: BackendCounters;
 }
 
 /**
@@ -309,8 +322,11 @@ export async function train(
         `Training diverged in epoch ${epoch + 1} (step ${stepNo}): ${what}; no checkpoint was ` +
           `written for this epoch (try a lower --lr than ${cfg.lr})`,
       );
+    const loop: BackendCounters = { calls: 0, syncs: 0, reads: 0, bytesUp: 0, bytesDown: 0 };
+    let loopSteps = 0;
     for (let epoch = startEpoch; epoch < lastEpoch; epoch++) {
       const t0 = performance.now();
+      const c0 = backend.counters();
       let winStart = t0, winImages = 0, lastRead = t0;
       trainStep.resetLoss();
       for (const b of loader.batches()) {
@@ -356,6 +372,9 @@ export async function train(
       }
       const totals = await trainStep.readLoss();
       const seconds = (performance.now() - t0) / 1000;
+      const c1 = backend.counters();
+      for (const k of Object.keys(loop) as (keyof BackendCounters)[]) loop[k] += c1[k] - c0[k];
+      loopSteps += totals.steps;
       const test = await evaluate(model, backend, testSet, stats);
       const res: EpochResult = {
         epoch: epoch + 1,
@@ -409,7 +428,16 @@ export async function train(
     }
     const testAcc = results.at(-1)?.testAcc ??
       (await evaluate(model, backend, testSet, stats)).acc;
-    const profile = trainStep.profile;
+    const last = trainStep.profile;
+    const profile: RunProfile | null = last && loopSteps > 0
+      ? {
+        steps: loopSteps,
+        step: last,
+        perStep: Object.fromEntries(
+          Object.entries(loop).map(([k, v]) => [k, v / loopSteps]),
+        ) as unknown as BackendCounters,
+      }
+      : null;
     return { model, quantizer, backend, epochs: results, testAcc, profile };
   } catch (e) {
     model.dispose();
