@@ -15,6 +15,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { ABI_VERSION } from "./symbols.ts";
+import { makeStamp, stampPath as integrityStampPath } from "./integrity.ts";
 
 const root = decodeURIComponent(new URL("../", import.meta.url).pathname);
 const buildDir = `${root}build`;
@@ -158,7 +160,19 @@ export async function buildCuda(
   const tmp = `${out}.tmp-${Deno.pid}`;
   const link = run(
     nvcc,
-    ["-shared", ...gencode(), "-o", tmp, ...objs, "-lcudart_static", "-lrt", "-ldl", "-lpthread"],
+    [
+      "-shared",
+      ...gencode(),
+      "-Xlinker",
+      "-znodelete", // as the cpu library: unloading never unmaps code a CUDA thread still runs
+      "-o",
+      tmp,
+      ...objs,
+      "-lcudart_static",
+      "-lrt",
+      "-ldl",
+      "-lpthread",
+    ],
     opts.verbose ?? false,
   );
   if (!link.ok) {
@@ -171,6 +185,14 @@ export async function buildCuda(
   if (warnings.length > 0) console.error(warnings.join("\n"));
   Deno.renameSync(tmp, out);
   Deno.writeTextFileSync(stampPath, wantStamp);
+  // Size and SHA-256 for the loader's integrity check (ffi/integrity.ts), as the cpu build does.
+  Deno.writeTextFileSync(
+    integrityStampPath(out),
+    JSON.stringify(makeStamp(Deno.readFileSync(out), "cuda", ABI_VERSION, "local build", {
+      nvcc: version,
+      archs: CUDA_ARCHS,
+    })) + "\n",
+  );
   console.error(
     `daint8: built the cuda library in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
   );

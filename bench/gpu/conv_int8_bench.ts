@@ -107,7 +107,7 @@ if (import.meta.main) {
     };
     const ops = {
       fprop: (i: number) =>
-        cuda.s.d8_conv2d_fwd_i8(y, sets[i]!.x, sets[i]!.w, null, xs, ks, 2, sh.bytes),
+        cuda.s.d8_conv2d_fwd_i8(y, sets[i]!.x, sets[i]!.w, 0n, xs, ks, 2, sh.bytes),
       dgrad: (i: number) =>
         cuda.s.d8_conv2d_dgrad_i8(dx, sets[i]!.dy, sets[i]!.w, xs, xs, sh.bytes),
       wgrad: (i: number) =>

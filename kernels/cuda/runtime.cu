@@ -302,6 +302,16 @@ extern "C" int32_t d8_abi_version(void) { return D8_ABI_VERSION; }
 
 extern "C" const char* d8_last_error(void) { return g_last_error; }
 
+extern "C" int32_t d8_last_error_copy(char* out, int32_t capacity) {
+  const int32_t len = static_cast<int32_t>(std::strlen(g_last_error));
+  if (out && capacity > 0) {
+    const int32_t n = len < capacity - 1 ? len : capacity - 1;
+    std::memcpy(out, g_last_error, static_cast<size_t>(n));
+    out[n] = '\0';
+  }
+  return len;
+}
+
 extern "C" int32_t d8_backend_name(char* out, int32_t capacity) {
   return guard(__func__, [&](const char* fn) { return write_string(fn, out, capacity, "cuda"); });
 }

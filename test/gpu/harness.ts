@@ -14,14 +14,14 @@ import { defaultLibraryPath, loadLibrary, type NativeLibrary } from "../../ffi/l
 /** One library with one context. */
 export class Lib {
   readonly lib: NativeLibrary;
-  readonly ctx: Deno.PointerValue;
-  readonly #bufs = new Set<Deno.PointerValue>();
+  readonly ctx: bigint;
+  readonly #bufs = new Set<bigint>();
 
   constructor(name: string) {
     this.lib = loadLibrary(name);
     const out = new BigUint64Array(1);
     this.lib.check(this.lib.symbols.d8_context_create(new Uint8Array(out.buffer), 0));
-    this.ctx = Deno.UnsafePointer.create(out[0]!);
+    this.ctx = out[0]!;
   }
 
   /** The library's symbols. */
@@ -35,12 +35,12 @@ export class Lib {
   }
 
   /** A buffer of `bytes` bytes, filled from `init` when given. */
-  buf(bytes: number, init?: ArrayBufferView): Deno.PointerValue {
+  buf(bytes: number, init?: ArrayBufferView): bigint {
     const out = new BigUint64Array(1);
     this.check(
       this.s.d8_buffer_alloc(new Uint8Array(out.buffer), this.ctx, BigInt(Math.max(bytes, 4))),
     );
-    const b = Deno.UnsafePointer.create(out[0]!);
+    const b = out[0]!;
     this.#bufs.add(b);
     if (init) {
       const u8 = new Uint8Array(init.buffer, init.byteOffset, init.byteLength);
@@ -50,19 +50,26 @@ export class Lib {
   }
 
   /** Downloads `bytes` bytes of b. */
-  get(b: Deno.PointerValue, bytes: number): Uint8Array {
+  get(b: bigint, bytes: number): Uint8Array {
     const out = new Uint8Array(bytes);
     this.check(this.s.d8_buffer_download(out, b, 0n, BigInt(bytes)));
     return out;
   }
-  f32(b: Deno.PointerValue, n: number): Float32Array {
+  f32(b: bigint, n: number): Float32Array {
     return new Float32Array(this.get(b, 4 * n).buffer);
   }
-  i32(b: Deno.PointerValue, n: number): Int32Array {
+  i32(b: bigint, n: number): Int32Array {
     return new Int32Array(this.get(b, 4 * n).buffer);
   }
-  i8(b: Deno.PointerValue, n: number): Int8Array {
+  i8(b: bigint, n: number): Int8Array {
     return new Int8Array(this.get(b, n).buffer);
+  }
+
+  /** The library's last error message on this thread. */
+  lastError(): string {
+    const text = new Uint8Array(1024);
+    const len = this.s.d8_last_error_copy(text, text.length);
+    return new TextDecoder().decode(text.subarray(0, Math.min(len, text.length - 1)));
   }
 
   /** Frees every buffer made by buf(). */

@@ -370,12 +370,12 @@ gpuTest("batch norm, pools, softmax cross-entropy, SGD, elementwise", (cpu, cuda
     const wv = l.buf(4 * m * c, x), mom = l.buf(4 * m * c, new Float32Array(m * c));
     const nf = l.buf(4, new Uint32Array([0]));
     l.check(l.s.d8_sgd_step(wv, mom, nf, bdy, BigInt(m * c), 0.1, 0.9, 5e-4, 1));
-    l.check(l.s.d8_sgd_step(wv, mom, null, bdy, BigInt(m * c), 0.1, 0.9, 5e-4, 0));
+    l.check(l.s.d8_sgd_step(wv, mom, 0n, bdy, BigInt(m * c), 0.1, 0.9, 5e-4, 0));
     const wbad = l.buf(16, new Float32Array([1, 2, 3, 4])), nf2 = l.buf(4, new Uint32Array([0]));
     l.check(
       l.s.d8_sgd_step(
         wbad,
-        null,
+        0n,
         nf2,
         l.buf(16, new Float32Array([0, NaN, 0, 0])),
         4n,
@@ -433,12 +433,12 @@ gpuTest(
       x = cuda.buf(4096),
       w = cuda.buf(4096),
       s = cuda.buf(64, new Float32Array(16).fill(1));
-    const st = cuda.s.d8_conv2d_fwd_i8(y, x, w, null, s, s, 0, bad.bytes);
+    const st = cuda.s.d8_conv2d_fwd_i8(y, x, w, 0n, s, s, 0, bad.bytes);
     if (st !== 1) throw new Error(`bad shape gave status ${st}`);
-    const msg = Deno.UnsafePointerView.getCString(cuda.s.d8_last_error()!);
+    const msg = cuda.lastError();
     if (!msg.includes("output is")) throw new Error(`unexpected message: ${msg}`);
     const small = convShape({ n: 1, h: 64, w: 64, c: 16, k: 16, r: 3, s: 3, pad: [1, 1] });
-    if (cuda.s.d8_conv2d_fwd_i8(y, x, w, null, s, s, 0, small.bytes) !== 1) {
+    if (cuda.s.d8_conv2d_fwd_i8(y, x, w, 0n, s, s, 0, small.bytes) !== 1) {
       throw new Error(
         "small buffer accepted",
       );
@@ -448,9 +448,9 @@ gpuTest(
       stats = cuda.buf(8);
     const before = cuda.f32(pr, 40);
     // checked on the device: the op returns at once, the next synchronizing call reports it
-    cuda.check(cuda.s.d8_softmax_xent_fwd(stats, pr, null, cuda.buf(160), labels, 4, 10));
+    cuda.check(cuda.s.d8_softmax_xent_fwd(stats, pr, 0n, cuda.buf(160), labels, 4, 10));
     if (cuda.s.d8_synchronize(cuda.ctx) !== 1) throw new Error("bad label not reported");
-    const lmsg = Deno.UnsafePointerView.getCString(cuda.s.d8_last_error()!);
+    const lmsg = cuda.lastError();
     if (!lmsg.includes("labels[2] = 12")) throw new Error(`unexpected message: ${lmsg}`);
     cuda.check(cuda.s.d8_synchronize(cuda.ctx)); // reported once
     assertEqualArrays("probs untouched after a bad label", cuda.f32(pr, 40), before);
@@ -465,7 +465,7 @@ gpuTest(
 
 gpuTest("device memory in use stays flat over 100 training-like steps", (_cpu, cuda) => {
   const ext = Deno.dlopen(cuda.lib.path, {
-    d8_cuda_memory_stats: { parameters: ["pointer", "buffer", "buffer"], result: "i32" },
+    d8_cuda_memory_stats: { parameters: ["u64", "buffer", "buffer"], result: "i32" },
   });
   try {
     const conv = convShape({ n: 4, h: 16, w: 16, c: 32, k: 32, r: 3, s: 3, pad: [1, 1] });
@@ -476,7 +476,7 @@ gpuTest("device memory in use stays flat over 100 training-like steps", (_cpu, c
       const dy = cuda.buf(conv.y, rnd.i8(conv.y)),
         s = cuda.buf(128, new Float32Array(32).fill(0.01));
       const y = cuda.buf(4 * conv.y), dx = cuda.buf(4 * conv.x), dw = cuda.buf(4 * conv.w);
-      cuda.check(cuda.s.d8_conv2d_fwd_i8(y, x, w, null, s, s, 2, conv.bytes));
+      cuda.check(cuda.s.d8_conv2d_fwd_i8(y, x, w, 0n, s, s, 2, conv.bytes));
       cuda.check(cuda.s.d8_conv2d_dgrad_i8(dx, dy, w, s, s, conv.bytes));
       cuda.check(cuda.s.d8_conv2d_wgrad_i8(dw, x, dy, s, s, 1, conv.bytes));
       cuda.freeAll();
@@ -562,8 +562,8 @@ gpuTest(
                 b.state,
                 b.ct,
                 b.st,
-                gvq ? b.cc : null,
-                gvq ? b.sc : null,
+                gvq ? b.cc : 0n,
+                gvq ? b.sc : 0n,
                 b.rec,
                 b.stats,
                 b.dy,
