@@ -54,6 +54,7 @@ export { NativeBackend } from "./src/backend/native.ts";
 export {
   autoBackend,
   BACKEND_NAMES,
+  type BackendFactory,
   getBackend,
   type PassedOver,
   registerBackend,
@@ -61,7 +62,7 @@ export {
 export { type LossTotals, type StepInput, type StepProfile, TrainStep } from "./src/train/step.ts";
 export { type DType, DTYPE_BYTES, shapeSize, Tensor } from "./src/tensor.ts";
 export { type BackwardFn, Tape } from "./src/autograd/tape.ts";
-export { FP32, type GemmArithmetic, isLinearShape } from "./src/ops/arithmetic.ts";
+export { FP32, type GemmArithmetic, type GemmSaved, isLinearShape } from "./src/ops/arithmetic.ts";
 export { conv2d, type Conv2dOptions, convShape, linear, type Pair } from "./src/ops/conv.ts";
 export { add, concatChannels, flatten, relu } from "./src/ops/elementwise.ts";
 export { batchNorm, type BatchNormOptions } from "./src/ops/norm.ts";
@@ -69,7 +70,6 @@ export { avgPool2d, globalAvgPool, maxPool2d, type PoolOptions } from "./src/ops
 export { type CrossEntropyResult, softmaxCrossEntropy } from "./src/ops/loss.ts";
 export { type InitContext, Module } from "./src/nn/module.ts";
 export {
-  AvgPool2d,
   BatchNorm2d,
   Conv2d,
   Flatten,
@@ -82,7 +82,26 @@ export {
   Sequential,
 } from "./src/nn/layers.ts";
 export { type ClassifierOptions, LeNet5, lenet5 } from "./src/models/lenet.ts";
-export { BasicBlock, ResNet, resnet20, type ResNetConfig } from "./src/models/resnet.ts";
+export { BasicBlock, ResNet, resnet20, resnet56, type ResNetConfig } from "./src/models/resnet.ts";
+export {
+  Bottleneck,
+  ImageNetResNet,
+  resnet18,
+  resnet34,
+  resnet50,
+  type ZooOptions,
+} from "./src/models/resnet_imagenet.ts";
+export { InvertedResidual, MobileNetV2, mobilenetV2 } from "./src/models/mobilenet.ts";
+export { AlexNet, alexnet, VGG, vgg16, vgg16Bn } from "./src/models/vgg.ts";
+export {
+  BasicConv2d,
+  InceptionAux,
+  type InceptionOptions,
+  InceptionV3,
+  inceptionV3,
+} from "./src/models/inception.ts";
+export { AdaptiveAvgPool2d, Dropout, ReLU6, type TorchFlatten } from "./src/nn/zoo_layers.ts";
+export { adaptiveAvgPool2d, dropout, relu6 } from "./src/ops/zoo.ts";
 export { createModel, MODELS } from "./src/models/registry.ts";
 export { Sgd, type SgdOptions } from "./src/optim/sgd.ts";
 export {
@@ -98,6 +117,27 @@ export { defaultDataDir, type ImageDataset, loadMnistLike } from "./src/data/dat
 export type { KnownDataset, LoadMnistLikeOptions } from "./src/data/datasets.ts";
 export { DataLoader } from "./src/data/loader.ts";
 export type { Batch } from "./src/data/loader.ts";
+export { CIFAR10_CLASSES, decodeCifar10, loadCifar10 } from "./src/data/cifar.ts";
+export {
+  decodeImage,
+  type ImageDecoders,
+  type ImageFolderOptions,
+  loadDecoders,
+  loadImageFolder,
+} from "./src/data/folder.ts";
+export {
+  augmentInto,
+  type AugmentOptions,
+  batchRng,
+  channelMeanStd,
+  type ImageDims,
+} from "./src/data/augment.ts";
+export { type FloatBatch, InputPipeline, type PipelineOptions } from "./src/data/pipeline.ts";
+export {
+  loadTorchvisionWeights,
+  saveTorchvisionWeights,
+  torchvisionState,
+} from "./src/io/torchvision.ts";
 export {
   decodeSafetensors,
   encodeSafetensors,
@@ -117,7 +157,7 @@ export type {
   LoadedCheckpoint,
 } from "./src/train/checkpoint.ts";
 export { evaluate, train, type TrainConfig, type TrainResult } from "./src/train/trainer.ts";
-export type { EpochResult, RunOptions } from "./src/train/trainer.ts";
+export type { EpochResult, RunOptions, RunProfile } from "./src/train/trainer.ts";
 export { MetricsLog } from "./src/train/metrics.ts";
 export type { MetricValue } from "./src/train/metrics.ts";
 export { Progress } from "./src/train/progress.ts";

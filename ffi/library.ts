@@ -17,7 +17,7 @@
  */
 import { ABI_VERSION, SYMBOLS, type Symbols } from "./symbols.ts";
 import { Daint8Error, STATUS_NAMES } from "./errors.ts";
-import { isPermissionError, withPermission } from "./env.ts";
+import { withPermission } from "./env.ts";
 import { buildHint, cacheDir, cachedLibraryPath, damaged, locateLibrary } from "./cache.ts";
 import { libraryProblem } from "./integrity.ts";
 
@@ -117,11 +117,6 @@ export function loadLibrary(backend: string, path?: string): NativeLibrary {
       0,
       { cause },
     );
-  }
-  try {
-  } catch (e) {
-    lib.close();
-    throw e;
   }
   const version = lib.symbols.d8_abi_version();
   if (version !== ABI_VERSION) {

@@ -26,5 +26,6 @@ export const KERNEL_SOURCES: Readonly<Record<string, readonly string[]>> = {
     "kernels/cpu/quant.cpp",
     "kernels/cpu/runtime.cpp",
     "kernels/cpu/sgd.cpp",
+    "kernels/cpu/zoo_ops.cpp",
   ],
 };

@@ -122,6 +122,20 @@ export const SYMBOLS = {
   d8_gemm_i8: { parameters: [buf, buf, buf, "i64", "i32", "i32"], result: status },
   d8_set_int8_kernel: { parameters: [ctx, "i32"], result: status },
   d8_int8_kernel_name: { parameters: [ctx, "buffer", "i32"], result: status },
+
+  // ---- model-zoo ops (kernels/cpu/zoo_ops.cpp) ----
+  d8_mul_f32: { parameters: [buf, buf, buf, "i64"], result: status },
+  d8_relu6_fwd: { parameters: [buf, buf, "i64"], result: status },
+  d8_relu6_bwd: { parameters: [buf, buf, buf, "i64"], result: status },
+  // y / dx, x / dy, n, h, w, c, p, q
+  d8_adaptive_avgpool_fwd: {
+    parameters: [buf, buf, "i32", "i32", "i32", "i32", "i32", "i32"],
+    result: status,
+  },
+  d8_adaptive_avgpool_bwd: {
+    parameters: [buf, buf, "i32", "i32", "i32", "i32", "i32", "i32"],
+    result: status,
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The loaded symbol table type. */

@@ -312,7 +312,7 @@ int32_t d8_conv2d_dgrad_i8(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* 
 /* dw[k,r,s,c/G] = sum_m(dyq[m,k] * xq_col[m,rsc]) * dy_scale[k or 0] * x_scale[0]; dy_layout
  * D8_SCALE_TENSOR or D8_SCALE_INNER (per output channel: GVQ). The reduction over
  * M = n*p*q is split into chunks short enough that no int32 partial sum can overflow
- * (|q| <= 127: at most 133,000 products), and the partials are added in f32. */
+ * (|q| <= 127: at most 133,000 products), and the partials are summed in double. */
 int32_t d8_conv2d_wgrad_i8(d8_buffer* dw, const d8_buffer* x, const d8_buffer* dy,
                            const d8_buffer* x_scale, const d8_buffer* dy_scale, int32_t dy_layout,
                            const d8_conv_shape* shape);
@@ -326,6 +326,19 @@ int32_t d8_gemm_i8(d8_buffer* c, const d8_buffer* a, const d8_buffer* b, int64_t
 int32_t d8_set_int8_kernel(d8_context* ctx, int32_t variant);
 /* Writes the context's variant in use ("portable", "avx2", "avx512-vnni") into out. */
 int32_t d8_int8_kernel_name(d8_context* ctx, char* out, int32_t capacity);
+
+/* ---- Model-zoo ops (kernels/cpu/zoo_ops.cpp) ---- */
+/* y = a * b elementwise (y may alias a or b): dropout masks forward and backward. */
+int32_t d8_mul_f32(d8_buffer* y, const d8_buffer* a, const d8_buffer* b, int64_t n);
+/* y = min(max(x, 0), 6) (NaN -> 0); dx = dy where 0 < y < 6, else 0. */
+int32_t d8_relu6_fwd(d8_buffer* y, const d8_buffer* x, int64_t n);
+int32_t d8_relu6_bwd(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* y, int64_t n);
+/* Adaptive average pooling x [n, h, w, c] -> y [n, p, q, c], torchvision's windows: rows
+ * floor(i*h/p) .. ceil((i+1)*h/p), columns likewise. */
+int32_t d8_adaptive_avgpool_fwd(d8_buffer* y, const d8_buffer* x, int32_t n, int32_t h, int32_t w,
+                                int32_t c, int32_t p, int32_t q);
+int32_t d8_adaptive_avgpool_bwd(d8_buffer* dx, const d8_buffer* dy, int32_t n, int32_t h,
+                                int32_t w, int32_t c, int32_t p, int32_t q);
 
 #ifdef __cplusplus
 }

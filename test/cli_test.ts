@@ -3,6 +3,7 @@
  * status 2 (or 1 for a run that cannot start), never a stack trace.
  */
 import assert from "node:assert/strict";
+import { MODELS } from "../src/models/registry.ts";
 import { parseTrainArgs, UsageError } from "../src/cli/train.ts";
 
 const script = new URL("../src/cli/train.ts", import.meta.url).pathname;
@@ -85,7 +86,7 @@ for (
     ],
     [["--lr=-1"], '--lr must be a number >= 0, got "-1"'],
     [["--lr=0"], '--lr must be positive, got "0"'],
-    [["--model=vgg"], '--model must be one of lenet5, resnet20, got "vgg"'],
+    [["--model=vgg"], `--model must be one of ${Object.keys(MODELS).join(", ")}, got "vgg"`],
     [["--quant=int4"], '--quant must be one of fp32, int8-naive, ui8, daint8, got "int4"'],
     [
       ["--quant=daint8", "--quant-set=lambda=2"],

@@ -164,6 +164,21 @@ const i8Cases: I8ConvCase[] = [
   { name: "non-square 1x3, c=1", x: [2, 4, 6, 1], k: 4, kernel: [1, 3], opts: { padding: [0, 1] } },
   { name: "groups 2", x: [2, 5, 5, 8], k: 6, kernel: [3, 3], opts: { padding: 1, groups: 2 } },
   { name: "1x1", x: [3, 4, 4, 20], k: 9, kernel: [1, 1], opts: {} },
+  // MobileNetV2's depthwise convolutions: groups = channels, one input channel per group.
+  {
+    name: "depthwise 3x3, stride 2",
+    x: [2, 7, 7, 12],
+    k: 12,
+    kernel: [3, 3],
+    opts: { stride: 2, padding: 1, groups: 12 },
+  },
+  {
+    name: "depthwise x2 (k = 2c)",
+    x: [1, 5, 5, 6],
+    k: 12,
+    kernel: [3, 3],
+    opts: { padding: 1, groups: 6 },
+  },
 ];
 
 for (const cc of i8Cases) {

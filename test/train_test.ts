@@ -67,34 +67,31 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "daint8-resume-" });
     try {
       for (
-        const [quant, schedule] of [
-          ["fp32", "constant"],
-          ["fp32", "cosine"],
-          ["daint8", "cosine"],
-          ["ui8", "constant"],
+        const [quant, schedule, quantSet, tag] of [
+          ["fp32", "constant", undefined, "fp32"],
+          ["fp32", "cosine", undefined, "fp32"],
+          ["daint8", "cosine", undefined, "daint8"],
+          ["ui8", "constant", "statsPeriod=3", "ui8"],
+          ["daint8", "constant", "clip=mcs-solve,alpha=1", "mcs-solve"],
         ] as const
       ) {
-        const cfg = config({
-          schedule,
-          quant,
-          quantSet: quant === "ui8" ? "statsPeriod=3" : undefined,
-        });
-        const a = await train(cfg, tr, te, { ...quiet, out: `${dir}/${quant}-${schedule}-a` });
+        const cfg = config({ schedule, quant, quantSet });
+        const a = await train(cfg, tr, te, { ...quiet, out: `${dir}/${tag}-${schedule}-a` });
         a.model.dispose();
         const b1 = await train(cfg, tr, te, {
           ...quiet,
-          out: `${dir}/${quant}-${schedule}-b`,
+          out: `${dir}/${tag}-${schedule}-b`,
           stopAfterEpochs: 1,
         });
         b1.model.dispose();
         const b2 = await train(cfg, tr, te, {
           ...quiet,
-          out: `${dir}/${quant}-${schedule}-b`,
-          resume: `${dir}/${quant}-${schedule}-b/checkpoint.safetensors`,
+          out: `${dir}/${tag}-${schedule}-b`,
+          resume: `${dir}/${tag}-${schedule}-b/checkpoint.safetensors`,
         });
         b2.model.dispose();
-        const ca = await readSafetensors(`${dir}/${quant}-${schedule}-a/checkpoint.safetensors`);
-        const cb = await readSafetensors(`${dir}/${quant}-${schedule}-b/checkpoint.safetensors`);
+        const ca = await readSafetensors(`${dir}/${tag}-${schedule}-a/checkpoint.safetensors`);
+        const cb = await readSafetensors(`${dir}/${tag}-${schedule}-b/checkpoint.safetensors`);
         assert.deepEqual(Object.keys(cb.tensors).sort(), Object.keys(ca.tensors).sort());
         if (quant !== "fp32") {
           assert.ok(
@@ -106,7 +103,7 @@ Deno.test({
           assert.deepEqual(
             cb.tensors[name]!.data,
             t.data,
-            `${schedule}: ${name} differs after resume`,
+            `${tag} ${schedule}: ${name} differs after resume`,
           );
         }
         assert.equal(cb.metadata.epoch, "2");

@@ -520,7 +520,7 @@ export interface Backend {
    * int8 weight gradient: dw [k, r, s, c/groups] f32 (overwritten) = sum over the n * p * q rows of
    * dy (i8) times the unfolded x (i8), times dyScale[k or 0] * xScale[0]. `dyLayout` is
    * `ScaleLayout.tensor` or `ScaleLayout.inner` (per output channel: GVQ). The reduction runs in
-   * int32 chunks short enough not to overflow, summed in f32.
+   * int32 chunks short enough not to overflow, summed in double.
    */
   conv2dWgradI8(
     dw: Tensor,
@@ -533,6 +533,28 @@ export interface Backend {
   ): void;
   /** c (i32) [m, n] = a (i8) [m, k] . b (i8) [n, k]^T. */
   gemmI8(c: Tensor, a: Tensor, b: Tensor, m: number, n: number, k: number): void;
+
+  // ---- model-zoo ops (kernels/cpu/zoo_ops.cpp) ----
+  /** y = a * b elementwise over `y.size` f32 elements; `y` may alias `a` or `b` (dropout). */
+  mul(y: Tensor, a: Tensor, b: Tensor): void;
+  /** y = min(max(x, 0), 6) elementwise (f32, overwritten). */
+  relu6(y: Tensor, x: Tensor): void;
+  /** dx = dy where 0 < y < 6, else 0, from the forward output `y` (f32, overwritten). */
+  relu6Backward(dx: Tensor, dy: Tensor, y: Tensor): void;
+  /**
+   * Adaptive average pooling x [n, h, w, c] -> y [n, p, q, c] with PyTorch's windows (rows
+   * floor(i h / p) to ceil((i + 1) h / p)), f32, overwritten.
+   */
+  adaptiveAvgPool(y: Tensor, x: Tensor, n: number, h: number, w: number, c: number): void;
+  /** Backward of `adaptiveAvgPool`: dx [n, h, w, c] (overwritten) from dy [n, p, q, c]. */
+  adaptiveAvgPoolBackward(
+    dx: Tensor,
+    dy: Tensor,
+    n: number,
+    h: number,
+    w: number,
+    c: number,
+  ): void;
 }
 
 /** The knobs only the cpu backend has, per backend context. */

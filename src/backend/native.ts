@@ -721,4 +721,34 @@ export class NativeBackend implements CpuBackend {
     this.#check(this.#s.d8_int8_kernel_name(this.#ctx, out, out.length));
     return new TextDecoder().decode(out.subarray(0, out.indexOf(0)));
   }
+
+  // ---- model-zoo ops (kernels/cpu/zoo_ops.cpp) ----
+  mul(y: Tensor, a: Tensor, b: Tensor): void {
+    this.#check(this.#s.d8_mul_f32(ptr(y), ptr(a), ptr(b), BigInt(y.size)));
+  }
+
+  relu6(y: Tensor, x: Tensor): void {
+    this.#check(this.#s.d8_relu6_fwd(ptr(y), ptr(x), BigInt(y.size)));
+  }
+
+  relu6Backward(dx: Tensor, dy: Tensor, y: Tensor): void {
+    this.#check(this.#s.d8_relu6_bwd(ptr(dx), ptr(dy), ptr(y), BigInt(dx.size)));
+  }
+
+  adaptiveAvgPool(y: Tensor, x: Tensor, n: number, h: number, w: number, c: number): void {
+    const [, p = 0, q = 0] = y.shape;
+    this.#check(this.#s.d8_adaptive_avgpool_fwd(ptr(y), ptr(x), n, h, w, c, p, q));
+  }
+
+  adaptiveAvgPoolBackward(
+    dx: Tensor,
+    dy: Tensor,
+    n: number,
+    h: number,
+    w: number,
+    c: number,
+  ): void {
+    const [, p = 0, q = 0] = dy.shape;
+    this.#check(this.#s.d8_adaptive_avgpool_bwd(ptr(dx), ptr(dy), n, h, w, c, p, q));
+  }
 }

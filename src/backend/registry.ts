@@ -12,9 +12,10 @@ import { NativeBackend } from "./native.ts";
 /** Backend names `getBackend` accepts. */
 export const BACKEND_NAMES = ["cpu", "cuda", "webgpu", "auto"] as const;
 
-type Factory = () => Backend;
+/** Opens a backend (a `registerBackend` entry). */
+export type BackendFactory = () => Backend;
 
-const factories = new Map<string, Factory>([
+const factories = new Map<string, BackendFactory>([
   ["cpu", () => new NativeBackend("cpu")],
   ["cuda", () => new NativeBackend("cuda")],
   ["webgpu", () => {
@@ -33,7 +34,7 @@ export interface PassedOver {
 }
 
 /** Makes `factory` the way to open backend `name` (tests, out-of-tree backends). */
-export function registerBackend(name: string, factory: Factory): void {
+export function registerBackend(name: string, factory: BackendFactory): void {
   factories.set(name, factory);
   opened.delete(name);
 }

@@ -13,6 +13,8 @@ import { quantConfig } from "../quant/config.ts";
 
 /** Datasets the commands load by name. */
 export const DATASETS: readonly KnownDataset[] = ["mnist", "fashion-mnist"];
+/** Datasets `train`, `eval` and `experiment` load: the MNIST-like ones, CIFAR-10, image folders. */
+export const TRAIN_DATASETS: readonly string[] = [...DATASETS, "cifar10", "folder"];
 /** Backend names the commands accept. */
 export const BACKENDS: readonly string[] = ["cpu", "cuda", "webgpu", "auto"];
 

@@ -15,6 +15,7 @@ import { Progress } from "../train/progress.ts";
 import { train, type TrainResult } from "../train/trainer.ts";
 import { list, runCommand, UsageError } from "./args.ts";
 import { HELP, loadRunData, parseTrainArgs, type TrainArgs } from "./train.ts";
+import { makeInput } from "./zoo_data.ts";
 
 /** One row of the experiment table. */
 export interface ExperimentRow {
@@ -108,6 +109,7 @@ export function main(args: string[]): Promise<number> {
     const rows: ExperimentRow[] = [];
     for (const preset of a.presets) {
       console.log(`\n== ${preset} ==`);
+      const input = makeInput(a, trainSet);
       const r: TrainResult = await train(
         { ...c, quant: preset, quantSet: preset === c.quant ? c.quantSet : undefined },
         trainSet,
@@ -118,8 +120,10 @@ export function main(args: string[]): Promise<number> {
           out: `${out}/${preset}`,
           overwrite: a.overwrite,
           progress: new Progress({ itemsPerStep: c.batchSize }),
+          input,
+          init: a.init,
         },
-      );
+      ).finally(() => input?.close());
       const seconds = r.epochs.reduce((s, e) => s + e.seconds, 0);
       const images = r.epochs.reduce((s, e) => s + e.imagesPerSecond * e.seconds, 0);
       rows.push({

@@ -7,7 +7,6 @@
 import {
   BACKENDS,
   COMMON_OPTIONS,
-  DATASETS,
   int,
   MAX_THREADS,
   num,
@@ -15,6 +14,7 @@ import {
   parseFlags,
   parseQuantSet,
   runCommand,
+  TRAIN_DATASETS,
   UsageError,
 } from "./args.ts";
 
@@ -35,14 +35,21 @@ import { type RunProfile, train, type TrainConfig } from "../train/trainer.ts";
 import type { Backend } from "../backend/backend.ts";
 import { autoBackend, getBackend } from "../backend/registry.ts";
 import { checkOutDir, CHECKPOINT_FILE } from "../train/outdir.ts";
+import { loadRgbData, makeInput } from "./zoo_data.ts";
 
 export const HELP = `daint8 train: train a CNN (NHWC, native backend through FFI)
 
 Usage: deno task train [flags]
 
   --model NAME          ${Object.keys(MODELS).join(" | ")} (default lenet5)
-  --dataset NAME        ${DATASETS.join(" | ")} (default mnist)
-  --data-dir DIR        folder with the IDX files (default: the dataset's package)
+  --dataset NAME        ${TRAIN_DATASETS.join(" | ")} (default mnist)
+  --data-dir DIR        folder with the IDX files (default: the dataset's package); cifar10:
+                        data_batch_1.bin .. test_batch.bin (or $DAINT8_CIFAR10_DIR); folder:
+                        train/ and test/ (or val/), one folder of JPEG/PNG images per class
+                        (decoded once into DIR/.daint8-cache)
+  --no-augment          cifar10 / folder: no random crop (padding 4) and flip (on by default;
+                        per-channel normalization stays)
+  --init FILE           start from weights: torchvision-named safetensors or a checkpoint
   --epochs N            epochs (default 1)
   --batch-size N        mini-batch size (default 64)
   --lr X                peak learning rate (default 0.05)
@@ -67,8 +74,9 @@ Usage: deno task train [flags]
   --resume FILE         continue from a checkpoint (its dataset, preset, batch size,
                         seed and step count must match this run's)
   --force-resume        resume despite such differences (printed as a warning)
-  --limit N             train on the first N training images
-  --test-limit N        evaluate on the first N test images
+  --limit N             train on the first N training images (folder: N evenly spaced ones,
+                        so every class keeps its share)
+  --test-limit N        evaluate on the first N test images (folder: evenly spaced)
   --stop-after N        stop after N epochs in this process (resume later)
   --help                this text
 `;
@@ -95,6 +103,8 @@ export function parseTrainArgs(args: string[], extraOptions: ExtraOptions = {}) 
     "test-limit": { type: "string" },
     "stop-after": { type: "string" },
     profile: { type: "boolean" },
+    init: { type: "string" },
+    "no-augment": { type: "boolean" },
     ...extraOptions,
   });
   const v = values as Record<string, string | undefined> & {
@@ -109,7 +119,7 @@ export function parseTrainArgs(args: string[], extraOptions: ExtraOptions = {}) 
   const quantSet = parseQuantSet(quant, v["quant-set"]);
   const config: TrainConfig = {
     model: oneOf("model", v.model, "lenet5", Object.keys(MODELS)),
-    dataset: oneOf("dataset", v.dataset, "mnist", DATASETS),
+    dataset: oneOf("dataset", v.dataset, "mnist", TRAIN_DATASETS),
     epochs: int("epochs", v.epochs, 1),
     batchSize: int("batch-size", v["batch-size"], 64),
     lr: num("lr", v.lr, 0.05),
@@ -147,6 +157,8 @@ export function parseTrainArgs(args: string[], extraOptions: ExtraOptions = {}) 
     overwrite: v.overwrite ?? false,
     forceResume: v["force-resume"] ?? false,
     profile: v.profile ?? false,
+    init: v.init,
+    augment: !(values["no-augment"] ?? false),
     limit: v.limit === undefined ? undefined : int("limit", v.limit, 0),
     testLimit: v["test-limit"] === undefined ? undefined : int("test-limit", v["test-limit"], 0),
     stopAfter: v["stop-after"] === undefined ? undefined : int("stop-after", v["stop-after"], 0),
@@ -159,6 +171,9 @@ export type TrainArgs = ReturnType<typeof parseTrainArgs>;
 
 /** Loads the training and test sets a parsed run names (data dir, limits). */
 export async function loadRunData(a: TrainArgs): Promise<[ImageDataset, ImageDataset]> {
+  if (a.config.dataset === "cifar10" || a.config.dataset === "folder") {
+    return await loadRgbData(a.config.dataset, a.dataDir, a.limit, a.testLimit);
+  }
   const ds = a.config.dataset as KnownDataset;
   const dir = a.dataDir ?? defaultDataDir(ds);
   if (dir === undefined) throw new Error(`Cannot find the ${ds} data. ${dataDirHint(ds)}`);
@@ -208,8 +223,11 @@ export function main(args: string[]): Promise<number> {
         `test images), ${a.config.epochs} epoch(s), batch ${a.config.batchSize}, ` +
         `${a.config.quant}, backend ${backend.name}, out ${a.out}`,
     );
+    const input = makeInput(a, trainSet);
     const result = await train(a.config, trainSet, testSet, {
       backend,
+      input,
+      init: a.init,
       threads: a.threads,
       out: a.out,
       resume: a.resume,
@@ -218,6 +236,7 @@ export function main(args: string[]): Promise<number> {
       progress: new Progress({ itemsPerStep: a.config.batchSize }),
       stopAfterEpochs: a.stopAfter,
     });
+    input?.close();
     console.log(`test accuracy: ${(100 * result.testAcc).toFixed(2)}%`);
     if (a.profile) console.log(profileLines(result.profile).join("\n"));
     const ckpt = `${a.out}/${CHECKPOINT_FILE}`;

@@ -111,6 +111,24 @@ export class DataLoader {
   }
 
   /**
+   * Yields one epoch's batches as sample indices (`indices` is reused: copy what you keep),
+   * drawing the order exactly as {@linkcode DataLoader.batches} does, so the two are
+   * interchangeable for resume.
+   */
+  *indexBatches(): Generator<{ indices: Int32Array; size: number; index: number }, void> {
+    const n = this.dataset.n;
+    const order = this.shuffle ? this.rng.permutation(n) : undefined;
+    const count = this.batchesPerEpoch;
+    const buf = new Int32Array(this.batchSize);
+    for (let index = 0; index < count; index++) {
+      const start = index * this.batchSize;
+      const size = Math.min(this.batchSize, n - start);
+      for (let k = 0; k < size; k++) buf[k] = order === undefined ? start + k : order[start + k]!;
+      yield { indices: buf.subarray(0, size), size, index };
+    }
+  }
+
+  /**
    * Yields one epoch's batches. With `shuffle`, the epoch's order is drawn from `rng` when
    * iteration starts (on the first `next()`), not when this method is called.
    *

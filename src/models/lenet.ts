@@ -38,6 +38,8 @@ export class LeNet5 extends Module {
   readonly fc2: Linear;
   /** Linear 84 -> classes: the logits. */
   readonly fc3: Linear;
+  /** `fc1` reads a flattened [16, side, side] map (for torchvision-layout weight import). */
+  readonly torchFlatten: Readonly<Record<string, readonly [number, number, number]>>;
 
   /**
    * Creates the layers with `init`'s backend and generator. Throws a RangeError when `inputSize` is
@@ -53,6 +55,7 @@ export class LeNet5 extends Module {
     this.fc1 = this.child("fc1", new Linear(init, 16 * side * side, 120));
     this.fc2 = this.child("fc2", new Linear(init, 120, 84));
     this.fc3 = this.child("fc3", new Linear(init, 84, opts.classes ?? 10));
+    this.torchFlatten = { fc1: [16, side, side] };
   }
 
   /** Logits [n, classes] for images x [n, inputSize, inputSize, inChannels] (NHWC, f32). */

@@ -4,15 +4,28 @@
  * @module
  */
 import type { InitContext, Module } from "../nn/module.ts";
+import { inceptionV3 } from "./inception.ts";
 import { type ClassifierOptions, lenet5 } from "./lenet.ts";
-import { resnet20 } from "./resnet.ts";
+import { mobilenetV2 } from "./mobilenet.ts";
+import { resnet20, resnet56 } from "./resnet.ts";
+import { resnet18, resnet34, resnet50 } from "./resnet_imagenet.ts";
+import { alexnet, vgg16, vgg16Bn } from "./vgg.ts";
 
-/** Constructors of the models the CLI knows, by name. */
+/** Constructors of the models the CLI knows, by name (torchvision's names where it has them). */
 export const MODELS: Readonly<
   Record<string, (init: InitContext, opts: ClassifierOptions) => Module>
 > = {
   lenet5,
   resnet20,
+  resnet56,
+  resnet18,
+  resnet34,
+  resnet50,
+  mobilenet_v2: mobilenetV2,
+  vgg16,
+  vgg16_bn: vgg16Bn,
+  alexnet,
+  inception_v3: inceptionV3,
 };
 
 /** Builds model `name`; throws a RangeError listing the known names otherwise. */

@@ -136,3 +136,8 @@ export class ResNet extends Module {
 export function resnet20(init: InitContext, opts: ClassifierOptions = {}): ResNet {
   return new ResNet(init, { blocks: [3, 3, 3], widths: [16, 32, 64], ...opts });
 }
+
+/** ResNet-56: three stages of nine basic blocks, 16/32/64 channels (0.86M parameters). */
+export function resnet56(init: InitContext, opts: ClassifierOptions = {}): ResNet {
+  return new ResNet(init, { blocks: [9, 9, 9], widths: [16, 32, 64], ...opts });
+}

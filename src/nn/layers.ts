@@ -11,7 +11,7 @@ import { FP32, type GemmArithmetic } from "../ops/arithmetic.ts";
 import { conv2d, type Conv2dOptions, linear, type Pair, pair } from "../ops/conv.ts";
 import { flatten, relu } from "../ops/elementwise.ts";
 import { batchNorm } from "../ops/norm.ts";
-import { avgPool2d, globalAvgPool, maxPool2d, type PoolOptions } from "../ops/pool.ts";
+import { globalAvgPool, maxPool2d, type PoolOptions } from "../ops/pool.ts";
 import { Tensor as T } from "../tensor.ts";
 import { type InitContext, Module, uniformTensor } from "./module.ts";
 
@@ -205,21 +205,6 @@ export class MaxPool2d extends Module {
   /** y [n, p, q, c] from x [n, h, w, c]: the max of each window, per channel. */
   forward(tape: Tape, x: Tensor): Tensor {
     return maxPool2d(tape, x, this.kernel, this.options);
-  }
-}
-
-/** Average pooling; stride defaults to the kernel size. */
-export class AvgPool2d extends Module {
-  /**
-   * Average pooling over `kernel` windows; `options.stride` defaults to the kernel, padding to 0
-   * (padding counts in the divisor).
-   */
-  constructor(readonly kernel: Pair, readonly options: PoolOptions = {}) {
-    super();
-  }
-  /** y [n, p, q, c] from x [n, h, w, c]: the mean of each window, per channel. */
-  forward(tape: Tape, x: Tensor): Tensor {
-    return avgPool2d(tape, x, this.kernel, this.options);
   }
 }
 

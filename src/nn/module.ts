@@ -16,12 +16,18 @@ export interface InitContext {
   backend: Backend;
   /** Seeded generator for weight initialization. */
   rng: Rng;
+  /**
+   * Create the weights as zeros without drawing random values (batch-norm state keeps its
+   * defaults): for counting parameters or before loading weights. Default false.
+   */
+  zeros?: boolean;
 }
 
 /** A tensor of `shape` filled from U(-bound, bound) with `rng`. */
 export function uniformTensor(init: InitContext, shape: number[], bound: number): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   const data = new Float32Array(n);
+  if (init.zeros) return Tensor.from(init.backend, data, shape, "f32");
   for (let i = 0; i < n; i++) data[i] = (2 * init.rng.next() - 1) * bound;
   return Tensor.from(init.backend, data, shape, "f32");
 }
@@ -30,6 +36,7 @@ export function uniformTensor(init: InitContext, shape: number[], bound: number)
 export function normalTensor(init: InitContext, shape: number[], std: number): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   const data = new Float32Array(n);
+  if (init.zeros) return Tensor.from(init.backend, data, shape, "f32");
   for (let i = 0; i < n; i++) data[i] = init.rng.normal(0, std);
   return Tensor.from(init.backend, data, shape, "f32");
 }

@@ -9,6 +9,8 @@ import { type Backend, type BackendCounters, isCpuBackend } from "../backend/bac
 import { getBackend } from "../backend/registry.ts";
 import { Tape } from "../autograd/tape.ts";
 import { DataLoader } from "../data/loader.ts";
+import type { FloatBatch, InputPipeline } from "../data/pipeline.ts";
+import { loadTorchvisionWeights } from "../io/torchvision.ts";
 import type { ImageDataset } from "../data/datasets.ts";
 import { Rng } from "../data/rng.ts";
 import { createModel } from "../models/registry.ts";
@@ -83,6 +85,13 @@ export interface RunOptions {
   stopAfterEpochs?: number;
   /** Seconds between progress reads of the device's loss totals (default 0.25). */
   progressSeconds?: number;
+  /**
+   * Input pipeline (augmentation, per-channel normalization, prefetch worker; src/data/
+   * pipeline.ts); none = the loader's bytes normalized with one mean / std on the backend.
+   */
+  input?: InputPipeline;
+  /** A torchvision-named safetensors file to start from (src/io/torchvision.ts). */
+  init?: string;
 }
 
 /** Per-epoch results. */
@@ -185,6 +194,15 @@ export class BatchUploader {
   }
 }
 
+/** Uploads a pipeline batch (already normalized f32). */
+function uploadFloat(tape: Tape, ds: ImageDataset, b: FloatBatch): [Tensor, Tensor] {
+  const x = tape.empty([b.size, ds.height, ds.width, ds.channels]);
+  tape.backend.upload(x, b.x);
+  const y = tape.empty([b.size], "i32");
+  tape.backend.upload(y, b.labels);
+  return [x, y];
+}
+
 /** Test-set loss and accuracy of `model` in evaluation mode (read once, at the end). */
 export async function evaluate(
   model: Module,
@@ -192,6 +210,7 @@ export async function evaluate(
   ds: ImageDataset,
   stats: { mean: number; std: number },
   batchSize = 256,
+  input?: InputPipeline,
 ): Promise<{ loss: number; acc: number }> {
   if (ds.n === 0) throw new RangeError("Cannot evaluate on an empty test set");
   const up = new BatchUploader(stats);
@@ -199,9 +218,11 @@ export async function evaluate(
   using accum = Tensor.full(backend, [4], 0);
   model.eval();
   try {
-    for (const b of loader.batches()) {
+    for (const b of input ? input.evalBatches(ds, batchSize) : loader.batches()) {
       using tape = new Tape(backend, { grad: false });
-      const [x, y] = up.upload(tape, ds, b.images, b.labels, b.size);
+      const [x, y] = "x" in b
+        ? uploadFloat(tape, ds, b)
+        : up.upload(tape, ds, b.images, b.labels, b.size);
       softmaxCrossEntropy(tape, model.forward(tape, x), y, accum);
     }
   } finally {
@@ -242,6 +263,12 @@ export async function train(
     inputSize: trainSet.height,
     classes: trainSet.classes,
   });
+  try {
+    if (run.init) await loadTorchvisionWeights(model, run.init, cfg.model);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
   const quantizer = new ModelQuantizer(model, qcfg, cfg.seed);
   const params = model.namedParameters();
   let opt: Sgd | undefined, step: TrainStep | undefined, log: MetricsLog | undefined;
@@ -329,11 +356,17 @@ export async function train(
       const c0 = backend.counters();
       let winStart = t0, winImages = 0, lastRead = t0;
       trainStep.resetLoss();
-      for (const b of loader.batches()) {
+      for await (const b of run.input ? run.input.epoch(loader, epoch) : loader.batches()) {
         const lr = schedule(stepNo);
         const logNow = log !== undefined && (stepNo + 1) % logEvery === 0;
         quantizer.measureError = logNow;
-        trainStep.run((tape) => up.upload(tape, trainSet, b.images, b.labels, b.size), lr);
+        trainStep.run(
+          (tape) =>
+            "x" in b
+              ? uploadFloat(tape, trainSet, b)
+              : up.upload(tape, trainSet, b.images, b.labels, b.size),
+          lr,
+        );
         stepNo++;
         winImages += b.size;
         // ---- step edge: lagged reads, only as often as the log and the display need ----
@@ -362,6 +395,7 @@ export async function train(
             acc: t.correct / t.images,
             lr,
             images_per_s: winImages / ((now - winStart) / 1000),
+            ...(run.input ? { data_wait_ms: run.input.waitMs } : {}), // so far this epoch
             ...(quantizer.layers.length > 0
               ? { quant: (await quantizer.stats()) as unknown as Record<string, MetricValue> }
               : {}),
@@ -375,7 +409,8 @@ export async function train(
       const c1 = backend.counters();
       for (const k of Object.keys(loop) as (keyof BackendCounters)[]) loop[k] += c1[k] - c0[k];
       loopSteps += totals.steps;
-      const test = await evaluate(model, backend, testSet, stats);
+      const dataWait = run.input ? run.input.takeWait() : 0;
+      const test = await evaluate(model, backend, testSet, stats, 256, run.input);
       const res: EpochResult = {
         epoch: epoch + 1,
         trainLoss: totals.loss,
@@ -389,7 +424,8 @@ export async function train(
       const line = `epoch ${res.epoch}/${cfg.epochs}  train loss ${res.trainLoss.toFixed(4)}  ` +
         `acc ${(100 * res.trainAcc).toFixed(2)}%  test loss ${res.testLoss.toFixed(4)}  ` +
         `acc ${(100 * res.testAcc).toFixed(2)}%  ${Math.round(res.imagesPerSecond)} img/s  ` +
-        `${seconds.toFixed(1)} s`;
+        `${seconds.toFixed(1)} s` +
+        (run.input ? `  data wait ${(dataWait / 1000).toFixed(1)} s` : "");
       if (run.progress) run.progress.done(line);
       else print(line);
       log?.append({
@@ -402,6 +438,7 @@ export async function train(
         test_acc: res.testAcc,
         images_per_s: res.imagesPerSecond,
         seconds,
+        ...(run.input ? { data_wait_ms: dataWait } : {}),
         ...(quantizer.layers.length > 0 ? { bell_share: await quantizer.bellShares() } : {}),
       });
       // Step edge at the epoch's end: every state tensor finite (naming the first bad one), the
@@ -427,7 +464,7 @@ export async function train(
       }
     }
     const testAcc = results.at(-1)?.testAcc ??
-      (await evaluate(model, backend, testSet, stats)).acc;
+      (await evaluate(model, backend, testSet, stats, 256, run.input)).acc;
     const last = trainStep.profile;
     const profile: RunProfile | null = last && loopSteps > 0
       ? {
