@@ -599,3 +599,30 @@ gpuTest(
     }
   },
 );
+
+gpuTest("model-zoo ops: mul, relu6, adaptive average pool: bit-identical", (cpu, cuda) => {
+  const rnd = new Rand(47);
+  const n = 2, h = 13, w = 9, c = 5, p = 7, q = 4, e = n * h * w * c;
+  const x = rnd.f32(e, 8), b = rnd.f32(e), dyp = rnd.f32(n * p * q * c);
+  const run = (l: Lib) => {
+    const bx = l.buf(4 * e, x), bb = l.buf(4 * e, b);
+    const m = l.buf(4 * e), r6 = l.buf(4 * e), r6b = l.buf(4 * e);
+    const ay = l.buf(4 * n * p * q * c), adx = l.buf(4 * e);
+    l.check(l.s.d8_mul_f32(m, bx, bb, BigInt(e)));
+    l.check(l.s.d8_relu6_fwd(r6, bx, BigInt(e)));
+    l.check(l.s.d8_relu6_bwd(r6b, bb, r6, BigInt(e)));
+    l.check(l.s.d8_adaptive_avgpool_fwd(ay, bx, n, h, w, c, p, q));
+    l.check(l.s.d8_adaptive_avgpool_bwd(adx, l.buf(4 * dyp.length, dyp), n, h, w, c, p, q));
+    const r = {
+      mul: l.f32(m, e),
+      relu6: [...l.f32(r6, e), ...l.f32(r6b, e)],
+      pool: [...l.f32(ay, n * p * q * c), ...l.f32(adx, e)],
+    };
+    l.freeAll();
+    return r;
+  };
+  const ref = run(cpu), got = run(cuda);
+  assertEqualArrays("mul", got.mul, ref.mul);
+  assertEqualArrays("relu6", got.relu6, ref.relu6);
+  assertEqualArrays("adaptive avgpool", got.pool, ref.pool);
+});
