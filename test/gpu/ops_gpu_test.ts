@@ -77,12 +77,17 @@ const CONVS: [string, Conv][] = [
 
 const VERSIONS = [1, 2, 3];
 
-function withVersion(cuda: Lib, v: number, fn: () => void): void {
-  cuda.check(cuda.s.d8_set_int8_kernel(cuda.ctx, v));
+// The kernel version the library's last int8 op ran (cuda-only extension; 0 for the cpu library).
+// Opened and closed per call: an open library handle would count as a leaked test resource.
+function lastVersion(l: Lib): number {
+  if (l.lib.backend !== "cuda") return 0;
+  const ext = Deno.dlopen(l.lib.path, {
+    d8_cuda_last_int8_version: { parameters: [], result: "i32" },
+  });
   try {
-    fn();
+    return ext.symbols.d8_cuda_last_int8_version();
   } finally {
-    cuda.check(cuda.s.d8_set_int8_kernel(cuda.ctx, 0));
+    ext.close();
   }
 }
 
@@ -102,11 +107,16 @@ for (const [name, conv] of CONVS) {
         bb = l.buf(4 * conv.k, bias);
       const bxs = l.buf(4, xs), bws = l.buf(4 * conv.k, ws), bds = l.buf(4 * conv.k, ds);
       const y = l.buf(4 * sh.y), dx = l.buf(4 * sh.x), dw = l.buf(4 * sh.w), dw0 = l.buf(4 * sh.w);
+      const ran: number[] = [];
       l.check(l.s.d8_conv2d_fwd_i8(y, bx, bw, bb, bxs, bws, 2, sh.bytes));
+      ran.push(lastVersion(l));
       l.check(l.s.d8_conv2d_dgrad_i8(dx, bdy, bw, bds, bxs, sh.bytes));
+      ran.push(lastVersion(l));
       l.check(l.s.d8_conv2d_wgrad_i8(dw, bx, bdy, bxs, bds, 1, sh.bytes));
+      ran.push(lastVersion(l));
       l.check(l.s.d8_conv2d_wgrad_i8(dw0, bx, bdy, bxs, bds, 0, sh.bytes));
       const out = {
+        ran,
         y: l.f32(y, sh.y),
         dx: l.f32(dx, sh.x),
         dw: l.f32(dw, sh.w),
@@ -124,6 +134,12 @@ for (const [name, conv] of CONVS) {
         assertClose(`v${v} dgrad`, got.dx, ref.dx, tol);
         assertEqualArrays(`v${v} wgrad (per-channel dY scale)`, got.dw, ref.dw);
         assertEqualArrays(`v${v} wgrad (tensor dY scale)`, got.dw0, ref.dw0);
+        // the tensor-core versions must really run where valid() allows them (no silent fallback)
+        const g = conv.groups ?? 1, cg = conv.c / g, kg = conv.k / g;
+        const want = [cg % 16 === 0, kg % 16 === 0, cg % 16 === 0 && kg % 16 === 0].map((ok) =>
+          ok ? v : 1
+        );
+        assertEqualArrays(`v${v} versions run (fprop, dgrad, wgrad)`, got.ran, want);
       });
     }
   });
