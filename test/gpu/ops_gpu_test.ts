@@ -91,6 +91,15 @@ function lastVersion(l: Lib): number {
   }
 }
 
+function withVersion(cuda: Lib, v: number, fn: () => void): void {
+  cuda.check(cuda.s.d8_set_int8_kernel(cuda.ctx, v));
+  try {
+    fn();
+  } finally {
+    cuda.check(cuda.s.d8_set_int8_kernel(cuda.ctx, 0));
+  }
+}
+
 for (const [name, conv] of CONVS) {
   gpuTest(`int8 conv fprop / dgrad / wgrad, ${name}`, (cpu, cuda) => {
     const sh = convShape(conv);
