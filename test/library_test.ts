@@ -190,7 +190,15 @@ try {
     ]);
     assert.match(scoped.out, /^opened 2\n/);
     // ... but not for a library elsewhere: the message names the flag to add.
-    const elsewhere = await deno(["run", "--allow-read", "--allow-env", "--allow-ffi=/tmp", file]);
+    const other = await Deno.makeTempDir(); // holds no library, and not the checkout
+    const elsewhere = await deno([
+      "run",
+      "--allow-read",
+      "--allow-env",
+      `--allow-ffi=${other}`,
+      file,
+    ]);
+    await Deno.remove(other);
     assert.match(
       elsewhere.out,
       new RegExp(

@@ -48,70 +48,57 @@ function torchShape(shape: readonly number[], k: Kind | undefined): number[] {
   return [...shape];
 }
 
+/**
+ * Calls `f(ours, torch)` with the flat index of each element in our layout and in PyTorch's:
+ * conv weights OHWI vs OIHW, the linear layer after a flatten h-w-c vs c-h-w columns.
+ */
+function forEachIndex(
+  shape: readonly number[],
+  k: Exclude<Kind, { kind: "plain" }>,
+  f: (ours: number, torch: number) => void,
+): void {
+  if (k.kind === "conv") {
+    const [o, h, w, i] = shape as [number, number, number, number];
+    for (let a = 0; a < o; a++) {
+      for (let b = 0; b < i; b++) {
+        for (let y = 0; y < h; y++) {
+          for (let x = 0; x < w; x++) {
+            f(
+              ((a * h + y) * w + x) * i + b,
+              ((a * i + b) * h + y) * w + x,
+            );
+          }
+        }
+      }
+    }
+  } else {
+    const [c, h, w] = k.chw, rows = shape[0]!, cols = c * h * w;
+    for (let r = 0; r < rows; r++) {
+      for (let ch = 0; ch < c; ch++) {
+        for (let p = 0; p < h * w; p++) f(r * cols + p * c + ch, r * cols + ch * h * w + p);
+      }
+    }
+  }
+}
+
 /** Our data from PyTorch's (OIHW -> OHWI; c-h-w columns -> h-w-c). */
 function fromTorch(
   data: Float32Array,
   shape: readonly number[],
   k: Kind | undefined,
 ): Float32Array {
-  if (k?.kind === "conv") {
-    const [o, h, w, i] = shape as [number, number, number, number];
-    const out = new Float32Array(data.length);
-    for (let a = 0; a < o; a++) {
-      for (let b = 0; b < i; b++) {
-        for (let y = 0; y < h; y++) {
-          for (let x = 0; x < w; x++) {
-            out[((a * h + y) * w + x) * i + b] = data[((a * i + b) * h + y) * w + x]!;
-          }
-        }
-      }
-    }
-    return out;
-  }
-  if (k?.kind === "flat") {
-    const [c, h, w] = k.chw, rows = shape[0]!, cols = c * h * w;
-    const out = new Float32Array(data.length);
-    for (let r = 0; r < rows; r++) {
-      for (let ch = 0; ch < c; ch++) {
-        for (let p = 0; p < h * w; p++) {
-          out[r * cols + p * c + ch] = data[r * cols + ch * h * w + p]!;
-        }
-      }
-    }
-    return out;
-  }
-  return data;
+  if (k?.kind !== "conv" && k?.kind !== "flat") return data;
+  const out = new Float32Array(data.length);
+  forEachIndex(shape, k, (ours, torch) => out[ours] = data[torch]!);
+  return out;
 }
 
 /** PyTorch's data from ours (the inverse of `fromTorch`). */
 function toTorch(data: Float32Array, shape: readonly number[], k: Kind | undefined): Float32Array {
-  if (k?.kind === "conv") {
-    const [o, h, w, i] = shape as [number, number, number, number];
-    const out = new Float32Array(data.length);
-    for (let a = 0; a < o; a++) {
-      for (let b = 0; b < i; b++) {
-        for (let y = 0; y < h; y++) {
-          for (let x = 0; x < w; x++) {
-            out[((a * i + b) * h + y) * w + x] = data[((a * h + y) * w + x) * i + b]!;
-          }
-        }
-      }
-    }
-    return out;
-  }
-  if (k?.kind === "flat") {
-    const [c, h, w] = k.chw, rows = shape[0]!, cols = c * h * w;
-    const out = new Float32Array(data.length);
-    for (let r = 0; r < rows; r++) {
-      for (let ch = 0; ch < c; ch++) {
-        for (let p = 0; p < h * w; p++) {
-          out[r * cols + ch * h * w + p] = data[r * cols + p * c + ch]!;
-        }
-      }
-    }
-    return out;
-  }
-  return data;
+  if (k?.kind !== "conv" && k?.kind !== "flat") return data;
+  const out = new Float32Array(data.length);
+  forEachIndex(shape, k, (ours, torch) => out[torch] = data[ours]!);
+  return out;
 }
 
 function asF32(t: HostTensor): Float32Array | undefined {
