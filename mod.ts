@@ -56,6 +56,8 @@ export {
   BACKEND_NAMES,
   type BackendFactory,
   getBackend,
+  openAutoBackend,
+  openBackend,
   type PassedOver,
   registerBackend,
 } from "./src/backend/registry.ts";

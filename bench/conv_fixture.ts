@@ -10,17 +10,30 @@ import { ScaleLayout } from "../src/backend/backend.ts";
 import { Rng } from "../src/data/rng.ts";
 import { Tensor } from "../src/tensor.ts";
 
-/** The three stages of ResNet-20 on 28x28 inputs (Fashion-MNIST), 3x3 convs, padding 1. */
+/**
+ * ResNet-20's 3x3 conv shapes on 28x28 inputs (Fashion-MNIST), padding 1: the three stages'
+ * repeated layers and the two stride-2 layers that open stages 2 and 3.
+ */
 export function convLayers(batch: number) {
   return [
     { name: "stage1 16->16 28x28", x: [batch, 28, 28, 16], k: 16, stride: 1 },
     { name: "stage2 32->32 14x14", x: [batch, 14, 14, 32], k: 32, stride: 1 },
     { name: "stage3 64->64 7x7", x: [batch, 7, 7, 64], k: 64, stride: 1 },
+    { name: "stage2 16->32 s2 28x28", x: [batch, 28, 28, 16], k: 32, stride: 2 },
+    { name: "stage3 32->64 s2 14x14", x: [batch, 14, 14, 32], k: 64, stride: 2 },
   ] as const;
 }
 
-/** INT8 operands, scales and outputs of one conv shape. */
+/** INT8 operands, scales and outputs of one conv shape, and the fp32 operands they stand for. */
 export interface Int8ConvFixture {
+  /** x, w and dy dequantized (the fp32 kernels' inputs in the benchmarks). */
+  xf: Tensor;
+  wf: Tensor;
+  dyf: Tensor;
+  /** fp32 outputs. */
+  yf: Tensor;
+  dxf: Tensor;
+  dwf: Tensor;
   xq: Tensor;
   wq: Tensor;
   dyq: Tensor;
@@ -48,16 +61,19 @@ function maxRelError(a: Float32Array, b: Float32Array): number {
   return err / Math.max(scale, 1e-30);
 }
 
-/** Builds the operands of `s` and checks the three INT8 kernels against fp32 ones. */
-export function int8ConvFixture(backend: Backend, s: ConvShape): Int8ConvFixture {
-  const rng = new Rng(11);
+/**
+ * Builds the operands of `s` (seeded by `seed`) and checks the three INT8 kernels against the
+ * fp32 ones run on the dequantized operands.
+ */
+export function int8ConvFixture(backend: Backend, s: ConvShape, seed = 11): Int8ConvFixture {
+  const rng = new Rng(seed);
   const xShape = [s.n, s.h, s.w, s.c], wShape = [s.k, s.r, s.s, s.c / s.groups];
   const yShape = [s.n, s.p, s.q, s.k];
   const xa = randomI8(rng, xShape.reduce((a, b) => a * b)),
     wa = randomI8(rng, wShape.reduce((a, b) => a * b)),
     dya = randomI8(rng, yShape.reduce((a, b) => a * b));
   const sdyC = Float32Array.from({ length: s.k }, (_, j) => 1e-3 * (1 + j / s.k));
-  const f: Int8ConvFixture = {
+  const f: Omit<Int8ConvFixture, "xf" | "wf" | "dyf" | "yf" | "dxf" | "dwf"> = {
     xq: Tensor.from(backend, xa, xShape, "i8"),
     wq: Tensor.from(backend, wa, wShape, "i8"),
     dyq: Tensor.from(backend, dya, yShape, "i8"),
@@ -89,6 +105,6 @@ export function int8ConvFixture(backend: Backend, s: ConvShape): Int8ConvFixture
     const e = maxRelError(f[k].toFloat32(), ref[k].toFloat32());
     if (!(e < 1e-4)) throw new Error(`INT8 conv ${k} differs from fp32 by ${e} (relative)`);
   }
-  for (const t of [xf, wf, dyT, dyC, ref.y, ref.dx, ref.dw]) t.dispose();
-  return f;
+  dyC.dispose();
+  return { ...f, xf, wf, dyf: dyT, yf: ref.y, dxf: ref.dx, dwf: ref.dw };
 }

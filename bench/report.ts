@@ -1,168 +1,513 @@
 /**
- * `deno task bench:report`: training images/s of LeNet-5 and ResNet-20 (batch 64, cpu backend)
- * under fp32 and daint8, side by side with PyTorch CPU (bench/peers/torch_cpu.py, same models,
- * batch and thread count), and fp32 vs INT8 conv-kernel throughput on ResNet-20's layer shapes,
- * in one run on one machine, as Markdown tables with ratios.
+ * `deno task report`: one speed report for every backend present, in one run on one machine.
+ * Writes bench/REPORT.md, bench/report.json and bench/report.svg (bar chart of training-step
+ * speedups over fp32 per model), and prints the Markdown.
  *
- * Flags: --threads N (default: all cores), --seconds S per measurement (default 5),
- * --python PATH (default /usr/bin/python3), --json FILE (also write the rows as JSON).
+ * - the machine: CPU model, cores, ISA flags, each backend's own description and int8 variant
+ *   (a GPU backend's description names its GPU), the load average before and after (a loaded
+ *   machine gives noisy numbers: the report says so);
+ * - per backend (src/backend/registry.ts BACKEND_NAMES, `auto` aside; a backend that does not
+ *   open is listed with its reason): the training step (batch 64, 28x28x1) of every model under
+ *   every preset (median ms, images/s, speedup over fp32), and ResNet-20's 3x3 conv passes in
+ *   fp32 and each int8 variant (GOPS = 2 x multiply-adds / s, % of the variant's peak where the
+ *   peak of this CPU family is known, kernels/cpu/README.md);
+ * - the peers, same models, batch and threads, in the same run: PyTorch CPU (NCHW and
+ *   channels_last) and PyTorch GPU when torch sees a CUDA device; a peer that cannot run is
+ *   listed with the reason.
+ *
+ * Cases are timed interleaved (one iteration of each in turn, rounds until the budget is spent)
+ * so a change of machine load hits all of them alike; the median of the rounds is reported.
+ *
+ * Flags: --seconds S per group of cases (default 3), --threads N (cpu; default all cores),
+ * --python PATH (default /usr/bin/python3), --clock-ghz G (core clock for % of peak; default
+ * /proc/cpuinfo's MHz, which on a VM is the TSC rate, not the boost clock), --out DIR (default
+ * bench/), --no-peers, --models lenet5,resnet20, --timer wall|cpu (cpu: this process's CPU
+ * time, with --threads 1 only: robust on a machine shared with other jobs; the peers are always
+ * timed by the wall clock of their own loop).
  *
  * @module
  */
 import { parseArgs } from "node:util";
-import { NativeBackend } from "../src/backend/native.ts";
-import { ScaleLayout } from "../src/backend/backend.ts";
-import { convShape } from "../src/ops/conv.ts";
-import { Tensor } from "../src/tensor.ts";
-import { convLayers, int8ConvFixture } from "./conv_fixture.ts";
-import { makeStep } from "./step.ts";
+import { loadavg } from "node:os";
+import process from "node:process";
+import { isCpuBackend } from "../src/backend/backend.ts";
+import {
+  backends,
+  BATCH,
+  convCases,
+  int8Variants,
+  MODELS,
+  type Preset,
+  presets,
+  stepCase,
+} from "./cases.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
+    seconds: { type: "string", default: "3" },
     threads: { type: "string" },
-    seconds: { type: "string", default: "5" },
     python: { type: "string", default: "/usr/bin/python3" },
-    json: { type: "string" },
-    batch: { type: "string", default: "64" },
+    "clock-ghz": { type: "string" },
+    out: { type: "string", default: new URL(".", import.meta.url).pathname },
+    "no-peers": { type: "boolean", default: false },
+    models: { type: "string", default: MODELS.join(",") },
+    timer: { type: "string", default: "wall" },
   },
   strict: true,
 });
-const threads = Number(values.threads ?? navigator.hardwareConcurrency);
 const seconds = Number(values.seconds);
-const batch = Number(values.batch);
-const backend = new NativeBackend("cpu");
-backend.setThreads(threads);
-
-/** Median step time (ms) of `step` over about `seconds`, after warm-up. */
-function measure(step: () => void, budget: number): number {
-  for (let i = 0; i < 3; i++) step();
-  const times: number[] = [];
-  const end = performance.now() + budget * 1000;
-  while (performance.now() < end || times.length < 5) {
-    const t0 = performance.now();
-    step();
-    times.push(performance.now() - t0);
+if (!(seconds > 0)) throw new RangeError(`--seconds must be > 0, got "${values.seconds}"`);
+const threads = Number(values.threads ?? navigator.hardwareConcurrency);
+if (!Number.isInteger(threads) || threads < 1) {
+  throw new RangeError(`--threads must be an integer >= 1, got "${values.threads}"`);
+}
+if (values.timer !== "wall" && values.timer !== "cpu") {
+  throw new RangeError(`--timer must be wall or cpu, got "${values.timer}"`);
+}
+if (values.timer === "cpu" && threads !== 1) {
+  throw new RangeError(
+    `--timer cpu needs --threads 1 (process CPU time), got --threads ${threads}`,
+  );
+}
+/** ms: wall clock, or (--timer cpu, one thread) this process's CPU time, which time slices
+ * given to other processes on a shared machine do not inflate. */
+const now = values.timer === "cpu"
+  ? () => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000;
   }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)]!;
+  : () => performance.now();
+const models = values.models.split(",").filter((m) => m !== "");
+for (const m of models) {
+  if (!(MODELS as readonly string[]).includes(m)) {
+    throw new RangeError(`Unknown model "${m}" in --models: expected ${MODELS.join(", ")}`);
+  }
 }
 
+// ---- the machine -------------------------------------------------------------------------------
+
+function cpuInfo(): { model: string; family: number; mhz: number; flags: string[] } {
+  try {
+    const t = Deno.readTextFileSync("/proc/cpuinfo");
+    const field = (k: string) => t.match(new RegExp(`^${k}\\s*:\\s*(.*)$`, "m"))?.[1] ?? "";
+    return {
+      model: field("model name") || "unknown",
+      family: Number(field("cpu family")) || 0,
+      mhz: Number(field("cpu MHz")) || 0,
+      flags: field("flags").split(/\s+/),
+    };
+  } catch {
+    return { model: navigator.userAgent, family: 0, mhz: 0, flags: [] };
+  }
+}
+const cpu = cpuInfo();
+const ISA = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni"]
+  .filter((f) => cpu.flags.includes(f));
+const vendorAmd = /AMD/i.test(cpu.model);
+const clockGhz = Number(values["clock-ghz"] ?? cpu.mhz / 1000);
+
+/**
+ * Multiply-adds per core clock the instruction mix of each kernel allows on this CPU family
+ * (kernels/cpu/README.md "Peaks"); null where not modelled.
+ */
+function peakMacsPerClock(kernel: string): number | null {
+  const zen3Up = vendorAmd && cpu.family >= 25, zen2 = vendorAmd && cpu.family === 23;
+  switch (kernel) {
+    case "fp32":
+      return cpu.flags.includes("avx512f") && !vendorAmd ? 32 : cpu.flags.includes("fma") ? 16 : 8;
+    case "avx2":
+      return zen3Up ? 24 : zen2 ? 16 : vendorAmd ? null : 21.3;
+    case "avx-vnni":
+      return vendorAmd ? null : 64;
+    case "avx512-vnni":
+      return vendorAmd ? null : 128;
+    default:
+      return null;
+  }
+}
+const pct = (gops: number, kernel: string) => {
+  const p = peakMacsPerClock(kernel);
+  return p && clockGhz > 0 ? (100 * gops) / (2 * p * clockGhz * threads) : NaN;
+};
+
+// ---- timing ------------------------------------------------------------------------------------
+
+/** Interleaved rounds of one call each until `budget` s (at least 3 rounds); medians in ms. */
+function measure(fns: (() => void)[], budget: number): { median: number; min: number }[] {
+  for (const f of fns) f(); // warm-up
+  const times = fns.map(() => [] as number[]);
+  const end = performance.now() + budget * 1000;
+  for (let r = 0; r < 3 || performance.now() < end; r++) {
+    fns.forEach((f, i) => {
+      const t0 = now();
+      f();
+      times[i]!.push(now() - t0);
+    });
+    if (r > 1000) break;
+  }
+  return times.map((t) => {
+    t.sort((a, b) => a - b);
+    return { median: t[Math.floor(t.length / 2)]!, min: t[0]! };
+  });
+}
+
+// ---- peers -------------------------------------------------------------------------------------
+
 interface PeerRow {
+  peer: string;
+  device: string;
   model: string;
-  images_per_s: number;
   channels_last: boolean;
+  ms_per_step: number;
+  images_per_s: number;
   torch: string;
 }
 
-async function peer(model: string): Promise<PeerRow[] | string> {
+interface PeerConvRow {
+  peer: string;
+  layer: string;
+  pass: string;
+  channels_last: boolean;
+  ms: number;
+}
+
+/** The PyTorch peer: training steps of `model`, or (model null) the conv passes. */
+async function peer<T>(device: string, model: string | null): Promise<T[] | string> {
   const script = new URL("./peers/torch_cpu.py", import.meta.url).pathname;
+  const args = [script, "--batch-size", String(BATCH), "--threads"];
+  args.push(String(threads), "--seconds", String(seconds), "--json", "--device", device);
+  args.push(...(model ? ["--model", model] : ["--convs"]));
+  if (device === "cpu") args.push("--both-layouts");
+  if (values.timer === "cpu") args.push("--cpu-time");
   try {
     const r = await new Deno.Command(values.python!, {
-      args: [
-        script,
-        "--model",
-        model,
-        "--batch-size",
-        String(batch),
-        "--threads",
-        String(threads),
-        "--seconds",
-        String(seconds),
-        "--both-layouts",
-        "--json",
-      ],
+      args,
       stdout: "piped",
       stderr: "piped",
+      env: { OMP_WAIT_POLICY: Deno.env.get("OMP_WAIT_POLICY") ?? "passive" },
     }).output();
-    if (!r.success) return new TextDecoder().decode(r.stderr).trim().split("\n").at(-1) ?? "failed";
+    if (!r.success) {
+      const msg = new TextDecoder().decode(r.stderr).trim().split("\n").at(-1) ?? "";
+      return `exit status ${r.code}: ${msg}`;
+    }
     return new TextDecoder().decode(r.stdout).trim().split("\n").map((l) => JSON.parse(l));
   } catch (e) {
     return (e as Error).message;
   }
 }
 
-console.log(`device: ${backend.info()}; int8 kernel ${backend.int8KernelName()}`);
-console.log(`threads ${threads}; batch ${batch}; ${seconds} s per measurement; median step time\n`);
-const rows: Record<string, unknown>[] = [];
-console.log(
-  "| model | ours fp32 img/s | ours daint8 (INT8) img/s | INT8 / fp32 | " +
-    "PyTorch NCHW img/s | PyTorch channels_last img/s | fp32 / best PyTorch |",
-);
-console.log("|---|---:|---:|---:|---:|---:|---:|");
-for (const model of ["lenet5", "resnet20"]) {
-  const ips: Record<string, number> = {};
-  for (const quant of ["fp32", "daint8"]) {
-    const runner = makeStep(backend, model, batch, quant);
-    ips[quant] = (batch * 1000) / measure(() => runner.step(), seconds);
-    runner.dispose();
-  }
-  const ours = ips.fp32!, int8 = ips.daint8!;
-  const p = await peer(model);
-  const nchw = typeof p === "string" ? NaN : p.find((r) => !r.channels_last)?.images_per_s ?? NaN;
-  const nhwc = typeof p === "string" ? NaN : p.find((r) => r.channels_last)?.images_per_s ?? NaN;
-  const best = Math.max(nchw, nhwc);
-  const f = (v: number) => Number.isFinite(v) ? v.toFixed(0) : "n/a";
-  console.log(
-    `| ${model} | ${f(ours)} | ${f(int8)} | ${(int8 / ours).toFixed(2)}x | ${f(nchw)} | ` +
-      `${f(nhwc)} | ${Number.isFinite(best) ? (ours / best).toFixed(2) + "x" : "n/a"} |`,
-  );
-  if (typeof p === "string") console.log(`(PyTorch not measured: ${p})`);
-  rows.push({
-    model,
-    fp32_images_per_s: ours,
-    daint8_images_per_s: int8,
-    torch_nchw_images_per_s: nchw,
-    torch_channels_last_images_per_s: nhwc,
-    fp32_vs_best_torch: ours / best,
-    int8_vs_fp32: int8 / ours,
-    torch: typeof p === "string" ? null : p[0]?.torch,
-  });
+// ---- run ---------------------------------------------------------------------------------------
+
+interface StepRow {
+  backend: string;
+  model: string;
+  preset: string;
+  ms: number;
+  min_ms: number;
+  images_per_s: number;
+  speedup_vs_fp32: number;
+}
+interface ConvRow {
+  backend: string;
+  layer: string;
+  pass: string;
+  kernel: string;
+  ms: number;
+  gops: number;
+  pct_of_peak: number | null;
+  peak_macs_per_clock: number | null;
+  speedup_vs_fp32: number;
 }
 
-console.log(
-  "\nConv kernels on ResNet-20 layer shapes (batch 64), fp32 vs INT8, G mult-add pairs/s:\n",
-);
-console.log("| layer | pass | fp32 GFLOP/s | INT8 GOP/s | INT8 / fp32 |");
-console.log("|---|---|---:|---:|---:|");
-const kernels: Record<string, unknown>[] = [];
-for (const l of convLayers(batch)) {
-  const s = convShape("bench", l.x, l.k, 3, { stride: l.stride, padding: 1 });
-  const f = int8ConvFixture(backend, s);
-  const x = Tensor.full(backend, l.x, 0.5), w = Tensor.full(backend, [l.k, 3, 3, l.x[3]], 0.01);
-  const y = Tensor.full(backend, [s.n, s.p, s.q, s.k], 0);
-  const ops = 2 * s.n * s.p * s.q * s.k * 9 * s.c;
-  const budget = Math.min(seconds, 1);
-  for (
-    const [pass, fp, i8] of [
-      [
-        "fprop",
-        () => backend.conv2d(y, x, w, null, s),
-        () => backend.conv2dI8(f.y, f.xq, f.wq, null, f.sx, f.sw, ScaleLayout.tensor, s),
-      ],
-      [
-        "dgrad",
-        () => backend.conv2dDgrad(x, y, w, s),
-        () => backend.conv2dDgradI8(f.dx, f.dyq, f.wq, f.sdy, f.sw, s),
-      ],
-      [
-        "wgrad",
-        () => backend.conv2dWgrad(w, x, y, s),
-        () => backend.conv2dWgradI8(f.dw, f.xq, f.dyq, f.sx, f.sdyC, ScaleLayout.inner, s),
-      ],
-    ] as const
-  ) {
-    const tf = measure(fp, budget), ti = measure(i8, budget);
-    const gf = ops / tf / 1e6, gi = ops / ti / 1e6;
-    console.log(
-      `| ${l.name} | ${pass} | ${gf.toFixed(1)} | ${gi.toFixed(1)} | ${(gi / gf).toFixed(2)}x |`,
-    );
-    kernels.push({ layer: l.name, pass, fp32_gflops: gf, int8_gops: gi, ratio: gi / gf });
+const load0 = loadavg();
+const started = new Date().toISOString();
+const machine = {
+  cpu: cpu.model,
+  cpu_family: cpu.family,
+  cores: navigator.hardwareConcurrency,
+  isa: ISA,
+  clock_ghz: clockGhz,
+  threads,
+  deno: Deno.version.deno,
+};
+const backendRows: {
+  name: string;
+  info: string | null;
+  int8: string | null;
+  skipped: string | null;
+}[] = [];
+const steps: StepRow[] = [];
+const convs: ConvRow[] = [];
+const f1 = (v: number) => Number.isFinite(v) ? v.toFixed(1) : "n/a";
+const f2 = (v: number) => Number.isFinite(v) ? v.toFixed(2) : "n/a";
+
+for (const { name, backend: b, reason } of backends()) {
+  if (!b) {
+    backendRows.push({ name, info: null, int8: null, skipped: reason });
+    console.error(`report: backend ${name} skipped: ${reason}`);
+    continue;
+  }
+  if (isCpuBackend(b)) b.setThreads(threads);
+  const variants = int8Variants(b);
+  backendRows.push({
+    name,
+    info: b.info(),
+    int8: isCpuBackend(b) ? `${b.int8KernelName()} (runs here: ${variants.join(", ")})` : "device",
+    skipped: null,
+  });
+  for (const model of models) {
+    console.error(`report: ${name} ${model} training steps`);
+    const ps: Preset[] = presets(model);
+    const cs = [];
+    for (const p of ps) cs.push(await stepCase(b, model, p));
+    const t = measure(cs.map((c) => c.run), seconds * ps.length);
+    cs.forEach((c) => c.dispose());
+    ps.forEach((p, i) => {
+      steps.push({
+        backend: name,
+        model,
+        preset: p.label,
+        ms: t[i]!.median,
+        min_ms: t[i]!.min,
+        images_per_s: (BATCH * 1000) / t[i]!.median,
+        speedup_vs_fp32: t[0]!.median / t[i]!.median,
+      });
+    });
+  }
+  console.error(`report: ${name} conv kernels`);
+  const { cases, dispose } = convCases(b);
+  for (const c of cases) {
+    const fns = [c.fp32];
+    for (const v of variants) {
+      fns.push(
+        isCpuBackend(b)
+          ? () => {
+            b.setInt8Kernel(v as Parameters<typeof b.setInt8Kernel>[0]);
+            c.int8();
+          }
+          : c.int8,
+      );
+    }
+    const t = measure(fns, Math.min(seconds, 2));
+    if (isCpuBackend(b)) b.setInt8Kernel("auto");
+    ["fp32", ...variants].forEach((kernel, i) => {
+      const gops = (2 * c.macs) / t[i]!.median / 1e6;
+      const peak = kernel === "device" ? null : peakMacsPerClock(kernel);
+      convs.push({
+        backend: name,
+        layer: c.layer,
+        pass: c.pass,
+        kernel,
+        ms: t[i]!.median,
+        gops,
+        pct_of_peak: peak ? pct(gops, kernel) : null,
+        peak_macs_per_clock: peak,
+        speedup_vs_fp32: t[0]!.median / t[i]!.median,
+      });
+    });
+  }
+  dispose();
+}
+
+const peers: PeerRow[] = [];
+const peerConvs: PeerConvRow[] = [];
+const skippedPeers: { peer: string; reason: string }[] = [];
+if (values["no-peers"]) {
+  skippedPeers.push({ peer: "pytorch", reason: "--no-peers" });
+} else {
+  for (const device of ["cpu", "cuda"]) {
+    for (const model of models) {
+      console.error(`report: PyTorch ${device} ${model}`);
+      const p = await peer<PeerRow>(device, model);
+      if (typeof p === "string") {
+        skippedPeers.push({ peer: `pytorch-${device} ${model}`, reason: p });
+        if (device === "cuda") break; // the same reason for every model
+      } else peers.push(...p);
+    }
+    console.error(`report: PyTorch ${device} conv passes`);
+    const c = await peer<PeerConvRow>(device, null);
+    if (typeof c === "string") skippedPeers.push({ peer: `pytorch-${device} convs`, reason: c });
+    else peerConvs.push(...c);
   }
 }
-if (values.json) {
-  await Deno.writeTextFile(
-    values.json,
-    JSON.stringify({ device: backend.info(), threads, batch, rows, kernels }, null, 2),
+const load1 = loadavg();
+
+// ---- outputs -----------------------------------------------------------------------------------
+
+const md: string[] = [];
+md.push("# daint8 speed report", "");
+md.push(
+  `Generated by \`deno task report\` on ${started}. Batch ${BATCH}, 28x28x1 inputs, ${threads} ` +
+    `thread(s), median of interleaved rounds (${seconds} s per group), timer: ` +
+    (values.timer === "cpu" ? "process CPU time (peers: wall clock)" : "wall clock") + ".",
+  "",
+);
+md.push("## Machine", "");
+md.push(`- CPU: ${cpu.model} (family ${cpu.family}), ${machine.cores} logical cores`);
+md.push(`- ISA: ${ISA.join(", ") || "unknown"}`);
+md.push(
+  `- Clock used for % of peak: ${clockGhz.toFixed(2)} GHz` +
+    (values["clock-ghz"] ? " (--clock-ghz)" : " (/proc/cpuinfo; on a VM the TSC rate)"),
+);
+md.push(
+  `- Load average (1 min) before / after: ${load0[0]!.toFixed(2)} / ${load1[0]!.toFixed(2)}` +
+    (Math.max(load0[0]!, load1[0]!) > machine.cores * 0.5
+      ? ` — the machine was shared with other work: the figures are noisy (compare the ratios, ` +
+        `measured interleaved, rather than the absolute times)`
+      : ""),
+);
+md.push("", "| backend | device | int8 kernel |", "|---|---|---|");
+for (const r of backendRows) {
+  md.push(
+    r.skipped ? `| ${r.name} | skipped: ${r.skipped} | |` : `| ${r.name} | ${r.info} | ${r.int8} |`,
   );
 }
+md.push("", "## Training step", "");
+md.push("| backend | model | preset | ms / step | images / s | speedup vs fp32 |");
+md.push("|---|---|---|---:|---:|---:|");
+for (const s of steps) {
+  md.push(
+    `| ${s.backend} | ${s.model} | ${s.preset} | ${f2(s.ms)} | ${s.images_per_s.toFixed(0)} | ` +
+      `${f2(s.speedup_vs_fp32)}x |`,
+  );
+}
+md.push("", "Peers, same models, batch and thread count, same run:", "");
+md.push("| peer | device | model | layout | ms / step | images / s | our fp32 speedup over it |");
+md.push("|---|---|---|---|---:|---:|---:|");
+for (const p of peers) {
+  const ours = steps.find((s) => s.backend === "cpu" && s.model === p.model && s.preset === "fp32");
+  md.push(
+    `| ${p.peer} ${p.torch} | ${p.device} | ${p.model} | ` +
+      `${p.channels_last ? "channels_last" : "NCHW"} | ${f2(p.ms_per_step)} | ` +
+      `${p.images_per_s.toFixed(0)} | ${ours ? f2(p.ms_per_step / ours.ms) + "x" : "n/a"} |`,
+  );
+}
+for (const s of skippedPeers) md.push(`| ${s.peer} | skipped: ${s.reason} | | | | | |`);
+md.push("", "## ResNet-20 conv kernels (3x3, pad 1)", "");
+md.push(
+  "GOPS = 2 x multiply-adds / s. INT8 times cover the GEMM with its im2col and epilogue (no " +
+    "quantization). % of peak = GOPS / (2 x peak MACs per clock x clock x threads), the peak of " +
+    "each kernel's instruction mix on this CPU family (kernels/cpu/README.md); n/a where not " +
+    "modelled.",
+  "",
+);
+md.push("| backend | layer | pass | kernel | ms | GOPS | peak MACs/clk | % of peak | vs fp32 |");
+md.push("|---|---|---|---|---:|---:|---:|---:|---:|");
+for (const c of convs) {
+  md.push(
+    `| ${c.backend} | ${c.layer} | ${c.pass} | ${c.kernel} | ${f2(c.ms)} | ${f1(c.gops)} | ` +
+      `${c.peak_macs_per_clock ?? "n/a"} | ${
+        c.pct_of_peak === null ? "n/a" : f1(c.pct_of_peak)
+      } | ` +
+      `${f2(c.speedup_vs_fp32)}x |`,
+  );
+}
+md.push("", "### fp32 conv kernels vs PyTorch (same shapes, same run)", "");
+md.push(
+  "| layer | pass | our fp32 ms | peer | PyTorch NCHW ms | PyTorch channels_last ms | our speedup over the faster |",
+);
+md.push("|---|---|---:|---|---:|---:|---:|");
+for (const c of convs.filter((c) => c.backend === "cpu" && c.kernel === "fp32")) {
+  for (const name of [...new Set(peerConvs.map((p) => p.peer))]) {
+    const pick = (cl: boolean) =>
+      peerConvs.find((p) =>
+        p.peer === name && p.layer === c.layer && p.pass === c.pass && p.channels_last === cl
+      )?.ms ?? NaN;
+    const nchw = pick(false), nhwc = pick(true);
+    const best = Math.min(...[nchw, nhwc].filter(Number.isFinite));
+    md.push(
+      `| ${c.layer} | ${c.pass} | ${f2(c.ms)} | ${name} | ${f2(nchw)} | ${f2(nhwc)} | ` +
+        `${Number.isFinite(best) ? f2(best / c.ms) + "x" : "n/a"} |`,
+    );
+  }
+}
+if (peerConvs.length === 0) {
+  md.push("| (no PyTorch conv figures: see the skipped peers above) | | | | | | |");
+}
+md.push("", "![training-step speedup over fp32](report.svg)", "");
+
+/** Bar chart: per backend and model, each preset's step speedup over fp32 (and PyTorch's). */
+function svg(): string {
+  const groups = new Map<string, { label: string; v: number }[]>();
+  for (const s of steps) {
+    const key = `${s.backend} ${s.model}`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key)!.push({ label: s.preset, v: s.speedup_vs_fp32 });
+  }
+  for (const p of peers) {
+    const ours = steps.find((s) =>
+      s.backend === "cpu" && s.model === p.model && s.preset === "fp32"
+    );
+    const g = groups.get(`cpu ${p.model}`);
+    if (ours && g) {
+      g.push({
+        label: `${p.peer} ${p.channels_last ? "NHWC" : "NCHW"}`,
+        v: ours.ms / p.ms_per_step,
+      });
+    }
+  }
+  const bars = [...groups.values()].reduce((n, g) => n + g.length, 0);
+  const rowH = 18, gap = 26, left = 230, width = 760;
+  const vmax = Math.max(1.5, ...[...groups.values()].flat().map((b) => b.v));
+  const scale = (width - left - 60) / vmax;
+  const height = 40 + bars * rowH + groups.size * gap;
+  const out: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
+    `font-family="sans-serif" font-size="12">`,
+    `<text x="10" y="18" font-size="14">Training-step speedup over our fp32 (batch ${BATCH}, ` +
+    `${threads} thread${threads === 1 ? "" : "s"}; 1 = fp32)</text>`,
+  ];
+  let y = 34;
+  for (const [key, g] of groups) {
+    out.push(`<text x="10" y="${y + 12}" font-weight="bold">${key}</text>`);
+    y += gap - 8;
+    for (const b of g) {
+      const w = Math.max(1, b.v * scale);
+      const color = b.label.startsWith("pytorch")
+        ? "#999"
+        : b.label === "fp32"
+        ? "#4c72b0"
+        : "#dd8452";
+      out.push(
+        `<text x="${left - 6}" y="${y + 12}" text-anchor="end">${b.label}</text>`,
+        `<rect x="${left}" y="${y + 2}" width="${w.toFixed(1)}" height="${
+          rowH - 4
+        }" fill="${color}"/>`,
+        `<text x="${left + w + 4}" y="${y + 12}">${b.v.toFixed(2)}x</text>`,
+      );
+      y += rowH;
+    }
+    y += 8;
+  }
+  const x1 = left + scale;
+  out.push(
+    `<line x1="${x1}" y1="30" x2="${x1}" y2="${height - 4}" stroke="#333" stroke-dasharray="3,3"/>`,
+    "</svg>",
+  );
+  return out.join("\n") + "\n";
+}
+
+const dir = values.out.endsWith("/") ? values.out : values.out + "/";
+await Deno.writeTextFile(`${dir}REPORT.md`, md.join("\n") + "\n");
+await Deno.writeTextFile(
+  `${dir}report.json`,
+  JSON.stringify(
+    {
+      started,
+      machine,
+      load_average: { before: load0, after: load1 },
+      backends: backendRows,
+      steps,
+      convs,
+      peers,
+      peer_convs: peerConvs,
+      skipped_peers: skippedPeers,
+    },
+    null,
+    2,
+  ) + "\n",
+);
+await Deno.writeTextFile(`${dir}report.svg`, svg());
+console.log(md.join("\n"));
+console.error(`report: wrote ${dir}REPORT.md, ${dir}report.json, ${dir}report.svg`);

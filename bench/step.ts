@@ -32,7 +32,8 @@ export interface StepRunner {
 
 /**
  * Builds model `name` for [batch, size, size, channels] inputs with 10 classes, trained with
- * quantization preset `quant`.
+ * quantization preset `quant` and its knob overrides `knobs` (`k=v,k=v`, see quantConfig).
+ * `batches` seeded batches are made; `step()` rotates over them, so no batch stays cached.
  */
 export function makeStep(
   backend: Backend,
@@ -40,6 +41,8 @@ export function makeStep(
   batch: number,
   quant = "fp32",
   input: { channels: number; size: number } = { channels: 1, size: 28 },
+  knobs = "",
+  batches = 1,
 ): StepRunner {
   const rng = new Rng(0);
   const model = createModel(name, { backend, rng }, {
@@ -47,17 +50,23 @@ export function makeStep(
     inputSize: input.size,
     classes: 10,
   });
-  const quantizer = new ModelQuantizer(model, quantConfig(quant), 0);
+  const quantizer = new ModelQuantizer(model, quantConfig(quant, knobs), 0);
   const opt = new Sgd(backend, model.namedParameters(), {
     lr: 0.01,
     momentum: 0.9,
     weightDecay: 5e-4,
   });
   const n = batch * input.size * input.size * input.channels;
-  const xs = new Float32Array(n).map(() => rng.normal());
-  const ys = new Int32Array(batch).map(() => rng.int(10));
-  const x = Tensor.from(backend, xs, [batch, input.size, input.size, input.channels], "f32");
-  const y = Tensor.from(backend, ys, [batch], "i32");
+  const data = Array.from({ length: Math.max(1, batches) }, () => {
+    const xs = new Float32Array(n).map(() => rng.normal());
+    const ys = new Int32Array(batch).map(() => rng.int(10));
+    return [
+      Tensor.from(backend, xs, [batch, input.size, input.size, input.channels], "f32"),
+      Tensor.from(backend, ys, [batch], "i32"),
+    ] as const;
+  });
+  const [x, y] = data[0]!;
+  let next = 0;
   const trainStep = new TrainStep(backend, model, quantizer, opt);
   return {
     model,
@@ -65,7 +74,8 @@ export function makeStep(
     x,
     y,
     step() {
-      trainStep.run(() => [x, y], 0.01);
+      const [bx, by] = data[next++ % data.length]!;
+      trainStep.run(() => [bx, by], 0.01);
       backend.synchronize();
     },
     async loss() {
@@ -75,8 +85,10 @@ export function makeStep(
     },
     dispose() {
       trainStep.dispose();
-      x.dispose();
-      y.dispose();
+      for (const [bx, by] of data) {
+        bx.dispose();
+        by.dispose();
+      }
       opt.dispose();
       quantizer.dispose();
       model.dispose();

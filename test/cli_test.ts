@@ -74,7 +74,8 @@ Deno.test("parseTrainArgs() reads every flag", () => {
 });
 
 const KNOBS = "int8, weightPerChannel, gvq, clip, stochastic, lambda, k, A, alpha, sharpFamily, " +
-  "statsPeriod, fp32FirstLast, dsgcMinRatio, dsgcCandidates, lrScaling, lrScaleBeta, lrScaleFloor";
+  "statsPeriod, fp32FirstLast, minInt8Channels, dsgcMinRatio, dsgcCandidates, lrScaling, lrScaleBeta, " +
+  "lrScaleFloor";
 for (
   const [args, message] of [
     [["--bogus"], "Unknown option '--bogus'. Run with --help for the flags."],

@@ -10,6 +10,8 @@ import { Rng } from "../src/data/rng.ts";
 import { convShape } from "../src/ops/conv.ts";
 import { PRESETS, quantConfig } from "../src/quant/config.ts";
 import { Int8Gemm } from "../src/quant/int8_gemm.ts";
+import { ModelQuantizer } from "../src/quant/quantizer.ts";
+import { createModel } from "../src/models/registry.ts";
 import {
   classifyChannel,
   fitInvertedT,
@@ -37,6 +39,10 @@ function randomI8(rng: Rng, n: number): Int8Array {
   for (let i = 0; i < n; i++) a[i] = rng.int(255) - 127;
   return a;
 }
+
+// avx-vnni runs here emulated (AVX2 in place of its one vpdpbusd) where the CPU lacks AVX-VNNI, so
+// its +128 offset, packing and epilogue are checked on every AVX2 machine.
+Deno.env.set("D8_CPU_INT8_EMULATE_AVXVNNI", "1");
 
 /** The variants this CPU can run (others answer "unsupported"). */
 function variants(): string[] {
@@ -179,47 +185,80 @@ const i8Cases: I8ConvCase[] = [
     kernel: [3, 3],
     opts: { padding: 1, groups: 6 },
   },
+  // full 8- and 16-column vectors in every pass (the epilogues' unmasked stores), 24 = 16 + 8
+  { name: "3x3 16->24", x: [2, 5, 6, 16], k: 24, kernel: [3, 3], opts: { padding: 1 } },
+  { name: "3x3 32->16 stride 2", x: [1, 7, 7, 32], k: 16, kernel: [3, 3], opts: { stride: 2 } },
+  // strided dgrad by parity classes (even and odd sizes, 1x1 and 3x3, one class without taps)
+  {
+    name: "3x3 16->24 s2 pad 1",
+    x: [2, 8, 8, 16],
+    k: 24,
+    kernel: [3, 3],
+    opts: { stride: 2, padding: 1 },
+  },
+  {
+    name: "3x3 16->8 s2 pad 1 odd",
+    x: [1, 7, 5, 16],
+    k: 8,
+    kernel: [3, 3],
+    opts: { stride: 2, padding: 1 },
+  },
+  { name: "1x1 16->32 s2", x: [2, 6, 7, 16], k: 32, kernel: [1, 1], opts: { stride: 2 } },
+  {
+    name: "3x3 8->8 stride 3x2",
+    x: [1, 9, 8, 8],
+    k: 8,
+    kernel: [3, 3],
+    opts: { stride: [3, 2], padding: 1 },
+  },
+  // 5 x 6 = 30-byte window rows (LeNet-5's conv2), with and without padding
+  { name: "5x5 6->16 valid", x: [2, 9, 9, 6], k: 16, kernel: [5, 5], opts: {} },
+  { name: "5x5 6->8 pad 2", x: [1, 8, 7, 6], k: 8, kernel: [5, 5], opts: { padding: 2 } },
 ];
 
 for (const cc of i8Cases) {
-  Deno.test(`int8 conv fprop/dgrad/wgrad equal float convs of the dequantized operands: ${cc.name}`, () => {
-    const rng = new Rng(4);
-    const g = cc.opts.groups ?? 1;
-    const s = convShape("test", cc.x, cc.k, cc.kernel, cc.opts);
-    const wShape = [cc.k, cc.kernel[0], cc.kernel[1], cc.x[3] / g];
-    const nx = cc.x.reduce((a, b) => a * b, 1), nw = wShape.reduce((a, b) => a * b, 1);
-    const ny = s.n * s.p * s.q * s.k;
-    const xq = randomI8(rng, nx), wq = randomI8(rng, nw), dyq = randomI8(rng, ny);
-    const sx = 0.013, sw = Float32Array.from({ length: cc.k }, (_, j) => 0.002 * (j + 1));
-    const sdy = Float32Array.from({ length: cc.k }, (_, j) => 0.001 * (cc.k - j));
-    const deq = (q: Int8Array, scale: (i: number) => number) =>
-      Float64Array.from(q, (v, i) => v * scale(i));
-    const inner = nw / cc.k;
-    const xd = deq(xq, () => sx);
-    const wdC = deq(wq, (i) => sw[Math.floor(i / inner)]!);
-    const wdT = deq(wq, () => sw[0]!);
-    const dydC = deq(dyq, (i) => sdy[i % cc.k]!);
-    const dydT = deq(dyq, () => sdy[0]!);
-    using x = i8(xq, [...cc.x]);
-    using w = i8(wq, wShape);
-    using dy = i8(dyq, [s.n, s.p, s.q, s.k]);
-    using sxT = f32([sx], [1]);
-    using swC = f32(sw, [cc.k]);
-    using sdyC = f32(sdy, [cc.k]);
-    using y = Tensor.empty(backend, [s.n, s.p, s.q, s.k], "f32");
-    using dx = Tensor.empty(backend, [...cc.x], "f32");
-    using dw = Tensor.empty(backend, wShape, "f32");
-    const tol = { atol: 1e-5, rtol: 1e-5 };
-    // fprop with per-output-channel weight scales: each output channel k gets sw[k].
-    backend.conv2dI8(y, x, w, null, sxT, swC, ScaleLayout.outer, s);
-    assertClose("fprop", y.toFloat32(), convRef(xd, wdC, null, s), y.shape, tol);
-    // dgrad, per tensor.
-    backend.conv2dDgradI8(dx, dy, w, sdyC, swC, s);
-    assertClose("dgrad", dx.toFloat32(), convDgradRef(dydT, wdT, s), dx.shape, tol);
-    // wgrad with per-output-channel dY scales (GVQ): row k of dW gets sdy[k].
-    backend.conv2dWgradI8(dw, x, dy, sxT, sdyC, ScaleLayout.inner, s);
-    assertClose("wgrad", dw.toFloat32(), convWgradRef(xd, dydC, s), dw.shape, tol);
-  });
+  for (const variant of VARIANTS) {
+    Deno.test(`int8 conv fprop/dgrad/wgrad equal float convs of the dequantized operands: ${cc.name} (${variant})`, () => {
+      backend.setInt8Kernel(variant as typeof INT8_KERNELS[number]);
+      const rng = new Rng(4);
+      const g = cc.opts.groups ?? 1;
+      const s = convShape("test", cc.x, cc.k, cc.kernel, cc.opts);
+      const wShape = [cc.k, cc.kernel[0], cc.kernel[1], cc.x[3] / g];
+      const nx = cc.x.reduce((a, b) => a * b, 1), nw = wShape.reduce((a, b) => a * b, 1);
+      const ny = s.n * s.p * s.q * s.k;
+      const xq = randomI8(rng, nx), wq = randomI8(rng, nw), dyq = randomI8(rng, ny);
+      const sx = 0.013, sw = Float32Array.from({ length: cc.k }, (_, j) => 0.002 * (j + 1));
+      const sdy = Float32Array.from({ length: cc.k }, (_, j) => 0.001 * (cc.k - j));
+      const deq = (q: Int8Array, scale: (i: number) => number) =>
+        Float64Array.from(q, (v, i) => v * scale(i));
+      const inner = nw / cc.k;
+      const xd = deq(xq, () => sx);
+      const wdC = deq(wq, (i) => sw[Math.floor(i / inner)]!);
+      const wdT = deq(wq, () => sw[0]!);
+      const dydC = deq(dyq, (i) => sdy[i % cc.k]!);
+      const dydT = deq(dyq, () => sdy[0]!);
+      using x = i8(xq, [...cc.x]);
+      using w = i8(wq, wShape);
+      using dy = i8(dyq, [s.n, s.p, s.q, s.k]);
+      using sxT = f32([sx], [1]);
+      using swC = f32(sw, [cc.k]);
+      using sdyC = f32(sdy, [cc.k]);
+      using y = Tensor.empty(backend, [s.n, s.p, s.q, s.k], "f32");
+      using dx = Tensor.empty(backend, [...cc.x], "f32");
+      using dw = Tensor.empty(backend, wShape, "f32");
+      const tol = { atol: 1e-5, rtol: 1e-5 };
+      // fprop with per-output-channel weight scales: each output channel k gets sw[k].
+      backend.conv2dI8(y, x, w, null, sxT, swC, ScaleLayout.outer, s);
+      assertClose("fprop", y.toFloat32(), convRef(xd, wdC, null, s), y.shape, tol);
+      // dgrad, per tensor.
+      backend.conv2dDgradI8(dx, dy, w, sdyC, swC, s);
+      assertClose("dgrad", dx.toFloat32(), convDgradRef(dydT, wdT, s), dx.shape, tol);
+      // wgrad with per-output-channel dY scales (GVQ): row k of dW gets sdy[k].
+      backend.conv2dWgradI8(dw, x, dy, sxT, sdyC, ScaleLayout.inner, s);
+      assertClose("wgrad", dw.toFloat32(), convWgradRef(xd, dydC, s), dw.shape, tol);
+      backend.setInt8Kernel("auto");
+    });
+  }
 }
 
 Deno.test("conv2dWgradI8() sums a reduction that overflows one int32 (200,000 x 127 x 127)", () => {
@@ -372,5 +411,28 @@ Deno.test("quantConfig() presets differ as documented and bad knobs throw naming
       () => quantConfig("daint8", over),
       (e: Error) => e instanceof RangeError && pattern.test(e.message),
     );
+  }
+});
+
+Deno.test("minInt8Channels keeps layers with few input channels per tap in FP32", () => {
+  const lenet = createModel("lenet5", { backend, rng: new Rng(0) }, {
+    inChannels: 1,
+    inputSize: 28,
+    classes: 10,
+  });
+  try {
+    const all = new ModelQuantizer(lenet, quantConfig("daint8"), 0);
+    assert.deepEqual(all.layers.map((l) => l.layer), ["conv2", "fc1", "fc2"]);
+    all.dispose();
+    // conv2 reduces over 6 channels per tap, fc1 over 400 features, fc2 over 120
+    const some = new ModelQuantizer(lenet, quantConfig("daint8", "minInt8Channels=8"), 0);
+    assert.deepEqual(some.layers.map((l) => l.layer), ["fc1", "fc2"]);
+    assert.deepEqual(some.fp32Layers, ["conv1", "conv2", "fc3"]);
+    some.dispose();
+    const none = new ModelQuantizer(lenet, quantConfig("daint8", "minInt8Channels=121"), 0);
+    assert.deepEqual(none.layers.map((l) => l.layer), ["fc1"]);
+    none.dispose();
+  } finally {
+    lenet.dispose();
   }
 });

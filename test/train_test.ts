@@ -175,3 +175,36 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name: "train() resumes a model with dropout bit-identically (the masks' generators are saved)",
+  ignore,
+  async fn() {
+    const [tr, te] = await data(32);
+    const dir = await Deno.makeTempDir({ prefix: "daint8-dropout-" });
+    try {
+      const cfg = config({ model: "mobilenet_v2", quant: "daint8", batchSize: 16 });
+      const a = await train(cfg, tr, te, { ...quiet, out: `${dir}/a` });
+      a.model.dispose();
+      const b1 = await train(cfg, tr, te, { ...quiet, out: `${dir}/b`, stopAfterEpochs: 1 });
+      b1.model.dispose();
+      const b2 = await train(cfg, tr, te, {
+        ...quiet,
+        out: `${dir}/b`,
+        resume: `${dir}/b/checkpoint.safetensors`,
+      });
+      b2.model.dispose();
+      const ca = await readSafetensors(`${dir}/a/checkpoint.safetensors`);
+      const cb = await readSafetensors(`${dir}/b/checkpoint.safetensors`);
+      assert.ok(
+        Object.keys(ca.tensors).some((n) => n.startsWith("rng.layer.")),
+        "dropout rng saved",
+      );
+      for (const [name, t] of Object.entries(ca.tensors)) {
+        assert.deepEqual(cb.tensors[name]!.data, t.data, `${name} differs after resume`);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -152,13 +152,16 @@ def synthetic_batches(n, batch, c, h, w, seed, channels_last):
 def bench_one(model_name, args, channels_last):
     c, h, w = args.input
     torch.manual_seed(args.seed)
-    model = build(model_name, c, h, w)
+    dev = torch.device(args.device)
+    model = build(model_name, c, h, w).to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     loss_fn = nn.CrossEntropyLoss()
-    data = synthetic_batches(4, args.batch_size, c, h, w, args.seed, channels_last)
+    data = [(x.to(dev), y.to(dev))
+            for x, y in synthetic_batches(4, args.batch_size, c, h, w, args.seed, channels_last)]
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def step(i):
         x, y = data[i % len(data)]
@@ -166,6 +169,7 @@ def bench_one(model_name, args, channels_last):
         loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
+        sync()  # the step's kernels have finished when the timer stops
         return loss
 
     for i in range(args.warmup):
@@ -176,9 +180,9 @@ def bench_one(model_name, args, channels_last):
     t_start = time.perf_counter()
     i = 0
     while True:
-        t0 = time.perf_counter()
+        t0 = clock()
         loss = step(i)
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
         i += 1
         if args.seconds is not None:
             if time.perf_counter() - t_start >= args.seconds:
@@ -191,7 +195,8 @@ def bench_one(model_name, args, channels_last):
     med = statistics.median(times)
     n = len(times)
     return {
-        "peer": "pytorch-cpu",
+        "peer": "pytorch-" + dev.type,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "model": model_name,
         "input": "x".join(str(v) for v in args.input),
@@ -205,6 +210,74 @@ def bench_one(model_name, args, channels_last):
         "images_per_s_total": args.batch_size * n / total,
         "final_loss": loss_v,
     }
+
+
+# ResNet-20's 3x3 conv shapes on 28x28 inputs, as bench/conv_fixture.ts convLayers():
+# (name, C, H, W, K, stride); padding 1, no bias.
+CONV_LAYERS = [
+    ("stage1 16->16 28x28", 16, 28, 28, 16, 1),
+    ("stage2 32->32 14x14", 32, 14, 14, 32, 1),
+    ("stage3 64->64 7x7", 64, 7, 7, 64, 1),
+    ("stage2 16->32 s2 28x28", 16, 28, 28, 32, 2),
+    ("stage3 32->64 s2 14x14", 32, 14, 14, 64, 2),
+]
+
+
+def clock():
+    """Seconds: wall clock, or with --cpu-time this process's CPU time (meaningful with
+    --threads 1 on a machine shared with other jobs, like `deno task report --timer cpu`)."""
+    return time.process_time() if CPU_TIME else time.perf_counter()
+
+
+CPU_TIME = False
+
+
+def bench_convs(args):
+    """Median time of each conv pass on ResNet-20's shapes: fprop (F.conv2d), dgrad
+    (torch.nn.grad.conv2d_input), wgrad (torch.nn.grad.conv2d_weight); inputs rotate over
+    3 seeded sets. One JSON line per layer, pass and layout."""
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    g = torch.Generator().manual_seed(args.seed)
+    layouts = [False, True] if args.both_layouts else [args.channels_last]
+    for name, c, h, w, k, stride in CONV_LAYERS:
+        p, q = (h + 2 - 3) // stride + 1, (w + 2 - 3) // stride + 1
+        for cl in layouts:
+            fmt = torch.channels_last if cl else torch.contiguous_format
+            sets = []
+            for _ in range(3):
+                x = torch.randn(args.batch_size, c, h, w, generator=g).to(dev, memory_format=fmt)
+                wt = torch.randn(k, c, 3, 3, generator=g).to(dev, memory_format=fmt)
+                dy = torch.randn(args.batch_size, k, p, q, generator=g).to(dev, memory_format=fmt)
+                sets.append((x, wt, dy))
+            passes = {
+                "fprop": lambda x, wt, dy: F.conv2d(x, wt, None, stride, 1),
+                "dgrad": lambda x, wt, dy: torch.nn.grad.conv2d_input(
+                    x.shape, wt, dy, stride, 1),
+                "wgrad": lambda x, wt, dy: torch.nn.grad.conv2d_weight(
+                    x, wt.shape, dy, stride, 1),
+            }
+            for pname, fn in passes.items():
+                with torch.no_grad():
+                    for i in range(args.warmup):
+                        fn(*sets[i % 3])
+                    sync()
+                    times = []
+                    t_end = time.perf_counter() + (args.seconds or 1.0)
+                    i = 0
+                    while i < 5 or time.perf_counter() < t_end:
+                        t0 = clock()
+                        fn(*sets[i % 3])
+                        sync()
+                        times.append(clock() - t0)
+                        i += 1
+                med = statistics.median(times)
+                print(json.dumps({
+                    "peer": "pytorch-" + dev.type, "torch": torch.__version__, "layer": name,
+                    "pass": pname, "channels_last": cl, "batch": args.batch_size,
+                    "threads": torch.get_num_threads(), "ms": med * 1e3,
+                    "macs": args.batch_size * p * q * k * 9 * c,
+                }), flush=True)
 
 
 def main():
@@ -225,10 +298,25 @@ def main():
     p.add_argument("--both-layouts", action="store_true",
                    help="run each model in both NCHW and channels_last")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time each step / pass by process CPU time (use with --threads 1)")
+    p.add_argument("--convs", action="store_true",
+                   help="time ResNet-20's 3x3 conv passes instead of training steps (JSON lines)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default) or cuda (a GPU peer; exits 4 when torch has no CUDA device)")
     p.add_argument("--json", action="store_true", help="one JSON line per model/layout")
     args = p.parse_args()
 
     torch.set_num_threads(max(1, args.threads))
+    global CPU_TIME
+    CPU_TIME = args.cpu_time
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.stderr.write("torch_cpu.py: torch has no CUDA device here (torch.cuda.is_available() "
+                         "is False)\n")
+        sys.exit(4)
+    if args.convs:
+        bench_convs(args)
+        return
     models = ["lenet5", "resnet20"] if args.model == "all" else [args.model]
     layouts = [False, True] if args.both_layouts else [args.channels_last]
 

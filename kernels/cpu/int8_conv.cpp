@@ -33,6 +33,11 @@
 
 #include <cstdio>
 #include <cstring>
+#include <type_traits>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 namespace d8cpu {
 namespace {
@@ -80,6 +85,30 @@ inline void fill(uint8_t* d, int64_t n, uint8_t v) {
   for (int64_t i = 0; i < n; ++i) d[i] = v;
 }
 
+#if defined(__SSE2__)
+// xor_copy of a compile-time length (a multiple of 16): the interior copies of 3x3 convs with
+// 16 / 32 / 64 channels (48 / 96 / 192 bytes) unrolled, without xor_copy's loop and tail tests.
+template <int N>
+inline void xor_copy_n(uint8_t* __restrict d, const int8_t* __restrict s, __m128i f) {
+#pragma GCC unroll 16
+  for (int i = 0; i < N; i += 16)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i),
+                     _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)), f));
+}
+#endif
+
+// One window row (S taps of cg bytes, ungrouped conv) of output column qq that touches the left or
+// right padding: padding taps hold flip.
+inline void edge_window(uint8_t* d, const int8_t* xr, int64_t qq, const Geom& G, int64_t cg,
+                        uint8_t flip) {
+  const int64_t iw0 = qq * G.sw - G.pw;
+  const int64_t s_lo = std::min(G.s, std::max<int64_t>(0, -iw0));
+  const int64_t s_hi = std::max(s_lo, std::min(G.s, G.w - iw0));
+  fill(d, s_lo * cg, flip);
+  xor_copy(d + s_lo * cg, xr + (iw0 + s_lo) * G.c, (s_hi - s_lo) * cg, flip);
+  fill(d + s_hi * cg, (G.s - s_hi) * cg, flip);
+}
+
 // col[i*ld + (r, s, c)] = x[img, pp*sh - ph + r, qq*sw - pw + s, g*Cg + c] ^ flip for the rows
 // m0 .. m0+cnt-1; padding positions hold 0 ^ flip, bytes KD .. ld-1 hold flip.
 // Works one output-row segment (fixed img, pp) at a time, r outside, so the per-pixel work of an
@@ -101,7 +130,44 @@ void im2col_i8(uint8_t* __restrict col, int64_t ld, const int8_t* __restrict x, 
         continue;
       }
       const int8_t* xr = ximg + ih * G.w * G.c;
-      for (int64_t j = 0; j < nq; ++j, d += ld) {
+      int64_t j = 0;
+#if defined(__SSE2__)
+      // interior pixels of an ungrouped conv with a common window width: unrolled copies (the
+      // window row is S*Cg contiguous bytes of x; reading all of it stays inside x)
+      if (G.g == 1 && (scg == 48 || scg == 96 || scg == 192 || (scg > 16 && scg <= 32))) {
+        // first interior pixel (iw0 >= 0) and the end of the interior run (iw0 + S <= W)
+        int64_t j_lo = 0;
+        while (j_lo < nq && (q0 + j_lo) * G.sw - G.pw < 0) ++j_lo;
+        int64_t j_hi = j_lo;
+        while (j_hi < nq && (q0 + j_hi) * G.sw - G.pw + G.s <= G.w) ++j_hi;
+        const __m128i f = _mm_set1_epi8(static_cast<char>(flip));
+        auto run = [&](auto n) {
+          constexpr int N = decltype(n)::value;
+          uint8_t* dd = d + j_lo * ld;
+          const int8_t* src = xr + ((q0 + j_lo) * G.sw - G.pw) * G.c;
+          const int64_t step = G.sw * G.c;
+          for (int64_t jj = j_lo; jj < j_hi; ++jj, dd += ld, src += step) xor_copy_n<N>(dd, src, f);
+        };
+        if (scg <= 32) {  // two overlapping 16-byte copies (LeNet-5's conv2: 5 taps x 6 = 30)
+          uint8_t* dd = d + j_lo * ld;
+          const int8_t* src = xr + ((q0 + j_lo) * G.sw - G.pw) * G.c;
+          const int64_t step = G.sw * G.c, o = scg - 16;
+          for (int64_t jj = j_lo; jj < j_hi; ++jj, dd += ld, src += step) {
+            const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+            const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + o));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dd), _mm_xor_si128(lo, f));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dd + o), _mm_xor_si128(hi, f));
+          }
+        } else if (scg == 48) run(std::integral_constant<int, 48>{});
+        else if (scg == 96) run(std::integral_constant<int, 96>{});
+        else run(std::integral_constant<int, 192>{});
+        // the border pixels below go through the general path
+        for (; j < j_lo; ++j) edge_window(d + j * ld, xr, q0 + j, G, cg, flip);
+        for (j = j_hi; j < nq; ++j) edge_window(d + j * ld, xr, q0 + j, G, cg, flip);
+        continue;
+      }
+#endif
+      for (; j < nq; ++j, d += ld) {
         const int64_t iw0 = (q0 + j) * G.sw - G.pw;
         if (G.g == 1 && iw0 >= 0 && iw0 + G.s <= G.w) {  // interior: one contiguous run
           xor_copy(d, xr + iw0 * G.c, scg, flip);
@@ -160,6 +226,42 @@ void pack_b_im2col(int8_t* bp, const int8_t* x, const Geom& G, int64_t m0, int64
       const int8_t* p[4];
       for (int u = 0; u < 4; ++u) p[u] = base[u] + (ih0[u] * G.w + iw0[u]) * G.c;
       int64_t j = 0;
+#if defined(__AVX2__)
+      if (G.cg == 16 && G.g == 1) {
+        // 16 channels: taps s and s+1 are 32 contiguous bytes of each pixel's window row; one
+        // ymm interleave does both (lane 0 tap s, lane 1 tap s+1), then each tap's 64 bytes go
+        // to its panel. The last tap of an odd S goes through the SSE2 path below.
+        auto dst = [&](int64_t jj) { return dt + (jj >> nr_shift) * pstride + (jj & (nr - 1)) * 4; };
+        for (int64_t r = 0; r < G.r; ++r) {
+          int64_t s = 0;
+          for (; s + 1 < G.s; s += 2, j += 32) {
+            const int64_t off = (r * G.w + s) * G.c;
+            const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[0] + off));
+            const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[1] + off));
+            const __m256i v2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[2] + off));
+            const __m256i v3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[3] + off));
+            const __m256i l01 = _mm256_unpacklo_epi8(v0, v1), h01 = _mm256_unpackhi_epi8(v0, v1);
+            const __m256i l23 = _mm256_unpacklo_epi8(v2, v3), h23 = _mm256_unpackhi_epi8(v2, v3);
+            const __m256i o0 = _mm256_unpacklo_epi16(l01, l23), o1 = _mm256_unpackhi_epi16(l01, l23);
+            const __m256i o2 = _mm256_unpacklo_epi16(h01, h23), o3 = _mm256_unpackhi_epi16(h01, h23);
+            int8_t* d0 = dst(j);
+            int8_t* d1 = dst(j + 16);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(d0), _mm256_permute2x128_si256(o0, o1, 0x20));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(d0 + 32), _mm256_permute2x128_si256(o2, o3, 0x20));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(d1), _mm256_permute2x128_si256(o0, o1, 0x31));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(d1 + 32), _mm256_permute2x128_si256(o2, o3, 0x31));
+          }
+          for (; s < G.s; ++s, j += 16) {
+            const int64_t off = (r * G.w + s) * G.c;
+            i8::interleave4x16(
+                dst(j), _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[0] + off)),
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[1] + off)),
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[2] + off)),
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[3] + off)));
+          }
+        }
+      } else
+#endif
       for (int64_t r = 0; r < G.r; ++r)
         for (int64_t s = 0; s < G.s; ++s) {
           const int64_t off = (r * G.w + s) * G.c;
@@ -350,7 +452,16 @@ void fwd_core(float* y, const int8_t* x, const int8_t* w, const float* cs, const
 void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G) {
   if (G.depthwise) return depthwise_dgrad(dx, dy, w, scale, G);
 
-  if (dgrad_as_fwd(G)) {  // dx = conv(dy, w') (conv_geom.h)
+  // Two forms, as conv.cpp's dgrad: gather (stride 1, pad <= kernel-1: dx = fprop(dy, flipped
+  // weights), N = C) or scatter (dcol = dy . W, N = R*S*C, then col2im); the cheaper by tile
+  // columns x reduction plus data movement. Few input channels (LeNet-5's conv2: C = 6 of a
+  // 16-column tile, pad 4 around a 10x10 dy) scatter.
+  const int64_t nr = i8::plan_for(G.c).nr;
+  const double gather_cost = static_cast<double>(G.n * G.h * G.w) * ceil_div(G.cg, nr) * nr *
+                             (G.r * G.s * G.kg) * G.g;
+  const double scatter_cost = static_cast<double>(G.m) * G.g *
+                              (G.kg * ceil_div(G.kd, nr) * nr + G.kd * 8.0);
+  if (dgrad_as_fwd(G) && gather_cost <= scatter_cost) {  // dx = conv(dy, w') (conv_geom.h)
     int8_t* wt = scratch_bytes<int8_t>(kSlotConvPartial, G.c * G.r * G.s * G.kg);
     flip_transpose_weights(wt, w, G);
     float* cs = scratch_bytes<float>(kSlotMisc, G.c * 4);

@@ -24,12 +24,14 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define D8_X86 1
-#define D8_TARGET_AVX2 __attribute__((target("avx2")))
+#define D8_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define D8_TARGET_AVXVNNI __attribute__((target("avx2,fma,avxvnni")))
 #define D8_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
 #else
 #define D8_X86 0
@@ -89,6 +91,67 @@ void tile_portable(int64_t k4, const uint8_t* a, int64_t lda, const int8_t* bp,
 }
 
 #if D8_X86
+// ---- 256-bit epilogue, shared by avx2 and avx-vnni ------------------------------------------------
+// Full 8-column vectors use plain loads / stores: vmaskmov stores are slow on AMD cores (Zen 2 /
+// Zen 3 issue them as many micro-ops), so masks are kept for the partial last vector.
+template <int MR, int NV>
+D8_TARGET_AVX2 inline void epilogue_256(const __m256i (&acc)[MR][NV], int mrows, int ncols,
+                                        const Epi& e, int64_t i0, int64_t j0) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const int mode = e.mode;
+  const int64_t ldc = e.ldc;
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    const int rem = ncols - 8 * v;
+    if (rem <= 0) break;
+    const int64_t col = j0 + 8 * v;
+    if (rem >= 8) {
+      if (mode == kStoreF32) {
+        const __m256 s = _mm256_loadu_ps(e.col_scale + col);
+        const __m256 bb = e.bias ? _mm256_loadu_ps(e.bias + col) : _mm256_setzero_ps();
+        float* c = static_cast<float*>(e.c) + i0 * ldc + col;
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; ++i) {
+          if (i >= mrows) break;
+          _mm256_storeu_ps(c + i * ldc, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][v]), s, bb));
+        }
+      } else {
+        __m256i* c = reinterpret_cast<__m256i*>(static_cast<int32_t*>(e.c) + i0 * ldc + col);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; ++i) {
+          if (i >= mrows) break;
+          __m256i* ci = reinterpret_cast<__m256i*>(reinterpret_cast<int32_t*>(c) + i * ldc);
+          __m256i r = acc[i][v];
+          if (mode == kAddI32) r = _mm256_add_epi32(r, _mm256_loadu_si256(ci));
+          _mm256_storeu_si256(ci, r);
+        }
+      }
+      continue;
+    }
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), lane);
+    if (mode == kStoreF32) {
+      const __m256 s = _mm256_maskload_ps(e.col_scale + col, m);
+      const __m256 bb = e.bias ? _mm256_maskload_ps(e.bias + col, m) : _mm256_setzero_ps();
+      float* c = static_cast<float*>(e.c) + i0 * ldc + col;
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        if (i >= mrows) break;
+        _mm256_maskstore_ps(c + i * ldc, m,
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][v]), s, bb));
+      }
+    } else {
+      int* c = static_cast<int*>(e.c) + i0 * ldc + col;
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        if (i >= mrows) break;
+        __m256i r = acc[i][v];
+        if (mode == kAddI32) r = _mm256_add_epi32(r, _mm256_maskload_epi32(c + i * ldc, m));
+        _mm256_maskstore_epi32(c + i * ldc, m, r);
+      }
+    }
+  }
+}
+
 // ---- variant 2: AVX2, sign trick ------------------------------------------------------------------
 constexpr int kAvx2MR = 4, kAvx2NV = 2;  // NR = 16
 
@@ -103,6 +166,97 @@ D8_TARGET_AVX2 void tile_avx2(int64_t k4, const uint8_t* a, int64_t lda, const i
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_setzero_si256();
   const __m256i ones = _mm256_set1_epi16(1);
+  if constexpr (MR == 4 && NV == 2) {
+    // The k-loop in asm: GCC's register allocation of the intrinsic form below spilled two
+    // accumulators and reloaded B (16.5 MACs/clock on Zen 3; this loop: see README).
+    // Per row: vpbroadcastd, vpabsb, then per vector vpsignb, vpmaddubsw, vpmaddwd, vpaddd.
+    const uint8_t* a0 = a;
+    const uint8_t* a1 = a + lda;
+    const uint8_t* a2 = a + 2 * lda;
+    const uint8_t* a3 = a + 3 * lda;
+    __m256i c00 = acc[0][0], c01 = acc[0][1], c10 = acc[1][0], c11 = acc[1][1];
+    __m256i c20 = acc[2][0], c21 = acc[2][1], c30 = acc[3][0], c31 = acc[3][1];
+    __m256i b0, b1, av, aa, t0, t1;
+#define D8_AVX2_ROW(A, C0, C1)                                                            \
+  "vpbroadcastd (%[" A "],%[o]), %[av]\n\t"                                               \
+  "vpabsb %[av], %[aa]\n\t"                                                               \
+  "vpsignb %[av], %[b0], %[t0]\n\t"                                                       \
+  "vpsignb %[av], %[b1], %[t1]\n\t"                                                       \
+  "vpmaddubsw %[t0], %[aa], %[t0]\n\t"                                                    \
+  "vpmaddubsw %[t1], %[aa], %[t1]\n\t"                                                    \
+  "vpmaddwd %[ones], %[t0], %[t0]\n\t"                                                    \
+  "vpmaddwd %[ones], %[t1], %[t1]\n\t"                                                    \
+  "vpaddd %[t0], %[" C0 "], %[" C0 "]\n\t"                                                \
+  "vpaddd %[t1], %[" C1 "], %[" C1 "]\n\t"
+    const int8_t* bq = bp;
+    for (int64_t o = 0; o < 4 * k4; o += 4, bq += 64) {
+      __asm__(
+          "vmovdqu (%[b]), %[b0]\n\t"
+          "vmovdqu 32(%[b]), %[b1]\n\t"  //
+          D8_AVX2_ROW("a0", "c00", "c01") D8_AVX2_ROW("a1", "c10", "c11")
+              D8_AVX2_ROW("a2", "c20", "c21") D8_AVX2_ROW("a3", "c30", "c31")
+          : [c00] "+x"(c00), [c01] "+x"(c01), [c10] "+x"(c10), [c11] "+x"(c11),
+            [c20] "+x"(c20), [c21] "+x"(c21), [c30] "+x"(c30), [c31] "+x"(c31),
+            [b0] "=&x"(b0), [b1] "=&x"(b1), [av] "=&x"(av), [aa] "=&x"(aa), [t0] "=&x"(t0),
+            [t1] "=&x"(t1)
+          : [b] "r"(bq), [o] "r"(o), [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3),
+            [ones] "x"(ones)
+          : "memory");
+    }
+#undef D8_AVX2_ROW
+    acc[0][0] = c00, acc[0][1] = c01, acc[1][0] = c10, acc[1][1] = c11;
+    acc[2][0] = c20, acc[2][1] = c21, acc[3][0] = c30, acc[3][1] = c31;
+  } else {
+    for (int64_t t = 0; t < k4; ++t) {
+      __m256i b[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v)
+        b[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + (t * NV + v) * 32));
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        const __m256i av = _mm256_set1_epi32(load_i32(a + i * lda + 4 * t));
+        const __m256i aa = _mm256_abs_epi8(av);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) {
+          const __m256i p16 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(b[v], av));
+          acc[i][v] = _mm256_add_epi32(acc[i][v], _mm256_madd_epi16(p16, ones));
+        }
+      }
+    }
+  }
+  epilogue_256<MR, NV>(acc, mrows, ncols, e, i0, j0);
+}
+
+// ---- variant 4: AVX-VNNI (VEX vpdpbusd ymm, no AVX-512), the +128 offset of variant 3 -----------
+// Same operand formats as avx512-vnni (flip 0x80, comp = 128 * colsum(B), accumulators start at
+// -comp), 8 int32 lanes per vector, MR x NR = 6 x 16 (12 ymm accumulators, 2 B vectors, 1
+// broadcast), the avx2 epilogue. Emul = true replaces the one vpdpbusd by an exact AVX2 sequence
+// (even / odd bytes widened to int16, two vpmaddwd): D8_CPU_INT8_EMULATE_AVXVNNI=1 makes the
+// variant runnable on any AVX2 CPU, so its packing, offset and epilogue are tested where the
+// instruction does not exist. Only the instruction itself is then untested.
+constexpr int kAvxVnniMR = 6, kAvxVnniNV = 2;
+
+D8_TARGET_AVX2 inline __m256i dpbusd_emulated(__m256i acc, __m256i a_u8, __m256i b_s8) {
+  const __m256i lo = _mm256_set1_epi16(0x00FF);
+  const __m256i a_even = _mm256_and_si256(a_u8, lo), a_odd = _mm256_srli_epi16(a_u8, 8);
+  const __m256i b_even = _mm256_srai_epi16(_mm256_slli_epi16(b_s8, 8), 8);
+  const __m256i b_odd = _mm256_srai_epi16(b_s8, 8);
+  return _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(a_even, b_even),
+                                                _mm256_madd_epi16(a_odd, b_odd)));
+}
+
+template <int MR, int NV, bool Emul>
+D8_TARGET_AVXVNNI void tile_avxvnni(int64_t k4, const uint8_t* a, int64_t lda, const int8_t* bp,
+                                    const int32_t* comp, int mrows, int ncols, const Epi& e,
+                                    int64_t i0, int64_t j0) {
+  __m256i acc[MR][NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    const __m256i c0 = _mm256_sub_epi32(
+        _mm256_setzero_si256(), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(comp + 8 * v)));
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) acc[i][v] = c0;
+  }
   for (int64_t t = 0; t < k4; ++t) {
     __m256i b[NV];
 #pragma GCC unroll 4
@@ -111,44 +265,16 @@ D8_TARGET_AVX2 void tile_avx2(int64_t k4, const uint8_t* a, int64_t lda, const i
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const __m256i av = _mm256_set1_epi32(load_i32(a + i * lda + 4 * t));
-      const __m256i aa = _mm256_abs_epi8(av);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
-        const __m256i p16 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(b[v], av));
-        acc[i][v] = _mm256_add_epi32(acc[i][v], _mm256_madd_epi16(p16, ones));
+        if constexpr (Emul)
+          acc[i][v] = dpbusd_emulated(acc[i][v], av, b[v]);
+        else
+          acc[i][v] = _mm256_dpbusd_avx_epi32(acc[i][v], av, b[v]);
       }
     }
   }
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const int mode = e.mode;
-  const int64_t ldc = e.ldc;
-#pragma GCC unroll 4
-  for (int v = 0; v < NV; ++v) {
-    const int rem = ncols - 8 * v;
-    if (rem <= 0) break;
-    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), lane);
-    const int64_t col = j0 + 8 * v;
-    if (mode == kStoreF32) {
-      const __m256 s = _mm256_maskload_ps(e.col_scale + col, m);
-      const __m256 bb = e.bias ? _mm256_maskload_ps(e.bias + col, m) : _mm256_setzero_ps();
-      float* c = static_cast<float*>(e.c) + i0 * ldc + col;
-#pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i) {
-        if (i >= mrows) break;
-        _mm256_maskstore_ps(c + i * ldc, m,
-                            _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[i][v]), s), bb));
-      }
-    } else {
-      int* c = static_cast<int*>(e.c) + i0 * ldc + col;
-#pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i) {
-        if (i >= mrows) break;
-        __m256i r = acc[i][v];
-        if (mode == kAddI32) r = _mm256_add_epi32(r, _mm256_maskload_epi32(c + i * ldc, m));
-        _mm256_maskstore_epi32(c + i * ldc, m, r);
-      }
-    }
-  }
+  epilogue_256<MR, NV>(acc, mrows, ncols, e, i0, j0);
 }
 
 // ---- variant 3: AVX-512 VNNI, vpdpbusd with the +128 offset ---------------------------------------
@@ -220,7 +346,11 @@ bool cpu_has(int variant) {
 #if D8_X86
     case kAvx2:
       __builtin_cpu_init();
-      return __builtin_cpu_supports("avx2");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case kAvxVnni:
+      __builtin_cpu_init();
+      return (__builtin_cpu_supports("avxvnni") || avxvnni_emulated()) &&
+             __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case kVnni:
       __builtin_cpu_init();
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -231,8 +361,18 @@ bool cpu_has(int variant) {
   }
 }
 
+bool avxvnni_emulated() {
+  const char* v = std::getenv("D8_CPU_INT8_EMULATE_AVXVNNI");
+  return v && v[0] == '1' && v[1] == 0;
+}
+
 int best_variant() {
-  static const int best = cpu_has(kVnni) ? kVnni : cpu_has(kAvx2) ? kAvx2 : kPortable;
+  // Emulation never wins auto: only a CPU that reports avxvnni gets avx-vnni by default.
+  static const int best = cpu_has(kVnni) ? kVnni
+#if D8_X86
+                          : (__builtin_cpu_supports("avxvnni") && cpu_has(kAvxVnni)) ? kAvxVnni
+#endif
+                          : cpu_has(kAvx2) ? kAvx2 : kPortable;
   return best;
 }
 
@@ -247,6 +387,7 @@ const char* variant_name(int variant) {
     case kPortable: return "portable";
     case kAvx2: return "avx2";
     case kVnni: return "avx512-vnni";
+    case kAvxVnni: return "avx-vnni";
     default: return "auto";
   }
 }
@@ -288,6 +429,13 @@ Plan plan_for(int64_t n, int64_t m) {
     const int mr = vnni_mr(m);
     if (n <= 16) return {kVnni, mr, 16, 0x80, vnni_tile<1>(mr)};
     return {kVnni, mr, 32, 0x80, vnni_tile<2>(mr)};
+  }
+  if (v == kAvxVnni) {
+    // the instruction when the CPU has it, else (D8_CPU_INT8_EMULATE_AVXVNNI=1) the emulation
+    static const bool native = __builtin_cpu_supports("avxvnni");
+    const TileFn f = native ? &tile_avxvnni<kAvxVnniMR, kAvxVnniNV, false>
+                            : &tile_avxvnni<kAvxVnniMR, kAvxVnniNV, true>;
+    return {kAvxVnni, kAvxVnniMR, 8 * kAvxVnniNV, 0x80, f};
   }
   if (v == kAvx2) return {kAvx2, kAvx2MR, 8 * kAvx2NV, 0, &tile_avx2<kAvx2MR, kAvx2NV>};
 #endif
@@ -458,9 +606,10 @@ using namespace d8cpu;
 extern "C" int32_t d8_set_int8_kernel(d8_context* ctx, int32_t variant) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     if (int32_t e = check_context(fn, ctx)) return e;
-    if (variant < i8::kAuto || variant > i8::kVnni)
+    if (variant < i8::kAuto || variant > i8::kAvxVnni)
       return fail(D8_ERR_INVALID_ARGUMENT,
-                  "%s: variant must be 0 (auto), 1 (portable), 2 (avx2) or 3 (avx512-vnni), got %d",
+                  "%s: variant must be 0 (auto), 1 (portable), 2 (avx2), 3 (avx512-vnni) or 4 "
+                  "(avx-vnni), got %d",
                   fn, variant);
     if (variant != i8::kAuto && !i8::cpu_has(variant))
       return fail(D8_ERR_UNSUPPORTED, "%s: this CPU cannot run the %s int8 kernel (variant %d)",

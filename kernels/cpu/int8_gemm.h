@@ -28,9 +28,10 @@
 namespace d8cpu {
 namespace i8 {
 
-enum Variant : int { kAuto = 0, kPortable = 1, kAvx2 = 2, kVnni = 3 };
+enum Variant : int { kAuto = 0, kPortable = 1, kAvx2 = 2, kVnni = 3, kAvxVnni = 4 };
 
 bool cpu_has(int variant);          // whether this CPU can run the variant
+bool avxvnni_emulated();            // D8_CPU_INT8_EMULATE_AVXVNNI=1: avx-vnni runs emulated (tests)
 int best_variant();                 // best variant this CPU has
 int active_variant();               // the current context's variant, or best_variant() when auto
 const char* variant_name(int variant);

@@ -25,7 +25,7 @@ import {
 } from "./args.ts";
 import type { Tape } from "../autograd/tape.ts";
 import { type Backend, type ConvShape, isCpuBackend } from "../backend/backend.ts";
-import { getBackend } from "../backend/registry.ts";
+import { openBackend } from "../backend/registry.ts";
 import { dataDirHint, defaultDataDir, type KnownDataset, loadMnistLike } from "../data/datasets.ts";
 import { DataLoader } from "../data/loader.ts";
 import { createModel, MODELS } from "../models/registry.ts";
@@ -55,7 +55,7 @@ Usage: deno task analyze [flags]
   --lr X                constant learning rate, SGD momentum 0.9, weight decay 5e-4 (default 0.05)
   --seed N              seed for weights and data order (default 0)
   --limit N             train on the first N training images
-  --backend NAME        cpu | cuda | auto (default cpu)
+  --backend NAME        cpu | cuda | webgpu | auto (default cpu)
   --threads N           cpu worker threads, 0 = all cores (default 0)
   --quant NAME          ${QUANT_NAMES.join(" | ")} (default fp32)
   --quant-set KNOBS     override preset knobs: lambda=0.25 or @knobs.json (lambda is the
@@ -249,8 +249,9 @@ export async function analyze(
   if (dir === undefined) throw new Error(`Cannot find the ${ds} data. ${dataDirHint(ds)}`);
   const data = await loadMnistLike(dir, "train", { limit: a.limit, name: ds });
   const qcfg = quantConfig(a.quant, a.quantSet);
-  const backend: Backend = getBackend(a.backend);
-  if (a.threads !== undefined) {
+  const backend: Backend = await openBackend(a.backend);
+  // the default 0 (all cores) is a cpu setting; another backend refuses only an explicit one
+  if (a.threads !== undefined && (isCpuBackend(backend) || a.threads !== 0)) {
     if (!isCpuBackend(backend)) {
       throw new UsageError(`--threads applies to the cpu backend, not ${backend.name}`);
     }

@@ -7,7 +7,7 @@
  * @module
  */
 import { isCpuBackend } from "../backend/backend.ts";
-import { getBackend } from "../backend/registry.ts";
+import { openBackend } from "../backend/registry.ts";
 import { Rng } from "../data/rng.ts";
 import { InputPipeline } from "../data/pipeline.ts";
 import { loadTorchvisionWeights } from "../io/torchvision.ts";
@@ -86,7 +86,7 @@ export function main(args: string[], print = (l: string) => console.log(l)): Pro
       limit: a.limit,
       testLimit: a.testLimit,
     } as TrainArgs);
-    const backend = getBackend(a.backend);
+    const backend = await openBackend(a.backend); // webgpu opens asynchronously
     if (isCpuBackend(backend)) backend.setThreads(a.threads);
     const model = createModel(a.model, { backend, rng: new Rng(0), zeros: true }, {
       inChannels: trainSet.channels,

@@ -32,8 +32,8 @@ import { type ScheduleKind, SCHEDULES } from "../optim/schedule.ts";
 import { Progress } from "../train/progress.ts";
 import { checkBatchSize, checkDatasets } from "../train/validate.ts";
 import { type RunProfile, train, type TrainConfig } from "../train/trainer.ts";
-import type { Backend } from "../backend/backend.ts";
-import { autoBackend, getBackend } from "../backend/registry.ts";
+import { type Backend, isCpuBackend } from "../backend/backend.ts";
+import { openAutoBackend, openBackend as openNamed } from "../backend/registry.ts";
 import { checkOutDir, CHECKPOINT_FILE } from "../train/outdir.ts";
 import { loadRgbData, makeInput } from "./zoo_data.ts";
 
@@ -187,9 +187,9 @@ export async function loadRunData(a: TrainArgs): Promise<[ImageDataset, ImageDat
 }
 
 /** Opens the backend a run names; for `auto`, prints why each GPU backend was passed over. */
-function openBackend(name: string): Backend {
-  if (name !== "auto") return getBackend(name);
-  const { backend, passedOver } = autoBackend();
+async function openBackend(name: string): Promise<Backend> {
+  if (name !== "auto") return await openNamed(name); // webgpu opens asynchronously
+  const { backend, passedOver } = await openAutoBackend();
   for (const p of passedOver) console.log(`backend auto: not ${p.backend}: ${p.reason}`);
   console.log(`backend auto: using ${backend.name}`);
   return backend;
@@ -217,7 +217,7 @@ export function main(args: string[]): Promise<number> {
   return runCommand(args, (x) => parseTrainArgs(x), HELP, async (a) => {
     await checkOutDir(a.out, { resume: a.resume, overwrite: a.overwrite });
     const [trainSet, testSet] = await loadRunData(a);
-    const backend = openBackend(a.backend);
+    const backend = await openBackend(a.backend);
     console.log(
       `training ${a.config.model} on ${a.config.dataset} (${trainSet.n} train / ${testSet.n} ` +
         `test images), ${a.config.epochs} epoch(s), batch ${a.config.batchSize}, ` +
@@ -228,7 +228,8 @@ export function main(args: string[]): Promise<number> {
       backend,
       input,
       init: a.init,
-      threads: a.threads,
+      // the default 0 (all cores) is a cpu setting; another backend refuses only an explicit one
+      threads: isCpuBackend(backend) || a.threads !== 0 ? a.threads : undefined,
       out: a.out,
       resume: a.resume,
       overwrite: a.overwrite,

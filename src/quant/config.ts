@@ -51,6 +51,16 @@ export interface QuantConfig {
   statsPeriod: number;
   /** Keep the first convolution and the last linear layer in FP32. */
   fp32FirstLast: boolean;
+  /**
+   * Keep in FP32 every GEMM layer whose reduction per kernel tap is shorter than this: a conv's
+   * input channels per group, a linear layer's input features (0 = no such layer: the paper's
+   * setting). With few channels the im2col gather and the quantization passes can cost more than
+   * the INT8 GEMM saves. Measured on an AVX2 Zen 3 (kernels/cpu/README.md): LeNet-5's conv2 (6
+   * input channels, 15 M multiply-adds) runs its INT8 passes at 0.95-1.2x FP32, and its daint8
+   * step is at parity with FP32 with or without `minInt8Channels=8`; the knob is for layers and
+   * CPUs where INT8 does not pay (bench/REPORT.md times LeNet-5 both ways).
+   */
+  minInt8Channels: number;
   /** UI8: candidate clip ratios searched between this fraction of max|g| and max|g|. */
   dsgcMinRatio: number;
   /** UI8: number of candidates in the search. */
@@ -80,6 +90,7 @@ const BASE: QuantConfig = {
   sharpFamily: "laplace",
   statsPeriod: 1,
   fp32FirstLast: true,
+  minInt8Channels: 0,
   dsgcMinRatio: 0.3,
   dsgcCandidates: 15,
   lrScaling: false,
@@ -120,6 +131,7 @@ const KNOBS: Record<Exclude<keyof QuantConfig, "name">, Kind> = {
   sharpFamily: "family",
   statsPeriod: "integer",
   fp32FirstLast: "boolean",
+  minInt8Channels: "number",
   dsgcMinRatio: "fraction",
   dsgcCandidates: "integer",
   lrScaling: "boolean",

@@ -1,12 +1,13 @@
 /**
  * Puts a quantization preset on a model: every conv and linear layer gets its own `Int8Gemm`
- * (except the first conv and the last linear when `fp32FirstLast`), and the model-level view
+ * (except the first conv and the last linear when `fp32FirstLast`, and layers with fewer input
+ * channels per tap than `minInt8Channels`), and the model-level view
  * gathers their statistics for logs, their learning-rate factors (UI8) and their state for
  * checkpoints.
  *
  * @module
  */
-import { isGemmLayer } from "../nn/layers.ts";
+import { Conv2d, isGemmLayer, Linear } from "../nn/layers.ts";
 import type { Module } from "../nn/module.ts";
 import { FP32 } from "../ops/arithmetic.ts";
 import type { QuantConfig } from "./config.ts";
@@ -14,6 +15,13 @@ import { Int8Gemm, type LayerQuantStats } from "./int8_gemm.ts";
 
 /** Host-side tensors of a quantizer state, by name (`quant.<layer>.state`): u32 words. */
 export type HostTensors = [string, { shape: number[]; data: Uint32Array }][];
+
+/** The reduction per kernel tap of a GEMM layer: input channels per group, or input features. */
+function tapChannels(m: Module): number {
+  if (m instanceof Conv2d) return m.inChannels / m.options.groups;
+  if (m instanceof Linear) return m.inFeatures;
+  return Infinity;
+}
 
 /** The quantizers of one model. */
 export class ModelQuantizer {
@@ -46,7 +54,8 @@ export class ModelQuantizer {
     const layers: Int8Gemm[] = [], fp32: string[] = [];
     gemm.forEach(([name, m], i) => {
       if (!isGemmLayer(m)) return;
-      const keep = !cfg.int8 || (cfg.fp32FirstLast && (i === 0 || i === gemm.length - 1));
+      const keep = !cfg.int8 || (cfg.fp32FirstLast && (i === 0 || i === gemm.length - 1)) ||
+        tapChannels(m) < cfg.minInt8Channels;
       if (keep) {
         m.arithmetic = FP32;
         fp32.push(name);

@@ -15,6 +15,7 @@ import type { ImageDataset } from "../data/datasets.ts";
 import { Rng } from "../data/rng.ts";
 import { createModel } from "../models/registry.ts";
 import type { Module } from "../nn/module.ts";
+import { Dropout } from "../nn/zoo_layers.ts";
 import { softmaxCrossEntropy } from "../ops/loss.ts";
 import { makeSchedule, type ScheduleKind } from "../optim/schedule.ts";
 import { Sgd } from "../optim/sgd.ts";
@@ -287,6 +288,10 @@ export async function train(
     const sgd = opt;
     const trainStep = step = new TrainStep(backend, model, quantizer, sgd);
     const dataRng = rngs.data;
+    // Layers that draw at run time (dropout masks): their generators resume with the run.
+    const layerRngs = model.namedModules().flatMap(([name, m]) =>
+      m instanceof Dropout ? [[`layer.${name}`, m.rng] as const] : []
+    );
     const loader = new DataLoader(trainSet, {
       batchSize: cfg.batchSize,
       shuffle: true,
@@ -327,6 +332,16 @@ export async function train(
         throw new TypeError(`Cannot resume from "${run.resume}": it has no rng.data state`);
       }
       dataRng.setState(data);
+      for (const [name, rng] of layerRngs) {
+        const st = ck.rng[`${name}`];
+        if (!st) {
+          throw new TypeError(
+            `Cannot resume from "${run.resume}": it has no rng.${name} state (saved by an ` +
+              `older daint8: its dropout masks cannot continue)`,
+          );
+        }
+        rng.setState(st);
+      }
       startEpoch = ck.meta.epoch;
       stepNo = ck.meta.step;
       print(`resumed from ${run.resume} at epoch ${startEpoch}, step ${stepNo}`);
@@ -458,7 +473,10 @@ export async function train(
             config: JSON.stringify(cfg),
           },
           tensors: stateTensors(),
-          rng: { data: dataRng.state() },
+          rng: {
+            data: dataRng.state(),
+            ...Object.fromEntries(layerRngs.map(([n, r]) => [n, r.state()])),
+          },
           host: await quantizer.stateTensors(),
         });
       }

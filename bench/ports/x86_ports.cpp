@@ -1,0 +1,62 @@
+// x86_ports.cpp: throughput of the ymm instructions behind the int8 and fp32 GEMM kernels on this
+// core (kernels/cpu/README.md "Peaks"). Each test is a block of independent instructions written
+// in asm (no spills, no dependency chains longer than the instruction's own accumulator), timed
+// with rdtsc, best of 300 repetitions (robust on a shared machine: one undisturbed repetition is
+// enough). The TSC is converted to core clocks with a dependent chain of 1-cycle adds.
+//
+//   g++ -O2 -mavx2 -mfma bench/ports/x86_ports.cpp -o /tmp/x86_ports && /tmp/x86_ports
+//
+// "step" rows are the per-32-MAC instruction mix of the avx2 variant (vpsignb, vpmaddubsw,
+// vpmaddwd with ones, vpaddd) and, for comparison, the mix without vpsignb (possible only when
+// one operand is unsigned) and the int16 route (vpmaddwd on int16 operands + vpaddd).
+#include <x86intrin.h>
+#include <cstdio>
+#include <cstdint>
+#include <algorithm>
+static const int ITERS = 20000;
+#define R10(I) I(0) I(1) I(2) I(3) I(4) I(5) I(6) I(7) I(8) I(9)
+#define BENCH(NAME, BODY, PER) \
+__attribute__((noinline)) double NAME() { uint64_t best=~0ull; \
+  for (int rep=0; rep<300; ++rep) { uint64_t t0=__rdtsc(); \
+    for (int it=0; it<ITERS; ++it) __asm__ volatile(BODY ::: "xmm0","xmm1","xmm2","xmm3","xmm4","xmm5","xmm6","xmm7","xmm8","xmm9","xmm10","xmm11","xmm12","xmm13"); \
+    best=std::min<uint64_t>(best,__rdtsc()-t0);} return double(PER)*ITERS/best; }
+#define FMA(i) "vfmadd231ps %%ymm14, %%ymm15, %%ymm" #i "\n"
+#define MUBS(i) "vpmaddubsw %%ymm14, %%ymm15, %%ymm1" #i "\n"
+#define PADD(i) "vpaddd %%ymm14, %%ymm" #i ", %%ymm" #i "\n"
+#define MWD(i) "vpmaddwd %%ymm14, %%ymm15, %%ymm1" #i "\n"
+#define SGN(i) "vpsignb %%ymm14, %%ymm15, %%ymm1" #i "\n"
+// independent outputs (no chains): write ymm10..13 rotating (false deps only via rename)
+#define MUBS4 "vpmaddubsw %%ymm14, %%ymm15, %%ymm10\n vpmaddubsw %%ymm14, %%ymm15, %%ymm11\n vpmaddubsw %%ymm14, %%ymm15, %%ymm12\n vpmaddubsw %%ymm14, %%ymm15, %%ymm13\n"
+#define MWD4 "vpmaddwd %%ymm14, %%ymm15, %%ymm10\n vpmaddwd %%ymm14, %%ymm15, %%ymm11\n vpmaddwd %%ymm14, %%ymm15, %%ymm12\n vpmaddwd %%ymm14, %%ymm15, %%ymm13\n"
+#define SGN4 "vpsignb %%ymm14, %%ymm15, %%ymm10\n vpsignb %%ymm14, %%ymm15, %%ymm11\n vpsignb %%ymm14, %%ymm15, %%ymm12\n vpsignb %%ymm14, %%ymm15, %%ymm13\n"
+#define ADD4 "vpaddd %%ymm14, %%ymm15, %%ymm10\n vpaddd %%ymm14, %%ymm15, %%ymm11\n vpaddd %%ymm14, %%ymm15, %%ymm12\n vpaddd %%ymm14, %%ymm15, %%ymm13\n"
+#define MIX4 "vpmaddubsw %%ymm14, %%ymm15, %%ymm10\n vpmaddwd %%ymm14, %%ymm15, %%ymm11\n vpmaddubsw %%ymm14, %%ymm15, %%ymm12\n vpmaddwd %%ymm14, %%ymm15, %%ymm13\n"
+// AVX2 sign-trick product step into acc i: t = sign(b, a); t = maddubs(|a|, t); t = madd(t, ones); acc += t
+#define STEP(i) "vpsignb %%ymm14, %%ymm15, %%ymm10\n vpmaddubsw %%ymm10, %%ymm13, %%ymm11\n vpmaddwd %%ymm12, %%ymm11, %%ymm11\n vpaddd %%ymm11, %%ymm" #i ", %%ymm" #i "\n"
+#define STEP3(i) "vpmaddubsw %%ymm14, %%ymm13, %%ymm11\n vpmaddwd %%ymm12, %%ymm11, %%ymm11\n vpaddd %%ymm11, %%ymm" #i ", %%ymm" #i "\n"
+// int16 route: vpmaddwd on int16 operands (16 MACs) + add
+#define W16(i) "vpmaddwd %%ymm14, %%ymm13, %%ymm11\n vpaddd %%ymm11, %%ymm" #i ", %%ymm" #i "\n"
+BENCH(fma, R10(FMA), 10)
+BENCH(mubs, MUBS4 MUBS4 MUBS4, 12)
+BENCH(mwd, MWD4 MWD4 MWD4, 12)
+BENCH(sgn, SGN4 SGN4 SGN4, 12)
+BENCH(add, ADD4 ADD4 ADD4, 12)
+BENCH(mix, MIX4 MIX4 MIX4, 12)
+BENCH(step, R10(STEP), 10)
+BENCH(step3, R10(STEP3), 10)
+BENCH(w16, R10(W16), 10)
+__attribute__((noinline)) double clk() { uint64_t best=~0ull; uint64_t x=0;
+  for (int rep=0; rep<300; ++rep) { uint64_t t0=__rdtsc();
+    for (int it=0; it<ITERS; ++it) __asm__ volatile(".rept 100\n add $1, %0\n .endr" : "+r"(x));
+    best=std::min<uint64_t>(best,__rdtsc()-t0);} return 100.0*ITERS/best; }
+int main() {
+  double c = clk();
+  printf("core clocks per TSC tick: %.3f\n", c);
+  struct { const char* n; double (*f)(); double macs; } L[] = {
+    {"vfmadd231ps ymm", fma, 8}, {"vpmaddubsw ymm", mubs, 0}, {"vpmaddwd ymm", mwd, 0},
+    {"vpsignb ymm", sgn, 0}, {"vpaddd ymm", add, 0}, {"vpmaddubsw+vpmaddwd mixed", mix, 0},
+    {"sign+maddubs+maddwd+add step", step, 32}, {"maddubs+maddwd+add step", step3, 32},
+    {"maddwd(int16)+add step", w16, 16}};
+  for (auto& l : L) { double ipc = l.f() / c;
+    printf("%-32s %.2f /clock", l.n, ipc); if (l.macs) printf(" = %.1f MACs/clock", ipc*l.macs); printf("\n"); }
+}
