@@ -9,7 +9,7 @@
  */
 import type { Backend } from "../src/backend/backend.ts";
 import { INT8_KERNELS, isCpuBackend, ScaleLayout } from "../src/backend/backend.ts";
-import { BACKEND_NAMES, getBackend } from "../src/backend/registry.ts";
+import { BACKEND_NAMES, openBackend } from "../src/backend/registry.ts";
 import { convShape } from "../src/ops/conv.ts";
 import { Tensor } from "../src/tensor.ts";
 import { convLayers, type Int8ConvFixture, int8ConvFixture } from "./conv_fixture.ts";
@@ -23,14 +23,16 @@ export interface BackendEntry {
 }
 
 /** Every backend of src/backend/registry.ts except `auto`, opened when possible. */
-export function backends(): BackendEntry[] {
-  return BACKEND_NAMES.filter((n) => n !== "auto").map((name) => {
+export async function backends(): Promise<BackendEntry[]> {
+  const out: BackendEntry[] = [];
+  for (const name of BACKEND_NAMES.filter((n) => n !== "auto")) {
     try {
-      return { name, backend: getBackend(name), reason: null };
+      out.push({ name, backend: await openBackend(name), reason: null });
     } catch (e) {
-      return { name, backend: null, reason: (e as Error).message.split("\n")[0]! };
+      out.push({ name, backend: null, reason: (e as Error).message.split("\n")[0]! });
     }
-  });
+  }
+  return out;
 }
 
 /** The int8 variants `b` can run (cpu: each one its CPU has; other backends: their own). */
@@ -79,9 +81,9 @@ export async function stepCase(
   b: Backend,
   model: string,
   p: Preset,
-): Promise<{ run: () => void; dispose: () => void }> {
+): Promise<{ run: () => Promise<void>; dispose: () => void }> {
   const r = makeStep(b, model, BATCH, p.quant, undefined, p.knobs, ROTATE);
-  r.step();
+  await r.step();
   const loss = await r.loss();
   if (!Number.isFinite(loss)) {
     throw new Error(`${model} ${p.label} on ${b.name}: the training step gives loss ${loss}`);
@@ -95,8 +97,8 @@ export interface ConvCase {
   pass: "fprop" | "dgrad" | "wgrad";
   /** Multiply-adds of the pass. */
   macs: number;
-  fp32: () => void;
-  int8: () => void;
+  fp32: () => Promise<void>;
+  int8: () => Promise<void>;
 }
 
 /** The conv cases of every layer shape on `b` (fixtures validated here, ROTATE sets each). */
@@ -126,45 +128,45 @@ export function convCases(b: Backend): { cases: ConvCase[]; dispose: () => void 
         layer: l.name,
         pass: "fprop",
         macs,
-        fp32: () => {
+        fp32: async () => {
           const f = pick(i++);
           b.conv2d(f.yf, f.xf, f.wf, null, s);
-          sync();
+          await sync();
         },
-        int8: () => {
+        int8: async () => {
           const f = pick(u++);
           b.conv2dI8(f.y, f.xq, f.wq, null, f.sx, f.sw, ScaleLayout.tensor, s);
-          sync();
+          await sync();
         },
       },
       {
         layer: l.name,
         pass: "dgrad",
         macs,
-        fp32: () => {
+        fp32: async () => {
           const f = pick(j++);
           b.conv2dDgrad(f.dxf, f.dyf, f.wf, s);
-          sync();
+          await sync();
         },
-        int8: () => {
+        int8: async () => {
           const f = pick(v++);
           b.conv2dDgradI8(f.dx, f.dyq, f.wq, f.sdy, f.sw, s);
-          sync();
+          await sync();
         },
       },
       {
         layer: l.name,
         pass: "wgrad",
         macs,
-        fp32: () => {
+        fp32: async () => {
           const f = pick(k++);
           b.conv2dWgrad(f.dwf, f.xf, f.dyf, s);
-          sync();
+          await sync();
         },
-        int8: () => {
+        int8: async () => {
           const f = pick(w++);
           b.conv2dWgradI8(f.dw, f.xq, f.dyq, f.sx, f.sdyC, ScaleLayout.inner, s);
-          sync();
+          await sync();
         },
       },
     );

@@ -134,16 +134,19 @@ const pct = (gops: number, kernel: string) => {
 // ---- timing ------------------------------------------------------------------------------------
 
 /** Interleaved rounds of one call each until `budget` s (at least 3 rounds); medians in ms. */
-function measure(fns: (() => void)[], budget: number): { median: number; min: number }[] {
-  for (const f of fns) f(); // warm-up
+async function measure(
+  fns: (() => Promise<void>)[],
+  budget: number,
+): Promise<{ median: number; min: number }[]> {
+  for (const f of fns) await f(); // warm-up
   const times = fns.map(() => [] as number[]);
   const end = performance.now() + budget * 1000;
   for (let r = 0; r < 3 || performance.now() < end; r++) {
-    fns.forEach((f, i) => {
+    for (const [i, f] of fns.entries()) {
       const t0 = now();
-      f();
+      await f();
       times[i]!.push(now() - t0);
-    });
+    }
     if (r > 1000) break;
   }
   return times.map((t) => {
@@ -242,7 +245,7 @@ const convs: ConvRow[] = [];
 const f1 = (v: number) => Number.isFinite(v) ? v.toFixed(1) : "n/a";
 const f2 = (v: number) => Number.isFinite(v) ? v.toFixed(2) : "n/a";
 
-for (const { name, backend: b, reason } of backends()) {
+for (const { name, backend: b, reason } of await backends()) {
   if (!b) {
     backendRows.push({ name, info: null, int8: null, skipped: reason });
     console.error(`report: backend ${name} skipped: ${reason}`);
@@ -261,7 +264,7 @@ for (const { name, backend: b, reason } of backends()) {
     const ps: Preset[] = presets(model);
     const cs = [];
     for (const p of ps) cs.push(await stepCase(b, model, p));
-    const t = measure(cs.map((c) => c.run), seconds * ps.length);
+    const t = await measure(cs.map((c) => c.run), seconds * ps.length);
     cs.forEach((c) => c.dispose());
     ps.forEach((p, i) => {
       steps.push({
@@ -284,12 +287,12 @@ for (const { name, backend: b, reason } of backends()) {
         isCpuBackend(b)
           ? () => {
             b.setInt8Kernel(v as Parameters<typeof b.setInt8Kernel>[0]);
-            c.int8();
+            return c.int8();
           }
           : c.int8,
       );
     }
-    const t = measure(fns, Math.min(seconds, 2));
+    const t = await measure(fns, Math.min(seconds, 2));
     if (isCpuBackend(b)) b.setInt8Kernel("auto");
     ["fp32", ...variants].forEach((kernel, i) => {
       const gops = (2 * c.macs) / t[i]!.median / 1e6;

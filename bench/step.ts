@@ -24,7 +24,7 @@ export interface StepRunner {
   /** The batch's labels. */
   y: Tensor;
   /** Runs one step and waits for the device (the timed unit). */
-  step(): void;
+  step(): Promise<void>;
   /** Mean loss of the steps run since the last call (a step-edge read). */
   loss(): Promise<number>;
   dispose(): void;
@@ -73,10 +73,10 @@ export function makeStep(
     trainStep,
     x,
     y,
-    step() {
+    async step() {
       const [bx, by] = data[next++ % data.length]!;
       trainStep.run(() => [bx, by], 0.01);
-      backend.synchronize();
+      await backend.synchronize();
     },
     async loss() {
       const t = await trainStep.readLoss();

@@ -12,7 +12,7 @@
 import { isCpuBackend } from "../src/backend/backend.ts";
 import { backends, convCases, int8Variants, MODELS, presets, stepCase } from "./cases.ts";
 
-for (const { name, backend: b, reason } of backends()) {
+for (const { name, backend: b, reason } of await backends()) {
   if (!b) {
     console.error(`bench: skipping backend ${name}: ${reason}`);
     continue;
@@ -37,9 +37,9 @@ for (const { name, backend: b, reason } of backends()) {
     Deno.bench({ name: `${group} fp32`, group, baseline: true, n: 10, warmup: 1, fn: c.fp32 });
     for (const v of variants) {
       const fn = isCpuBackend(b)
-        ? () => {
+        ? async () => {
           b.setInt8Kernel(v as Parameters<typeof b.setInt8Kernel>[0]);
-          c.int8();
+          await c.int8();
           b.setInt8Kernel("auto");
         }
         : c.int8;

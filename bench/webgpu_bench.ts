@@ -114,11 +114,11 @@ console.log("| --- | ---: | ---: | ---: |");
 let base = 0;
 for (const quant of ["fp32", "daint8"]) {
   const r = makeStep(gpu, "resnet20", batch, quant);
-  r.step();
+  await r.step();
   const first = await r.loss();
   if (!Number.isFinite(first)) throw new Error(`resnet20 ${quant}: the step gives loss ${first}`);
   const t0 = performance.now();
-  for (let i = 0; i < reps; i++) r.step();
+  for (let i = 0; i < reps; i++) await r.step();
   const loss = await r.loss();
   const ms = (performance.now() - t0) / reps;
   if (!Number.isFinite(loss)) throw new Error(`resnet20 ${quant}: loss ${loss}`);

@@ -365,7 +365,7 @@ Deno.test({
       const r = makeStep(b, "lenet5", 8, "daint8");
       const out: number[] = [];
       for (let s = 0; s < 8; s++) {
-        r.step();
+        await r.step();
         out.push(await r.loss());
       }
       r.dispose();

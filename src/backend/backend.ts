@@ -165,10 +165,11 @@ export interface Backend {
   /** A description of the device (CPU features and threads, or GPU name). */
   info(): string;
   /**
-   * Waits until all work enqueued on the backend's stream has finished (counted as a blocking
-   * sync; the cpu backend runs every op synchronously, so this returns at once).
+   * Resolves once all work enqueued on the backend's stream has finished (counted as a sync; the
+   * cpu backend runs every op synchronously, so it resolves at once). Benchmarks await it inside
+   * the timed function; a training step never does.
    */
-  synchronize(): void;
+  synchronize(): Promise<void>;
   /**
    * Frees every buffer of the backend (cached and still referenced: live tensors become
    * unusable) and the context; the backend is unusable afterwards. Throws a `Daint8Error` when

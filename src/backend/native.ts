@@ -131,9 +131,14 @@ export class NativeBackend implements CpuBackend {
     this.#check(this.#s.d8_set_num_threads(this.#ctx, threads));
   }
 
-  synchronize(): void {
-    this.#count.syncs++;
-    this.#check(this.#s.d8_synchronize(this.#ctx));
+  synchronize(): Promise<void> {
+    try {
+      this.#count.syncs++;
+      this.#check(this.#s.d8_synchronize(this.#ctx));
+      return Promise.resolve();
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   close(): void {

@@ -184,11 +184,13 @@ export class WebGpuBackend implements Backend {
     }
   }
 
-  /** Submits the encoded work (it does not wait: WebGPU has no blocking wait). */
-  synchronize(): void {
+  /** Submits the encoded work and resolves when the queue has done it. */
+  async synchronize(): Promise<void> {
     this.#live();
     this.#count.syncs++;
     this.#flush();
+    await this.#dev.queue.onSubmittedWorkDone();
+    this.#live(); // a device lost meanwhile
   }
 
   close(): void {
