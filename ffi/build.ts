@@ -11,6 +11,7 @@
  *   linked with `-z nodelete`, so unloading it never unmaps code an OpenMP worker still runs.
  *   Next to it, `build/libdaint8_cpu.stamp.json` records flags, size and SHA-256.
  * - `DAINT8_BUILD_DIR` puts the output elsewhere (ffi/dist.ts uses it).
+ * - cuda: `build/libdaint8_cuda.so` when nvcc is found (ffi/build_cuda.ts).
  *
  * Flags: `--force` rebuilds regardless; `--verbose` prints the commands; `--dry-run` only says
  * whether (and why) it would rebuild.
@@ -20,6 +21,7 @@
 import { parseArgs } from "node:util";
 import { ABI_VERSION } from "./symbols.ts";
 import { libraryProblem, makeStamp, readStamp, stampPath } from "./integrity.ts";
+import { buildCuda, findNvcc } from "./build_cuda.ts";
 
 const root = decodeURIComponent(new URL("../", import.meta.url).pathname);
 const buildDir = (() => {
@@ -197,6 +199,11 @@ if (import.meta.main) {
   });
   try {
     buildCpu({ force: values.force, verbose: values.verbose, dryRun: values["dry-run"] });
+    // cuda: only where nvcc exists (ffi/build_cuda.ts); DAINT8_NO_CUDA=1 skips it.
+    const nvcc = Deno.env.get("DAINT8_NO_CUDA") === "1" ? undefined : findNvcc();
+    if (nvcc && !values["dry-run"]) {
+      await buildCuda({ force: values.force, verbose: values.verbose, nvcc });
+    }
   } catch (e) {
     console.error((e as Error).message);
     Deno.exit(1);

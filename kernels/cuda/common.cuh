@@ -1,0 +1,207 @@
+// common.cuh: internal helpers shared by every cuda kernel file (not part of the ABI).
+//   - the context (device, stream, caching allocator, int8 kernel choice) and buffer structs
+//   - error reporting: fail(), the ABI guard, CUDA status -> D8 status with cudaGetErrorString
+//   - argument checks, with the same rules and messages as the cpu backend (kernels/cpu/common.h)
+//   - launch helpers (grid sizes, the check after every launch)
+#ifndef DAINT8_CUDA_COMMON_CUH
+#define DAINT8_CUDA_COMMON_CUH
+
+// The ABI functions are exported (the library builds with -fvisibility=hidden).
+#pragma GCC visibility push(default)
+#include "daint8.h"
+#pragma GCC visibility pop
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <map>
+#include <mutex>
+#include <new>
+#include <vector>
+
+namespace d8cuda {
+
+constexpr uint64_t kContextMagic = 0x6438636f6e746578ull;  // "d8contex"
+constexpr uint64_t kBufferMagic = 0x6438627566666572ull;   // "d8buffer"
+constexpr uint64_t kDeadMagic = 0x6465616462656566ull;     // freed handle
+
+// ---- caching device allocator -------------------------------------------------------------------
+// Size classes: 512-byte multiples up to 64 KiB, then 4 classes per power of two (x1, x1.25, x1.5,
+// x1.75). Freed blocks go to their class's free list and are reused by later allocations of the
+// same class. Every op of a context runs on its one stream, so a block freed after the ops that
+// used it were enqueued can be handed to the next op at once (stream order protects it). On
+// cudaMalloc failure the cache is released (after a stream synchronize) and the allocation retried.
+class Allocator {
+ public:
+  static size_t class_of(size_t bytes);
+  // Returns a device pointer or nullptr with *err set to the cudaMalloc error.
+  void* alloc(size_t bytes, size_t* cls, cudaError_t* err, cudaStream_t stream);
+  void release(void* p, size_t cls);  // back to the free list
+  void trim(cudaStream_t stream);     // cudaFree every cached block
+  size_t bytes_in_use() const { return in_use_; }
+  size_t bytes_cached() const { return cached_; }
+
+ private:
+  std::mutex mu_;
+  std::map<size_t, std::vector<void*>> free_;
+  size_t in_use_ = 0, cached_ = 0;
+};
+
+}  // namespace d8cuda
+
+struct d8_context {
+  uint64_t magic;
+  int32_t device;
+  cudaStream_t stream;
+  cudaDeviceProp prop;
+  int cc;              // compute capability * 10 (75, 80, 86, 89, 90)
+  int32_t int8_kernel; // d8_set_int8_kernel: 0 = auto, else a kernel version
+  d8cuda::Allocator* alloc;
+  int32_t* flag;       // device int32 [4]: [0] first bad label row (INT32_MAX: none), [1] its label
+  int32_t* host_flag;  // pinned host copy, refreshed after each label check (async)
+  int32_t label_pending;  // a label check was enqueued and not yet reported
+  int32_t label_classes;
+  const char* label_fn;
+};
+
+struct d8_buffer {
+  uint64_t magic;
+  int64_t bytes;
+  void* data;  // device pointer
+  size_t cls;  // allocator size class
+  d8_context* ctx;
+};
+
+namespace d8cuda {
+
+// ---- errors ---------------------------------------------------------------------------------
+int32_t fail(int32_t code, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// A CUDA error as a status: OOM -> D8_ERR_OUT_OF_MEMORY, anything else D8_ERR_DEVICE, with
+// cudaGetErrorString's text. Clears the (non-sticky) error state.
+int32_t cuda_fail(const char* fn, const char* what, cudaError_t e);
+
+// Checks the last launch (configuration errors are reported at once; faults inside a kernel show
+// up at the next synchronizing call).
+int32_t launch_check(const char* fn, const char* kernel);
+
+template <class F>
+int32_t guard(const char* fn, F&& body) noexcept {
+  try {
+    return body(fn);
+  } catch (const std::bad_alloc&) {
+    return fail(D8_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+  } catch (...) {
+    return fail(D8_ERR_INTERNAL, "%s: unknown internal error", fn);
+  }
+}
+
+inline int64_t mul64(int64_t a, int64_t b) {
+  int64_t r;
+  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r)) return -1;
+  return r;
+}
+inline int64_t mul64(int64_t a, int64_t b, int64_t c) { return mul64(mul64(a, b), c); }
+inline int64_t mul64(int64_t a, int64_t b, int64_t c, int64_t d) {
+  return mul64(mul64(a, b, c), d);
+}
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+int32_t check_context(const char* fn, const d8_context* ctx);
+int32_t check_handle(const char* fn, const char* name, const d8_buffer* b);
+int32_t check_buffer(const char* fn, const char* name, const d8_buffer* b, int64_t need,
+                     const char* dims);
+struct BufferArg {
+  const char* name;
+  const d8_buffer* buf;
+  int64_t need;
+};
+int32_t check_buffers(const char* fn, const char* dims, std::initializer_list<BufferArg> args);
+// Every buffer of one op must belong to one context (its stream and device).
+int32_t check_same_ctx(const char* fn, std::initializer_list<const d8_buffer*> bufs);
+int32_t check_mnk(const char* fn, char* dims, size_t cap, int64_t m, int32_t n, int32_t k);
+int32_t write_string(const char* fn, char* out, int32_t capacity, const char* text);
+int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int cap);
+int32_t check_distinct(const char* fn, const char* a, const d8_buffer* pa, const char* b,
+                       const d8_buffer* pb);
+
+// After a stream synchronize: the deferred label error of d8_softmax_xent_* (0 when none).
+int32_t pending_label_error(const char* fn, d8_context* ctx);
+
+// Makes the context's device current on the calling thread.
+int32_t use_device(const char* fn, d8_context* ctx);
+
+// Temporary device memory from the context's allocator, returned to it when the object dies
+// (after the kernels using it were enqueued: stream order keeps it alive long enough).
+class Scratch {
+ public:
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch();
+  // 0 or a status (already reported with fail()).
+  int32_t get(const char* fn, d8_context* ctx, size_t bytes);
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
+
+ private:
+  d8_context* ctx_ = nullptr;
+  void* p_ = nullptr;
+  size_t cls_ = 0;
+};
+
+// The int8 kernel version an op of ctx runs (1 simple, 2 mma m8n8k16, 3 mma m16n8k32 + cp.async),
+// the forced one or the best the device has.
+int int8_version(const d8_context* ctx);
+const char* int8_version_name(int v);
+
+inline unsigned grid_1d(int64_t n, int block, int64_t cap = 65535 * 8) {
+  int64_t g = ceil_div(n, block);
+  if (g < 1) g = 1;
+  if (g > cap) g = cap;
+  return static_cast<unsigned>(g);
+}
+
+// Geometry as passed to kernels (int32 fits every dimension; products are widened in kernels).
+struct ConvGeom {
+  int n, h, w, c, k, r, s, g, sh, sw, ph, pw, p, q;
+  int cg, kg, kd;  // C/G, K/G, R*S*Cg
+  int64_t m;       // N*P*Q
+};
+inline ConvGeom make_geom(const d8_conv_shape& s) {
+  ConvGeom G;
+  G.n = s.n, G.h = s.h, G.w = s.w, G.c = s.c, G.k = s.k, G.r = s.r, G.s = s.s, G.g = s.groups;
+  G.sh = s.stride_h, G.sw = s.stride_w, G.ph = s.pad_h, G.pw = s.pad_w, G.p = s.p, G.q = s.q;
+  G.cg = G.c / G.g;
+  G.kg = G.k / G.g;
+  G.kd = G.r * G.s * G.cg;
+  G.m = int64_t{G.n} * G.p * G.q;
+  return G;
+}
+
+inline float* fptr(const d8_buffer* b) { return static_cast<float*>(b->data); }
+inline int8_t* i8ptr(const d8_buffer* b) { return static_cast<int8_t*>(b->data); }
+inline int32_t* i32ptr(const d8_buffer* b) { return static_cast<int32_t*>(b->data); }
+
+// The context of an op's buffers (all must share it), with its device made current.
+inline int32_t op_context(const char* fn, std::initializer_list<const d8_buffer*> bufs,
+                          d8_context** ctx) {
+  if (int32_t e = check_same_ctx(fn, bufs)) return e;
+  *ctx = nullptr;
+  for (const d8_buffer* b : bufs)
+    if (b) {
+      *ctx = b->ctx;
+      break;
+    }
+  if (!*ctx) return fail(D8_ERR_INVALID_ARGUMENT, "%s: no buffer given", fn);
+  return use_device(fn, *ctx);
+}
+
+}  // namespace d8cuda
+
+#endif  // DAINT8_CUDA_COMMON_CUH

@@ -1,0 +1,418 @@
+// conv_f32.cu: float32 convolution (fprop, dgrad, wgrad), linear (fwd, dgrad, wgrad) and the bias
+// gradient. A true FP32 path: plain FMA (no TF32, no tensor cores), one SGEMM-style tiled kernel
+// for all six GEMMs, which differ only in how they read their operands (implicit GEMM: nothing is
+// materialized).
+//
+// GEMM: C[M, N] = sum_k A(m, k) * B(n, k), per group g (Cg = C/G, Kg = K/G, KD = R*S*Cg):
+//   fprop:  M = N*P*Q, N = Kg, K = KD = (r, s, c)   A = x gathered (zero padding), B = w rows
+//   dgrad:  M = N*H*W, N = Cg, K = R*S*Kg = (r, s, kk)
+//           A(m, (r, s, kk)) = dy[img, (h + ph - r) / sh, (w + pw - s) / sw, kk] when the division
+//           is exact and in range, else 0; B(c, (r, s, kk)) = w[kk, r, s, c]
+//   wgrad:  M = Kg, N = KD, K = N*P*Q (split in chunks, partials summed in a fixed order)
+//           A(kk, m) = dy[m, kk], B((r, s, c), m) = x at pixel m's tap (r, s)
+//   linear: fwd M = m, N = n, K = k; dgrad M = m, N = k, K = n; wgrad M = n, N = k, K = m (split)
+// Tile 64 x 64 x 16, 256 threads, 4 x 4 outputs per thread, double-buffered shared memory.
+#include "common.cuh"
+
+#include <algorithm>
+#include <cstdio>
+
+using namespace d8cuda;
+
+namespace {
+
+constexpr int BM = 64, BN = 64, BK = 16, kThreads = 256;
+constexpr int64_t kSplitRows = 2048;  // wgrad: reduction rows per split (at most 64 splits)
+
+struct FwdOp {
+  const float* x;
+  const float* w;
+  const float* bias;
+  float* y;
+  ConvGeom G;
+  __device__ int64_t rows() const { return G.m; }
+  __device__ int cols() const { return G.kg; }
+  __device__ int64_t red() const { return G.kd; }
+  __device__ float a(int g, int64_t m, int64_t k) const {
+    const int tap = static_cast<int>(k / G.cg), c = static_cast<int>(k % G.cg);
+    const int r = tap / G.s, s = tap % G.s;
+    const int qq = static_cast<int>(m % G.q), pp = static_cast<int>(m / G.q % G.p);
+    const int64_t img = m / (int64_t{G.p} * G.q);
+    const int ih = pp * G.sh - G.ph + r, iw = qq * G.sw - G.pw + s;
+    if (ih < 0 || ih >= G.h || iw < 0 || iw >= G.w) return 0.0f;
+    return x[((img * G.h + ih) * G.w + iw) * G.c + int64_t{g} * G.cg + c];
+  }
+  __device__ float b(int g, int n, int64_t k) const {
+    return w[(int64_t{g} * G.kg + n) * G.kd + k];
+  }
+  __device__ void store(int g, int64_t m, int n, float v) const {
+    const int64_t col = int64_t{g} * G.kg + n;
+    y[m * G.k + col] = bias ? __fadd_rn(v, bias[col]) : v;
+  }
+};
+
+struct DgradOp {
+  const float* dy;
+  const float* w;
+  float* dx;
+  ConvGeom G;
+  __device__ int64_t rows() const { return int64_t{G.n} * G.h * G.w; }
+  __device__ int cols() const { return G.cg; }
+  __device__ int64_t red() const { return int64_t{G.r} * G.s * G.kg; }
+  __device__ float a(int g, int64_t m, int64_t k) const {
+    const int tap = static_cast<int>(k / G.kg), kk = static_cast<int>(k % G.kg);
+    const int r = tap / G.s, s = tap % G.s;
+    const int iw = static_cast<int>(m % G.w), ih = static_cast<int>(m / G.w % G.h);
+    const int64_t img = m / (int64_t{G.h} * G.w);
+    const int th = ih + G.ph - r, tw = iw + G.pw - s;
+    if (th < 0 || tw < 0 || th % G.sh != 0 || tw % G.sw != 0) return 0.0f;
+    const int pp = th / G.sh, qq = tw / G.sw;
+    if (pp >= G.p || qq >= G.q) return 0.0f;
+    return dy[((img * G.p + pp) * G.q + qq) * G.k + int64_t{g} * G.kg + kk];
+  }
+  __device__ float b(int g, int c, int64_t k) const {
+    const int tap = static_cast<int>(k / G.kg), kk = static_cast<int>(k % G.kg);
+    return w[(int64_t{g} * G.kg + kk) * G.kd + int64_t{tap} * G.cg + c];
+  }
+  __device__ void store(int g, int64_t m, int c, float v) const {
+    dx[m * G.c + int64_t{g} * G.cg + c] = v;
+  }
+};
+
+// Split-K over the pixels: partial[split][K][KD].
+struct WgradOp {
+  const float* x;
+  const float* dy;
+  float* part;
+  ConvGeom G;
+  __device__ int64_t rows() const { return G.kg; }
+  __device__ int cols() const { return G.kd; }
+  __device__ int64_t red() const { return G.m; }
+  __device__ float a(int g, int64_t kk, int64_t m) const {
+    return dy[m * G.k + int64_t{g} * G.kg + kk];
+  }
+  __device__ float b(int g, int n, int64_t m) const {
+    const int tap = n / G.cg, c = n % G.cg;
+    const int r = tap / G.s, s = tap % G.s;
+    const int qq = static_cast<int>(m % G.q), pp = static_cast<int>(m / G.q % G.p);
+    const int64_t img = m / (int64_t{G.p} * G.q);
+    const int ih = pp * G.sh - G.ph + r, iw = qq * G.sw - G.pw + s;
+    if (ih < 0 || ih >= G.h || iw < 0 || iw >= G.w) return 0.0f;
+    return x[((img * G.h + ih) * G.w + iw) * G.c + int64_t{g} * G.cg + c];
+  }
+  __device__ void store(int g, int64_t kk, int n, float v, int split) const {
+    part[(int64_t{split} * G.k + int64_t{g} * G.kg + kk) * G.kd + n] = v;
+  }
+};
+
+// Linear as a GEMM with strided operands: A(i, j) = a[i*ra + j*ca], B(col, j) = b[col*rb + j*cb].
+struct GemmOp {
+  const float* a_;
+  const float* b_;
+  const float* bias;
+  float* c_;
+  int64_t m;
+  int n;
+  int64_t k;
+  int64_t ra, ca, rb, cb;
+  __device__ int64_t rows() const { return m; }
+  __device__ int cols() const { return n; }
+  __device__ int64_t red() const { return k; }
+  __device__ float a(int, int64_t i, int64_t j) const { return a_[i * ra + j * ca]; }
+  __device__ float b(int, int col, int64_t j) const { return b_[col * rb + j * cb]; }
+  __device__ void store(int, int64_t i, int col, float v) const {
+    c_[i * n + col] = bias ? __fadd_rn(v, bias[col]) : v;
+  }
+  __device__ void store(int, int64_t i, int col, float v, int split) const {
+    c_[(int64_t{split} * m + i) * n + col] = v;
+  }
+};
+
+// blockIdx.z = group * splits + split; Split: reduction range [split*len, (split+1)*len).
+template <class Op, bool Split>
+__global__ void __launch_bounds__(kThreads) sgemm_k(Op op, int splits, int64_t split_len) {
+  __shared__ float As[2][BK][BM + 4];
+  __shared__ float Bs[2][BK][BN + 4];
+  const int g = blockIdx.z / splits, split = blockIdx.z % splits;
+  const int64_t m0 = blockIdx.x * int64_t{BM};
+  const int n0 = blockIdx.y * BN;
+  const int64_t M = op.rows();
+  const int N = op.cols();
+  int64_t k_begin = 0, k_end = op.red();
+  if (Split) {
+    k_begin = split * split_len;
+    k_end = k_begin + split_len < k_end ? k_begin + split_len : k_end;
+  }
+  const int tid = threadIdx.x;
+  const int tx = tid % 16, ty = tid / 16;  // 16 x 16 threads, 4 x 4 outputs each
+  float acc[4][4] = {};
+  // Loader: element e = tid + i*256 of the 64 x 16 tile; row = e / 16, kk = e % 16.
+  float ra[4], rb[4];
+  auto load = [&](int64_t k0) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int e = tid + i * kThreads, row = e / BK, kk = e % BK;
+      const int64_t k = k0 + kk;
+      const int64_t m = m0 + row;
+      ra[i] = (m < M && k < k_end) ? op.a(g, m, k) : 0.0f;
+      const int n = n0 + row;
+      rb[i] = (n < N && k < k_end) ? op.b(g, n, k) : 0.0f;
+    }
+  };
+  auto stash = [&](int buf) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int e = tid + i * kThreads, row = e / BK, kk = e % BK;
+      As[buf][kk][row] = ra[i];
+      Bs[buf][kk][row] = rb[i];
+    }
+  };
+  int buf = 0;
+  load(k_begin);
+  stash(0);
+  __syncthreads();
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += BK) {
+    const bool more = k0 + BK < k_end;
+    if (more) load(k0 + BK);
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+      float av[4], bv[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) av[i] = As[buf][kk][ty + 16 * i];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) bv[j] = Bs[buf][kk][tx + 16 * j];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+    }
+    if (more) {
+      stash(buf ^ 1);
+      __syncthreads();
+      buf ^= 1;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int64_t m = m0 + ty + 16 * i;
+    if (m >= M) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int n = n0 + tx + 16 * j;
+      if (n >= N) continue;
+      if constexpr (Split)
+        op.store(g, m, n, acc[i][j], split);
+      else
+        op.store(g, m, n, acc[i][j]);
+    }
+  }
+}
+
+// out[i] = sum over splits of part[s][i], in split order.
+__global__ void reduce_splits_k(float* out, const float* part, int64_t n, int splits) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    float v = 0.0f;
+    for (int s = 0; s < splits; ++s) v = __fadd_rn(v, part[s * n + i]);
+    out[i] = v;
+  }
+}
+
+// db[j] = sum_i dy[i, j]: 32 columns x 8 row lanes per block, fixed row blocks, doubles.
+__global__ void bias_part_k(double* part, const float* dy, int64_t m, int n, int64_t brows) {
+  __shared__ double acc[8][32];
+  const int j = blockIdx.x * 32 + threadIdx.x;
+  const int64_t r0 = blockIdx.y * brows, r1 = r0 + brows < m ? r0 + brows : m;
+  double a = 0.0;
+  if (j < n)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += 8) a += dy[r * n + j];
+  acc[threadIdx.y][threadIdx.x] = a;
+  __syncthreads();
+  if (threadIdx.y == 0 && j < n) {
+    for (int l = 1; l < 8; ++l) a += acc[l][threadIdx.x];
+    part[blockIdx.y * int64_t{n} + j] = a;
+  }
+}
+__global__ void bias_sum_k(float* db, const double* part, int n, int nb) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= n) return;
+  double a = 0.0;
+  for (int b = 0; b < nb; ++b) a += part[int64_t{b} * n + j];
+  db[j] = static_cast<float>(a);
+}
+
+template <class Op>
+int32_t launch_gemm(const char* fn, d8_context* ctx, const Op& op, int64_t M, int N, int groups) {
+  const dim3 grid(static_cast<unsigned>(ceil_div(M, BM)), static_cast<unsigned>(ceil_div(N, BN)),
+                  static_cast<unsigned>(groups));
+  if (grid.x > 0x7fffffffu || grid.y > 65535)
+    return fail(D8_ERR_UNSUPPORTED, "%s: GEMM of %lld x %d is too large for one launch", fn,
+                static_cast<long long>(M), N);
+  sgemm_k<Op, false><<<grid, kThreads, 0, ctx->stream>>>(op, 1, 0);
+  return launch_check(fn, "sgemm_k");
+}
+
+// Split-K GEMM into scratch partials, then the ordered sum into out (elements = groups*M*N).
+template <class Op>
+int32_t launch_split(const char* fn, d8_context* ctx, Op& op, float** part_ptr, float* out,
+                     int64_t M, int N, int groups, int64_t red) {
+  const int splits = static_cast<int>(std::min<int64_t>(64, std::max<int64_t>(1, ceil_div(red, kSplitRows))));
+  const int64_t len = round_up(ceil_div(red, splits), BK);
+  const int64_t n_out = int64_t{groups} * M * N;
+  Scratch sc;
+  if (int32_t e = sc.get(fn, ctx, static_cast<size_t>(n_out * splits * 4))) return e;
+  *part_ptr = sc.as<float>();
+  const dim3 grid(static_cast<unsigned>(ceil_div(M, BM)), static_cast<unsigned>(ceil_div(N, BN)),
+                  static_cast<unsigned>(groups * splits));
+  if (grid.y > 65535 || grid.z > 65535)
+    return fail(D8_ERR_UNSUPPORTED, "%s: weight gradient of %lld x %d is too large", fn,
+                static_cast<long long>(M), N);
+  sgemm_k<Op, true><<<grid, kThreads, 0, ctx->stream>>>(op, splits, len);
+  reduce_splits_k<<<grid_1d(n_out, 256), 256, 0, ctx->stream>>>(out, sc.as<float>(), n_out,
+                                                                splits);
+  return launch_check(fn, "sgemm_k (split)");
+}
+
+struct ConvBytes {
+  int64_t x, w, y;
+};
+ConvBytes conv_bytes(const d8_conv_shape& s) {
+  return {mul64(int64_t{s.n} * s.h, int64_t{s.w} * s.c, 4),
+          mul64(int64_t{s.k} * s.r, int64_t{s.s} * (s.c / s.groups), 4),
+          mul64(int64_t{s.n} * s.p, int64_t{s.q} * s.k, 4)};
+}
+
+}  // namespace
+
+extern "C" int32_t d8_conv2d_fwd(d8_buffer* y, const d8_buffer* x, const d8_buffer* w,
+                                 const d8_buffer* bias, const d8_conv_shape* shape) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[256];
+    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
+    const ConvBytes z = conv_bytes(*shape);
+    if (int32_t e = check_buffers(fn, dims, {{"y", y, z.y}, {"x", x, z.x}, {"w", w, z.w}}))
+      return e;
+    if (bias)
+      if (int32_t e = check_buffer(fn, "bias", bias, int64_t{shape->k} * 4, dims)) return e;
+    if (int32_t e = check_distinct(fn, "y", y, "x", x)) return e;
+    if (int32_t e = check_distinct(fn, "y", y, "w", w)) return e;
+    d8_context* ctx;
+    if (int32_t e = op_context(fn, {y, x, w, bias}, &ctx)) return e;
+    const ConvGeom G = make_geom(*shape);
+    const FwdOp op{fptr(x), fptr(w), bias ? fptr(bias) : nullptr, fptr(y), G};
+    return launch_gemm(fn, ctx, op, G.m, G.kg, G.g);
+  });
+}
+
+extern "C" int32_t d8_conv2d_dgrad(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* w,
+                                   const d8_conv_shape* shape) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[256];
+    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
+    const ConvBytes z = conv_bytes(*shape);
+    if (int32_t e = check_buffers(fn, dims, {{"dx", dx, z.x}, {"dy", dy, z.y}, {"w", w, z.w}}))
+      return e;
+    if (int32_t e = check_distinct(fn, "dx", dx, "dy", dy)) return e;
+    if (int32_t e = check_distinct(fn, "dx", dx, "w", w)) return e;
+    d8_context* ctx;
+    if (int32_t e = op_context(fn, {dx, dy, w}, &ctx)) return e;
+    const ConvGeom G = make_geom(*shape);
+    const DgradOp op{fptr(dy), fptr(w), fptr(dx), G};
+    return launch_gemm(fn, ctx, op, int64_t{G.n} * G.h * G.w, G.cg, G.g);
+  });
+}
+
+extern "C" int32_t d8_conv2d_wgrad(d8_buffer* dw, const d8_buffer* x, const d8_buffer* dy,
+                                   const d8_conv_shape* shape) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[256];
+    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
+    const ConvBytes z = conv_bytes(*shape);
+    if (int32_t e = check_buffers(fn, dims, {{"dw", dw, z.w}, {"x", x, z.x}, {"dy", dy, z.y}}))
+      return e;
+    if (int32_t e = check_distinct(fn, "dw", dw, "x", x)) return e;
+    if (int32_t e = check_distinct(fn, "dw", dw, "dy", dy)) return e;
+    d8_context* ctx;
+    if (int32_t e = op_context(fn, {dw, x, dy}, &ctx)) return e;
+    const ConvGeom G = make_geom(*shape);
+    WgradOp op{fptr(x), fptr(dy), nullptr, G};
+    return launch_split(fn, ctx, op, &op.part, fptr(dw), G.kg, G.kd, G.g, G.m);
+  });
+}
+
+extern "C" int32_t d8_bias_grad(d8_buffer* db, const d8_buffer* dy, int64_t m, int32_t n) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[64];
+    snprintf(dims, sizeof dims, "m=%lld,n=%d", static_cast<long long>(m), n);
+    if (m < 1 || n < 1)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: m and n must be positive (%s)", fn, dims);
+    if (int32_t e = check_buffer(fn, "db", db, mul64(n, 4), dims)) return e;
+    if (int32_t e = check_buffer(fn, "dy", dy, mul64(m, n, 4), dims)) return e;
+    if (int32_t e = check_distinct(fn, "db", db, "dy", dy)) return e;
+    d8_context* ctx;
+    if (int32_t e = op_context(fn, {db, dy}, &ctx)) return e;
+    const int64_t nb = m < 128 * 64 ? ceil_div(m, 64) : 128, brows = ceil_div(m, nb);
+    Scratch sc;
+    if (int32_t e = sc.get(fn, ctx, static_cast<size_t>(nb * n * 8))) return e;
+    bias_part_k<<<dim3(static_cast<unsigned>(ceil_div(n, 32)), static_cast<unsigned>(nb)),
+                  dim3(32, 8), 0, ctx->stream>>>(sc.as<double>(), fptr(dy), m, n, brows);
+    bias_sum_k<<<grid_1d(n, 128), 128, 0, ctx->stream>>>(fptr(db), sc.as<double>(), n,
+                                                         static_cast<int>(nb));
+    return launch_check(fn, "bias_grad kernels");
+  });
+}
+
+extern "C" int32_t d8_linear_fwd(d8_buffer* y, const d8_buffer* x, const d8_buffer* w,
+                                 const d8_buffer* bias, int64_t m, int32_t n, int32_t k) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[96];
+    if (int32_t e = check_mnk(fn, dims, sizeof dims, m, n, k)) return e;
+    if (int32_t e = check_buffers(fn, dims, {{"y", y, mul64(m, n, 4)}, {"x", x, mul64(m, k, 4)},
+                                             {"w", w, mul64(n, k, 4)}}))
+      return e;
+    if (bias)
+      if (int32_t e = check_buffer(fn, "bias", bias, mul64(n, 4), dims)) return e;
+    if (int32_t e = check_distinct(fn, "y", y, "x", x)) return e;
+    if (int32_t e = check_distinct(fn, "y", y, "w", w)) return e;
+    d8_context* ctx;
+    if (int32_t e = op_context(fn, {y, x, w, bias}, &ctx)) return e;
+    const GemmOp op{fptr(x), fptr(w), bias ? fptr(bias) : nullptr, fptr(y), m, n, k, k, 1, k, 1};
+    return launch_gemm(fn, ctx, op, m, n, 1);
+  });
+}
+
+extern "C" int32_t d8_linear_dgrad(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* w,
+                                   int64_t m, int32_t n, int32_t k) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[96];
+    if (int32_t e = check_mnk(fn, dims, sizeof dims, m, n, k)) return e;
+    if (int32_t e = check_buffers(fn, dims, {{"dx", dx, mul64(m, k, 4)},
+                                             {"dy", dy, mul64(m, n, 4)}, {"w", w, mul64(n, k, 4)}}))
+      return e;
+    if (int32_t e = check_distinct(fn, "dx", dx, "dy", dy)) return e;
+    if (int32_t e = check_distinct(fn, "dx", dx, "w", w)) return e;
+    d8_context* ctx;
+    if (int32_t e = op_context(fn, {dx, dy, w}, &ctx)) return e;
+    // dx[i, col] = sum_j dy[i, j] * w[j, col]
+    const GemmOp op{fptr(dy), fptr(w), nullptr, fptr(dx), m, k, n, n, 1, 1, k};
+    return launch_gemm(fn, ctx, op, m, k, 1);
+  });
+}
+
+extern "C" int32_t d8_linear_wgrad(d8_buffer* dw, const d8_buffer* x, const d8_buffer* dy,
+                                   int64_t m, int32_t n, int32_t k) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[96];
+    if (int32_t e = check_mnk(fn, dims, sizeof dims, m, n, k)) return e;
+    if (int32_t e = check_buffers(fn, dims, {{"dw", dw, mul64(n, k, 4)},
+                                             {"x", x, mul64(m, k, 4)}, {"dy", dy, mul64(m, n, 4)}}))
+      return e;
+    if (int32_t e = check_distinct(fn, "dw", dw, "x", x)) return e;
+    if (int32_t e = check_distinct(fn, "dw", dw, "dy", dy)) return e;
+    d8_context* ctx;
+    if (int32_t e = op_context(fn, {dw, x, dy}, &ctx)) return e;
+    // dw[i, col] = sum_j dy[j, i] * x[j, col]  (rows n, cols k, reduction m)
+    GemmOp op{fptr(dy), fptr(x), nullptr, nullptr, n, k, m, 1, n, 1, k};
+    return launch_split(fn, ctx, op, &op.c_, fptr(dw), n, k, 1, m);
+  });
+}

@@ -1,0 +1,869 @@
+// int8_conv.cu: INT8 convolutions and GEMM on the device (PAPER.md): d8_conv2d_fwd_i8,
+// d8_conv2d_dgrad_i8, d8_conv2d_wgrad_i8, d8_gemm_i8. int8 x int8 -> int32, rescaled to f32 in
+// the epilogue exactly as the cpu backend does (kernels/cpu/int8_conv.cpp).
+//
+// Layouts: x [N, H, W, C] int8, w [K, R, S, C/G] int8 (OHWI), dy [N, P, Q, K] int8; y, dx, dw f32.
+// Implicit-GEMM mappings, per group g (Cg = C/G, Kg = K/G, KD = R*S*Cg). Every GEMM is
+// C[rows, cols] = A[rows, red] . B[cols, red]^T with both operands reducing along contiguous bytes
+// in shared memory (the int8 mma.sync shapes are row.col only):
+//   fprop: rows M = N*P*Q, cols Kg, red KD = (r, s, c)
+//          A[m, (r, s, c)] = x[img, p*sh - ph + r, q*sw - pw + s, g*Cg + c] (0 in the padding)
+//          B[k, :] = w[g*Kg + k, :] (rows of KD bytes)
+//          epilogue y = float(acc) * (x_scale * w_scale[k or 0]) (+ bias[k])
+//   dgrad: rows M = N*H*W, cols Cg, red R*S*Kg = (r, s, kk)
+//          A[(img, h, w), (r, s, kk)] = dy[img, (h + ph - r) / sh, (w + pw - s) / sw, g*Kg + kk]
+//          when both divisions are exact and in range, else 0 (for stride > 1 three of four taps
+//          are zero: correct, not yet phase-decomposed);
+//          B[c, (r, s, kk)] = wT[g*Cg + c, r, s, kk] = w[g*Kg + kk, r, s, c] (a transposed copy)
+//          epilogue dx = float(acc) * (dy_scale * w_scale)
+//   wgrad: rows Kg, cols KD = (r, s, c), red M = N*P*Q
+//          A[kk, m] = dy[m, g*Kg + kk], B[(r, s, c), m] = x at pixel m's tap (r, s), channel c
+//          M is the outer dimension of both NHWC tensors, so the loader transposes 4 x 4 byte
+//          blocks in registers (__byte_perm) on the way into shared memory. The reduction is split
+//          along M (blockIdx.z) into chunks of at most 65,536 rows (65,536 * 127 * 127 < 2^31: no
+//          int32 partial can overflow); the int32 partials are added into an int64 sum (exact and
+//          order-free), then dw = float(double(sum) * (double(dy_scale[k or 0]) * x_scale)): the
+//          cpu's formula, so dw is bit-identical to the cpu backend.
+//   gemm:  c[m, n] = a[m, :] . b[n, :] (int32 out)
+//
+// Kernel versions (d8_set_int8_kernel / d8_cuda_set_int8_kernel; each op falls back to version 1
+// for shapes the faster kernel cannot do, so every shape works with every setting):
+//   1 simple:       one thread per output, dp4a over 4 channels when 4-aligned, else plain loops.
+//                   Every shape (3-channel stem, groups, depthwise). The readable reference.
+//   2 mma-m8n8k16:  tensor cores, mma.sync.m8n8k16.s8 (sm_75+), ldmatrix from swizzled shared
+//                   memory, global loads staged through registers (prefetch of the next k tile
+//                   during the MMAs of this one).
+//   3 mma-m16n8k32: mma.sync.m16n8k32.s8 (sm_80+), fprop / dgrad / gemm with a 3-stage cp.async
+//                   pipeline; wgrad with the register-staged transposing loader.
+//   valid(): channels per group (the 16-byte chunks of a reduction) must be multiples of 16:
+//   fprop Cg, dgrad Kg, wgrad Cg and Kg, gemm k.
+// Tiles: BM x BN x 64 bytes, 8 warps; 128 x 128 (warp 64 x 32) or 128 x 64 (warp 32 x 32) picked
+// by the column count (wgrad: 64 x 128 when Kg <= 64). Shared memory rows are 64 bytes, with the
+// 16-byte chunk index XOR-swizzled by (row >> 1) & 3 so that ldmatrix is conflict free.
+#include "common.cuh"
+
+#include <algorithm>
+#include <cstdio>
+
+using namespace d8cuda;
+
+namespace {
+
+constexpr int kOpFwd = 0, kOpDgrad = 1, kOpGemm = 2, kOpWgrad = 3;
+constexpr int BK = 64;                    // reduction bytes per k tile
+constexpr int kThreads = 256;             // 8 warps
+constexpr int kStages = 3;                // cp.async pipeline depth (version 3)
+constexpr int64_t kWgradRows = 65536;     // reduction rows per int32 partial
+
+struct ImmaParams {
+  const int8_t* a;  // fprop: x, dgrad: dy, gemm: a, wgrad: dy
+  const int8_t* b;  // fprop: w, dgrad: wT, gemm: b, wgrad: x
+  ConvGeom G;
+  int64_t rows;     // GEMM rows (M)
+  int cols;         // GEMM columns (N)
+  int64_t red;      // reduction length (bytes per row of A and B; wgrad: pixels)
+  float* out_f;     // fprop y, dgrad dx
+  int32_t* out_i;   // gemm c
+  unsigned long long* out_s;  // wgrad int64 sums [K][KD]
+  const float* cs;  // fprop: column scales [K] (x_scale * w_scale); dgrad: [1] dy_scale * w_scale
+  const float* bias;
+  int splits;       // wgrad: reduction splits per group
+  int64_t split_len;
+};
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// Byte offset of 16-byte chunk `chunk` (0..3) of tile row `row`.
+__device__ __forceinline__ int swz(int row, int chunk) {
+  return row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4);
+}
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+#if __CUDA_ARCH__ >= 800
+  const int n = valid ? 16 : 0;  // 0: zero-fill, nothing read
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+#else
+  (void)dst, (void)src, (void)valid;
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+#if __CUDA_ARCH__ >= 750
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+#else
+  r[0] = r[1] = r[2] = r[3] = 0;
+  (void)addr;
+#endif
+}
+
+// c[0..3] += A(16 x 32) . B(32 x 8): one m16n8k32, or four m8n8k16 (rows 0-7 and 8-15 times the
+// k halves; the fragments coincide: a0/a1 = rows g / g+8 of k 0-15, a2/a3 of k 16-31, b0/b1 = k
+// 0-15 / 16-31, and m8n8's c0, c1 sit where m16n8's c0, c1 (top) and c2, c3 (bottom) do).
+template <bool MMA32>
+__device__ __forceinline__ void mma_16x8x32(int32_t (&c)[4], const uint32_t (&a)[4],
+                                            const uint32_t (&b)[2]) {
+  if constexpr (MMA32) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};\n"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+  } else {
+#if __CUDA_ARCH__ >= 750
+    asm volatile("mma.sync.aligned.m8n8k16.row.col.s32.s8.s8.s32 {%0, %1}, {%2}, {%3}, {%0, %1};\n"
+                 : "+r"(c[0]), "+r"(c[1])
+                 : "r"(a[0]), "r"(b[0]));
+    asm volatile("mma.sync.aligned.m8n8k16.row.col.s32.s8.s8.s32 {%0, %1}, {%2}, {%3}, {%0, %1};\n"
+                 : "+r"(c[2]), "+r"(c[3])
+                 : "r"(a[1]), "r"(b[0]));
+    asm volatile("mma.sync.aligned.m8n8k16.row.col.s32.s8.s8.s32 {%0, %1}, {%2}, {%3}, {%0, %1};\n"
+                 : "+r"(c[0]), "+r"(c[1])
+                 : "r"(a[2]), "r"(b[1]));
+    asm volatile("mma.sync.aligned.m8n8k16.row.col.s32.s8.s8.s32 {%0, %1}, {%2}, {%3}, {%0, %1};\n"
+                 : "+r"(c[2]), "+r"(c[3])
+                 : "r"(a[3]), "r"(b[1]));
+#endif
+  }
+}
+
+// ---- operand rows (fprop / dgrad / gemm): the global address of one 16-byte chunk ------------
+struct RowA {
+  const int8_t* base;
+  int y0, x0;  // fprop: ih0, iw0; dgrad: h + ph, w + pw
+  bool ok;
+};
+
+template <int OP>
+__device__ __forceinline__ RowA make_row_a(const ImmaParams& p, int g, int64_t m) {
+  RowA r{p.a, 0, 0, m < p.rows};
+  if (!r.ok) return r;
+  const ConvGeom& G = p.G;
+  if constexpr (OP == kOpFwd) {
+    const int qq = static_cast<int>(m % G.q), pp = static_cast<int>(m / G.q % G.p);
+    const int64_t img = m / (int64_t{G.p} * G.q);
+    r.base = p.a + img * G.h * G.w * G.c + int64_t{g} * G.cg;
+    r.y0 = pp * G.sh - G.ph;
+    r.x0 = qq * G.sw - G.pw;
+  } else if constexpr (OP == kOpDgrad) {
+    const int iw = static_cast<int>(m % G.w), ih = static_cast<int>(m / G.w % G.h);
+    const int64_t img = m / (int64_t{G.h} * G.w);
+    r.base = p.a + img * G.p * G.q * G.k + int64_t{g} * G.kg;
+    r.y0 = ih + G.ph;
+    r.x0 = iw + G.pw;
+  } else {
+    r.base = p.a + m * p.red;
+  }
+  return r;
+}
+
+// Address of A's chunk at reduction offset k (a multiple of 16), or null (zero).
+template <int OP>
+__device__ __forceinline__ const int8_t* a_chunk(const ImmaParams& p, const RowA& r, int64_t k) {
+  if (!r.ok || k >= p.red) return nullptr;
+  const ConvGeom& G = p.G;
+  if constexpr (OP == kOpFwd) {
+    const int tap = static_cast<int>(k / G.cg), c = static_cast<int>(k % G.cg);
+    const int ih = r.y0 + tap / G.s, iw = r.x0 + tap % G.s;
+    if (ih < 0 || ih >= G.h || iw < 0 || iw >= G.w) return nullptr;
+    return r.base + (int64_t{ih} * G.w + iw) * G.c + c;
+  } else if constexpr (OP == kOpDgrad) {
+    const int tap = static_cast<int>(k / G.kg), kk = static_cast<int>(k % G.kg);
+    const int th = r.y0 - tap / G.s, tw = r.x0 - tap % G.s;
+    if (th < 0 || tw < 0 || th % G.sh != 0 || tw % G.sw != 0) return nullptr;
+    const int pp = th / G.sh, qq = tw / G.sw;
+    if (pp >= G.p || qq >= G.q) return nullptr;
+    return r.base + (int64_t{pp} * G.q + qq) * G.k + kk;
+  } else {
+    return r.base + k;
+  }
+}
+
+// B row n of group g: rows of p.red bytes.
+template <int OP>
+__device__ __forceinline__ const int8_t* b_row(const ImmaParams& p, int g, int n) {
+  if (n >= p.cols) return nullptr;
+  return p.b + (int64_t{g} * p.cols + n) * p.red;
+}
+
+// 4 x 4 byte transpose: o[j] byte u = w[u] byte j.
+__device__ __forceinline__ void transpose4x4(uint32_t (&o)[4], uint32_t w0, uint32_t w1,
+                                             uint32_t w2, uint32_t w3) {
+  const uint32_t t0 = __byte_perm(w0, w1, 0x5140), t1 = __byte_perm(w0, w1, 0x7362);
+  const uint32_t t2 = __byte_perm(w2, w3, 0x5140), t3 = __byte_perm(w2, w3, 0x7362);
+  o[0] = __byte_perm(t0, t2, 0x5410);
+  o[1] = __byte_perm(t0, t2, 0x7632);
+  o[2] = __byte_perm(t1, t3, 0x5410);
+  o[3] = __byte_perm(t1, t3, 0x7632);
+}
+
+__device__ __forceinline__ uint4 ld16(const int8_t* src) {
+  return src ? __ldg(reinterpret_cast<const uint4*>(src)) : make_uint4(0, 0, 0, 0);
+}
+
+// ---- the tensor-core kernel -----------------------------------------------------------------
+template <int OP, int BM, int BN, int WM, int WN, bool ASYNC, bool MMA32>
+__global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
+  constexpr int kWarpsN = BN / WN, MI = WM / 16, NI = WN / 8;
+  static_assert((BM / WM) * (BN / WN) == kThreads / 32, "8 warps");
+  static_assert(OP != kOpWgrad || !ASYNC, "wgrad transposes in registers");
+  static_assert(OP != kOpWgrad || BM + BN <= kThreads, "one wgrad load task per thread");
+  constexpr int kStageBytes = (BM + BN) * BK;
+  constexpr int CA = BM * 4 / kThreads, CB = BN * 4 / kThreads;  // chunks per thread (not wgrad)
+#if __CUDA_ARCH__ >= 750
+  if constexpr (MMA32 || ASYNC) {
+#if __CUDA_ARCH__ < 800
+    return;  // never launched below sm_80 (the host checks the compute capability)
+#endif
+  }
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm0 = (warp / kWarpsN) * WM, wn0 = (warp % kWarpsN) * WN;
+  const ConvGeom& G = p.G;
+
+  int g, split = 0;
+  int64_t m0, k_begin = 0, k_end;
+  int n0;
+  if constexpr (OP == kOpWgrad) {
+    g = blockIdx.z / p.splits;
+    split = blockIdx.z % p.splits;
+    m0 = blockIdx.x * int64_t{BM};  // rows kk
+    n0 = blockIdx.y * BN;           // cols (r, s, c)
+    k_begin = split * p.split_len;
+    k_end = k_begin + p.split_len < p.red ? k_begin + p.split_len : p.red;
+  } else {
+    g = blockIdx.z;
+    m0 = blockIdx.x * int64_t{BM};
+    n0 = blockIdx.y * BN;
+    k_end = p.red;
+  }
+  const int ktiles = static_cast<int>((k_end - k_begin + BK - 1) / BK);
+
+  // Per-thread operand rows (fprop / dgrad / gemm): chunk i covers tile row tid/4 + i*64,
+  // 16-byte chunk tid % 4 of each 64-byte k tile.
+  RowA ra[CA > 0 ? CA : 1];
+  const int8_t* rb[CB > 0 ? CB : 1];
+  const int chunk = tid & 3;
+  if constexpr (OP != kOpWgrad) {
+#pragma unroll
+    for (int i = 0; i < CA; ++i) ra[i] = make_row_a<OP>(p, g, m0 + tid / 4 + i * 64);
+#pragma unroll
+    for (int i = 0; i < CB; ++i) rb[i] = b_row<OP>(p, g, n0 + tid / 4 + i * 64);
+  }
+
+  // wgrad load task: A (tid < BM): kk chunk tid/16, pixel quad tid%16; B: (r,s,c) chunk, quad.
+  const bool wa = tid < BM, wb = !wa && tid < BM + BN;
+  const int wj = wa ? tid / 16 : (tid - BM) / 16, wq = tid % 16;
+
+  auto stage_ptr = [&](int s) { return smem + s * kStageBytes; };
+
+  // Register staging (versions 2 and wgrad): 4 x 16 bytes per thread.
+  uint4 reg[4];
+  auto load_regs = [&](int kt) {
+    const int64_t k0 = k_begin + int64_t{kt} * BK;
+    if constexpr (OP == kOpWgrad) {
+      for (int u = 0; u < 4; ++u) {
+        const int64_t m = k0 + wq * 4 + u;
+        const int8_t* src = nullptr;
+        if (m < k_end) {
+          if (wa) {
+            const int kk = static_cast<int>(m0) + wj * 16;
+            if (kk < G.kg) src = p.a + m * G.k + int64_t{g} * G.kg + kk;
+          } else if (wb) {
+            const int n = n0 + wj * 16;
+            if (n < G.kd) {
+              const int tap = n / G.cg, c = n % G.cg;
+              const int qq = static_cast<int>(m % G.q), pp = static_cast<int>(m / G.q % G.p);
+              const int64_t img = m / (int64_t{G.p} * G.q);
+              const int ih = pp * G.sh - G.ph + tap / G.s, iw = qq * G.sw - G.pw + tap % G.s;
+              if (ih >= 0 && ih < G.h && iw >= 0 && iw < G.w)
+                src = p.b + ((img * G.h + ih) * G.w + iw) * G.c + int64_t{g} * G.cg + c;
+            }
+          }
+        }
+        reg[u] = ld16(src);
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < CA; ++i) reg[i] = ld16(a_chunk<OP>(p, ra[i], k0 + chunk * 16));
+#pragma unroll
+      for (int i = 0; i < CB; ++i) {
+        const int64_t k = k0 + chunk * 16;
+        reg[CA + i] = ld16(rb[i] && k < p.red ? rb[i] + k : nullptr);
+      }
+    }
+  };
+  auto store_regs = [&](int s) {
+    unsigned char* st = stage_ptr(s);
+    if constexpr (OP == kOpWgrad) {
+      if (!wa && !wb) return;
+      unsigned char* base = wa ? st : st + BM * BK;
+      const uint32_t* w0 = reinterpret_cast<const uint32_t*>(&reg[0]);
+      const uint32_t* w1 = reinterpret_cast<const uint32_t*>(&reg[1]);
+      const uint32_t* w2 = reinterpret_cast<const uint32_t*>(&reg[2]);
+      const uint32_t* w3 = reinterpret_cast<const uint32_t*>(&reg[3]);
+#pragma unroll
+      for (int t = 0; t < 4; ++t) {  // bytes 4t..4t+3 of each pixel's 16
+        uint32_t o[4];
+        transpose4x4(o, w0[t], w1[t], w2[t], w3[t]);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int row = wj * 16 + t * 4 + j;  // kk (A) or (r, s, c) (B) within the tile
+          *reinterpret_cast<uint32_t*>(base + swz(row, wq >> 2) + (wq & 3) * 4) = o[j];
+        }
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < CA; ++i)
+        *reinterpret_cast<uint4*>(st + swz(tid / 4 + i * 64, chunk)) = reg[i];
+#pragma unroll
+      for (int i = 0; i < CB; ++i)
+        *reinterpret_cast<uint4*>(st + BM * BK + swz(tid / 4 + i * 64, chunk)) = reg[CA + i];
+    }
+  };
+  auto issue_async = [&](int kt, int s) {
+    if constexpr (OP != kOpWgrad) {
+      unsigned char* st = stage_ptr(s);
+      const int64_t k0 = k_begin + int64_t{kt} * BK;
+#pragma unroll
+      for (int i = 0; i < CA; ++i) {
+        const int8_t* src = a_chunk<OP>(p, ra[i], k0 + chunk * 16);
+        cp_async16(smem_u32(st + swz(tid / 4 + i * 64, chunk)), src ? src : p.a, src != nullptr);
+      }
+#pragma unroll
+      for (int i = 0; i < CB; ++i) {
+        const int64_t k = k0 + chunk * 16;
+        const bool ok = rb[i] && k < p.red;
+        cp_async16(smem_u32(st + BM * BK + swz(tid / 4 + i * 64, chunk)), ok ? rb[i] + k : p.b,
+                   ok);
+      }
+    }
+  };
+
+  int32_t acc[MI][NI][4];
+#pragma unroll
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int j = 0; j < NI; ++j)
+#pragma unroll
+      for (int v = 0; v < 4; ++v) acc[i][j][v] = 0;
+
+  auto compute = [&](int s) {
+    const unsigned char* st = stage_ptr(s);
+    const uint32_t a_base = smem_u32(st), b_base = smem_u32(st + BM * BK);
+    const int lr = lane & 7, lj = lane >> 3;
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {  // two k32 steps per 64-byte tile
+      uint32_t af[MI][4], bf[NI][2];
+#pragma unroll
+      for (int i = 0; i < MI; ++i) {
+        const int row = wm0 + i * 16 + lr + (lj & 1) * 8;
+        ldmatrix_x4(af[i], a_base + swz(row, ks * 2 + (lj >> 1)));
+      }
+#pragma unroll
+      for (int j = 0; j < NI / 2; ++j) {
+        const int row = wn0 + j * 16 + lr + (lj >> 1) * 8;
+        uint32_t r[4];
+        ldmatrix_x4(r, b_base + swz(row, ks * 2 + (lj & 1)));
+        bf[2 * j][0] = r[0];
+        bf[2 * j][1] = r[1];
+        bf[2 * j + 1][0] = r[2];
+        bf[2 * j + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int j = 0; j < NI; ++j) mma_16x8x32<MMA32>(acc[i][j], af[i], bf[j]);
+    }
+  };
+
+  if constexpr (ASYNC) {
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+      if (s < ktiles) issue_async(s, s);
+      cp_async_commit();
+    }
+    for (int kt = 0; kt < ktiles; ++kt) {
+      cp_async_wait<kStages - 2>();
+      __syncthreads();
+      const int nk = kt + kStages - 1;
+      if (nk < ktiles) issue_async(nk, nk % kStages);
+      cp_async_commit();
+      compute(kt % kStages);
+    }
+    cp_async_wait<0>();
+  } else {
+    if (ktiles > 0) {
+      load_regs(0);
+      store_regs(0);
+    }
+    __syncthreads();
+    for (int kt = 0; kt < ktiles; ++kt) {
+      const bool more = kt + 1 < ktiles;
+      if (more) load_regs(kt + 1);  // in flight during the MMAs
+      compute(0);
+      __syncthreads();
+      if (more) {
+        store_regs(0);
+        __syncthreads();
+      }
+    }
+  }
+
+  // ---- epilogue: acc[i][j][v] is C[row, col] with row = wm0 + 16i + lane/4 + 8*(v >= 2),
+  // col = wn0 + 8j + 2*(lane%4) + (v & 1).
+  const int gq = lane >> 2, tq = lane & 3;
+#pragma unroll
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int j = 0; j < NI; ++j)
+#pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const int64_t row = m0 + wm0 + i * 16 + gq + (v >> 1) * 8;
+        const int col = n0 + wn0 + j * 8 + tq * 2 + (v & 1);
+        const int32_t a = acc[i][j][v];
+        if constexpr (OP == kOpWgrad) {
+          if (row < G.kg && col < G.kd && a != 0)
+            atomicAdd(p.out_s + (int64_t{g} * G.kg + row) * G.kd + col,
+                      static_cast<unsigned long long>(static_cast<long long>(a)));
+        } else {
+          if (row >= p.rows || col >= p.cols) continue;
+          if constexpr (OP == kOpFwd) {
+            const int k = g * G.kg + col;
+            const float v0 = __fmul_rn(static_cast<float>(a), p.cs[k]);
+            p.out_f[row * G.k + k] = p.bias ? __fadd_rn(v0, p.bias[k]) : v0;
+          } else if constexpr (OP == kOpDgrad) {
+            p.out_f[row * G.c + int64_t{g} * G.cg + col] = __fmul_rn(static_cast<float>(a), p.cs[0]);
+          } else {
+            p.out_i[row * p.cols + col] = a;
+          }
+        }
+      }
+#endif  // __CUDA_ARCH__ >= 750
+}
+
+// ---- version 1: simple kernels (every shape) ------------------------------------------------
+__device__ __forceinline__ int32_t dot_bytes(const int8_t* a, const int8_t* b, int n,
+                                             bool aligned4) {
+  int32_t s = 0;
+  int i = 0;
+  if (aligned4)
+    for (; i + 4 <= n; i += 4)
+      s = __dp4a(*reinterpret_cast<const int*>(a + i), *reinterpret_cast<const int*>(b + i), s);
+  for (; i < n; ++i) s += int32_t{a[i]} * b[i];
+  return s;
+}
+
+__global__ void fwd_simple_k(float* y, const int8_t* x, const int8_t* w, const float* cs,
+                             const float* bias, ConvGeom G) {
+  const int64_t total = G.m * G.k;
+  const bool al = G.cg % 4 == 0;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int k = static_cast<int>(i % G.k), g = k / G.kg;
+    const int64_t m = i / G.k;
+    const int qq = static_cast<int>(m % G.q), pp = static_cast<int>(m / G.q % G.p);
+    const int64_t img = m / (int64_t{G.p} * G.q);
+    int32_t acc = 0;
+    for (int r = 0; r < G.r; ++r) {
+      const int ih = pp * G.sh - G.ph + r;
+      if (ih < 0 || ih >= G.h) continue;
+      for (int s = 0; s < G.s; ++s) {
+        const int iw = qq * G.sw - G.pw + s;
+        if (iw < 0 || iw >= G.w) continue;
+        acc += dot_bytes(x + ((img * G.h + ih) * G.w + iw) * G.c + int64_t{g} * G.cg,
+                         w + int64_t{k} * G.kd + (r * G.s + s) * G.cg, G.cg, al);
+      }
+    }
+    const float v = __fmul_rn(static_cast<float>(acc), cs[k]);
+    y[i] = bias ? __fadd_rn(v, bias[k]) : v;
+  }
+}
+
+// dx[(img, h, w), c] = sum over covering (r, s) and kk of dy * w.
+__global__ void dgrad_simple_k(float* dx, const int8_t* dy, const int8_t* w,
+                               const float* scale_p, ConvGeom G) {
+  const float scale = scale_p[0];
+  const int64_t total = int64_t{G.n} * G.h * G.w * G.c;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int ch = static_cast<int>(i % G.c), g = ch / G.cg, c = ch % G.cg;
+    const int64_t pix = i / G.c;
+    const int iw = static_cast<int>(pix % G.w), ih = static_cast<int>(pix / G.w % G.h);
+    const int64_t img = pix / (int64_t{G.h} * G.w);
+    int32_t acc = 0;
+    for (int r = 0; r < G.r; ++r) {
+      const int th = ih + G.ph - r;
+      if (th < 0 || th % G.sh != 0 || th / G.sh >= G.p) continue;
+      for (int s = 0; s < G.s; ++s) {
+        const int tw = iw + G.pw - s;
+        if (tw < 0 || tw % G.sw != 0 || tw / G.sw >= G.q) continue;
+        const int8_t* d = dy + ((img * G.p + th / G.sh) * G.q + tw / G.sw) * G.k + int64_t{g} * G.kg;
+        const int8_t* wp = w + (int64_t{g} * G.kg) * G.kd + (r * G.s + s) * G.cg + c;
+        for (int kk = 0; kk < G.kg; ++kk) acc += int32_t{d[kk]} * wp[int64_t{kk} * G.kd];
+      }
+    }
+    dx[i] = __fmul_rn(static_cast<float>(acc), scale);
+  }
+}
+
+// One thread per dw element and blockIdx.y per chunk of <= 65,536 pixels: int32 partial, then an
+// exact int64 atomic add.
+__global__ void wgrad_simple_k(unsigned long long* sum, const int8_t* x, const int8_t* dy,
+                               ConvGeom G, int64_t chunk) {
+  const int64_t total = int64_t{G.k} * G.kd;
+  const int64_t m_begin = blockIdx.y * chunk;
+  const int64_t m_end = m_begin + chunk < G.m ? m_begin + chunk : G.m;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int k = static_cast<int>(i / G.kd), j = static_cast<int>(i % G.kd);
+    const int g = k / G.kg, tap = j / G.cg, c = j % G.cg, r = tap / G.s, s = tap % G.s;
+    int32_t acc = 0;
+    for (int64_t m = m_begin; m < m_end; ++m) {
+      const int qq = static_cast<int>(m % G.q), pp = static_cast<int>(m / G.q % G.p);
+      const int64_t img = m / (int64_t{G.p} * G.q);
+      const int ih = pp * G.sh - G.ph + r, iw = qq * G.sw - G.pw + s;
+      if (ih < 0 || ih >= G.h || iw < 0 || iw >= G.w) continue;
+      acc += int32_t{dy[m * G.k + k]} *
+             x[((img * G.h + ih) * G.w + iw) * G.c + int64_t{g} * G.cg + c];
+    }
+    if (acc != 0) atomicAdd(sum + i, static_cast<unsigned long long>(static_cast<long long>(acc)));
+  }
+}
+
+// dw[k, j] = float(double(sum) * (double(dy_scale[k or 0]) * double(x_scale))): the cpu's formula.
+__global__ void wgrad_finish_k(float* dw, const unsigned long long* sum, const float* xs,
+                               const float* ds, int per_channel, int k_total, int kd) {
+  const int64_t total = int64_t{k_total} * kd;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int k = static_cast<int>(i / kd);
+    const double rs = static_cast<double>(ds[per_channel ? k : 0]) * static_cast<double>(xs[0]);
+    dw[i] = static_cast<float>(static_cast<double>(static_cast<long long>(sum[i])) * rs);
+  }
+}
+
+__global__ void gemm_simple_k(int32_t* c, const int8_t* a, const int8_t* b, int64_t m, int n,
+                              int k) {
+  const int64_t total = m * n;
+  const bool al = k % 4 == 0;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t row = i / n;
+    const int col = static_cast<int>(i % n);
+    c[i] = dot_bytes(a + row * k, b + int64_t{col} * k, k, al);
+  }
+}
+
+// cs[k] = x_scale * w_scale[k or 0] (float product, as the cpu).
+__global__ void col_scales_k(float* cs, const float* xs, const float* ws, int per_channel, int k) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j < k) cs[j] = __fmul_rn(xs[0], ws[per_channel ? j : 0]);
+}
+__global__ void dgrad_scale_k(float* out, const float* a, const float* b) {
+  out[0] = __fmul_rn(a[0], b[0]);
+}
+
+// wT[g*Cg + c, r, s, kk] = w[g*Kg + kk, r, s, c]
+__global__ void transpose_w_k(int8_t* wt, const int8_t* w, ConvGeom G) {
+  const int64_t total = int64_t{G.k} * G.kd;
+  const int rs = G.r * G.s;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    // i indexes wt: [c_total][rs][kg]
+    const int kk = static_cast<int>(i % G.kg);
+    const int tap = static_cast<int>(i / G.kg % rs);
+    const int ch = static_cast<int>(i / (int64_t{G.kg} * rs));
+    const int g = ch / G.cg, c = ch % G.cg;
+    wt[i] = w[(int64_t{g} * G.kg + kk) * G.kd + int64_t{tap} * G.cg + c];
+  }
+}
+
+// ---- launch -----------------------------------------------------------------------------------
+template <int OP, int BM, int BN, int WM, int WN, bool ASYNC, bool MMA32>
+int32_t launch_imma(const char* fn, d8_context* ctx, const ImmaParams& p, dim3 grid) {
+  auto kern = imma_k<OP, BM, BN, WM, WN, ASYNC, MMA32>;
+  const int smem = (ASYNC ? kStages : 1) * (BM + BN) * BK;
+  if (smem > 48 * 1024) {
+    const cudaError_t e =
+        cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e != cudaSuccess) return cuda_fail(fn, "cudaFuncSetAttribute", e);
+  }
+  kern<<<grid, kThreads, smem, ctx->stream>>>(p);
+  return launch_check(fn, "imma_k");
+}
+
+// Tile configuration by column count; version 2 = m8n8k16 + register staging, 3 = m16n8k32 +
+// cp.async (fprop / dgrad / gemm).
+template <int OP>
+int32_t run_imma(const char* fn, d8_context* ctx, const ImmaParams& p, int groups, int version) {
+  const bool wide = p.cols > 64;
+  const int bn = wide ? 128 : 64;
+  const dim3 grid(static_cast<unsigned>(ceil_div(p.rows, 128)),
+                  static_cast<unsigned>(ceil_div(p.cols, bn)), static_cast<unsigned>(groups));
+  if (grid.y > 65535 || grid.z > 65535 || grid.x > 0x7fffffffu)
+    return fail(D8_ERR_UNSUPPORTED, "%s: problem too large for one launch", fn);
+  if (version == 3) {
+    if (wide) return launch_imma<OP, 128, 128, 64, 32, true, true>(fn, ctx, p, grid);
+    return launch_imma<OP, 128, 64, 32, 32, true, true>(fn, ctx, p, grid);
+  }
+  if (wide) return launch_imma<OP, 128, 128, 64, 32, false, false>(fn, ctx, p, grid);
+  return launch_imma<OP, 128, 64, 32, 32, false, false>(fn, ctx, p, grid);
+}
+
+int32_t run_imma_wgrad(const char* fn, d8_context* ctx, ImmaParams p, int version) {
+  const ConvGeom& G = p.G;
+  const int splits = static_cast<int>(ceil_div(G.m, kWgradRows) > 1 ? ceil_div(G.m, kWgradRows) : 1);
+  // More splits than the int32 bound needs when the (Kg x KD) tile grid is small, so that the
+  // GPU fills up: at least ~4 tiles of 64 rows each per split.
+  const bool tall = G.kg > 64;
+  const int bm = tall ? 128 : 64;
+  const int64_t tiles = ceil_div(G.kg, bm) * ceil_div(G.kd, 128) * G.g;
+  int64_t want = std::max<int64_t>(splits, ceil_div(2 * ctx->prop.multiProcessorCount, tiles));
+  want = std::min<int64_t>(want, std::max<int64_t>(1, ceil_div(G.m, 4 * BK)));
+  p.splits = static_cast<int>(want);
+  p.split_len = round_up(ceil_div(G.m, want), BK);
+  if (p.split_len > kWgradRows) p.split_len = kWgradRows;
+  p.splits = static_cast<int>(ceil_div(G.m, p.split_len));
+  const dim3 grid(static_cast<unsigned>(ceil_div(G.kg, bm)),
+                  static_cast<unsigned>(ceil_div(G.kd, 128)),
+                  static_cast<unsigned>(int64_t{G.g} * p.splits));
+  if (grid.y > 65535 || grid.z > 65535)
+    return fail(D8_ERR_UNSUPPORTED, "%s: weight gradient too large for one launch", fn);
+  if (version == 3) {
+    if (tall) return launch_imma<kOpWgrad, 128, 128, 64, 32, false, true>(fn, ctx, p, grid);
+    return launch_imma<kOpWgrad, 64, 128, 32, 32, false, true>(fn, ctx, p, grid);
+  }
+  if (tall) return launch_imma<kOpWgrad, 128, 128, 64, 32, false, false>(fn, ctx, p, grid);
+  return launch_imma<kOpWgrad, 64, 128, 32, 32, false, false>(fn, ctx, p, grid);
+}
+
+// valid(): whether the tensor-core kernels can run this op (else version 1 runs).
+bool imma_valid_fwd(const ConvGeom& G) { return G.cg % 16 == 0; }
+bool imma_valid_dgrad(const ConvGeom& G) { return G.kg % 16 == 0; }
+bool imma_valid_wgrad(const ConvGeom& G) { return G.kg % 16 == 0 && G.cg % 16 == 0; }
+bool imma_valid_gemm(int k) { return k % 16 == 0; }
+
+struct ConvElems {
+  int64_t x, w, y;
+};
+ConvElems conv_elems(const d8_conv_shape& s) {
+  return {mul64(int64_t{s.n} * s.h, int64_t{s.w} * s.c),
+          mul64(int64_t{s.k} * s.r, int64_t{s.s} * (s.c / s.groups)),
+          mul64(int64_t{s.n} * s.p, int64_t{s.q} * s.k)};
+}
+
+constexpr int kBlock = 256;
+
+}  // namespace
+
+// Version actually run by the last int8 op on this thread (tests and benchmarks report it).
+static thread_local int t_last_version = 0;
+
+extern "C" __attribute__((visibility("default"))) int32_t d8_cuda_last_int8_version(void) {
+  return t_last_version;
+}
+
+extern "C" int32_t d8_conv2d_fwd_i8(d8_buffer* y, const d8_buffer* x, const d8_buffer* w,
+                                    const d8_buffer* bias, const d8_buffer* x_scale,
+                                    const d8_buffer* w_scale, int32_t w_layout,
+                                    const d8_conv_shape* shape) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[256];
+    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
+    if (w_layout != D8_SCALE_TENSOR && w_layout != D8_SCALE_OUTER)
+      return fail(D8_ERR_INVALID_ARGUMENT,
+                  "%s: w_layout must be D8_SCALE_TENSOR (0) or D8_SCALE_OUTER (2), got %d (%s)", fn,
+                  w_layout, dims);
+    const ConvElems z = conv_elems(*shape);
+    const int64_t k = shape->k;
+    if (int32_t e = check_buffer(fn, "y", y, mul64(z.y, 4), dims)) return e;
+    if (int32_t e = check_buffer(fn, "x", x, z.x, dims)) return e;
+    if (int32_t e = check_buffer(fn, "w", w, z.w, dims)) return e;
+    if (bias)
+      if (int32_t e = check_buffer(fn, "bias", bias, k * 4, dims)) return e;
+    if (int32_t e = check_buffer(fn, "x_scale", x_scale, 4, dims)) return e;
+    if (int32_t e = check_buffer(fn, "w_scale", w_scale, w_layout == D8_SCALE_OUTER ? k * 4 : 4,
+                                 dims))
+      return e;
+    if (int32_t e = check_distinct(fn, "y", y, "x", x)) return e;
+    if (int32_t e = check_distinct(fn, "y", y, "w", w)) return e;
+    d8_context* ctx;
+    if (int32_t e = op_context(fn, {y, x, w, bias, x_scale, w_scale}, &ctx)) return e;
+    const ConvGeom G = make_geom(*shape);
+    Scratch cs;
+    if (int32_t e = cs.get(fn, ctx, static_cast<size_t>(k * 4))) return e;
+    col_scales_k<<<grid_1d(k, 128), 128, 0, ctx->stream>>>(
+        cs.as<float>(), fptr(x_scale), fptr(w_scale), w_layout == D8_SCALE_OUTER,
+        static_cast<int>(k));
+    int v = int8_version(ctx);
+    if (v > 1 && !imma_valid_fwd(G)) v = 1;
+    t_last_version = v;
+    if (v == 1) {
+      fwd_simple_k<<<grid_1d(G.m * G.k, kBlock), kBlock, 0, ctx->stream>>>(
+          fptr(y), i8ptr(x), i8ptr(w), cs.as<float>(), bias ? fptr(bias) : nullptr, G);
+      return launch_check(fn, "fwd_simple_k");
+    }
+    ImmaParams p{};
+    p.a = i8ptr(x);
+    p.b = i8ptr(w);
+    p.G = G;
+    p.rows = G.m;
+    p.cols = G.kg;
+    p.red = G.kd;
+    p.out_f = fptr(y);
+    p.cs = cs.as<float>();
+    p.bias = bias ? fptr(bias) : nullptr;
+    return run_imma<kOpFwd>(fn, ctx, p, G.g, v);
+  });
+}
+
+extern "C" int32_t d8_conv2d_dgrad_i8(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* w,
+                                      const d8_buffer* dy_scale, const d8_buffer* w_scale,
+                                      const d8_conv_shape* shape) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[256];
+    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
+    const ConvElems z = conv_elems(*shape);
+    if (int32_t e = check_buffer(fn, "dx", dx, mul64(z.x, 4), dims)) return e;
+    if (int32_t e = check_buffer(fn, "dy", dy, z.y, dims)) return e;
+    if (int32_t e = check_buffer(fn, "w", w, z.w, dims)) return e;
+    if (int32_t e = check_buffer(fn, "dy_scale", dy_scale, 4, dims)) return e;
+    if (int32_t e = check_buffer(fn, "w_scale", w_scale, 4, dims)) return e;
+    if (int32_t e = check_distinct(fn, "dx", dx, "dy", dy)) return e;
+    if (int32_t e = check_distinct(fn, "dx", dx, "w", w)) return e;
+    d8_context* ctx;
+    if (int32_t e = op_context(fn, {dx, dy, w, dy_scale, w_scale}, &ctx)) return e;
+    const ConvGeom G = make_geom(*shape);
+    // The scale product dy_scale * w_scale is formed on the device (the scales live there) and
+    // read by the epilogues through a pointer; the transposed weights share the scratch.
+    Scratch sc;
+    if (int32_t e = sc.get(fn, ctx, static_cast<size_t>(z.w + 256))) return e;
+    float* scale = sc.as<float>();
+    dgrad_scale_k<<<1, 1, 0, ctx->stream>>>(scale, fptr(dy_scale), fptr(w_scale));
+    int v = int8_version(ctx);
+    if (v > 1 && !imma_valid_dgrad(G)) v = 1;
+    t_last_version = v;
+    if (v == 1) {
+      dgrad_simple_k<<<grid_1d(int64_t{G.n} * G.h * G.w * G.c, kBlock), kBlock, 0,
+                       ctx->stream>>>(fptr(dx), i8ptr(dy), i8ptr(w), scale, G);
+      return launch_check(fn, "dgrad_simple_k");
+    }
+    int8_t* wt = reinterpret_cast<int8_t*>(scale + 64);
+    transpose_w_k<<<grid_1d(z.w, kBlock), kBlock, 0, ctx->stream>>>(wt, i8ptr(w), G);
+    ImmaParams p{};
+    p.G = G;
+    p.cs = scale;
+    p.a = i8ptr(dy);
+    p.b = wt;
+    p.rows = int64_t{G.n} * G.h * G.w;
+    p.cols = G.cg;
+    p.red = int64_t{G.r} * G.s * G.kg;
+    p.out_f = fptr(dx);
+    return run_imma<kOpDgrad>(fn, ctx, p, G.g, v);
+  });
+}
+
+extern "C" int32_t d8_conv2d_wgrad_i8(d8_buffer* dw, const d8_buffer* x, const d8_buffer* dy,
+                                      const d8_buffer* x_scale, const d8_buffer* dy_scale,
+                                      int32_t dy_layout, const d8_conv_shape* shape) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[256];
+    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
+    if (dy_layout != D8_SCALE_TENSOR && dy_layout != D8_SCALE_INNER)
+      return fail(D8_ERR_INVALID_ARGUMENT,
+                  "%s: dy_layout must be D8_SCALE_TENSOR (0) or D8_SCALE_INNER (1), got %d (%s)",
+                  fn, dy_layout, dims);
+    const ConvElems z = conv_elems(*shape);
+    const int64_t k = shape->k;
+    if (int32_t e = check_buffer(fn, "dw", dw, mul64(z.w, 4), dims)) return e;
+    if (int32_t e = check_buffer(fn, "x", x, z.x, dims)) return e;
+    if (int32_t e = check_buffer(fn, "dy", dy, z.y, dims)) return e;
+    if (int32_t e = check_buffer(fn, "x_scale", x_scale, 4, dims)) return e;
+    if (int32_t e = check_buffer(fn, "dy_scale", dy_scale,
+                                 dy_layout == D8_SCALE_INNER ? k * 4 : 4, dims))
+      return e;
+    if (int32_t e = check_distinct(fn, "dw", dw, "x", x)) return e;
+    if (int32_t e = check_distinct(fn, "dw", dw, "dy", dy)) return e;
+    d8_context* ctx;
+    if (int32_t e = op_context(fn, {dw, x, dy, x_scale, dy_scale}, &ctx)) return e;
+    const ConvGeom G = make_geom(*shape);
+    Scratch sc;
+    if (int32_t e = sc.get(fn, ctx, static_cast<size_t>(z.w * 8))) return e;
+    unsigned long long* sum = sc.as<unsigned long long>();
+    cudaError_t err = cudaMemsetAsync(sum, 0, static_cast<size_t>(z.w * 8), ctx->stream);
+    if (err != cudaSuccess) return cuda_fail(fn, "cudaMemsetAsync", err);
+    int v = int8_version(ctx);
+    if (v > 1 && !imma_valid_wgrad(G)) v = 1;
+    t_last_version = v;
+    if (v == 1) {
+      const int64_t chunks = ceil_div(G.m, kWgradRows);
+      const unsigned gx = grid_1d(z.w, kBlock, 4096);
+      if (chunks > 65535) return fail(D8_ERR_UNSUPPORTED, "%s: too many pixels (%s)", fn, dims);
+      wgrad_simple_k<<<dim3(gx, static_cast<unsigned>(chunks)), kBlock, 0, ctx->stream>>>(
+          sum, i8ptr(x), i8ptr(dy), G, kWgradRows);
+      if (int32_t e = launch_check(fn, "wgrad_simple_k")) return e;
+    } else {
+      ImmaParams p{};
+      p.a = i8ptr(dy);
+      p.b = i8ptr(x);
+      p.G = G;
+      p.rows = G.kg;
+      p.cols = G.kd;
+      p.red = G.m;
+      p.out_s = sum;
+      if (int32_t e = run_imma_wgrad(fn, ctx, p, v)) return e;
+    }
+    wgrad_finish_k<<<grid_1d(z.w, kBlock), kBlock, 0, ctx->stream>>>(
+        fptr(dw), sum, fptr(x_scale), fptr(dy_scale), dy_layout == D8_SCALE_INNER,
+        static_cast<int>(k), G.kd);
+    return launch_check(fn, "wgrad_finish_k");
+  });
+}
+
+extern "C" int32_t d8_gemm_i8(d8_buffer* c, const d8_buffer* a, const d8_buffer* b, int64_t m,
+                              int32_t n, int32_t k) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    char dims[96];
+    if (int32_t e = check_mnk(fn, dims, sizeof dims, m, n, k)) return e;
+    if (int32_t e = check_buffer(fn, "c", c, mul64(m, n, 4), dims)) return e;
+    if (int32_t e = check_buffer(fn, "a", a, mul64(m, k), dims)) return e;
+    if (int32_t e = check_buffer(fn, "b", b, mul64(n, k), dims)) return e;
+    if (c == a || c == b)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: c must not be the same buffer as a or b (%s)", fn,
+                  dims);
+    d8_context* ctx;
+    if (int32_t e = op_context(fn, {c, a, b}, &ctx)) return e;
+    int v = int8_version(ctx);
+    if (v > 1 && !imma_valid_gemm(k)) v = 1;
+    t_last_version = v;
+    if (v == 1) {
+      gemm_simple_k<<<grid_1d(m * n, kBlock), kBlock, 0, ctx->stream>>>(i32ptr(c), i8ptr(a),
+                                                                        i8ptr(b), m, n, k);
+      return launch_check(fn, "gemm_simple_k");
+    }
+    ImmaParams p{};
+    p.a = i8ptr(a);
+    p.b = i8ptr(b);
+    p.rows = m;
+    p.cols = n;
+    p.red = k;
+    p.out_i = i32ptr(c);
+    return run_imma<kOpGemm>(fn, ctx, p, 1, v);
+  });
+}
