@@ -55,7 +55,10 @@ export class NativeBackend implements CpuBackend {
   readonly #pool = new Map<number, NativeStorage[]>();
   readonly #all = new Set<NativeStorage>();
   readonly #shape = new Int32Array(16);
-  readonly #knobs = new ArrayBuffer(64);
+  readonly #knobs = new ArrayBuffer(64); // d8_quant_knobs: 8 x int32, then 8 x f32
+  readonly #knobsI32 = new Int32Array(this.#knobs);
+  readonly #knobsF32 = new Float32Array(this.#knobs);
+  readonly #knobsBytes = new Uint8Array(this.#knobs);
   readonly #count: BackendCounters = { calls: 0, syncs: 0, reads: 0, bytesUp: 0, bytesDown: 0 };
   #pooledBytes = 0;
   /** Cached bytes kept at most; beyond this, released storage is freed. */
@@ -585,7 +588,7 @@ export class NativeBackend implements CpuBackend {
     rows: number,
     kn: QuantKnobs,
   ): void {
-    const i = new Int32Array(this.#knobs), f = new Float32Array(this.#knobs);
+    const i = this.#knobsI32, f = this.#knobsF32;
     i[0] = kn.channels;
     i[1] = CLIP_CODES[kn.clip];
     i[2] = kn.gvq ? 1 : 0;
@@ -614,7 +617,7 @@ export class NativeBackend implements CpuBackend {
         ptr(dy),
         opt(table),
         BigInt(rows),
-        new Uint8Array(this.#knobs),
+        this.#knobsBytes,
       ),
     );
   }
