@@ -141,7 +141,11 @@ export function buildCpu(
 ): string {
   const out = `${buildDir}/libdaint8_cpu.so`;
   const sources = cpuSources(`${root}kernels`);
-  const headers = [`${root}kernels/daint8.h`, ...listFiles(`${root}kernels/cpu`, [".h"])];
+  const headers = [
+    `${root}kernels/daint8.h`,
+    `${root}kernels/arg_checks.inc`,
+    ...listFiles(`${root}kernels/cpu`, [".h"]),
+  ];
   if (sources.length === 0) throw new Error(`No C++ sources in ${root}kernels/cpu`);
   const cxx = findCxx();
   if (cxx === "") {

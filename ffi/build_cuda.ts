@@ -108,7 +108,11 @@ export async function buildCuda(
   if (!nvcc) throw new Error("nvcc not found: install the CUDA toolkit or set NVCC");
   const out = `${buildDir}/libdaint8_cuda.so`;
   const sources = listFiles(srcDir, [".cu"]);
-  const headers = [`${root}kernels/daint8.h`, ...listFiles(srcDir, [".cuh", ".h"])];
+  const headers = [
+    `${root}kernels/daint8.h`,
+    `${root}kernels/arg_checks.inc`,
+    ...listFiles(srcDir, [".cuh", ".h"]),
+  ];
   if (sources.length === 0) throw new Error(`No CUDA sources in ${srcDir}`);
   const version = run(nvcc, ["--version"], false).out.trim().split("\n").pop() ?? "";
   const flags = [...baseFlags(), ...gencode()];

@@ -10,6 +10,7 @@
 export const KERNEL_SOURCES: Readonly<Record<string, readonly string[]>> = {
   cpu: [
     "kernels/daint8.h",
+    "kernels/arg_checks.inc",
     "kernels/cpu/batchnorm.cpp",
     "kernels/cpu/common.h",
     "kernels/cpu/conv.cpp",

@@ -162,7 +162,7 @@ Deno.test("KERNEL_SOURCES lists exactly the kernel sources (URL builds fetch the
     }
     return out;
   };
-  const cpu = ["kernels/daint8.h", ...files("kernels/cpu")].sort();
+  const cpu = ["kernels/daint8.h", "kernels/arg_checks.inc", ...files("kernels/cpu")].sort();
   assert.deepEqual([...KERNEL_SOURCES.cpu!].sort(), cpu);
   const pkg = JSON.parse(await Deno.readTextFile(`${root}deno.json`));
   assert.equal(VERSION, pkg.version, "ffi/release.ts VERSION must equal deno.json version");

@@ -105,6 +105,10 @@ inline const float* cfptr(const d8_buffer* b) { return static_cast<const float*>
 // Validates a convolution / pooling geometry (positive dims, groups divide channels, p and q
 // match the formula, reserved fields zero). Writes "n=..,h=..,..." into dims (cap bytes).
 int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int cap);
+// check_conv_shape without a backend's own limits (kernels/arg_checks.inc).
+int32_t check_conv_geometry(const char* fn, const d8_conv_shape* s, char* dims, int cap);
+// The knobs of d8_quant_decide: a message naming the bad one (kernels/arg_checks.inc).
+int32_t check_knobs(const char* fn, const d8_quant_knobs* kn, char* dims, size_t cap);
 
 // ---- per-context settings ---------------------------------------------------------------------
 // Every op runs with the settings of the context of the buffers it was given: check_handle records

@@ -612,35 +612,6 @@ void dsgc_distances(double* out, const float* x, int64_t n, const float* clips, 
   }
 }
 
-int32_t check_knobs(const char* fn, const d8_quant_knobs* kn, char* dims, size_t cap) {
-  if (!kn) return fail(D8_ERR_INVALID_ARGUMENT, "%s: knobs is null", fn);
-  snprintf(dims, cap, "channels=%d,clip=%d,gvq=%d,stats_period=%d", kn->channels, kn->clip,
-           kn->gvq, kn->stats_period);
-  if (kn->channels < 1)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: channels must be positive (%s)", fn, dims);
-  if (kn->clip < D8_CLIP_MAX || kn->clip > D8_CLIP_DSGC)
-    return fail(D8_ERR_INVALID_ARGUMENT,
-                "%s: clip must be D8_CLIP_MAX (0), MCS (1), MCS_SOLVE (2) or DSGC (3) (%s)", fn,
-                dims);
-  if (kn->stats_period < 1)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: stats_period must be >= 1 (%s)", fn, dims);
-  if (kn->clip == D8_CLIP_DSGC && (kn->dsgc_candidates < 1 || kn->dsgc_candidates > 64))
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: dsgc_candidates must be in [1, 64], got %d (%s)", fn,
-                kn->dsgc_candidates, dims);
-  if (kn->clip == D8_CLIP_MCS_SOLVE &&
-      (kn->table_size < 2 || !(kn->table_step > 0.0f) || !(kn->table_max > 0.0f)))
-    return fail(D8_ERR_INVALID_ARGUMENT,
-                "%s: mcs-solve needs table_size >= 2 and positive table_step and table_max (%s)",
-                fn, dims);
-  if (kn->reserved0 != 0 || kn->reserved1 != 0.0f || kn->reserved2 != 0.0f)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: reserved knobs must be 0 (%s)", fn, dims);
-  for (float v : {kn->lambda, kn->k, kn->a, kn->dsgc_min_ratio})
-    if (!std::isfinite(v))
-      return fail(D8_ERR_INVALID_ARGUMENT, "%s: lambda, k, a and dsgc_min_ratio must be finite (%s)",
-                  fn, dims);
-  return D8_OK;
-}
-
 // f32 arithmetic in source order, no contraction into fma: the same bits on every backend.
 __attribute__((optimize("fp-contract=off"))) float ema_update(float ema, float keep, float a,
                                                                float m) {

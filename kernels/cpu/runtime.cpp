@@ -4,6 +4,7 @@
 #include "gemm.h"
 
 #include <atomic>
+#include <cmath>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -58,59 +59,10 @@ int32_t check_buffers(const char* fn, const char* dims, std::initializer_list<Bu
   return D8_OK;
 }
 
-int32_t check_mnk(const char* fn, char* dims, size_t cap, int64_t m, int32_t n, int32_t k) {
-  snprintf(dims, cap, "m=%lld,n=%d,k=%d", static_cast<long long>(m), n, k);
-  if (m < 1 || n < 1 || k < 1)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: m, n and k must be positive (%s)", fn, dims);
-  return D8_OK;
-}
-
-int32_t write_string(const char* fn, char* out, int32_t capacity, const char* text) {
-  if (!out) return fail(D8_ERR_INVALID_ARGUMENT, "%s: out is null", fn);
-  size_t len = std::strlen(text);
-  if (capacity < 1 || static_cast<size_t>(capacity) < len + 1) {
-    if (capacity >= 1) {
-      std::memcpy(out, text, static_cast<size_t>(capacity - 1));
-      out[capacity - 1] = '\0';
-    }
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: capacity %d is too small, the text needs %zu bytes",
-                fn, capacity, len + 1);
-  }
-  std::memcpy(out, text, len + 1);
-  return D8_OK;
-}
+#include "arg_checks.inc"
 
 int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int cap) {
-  if (!s) return fail(D8_ERR_INVALID_ARGUMENT, "%s: shape is null", fn);
-  snprintf(dims, static_cast<size_t>(cap),
-           "n=%d,h=%d,w=%d,c=%d,k=%d,r=%d,s=%d,groups=%d,stride=%dx%d,pad=%dx%d,p=%d,q=%d", s->n,
-           s->h, s->w, s->c, s->k, s->r, s->s, s->groups, s->stride_h, s->stride_w, s->pad_h,
-           s->pad_w, s->p, s->q);
-  if (s->n < 1 || s->h < 1 || s->w < 1 || s->c < 1 || s->k < 1 || s->r < 1 || s->s < 1 ||
-      s->groups < 1)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: shape dimensions must be positive (%s)", fn, dims);
-  if (s->stride_h < 1 || s->stride_w < 1)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: stride must be at least 1 (%s)", fn, dims);
-  if (s->pad_h < 0 || s->pad_w < 0)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: padding must be non-negative (%s)", fn, dims);
-  if (s->reserved0 != 0 || s->reserved1 != 0)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: reserved fields must be 0, got %d and %d (%s)", fn,
-                s->reserved0, s->reserved1, dims);
-  if (s->c % s->groups != 0 || s->k % s->groups != 0)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: groups=%d must divide c=%d and k=%d (%s)", fn,
-                s->groups, s->c, s->k, dims);
-  const int64_t hp = int64_t{s->h} + 2 * int64_t{s->pad_h};
-  const int64_t wp = int64_t{s->w} + 2 * int64_t{s->pad_w};
-  if (hp < s->r || wp < s->s)
-    return fail(D8_ERR_INVALID_ARGUMENT,
-                "%s: kernel %dx%d is larger than the padded input %lldx%lld (%s)", fn, s->r, s->s,
-                static_cast<long long>(hp), static_cast<long long>(wp), dims);
-  const int64_t p = (hp - s->r) / s->stride_h + 1;
-  const int64_t q = (wp - s->s) / s->stride_w + 1;
-  if (p != s->p || q != s->q)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: output is %dx%d, the shape gives p=%lld, q=%lld (%s)",
-                fn, s->p, s->q, static_cast<long long>(p), static_cast<long long>(q), dims);
-  return D8_OK;
+  return check_conv_geometry(fn, s, dims, cap);
 }
 
 // ---- threads --------------------------------------------------------------------------------

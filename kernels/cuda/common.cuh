@@ -125,6 +125,10 @@ int32_t check_same_ctx(const char* fn, std::initializer_list<const d8_buffer*> b
 int32_t check_mnk(const char* fn, char* dims, size_t cap, int64_t m, int32_t n, int32_t k);
 int32_t write_string(const char* fn, char* out, int32_t capacity, const char* text);
 int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int cap);
+// check_conv_shape without a backend's own limits (kernels/arg_checks.inc).
+int32_t check_conv_geometry(const char* fn, const d8_conv_shape* s, char* dims, int cap);
+// The knobs of d8_quant_decide: a message naming the bad one (kernels/arg_checks.inc).
+int32_t check_knobs(const char* fn, const d8_quant_knobs* kn, char* dims, size_t cap);
 int32_t check_distinct(const char* fn, const char* a, const d8_buffer* pa, const char* b,
                        const d8_buffer* pb);
 

@@ -670,35 +670,6 @@ __global__ void decide_k(uint32_t* w, float* clip_t, float* scale_t, float* clip
   }
 }
 
-int32_t check_knobs(const char* fn, const d8_quant_knobs* kn, char* dims, size_t cap) {
-  if (!kn) return fail(D8_ERR_INVALID_ARGUMENT, "%s: knobs is null", fn);
-  snprintf(dims, cap, "channels=%d,clip=%d,gvq=%d,stats_period=%d", kn->channels, kn->clip,
-           kn->gvq, kn->stats_period);
-  if (kn->channels < 1)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: channels must be positive (%s)", fn, dims);
-  if (kn->clip < D8_CLIP_MAX || kn->clip > D8_CLIP_DSGC)
-    return fail(D8_ERR_INVALID_ARGUMENT,
-                "%s: clip must be D8_CLIP_MAX (0), MCS (1), MCS_SOLVE (2) or DSGC (3) (%s)", fn,
-                dims);
-  if (kn->stats_period < 1)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: stats_period must be >= 1 (%s)", fn, dims);
-  if (kn->clip == D8_CLIP_DSGC && (kn->dsgc_candidates < 1 || kn->dsgc_candidates > 64))
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: dsgc_candidates must be in [1, 64], got %d (%s)", fn,
-                kn->dsgc_candidates, dims);
-  if (kn->clip == D8_CLIP_MCS_SOLVE &&
-      (kn->table_size < 2 || !(kn->table_step > 0.0f) || !(kn->table_max > 0.0f)))
-    return fail(D8_ERR_INVALID_ARGUMENT,
-                "%s: mcs-solve needs table_size >= 2 and positive table_step and table_max (%s)",
-                fn, dims);
-  if (kn->reserved0 != 0 || kn->reserved1 != 0.0f || kn->reserved2 != 0.0f)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: reserved knobs must be 0 (%s)", fn, dims);
-  for (float v : {kn->lambda, kn->k, kn->a, kn->dsgc_min_ratio})
-    if (!std::isfinite(v))
-      return fail(D8_ERR_INVALID_ARGUMENT, "%s: lambda, k, a and dsgc_min_ratio must be finite (%s)",
-                  fn, dims);
-  return D8_OK;
-}
-
 // record[7] from per-block (256 rows) f64 sums, combined in block order.
 constexpr int64_t kErrRows = 256;
 __global__ void qerr_part_k(double* part, const float* x, const int8_t* q, const float* clips,
