@@ -24,6 +24,8 @@ export interface ExperimentRow {
   /** Percentage points relative to fp32 (NaN without an fp32 row). */
   deltaToFp32: number;
   imagesPerSecond: number;
+  /** Share of the training time the step waited for data (decode, augmentation, batching). */
+  dataWaitShare: number;
   /** Layer name -> share of bell-shaped channels (INT8 layers only). */
   bellShare: Record<string, number>;
   fp32Layers: string[];
@@ -45,8 +47,8 @@ export function markdownTable(rows: ExperimentRow[], title: string): string {
   const lines = [
     `### ${title}`,
     "",
-    "| preset | test acc | delta to fp32 (points) | train img/s | bell-shaped dY channels (mean over INT8 layers) |",
-    "|---|---:|---:|---:|---:|",
+    "| preset | test acc | delta to fp32 (points) | train img/s | waiting for data | bell-shaped dY channels (mean over INT8 layers) |",
+    "|---|---:|---:|---:|---:|---:|",
   ];
   for (const r of rows) {
     const d = Number.isFinite(r.deltaToFp32)
@@ -55,8 +57,7 @@ export function markdownTable(rows: ExperimentRow[], title: string): string {
     lines.push(
       `| ${r.preset} | ${(100 * r.testAcc).toFixed(2)}% | ${d} | ${
         r.imagesPerSecond.toFixed(0)
-      } | ` +
-        `${pct(mean(r))} |`,
+      } | ${pct(r.dataWaitShare)} | ${pct(mean(r))} |`,
     );
   }
   const int8 = rows.filter((r) => Object.keys(r.bellShare).length > 0);
@@ -131,6 +132,7 @@ export function main(args: string[]): Promise<number> {
         testAcc: r.testAcc,
         deltaToFp32: NaN,
         imagesPerSecond: images / seconds,
+        dataWaitShare: r.epochs.reduce((s, e) => s + e.dataWaitSeconds, 0) / seconds,
         bellShare: await r.quantizer.bellShares(),
         fp32Layers: [...r.quantizer.fp32Layers],
       });
@@ -140,7 +142,8 @@ export function main(args: string[]): Promise<number> {
     for (const r of rows) if (base) r.deltaToFp32 = 100 * (r.testAcc - base.testAcc);
     const title = `${c.model} on ${c.dataset}, ${c.epochs} epoch(s), batch ${c.batchSize}, ` +
       `lr ${c.lr} ${c.schedule}, seed ${c.seed}` +
-      (a.limit ? `, first ${a.limit} training images` : "");
+      (a.limit ? `, ${a.limit} training images` : "") +
+      (a.testLimit ? `, ${a.testLimit} test images` : "");
     const md = markdownTable(rows, title);
     console.log(`\n${md}\n`);
     await Deno.writeTextFile(`${out}/results.md`, md + "\n");

@@ -114,6 +114,11 @@ export interface EpochResult {
   imagesPerSecond: number;
   /** Wall-clock seconds of the epoch's training, evaluation excluded. */
   seconds: number;
+  /**
+   * Of `seconds`, the time the step loop waited for the input pipeline's next batch (0 without an
+   * input pipeline: in-memory datasets are batched on the spot).
+   */
+  dataWaitSeconds: number;
 }
 
 /** What `train` returns. The model stays alive: dispose it when done. */
@@ -434,6 +439,7 @@ export async function train(
         testAcc: test.acc,
         imagesPerSecond: totals.images / seconds,
         seconds,
+        dataWaitSeconds: dataWait / 1000,
       };
       results.push(res);
       const line = `epoch ${res.epoch}/${cfg.epochs}  train loss ${res.trainLoss.toFixed(4)}  ` +
