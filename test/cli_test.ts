@@ -103,6 +103,10 @@ for (
     ],
     [["--batch-size=1.5"], '--batch-size must be an integer >= 1, got "1.5"'],
     [
+      ["--model=resnet20", "--aux-logits"],
+      "--aux-logits needs a model with an auxiliary classifier (inception_v3), got --model resnet20",
+    ],
+    [
       ["positional"],
       "Unexpected argument 'positional'. This command does not take positional arguments. Run " +
       "with --help for the flags.",

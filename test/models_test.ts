@@ -13,6 +13,10 @@ import { softmaxCrossEntropy } from "../src/ops/loss.ts";
 import { quantConfig } from "../src/quant/config.ts";
 import { ModelQuantizer } from "../src/quant/quantizer.ts";
 import { Tensor } from "../src/tensor.ts";
+import { loadTorchvisionWeights, saveTorchvisionWeights } from "../src/io/torchvision.ts";
+import type { InceptionV3 } from "../src/models/inception.ts";
+import { Sgd } from "../src/optim/sgd.ts";
+import { TrainStep } from "../src/train/step.ts";
 import { cpu as cpuBackend } from "./helpers/check_op.ts";
 
 const cpu = cpuBackend();
@@ -242,5 +246,117 @@ Deno.test("Inception v3 rejects inputs below 75x75", () => {
   assert.throws(
     () => createModel("inception_v3", { backend: cpu, rng: new Rng(0) }, { inputSize: 64 }),
     /at least 75x75, got 64/,
+  );
+});
+
+Deno.test("tape: extra roots back-propagate in one pass, their gradients added", async () => {
+  const rng = new Rng(5);
+  const host = new Float32Array(6).map(() => rng.normal());
+  const labels = [Int32Array.from([0, 2]), Int32Array.from([1, 1])];
+  const grad = async (weights: number[]) => {
+    const logits = Tensor.from(cpu, host, [2, 3], "f32");
+    const ys = labels.map((l) => Tensor.from(cpu, l, [2], "i32"));
+    try {
+      using tape = new Tape(cpu);
+      tape.watch(logits);
+      const roots = ys.map((y) => softmaxCrossEntropy(tape, logits, y).loss);
+      const seeds = weights.map((w) => {
+        const s = tape.empty([2]);
+        cpu.fill(s, w);
+        return s;
+      });
+      const extra = roots.slice(1).map((r, i) => [r, seeds[i + 1]!] as const);
+      const g = tape.backward(roots[0]!, seeds[0], extra).get(logits.id)!;
+      return await g.read() as Float32Array;
+    } finally {
+      logits.dispose();
+      for (const y of ys) y.dispose();
+    }
+  };
+  const both = await grad([1, 0.4]);
+  const first = await grad([1, 0]);
+  const second = await grad([0, 1]);
+  for (let i = 0; i < 6; i++) {
+    assert.ok(Math.abs(both[i]! - (first[i]! + 0.4 * second[i]!)) < 1e-6, `element ${i}`);
+  }
+  assert.ok(second.some((v) => Math.abs(v) > 1e-3), "the extra root's gradient reaches logits");
+  using tape = new Tape(cpu);
+  const t = tape.empty([2]);
+  assert.throws(() => tape.backward(t, undefined, [[t, t]]), /a root is given twice/);
+});
+
+Deno.test("inception_v3 --aux-logits: the step trains AuxLogits on 0.4 x its loss; weights without the head skip it", async () => {
+  const size = 299, n = 2;
+  const rng = new Rng(3);
+  const xs = new Float32Array(n * size * size * 3).map(() => rng.normal());
+  const ys = Int32Array.from([3, 7]);
+  const m = createModel("inception_v3", { backend: cpu, rng: new Rng(1) }, {
+    inputSize: size,
+    classes: 10,
+    auxLogits: true,
+  }) as InceptionV3;
+  const x = Tensor.from(cpu, xs, [n, size, size, 3], "f32");
+  const y = Tensor.from(cpu, ys, [n], "i32");
+  const dir = await Deno.makeTempDir({ prefix: "daint8-aux-" });
+  try {
+    // The auxiliary logits of this batch before the step (training mode: batch statistics,
+    // and the dropout comes after the auxiliary head, so the step sees the same ones).
+    m.train();
+    let aux: Float32Array;
+    {
+      using tape = new Tape(cpu, { grad: false });
+      m.forward(tape, x);
+      aux = await m.lastAux!.read() as Float32Array;
+    }
+    const bias = m.aux!.fc.bias!;
+    const before = await bias.read() as Float32Array;
+    const q = new ModelQuantizer(m, quantConfig("fp32"), 0);
+    const opt = new Sgd(cpu, m.namedParameters(), { lr: 1, momentum: 0, weightDecay: 0 });
+    new TrainStep(cpu, m, q, opt).run(() => [x, y], 1);
+    const after = await bias.read() as Float32Array;
+    // d(0.4 * mean CE)/d bias = 0.4 * mean over the batch of softmax - onehot (the main loss
+    // does not reach the auxiliary head).
+    for (let c = 0; c < 10; c++) {
+      let g = 0;
+      for (let i = 0; i < n; i++) {
+        const row = aux.subarray(i * 10, i * 10 + 10);
+        const mx = Math.max(...row);
+        const z = row.reduce((s, v) => s + Math.exp(v - mx), 0);
+        g += Math.exp(row[c]! - mx) / z - (ys[i] === c ? 1 : 0);
+      }
+      const want = before[c]! - 0.4 * g / n;
+      assert.ok(Math.abs(after[c]! - want) < 1e-5, `bias ${c}: ${after[c]} vs ${want}`);
+    }
+    // torchvision's weights hold AuxLogits.*: a model built without the head skips them.
+    const path = `${dir}/w.safetensors`;
+    await saveTorchvisionWeights(m, path);
+    const plain = createModel("inception_v3", { backend: cpu, rng: new Rng(2), zeros: true }, {
+      inputSize: size,
+      classes: 10,
+    });
+    try {
+      await loadTorchvisionWeights(plain, path, "inception_v3");
+      const [name, fc] = plain.stateTensors().find(([k]) => k === "fc.weight")!;
+      assert.deepEqual(await fc.read(), await m.fc.weight.read(), name);
+    } finally {
+      plain.dispose();
+    }
+  } finally {
+    m.dispose();
+    x.dispose();
+    y.dispose();
+    await Deno.remove(dir, { recursive: true });
+  }
+  assert.throws(
+    () =>
+      createModel("inception_v3", { backend: cpu, rng: new Rng(1) }, {
+        inputSize: 298,
+        auxLogits: true,
+      }),
+    /auxiliary head needs inputs of at least 299x299/,
+  );
+  assert.throws(
+    () => createModel("resnet20", { backend: cpu, rng: new Rng(1) }, { auxLogits: true }),
+    /Model "resnet20" has no auxiliary classifier/,
   );
 });

@@ -122,11 +122,10 @@ export class Tape {
   }
 
   /** Disposes the forward temporaries no closure saved; measures the saved bytes. */
-  #releaseUnsaved(output: Tensor, seed: Tensor | undefined): void {
+  #releaseUnsaved(roots: readonly (Tensor | undefined)[]): void {
     const keep = new Set(this.#saved);
     for (const s of this.#kept) keep.add(s);
-    keep.add(output.storage);
-    if (seed) keep.add(seed.storage);
+    for (const t of roots) if (t) keep.add(t.storage);
     const counted = new Set<Storage>();
     const owned: Tensor[] = [];
     for (const t of this.#owned) {
@@ -156,15 +155,34 @@ export class Tape {
   /**
    * Back-propagates `seed` (the gradient of `output`; ones when omitted, as for a loss) and
    * returns the gradients of the watched leaves by tensor id. The tape owns the returned tensors.
+   * `extraRoots` are further outputs with their seeds, back-propagated in the same pass (their
+   * gradients add up where they meet): an auxiliary loss with its weight in the seed.
    */
-  backward(output: Tensor, seed?: Tensor): Map<number, Tensor> {
+  backward(
+    output: Tensor,
+    seed?: Tensor,
+    extraRoots: readonly (readonly [Tensor, Tensor])[] = [],
+  ): Map<number, Tensor> {
     if (!this.grad) throw new Error("Cannot run backward on a tape created with grad: false");
-    this.#releaseUnsaved(output, seed);
+    const roots = [output, ...extraRoots.map(([t]) => t)];
+    if (new Set(roots.map((t) => t.id)).size !== roots.length) {
+      throw new RangeError("Cannot run backward: a root is given twice");
+    }
+    for (const [t, g] of extraRoots) {
+      if (g.shape.length !== t.shape.length || g.shape.some((d, i) => d !== t.shape[i])) {
+        throw new RangeError(
+          `Cannot run backward: a root of shape [${t.shape.join(", ")}] has a seed of shape ` +
+            `[${g.shape.join(", ")}]`,
+        );
+      }
+    }
+    this.#releaseUnsaved([output, seed, ...extraRoots.flat()]);
     if (seed === undefined) {
       seed = this.empty(output.shape);
       this.backend.fill(seed, 1);
     }
     const grads = new Map<number, Tensor>([[output.id, seed]]);
+    for (const [t, g] of extraRoots) grads.set(t.id, g);
     for (let i = this.#entries.length - 1; i >= 0; i--) {
       const e = this.#entries[i]!;
       const dy = grads.get(e.output.id);

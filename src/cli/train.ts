@@ -26,7 +26,7 @@ import {
   type KnownDataset,
   loadMnistLike,
 } from "../data/datasets.ts";
-import { MODELS } from "../models/registry.ts";
+import { AUX_MODELS, MODELS } from "../models/registry.ts";
 import { QUANT_NAMES } from "../quant/config.ts";
 import { type ScheduleKind, SCHEDULES } from "../optim/schedule.ts";
 import { Progress } from "../train/progress.ts";
@@ -50,6 +50,8 @@ Usage: deno task train [flags]
   --no-augment          cifar10 / folder: no random crop (padding 4) and flip (on by default;
                         per-channel normalization stays)
   --init FILE           start from weights: torchvision-named safetensors or a checkpoint
+  --aux-logits          inception_v3: build the auxiliary classifier and add 0.4 x its loss
+                        (inputs of 299 pixels and up; torchvision's AuxLogits names)
   --epochs N            epochs (default 1)
   --batch-size N        mini-batch size (default 64)
   --lr X                peak learning rate (default 0.05)
@@ -105,6 +107,7 @@ export function parseTrainArgs(args: string[], extraOptions: ExtraOptions = {}) 
     profile: { type: "boolean" },
     init: { type: "string" },
     "no-augment": { type: "boolean" },
+    "aux-logits": { type: "boolean" },
     ...extraOptions,
   });
   const v = values as Record<string, string | undefined> & {
@@ -131,7 +134,14 @@ export function parseTrainArgs(args: string[], extraOptions: ExtraOptions = {}) 
     seed: int("seed", v.seed, 0, 0),
     quant,
     ...(quantSet === "" ? {} : { quantSet }),
+    ...(values["aux-logits"] ? { auxLogits: true } : {}),
   };
+  if (config.auxLogits && !AUX_MODELS.includes(config.model)) {
+    throw new UsageError(
+      `--aux-logits needs a model with an auxiliary classifier (${AUX_MODELS.join(", ")}), ` +
+        `got --model ${config.model}`,
+    );
+  }
   if (config.lr <= 0) throw new UsageError(`--lr must be positive, got "${v.lr}"`);
   if (config.nesterov && config.momentum === 0) {
     throw new UsageError("--nesterov needs a --momentum above 0");

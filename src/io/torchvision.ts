@@ -110,6 +110,8 @@ function asF32(t: HostTensor): Float32Array | undefined {
 /**
  * Loads `path` into `model`: torchvision names and layouts, or a daint8 checkpoint. Throws a
  * TypeError listing every missing, unexpected and mis-shaped tensor (nothing is loaded then).
+ * Tensors of a head the model was built without (`model.optionalStatePrefixes()`, such as
+ * Inception v3's `AuxLogits.*` in torchvision's weights) are skipped.
  */
 export async function loadTorchvisionWeights(
   model: Module,
@@ -147,7 +149,8 @@ export async function loadTorchvisionWeights(
     }
     ready.push([t, ours ? data : fromTorch(data, t.shape, k.get(name))]);
   }
-  const unexpected = [...file.keys()];
+  const skip = model.optionalStatePrefixes();
+  const unexpected = [...file.keys()].filter((n) => !skip.some((p) => n.startsWith(p)));
   if (missing.length || unexpected.length || shapes.length || dtypes.length) {
     const parts: string[] = [];
     const list = (what: string, xs: string[]) => {

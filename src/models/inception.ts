@@ -6,8 +6,12 @@
  * `Mixed_6b.branch7x7_2.bn.running_var`, `AuxLogits.fc.weight`, `fc.weight`).
  *
  * `forward` returns the main logits. With `auxLogits`, a training-mode forward also computes the
- * auxiliary logits and keeps them in `lastAux` (the trainer here uses the main logits only); the
- * auxiliary head needs Mixed_6e maps of at least 5x5 (inputs of about 139 pixels and up).
+ * auxiliary logits and keeps them in `lastAux`; the training step adds their cross-entropy with
+ * weight `auxWeight` (0.4, as torchvision's reference recipe) to the loss it differentiates
+ * (`deno task train --model inception_v3 --aux-logits`). The auxiliary head needs Mixed_6e maps
+ * of at least 17x17 (its 5x5 average pool at stride 3, then a 5x5 conv): inputs of 299 pixels
+ * and up, torchvision's size. Without the head, torchvision weights that hold
+ * `AuxLogits.*` still load: those tensors are skipped.
  * The network needs inputs of at least 75x75 (torchvision's minimum); there is no CIFAR variant.
  *
  * @module
@@ -21,6 +25,14 @@ import { relu } from "../ops/elementwise.ts";
 import type { Pair } from "../ops/conv.ts";
 import { avgPool2d, maxPool2d } from "../ops/pool.ts";
 import type { ClassifierOptions } from "./lenet.ts";
+
+/** Side of Mixed_6e's maps for a square input of side `size` (the stem and Mixed_6a shrink). */
+function mixed6eSize(size: number): number {
+  const down = (s: number) => Math.floor((s - 3) / 2) + 1; // 3x3 at stride 2, no padding
+  let s = down(size) - 2; // Conv2d_1a_3x3, Conv2d_2a_3x3 (2b keeps the size)
+  s = down(s) - 2; // max pool, Conv2d_4a_3x3 (3b is 1x1)
+  return down(down(s)); // max pool, Mixed_6a
+}
 
 /** Conv (no bias) -> BatchNorm (eps 0.001) -> ReLU. */
 export class BasicConv2d extends Module {
@@ -231,7 +243,10 @@ export class InceptionAux extends Module {
 
 /** Options of {@linkcode inceptionV3}. */
 export interface InceptionOptions extends ClassifierOptions {
-  /** Build the auxiliary classifier `AuxLogits` (default false; torchvision's default is true). */
+  /**
+   * Build the auxiliary classifier `AuxLogits` and train on it (default false; torchvision's
+   * default is true). Needs inputs of 299 pixels and up.
+   */
   auxLogits?: boolean;
 }
 
@@ -241,6 +256,8 @@ export class InceptionV3 extends Module {
   readonly aux: InceptionAux | null = null;
   /** Auxiliary logits of the last training-mode forward (owned by its tape), or null. */
   lastAux: Tensor | null = null;
+  /** Weight of the auxiliary cross-entropy in the training loss (torchvision's recipe: 0.4). */
+  readonly auxWeight = 0.4;
   readonly #stem1: BasicConv2d[];
   readonly #stem2: BasicConv2d[];
   readonly #mid: Module[];
@@ -261,6 +278,12 @@ export class InceptionV3 extends Module {
     const size = opts.inputSize ?? 299;
     if (size < 75) {
       throw new RangeError(`Inception v3 needs inputs of at least 75x75, got ${size}`);
+    }
+    if (opts.auxLogits && mixed6eSize(size) < 17) {
+      throw new RangeError(
+        `Inception v3's auxiliary head needs inputs of at least 299x299 (Mixed_6e maps of ` +
+          `17x17 for its 5x5 pool at stride 3 and 5x5 conv), got ${size}: leave auxLogits off`,
+      );
     }
     const classes = opts.classes ?? 1000;
     const bc = (name: string, cin: number, cout: number, k: Pair, o = {}) =>
@@ -295,6 +318,11 @@ export class InceptionV3 extends Module {
         setTensor(init, m.weight, normalValues(init, m.weight.size, std, true));
       }
     }
+  }
+
+  /** Without the auxiliary head, torchvision's `AuxLogits.*` tensors are skipped on load. */
+  override optionalStatePrefixes(): string[] {
+    return this.aux ? [] : ["AuxLogits."];
   }
 
   /** Main logits [n, classes] for x [n, h, w, inChannels] (h, w >= 75). */

@@ -20,6 +20,11 @@ export interface ClassifierOptions {
   inputSize?: number;
   /** Number of output classes, the width of the logits (default 10). */
   classes?: number;
+  /**
+   * Build the auxiliary classifier and train on it (Inception v3 only; `createModel` refuses it
+   * for other models).
+   */
+  auxLogits?: boolean;
 }
 
 /** LeNet-5 for 28x28 (MNIST) or 32x32 inputs. */

@@ -28,12 +28,22 @@ export const MODELS: Readonly<
   inception_v3: inceptionV3,
 };
 
+/** The models with an optional auxiliary classifier (`auxLogits`). */
+export const AUX_MODELS: readonly string[] = ["inception_v3"];
+
 /** Builds model `name`; throws a RangeError listing the known names otherwise. */
 export function createModel(name: string, init: InitContext, opts: ClassifierOptions): Module {
   const make = MODELS[name];
   if (!make) {
     throw new RangeError(
       `Unknown model "${name}": expected one of ${Object.keys(MODELS).join(", ")}`,
+    );
+  }
+  if (opts.auxLogits && !AUX_MODELS.includes(name)) {
+    throw new RangeError(
+      `Model "${name}" has no auxiliary classifier (auxLogits): only ${
+        AUX_MODELS.join(", ")
+      } has one`,
     );
   }
   return make(init, opts);

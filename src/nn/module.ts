@@ -107,6 +107,15 @@ export abstract class Module {
     return out;
   }
 
+  /**
+   * Name prefixes of state a weights file may hold that this model does without (an optional
+   * head that was not built, such as Inception v3's `AuxLogits.` when `auxLogits` is off): the
+   * loader skips those tensors instead of calling them unexpected, as torchvision does.
+   */
+  optionalStatePrefixes(): string[] {
+    return [];
+  }
+
   /** Number of trained scalars. */
   parameterCount(): number {
     return this.namedParameters().reduce((a, [, t]) => a + t.size, 0);

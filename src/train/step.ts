@@ -33,6 +33,21 @@ export interface LossTotals {
   steps: number;
 }
 
+/**
+ * A model whose training-mode forward also leaves auxiliary logits to train on (Inception v3's
+ * `AuxLogits`): the step adds `auxWeight` times their cross-entropy to the loss.
+ */
+export interface AuxiliaryHead {
+  /** The last training forward's auxiliary logits [n, classes], or null. */
+  readonly lastAux: Tensor | null;
+  /** Weight of their cross-entropy in the differentiated loss. */
+  readonly auxWeight: number;
+}
+
+function auxiliaryHead(m: Module): AuxiliaryHead | null {
+  return "lastAux" in m && "auxWeight" in m ? m as unknown as AuxiliaryHead : null;
+}
+
 /** Builds a step's inputs on its tape: [x f32 NHWC, labels i32]. */
 export type StepInput = (tape: Tape) => [Tensor, Tensor];
 
@@ -101,7 +116,17 @@ export class TrainStep {
     for (const [, p] of this.#params) tape.watch(p);
     const [x, y] = input(tape);
     const ce = softmaxCrossEntropy(tape, this.#model.forward(tape, x), y, this.#accum);
-    const grads = tape.backward(ce.loss);
+    // An auxiliary head's cross-entropy joins the differentiated loss with its weight (in the
+    // seed); the reported loss and accuracy stay the main head's.
+    const head = auxiliaryHead(this.#model);
+    const extra: [Tensor, Tensor][] = [];
+    if (head?.lastAux) {
+      const aux = softmaxCrossEntropy(tape, head.lastAux, y);
+      const seed = tape.empty(aux.loss.shape);
+      this.backend.fill(seed, head.auxWeight);
+      extra.push([aux.loss, seed]);
+    }
+    const grads = tape.backward(ce.loss, undefined, extra);
     this.#opt.step(grads, this.#quantizer.lrScales(), this.#nonfinite);
     const after = this.backend.counters();
     this.profile = {

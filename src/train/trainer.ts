@@ -60,6 +60,11 @@ export interface TrainConfig {
   quant: string;
   /** Knob overrides of the preset: `k=v,k=v` or an object (src/quant/config.ts). */
   quantSet?: string | Record<string, unknown>;
+  /**
+   * Build the model's auxiliary classifier and add its weighted loss (Inception v3's
+   * `AuxLogits`, weight 0.4); absent = off.
+   */
+  auxLogits?: boolean;
 }
 
 /** Where and how a run executes (not part of the run's identity). */
@@ -268,6 +273,7 @@ export async function train(
     inChannels: trainSet.channels,
     inputSize: trainSet.height,
     classes: trainSet.classes,
+    ...(cfg.auxLogits ? { auxLogits: true } : {}),
   });
   try {
     if (run.init) await loadTorchvisionWeights(model, run.init, cfg.model);
