@@ -453,6 +453,36 @@ Deno.test({
 });
 
 Deno.test({
+  name: "webgpu: a label out of range is a Daint8Error at the next read or sync, then work goes on",
+  ignore,
+  fn: async () => {
+    const g = dev();
+    using logits = Tensor.from(g, Float32Array.from([1, 2, 3, 3, 2, 1]), [2, 3], "f32");
+    using good = Tensor.from(g, Int32Array.from([2, 0]), [2], "i32");
+    using bad = Tensor.from(g, Int32Array.from([2, 7]), [2], "i32");
+    using stats = Tensor.empty(g, [2], "f32");
+    using probs = Tensor.empty(g, [2, 3], "f32");
+    g.softmaxCrossEntropy(stats, probs, null, logits, bad, 2, 3);
+    g.softmaxCrossEntropy(stats, probs, null, logits, good, 2, 3); // the first bad call is kept
+    const message = /^softmaxCrossEntropy: labels\[1\] = 7 is outside \[0, 3\)/;
+    const reported = (e: Error) => {
+      assert.equal(e.name, "Daint8Error");
+      assert.match(e.message, message);
+      return true;
+    };
+    await assert.rejects(() => stats.read(), reported);
+    // Reported once; good labels then read normally, and a sync reports a bad one too.
+    g.softmaxCrossEntropy(stats, probs, null, logits, good, 2, 3);
+    const s = await stats.read() as Float32Array;
+    const want = Math.log(Math.exp(1) + Math.exp(2) + Math.exp(3)) - 3;
+    assert.ok(Math.abs(s[0]! - want) < 1e-5 && s[1] === 2, `${s}`);
+    g.softmaxCrossEntropy(stats, probs, null, logits, bad, 2, 3);
+    await assert.rejects(() => g.synchronize(), reported);
+    await g.synchronize();
+  },
+});
+
+Deno.test({
   name: "webgpu: device loss and uncaptured device errors are thrown at the next op or read",
   ignore,
   fn: async () => {

@@ -104,6 +104,13 @@ export class WebGpuBackend implements Backend {
   #retiring: GpuStorage[] = [];
   readonly #tempFree = new Map<number, GpuStorage[]>();
   readonly #dummy: GPUBuffer;
+  /**
+   * The first bad label of a loss call, set on the device: [set, row, value, classes] (u32).
+   * Reported as a thrown error by the next read or synchronize (as the cuda backend does).
+   */
+  readonly #labelFlag: GPUBuffer;
+  /** A loss call ran since the flag was last read. */
+  #labelPending = false;
   #failure: string | null = null;
   #pooledBytes = 0;
   /** Cached bytes kept at most; beyond this, released storage is destroyed. */
@@ -137,6 +144,10 @@ export class WebGpuBackend implements Backend {
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
     });
     this.#dummy = d.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
+    this.#labelFlag = d.createBuffer({
+      size: 16,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
   }
 
   /**
@@ -188,9 +199,53 @@ export class WebGpuBackend implements Backend {
   async synchronize(): Promise<void> {
     this.#live();
     this.#count.syncs++;
+    if (this.#labelPending) {
+      await this.#readBack(null); // the flag's read waits for the queue too
+      return;
+    }
     this.#flush();
     await this.#dev.queue.onSubmittedWorkDone();
     this.#live(); // a device lost meanwhile
+  }
+
+  /**
+   * Copies `src` (and the label flag when a loss ran since its last read) into one staging
+   * buffer, submits, waits and returns the bytes of `src`; throws for a bad label found.
+   */
+  async #readBack(src: Tensor | null): Promise<Uint8Array | null> {
+    const size = src ? round4(src.bytes) : 0;
+    const flag = this.#labelPending;
+    const staging = this.#dev.createBuffer({
+      size: size + (flag ? 16 : 0),
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    this.#endPass();
+    if (src) this.#encoder().copyBufferToBuffer(buf(src), 0, staging, 0, size);
+    if (flag) this.#encoder().copyBufferToBuffer(this.#labelFlag, 0, staging, size, 16);
+    this.#flush();
+    this.#labelPending = false;
+    let out: Uint8Array | null = null, bad: Uint32Array | null = null;
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+      const range = staging.getMappedRange();
+      if (src) out = new Uint8Array(range, 0, src.bytes).slice();
+      if (flag) bad = new Uint32Array(range, size, 4).slice();
+      staging.unmap();
+    } catch (e) {
+      this.#failure ??= (e as Error).message;
+    } finally {
+      staging.destroy();
+    }
+    this.#live();
+    if (bad && bad[0] !== 0) {
+      this.#dev.queue.writeBuffer(this.#labelFlag, 0, new Uint32Array(4));
+      throw new Daint8Error(
+        `softmaxCrossEntropy: labels[${bad[1]}] = ${bad[2]! | 0} is outside [0, ${bad[3]}) ` +
+          `(found on the device by a loss call before this read)`,
+        1,
+      );
+    }
+    return out;
   }
 
   close(): void {
@@ -208,6 +263,7 @@ export class WebGpuBackend implements Backend {
     this.#groups.clear();
     this.#params.destroy();
     this.#dummy.destroy();
+    this.#labelFlag.destroy();
     this.#dev.destroy();
     if (this.#failure !== null) {
       throw new Daint8Error(`Closing the webgpu backend: ${this.#failure}`, 4);
@@ -352,27 +408,10 @@ export class WebGpuBackend implements Backend {
       throw new TypeError(`Cannot read ${src} (${src.bytes} bytes) into ${dst.byteLength} bytes`);
     }
     this.#live();
-    const size = round4(src.bytes);
-    const staging = this.#dev.createBuffer({
-      size,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
-    this.#endPass();
-    this.#encoder().copyBufferToBuffer(buf(src), 0, staging, 0, size);
-    this.#flush();
     this.#count.reads++;
-    try {
-      await staging.mapAsync(GPUMapMode.READ);
-      const out = new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength);
-      out.set(new Uint8Array(staging.getMappedRange(), 0, dst.byteLength));
-      staging.unmap();
-    } catch (e) {
-      this.#failure ??= (e as Error).message;
-    } finally {
-      staging.destroy();
-    }
+    const bytes = await this.#readBack(src);
+    new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength).set(bytes!);
     this.#count.bytesDown += dst.byteLength;
-    this.#live();
   }
 
   copy(dst: Tensor, src: Tensor): void {
@@ -942,6 +981,7 @@ export class WebGpuBackend implements Backend {
         this.#opt(accum),
         buf(logits),
         buf(labels),
+        this.#labelFlag,
       ],
       [1, 1, 1],
       (u) => {
@@ -950,6 +990,7 @@ export class WebGpuBackend implements Backend {
         u[2] = accum ? 1 : 0;
       },
     );
+    this.#labelPending = true;
   }
 
   softmaxCrossEntropyBackward(

@@ -304,19 +304,25 @@ ${GROUP_MAIN}
 
 /**
  * Softmax cross-entropy forward: one workgroup, each thread a set of rows; words 0 = n, 1 =
- * classes, 2 = has accum.
+ * classes, 2 = has accum. A label outside [0, classes) is computed clamped and recorded in BAD
+ * ([set, row, value, classes], the first bad row of the first call that had one), which the
+ * backend reports at its next read.
  */
 export const XENT: KernelSpec = {
   name: "softmaxCrossEntropy",
-  bindings: [w("ST"), w("PR"), w("AC"), r("L"), r("LB", "i32")],
+  bindings: [w("ST"), w("PR"), w("AC"), r("L"), r("LB", "i32"), w("BAD", "u32")],
   body: `${REDUCE}
+var<workgroup> badRow: atomic<u32>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(local_invocation_index) t: u32) {
   let n = pu(0u); let k = pu(1u);
+  if (t == 0u) { atomicStore(&badRow, 0xffffffffu); }
+  workgroupBarrier();
   var loss = 0.0; var correct = 0.0;
   for (var i = t; i < n; i += ${WG}u) {
     var mx = L[i * k]; var am = 0u;
     for (var j = 1u; j < k; j++) { let v = L[i * k + j]; if (v > mx) { mx = v; am = j; } }
+    if (LB[i] < 0 || LB[i] >= i32(k)) { atomicMin(&badRow, i); }
     let y = u32(clamp(LB[i], 0, i32(k) - 1));
     let xy = L[i * k + y];
     var s = 0.0;
@@ -328,6 +334,10 @@ fn main(@builtin(local_invocation_index) t: u32) {
   }
   reduce2(t, loss, correct);
   if (t == 0u) {
+    let bad = atomicLoad(&badRow);
+    if (bad != 0xffffffffu && BAD[0] == 0u) {
+      BAD[0] = 1u; BAD[1] = bad; BAD[2] = bitcast<u32>(LB[bad]); BAD[3] = k;
+    }
     ST[0] = sh[0] / f32(n); ST[1] = sh2[0];
     if (pu(2u) == 1u) {
       AC[0] = AC[0] + sh[0]; AC[1] = AC[1] + sh2[0]; AC[2] = AC[2] + f32(n); AC[3] = AC[3] + 1.0;
