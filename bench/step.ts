@@ -25,6 +25,8 @@ export interface StepRunner {
   y: Tensor;
   /** Runs one step and waits for the device (the timed unit). */
   step(): Promise<void>;
+  /** Enqueues one step on the next batch without waiting (time several, then synchronize). */
+  enqueue(): void;
   /** Mean loss of the steps run since the last call (a step-edge read). */
   loss(): Promise<number>;
   dispose(): void;
@@ -74,9 +76,12 @@ export function makeStep(
     x,
     y,
     async step() {
+      this.enqueue();
+      await backend.synchronize();
+    },
+    enqueue() {
       const [bx, by] = data[next++ % data.length]!;
       trainStep.run(() => [bx, by], 0.01);
-      await backend.synchronize();
     },
     async loss() {
       const t = await trainStep.readLoss();

@@ -6,7 +6,11 @@
  *      cuobjdump exists);
  *   2. `deno test test/gpu/` (the cuda library against the cpu library);
  *   3. the INT8 convolution benchmark (bench/gpu/conv_int8_bench.ts, validated before timing);
- *   4. the PyTorch peer (bench/peers/torch_gpu.py), when python3 and torch are present.
+ *   4. the training-step benchmark (bench/gpu/step_bench.ts: ResNet-20 and ResNet-50 at batch
+ *      128, fp32 / int8-naive / daint8);
+ *   5. the PyTorch peers (bench/peers/torch_gpu.py: cuDNN conv layers; torch_gpu_step.py: the
+ *      same training steps in FP32, TF32 and BF16 autocast), when python3 and torch are present;
+ *   6. the goals as ratios from this one run (bench/gpu/ratios.ts: ratios.md, ratios.json).
  * Without a GPU (or without nvcc) each step that needs one is reported as skipped with the
  * reason, so the script dry-runs anywhere. Exit status 1 when a step that ran failed.
  *
@@ -15,6 +19,7 @@
 import { buildCpu } from "../../ffi/build.ts";
 import { buildCuda, checkCudaBuild, findNvcc } from "../../ffi/build_cuda.ts";
 import { cudaAvailable } from "../../test/gpu/harness.ts";
+import { writeRatios } from "./ratios.ts";
 
 const root = decodeURIComponent(new URL("../../", import.meta.url).pathname);
 
@@ -131,6 +136,21 @@ if (import.meta.main) {
     };
   });
 
+  await step("bench:step", async () => {
+    if (!gpu.ok) return noGpu("no GPU");
+    const r = await runLogged(
+      Deno.execPath(),
+      ["run", "-A", "bench/gpu/step_bench.ts", "--json", `${dir}/bench_step.json`],
+      `${dir}/bench_step.log`,
+      200,
+    );
+    return {
+      status: r.ok ? "passed" : "failed",
+      detail: r.ok ? "see bench_step.json" : r.out.slice(-400),
+      log: "bench_step.log",
+    };
+  });
+
   await step("peer:torch", async () => {
     if (!gpu.ok) return noGpu("no GPU");
     let r: { ok: boolean; out: string };
@@ -153,6 +173,43 @@ if (import.meta.main) {
       detail: skipped ? last : r.ok ? "see torch_gpu.json" : r.out.slice(-400),
       log: "torch_gpu.log",
     };
+  });
+
+  await step("peer:torch-step", async () => {
+    if (!gpu.ok) return noGpu("no GPU");
+    let r: { ok: boolean; out: string };
+    try {
+      r = await runLogged(
+        "python3",
+        ["bench/peers/torch_gpu_step.py", "--warmup", "2", "--reps", "3", "--trials", "3"],
+        `${dir}/torch_gpu_step.log`,
+        150,
+      );
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return { status: "skipped", detail: "no python3" };
+      throw e;
+    }
+    const last = r.out.trim().split("\n").filter((l) => l.startsWith("{")).pop() ?? "";
+    if (last) Deno.writeTextFileSync(`${dir}/torch_gpu_step.json`, last + "\n");
+    const skipped = last.includes('"skipped"');
+    return {
+      status: !r.ok ? "failed" : skipped ? "skipped" : "passed",
+      detail: skipped ? last : r.ok ? "see torch_gpu_step.json" : r.out.slice(-400),
+      log: "torch_gpu_step.log",
+    };
+  });
+
+  await step("ratios", () => {
+    if (!gpu.ok) return Promise.resolve(noGpu("no GPU"));
+    const { ratios, markdown } = writeRatios(dir);
+    console.log(markdown);
+    const n = ratios.layers.length + ratios.steps.length;
+    return Promise.resolve({
+      status: n > 0 ? "passed" as const : "skipped" as const,
+      detail: `${ratios.layers.filter((l) => l.goal_met).length} of ${ratios.layers.length} ` +
+        `layers at 1.5x cuDNN FP16; ${ratios.missing.length} missing; see ratios.md`,
+      log: "ratios.md",
+    });
   });
 
   const summary = {

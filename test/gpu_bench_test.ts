@@ -1,0 +1,96 @@
+/**
+ * The GPU speed reports, checked without a GPU: the goal ratios of bench/gpu/ratios.ts from
+ * fixed benchmark outputs, and the step benchmark's measuring loop on the cpu backend.
+ */
+import assert from "node:assert/strict";
+import { computeRatios, ratiosMarkdown } from "../bench/gpu/ratios.ts";
+import { benchModel, STEP_PRESETS } from "../bench/gpu/step_bench.ts";
+import { cpu } from "./helpers/check_op.ts";
+
+const int8 = {
+  device: "Test GPU",
+  rows: [
+    { layer: "3x3 64->64 56", version: 1, op: "fprop", ms: 9, tops: 1 },
+    { layer: "3x3 64->64 56", version: 2, op: "fprop", ms: 2, tops: 1 },
+    { layer: "3x3 64->64 56", version: 3, op: "fprop", ms: 0.5, tops: 1 },
+    { layer: "3x3 64->64 56", version: 3, op: "dgrad", ms: 0.5, tops: 1 },
+    { layer: "3x3 64->64 56", version: 3, op: "wgrad", ms: 1, tops: 1 },
+    { layer: "1x1 256->64 56", version: 3, op: "fprop", ms: 1, tops: 1 },
+    { layer: "1x1 256->64 56", version: 3, op: "dgrad", ms: 1, tops: 1 },
+    { layer: "1x1 256->64 56", version: 3, op: "wgrad", ms: 1, tops: 1 },
+    { layer: "7x7 missing in torch", version: 3, op: "fprop", ms: 1, tops: 1 },
+  ],
+};
+const torchConvs = {
+  rows: [
+    { layer: "3x3 64->64 56", dtype: "fp32", ms_fwd: 5, ms_fwd_bwd: 20 },
+    { layer: "3x3 64->64 56", dtype: "fp16", ms_fwd: 1, ms_fwd_bwd: 4 },
+    { layer: "1x1 256->64 56", dtype: "fp16", ms_fwd: 1, ms_fwd_bwd: 3 },
+  ],
+};
+const steps = {
+  rows: [
+    { model: "resnet50", preset: "fp32", ms: 300 },
+    { model: "resnet50", preset: "daint8", ms: 100 },
+    { model: "resnet20", preset: "fp32", ms: 10 },
+    { model: "resnet20", preset: "daint8", ms: 8 },
+  ],
+};
+const torchSteps = {
+  rows: [
+    { model: "resnet50", mode: "fp32", ms: 320 },
+    { model: "resnet50", mode: "bf16-autocast", ms: 90 },
+    { model: "resnet20", mode: "fp32", ms: 12 },
+  ],
+};
+
+Deno.test("gpu ratios: INT8 forward+backward of auto's version against cuDNN FP16, steps against PyTorch", () => {
+  const r = computeRatios(int8, torchConvs, steps, torchSteps);
+  assert.deepEqual(r.layers.map((l) => [l.layer, l.version, l.int8_ms, l.speedup, l.goal_met]), [
+    ["3x3 64->64 56", 3, 2, 2, true], // (0.5 + 0.5 + 1) ms against 4 ms
+    ["1x1 256->64 56", 3, 3, 1, false],
+  ]);
+  assert.deepEqual(r.missing, ["7x7 missing in torch: no fp16 row in torch_gpu.json"]);
+  const r50 = r.steps.find((s) => s.model === "resnet50")!;
+  assert.equal(r50.vs_our_fp32, 3);
+  assert.equal(r50.vs_torch_fp32, 3.2);
+  assert.equal(r50.vs_torch_bf16, 0.9);
+  assert.equal(r50.goal_met, false, "slower than BF16 autocast");
+  const r20 = r.steps.find((s) => s.model === "resnet20")!;
+  assert.equal(r20.vs_torch_bf16, null);
+  assert.equal(r20.goal_met, null, "the step goals are ResNet-50's");
+  const md = ratiosMarkdown(r, "Test GPU");
+  assert.match(md, /\| 3x3 64->64 56 \| v3 \| 2\.000 \| 4\.000 \| 2\.00x \| met \|/);
+  assert.match(md, /\| resnet50 \| 100\.00 \| 3\.00x \| 3\.20x \| 0\.90x \| not met \|/);
+});
+
+Deno.test("gpu ratios: a skipped or absent benchmark is listed with its reason", () => {
+  const r = computeRatios({ skipped: "no GPU" }, null, null, { skipped: "torch sees no CUDA" });
+  assert.deepEqual(r.layers, []);
+  assert.deepEqual(r.steps, []);
+  assert.deepEqual(r.missing, [
+    "bench_int8.json: skipped (no GPU)",
+    "bench_step.json: not found",
+  ]);
+  const withSteps = computeRatios(null, null, steps, { skipped: "torch sees no CUDA" });
+  assert.ok(withSteps.missing.includes("torch_gpu_step.json: skipped (torch sees no CUDA)"));
+  assert.equal(withSteps.steps.find((s) => s.model === "resnet50")!.vs_torch_fp32, null);
+});
+
+Deno.test("step bench: every preset timed interleaved, validated (finite loss, no sync inside)", async () => {
+  const { rows, failures } = await benchModel(
+    cpu(),
+    "resnet20",
+    { channels: 3, size: 8, batch: 2 },
+    { warmup: 1, trials: 2, reps: 1 },
+  );
+  assert.deepEqual(failures, []);
+  assert.deepEqual(rows.map((r) => r.preset), [...STEP_PRESETS]);
+  assert.equal(rows[0]!.speedup_vs_fp32, 1);
+  for (const r of rows) {
+    assert.ok(r.ms > 0 && r.min_ms <= r.ms && Number.isFinite(r.loss), JSON.stringify(r));
+    assert.equal(r.syncs, 0);
+    assert.equal(r.input, "3x8x8");
+  }
+  assert.ok(rows[2]!.calls > rows[0]!.calls, "daint8 adds quantize and decision calls");
+});
