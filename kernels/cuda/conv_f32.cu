@@ -12,6 +12,7 @@
 //           A(kk, m) = dy[m, kk], B((r, s, c), m) = x at pixel m's tap (r, s)
 //   linear: fwd M = m, N = n, K = k; dgrad M = m, N = k, K = n; wgrad M = n, N = k, K = m (split)
 // Tile 64 x 64 x 16, 256 threads, 4 x 4 outputs per thread, double-buffered shared memory.
+// Depthwise convolutions (one channel per group) run direct kernels instead (dw_*_k).
 #include "common.cuh"
 
 #include <algorithm>
@@ -273,6 +274,77 @@ int32_t launch_split(const char* fn, d8_context* ctx, Op& op, float** part_ptr, 
   return launch_check(fn, "sgemm_k (split)");
 }
 
+// ---- depthwise (G == C == K, one channel per group): direct kernels ------------------------
+// The GEMM above would fill one column of a 64-wide tile per group; these run one thread per
+// output element with the channel fastest (coalesced NHWC access). w[c, r, s] = w[(c*R + r)*S + s].
+__device__ inline bool dw_input(const ConvGeom& G, int64_t pix, int r, int s, int64_t* at) {
+  const int qq = static_cast<int>(pix % G.q), pp = static_cast<int>(pix / G.q % G.p);
+  const int64_t img = pix / (int64_t{G.p} * G.q);
+  const int ih = pp * G.sh - G.ph + r, iw = qq * G.sw - G.pw + s;
+  if (ih < 0 || ih >= G.h || iw < 0 || iw >= G.w) return false;
+  *at = ((img * G.h + ih) * G.w + iw) * G.c;
+  return true;
+}
+
+__global__ void dw_fwd_k(float* y, const float* x, const float* w, const float* bias, ConvGeom G) {
+  const int64_t total = G.m * G.c;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int c = static_cast<int>(i % G.c);
+    const int64_t pix = i / G.c;
+    float acc = 0.0f;
+    for (int r = 0; r < G.r; ++r)
+      for (int s = 0; s < G.s; ++s) {
+        int64_t at;
+        if (dw_input(G, pix, r, s, &at)) acc = fmaf(x[at + c], w[(c * G.r + r) * G.s + s], acc);
+      }
+    y[i] = bias ? __fadd_rn(acc, bias[c]) : acc;
+  }
+}
+
+__global__ void dw_dgrad_k(float* dx, const float* dy, const float* w, ConvGeom G) {
+  const int64_t total = int64_t{G.n} * G.h * G.w * G.c;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int c = static_cast<int>(i % G.c);
+    const int64_t pix = i / G.c;
+    const int iw = static_cast<int>(pix % G.w), ih = static_cast<int>(pix / G.w % G.h);
+    const int64_t img = pix / (int64_t{G.h} * G.w);
+    float acc = 0.0f;
+    for (int r = 0; r < G.r; ++r) {
+      const int th = ih + G.ph - r;
+      if (th < 0 || th % G.sh != 0 || th / G.sh >= G.p) continue;
+      for (int s = 0; s < G.s; ++s) {
+        const int tw = iw + G.pw - s;
+        if (tw < 0 || tw % G.sw != 0 || tw / G.sw >= G.q) continue;
+        const int64_t o = ((img * G.p + th / G.sh) * G.q + tw / G.sw) * G.c + c;
+        acc = fmaf(dy[o], w[(c * G.r + r) * G.s + s], acc);
+      }
+    }
+    dx[i] = acc;
+  }
+}
+
+// part[split][c*R*S + tap] = sum over the split's pixels of dy[m, c] * x[m's tap, c]; one thread
+// per (tap, c), channel fastest.
+__global__ void dw_wgrad_part_k(float* part, const float* x, const float* dy, ConvGeom G,
+                                int64_t len) {
+  const int taps = G.r * G.s;
+  const int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (e >= int64_t{taps} * G.c) return;
+  const int c = static_cast<int>(e % G.c), tap = static_cast<int>(e / G.c);
+  const int r = tap / G.s, s = tap % G.s;
+  const int64_t m0 = blockIdx.y * len, m1 = m0 + len < G.m ? m0 + len : G.m;
+  float acc = 0.0f;
+  for (int64_t m = m0; m < m1; ++m) {
+    int64_t at;
+    if (dw_input(G, m, r, s, &at)) acc = fmaf(dy[m * G.c + c], x[at + c], acc);
+  }
+  part[int64_t{blockIdx.y} * taps * G.c + int64_t{c} * taps + tap] = acc;
+}
+
+bool depthwise(const ConvGeom& G) { return G.g > 1 && G.cg == 1 && G.kg == 1; }
+
 struct ConvBytes {
   int64_t x, w, y;
 };
@@ -299,6 +371,11 @@ extern "C" int32_t d8_conv2d_fwd(d8_buffer* y, const d8_buffer* x, const d8_buff
     d8_context* ctx;
     if (int32_t e = op_context(fn, {y, x, w, bias}, &ctx)) return e;
     const ConvGeom G = make_geom(*shape);
+    if (depthwise(G)) {
+      dw_fwd_k<<<grid_1d(G.m * G.c, 256), 256, 0, ctx->stream>>>(
+          fptr(y), fptr(x), fptr(w), bias ? fptr(bias) : nullptr, G);
+      return launch_check(fn, "dw_fwd_k");
+    }
     const FwdOp op{fptr(x), fptr(w), bias ? fptr(bias) : nullptr, fptr(y), G};
     return launch_gemm(fn, ctx, op, G.m, G.kg, G.g);
   });
@@ -317,6 +394,11 @@ extern "C" int32_t d8_conv2d_dgrad(d8_buffer* dx, const d8_buffer* dy, const d8_
     d8_context* ctx;
     if (int32_t e = op_context(fn, {dx, dy, w}, &ctx)) return e;
     const ConvGeom G = make_geom(*shape);
+    if (depthwise(G)) {
+      dw_dgrad_k<<<grid_1d(int64_t{G.n} * G.h * G.w * G.c, 256), 256, 0, ctx->stream>>>(
+          fptr(dx), fptr(dy), fptr(w), G);
+      return launch_check(fn, "dw_dgrad_k");
+    }
     const DgradOp op{fptr(dy), fptr(w), fptr(dx), G};
     return launch_gemm(fn, ctx, op, int64_t{G.n} * G.h * G.w, G.cg, G.g);
   });
@@ -335,6 +417,21 @@ extern "C" int32_t d8_conv2d_wgrad(d8_buffer* dw, const d8_buffer* x, const d8_b
     d8_context* ctx;
     if (int32_t e = op_context(fn, {dw, x, dy}, &ctx)) return e;
     const ConvGeom G = make_geom(*shape);
+    if (depthwise(G)) {
+      // Pixels split in chunks of >= 512 (at most 256 chunks), partials summed in chunk order.
+      const int64_t outs = int64_t{G.r} * G.s * G.c;
+      const int splits = static_cast<int>(std::min<int64_t>(256, std::max<int64_t>(1, ceil_div(G.m, 512))));
+      const int64_t len = ceil_div(G.m, splits);
+      Scratch sc;
+      if (int32_t e = sc.get(fn, ctx, static_cast<size_t>(outs * splits * 4))) return e;
+      const dim3 grid(static_cast<unsigned>(ceil_div(outs, 128)), static_cast<unsigned>(splits));
+      if (grid.x > 0x7fffffffu)
+        return fail(D8_ERR_UNSUPPORTED, "%s: depthwise weight gradient too large (%s)", fn, dims);
+      dw_wgrad_part_k<<<grid, 128, 0, ctx->stream>>>(sc.as<float>(), fptr(x), fptr(dy), G, len);
+      reduce_splits_k<<<grid_1d(outs, 256), 256, 0, ctx->stream>>>(fptr(dw), sc.as<float>(), outs,
+                                                                   splits);
+      return launch_check(fn, "dw_wgrad kernels");
+    }
     WgradOp op{fptr(x), fptr(dy), nullptr, G};
     return launch_split(fn, ctx, op, &op.part, fptr(dw), G.kg, G.kd, G.g, G.m);
   });

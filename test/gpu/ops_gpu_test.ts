@@ -73,6 +73,18 @@ const CONVS: [string, Conv][] = [
   ["3x3 stride 2", { n: 2, h: 10, w: 10, c: 32, k: 64, r: 3, s: 3, stride: [2, 2], pad: [1, 1] }],
   ["1x1 stride 2 shortcut", { n: 2, h: 8, w: 8, c: 32, k: 64, r: 1, s: 1, stride: [2, 2] }],
   ["wgrad over 65,536 rows", { n: 2, h: 200, w: 200, c: 16, k: 16, r: 1, s: 1 }],
+  // MobileNetV2-like: the direct depthwise kernels with several wgrad pixel chunks, odd channels
+  ["depthwise 40 channels, stride 1, 5 wgrad chunks", {
+    n: 4,
+    h: 24,
+    w: 24,
+    c: 40,
+    k: 40,
+    r: 3,
+    s: 3,
+    groups: 40,
+    pad: [1, 1],
+  }],
 ];
 
 const VERSIONS = [1, 2, 3];
