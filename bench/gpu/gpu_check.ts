@@ -115,89 +115,56 @@ if (import.meta.main) {
     return { status: r.ok ? "passed" : "failed", detail: summary, log: "test_gpu.log" };
   });
 
-  await step("bench:int8", async () => {
+  // One of our GPU benchmarks: `deno run -A SCRIPT --json DIR/<name>.json`.
+  const denoBench = async (name: string, script: string, timeoutS: number) => {
     if (!gpu.ok) return noGpu("no GPU");
     const r = await runLogged(
       Deno.execPath(),
-      [
-        "run",
-        "-A",
-        "bench/gpu/conv_int8_bench.ts",
-        "--json",
-        `${dir}/bench_int8.json`,
-      ],
-      `${dir}/bench_int8.log`,
-      180,
+      ["run", "-A", script, "--json", `${dir}/${name}.json`],
+      `${dir}/${name}.log`,
+      timeoutS,
     );
     return {
-      status: r.ok ? "passed" : "failed",
-      detail: r.ok ? "see bench_int8.json" : r.out.slice(-400),
-      log: "bench_int8.log",
+      status: r.ok ? "passed" as const : "failed" as const,
+      detail: r.ok ? `see ${name}.json` : r.out.slice(-400),
+      log: `${name}.log`,
     };
-  });
+  };
+  await step("bench:int8", () => denoBench("bench_int8", "bench/gpu/conv_int8_bench.ts", 180));
+  await step("bench:step", () => denoBench("bench_step", "bench/gpu/step_bench.ts", 200));
 
-  await step("bench:step", async () => {
-    if (!gpu.ok) return noGpu("no GPU");
-    const r = await runLogged(
-      Deno.execPath(),
-      ["run", "-A", "bench/gpu/step_bench.ts", "--json", `${dir}/bench_step.json`],
-      `${dir}/bench_step.log`,
-      200,
-    );
-    return {
-      status: r.ok ? "passed" : "failed",
-      detail: r.ok ? "see bench_step.json" : r.out.slice(-400),
-      log: "bench_step.log",
-    };
-  });
-
-  await step("peer:torch", async () => {
+  // A PyTorch peer: its last JSON line goes to DIR/<name>.json.
+  const pythonPeer = async (name: string, args: string[], timeoutS: number) => {
     if (!gpu.ok) return noGpu("no GPU");
     let r: { ok: boolean; out: string };
     try {
-      r = await runLogged(
-        "python3",
-        ["bench/peers/torch_gpu.py", "--reps", "5", "--trials", "3"],
-        `${dir}/torch_gpu.log`,
-        120,
-      );
+      r = await runLogged("python3", args, `${dir}/${name}.log`, timeoutS);
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return { status: "skipped", detail: "no python3" };
+      if (e instanceof Deno.errors.NotFound) {
+        return { status: "skipped" as const, detail: "no python3" };
+      }
       throw e;
     }
     const last = r.out.trim().split("\n").filter((l) => l.startsWith("{")).pop() ?? "";
-    if (last) Deno.writeTextFileSync(`${dir}/torch_gpu.json`, last + "\n");
+    if (last) Deno.writeTextFileSync(`${dir}/${name}.json`, last + "\n");
     const skipped = last.includes('"skipped"');
     return {
-      status: !r.ok ? "failed" : skipped ? "skipped" : "passed",
-      detail: skipped ? last : r.ok ? "see torch_gpu.json" : r.out.slice(-400),
-      log: "torch_gpu.log",
+      status: !r.ok ? "failed" as const : skipped ? "skipped" as const : "passed" as const,
+      detail: skipped ? last : r.ok ? `see ${name}.json` : r.out.slice(-400),
+      log: `${name}.log`,
     };
-  });
-
-  await step("peer:torch-step", async () => {
-    if (!gpu.ok) return noGpu("no GPU");
-    let r: { ok: boolean; out: string };
-    try {
-      r = await runLogged(
-        "python3",
-        ["bench/peers/torch_gpu_step.py", "--warmup", "2", "--reps", "3", "--trials", "3"],
-        `${dir}/torch_gpu_step.log`,
-        150,
-      );
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return { status: "skipped", detail: "no python3" };
-      throw e;
-    }
-    const last = r.out.trim().split("\n").filter((l) => l.startsWith("{")).pop() ?? "";
-    if (last) Deno.writeTextFileSync(`${dir}/torch_gpu_step.json`, last + "\n");
-    const skipped = last.includes('"skipped"');
-    return {
-      status: !r.ok ? "failed" : skipped ? "skipped" : "passed",
-      detail: skipped ? last : r.ok ? "see torch_gpu_step.json" : r.out.slice(-400),
-      log: "torch_gpu_step.log",
-    };
-  });
+  };
+  await step(
+    "peer:torch",
+    () =>
+      pythonPeer("torch_gpu", ["bench/peers/torch_gpu.py", "--reps", "5", "--trials", "3"], 120),
+  );
+  await step("peer:torch-step", () =>
+    pythonPeer(
+      "torch_gpu_step",
+      ["bench/peers/torch_gpu_step.py", "--warmup", "2", "--reps", "3", "--trials", "3"],
+      150,
+    ));
 
   await step("ratios", () => {
     if (!gpu.ok) return Promise.resolve(noGpu("no GPU"));

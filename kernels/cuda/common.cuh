@@ -188,6 +188,22 @@ inline ConvGeom make_geom(const d8_conv_shape& s) {
   return G;
 }
 
+// dgrad's gather, one input pixel (img, ih, iw): calls f(o, r, s) for every tap (r, s) whose
+// output pixel covers it, o = that output pixel's flat index (img, p, q). The walk every direct
+// dgrad kernel shares (the int8 simple kernel, the fp32 depthwise one).
+template <class F>
+__device__ inline void for_each_cover(const ConvGeom& G, int64_t img, int ih, int iw, F&& f) {
+  for (int r = 0; r < G.r; ++r) {
+    const int th = ih + G.ph - r;
+    if (th < 0 || th % G.sh != 0 || th / G.sh >= G.p) continue;
+    for (int s = 0; s < G.s; ++s) {
+      const int tw = iw + G.pw - s;
+      if (tw < 0 || tw % G.sw != 0 || tw / G.sw >= G.q) continue;
+      f((img * G.p + th / G.sh) * G.q + tw / G.sw, r, s);
+    }
+  }
+}
+
 inline float* fptr(const d8_buffer* b) { return static_cast<float*>(b->data); }
 inline int8_t* i8ptr(const d8_buffer* b) { return static_cast<int8_t*>(b->data); }
 inline int32_t* i32ptr(const d8_buffer* b) { return static_cast<int32_t*>(b->data); }

@@ -311,16 +311,9 @@ __global__ void dw_dgrad_k(float* dx, const float* dy, const float* w, ConvGeom 
     const int iw = static_cast<int>(pix % G.w), ih = static_cast<int>(pix / G.w % G.h);
     const int64_t img = pix / (int64_t{G.h} * G.w);
     float acc = 0.0f;
-    for (int r = 0; r < G.r; ++r) {
-      const int th = ih + G.ph - r;
-      if (th < 0 || th % G.sh != 0 || th / G.sh >= G.p) continue;
-      for (int s = 0; s < G.s; ++s) {
-        const int tw = iw + G.pw - s;
-        if (tw < 0 || tw % G.sw != 0 || tw / G.sw >= G.q) continue;
-        const int64_t o = ((img * G.p + th / G.sh) * G.q + tw / G.sw) * G.c + c;
-        acc = fmaf(dy[o], w[(c * G.r + r) * G.s + s], acc);
-      }
-    }
+    for_each_cover(G, img, ih, iw, [&](int64_t o, int r, int s) {
+      acc = fmaf(dy[o * G.c + c], w[(c * G.r + r) * G.s + s], acc);
+    });
     dx[i] = acc;
   }
 }

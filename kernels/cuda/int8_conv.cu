@@ -507,17 +507,11 @@ __global__ void dgrad_simple_k(float* dx, const int8_t* dy, const int8_t* w,
     const int iw = static_cast<int>(pix % G.w), ih = static_cast<int>(pix / G.w % G.h);
     const int64_t img = pix / (int64_t{G.h} * G.w);
     int32_t acc = 0;
-    for (int r = 0; r < G.r; ++r) {
-      const int th = ih + G.ph - r;
-      if (th < 0 || th % G.sh != 0 || th / G.sh >= G.p) continue;
-      for (int s = 0; s < G.s; ++s) {
-        const int tw = iw + G.pw - s;
-        if (tw < 0 || tw % G.sw != 0 || tw / G.sw >= G.q) continue;
-        const int8_t* d = dy + ((img * G.p + th / G.sh) * G.q + tw / G.sw) * G.k + int64_t{g} * G.kg;
-        const int8_t* wp = w + (int64_t{g} * G.kg) * G.kd + (r * G.s + s) * G.cg + c;
-        for (int kk = 0; kk < G.kg; ++kk) acc += int32_t{d[kk]} * wp[int64_t{kk} * G.kd];
-      }
-    }
+    for_each_cover(G, img, ih, iw, [&](int64_t o, int r, int s) {
+      const int8_t* d = dy + o * G.k + int64_t{g} * G.kg;
+      const int8_t* wp = w + (int64_t{g} * G.kg) * G.kd + (r * G.s + s) * G.cg + c;
+      for (int kk = 0; kk < G.kg; ++kk) acc += int32_t{d[kk]} * wp[int64_t{kk} * G.kd];
+    });
     dx[i] = __fmul_rn(static_cast<float>(acc), scale);
   }
 }
