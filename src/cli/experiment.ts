@@ -140,7 +140,8 @@ export function main(args: string[]): Promise<number> {
     }
     const base = rows.find((r) => r.preset === "fp32");
     for (const r of rows) if (base) r.deltaToFp32 = 100 * (r.testAcc - base.testAcc);
-    const title = `${c.model} on ${c.dataset}, ${c.epochs} epoch(s), batch ${c.batchSize}, ` +
+    const data = c.dataset === "folder" && a.dataDir ? `${a.dataDir} (image folder)` : c.dataset;
+    const title = `${c.model} on ${data}, ${c.epochs} epoch(s), batch ${c.batchSize}, ` +
       `lr ${c.lr} ${c.schedule}, seed ${c.seed}` +
       (a.limit ? `, ${a.limit} training images` : "") +
       (a.testLimit ? `, ${a.testLimit} test images` : "");
