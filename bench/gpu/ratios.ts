@@ -146,7 +146,13 @@ export function ratiosMarkdown(r: Ratios, device: string): string {
           `${x(l.speedup)} | ${l.goal_met ? "met" : "not met"} |`,
       );
     }
-    lines.push("");
+    lines.push(
+      "",
+      "INT8: the three conv kernels alone (the quantize passes are not in this figure; the " +
+        "training steps below include everything). The stem's PyTorch figure includes an input " +
+        "gradient that training does not need.",
+      "",
+    );
   }
   if (r.steps.length > 0) {
     lines.push(
