@@ -19,6 +19,7 @@ import {
   convShape,
   cudaAvailable,
   Lib,
+  median,
   Rand,
 } from "../../test/gpu/harness.ts";
 
@@ -50,11 +51,6 @@ export function resnet50Layers(n: number): Layer[] {
     });
   }
   return L;
-}
-
-function median(a: number[]): number {
-  const s = [...a].sort((x, y) => x - y);
-  return s[Math.floor(s.length / 2)]!;
 }
 
 interface Row {

@@ -20,6 +20,7 @@
 import { parseArgs } from "node:util";
 import type { Backend } from "../../src/backend/backend.ts";
 import { openBackend } from "../../src/backend/registry.ts";
+import { median } from "../../test/gpu/harness.ts";
 import { makeStep, type StepRunner } from "../step.ts";
 
 /** One measured (model, preset). */
@@ -50,11 +51,6 @@ export function stepModels(quick: boolean, batch: number) {
 
 /** The presets timed, fp32 first (the speedups' base). */
 export const STEP_PRESETS = ["fp32", "int8-naive", "daint8"] as const;
-
-function median(a: number[]): number {
-  const s = [...a].sort((x, y) => x - y);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 /** Times every preset of `model` interleaved; returns the rows and any validation failures. */
 export async function benchModel(

@@ -208,3 +208,9 @@ export function assertEqualArrays(what: string, a: ArrayLike<number>, e: ArrayLi
   }
   if (n > 0) throw new Error(`${what}: ${n} of ${a.length} differ:\n  ${bad.join("\n  ")}`);
 }
+
+/** The median of `a` (the upper one of an even count), for the GPU benchmarks' timings. */
+export function median(a: readonly number[]): number {
+  const s = [...a].sort((x, y) => x - y);
+  return s[Math.floor(s.length / 2)]!;
+}

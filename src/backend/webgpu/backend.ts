@@ -200,7 +200,7 @@ export class WebGpuBackend implements Backend {
     this.#live();
     this.#count.syncs++;
     if (this.#labelPending) {
-      await this.#readBack(null); // the flag's read waits for the queue too
+      await this.#readBack(null, null); // the flag's read waits for the queue too
       return;
     }
     this.#flush();
@@ -210,9 +210,9 @@ export class WebGpuBackend implements Backend {
 
   /**
    * Copies `src` (and the label flag when a loss ran since its last read) into one staging
-   * buffer, submits, waits and returns the bytes of `src`; throws for a bad label found.
+   * buffer, submits, waits and copies the bytes of `src` into `dst`; throws for a bad label found.
    */
-  async #readBack(src: Tensor | null): Promise<Uint8Array | null> {
+  async #readBack(src: Tensor | null, dst: Uint8Array | null): Promise<void> {
     const size = src ? round4(src.bytes) : 0;
     const flag = this.#labelPending;
     const staging = this.#dev.createBuffer({
@@ -224,11 +224,11 @@ export class WebGpuBackend implements Backend {
     if (flag) this.#encoder().copyBufferToBuffer(this.#labelFlag, 0, staging, size, 16);
     this.#flush();
     this.#labelPending = false;
-    let out: Uint8Array | null = null, bad: Uint32Array | null = null;
+    let bad: Uint32Array | null = null;
     try {
       await staging.mapAsync(GPUMapMode.READ);
       const range = staging.getMappedRange();
-      if (src) out = new Uint8Array(range, 0, src.bytes).slice();
+      if (src && dst) dst.set(new Uint8Array(range, 0, src.bytes));
       if (flag) bad = new Uint32Array(range, size, 4).slice();
       staging.unmap();
     } catch (e) {
@@ -245,7 +245,6 @@ export class WebGpuBackend implements Backend {
         1,
       );
     }
-    return out;
   }
 
   close(): void {
@@ -409,8 +408,7 @@ export class WebGpuBackend implements Backend {
     }
     this.#live();
     this.#count.reads++;
-    const bytes = await this.#readBack(src);
-    new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength).set(bytes!);
+    await this.#readBack(src, new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength));
     this.#count.bytesDown += dst.byteLength;
   }
 
