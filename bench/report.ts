@@ -20,6 +20,7 @@
  *
  * Flags: --seconds S per group of cases (default 3), --threads N (cpu; default all cores),
  * --python PATH (default /usr/bin/python3), --clock-ghz G (core clock for % of peak; default
+ * the clock the cpu backend measures with all threads busy, its device info; else
  * /proc/cpuinfo's MHz, which on a VM is the TSC rate, not the boost clock), --out DIR (default
  * bench/), --no-peers, --models lenet5,resnet20, --timer wall|cpu (cpu: this process's CPU
  * time, with --threads 1 only: robust on a machine shared with other jobs; the peers are always
@@ -98,41 +99,74 @@ function procCpuinfo(): string {
   }
 }
 
-function cpuInfo(): { model: string; family: number; mhz: number; flags: string[] } {
+function cpuInfo(): {
+  model: string;
+  family: number;
+  modelNo: number;
+  mhz: number;
+  flags: string[];
+} {
   try {
     const t = procCpuinfo();
     const field = (k: string) => t.match(new RegExp(`^${k}\\s*:\\s*(.*)$`, "m"))?.[1] ?? "";
     return {
       model: field("model name") || "unknown",
       family: Number(field("cpu family")) || 0,
+      modelNo: Number(field("model")) || 0,
       mhz: Number(field("cpu MHz")) || 0,
       flags: field("flags").split(/\s+/),
     };
   } catch {
-    return { model: navigator.userAgent, family: 0, mhz: 0, flags: [] };
+    return { model: navigator.userAgent, family: 0, modelNo: 0, mhz: 0, flags: [] };
   }
 }
 const cpu = cpuInfo();
 const ISA = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni"]
   .filter((f) => cpu.flags.includes(f));
 const vendorAmd = /AMD/i.test(cpu.model);
-const clockGhz = Number(values["clock-ghz"] ?? cpu.mhz / 1000);
+/** The AMD core generation from family / model (null: Intel or unknown). */
+const amdCore: string | null = !vendorAmd
+  ? null
+  : cpu.family === 23
+  ? "Zen 2"
+  : cpu.family === 25
+  ? ((cpu.modelNo >= 0x10 && cpu.modelNo <= 0x1f) || (cpu.modelNo >= 0x60 && cpu.modelNo <= 0x7f) ||
+      (cpu.modelNo >= 0xa0 && cpu.modelNo <= 0xaf)
+    ? "Zen 4"
+    : "Zen 3")
+  : cpu.family === 26
+  ? "Zen 5"
+  : `AMD family ${cpu.family}`;
+/** The core clock for % of peak: --clock-ghz, else the cpu backend's measured clock (read from
+ * its device info once it is open), else /proc/cpuinfo (on a VM, the TSC rate). */
+let clockGhz = Number(values["clock-ghz"] ?? cpu.mhz / 1000);
+let clockSource = values["clock-ghz"] ? "--clock-ghz" : "/proc/cpuinfo; on a VM the TSC rate";
 
 /**
  * Multiply-adds per core clock the instruction mix of each kernel allows on this CPU family
- * (kernels/cpu/README.md "Peaks"); null where not modelled.
+ * (kernels/cpu/README.md "Peaks": measured with bench/ports/x86_ports.cpp on Zen 3 and Zen 4,
+ * published port tables for Intel); null where not modelled (AMD cores not measured; avx-vnni
+ * on a core without the instruction, where it runs emulated).
  */
 function peakMacsPerClock(kernel: string): number | null {
-  const zen3Up = vendorAmd && cpu.family >= 25, zen2 = vendorAmd && cpu.family === 23;
+  const hasVnniYmm = cpu.flags.includes("avx_vnni");
   switch (kernel) {
     case "fp32":
-      return cpu.flags.includes("avx512f") && !vendorAmd ? 32 : cpu.flags.includes("fma") ? 16 : 8;
+      if (!cpu.flags.includes("fma")) return 8;
+      // Zen 4 splits a zmm FMA into two 256-bit halves: 16 MACs per clock in both widths
+      return cpu.flags.includes("avx512f") && !vendorAmd ? 32 : 16;
     case "avx2":
-      return zen3Up ? 24 : zen2 ? 16 : vendorAmd ? null : 21.3;
+      return vendorAmd
+        ? ({ "Zen 2": 16, "Zen 3": 24, "Zen 4": 21 } as Record<string, number>)[amdCore!] ?? null
+        : 21.3;
     case "avx-vnni":
-      return vendorAmd ? null : 64;
+      return hasVnniYmm && !vendorAmd ? 64 : null;
     case "avx512-vnni":
-      return vendorAmd ? null : 128;
+      return !cpu.flags.includes("avx512_vnni")
+        ? null
+        : vendorAmd
+        ? (amdCore === "Zen 4" ? 64 : null)
+        : 128;
     default:
       return null;
   }
@@ -239,6 +273,8 @@ const started = new Date().toISOString();
 const machine = {
   cpu: cpu.model,
   cpu_family: cpu.family,
+  cpu_model_number: cpu.modelNo,
+  cpu_core: amdCore,
   cores: navigator.hardwareConcurrency,
   isa: ISA,
   clock_ghz: clockGhz,
@@ -262,7 +298,15 @@ for (const { name, backend: b, reason } of await backends()) {
     console.error(`report: backend ${name} skipped: ${reason}`);
     continue;
   }
-  if (isCpuBackend(b)) b.setThreads(threads);
+  if (isCpuBackend(b)) {
+    b.setThreads(threads);
+    const measured = b.info().match(/core clock ([0-9.]+) GHz \(measured\)/);
+    if (measured && !values["clock-ghz"]) {
+      clockGhz = Number(measured[1]);
+      clockSource = `measured by the cpu backend with ${threads} thread(s) busy`;
+      machine.clock_ghz = clockGhz;
+    }
+  }
   const variants = int8Variants(b);
   backendRows.push({
     name,
@@ -358,11 +402,14 @@ md.push(
   "",
 );
 md.push("## Machine", "");
-md.push(`- CPU: ${cpu.model} (family ${cpu.family}), ${machine.cores} logical cores`);
+md.push(
+  `- CPU: ${cpu.model} (family ${cpu.family}, model ${cpu.modelNo}${
+    amdCore ? `: ${amdCore}` : ""
+  }), ${machine.cores} logical cores`,
+);
 md.push(`- ISA: ${ISA.join(", ") || "unknown"}`);
 md.push(
-  `- Clock used for % of peak: ${clockGhz.toFixed(2)} GHz` +
-    (values["clock-ghz"] ? " (--clock-ghz)" : " (/proc/cpuinfo; on a VM the TSC rate)"),
+  `- Clock used for % of peak: ${clockGhz.toFixed(2)} GHz (${clockSource})`,
 );
 md.push(
   `- Load average (1 min) before / after: ${load0[0]!.toFixed(2)} / ${load1[0]!.toFixed(2)}` +

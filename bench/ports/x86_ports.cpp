@@ -5,6 +5,12 @@
 // enough). The TSC is converted to core clocks with a dependent chain of 1-cycle adds.
 //
 //   g++ -O2 -mavx2 -mfma bench/ports/x86_ports.cpp -o /tmp/x86_ports && /tmp/x86_ports
+//   g++ -O2 -march=native bench/ports/x86_ports.cpp -o /tmp/x86_ports && /tmp/x86_ports
+//
+// Built for a core with AVX-512 (F) it adds the zmm FMA row; with AVX-512 VNNI the zmm and
+// ymm (EVEX) vpdpbusd rows; with AVX-VNNI the VEX ymm vpdpbusd row. Each vpdpbusd does 4 MACs
+// per 32-bit lane: 64 per zmm, 32 per ymm. On cores that split a zmm into two 256-bit halves
+// (Zen 4) the zmm rows issue at half the ymm rate, which is what these rows show.
 //
 // "step" rows are the per-32-MAC instruction mix of the avx2 variant (vpsignb, vpmaddubsw,
 // vpmaddwd with ones, vpaddd) and, for comparison, the mix without vpsignb (possible only when
@@ -45,6 +51,26 @@ BENCH(mix, MIX4 MIX4 MIX4, 12)
 BENCH(step, R10(STEP), 10)
 BENCH(step3, R10(STEP3), 10)
 BENCH(w16, R10(W16), 10)
+#define ZCLOB "xmm0","xmm1","xmm2","xmm3","xmm4","xmm5","xmm6","xmm7","xmm8","xmm9","xmm10","xmm11","xmm12","xmm13"
+#define ZBENCH(NAME, BODY, PER) \
+__attribute__((noinline)) double NAME() { uint64_t best=~0ull; \
+  for (int rep=0; rep<300; ++rep) { uint64_t t0=__rdtsc(); \
+    for (int it=0; it<ITERS; ++it) __asm__ volatile(BODY ::: ZCLOB); \
+    best=std::min<uint64_t>(best,__rdtsc()-t0);} return double(PER)*ITERS/best; }
+#ifdef __AVX512F__
+#define ZFMA(i) "vfmadd231ps %%zmm14, %%zmm15, %%zmm" #i "\n"
+ZBENCH(zfma, R10(ZFMA), 10)
+#endif
+#ifdef __AVX512VNNI__
+#define ZDP(i) "vpdpbusd %%zmm14, %%zmm15, %%zmm" #i "\n"
+#define YDPE(i) "%{evex%} vpdpbusd %%ymm14, %%ymm15, %%ymm" #i "\n"
+ZBENCH(zdp, R10(ZDP), 10)
+ZBENCH(ydpe, R10(YDPE), 10)
+#endif
+#ifdef __AVXVNNI__
+#define YDPV(i) "%{vex%} vpdpbusd %%ymm14, %%ymm15, %%ymm" #i "\n"
+ZBENCH(ydpv, R10(YDPV), 10)
+#endif
 __attribute__((noinline)) double clk() { uint64_t best=~0ull; uint64_t x=0;
   for (int rep=0; rep<300; ++rep) { uint64_t t0=__rdtsc();
     for (int it=0; it<ITERS; ++it) __asm__ volatile(".rept 100\n add $1, %0\n .endr" : "+r"(x));
@@ -57,6 +83,17 @@ int main() {
     {"vpsignb ymm", sgn, 0}, {"vpaddd ymm", add, 0}, {"vpmaddubsw+vpmaddwd mixed", mix, 0},
     {"sign+maddubs+maddwd+add step", step, 32}, {"maddubs+maddwd+add step", step3, 32},
     {"maddwd(int16)+add step", w16, 16}};
-  for (auto& l : L) { double ipc = l.f() / c;
-    printf("%-32s %.2f /clock", l.n, ipc); if (l.macs) printf(" = %.1f MACs/clock", ipc*l.macs); printf("\n"); }
+  auto row = [&](const char* n, double (*f)(), double macs) { double ipc = f() / c;
+    printf("%-32s %.2f /clock", n, ipc); if (macs) printf(" = %.1f MACs/clock", ipc*macs); printf("\n"); };
+  for (auto& l : L) row(l.n, l.f, l.macs);
+#ifdef __AVX512F__
+  row("vfmadd231ps zmm", zfma, 16);
+#endif
+#ifdef __AVX512VNNI__
+  row("vpdpbusd zmm", zdp, 64);
+  row("vpdpbusd ymm (EVEX)", ydpe, 32);
+#endif
+#ifdef __AVXVNNI__
+  row("vpdpbusd ymm (VEX, AVX-VNNI)", ydpv, 32);
+#endif
 }
