@@ -155,6 +155,10 @@ for (const variant of VARIANTS) {
 
 interface I8ConvCase {
   name: string;
+  /** cpu threads for the case (default: the backend's); more threads than images makes the
+   * ungrouped forward (and the dgrads run as forwards) take the im2col form instead of the
+   * implicit GEMM (kernels/cpu/int8_conv.cpp). */
+  threads?: number;
   x: [number, number, number, number];
   k: number;
   kernel: [number, number];
@@ -214,12 +218,30 @@ const i8Cases: I8ConvCase[] = [
   // 5 x 6 = 30-byte window rows (LeNet-5's conv2), with and without padding
   { name: "5x5 6->16 valid", x: [2, 9, 9, 6], k: 16, kernel: [5, 5], opts: {} },
   { name: "5x5 6->8 pad 2", x: [1, 8, 7, 6], k: 8, kernel: [5, 5], opts: { padding: 2 } },
+  // one image on two threads: the im2col forms (enough work for two threads: 1.2 M MACs)
+  {
+    name: "3x3 16->24 one image, 2 threads (im2col)",
+    x: [1, 14, 15, 16],
+    k: 24,
+    kernel: [3, 3],
+    opts: { padding: 1 },
+    threads: 2,
+  },
+  {
+    name: "5x5 6->16 one image, 2 threads (im2col)",
+    x: [1, 30, 30, 6],
+    k: 16,
+    kernel: [5, 5],
+    opts: {},
+    threads: 2,
+  },
 ];
 
 for (const cc of i8Cases) {
   for (const variant of VARIANTS) {
     Deno.test(`int8 conv fprop/dgrad/wgrad equal float convs of the dequantized operands: ${cc.name} (${variant})`, () => {
       backend.setInt8Kernel(variant as typeof INT8_KERNELS[number]);
+      if (cc.threads) backend.setThreads(cc.threads);
       const rng = new Rng(4);
       const g = cc.opts.groups ?? 1;
       const s = convShape("test", cc.x, cc.k, cc.kernel, cc.opts);
@@ -257,6 +279,7 @@ for (const cc of i8Cases) {
       backend.conv2dWgradI8(dw, x, dy, sxT, sdyC, ScaleLayout.inner, s);
       assertClose("wgrad", dw.toFloat32(), convWgradRef(xd, dydC, s), dw.shape, tol);
       backend.setInt8Kernel("auto");
+      if (cc.threads) backend.setThreads(0);
     });
   }
 }

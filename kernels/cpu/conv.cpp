@@ -277,17 +277,6 @@ void depthwise_wgrad(float* dw, const float* x, const float* dy, const Geom& G) 
 
 // Path choice: the implicit GEMM runs one output row (Q pixels) per gemm call; for narrow
 // outputs the im2col path's long row chunks use the register tile better.
-enum ConvPath { kAuto, kIm2col, kImplicit };
-ConvPath forced_path() {
-  static const ConvPath p = [] {
-    const char* e = std::getenv("D8_CPU_CONV_PATH");
-    if (!e) return kAuto;
-    if (!std::strcmp(e, "im2col")) return kIm2col;
-    if (!std::strcmp(e, "implicit")) return kImplicit;
-    return kAuto;
-  }();
-  return p;
-}
 bool use_implicit(const Geom& G) {
   const ConvPath f = forced_path();
   if (f != kAuto) return f == kImplicit;

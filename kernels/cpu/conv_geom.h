@@ -11,6 +11,9 @@
 
 #include "common.h"
 
+#include <cstdlib>
+#include <cstring>
+
 // Internal symbols stay out of the shared library's dynamic symbol table.
 #pragma GCC visibility push(hidden)
 
@@ -34,6 +37,21 @@ inline Geom make_geom(const d8_conv_shape& s) {
   G.pointwise = G.r == 1 && G.s == 1 && G.sh == 1 && G.sw == 1 && G.ph == 0 && G.pw == 0;
   G.depthwise = G.cg == 1 && G.kg == 1 && G.g > 1;
   return G;
+}
+
+// D8_CPU_CONV_PATH=im2col|implicit forces the GEMM form of the fp32 and INT8 forward convs (and
+// of the dgrads that run as forwards), for tests and benchmarks; unset (kAuto) = each kernel's
+// own choice.
+enum ConvPath { kAuto, kIm2col, kImplicit };
+inline ConvPath forced_path() {
+  static const ConvPath p = [] {
+    const char* e = std::getenv("D8_CPU_CONV_PATH");
+    if (!e) return kAuto;
+    if (!std::strcmp(e, "im2col")) return kIm2col;
+    if (!std::strcmp(e, "implicit")) return kImplicit;
+    return kAuto;
+  }();
+  return p;
 }
 
 // One thread per this many multiply-adds at least (conv GEMMs and direct loops).

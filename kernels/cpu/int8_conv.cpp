@@ -404,10 +404,79 @@ void depthwise_wgrad(float* dw, const int8_t* x, const int8_t* dy, const double*
 }
 
 // ---- GEMM paths -----------------------------------------------------------------------------------
+// fprop, implicit GEMM (ungrouped, not 1x1): no im2col. Each thread copies one image at a time
+// into a padded buffer xp [Hp][Wp][C] (the offset flip applied, padding = flip; Hp = (P-1)*sh +
+// R, Wp = (Q-1)*sw + S), and the tile reads A in place: output pixel q of output row p is the
+// row at xp + (p*sh*Wp + q*sw)*C, and its k-group t at koff[t] from there. The reduction runs
+// over R window rows of S*C contiguous bytes each, padded to SC4 = round_up(S*C, 4) (the weights
+// are re-laid as [K][R][SC4] with zeros, so the up to 3 bytes a group reads past a window row
+// meet zero weights). One gemm_block per output row (Q tile rows). Returns false (the caller
+// runs the im2col form) when it does not apply: grouped or 1x1 convs, fewer images than threads
+// worth using, or D8_CPU_CONV_PATH=im2col.
+bool fwd_implicit(float* y, const int8_t* x, const int8_t* w, const float* cs, const float* bias,
+                  const Geom& G) {
+  if (G.g != 1 || G.pointwise || forced_path() == kIm2col) return false;
+  const int want = threads_for(G.m * G.k * G.kd, kMacsPerThread);
+  if (G.n < want) return false;
+  const int nt = want;
+  const i8::Plan P = i8::plan_for(G.k, G.q);
+  const int64_t sc = G.s * G.c, sc4 = round_up(sc, 4), kdp = G.r * sc4, k4 = kdp / 4;
+  const int64_t hp = (G.p - 1) * G.sh + G.r, wp = (G.q - 1) * G.sw + G.s;
+  const int64_t rs = G.sw * G.c;  // bytes between consecutive output pixels' windows
+  // a tile reads MR rows from its first: the last row's extra rows run past the image
+  const int64_t img_bytes = hp * wp * G.c, xp_bytes = round_up(img_bytes + P.mr * rs + 64, 64);
+
+  // weights [K][R][SC4] (zero past S*C in each window row), packed once; koff per k-group
+  const int64_t bpb = round_up(i8::packb_bytes(G.k, kdp, P.nr), 64);
+  char* bbuf = scratch_bytes<char>(kSlotConvB, bpb + round_up(4 * i8::comp_len(G.k, P.nr), 64));
+  int8_t* wt = scratch_bytes<int8_t>(kSlotConvWork, G.k * kdp);
+  for (int64_t k = 0; k < G.k; ++k)
+    for (int64_t r = 0; r < G.r; ++r) {
+      int8_t* d = wt + k * kdp + r * sc4;
+      std::memcpy(d, w + (k * G.r + r) * sc, static_cast<size_t>(sc));
+      std::memset(d + sc, 0, static_cast<size_t>(sc4 - sc));
+    }
+  int8_t* bp = reinterpret_cast<int8_t*>(bbuf);
+  const int32_t* comp = reinterpret_cast<const int32_t*>(bbuf + bpb);
+  i8::pack_b_rows(bp, reinterpret_cast<int32_t*>(bbuf + bpb), wt, kdp, G.k, kdp, P);
+  int32_t* koff = scratch_bytes<int32_t>(kSlotConvOffsets, 4 * k4);
+  for (int64_t t = 0; t < k4; ++t)
+    koff[t] = static_cast<int32_t>((4 * t) / sc4 * wp * G.c + (4 * t) % sc4);
+
+  uint8_t* xpall = scratch_bytes<uint8_t>(kSlotConvPad, nt * xp_bytes);
+  const int64_t hwc = G.h * G.w * G.c, wc = G.w * G.c;
+  const int64_t left = std::min(G.pw, wp);                       // padding columns on the left
+  const int64_t inner = std::max<int64_t>(0, std::min(wp - G.pw, G.w));  // columns from x
+  parallel(nt, [&](int t, int T) {
+    uint8_t* xp = xpall + t * xp_bytes;
+    fill(xp + img_bytes, xp_bytes - img_bytes, P.flip);
+    for (int64_t img = G.n * t / T; img < G.n * (t + 1) / T; ++img) {
+      const int8_t* xi = x + img * hwc;
+      for (int64_t a = 0; a < hp; ++a) {
+        uint8_t* d = xp + a * wp * G.c;
+        const int64_t ih = a - G.ph;
+        if (ih < 0 || ih >= G.h || inner == 0) {
+          fill(d, wp * G.c, P.flip);
+          continue;
+        }
+        fill(d, left * G.c, P.flip);
+        xor_copy(d + left * G.c, xi + ih * wc, inner * G.c, P.flip);
+        fill(d + (left + inner) * G.c, (wp - left - inner) * G.c, P.flip);
+      }
+      for (int64_t pp = 0; pp < G.p; ++pp) {
+        const i8::Epi e{i8::kStoreF32, y + (img * G.p + pp) * G.q * G.k, G.k, cs, bias};
+        i8::gemm_block(P, G.q, G.k, kdp, xp + pp * G.sh * wp * G.c, rs, bp, comp, e, koff);
+      }
+    }
+  });
+  return true;
+}
+
 // y [M, K] f32 = conv(x, w) * cs[k] (+ bias[k]).  x [N, H, W, C] int8, w [K, R, S, Cg] int8.
 void fwd_core(float* y, const int8_t* x, const int8_t* w, const float* cs, const float* bias,
               const Geom& G) {
   if (G.depthwise) return depthwise_fwd(y, x, w, cs, bias, G);
+  if (fwd_implicit(y, x, w, cs, bias, G)) return;
   const i8::Plan P = i8::plan_for(G.kg);
   const int64_t lda = 4 * i8::k4_of(G.kd);
   // Weights of group g packed once: B[j, kk] = w[(g*Kg + j)*KD + kk], then comp.

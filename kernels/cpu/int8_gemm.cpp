@@ -73,15 +73,15 @@ void epilogue_scalar(const int32_t (&acc)[MR][NR], int mrows, int ncols, const E
   }
 }
 
-void tile_portable(int64_t k4, const uint8_t* a, int64_t lda, const int8_t* bp,
-                   const int32_t* comp, int mrows, int ncols, const Epi& e, int64_t i0,
-                   int64_t j0) {
+void tile_portable(int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
+                   const int8_t* bp, const int32_t* comp, int mrows, int ncols, const Epi& e,
+                   int64_t i0, int64_t j0) {
   (void)comp;  // flip == 0: A is signed as is
   int32_t acc[kPortMR][kPortNR] = {};
   for (int64_t t = 0; t < k4; ++t) {
     const int8_t* b = bp + t * kPortNR * 4;
     for (int i = 0; i < kPortMR; ++i) {
-      const int8_t* ai = reinterpret_cast<const int8_t*>(a + i * lda + 4 * t);
+      const int8_t* ai = reinterpret_cast<const int8_t*>(a + i * lda + (koff ? koff[t] : 4 * t));
       const int32_t a0 = ai[0], a1 = ai[1], a2 = ai[2], a3 = ai[3];
       for (int j = 0; j < kPortNR; ++j)
         acc[i][j] += a0 * b[4 * j] + a1 * b[4 * j + 1] + a2 * b[4 * j + 2] + a3 * b[4 * j + 3];
@@ -156,9 +156,9 @@ D8_TARGET_AVX2 inline void epilogue_256(const __m256i (&acc)[MR][NV], int mrows,
 constexpr int kAvx2MR = 4, kAvx2NV = 2;  // NR = 16
 
 template <int MR, int NV>
-D8_TARGET_AVX2 void tile_avx2(int64_t k4, const uint8_t* a, int64_t lda, const int8_t* bp,
-                              const int32_t* comp, int mrows, int ncols, const Epi& e, int64_t i0,
-                              int64_t j0) {
+D8_TARGET_AVX2 void tile_avx2(int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
+                              const int8_t* bp, const int32_t* comp, int mrows, int ncols,
+                              const Epi& e, int64_t i0, int64_t j0) {
   (void)comp;
   __m256i acc[MR][NV];
 #pragma GCC unroll 16
@@ -188,8 +188,8 @@ D8_TARGET_AVX2 void tile_avx2(int64_t k4, const uint8_t* a, int64_t lda, const i
   "vpmaddwd %[ones], %[t1], %[t1]\n\t"                                                    \
   "vpaddd %[t0], %[" C0 "], %[" C0 "]\n\t"                                                \
   "vpaddd %[t1], %[" C1 "], %[" C1 "]\n\t"
-    const int8_t* bq = bp;
-    for (int64_t o = 0; o < 4 * k4; o += 4, bq += 64) {
+    // o = the k-group's byte offset in every row: 4 * t, or koff[t] (implicit GEMM)
+    auto step = [&](int64_t o, const int8_t* bq) __attribute__((always_inline)) {
       __asm__(
           "vmovdqu (%[b]), %[b0]\n\t"
           "vmovdqu 32(%[b]), %[b1]\n\t"  //
@@ -202,6 +202,12 @@ D8_TARGET_AVX2 void tile_avx2(int64_t k4, const uint8_t* a, int64_t lda, const i
           : [b] "r"(bq), [o] "r"(o), [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3),
             [ones] "x"(ones)
           : "memory");
+    };
+    if (koff) {
+      for (int64_t t = 0; t < k4; ++t) step(koff[t], bp + 64 * t);
+    } else {
+      const int8_t* bq = bp;
+      for (int64_t o = 0; o < 4 * k4; o += 4, bq += 64) step(o, bq);
     }
 #undef D8_AVX2_ROW
     acc[0][0] = c00, acc[0][1] = c01, acc[1][0] = c10, acc[1][1] = c11;
@@ -212,9 +218,10 @@ D8_TARGET_AVX2 void tile_avx2(int64_t k4, const uint8_t* a, int64_t lda, const i
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v)
         b[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + (t * NV + v) * 32));
+      const int64_t o = koff ? koff[t] : 4 * t;
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) {
-        const __m256i av = _mm256_set1_epi32(load_i32(a + i * lda + 4 * t));
+        const __m256i av = _mm256_set1_epi32(load_i32(a + i * lda + o));
         const __m256i aa = _mm256_abs_epi8(av);
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) {
@@ -245,26 +252,20 @@ D8_TARGET_AVX2 inline __m256i dpbusd_emulated(__m256i acc, __m256i a_u8, __m256i
                                                 _mm256_madd_epi16(a_odd, b_odd)));
 }
 
-template <int MR, int NV, bool Emul>
-D8_TARGET_AVXVNNI void tile_avxvnni(int64_t k4, const uint8_t* a, int64_t lda, const int8_t* bp,
-                                    const int32_t* comp, int mrows, int ncols, const Epi& e,
-                                    int64_t i0, int64_t j0) {
-  __m256i acc[MR][NV];
-#pragma GCC unroll 4
-  for (int v = 0; v < NV; ++v) {
-    const __m256i c0 = _mm256_sub_epi32(
-        _mm256_setzero_si256(), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(comp + 8 * v)));
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) acc[i][v] = c0;
-  }
+// The k-loop (Koff as in vnni_kloop below).
+template <int MR, int NV, bool Emul, bool Koff>
+D8_TARGET_AVXVNNI inline __attribute__((always_inline)) void avxvnni_kloop(
+    __m256i (&acc)[MR][NV], int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
+    const int8_t* bp) {
   for (int64_t t = 0; t < k4; ++t) {
     __m256i b[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v)
       b[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + (t * NV + v) * 32));
+    const uint8_t* at = a + (Koff ? static_cast<int64_t>(koff[t]) : 4 * t);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
-      const __m256i av = _mm256_set1_epi32(load_i32(a + i * lda + 4 * t));
+      const __m256i av = _mm256_set1_epi32(load_i32(at + i * lda));
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
         if constexpr (Emul)
@@ -274,16 +275,54 @@ D8_TARGET_AVXVNNI void tile_avxvnni(int64_t k4, const uint8_t* a, int64_t lda, c
       }
     }
   }
+}
+
+template <int MR, int NV, bool Emul>
+D8_TARGET_AVXVNNI void tile_avxvnni(int64_t k4, const uint8_t* a, int64_t lda,
+                                    const int32_t* koff, const int8_t* bp, const int32_t* comp,
+                                    int mrows, int ncols, const Epi& e, int64_t i0, int64_t j0) {
+  __m256i acc[MR][NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    const __m256i c0 = _mm256_sub_epi32(
+        _mm256_setzero_si256(), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(comp + 8 * v)));
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) acc[i][v] = c0;
+  }
+  if (koff)
+    avxvnni_kloop<MR, NV, Emul, true>(acc, k4, a, lda, koff, bp);
+  else
+    avxvnni_kloop<MR, NV, Emul, false>(acc, k4, a, lda, koff, bp);
   epilogue_256<MR, NV>(acc, mrows, ncols, e, i0, j0);
 }
 
 // ---- variant 3: AVX-512 VNNI, vpdpbusd with the +128 offset ---------------------------------------
 constexpr int kVnniMR = 12;
 
+// The k-loop, instantiated with contiguous k-groups (Koff = false: byte offset 4 t) and through
+// the koff table (implicit GEMM), so neither loop tests which it is.
+template <int MR, int NV, bool Koff>
+D8_TARGET_VNNI inline __attribute__((always_inline)) void vnni_kloop(
+    __m512i (&acc)[MR][NV], int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
+    const int8_t* bp) {
+  for (int64_t t = 0; t < k4; ++t) {
+    __m512i b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_si512(bp + (t * NV + v) * 64);
+    const uint8_t* at = a + (Koff ? static_cast<int64_t>(koff[t]) : 4 * t);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      const __m512i av = _mm512_set1_epi32(load_i32(at + i * lda));
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], av, b[v]);
+    }
+  }
+}
+
 template <int MR, int NV>
-D8_TARGET_VNNI void tile_vnni(int64_t k4, const uint8_t* a, int64_t lda, const int8_t* bp,
-                              const int32_t* comp, int mrows, int ncols, const Epi& e, int64_t i0,
-                              int64_t j0) {
+D8_TARGET_VNNI void tile_vnni(int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
+                              const int8_t* bp, const int32_t* comp, int mrows, int ncols,
+                              const Epi& e, int64_t i0, int64_t j0) {
   __m512i acc[MR][NV];
 #pragma GCC unroll 4
   for (int v = 0; v < NV; ++v) {
@@ -291,17 +330,10 @@ D8_TARGET_VNNI void tile_vnni(int64_t k4, const uint8_t* a, int64_t lda, const i
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) acc[i][v] = c0;
   }
-  for (int64_t t = 0; t < k4; ++t) {
-    __m512i b[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_si512(bp + (t * NV + v) * 64);
-#pragma GCC unroll 32
-    for (int i = 0; i < MR; ++i) {
-      const __m512i av = _mm512_set1_epi32(load_i32(a + i * lda + 4 * t));
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], av, b[v]);
-    }
-  }
+  if (koff)
+    vnni_kloop<MR, NV, true>(acc, k4, a, lda, koff, bp);
+  else
+    vnni_kloop<MR, NV, false>(acc, k4, a, lda, koff, bp);
   const int mode = e.mode;
   const int64_t ldc = e.ldc;
 #pragma GCC unroll 4
@@ -586,14 +618,14 @@ void pack_a_cols(uint8_t* a, int64_t lda, const int8_t* src, int64_t ld, int64_t
 }
 
 void gemm_block(const Plan& p, int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda,
-                const int8_t* bp, const int32_t* comp, const Epi& e) {
+                const int8_t* bp, const int32_t* comp, const Epi& e, const int32_t* koff) {
   const int64_t k4 = k4_of(k);
   const int64_t panel_bytes = k4 * 4 * p.nr;
   for (int64_t j = 0; j < n; j += p.nr) {
     const int8_t* b = bp + (j / p.nr) * panel_bytes;
     const int nc = static_cast<int>(std::min<int64_t>(p.nr, n - j));
     for (int64_t i = 0; i < m; i += p.mr)
-      p.tile(k4, a + i * lda, lda, b, comp + j, static_cast<int>(std::min<int64_t>(p.mr, m - i)),
+      p.tile(k4, a + i * lda, lda, koff, b, comp + j, static_cast<int>(std::min<int64_t>(p.mr, m - i)),
              nc, e, i, j);
   }
 }

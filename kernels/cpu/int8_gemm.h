@@ -51,10 +51,13 @@ struct Epi {
 };
 
 // One micro-tile: rows i0 .. i0+mrows-1 and columns j0 .. j0+ncols-1 of C, full K.
-// a = A row i0, bp = the panel holding column j0, comp = comp + j0.
-using TileFn = void (*)(int64_t k4, const uint8_t* a, int64_t lda, const int8_t* bp,
-                        const int32_t* comp, int mrows, int ncols, const Epi& e, int64_t i0,
-                        int64_t j0);
+// a = A row i0, bp = the panel holding column j0, comp = comp + j0. Row i's k-group t is the 4
+// bytes at a + i*lda + 4*t, or, with a koff table (implicit GEMM: A read in place from a padded
+// input, no im2col copy), at a + i*lda + koff[t]. Every row a tile reads (MR of them, even past
+// mrows) must be readable.
+using TileFn = void (*)(int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
+                        const int8_t* bp, const int32_t* comp, int mrows, int ncols, const Epi& e,
+                        int64_t i0, int64_t j0);
 
 struct Plan {
   int variant;
@@ -103,9 +106,11 @@ inline void interleave4x16(int8_t* dst, __m128i r0, __m128i r1, __m128i r2, __m1
 }
 #endif
 
-// Single-threaded C[0:m, 0:n] over a packed A block (m rows) and all of Bp.
+// Single-threaded C[0:m, 0:n] over a packed A block (m rows) and all of Bp. With koff (k4_of(k)
+// entries), A is read in place as described at TileFn.
 void gemm_block(const Plan& p, int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda,
-                const int8_t* bp, const int32_t* comp, const Epi& e);
+                const int8_t* bp, const int32_t* comp, const Epi& e,
+                const int32_t* koff = nullptr);
 
 }  // namespace i8
 }  // namespace d8cpu
