@@ -107,7 +107,7 @@ export async function stepCase(
   return { run: () => r.step(), dispose: () => r.dispose() };
 }
 
-/** One conv pass of one ResNet-20 layer shape: fp32 and one int8 variant, same operands. */
+/** One conv pass of one layer shape (convLayers): fp32 and one int8 variant, same operands. */
 export interface ConvCase {
   layer: string;
   pass: "fprop" | "dgrad" | "wgrad";
@@ -122,7 +122,7 @@ export function convCases(b: Backend): { cases: ConvCase[]; dispose: () => void 
   const cases: ConvCase[] = [];
   const all: Int8ConvFixture[] = [];
   for (const l of convLayers(BATCH)) {
-    const s = convShape("bench", l.x, l.k, 3, { stride: l.stride, padding: 1 });
+    const s = convShape("bench", l.x, l.k, l.r, { stride: l.stride, padding: l.pad });
     const fs = Array.from({ length: ROTATE }, (_, i) => int8ConvFixture(b, s, 11 + i));
     all.push(...fs);
     if (isCpuBackend(b)) {
@@ -135,7 +135,7 @@ export function convCases(b: Backend): { cases: ConvCase[]; dispose: () => void 
       }
       b.setInt8Kernel("auto");
     }
-    const macs = s.n * s.p * s.q * s.k * 9 * s.c;
+    const macs = s.n * s.p * s.q * s.k * s.r * s.s * s.c;
     let i = 0, j = 0, k = 0, u = 0, v = 0, w = 0;
     const pick = (n: number) => fs[n % fs.length]!;
     const sync = () => b.synchronize();

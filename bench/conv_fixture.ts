@@ -11,16 +11,19 @@ import { Rng } from "../src/data/rng.ts";
 import { Tensor } from "../src/tensor.ts";
 
 /**
- * ResNet-20's 3x3 conv shapes on 28x28 inputs (Fashion-MNIST), padding 1: the three stages'
- * repeated layers and the two stride-2 layers that open stages 2 and 3.
+ * The INT8 conv layer shapes of the benchmarked models on 28x28 inputs (Fashion-MNIST):
+ * ResNet-20's 3x3 pad-1 convs (the three stages' repeated layers and the two stride-2 layers that
+ * open stages 2 and 3) and LeNet-5's conv2 (5x5, no padding, 6 input channels: its one INT8
+ * conv; conv1 stays fp32 as every model's first layer).
  */
 export function convLayers(batch: number) {
   return [
-    { name: "stage1 16->16 28x28", x: [batch, 28, 28, 16], k: 16, stride: 1 },
-    { name: "stage2 32->32 14x14", x: [batch, 14, 14, 32], k: 32, stride: 1 },
-    { name: "stage3 64->64 7x7", x: [batch, 7, 7, 64], k: 64, stride: 1 },
-    { name: "stage2 16->32 s2 28x28", x: [batch, 28, 28, 16], k: 32, stride: 2 },
-    { name: "stage3 32->64 s2 14x14", x: [batch, 14, 14, 32], k: 64, stride: 2 },
+    { name: "stage1 16->16 28x28", x: [batch, 28, 28, 16], k: 16, stride: 1, r: 3, pad: 1 },
+    { name: "stage2 32->32 14x14", x: [batch, 14, 14, 32], k: 32, stride: 1, r: 3, pad: 1 },
+    { name: "stage3 64->64 7x7", x: [batch, 7, 7, 64], k: 64, stride: 1, r: 3, pad: 1 },
+    { name: "stage2 16->32 s2 28x28", x: [batch, 28, 28, 16], k: 32, stride: 2, r: 3, pad: 1 },
+    { name: "stage3 32->64 s2 14x14", x: [batch, 14, 14, 32], k: 64, stride: 2, r: 3, pad: 1 },
+    { name: "lenet5 conv2 6->16 5x5 14x14", x: [batch, 14, 14, 6], k: 16, stride: 1, r: 5, pad: 0 },
   ] as const;
 }
 

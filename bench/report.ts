@@ -446,7 +446,7 @@ for (const p of peers) {
   );
 }
 for (const s of skippedPeers) md.push(`| ${s.peer} | skipped: ${s.reason} | | | | | |`);
-md.push("", "## ResNet-20 conv kernels (3x3, pad 1)", "");
+md.push("", "## Conv kernels (ResNet-20's 3x3 pad-1 layers, LeNet-5's conv2)", "");
 md.push(
   "GOPS = 2 x multiply-adds / s. INT8 times cover the GEMM with its im2col and epilogue (no " +
     "quantization). % of peak = GOPS / (2 x peak MACs per clock x clock x threads), the peak of " +

@@ -52,7 +52,7 @@ async function int8MatchesCpu(
   const out: Float32Array[] = [];
   for (const b of [getBackend("cpu"), gpu] as Backend[]) {
     using x = Tensor.from(b, xa, [s.n, s.h, s.w, s.c], "i8");
-    using w = Tensor.from(b, wa, [s.k, 3, 3, s.c], "i8");
+    using w = Tensor.from(b, wa, [s.k, s.r, s.s, s.c], "i8");
     using sx = Tensor.from(b, Float32Array.of(0.01), [1], "f32");
     using sw = Tensor.from(b, Float32Array.of(0.002), [1], "f32");
     using y = Tensor.empty(b, [s.n, s.p, s.q, s.k]);
@@ -67,20 +67,20 @@ async function int8MatchesCpu(
 console.log("\n| layer | pass | fp32 ms | int8 ms | int8 GOP/s | int8 / fp32 speed |");
 console.log("| --- | --- | ---: | ---: | ---: | ---: |");
 for (const l of convLayers(batch)) {
-  const s = convShape("bench", l.x, l.k, 3, { stride: l.stride, padding: 1 });
+  const s = convShape("bench", l.x, l.k, l.r, { stride: l.stride, padding: l.pad });
   const rng = new Rng(7);
-  const nx = s.n * s.h * s.w * s.c, nw = s.k * 9 * s.c, ny = s.n * s.p * s.q * s.k;
+  const nx = s.n * s.h * s.w * s.c, nw = s.k * s.r * s.s * s.c, ny = s.n * s.p * s.q * s.k;
   const xa = i8(rng, nx), wa = i8(rng, nw), dya = i8(rng, ny);
   const err = await int8MatchesCpu(s, xa, wa);
   if (!(err <= 1e-3)) throw new Error(`${l.name}: int8 fprop differs from cpu by ${err}`);
   const xq = Tensor.from(gpu, xa, [s.n, s.h, s.w, s.c], "i8");
-  const wq = Tensor.from(gpu, wa, [s.k, 3, 3, s.c], "i8");
+  const wq = Tensor.from(gpu, wa, [s.k, s.r, s.s, s.c], "i8");
   const dyq = Tensor.from(gpu, dya, [s.n, s.p, s.q, s.k], "i8");
   const sc = Tensor.full(gpu, [s.k], 0.01);
   const x = Tensor.full(gpu, [s.n, s.h, s.w, s.c], 0.5);
-  const w = Tensor.full(gpu, [s.k, 3, 3, s.c], 0.01);
+  const w = Tensor.full(gpu, [s.k, s.r, s.s, s.c], 0.01);
   const y = Tensor.full(gpu, [s.n, s.p, s.q, s.k], 0);
-  const gop = (2 * s.n * s.p * s.q * s.k * 9 * s.c) / 1e9;
+  const gop = (2 * s.n * s.p * s.q * s.k * s.r * s.s * s.c) / 1e9;
   const passes: [string, () => void, () => void][] = [
     [
       "fprop",

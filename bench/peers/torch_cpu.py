@@ -212,14 +212,15 @@ def bench_one(model_name, args, channels_last):
     }
 
 
-# ResNet-20's 3x3 conv shapes on 28x28 inputs, as bench/conv_fixture.ts convLayers():
-# (name, C, H, W, K, stride); padding 1, no bias.
+# The conv shapes of bench/conv_fixture.ts convLayers() (ResNet-20's 3x3 layers, LeNet-5's conv2):
+# (name, C, H, W, K, stride, kernel, padding); no bias.
 CONV_LAYERS = [
-    ("stage1 16->16 28x28", 16, 28, 28, 16, 1),
-    ("stage2 32->32 14x14", 32, 14, 14, 32, 1),
-    ("stage3 64->64 7x7", 64, 7, 7, 64, 1),
-    ("stage2 16->32 s2 28x28", 16, 28, 28, 32, 2),
-    ("stage3 32->64 s2 14x14", 32, 14, 14, 64, 2),
+    ("stage1 16->16 28x28", 16, 28, 28, 16, 1, 3, 1),
+    ("stage2 32->32 14x14", 32, 14, 14, 32, 1, 3, 1),
+    ("stage3 64->64 7x7", 64, 7, 7, 64, 1, 3, 1),
+    ("stage2 16->32 s2 28x28", 16, 28, 28, 32, 2, 3, 1),
+    ("stage3 32->64 s2 14x14", 32, 14, 14, 64, 2, 3, 1),
+    ("lenet5 conv2 6->16 5x5 14x14", 6, 14, 14, 16, 1, 5, 0),
 ]
 
 
@@ -240,22 +241,22 @@ def bench_convs(args):
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     g = torch.Generator().manual_seed(args.seed)
     layouts = [False, True] if args.both_layouts else [args.channels_last]
-    for name, c, h, w, k, stride in CONV_LAYERS:
-        p, q = (h + 2 - 3) // stride + 1, (w + 2 - 3) // stride + 1
+    for name, c, h, w, k, stride, ks, pad in CONV_LAYERS:
+        p, q = (h + 2 * pad - ks) // stride + 1, (w + 2 * pad - ks) // stride + 1
         for cl in layouts:
             fmt = torch.channels_last if cl else torch.contiguous_format
             sets = []
             for _ in range(3):
                 x = torch.randn(args.batch_size, c, h, w, generator=g).to(dev, memory_format=fmt)
-                wt = torch.randn(k, c, 3, 3, generator=g).to(dev, memory_format=fmt)
+                wt = torch.randn(k, c, ks, ks, generator=g).to(dev, memory_format=fmt)
                 dy = torch.randn(args.batch_size, k, p, q, generator=g).to(dev, memory_format=fmt)
                 sets.append((x, wt, dy))
             passes = {
-                "fprop": lambda x, wt, dy: F.conv2d(x, wt, None, stride, 1),
+                "fprop": lambda x, wt, dy: F.conv2d(x, wt, None, stride, pad),
                 "dgrad": lambda x, wt, dy: torch.nn.grad.conv2d_input(
-                    x.shape, wt, dy, stride, 1),
+                    x.shape, wt, dy, stride, pad),
                 "wgrad": lambda x, wt, dy: torch.nn.grad.conv2d_weight(
-                    x, wt.shape, dy, stride, 1),
+                    x, wt.shape, dy, stride, pad),
             }
             for pname, fn in passes.items():
                 with torch.no_grad():
@@ -276,7 +277,7 @@ def bench_convs(args):
                     "peer": "pytorch-" + dev.type, "torch": torch.__version__, "layer": name,
                     "pass": pname, "channels_last": cl, "batch": args.batch_size,
                     "threads": torch.get_num_threads(), "ms": med * 1e3,
-                    "macs": args.batch_size * p * q * k * 9 * c,
+                    "macs": args.batch_size * p * q * k * ks * ks * c,
                 }), flush=True)
 
 
