@@ -203,28 +203,48 @@ void pack_b_im2col(int8_t* bp, const int8_t* x, const Geom& G, int64_t m0, int64
   const int nr_shift = nr == 32 ? 5 : 4;  // NR is 16 or 32
   const __m128i z = _mm_setzero_si128();
   Cursor cur(G, m0);
+  // Unpadded geometry (the caller's zero-padded copy): every window lies inside x, and a pixel's
+  // window start is a pointer that steps by sw*C along an output row.
+  const bool unpadded = G.ph == 0 && G.pw == 0;
+  const int8_t* wp = unpadded ? x + ((cur.img * G.h + cur.pp * G.sh) * G.w + cur.qq * G.sw) * G.c +
+                                    g * G.cg
+                              : nullptr;
   for (int64_t t = 0; t < k4; ++t) {
     int64_t ih0[4], iw0[4];
     const int8_t* base[4];
-    for (int u = 0; u < 4; ++u) {
-      if (4 * t + u < cnt) {
-        ih0[u] = cur.pp * G.sh - G.ph;
-        iw0[u] = cur.qq * G.sw - G.pw;
-        base[u] = x + cur.img * G.h * G.w * G.c + g * G.cg;
-        cur.next(G);
-      } else {
-        ih0[u] = iw0[u] = 0;
-        base[u] = nullptr;
+    const int8_t* p[4];
+    bool interior = true;
+    if (unpadded && 4 * t + 4 <= cnt) {
+      for (int u = 0; u < 4; ++u) {
+        p[u] = wp;
+        if (++cur.qq == G.q) {
+          cur.qq = 0;
+          if (++cur.pp == G.p) cur.pp = 0, ++cur.img;
+          wp = x + ((cur.img * G.h + cur.pp * G.sh) * G.w) * G.c + g * G.cg;
+        } else {
+          wp += G.sw * G.c;
+        }
       }
+    } else {
+      for (int u = 0; u < 4; ++u) {
+        if (4 * t + u < cnt) {
+          ih0[u] = cur.pp * G.sh - G.ph;
+          iw0[u] = cur.qq * G.sw - G.pw;
+          base[u] = x + cur.img * G.h * G.w * G.c + g * G.cg;
+          cur.next(G);
+        } else {
+          ih0[u] = iw0[u] = 0;
+          base[u] = nullptr;
+        }
+      }
+      for (int u = 0; u < 4; ++u)
+        interior = interior && base[u] && ih0[u] >= 0 && ih0[u] + G.r <= G.h && iw0[u] >= 0 &&
+                   iw0[u] + G.s <= G.w;
+      if (interior)
+        for (int u = 0; u < 4; ++u) p[u] = base[u] + (ih0[u] * G.w + iw0[u]) * G.c;
     }
     int8_t* dt = bp + t * 4 * nr;
-    bool interior = true;
-    for (int u = 0; u < 4; ++u)
-      interior = interior && base[u] && ih0[u] >= 0 && ih0[u] + G.r <= G.h && iw0[u] >= 0 &&
-                 iw0[u] + G.s <= G.w;
     if (interior) {  // every tap of the four pixels is inside x: no per-tap checks
-      const int8_t* p[4];
-      for (int u = 0; u < 4; ++u) p[u] = base[u] + (ih0[u] * G.w + iw0[u]) * G.c;
       int64_t j = 0;
 #if defined(__AVX2__)
       if (G.cg == 16 && G.g == 1) {
