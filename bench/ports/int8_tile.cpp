@@ -4,8 +4,10 @@
 //
 //   W=kernels; g++ -std=c++17 -O3 -march=native -fopenmp -I$W bench/ports/int8_tile.cpp \
 //       $W/cpu/*.cpp -o /tmp/int8_tile
-//   /tmp/int8_tile N K [variant]      # e.g. 16 144 (ResNet-20 stage 1 fprop), variant as in
-//                                     # d8_set_int8_kernel; D8_CPU_INT8_EMULATE_AVXVNNI=1 for 4
+//   /tmp/int8_tile N K [variant [M]]  # e.g. 16 144 (ResNet-20 stage 1 fprop), variant as in
+//                                     # d8_set_int8_kernel; D8_CPU_INT8_EMULATE_AVXVNNI=1 for 4;
+//                                     # M: rows of the GEMM, given to the plan as its row-count
+//                                     # hint (the implicit forward's Q, 28 in stage 1)
 // The TSC-to-clock factor (1.25 on the Zen 3 VM measured) comes from x86_ports.cpp: pass it as
 // CLOCKS_PER_TICK in the environment.
 // Hot-loop throughput of the active int8 tile: A block (m rows) x B panel(s), L1/L2 resident.
@@ -21,11 +23,13 @@ using namespace d8cpu::i8;
 extern "C" int32_t d8_set_int8_kernel(d8_context*, int32_t);
 int main(int argc, char** argv) {
   int64_t m = 96, n = atoi(argc > 1 ? argv[1] : "16"), k = atoi(argc > 2 ? argv[2] : "144");
+  const int64_t hint = argc > 4 ? atoi(argv[4]) : 0;
+  if (hint > 0) m = hint;
   d8_context* ctx = nullptr;
   d8_context_create(&ctx, 0);
   if (argc > 3) d8_set_int8_kernel(ctx, atoi(argv[3]));
   d8cpu::set_current_context(ctx);
-  Plan p = plan_for(n, 0);
+  Plan p = plan_for(n, hint);
   int64_t lda = 4 * k4_of(k);
   std::vector<uint8_t> a((m + p.mr) * lda);
   std::vector<int8_t> b(n * k), bp(packb_bytes(n, k, p.nr) + 64);

@@ -426,30 +426,37 @@ const char* variant_name(int variant) {
 
 #if D8_X86
 namespace {
-// Rows per VNNI tile for a GEMM with few rows (wgrad: M = Kg, +1 for the row of ones): the MR in
-// 6..12 with the least work, counting a tile as MR broadcasts + 2 (B loads, loop) per k-group.
-int vnni_mr(int64_t m) {
+// Rows per VNNI tile. Without a row count (m = 0: long GEMMs) 12. With one (the implicit forward:
+// m = Q pixels of an output row; wgrad: m = Kg + 1 rows) the MR with the least work, counting a
+// tile as MR broadcasts + 2 (B loads, loop) per k-group, up to the register file's limit: 32 zmm
+// hold MR x NV accumulators + NV B vectors + 1 broadcast, so MR <= 28 for one 16-column vector
+// and <= 14 for two. Taller tiles load each B vector for more rows, and an output row of 28 or
+// 14 pixels is one tile.
+constexpr int kVnniMaxMR1 = 28, kVnniMaxMR2 = 14;
+int vnni_mr(int64_t m, int nv) {
   if (m <= 0) return kVnniMR;
-  int best = kVnniMR;
+  const int top = nv == 1 ? kVnniMaxMR1 : kVnniMaxMR2;
+  int best = top;
   int64_t best_cost = INT64_MAX;
-  for (int mr = kVnniMR; mr >= 6; --mr) {
+  for (int mr = top; mr >= 6; --mr) {
     const int64_t cost = (m + mr - 1) / mr * (mr + 2);
     if (cost < best_cost) best = mr, best_cost = cost;
   }
   return best;
 }
 
+template <int NV, int MR>
+TileFn vnni_tile_from(int mr) {
+  if constexpr (MR < 6) {
+    (void)mr;
+    return &tile_vnni<6, NV>;
+  } else {
+    return mr == MR ? &tile_vnni<MR, NV> : vnni_tile_from<NV, MR - 1>(mr);
+  }
+}
 template <int NV>
 TileFn vnni_tile(int mr) {
-  switch (mr) {
-    case 6: return &tile_vnni<6, NV>;
-    case 7: return &tile_vnni<7, NV>;
-    case 8: return &tile_vnni<8, NV>;
-    case 9: return &tile_vnni<9, NV>;
-    case 10: return &tile_vnni<10, NV>;
-    case 11: return &tile_vnni<11, NV>;
-    default: return &tile_vnni<12, NV>;
-  }
+  return vnni_tile_from<NV, NV == 1 ? kVnniMaxMR1 : kVnniMaxMR2>(mr);
 }
 }  // namespace
 #endif
@@ -458,8 +465,11 @@ Plan plan_for(int64_t n, int64_t m) {
   const int v = active_variant();
 #if D8_X86
   if (v == kVnni) {
-    const int mr = vnni_mr(m);
-    if (n <= 16) return {kVnni, mr, 16, 0x80, vnni_tile<1>(mr)};
+    if (n <= 16) {
+      const int mr = vnni_mr(m, 1);
+      return {kVnni, mr, 16, 0x80, vnni_tile<1>(mr)};
+    }
+    const int mr = vnni_mr(m, 2);
     return {kVnni, mr, 32, 0x80, vnni_tile<2>(mr)};
   }
   if (v == kAvxVnni) {
