@@ -228,6 +228,14 @@ const i8Cases: I8ConvCase[] = [
     threads: 2,
   },
   {
+    name: "3x3 16->32 s2 one image, 2 threads (scatter dgrad)",
+    x: [1, 28, 30, 16],
+    k: 32,
+    kernel: [3, 3],
+    opts: { stride: 2, padding: 1 },
+    threads: 2,
+  },
+  {
     name: "5x5 6->16 one image, 2 threads (im2col)",
     x: [1, 30, 30, 6],
     k: 16,

@@ -34,6 +34,7 @@
 #include <cstdio>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -546,9 +547,127 @@ void fwd_core(float* y, const int8_t* x, const int8_t* w, const float* cs, const
   });
 }
 
+// Strided dgrad as implicit GEMMs by phase (ungrouped convs, stride > 1 in either dimension): the
+// dx pixels with (ih + ph) % sh == u and (iw + pw) % sw == v receive exactly the taps r = u + sh*j,
+// s = v + sw*l (j < Ju = ceil((R - u) / sh), l < Jv), from dy[a - j][b - l] where ih + ph = sh*a
+// + u, iw + pw = sw*b + v. Each phase is a stride-1 correlation of dy with a Ju x Jv kernel and C
+// output columns, run like fwd_implicit: dy copied per image into a padded buffer (the offset
+// flip applied; Jmax - 1 rows / columns before, enough after), the tile reads it through a
+// k-group offset table (negative offsets: taps look back), the weights of the phase re-laid as
+// [C][Ju][Jv][K4] (K4 = round_up(K, 4), zeros past K) and packed, and the epilogue writes dx rows
+// directly (ldc = sw*C: consecutive tile rows are sw pixels apart). No dcol, no col2im. A phase
+// without taps (R < sh or S < sw) writes zeros. Returns false (the caller scatters) when it does
+// not apply: grouped convs, fewer images than threads, or D8_CPU_CONV_PATH=im2col.
+bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G) {
+  if (G.g != 1 || (G.sh == 1 && G.sw == 1) || forced_path() == kIm2col) return false;
+  const int want = threads_for(G.m * G.k * G.kd, kMacsPerThread);
+  if (G.n < want) return false;
+  const int nt = want;
+  const int64_t k4b = round_up(G.k, 4);  // bytes per tap in the reduction
+  const int64_t jmax = ceil_div(G.r, G.sh), lmax = ceil_div(G.s, G.sw);
+  // a ranges over [0, amax): ih = sh*a + u - ph < H for some u; rows a - j for j < jmax
+  const int64_t amax = ceil_div(G.h + G.ph, G.sh), bmax = ceil_div(G.w + G.pw, G.sw);
+  const int64_t top = jmax - 1, left = lmax - 1;
+  const int64_t hq = top + std::max(amax, G.p), wq = left + std::max(bmax, G.q);
+  const int64_t rowb = wq * G.k;
+  // phases: (u, v) with their tap counts, packed weights, comp and koff
+  struct Phase {
+    int64_t u, v, ju, jv, kd;
+    i8::Plan P;
+    int8_t* bp;
+    int32_t* comp;
+    int32_t* koff;
+  };
+  std::vector<Phase> ph;
+  int64_t bytes = 0, offs = 0;
+  const int maxmr = 28;
+  for (int64_t u = 0; u < G.sh; ++u)
+    for (int64_t v = 0; v < G.sw; ++v) {
+      const int64_t ju = u < G.r ? ceil_div(G.r - u, G.sh) : 0;
+      const int64_t jv = v < G.s ? ceil_div(G.s - v, G.sw) : 0;
+      Phase f{u, v, ju, jv, ju * jv * k4b, i8::plan_for(G.c, bmax), nullptr, nullptr, nullptr};
+      if (f.kd > 0) {
+        bytes += round_up(i8::packb_bytes(G.c, f.kd, f.P.nr), 64) +
+                 round_up(4 * i8::comp_len(G.c, f.P.nr), 64);
+        offs += f.kd / 4;
+      }
+      ph.push_back(f);
+    }
+  char* bbuf = scratch_bytes<char>(kSlotConvB, bytes);
+  int32_t* koffs = scratch_bytes<int32_t>(kSlotConvOffsets, 4 * std::max<int64_t>(offs, 1));
+  int8_t* wt = scratch_bytes<int8_t>(kSlotConvWork, G.c * std::max<int64_t>(jmax * lmax * k4b, 1));
+  {
+    char* pb = bbuf;
+    int32_t* po = koffs;
+    for (Phase& f : ph) {
+      if (f.kd == 0) continue;
+      // wt[c][j][l][kk] = w[kk][u + sh*j][v + sw*l][c], zeros for kk >= K
+      for (int64_t c = 0; c < G.c; ++c)
+        for (int64_t j = 0; j < f.ju; ++j)
+          for (int64_t l = 0; l < f.jv; ++l) {
+            int8_t* d = wt + c * f.kd + (j * f.jv + l) * k4b;
+            const int64_t r = f.u + G.sh * j, sc = f.v + G.sw * l;
+            for (int64_t kk = 0; kk < G.k; ++kk) d[kk] = w[((kk * G.r + r) * G.s + sc) * G.c + c];
+            for (int64_t kk = G.k; kk < k4b; ++kk) d[kk] = 0;
+          }
+      f.bp = reinterpret_cast<int8_t*>(pb);
+      pb += round_up(i8::packb_bytes(G.c, f.kd, f.P.nr), 64);
+      f.comp = reinterpret_cast<int32_t*>(pb);
+      pb += round_up(4 * i8::comp_len(G.c, f.P.nr), 64);
+      i8::pack_b_rows(f.bp, f.comp, wt, f.kd, G.c, f.kd, f.P);
+      f.koff = po;
+      for (int64_t t = 0; t < f.kd / 4; ++t) {
+        const int64_t tap = (4 * t) / k4b, kk = (4 * t) % k4b, j = tap / f.jv, l = tap % f.jv;
+        po[t] = static_cast<int32_t>(-(j * wq + l) * G.k + kk);
+      }
+      po += f.kd / 4;
+    }
+  }
+  float* cs = scratch_bytes<float>(kSlotMisc, G.c * 4);
+  for (int64_t c = 0; c < G.c; ++c) cs[c] = scale;
+
+  // per-thread padded dy: hq x wq pixels, plus slack for the tile's extra rows and group reads
+  const int64_t img_bytes = hq * rowb, dyp_bytes = round_up(img_bytes + maxmr * G.k + 64, 64);
+  uint8_t* all = scratch_bytes<uint8_t>(kSlotConvPad, nt * dyp_bytes);
+  const uint8_t flip = ph.front().P.flip;
+  const int64_t pqk = G.p * G.q * G.k, hwc = G.h * G.w * G.c;
+  parallel(nt, [&](int t, int T) {
+    uint8_t* dyp = all + t * dyp_bytes;
+    fill(dyp, dyp_bytes, flip);
+    for (int64_t img = G.n * t / T; img < G.n * (t + 1) / T; ++img) {
+      const int8_t* dyi = dy + img * pqk;
+      for (int64_t a = 0; a < G.p; ++a)
+        xor_copy(dyp + (a + top) * rowb + left * G.k, dyi + a * G.q * G.k, G.q * G.k, flip);
+      float* dxi = dx + img * hwc;
+      for (const Phase& f : ph) {
+        // dx rows / columns of this phase: ih = sh*a + u - ph in [0, H), iw likewise
+        const int64_t a_lo = ceil_div(std::max<int64_t>(0, G.ph - f.u), G.sh);
+        const int64_t b_lo = ceil_div(std::max<int64_t>(0, G.pw - f.v), G.sw);
+        const int64_t a_hi = G.h - 1 + G.ph - f.u < 0 ? -1 : (G.h - 1 + G.ph - f.u) / G.sh;
+        const int64_t b_hi = G.w - 1 + G.pw - f.v < 0 ? -1 : (G.w - 1 + G.pw - f.v) / G.sw;
+        if (a_hi < a_lo || b_hi < b_lo) continue;
+        const int64_t nb = b_hi - b_lo + 1;
+        for (int64_t a = a_lo; a <= a_hi; ++a) {
+          float* drow = dxi + ((G.sh * a + f.u - G.ph) * G.w + (G.sw * b_lo + f.v - G.pw)) * G.c;
+          if (f.kd == 0) {
+            for (int64_t i = 0; i < nb; ++i)
+              std::memset(drow + i * G.sw * G.c, 0, static_cast<size_t>(G.c) * sizeof(float));
+            continue;
+          }
+          const i8::Epi e{i8::kStoreF32, drow, G.sw * G.c, cs, nullptr};
+          i8::gemm_block(f.P, nb, G.c, f.kd, dyp + (a + top) * rowb + (b_lo + left) * G.k, G.k,
+                         f.bp, f.comp, e, f.koff);
+        }
+      }
+    }
+  });
+  return true;
+}
+
 // dx [N, H, W, C] f32 = dgrad(dy, w) * scale.
 void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G) {
   if (G.depthwise) return depthwise_dgrad(dx, dy, w, scale, G);
+  if (dgrad_phases(dx, dy, w, scale, G)) return;
 
   // Two forms, as conv.cpp's dgrad: gather (stride 1, pad <= kernel-1: dx = fprop(dy, flipped
   // weights), N = C) or scatter (dcol = dy . W, N = R*S*C, then col2im); the cheaper by tile
