@@ -5,10 +5,13 @@
 // Implicit-GEMM mapping, per group g (Cg = C/G, Kg = K/G, KD = R*S*Cg, M = N*P*Q). Every GEMM is
 // C[rows, cols] = A[rows, red] . B[cols, red]^T, both operands reducing along contiguous bytes:
 //   fprop: y[M, Kg]      = col[M, KD] . W_g[Kg, KD]^T          (rows M, cols Kg, red KD)
-//          A = the im2col chunk (the VNNI +128 offset fused into the gather), B = W_g packed once;
+//          Ungrouped convs read col in place (implicit GEMM, fwd_implicit: a padded copy of each
+//          image and a k-group offset table); grouped and 1x1 convs gather an im2col chunk (the
+//          VNNI +128 offset fused into the gather). B = W_g packed once;
 //          epilogue y = acc * x_scale[0] * w_scale[k or 0] (+ bias[k]).
 //   dgrad: stride 1 and pad <= kernel-1: dx = fprop(dy, W') with W'[c, r', s', kk] =
 //          W[kk, R-1-r', S-1-s', c] and padding R-1-pad (a gather: rows parallelize freely).
+//          Strided, ungrouped: one implicit GEMM per phase of dx (dgrad_phases), written in place.
 //          Otherwise dcol[M, KD] = dy[M, Kg] . (W_g^T)[KD, Kg]^T (rows M, cols KD, red Kg: the
 //          reduction runs over the output channels, so W is packed transposed), then col2im
 //          scatter-adds dcol into dx, each thread owning whole images.
