@@ -709,7 +709,7 @@ extern "C" int32_t d8_quant_decide(d8_buffer* state, d8_buffer* clip_tensor,
     if (kn.clip == D8_CLIP_DSGC && refresh) {
       const int nc = kn.dsgc_candidates;
       float ratios[64], clips[64];
-      double dist[64];
+      double dist[64] = {};  // (filled by dsgc_distances; zeroed so the serial build sees it set)
       for (int i = 0; i < nc; ++i) {
         ratios[i] = lerp_ratio(kn.dsgc_min_ratio, i, nc);
         clips[i] = ratios[i] * gmax;
