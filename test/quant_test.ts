@@ -307,6 +307,32 @@ Deno.test("conv2dWgradI8() sums a reduction that overflows one int32 (200,000 x 
   );
 });
 
+Deno.test("conv2dWgradI8() 3x3 stride 1: per-thread sums past one int32 stay exact", () => {
+  // 32 images of 128 x 128, every value 127: a thread's 16 images give 262,144 products of
+  // 127 x 127 per tap (4.2e9 > 2^31 - 1), so the chunked wgrad must flush its int32 partials.
+  const n = 32, h = 128;
+  const s = convShape("test", [n, h, h, 1], 1, 3, { padding: 1 });
+  using x = i8(new Int8Array(n * h * h).fill(127), [n, h, h, 1]);
+  using dy = i8(new Int8Array(n * h * h).fill(127), [n, h, h, 1]);
+  using one = f32([1], [1]);
+  using dw = Tensor.empty(backend, [1, 3, 3, 1], "f32");
+  backend.setThreads(2);
+  try {
+    backend.conv2dWgradI8(dw, x, dy, one, one, ScaleLayout.tensor, s);
+  } finally {
+    backend.setThreads(0);
+  }
+  const got = dw.toFloat32();
+  for (let r = 0; r < 3; r++) {
+    for (let c = 0; c < 3; c++) {
+      // pixels whose tap (r, c) lies inside the image: 128 or 127 per dimension
+      const want = n * (r === 1 ? h : h - 1) * (c === 1 ? h : h - 1) * 16129;
+      const g = got[r * 3 + c]!;
+      assert.ok(Math.abs(g - want) / want < 1e-6, `tap (${r}, ${c}): got ${g}, want ${want}`);
+    }
+  }
+});
+
 Deno.test("channelStats() and the MCS classifier tell Gaussian from Laplace channels", () => {
   const rows = 40000, c = 4, rng = new Rng(5);
   const x = new Float32Array(rows * c);
