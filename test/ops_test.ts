@@ -6,3 +6,39 @@ import { cpu } from "./helpers/check_op.ts";
 import { defineOpTests } from "./helpers/op_cases.ts";
 
 defineOpTests("", cpu);
+
+// The cpu convolutions have two GEMM forms each (kernels/cpu/conv.cpp and int8_conv.cpp: im2col /
+// scatter and implicit / by-phase), chosen per shape and per CPU; D8_CPU_CONV_PATH (read once per
+// process) forces one. Run the fp32 and INT8 conv cases in a child process with each form forced,
+// so both stay tested whichever this CPU picks.
+const forced = Deno.env.get("D8_CPU_CONV_PATH");
+for (const path of ["im2col", "implicit"]) {
+  Deno.test({
+    name: `conv cases pass with D8_CPU_CONV_PATH=${path} (child process)`,
+    ignore: forced !== undefined, // the child itself
+    fn: async () => {
+      const here = new URL(".", import.meta.url).pathname;
+      const r = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "test",
+          "--allow-read",
+          "--allow-write",
+          "--allow-env",
+          "--allow-ffi",
+          "--allow-run",
+          "--filter",
+          "conv",
+          `${here}ops_test.ts`,
+          `${here}quant_test.ts`,
+        ],
+        env: { D8_CPU_CONV_PATH: path, NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const out = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
+      if (r.code !== 0) throw new Error(`child test run failed (${path}):\n${out.slice(-4000)}`);
+      const passed = Number(out.match(/ok \| (\d+) passed/)?.[1] ?? 0);
+      if (passed < 40) throw new Error(`child ran only ${passed} conv tests (${path}):\n${out}`);
+    },
+  });
+}
