@@ -51,25 +51,19 @@ BENCH(mix, MIX4 MIX4 MIX4, 12)
 BENCH(step, R10(STEP), 10)
 BENCH(step3, R10(STEP3), 10)
 BENCH(w16, R10(W16), 10)
-#define ZCLOB "xmm0","xmm1","xmm2","xmm3","xmm4","xmm5","xmm6","xmm7","xmm8","xmm9","xmm10","xmm11","xmm12","xmm13"
-#define ZBENCH(NAME, BODY, PER) \
-__attribute__((noinline)) double NAME() { uint64_t best=~0ull; \
-  for (int rep=0; rep<300; ++rep) { uint64_t t0=__rdtsc(); \
-    for (int it=0; it<ITERS; ++it) __asm__ volatile(BODY ::: ZCLOB); \
-    best=std::min<uint64_t>(best,__rdtsc()-t0);} return double(PER)*ITERS/best; }
 #ifdef __AVX512F__
 #define ZFMA(i) "vfmadd231ps %%zmm14, %%zmm15, %%zmm" #i "\n"
-ZBENCH(zfma, R10(ZFMA), 10)
+BENCH(zfma, R10(ZFMA), 10)
 #endif
 #ifdef __AVX512VNNI__
 #define ZDP(i) "vpdpbusd %%zmm14, %%zmm15, %%zmm" #i "\n"
 #define YDPE(i) "%{evex%} vpdpbusd %%ymm14, %%ymm15, %%ymm" #i "\n"
-ZBENCH(zdp, R10(ZDP), 10)
-ZBENCH(ydpe, R10(YDPE), 10)
+BENCH(zdp, R10(ZDP), 10)
+BENCH(ydpe, R10(YDPE), 10)
 #endif
 #ifdef __AVXVNNI__
 #define YDPV(i) "%{vex%} vpdpbusd %%ymm14, %%ymm15, %%ymm" #i "\n"
-ZBENCH(ydpv, R10(YDPV), 10)
+BENCH(ydpv, R10(YDPV), 10)
 #endif
 __attribute__((noinline)) double clk() { uint64_t best=~0ull; uint64_t x=0;
   for (int rep=0; rep<300; ++rep) { uint64_t t0=__rdtsc();

@@ -573,25 +573,25 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
   const int64_t top = jmax - 1, left = lmax - 1;
   const int64_t hq = top + std::max(amax, G.p), wq = left + std::max(bmax, G.q);
   const int64_t rowb = wq * G.k;
-  // phases: (u, v) with their tap counts, packed weights, comp and koff
+  // one plan for every phase (C columns, rows of up to bmax pixels); per phase (u, v) its tap
+  // counts, packed weights, comp and koff
+  const i8::Plan P = i8::plan_for(G.c, bmax);
   struct Phase {
     int64_t u, v, ju, jv, kd;
-    i8::Plan P;
     int8_t* bp;
     int32_t* comp;
     int32_t* koff;
   };
   std::vector<Phase> ph;
   int64_t bytes = 0, offs = 0;
-  const int maxmr = 28;
   for (int64_t u = 0; u < G.sh; ++u)
     for (int64_t v = 0; v < G.sw; ++v) {
       const int64_t ju = u < G.r ? ceil_div(G.r - u, G.sh) : 0;
       const int64_t jv = v < G.s ? ceil_div(G.s - v, G.sw) : 0;
-      Phase f{u, v, ju, jv, ju * jv * k4b, i8::plan_for(G.c, bmax), nullptr, nullptr, nullptr};
+      Phase f{u, v, ju, jv, ju * jv * k4b, nullptr, nullptr, nullptr};
       if (f.kd > 0) {
-        bytes += round_up(i8::packb_bytes(G.c, f.kd, f.P.nr), 64) +
-                 round_up(4 * i8::comp_len(G.c, f.P.nr), 64);
+        bytes += round_up(i8::packb_bytes(G.c, f.kd, P.nr), 64) +
+                 round_up(4 * i8::comp_len(G.c, P.nr), 64);
         offs += f.kd / 4;
       }
       ph.push_back(f);
@@ -614,10 +614,10 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
             for (int64_t kk = G.k; kk < k4b; ++kk) d[kk] = 0;
           }
       f.bp = reinterpret_cast<int8_t*>(pb);
-      pb += round_up(i8::packb_bytes(G.c, f.kd, f.P.nr), 64);
+      pb += round_up(i8::packb_bytes(G.c, f.kd, P.nr), 64);
       f.comp = reinterpret_cast<int32_t*>(pb);
-      pb += round_up(4 * i8::comp_len(G.c, f.P.nr), 64);
-      i8::pack_b_rows(f.bp, f.comp, wt, f.kd, G.c, f.kd, f.P);
+      pb += round_up(4 * i8::comp_len(G.c, P.nr), 64);
+      i8::pack_b_rows(f.bp, f.comp, wt, f.kd, G.c, f.kd, P);
       f.koff = po;
       for (int64_t t = 0; t < f.kd / 4; ++t) {
         const int64_t tap = (4 * t) / k4b, kk = (4 * t) % k4b, j = tap / f.jv, l = tap % f.jv;
@@ -630,9 +630,9 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
   for (int64_t c = 0; c < G.c; ++c) cs[c] = scale;
 
   // per-thread padded dy: hq x wq pixels, plus slack for the tile's extra rows and group reads
-  const int64_t img_bytes = hq * rowb, dyp_bytes = round_up(img_bytes + maxmr * G.k + 64, 64);
+  const int64_t img_bytes = hq * rowb, dyp_bytes = round_up(img_bytes + P.mr * G.k + 64, 64);
   uint8_t* all = scratch_bytes<uint8_t>(kSlotConvPad, nt * dyp_bytes);
-  const uint8_t flip = ph.front().P.flip;
+  const uint8_t flip = P.flip;
   const int64_t pqk = G.p * G.q * G.k, hwc = G.h * G.w * G.c;
   parallel(nt, [&](int t, int T) {
     uint8_t* dyp = all + t * dyp_bytes;
@@ -658,7 +658,7 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
             continue;
           }
           const i8::Epi e{i8::kStoreF32, drow, G.sw * G.c, cs, nullptr};
-          i8::gemm_block(f.P, nb, G.c, f.kd, dyp + (a + top) * rowb + (b_lo + left) * G.k, G.k,
+          i8::gemm_block(P, nb, G.c, f.kd, dyp + (a + top) * rowb + (b_lo + left) * G.k, G.k,
                          f.bp, f.comp, e, f.koff);
         }
       }
