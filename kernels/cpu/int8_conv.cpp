@@ -465,8 +465,9 @@ bool fwd_implicit(float* y, const int8_t* x, const int8_t* w, const float* cs, c
   const int want = threads_for(G.m * G.k * G.kd, kMacsPerThread);
   if (G.n < want) return false;
   const int nt = want;
-  const i8::Plan P = i8::plan_for(G.k, G.q);
+  i8::Plan P = i8::plan_for(G.k, G.q);
   const int64_t sc = G.s * G.c, sc4 = round_up(sc, 4), kdp = G.r * sc4, k4 = kdp / 4;
+  i8::set_runs(P, sc4 / 4);  // amx chunks stay inside a window row
   const int64_t hp = padded_h(G), wp = padded_w(G);
   const int64_t rs = G.sw * G.c;  // bytes between consecutive output pixels' windows
   // a tile reads MR rows from its first: the last row's extra rows run past the image
@@ -575,7 +576,8 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
   const int64_t rowb = wq * G.k;
   // one plan for every phase (C columns, rows of up to bmax pixels); per phase (u, v) its tap
   // counts, packed weights, comp and koff
-  const i8::Plan P = i8::plan_for(G.c, bmax);
+  i8::Plan P = i8::plan_for(G.c, bmax);
+  i8::set_runs(P, k4b / 4);  // amx chunks stay inside a tap
   struct Phase {
     int64_t u, v, ju, jv, kd;
     int8_t* bp;

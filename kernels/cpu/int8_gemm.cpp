@@ -28,7 +28,10 @@
 #include <cstring>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #define D8_X86 1
 #define D8_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define D8_TARGET_AVXVNNI __attribute__((target("avx2,fma,avxvnni")))
@@ -75,7 +78,7 @@ void epilogue_scalar(const int32_t (&acc)[MR][NR], int mrows, int ncols, const E
 
 void tile_portable(int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
                    const int8_t* bp, const int32_t* comp, int mrows, int ncols, const Epi& e,
-                   int64_t i0, int64_t j0) {
+                   int64_t i0, int64_t j0, int) {
   (void)comp;  // flip == 0: A is signed as is
   int32_t acc[kPortMR][kPortNR] = {};
   for (int64_t t = 0; t < k4; ++t) {
@@ -158,7 +161,7 @@ constexpr int kAvx2MR = 4, kAvx2NV = 2;  // NR = 16
 template <int MR, int NV>
 D8_TARGET_AVX2 void tile_avx2(int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
                               const int8_t* bp, const int32_t* comp, int mrows, int ncols,
-                              const Epi& e, int64_t i0, int64_t j0) {
+                              const Epi& e, int64_t i0, int64_t j0, int) {
   (void)comp;
   __m256i acc[MR][NV];
 #pragma GCC unroll 16
@@ -280,7 +283,8 @@ D8_TARGET_AVXVNNI inline __attribute__((always_inline)) void avxvnni_kloop(
 template <int MR, int NV, bool Emul>
 D8_TARGET_AVXVNNI void tile_avxvnni(int64_t k4, const uint8_t* a, int64_t lda,
                                     const int32_t* koff, const int8_t* bp, const int32_t* comp,
-                                    int mrows, int ncols, const Epi& e, int64_t i0, int64_t j0) {
+                                    int mrows, int ncols, const Epi& e, int64_t i0, int64_t j0,
+                                    int) {
   __m256i acc[MR][NV];
 #pragma GCC unroll 4
   for (int v = 0; v < NV; ++v) {
@@ -322,7 +326,7 @@ D8_TARGET_VNNI inline __attribute__((always_inline)) void vnni_kloop(
 template <int MR, int NV>
 D8_TARGET_VNNI void tile_vnni(int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
                               const int8_t* bp, const int32_t* comp, int mrows, int ncols,
-                              const Epi& e, int64_t i0, int64_t j0) {
+                              const Epi& e, int64_t i0, int64_t j0, int) {
   __m512i acc[MR][NV];
 #pragma GCC unroll 4
   for (int v = 0; v < NV; ++v) {
@@ -365,6 +369,129 @@ D8_TARGET_VNNI void tile_vnni(int64_t k4, const uint8_t* a, int64_t lda, const i
     }
   }
 }
+
+// ---- variant 5: AMX (Sapphire Rapids and later), tdpbusd on 16 x 64-byte tiles -----------------
+// The operand formats of avx512-vnni (A + 128 unsigned, B signed, comp = 128 * colsum(B)): a B
+// panel [K4][NR][4] is already AMX's B layout, so a chunk of kg k-groups of 16 columns is a tile of
+// kg rows of 64 bytes (row stride 4*NR), and A rows (stride lda) are the A tile's rows, 4*kg bytes
+// each. MR x NR = 32 x 32 (two A tiles, two B tiles, four C tiles tmm0-3) or 16-row / 16-column
+// halves for short GEMMs. One tdpbusd is 16 x 16 x 4*kg multiply-adds. The C tiles start at -comp
+// (a tileloadd of one row with stride 0), are stored once to the stack, and the avx2 epilogue
+// finishes them. The tile configuration (A columns and B rows depend on kg) is loaded once per
+// thread and kg. Emul = true runs the same chunk walk with the AVX2 emulation of vpdpbusd in
+// place of the tiles (D8_CPU_INT8_EMULATE_AMX=1), so the addressing and the koff runs are tested
+// on any AVX2 CPU; only the tile instructions are not.
+#define D8_TARGET_AMX __attribute__((target("amx-tile,amx-int8,avx2,fma")))
+// Inline asm rather than the intrinsics: GCC 12's _tile_loadconfig / _tile_stored tell the
+// compiler nothing about the memory they read or write (it dropped the stores of a stack config
+// before ldtilecfg), so every one here clobbers memory. AT&T operand order: tdpbusd B, A, C.
+#define D8_AMX_LOAD(t, base, stride)                                                  \
+  __asm__ volatile("tileloadd (%0,%1,1), %%tmm" #t ::"r"(base), "r"(static_cast<int64_t>(stride)) \
+                   : "memory")
+#define D8_AMX_STORE(t, base, stride)                                                  \
+  __asm__ volatile("tilestored %%tmm" #t ", (%0,%1,1)" ::"r"(base),                     \
+                   "r"(static_cast<int64_t>(stride))                                   \
+                   : "memory")
+#define D8_AMX_DP(c, a, b) __asm__ volatile("tdpbusd %%tmm" #b ", %%tmm" #a ", %%tmm" #c ::)
+
+struct alignas(64) AmxConfig {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+D8_TARGET_AMX inline void amx_configure(int kg) {
+  static thread_local int configured = 0;  // kg of this thread's tile configuration, 0: none
+  if (configured == kg) return;
+  AmxConfig c{};
+  c.palette = 1;
+  for (int t = 0; t < 4; ++t) c.rows[t] = 16, c.colsb[t] = 64;  // C: 16 x 16 int32
+  for (int t = 4; t < 6; ++t) c.rows[t] = 16, c.colsb[t] = static_cast<uint16_t>(4 * kg);  // A
+  for (int t = 6; t < 8; ++t) c.rows[t] = static_cast<uint8_t>(kg), c.colsb[t] = 64;  // B
+  __asm__ volatile("ldtilecfg %0" ::"m"(c) : "memory");
+  configured = kg;
+}
+
+template <int MT, int NT, bool Emul>
+D8_TARGET_AMX void tile_amx(int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
+                            const int8_t* bp, const int32_t* comp, int mrows, int ncols,
+                            const Epi& e, int64_t i0, int64_t j0, int kg) {
+  constexpr int MR = 16 * MT, NR = 16 * NT, NV = NR / 8;
+  const int64_t bstride = 4 * NR, nchunks = k4 / kg;
+  alignas(64) __m256i acc[MR][NV];
+  if constexpr (Emul) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const __m256i c0 = _mm256_sub_epi32(
+          _mm256_setzero_si256(), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(comp + 8 * v)));
+      for (int i = 0; i < MR; ++i) acc[i][v] = c0;
+    }
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const uint8_t* at = a + (koff ? static_cast<int64_t>(koff[c * kg]) : 4 * kg * c);
+      const int8_t* bt = bp + c * kg * bstride;
+      for (int i = 0; i < MR; ++i)
+        for (int g = 0; g < kg; ++g) {
+          const __m256i av = _mm256_set1_epi32(load_i32(at + i * lda + 4 * g));
+          for (int v = 0; v < NV; ++v)
+            acc[i][v] = dpbusd_emulated(
+                acc[i][v], av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bt + g * bstride + 32 * v)));
+        }
+    }
+  } else {
+    amx_configure(kg);
+    alignas(64) int32_t c0[NR];
+    for (int j = 0; j < NR; ++j) c0[j] = static_cast<int32_t>(0u - static_cast<uint32_t>(comp[j]));
+    D8_AMX_LOAD(0, c0, 0);
+    if constexpr (NT == 2) D8_AMX_LOAD(1, c0 + 16, 0);
+    if constexpr (MT == 2) {
+      D8_AMX_LOAD(2, c0, 0);
+      if constexpr (NT == 2) D8_AMX_LOAD(3, c0 + 16, 0);
+    }
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const uint8_t* at = a + (koff ? static_cast<int64_t>(koff[c * kg]) : 4 * kg * c);
+      const int8_t* bt = bp + c * kg * bstride;
+      D8_AMX_LOAD(6, bt, bstride);
+      if constexpr (NT == 2) D8_AMX_LOAD(7, bt + 64, bstride);
+      D8_AMX_LOAD(4, at, lda);
+      D8_AMX_DP(0, 4, 6);
+      if constexpr (NT == 2) D8_AMX_DP(1, 4, 7);
+      if constexpr (MT == 2) {
+        D8_AMX_LOAD(5, at + 16 * lda, lda);
+        D8_AMX_DP(2, 5, 6);
+        if constexpr (NT == 2) D8_AMX_DP(3, 5, 7);
+      }
+    }
+    char* out = reinterpret_cast<char*>(&acc[0][0]);
+    D8_AMX_STORE(0, out, 4 * NR);
+    if constexpr (NT == 2) D8_AMX_STORE(1, out + 64, 4 * NR);
+    if constexpr (MT == 2) {
+      D8_AMX_STORE(2, out + 16 * 4 * NR, 4 * NR);
+      if constexpr (NT == 2) D8_AMX_STORE(3, out + 16 * 4 * NR + 64, 4 * NR);
+    }
+  }
+  epilogue_256<MR, NV>(acc, mrows, ncols, e, i0, j0);
+}
+
+// Whether the CPU has AMX-INT8, the OS enables tile state (XCR0 bits 17-18) and Linux grants
+// this process the tile data permission (arch_prctl ARCH_REQ_XCOMP_PERM, once per process).
+bool amx_native() {
+  static const bool ok = [] {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    if (!((d >> 24) & 1) || !((d >> 25) & 1)) return false;  // AMX-TILE, AMX-INT8
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !((c >> 27) & 1)) return false;  // OSXSAVE
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if (((lo >> 17) & 3) != 3) return false;
+#if defined(__linux__)
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureTileData = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureTileData) == 0;
+#else
+    return false;
+#endif
+  }();
+  return ok;
+}
 #endif  // D8_X86
 
 }  // namespace
@@ -387,6 +514,10 @@ bool cpu_has(int variant) {
       __builtin_cpu_init();
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vnni");
+    case kAmx:  // the tiles, or their emulation (needs AVX2 and FMA for it and the epilogue)
+      __builtin_cpu_init();
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             (amx_native() || amx_emulated());
 #endif
     default:
       return false;
@@ -398,9 +529,19 @@ bool avxvnni_emulated() {
   return v && v[0] == '1' && v[1] == 0;
 }
 
+bool amx_emulated() {
+  const char* v = std::getenv("D8_CPU_INT8_EMULATE_AMX");
+  return v && v[0] == '1' && v[1] == 0;
+}
+
 int best_variant() {
-  // Emulation never wins auto: only a CPU that reports avxvnni gets avx-vnni by default.
-  static const int best = cpu_has(kVnni) ? kVnni
+  // Emulation never wins auto: only a CPU that reports avxvnni gets avx-vnni by default, only
+  // one whose tiles Linux enables gets amx.
+  static const int best =
+#if D8_X86
+      (cpu_has(kAmx) && amx_native()) ? kAmx :
+#endif
+      cpu_has(kVnni) ? kVnni
 #if D8_X86
                           : (__builtin_cpu_supports("avxvnni") && cpu_has(kAvxVnni)) ? kAvxVnni
 #endif
@@ -420,6 +561,7 @@ const char* variant_name(int variant) {
     case kAvx2: return "avx2";
     case kVnni: return "avx512-vnni";
     case kAvxVnni: return "avx-vnni";
+    case kAmx: return "amx";
     default: return "auto";
   }
 }
@@ -464,6 +606,19 @@ TileFn vnni_tile(int mr) {
 Plan plan_for(int64_t n, int64_t m) {
   const int v = active_variant();
 #if D8_X86
+  if (v == kAmx) {
+    // 16-row tiles for GEMMs of at most 16 rows (wgrad with Kg <= 15), 16 columns for N <= 16
+    static const bool native = amx_native();
+    const bool m1 = m > 0 && m <= 16, n1 = n <= 16;
+    TileFn f;
+    if (native)
+      f = m1 ? (n1 ? &tile_amx<1, 1, false> : &tile_amx<1, 2, false>)
+             : (n1 ? &tile_amx<2, 1, false> : &tile_amx<2, 2, false>);
+    else
+      f = m1 ? (n1 ? &tile_amx<1, 1, true> : &tile_amx<1, 2, true>)
+             : (n1 ? &tile_amx<2, 1, true> : &tile_amx<2, 2, true>);
+    return {kAmx, m1 ? 16 : 32, n1 ? 16 : 32, 0x80, f, 16};
+  }
   if (v == kVnni) {
     if (n <= 16) {
       const int mr = vnni_mr(m, 1);
@@ -631,12 +786,14 @@ void gemm_block(const Plan& p, int64_t m, int64_t n, int64_t k, const uint8_t* a
                 const int8_t* bp, const int32_t* comp, const Epi& e, const int32_t* koff) {
   const int64_t k4 = k4_of(k);
   const int64_t panel_bytes = k4 * 4 * p.nr;
+  // amx chunks: kg | k4 (with koff the caller chose kg for its runs, see set_runs)
+  const int kg = koff ? p.kg : divisor_at_most(k4, p.kg);
   for (int64_t j = 0; j < n; j += p.nr) {
     const int8_t* b = bp + (j / p.nr) * panel_bytes;
     const int nc = static_cast<int>(std::min<int64_t>(p.nr, n - j));
     for (int64_t i = 0; i < m; i += p.mr)
       p.tile(k4, a + i * lda, lda, koff, b, comp + j, static_cast<int>(std::min<int64_t>(p.mr, m - i)),
-             nc, e, i, j);
+             nc, e, i, j, kg);
   }
 }
 
@@ -648,10 +805,10 @@ using namespace d8cpu;
 extern "C" int32_t d8_set_int8_kernel(d8_context* ctx, int32_t variant) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     if (int32_t e = check_context(fn, ctx)) return e;
-    if (variant < i8::kAuto || variant > i8::kAvxVnni)
+    if (variant < i8::kAuto || variant > i8::kAmx)
       return fail(D8_ERR_INVALID_ARGUMENT,
-                  "%s: variant must be 0 (auto), 1 (portable), 2 (avx2), 3 (avx512-vnni) or 4 "
-                  "(avx-vnni), got %d",
+                  "%s: variant must be 0 (auto), 1 (portable), 2 (avx2), 3 (avx512-vnni), 4 "
+                  "(avx-vnni) or 5 (amx), got %d",
                   fn, variant);
     if (variant != i8::kAuto && !i8::cpu_has(variant))
       return fail(D8_ERR_UNSUPPORTED, "%s: this CPU cannot run the %s int8 kernel (variant %d)",

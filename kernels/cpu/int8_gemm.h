@@ -28,10 +28,11 @@
 namespace d8cpu {
 namespace i8 {
 
-enum Variant : int { kAuto = 0, kPortable = 1, kAvx2 = 2, kVnni = 3, kAvxVnni = 4 };
+enum Variant : int { kAuto = 0, kPortable = 1, kAvx2 = 2, kVnni = 3, kAvxVnni = 4, kAmx = 5 };
 
 bool cpu_has(int variant);          // whether this CPU can run the variant
 bool avxvnni_emulated();            // D8_CPU_INT8_EMULATE_AVXVNNI=1: avx-vnni runs emulated (tests)
+bool amx_emulated();                // D8_CPU_INT8_EMULATE_AMX=1: amx runs emulated (tests)
 int best_variant();                 // best variant this CPU has
 int active_variant();               // the current context's variant, or best_variant() when auto
 const char* variant_name(int variant);
@@ -54,17 +55,30 @@ struct Epi {
 // a = A row i0, bp = the panel holding column j0, comp = comp + j0. Row i's k-group t is the 4
 // bytes at a + i*lda + 4*t, or, with a koff table (implicit GEMM: A read in place from a padded
 // input, no im2col copy), at a + i*lda + koff[t]. Every row a tile reads (MR of them, even past
-// mrows) must be readable.
+// mrows) must be readable. kg (amx only; the others ignore it): the reduction runs in chunks of kg
+// k-groups (kg divides k4), and with koff the kg groups of a chunk are contiguous, so chunk c reads
+// the 4*kg bytes at koff[c*kg] of each row.
 using TileFn = void (*)(int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
                         const int8_t* bp, const int32_t* comp, int mrows, int ncols, const Epi& e,
-                        int64_t i0, int64_t j0);
+                        int64_t i0, int64_t j0, int kg);
 
 struct Plan {
   int variant;
   int mr, nr;     // micro-tile rows / columns
   uint8_t flip;   // XOR applied to A bytes (0x80 or 0)
   TileFn tile;
+  int kg = 1;     // amx: k-groups per tile chunk, at most 16 (one 64-byte tile row); others 1
 };
+
+// The largest divisor of n that is at most cap (n, cap >= 1).
+inline int divisor_at_most(int64_t n, int cap) {
+  for (int d = cap; d > 1; --d)
+    if (n % d == 0) return d;
+  return 1;
+}
+// With a koff table whose k-groups come in contiguous runs of `run` groups (a window row of the
+// implicit forward, a tap of the phase dgrad): amx chunks must not straddle a run.
+inline void set_runs(Plan& p, int64_t run) { p.kg = divisor_at_most(run, p.kg); }
 // The active variant's tile for an N-column problem (VNNI: 16 or 32 columns). m > 0: the GEMM has
 // only m rows (wgrad), pick the tile height that wastes the least; 0: many rows.
 Plan plan_for(int64_t n, int64_t m = 0);

@@ -154,7 +154,7 @@ export const ScaleLayout = { tensor: 0, inner: 1, outer: 2 } as const;
 export type ScaleLayout = typeof ScaleLayout[keyof typeof ScaleLayout];
 
 /** The int8 inner-loop variants of the cpu backend (kernels/daint8.h d8_set_int8_kernel). */
-export const INT8_KERNELS = ["auto", "portable", "avx2", "avx512-vnni", "avx-vnni"] as const;
+export const INT8_KERNELS = ["auto", "portable", "avx2", "avx512-vnni", "avx-vnni", "amx"] as const;
 /** An int8 kernel variant. */
 export type Int8Kernel = typeof INT8_KERNELS[number];
 
