@@ -41,8 +41,10 @@ function randomI8(rng: Rng, n: number): Int8Array {
 }
 
 // avx-vnni runs here emulated (AVX2 in place of its one vpdpbusd) where the CPU lacks AVX-VNNI, so
-// its +128 offset, packing and epilogue are checked on every AVX2 machine.
+// its +128 offset, packing and epilogue are checked on every AVX2 machine; amx likewise (its chunk
+// walk with the AVX2 vpdpbusd emulation in place of the tiles) where the CPU or OS has no AMX.
 Deno.env.set("D8_CPU_INT8_EMULATE_AVXVNNI", "1");
+Deno.env.set("D8_CPU_INT8_EMULATE_AMX", "1");
 
 /** The variants this CPU can run (others answer "unsupported"). */
 function variants(): string[] {

@@ -137,7 +137,33 @@ __attribute__((target("avx2"))) void dual_avx2(int8_t* yt, int8_t* yc, const flo
                                                float it, const float* ic, uint32_t lo, Keys k) {
   dual_span_body<S>(yt, yc, x, n, it, ic, lo, k);
 }
+// The same loops in 512-bit vectors (GCC's -march tuning for AVX-512 Intel cores keeps 256-bit
+// vectors unless told otherwise): 16 hashes per instruction, 2x the avx2 clone on Sapphire Rapids.
+#define D8_Q512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512")))
+template <bool P, bool S>
+D8_Q512 void span_avx512(int8_t* y, const float* x, int64_t n, const float* inv, uint32_t lo,
+                         Keys k) {
+  quant_span_body<P, S>(y, x, n, inv, lo, k);
+}
+template <bool S>
+D8_Q512 void dual_avx512(int8_t* yt, int8_t* yc, const float* x, int64_t n, float it,
+                         const float* ic, uint32_t lo, Keys k) {
+  dual_span_body<S>(yt, yc, x, n, it, ic, lo, k);
+}
 #endif
+
+bool use_avx512() {
+#if D8_QX86
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
 
 bool use_avx2() {
 #if D8_QX86
@@ -153,6 +179,10 @@ bool use_avx2() {
 
 SpanFn pick_span(bool per_elem, bool stoch) {
 #if D8_QX86
+  if (use_avx512()) {
+    if (per_elem) return stoch ? &span_avx512<true, true> : &span_avx512<true, false>;
+    return stoch ? &span_avx512<false, true> : &span_avx512<false, false>;
+  }
   if (use_avx2()) {
     if (per_elem) return stoch ? &span_avx2<true, true> : &span_avx2<true, false>;
     return stoch ? &span_avx2<false, true> : &span_avx2<false, false>;
@@ -163,6 +193,7 @@ SpanFn pick_span(bool per_elem, bool stoch) {
 }
 DualFn pick_dual(bool stoch) {
 #if D8_QX86
+  if (use_avx512()) return stoch ? &dual_avx512<true> : &dual_avx512<false>;
   if (use_avx2()) return stoch ? &dual_avx2<true> : &dual_avx2<false>;
 #endif
   return stoch ? &dual_base<true> : &dual_base<false>;
