@@ -322,10 +322,13 @@ int32_t d8_gemm_i8(d8_buffer* c, const d8_buffer* a, const d8_buffer* b, int64_t
                    int32_t k);
 /* The int8 inner-loop variant of this context's ops: 0 = auto (best the CPU has, chosen at run
  * time), 1 = portable, 2 = AVX2, 3 = AVX-512 VNNI, 4 = AVX-VNNI (256-bit VEX vpdpbusd, no
- * AVX-512). Choosing one the CPU lacks is D8_ERR_UNSUPPORTED (avx-vnni also runs, emulated with
- * AVX2, when the environment has D8_CPU_INT8_EMULATE_AVXVNNI=1: tests). */
+ * AVX-512), 5 = AMX (tdpbusd tiles; needs Linux's tile permission, requested on first use).
+ * Choosing one the CPU lacks is D8_ERR_UNSUPPORTED (avx-vnni and amx also run, emulated with
+ * AVX2, when the environment has D8_CPU_INT8_EMULATE_AVXVNNI=1 / D8_CPU_INT8_EMULATE_AMX=1:
+ * tests). */
 int32_t d8_set_int8_kernel(d8_context* ctx, int32_t variant);
-/* Writes the context's variant in use ("portable", "avx2", "avx512-vnni", "avx-vnni") into out. */
+/* Writes the context's variant in use ("portable", "avx2", "avx512-vnni", "avx-vnni", "amx") into
+ * out. */
 int32_t d8_int8_kernel_name(d8_context* ctx, char* out, int32_t capacity);
 
 /* ---- Model-zoo ops (kernels/cpu/zoo_ops.cpp) ---- */
