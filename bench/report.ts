@@ -121,7 +121,17 @@ function cpuInfo(): {
   }
 }
 const cpu = cpuInfo();
-const ISA = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8"]
+const ISA = [
+  "sse4_2",
+  "avx",
+  "avx2",
+  "fma",
+  "avx512f",
+  "avx512bw",
+  "avx512_vnni",
+  "avx_vnni",
+  "amx_int8",
+]
   .filter((f) => cpu.flags.includes(f));
 const vendorAmd = /AMD/i.test(cpu.model);
 /** The AMD core generation from family / model (null: Intel or unknown). */
