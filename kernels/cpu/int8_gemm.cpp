@@ -280,12 +280,9 @@ D8_TARGET_AVXVNNI inline __attribute__((always_inline)) void avxvnni_kloop(
   }
 }
 
-template <int MR, int NV, bool Emul>
-D8_TARGET_AVXVNNI void tile_avxvnni(int64_t k4, const uint8_t* a, int64_t lda,
-                                    const int32_t* koff, const int8_t* bp, const int32_t* comp,
-                                    int mrows, int ncols, const Epi& e, int64_t i0, int64_t j0,
-                                    int) {
-  __m256i acc[MR][NV];
+// Accumulators start at -comp (the +128 offset's correction), 8 columns per vector.
+template <int MR, int NV>
+D8_TARGET_AVX2 inline void start_at_neg_comp(__m256i (&acc)[MR][NV], const int32_t* comp) {
 #pragma GCC unroll 4
   for (int v = 0; v < NV; ++v) {
     const __m256i c0 = _mm256_sub_epi32(
@@ -293,6 +290,15 @@ D8_TARGET_AVXVNNI void tile_avxvnni(int64_t k4, const uint8_t* a, int64_t lda,
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) acc[i][v] = c0;
   }
+}
+
+template <int MR, int NV, bool Emul>
+D8_TARGET_AVXVNNI void tile_avxvnni(int64_t k4, const uint8_t* a, int64_t lda,
+                                    const int32_t* koff, const int8_t* bp, const int32_t* comp,
+                                    int mrows, int ncols, const Epi& e, int64_t i0, int64_t j0,
+                                    int) {
+  __m256i acc[MR][NV];
+  start_at_neg_comp<MR, NV>(acc, comp);
   if (koff)
     avxvnni_kloop<MR, NV, Emul, true>(acc, k4, a, lda, koff, bp);
   else
@@ -420,12 +426,7 @@ D8_TARGET_AMX void tile_amx(int64_t k4, const uint8_t* a, int64_t lda, const int
   const int64_t bstride = 4 * NR, nchunks = k4 / kg;
   alignas(64) __m256i acc[MR][NV];
   if constexpr (Emul) {
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      const __m256i c0 = _mm256_sub_epi32(
-          _mm256_setzero_si256(), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(comp + 8 * v)));
-      for (int i = 0; i < MR; ++i) acc[i][v] = c0;
-    }
+    start_at_neg_comp<MR, NV>(acc, comp);
     for (int64_t c = 0; c < nchunks; ++c) {
       const uint8_t* at = a + (koff ? static_cast<int64_t>(koff[c * kg]) : 4 * kg * c);
       const int8_t* bt = bp + c * kg * bstride;
@@ -524,15 +525,13 @@ bool cpu_has(int variant) {
   }
 }
 
-bool avxvnni_emulated() {
-  const char* v = std::getenv("D8_CPU_INT8_EMULATE_AVXVNNI");
+// An emulation switch: the variable is exactly "1".
+static bool env_is_one(const char* name) {
+  const char* v = std::getenv(name);
   return v && v[0] == '1' && v[1] == 0;
 }
-
-bool amx_emulated() {
-  const char* v = std::getenv("D8_CPU_INT8_EMULATE_AMX");
-  return v && v[0] == '1' && v[1] == 0;
-}
+bool avxvnni_emulated() { return env_is_one("D8_CPU_INT8_EMULATE_AVXVNNI"); }
+bool amx_emulated() { return env_is_one("D8_CPU_INT8_EMULATE_AMX"); }
 
 int best_variant() {
   // Emulation never wins auto: only a CPU that reports avxvnni gets avx-vnni by default, only
@@ -596,6 +595,11 @@ TileFn vnni_tile_from(int mr) {
     return mr == MR ? &tile_vnni<MR, NV> : vnni_tile_from<NV, MR - 1>(mr);
   }
 }
+template <bool Emul>
+TileFn amx_tile(bool m1, bool n1) {
+  return m1 ? (n1 ? &tile_amx<1, 1, Emul> : &tile_amx<1, 2, Emul>)
+            : (n1 ? &tile_amx<2, 1, Emul> : &tile_amx<2, 2, Emul>);
+}
 template <int NV>
 TileFn vnni_tile(int mr) {
   return vnni_tile_from<NV, NV == 1 ? kVnniMaxMR1 : kVnniMaxMR2>(mr);
@@ -610,13 +614,7 @@ Plan plan_for(int64_t n, int64_t m) {
     // 16-row tiles for GEMMs of at most 16 rows (wgrad with Kg <= 15), 16 columns for N <= 16
     static const bool native = amx_native();
     const bool m1 = m > 0 && m <= 16, n1 = n <= 16;
-    TileFn f;
-    if (native)
-      f = m1 ? (n1 ? &tile_amx<1, 1, false> : &tile_amx<1, 2, false>)
-             : (n1 ? &tile_amx<2, 1, false> : &tile_amx<2, 2, false>);
-    else
-      f = m1 ? (n1 ? &tile_amx<1, 1, true> : &tile_amx<1, 2, true>)
-             : (n1 ? &tile_amx<2, 1, true> : &tile_amx<2, 2, true>);
+    const TileFn f = native ? amx_tile<false>(m1, n1) : amx_tile<true>(m1, n1);
     return {kAmx, m1 ? 16 : 32, n1 ? 16 : 32, 0x80, f, 16};
   }
   if (v == kVnni) {
