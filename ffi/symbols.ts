@@ -6,7 +6,7 @@
  */
 
 /** ABI version this TypeScript was written against (D8_ABI_VERSION in kernels/daint8.h). */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 
 const status = "i32" as const;
 // Handles cross as u64 values (0 = NULL): no Deno.UnsafePointer is needed, so the library works
@@ -68,6 +68,18 @@ export const SYMBOLS = {
   // dx, dgamma, dbeta, dy, x, gamma, save_mean, save_invstd, m, c
   d8_batchnorm_bwd: {
     parameters: [buf, buf, buf, buf, buf, buf, buf, buf, "i64", "i32"],
+    result: status,
+  },
+
+  // y, mask, save_mean, save_invstd, running_mean, running_var, x, residual (nullable), gamma,
+  // beta, m, c, momentum, eps
+  d8_batchnorm_relu_fwd_train: {
+    parameters: [buf, buf, buf, buf, buf, buf, buf, buf, buf, buf, "i64", "i32", "f32", "f32"],
+    result: status,
+  },
+  // dx, dresidual (nullable), dgamma, dbeta, dy, mask, x, gamma, save_mean, save_invstd, m, c
+  d8_batchnorm_relu_bwd: {
+    parameters: [buf, buf, buf, buf, buf, buf, buf, buf, buf, buf, "i64", "i32"],
     result: status,
   },
 

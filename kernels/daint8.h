@@ -29,7 +29,7 @@ extern "C" {
 
 /* Bumped whenever a signature or struct below changes; ffi/ refuses a library whose
  * version differs from the one it was written against. */
-#define D8_ABI_VERSION 3
+#define D8_ABI_VERSION 4
 
 #define D8_OK 0
 #define D8_ERR_INVALID_ARGUMENT 1 /* null handle, bad shape, buffer too small */
@@ -153,6 +153,26 @@ int32_t d8_batchnorm_fwd_infer(d8_buffer* y, const d8_buffer* x, const d8_buffer
 int32_t d8_batchnorm_bwd(d8_buffer* dx, d8_buffer* dgamma, d8_buffer* dbeta, const d8_buffer* dy,
                          const d8_buffer* x, const d8_buffer* gamma, const d8_buffer* save_mean,
                          const d8_buffer* save_invstd, int64_t m, int32_t c);
+
+/* Training forward fused with the ReLU after it: y = max(bn(x) + residual, 0) (residual may be
+ * null: no add), statistics and running updates as d8_batchnorm_fwd_train, and mask
+ * [ceil(m*c/8)] bytes as d8_relu_fwd_mask writes it (bit t of byte j: element 8j + t of y > 0).
+ * One pass over x after the statistics instead of three ops (norm, add, relu). y may alias x (not
+ * residual); mask aliases none of them. */
+int32_t d8_batchnorm_relu_fwd_train(d8_buffer* y, d8_buffer* mask, d8_buffer* save_mean,
+                                    d8_buffer* save_invstd, d8_buffer* running_mean,
+                                    d8_buffer* running_var, const d8_buffer* x,
+                                    const d8_buffer* residual, const d8_buffer* gamma,
+                                    const d8_buffer* beta, int64_t m, int32_t c, float momentum,
+                                    float eps);
+/* Backward of d8_batchnorm_relu_fwd_train: g = dy where the mask bit is set, else 0;
+ * dresidual = g when not null (the residual input's gradient); dx, dgamma, dbeta as
+ * d8_batchnorm_bwd of g. dx may alias dy; dresidual aliases none of dx, x and mask. */
+int32_t d8_batchnorm_relu_bwd(d8_buffer* dx, d8_buffer* dresidual, d8_buffer* dgamma,
+                              d8_buffer* dbeta, const d8_buffer* dy, const d8_buffer* mask,
+                              const d8_buffer* x, const d8_buffer* gamma,
+                              const d8_buffer* save_mean, const d8_buffer* save_invstd, int64_t m,
+                              int32_t c);
 
 /* ---- pooling (float32, NHWC, shape.k == shape.c, shape.groups == shape.c) ----------- */
 /* Max pool; argmax [n,p,q,c] int32 holds the flat input index (h*W + w) of each max, or -1

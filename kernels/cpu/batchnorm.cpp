@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <cstdio>
+#include <numeric>
+#include <type_traits>
 
 using namespace d8cpu;
 
@@ -20,8 +22,8 @@ int32_t check_bn(const char* fn, char* dims, size_t cap, int64_t m, int32_t c) {
   return D8_OK;
 }
 
-// NS per-channel sums over row ranges, reduced across threads in double: body(b, e, acc) adds
-// rows [b, e) into acc[0..NS-1][c] (zeroed), and out[k][j] receives the totals.
+// NS per-channel sums over row ranges, reduced across threads in double: body(t, b, e, acc)
+// (thread t) adds rows [b, e) into acc[0..NS-1][c] (zeroed), and out[k][j] receives the totals.
 template <int NS, class F>
 void channel_sums(int64_t m, int64_t c, double* const (&out)[NS], F&& body) {
   const int nt = threads_for(m * c, kGrain);
@@ -34,7 +36,7 @@ void channel_sums(int64_t m, int64_t c, double* const (&out)[NS], F&& body) {
       acc[k] = part + (NS * t + k) * ld;
       for (int64_t j = 0; j < c; ++j) acc[k][j] = 0.0;
     }
-    body(m * t / T, m * (t + 1) / T, acc);
+    body(t, m * t / T, m * (t + 1) / T, acc);
   });
   for (int k = 0; k < NS; ++k)
     for (int64_t j = 0; j < c; ++j) {
@@ -46,87 +48,156 @@ void channel_sums(int64_t m, int64_t c, double* const (&out)[NS], F&& body) {
 
 }  // namespace
 
+namespace {
+
+// Rows [b, e) of y = bn(x) (+ residual) (then max(., 0) with Relu): one vector loop over channels.
+template <bool Res, bool Relu>
+void bn_apply_rows(float* py, const float* px, const float* pr, const float* mean_hi,
+                   const float* mean_lo, const float* scale, const float* beta, int64_t c,
+                   int64_t b, int64_t e) {
+  for (int64_t i = b; i < e; ++i) {
+    const float* xr = px + i * c;
+    float* yr = py + i * c;
+    for (int64_t j = 0; j < c; ++j) {
+      float v = ((xr[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + beta[j];
+      if constexpr (Res) v += pr[i * c + j];
+      if constexpr (Relu) v = v > 0.0f ? v : 0.0f;
+      yr[j] = v;
+    }
+  }
+}
+
+// The training forward, fused with a residual add (residual non-null) and a ReLU that writes its
+// bit mask (mask non-null) when asked.
+int32_t bn_fwd_train(const char* fn, d8_buffer* y, d8_buffer* mask, d8_buffer* save_mean,
+                     d8_buffer* save_invstd, d8_buffer* running_mean, d8_buffer* running_var,
+                     const d8_buffer* x, const d8_buffer* residual, const d8_buffer* gamma,
+                     const d8_buffer* beta, int64_t m, int32_t c, float momentum, float eps) {
+  char dims[64];
+  if (int32_t e = check_bn(fn, dims, sizeof dims, m, c)) return e;
+  const int64_t mc = mul64(m, c, 4), cb = int64_t{c} * 4;
+  if (int32_t e = check_buffers(fn, dims, {{"y", y, mc}, {"save_mean", save_mean, cb},
+                                           {"save_invstd", save_invstd, cb},
+                                           {"running_mean", running_mean, cb},
+                                           {"running_var", running_var, cb}, {"x", x, mc},
+                                           {"gamma", gamma, cb}, {"beta", beta, cb}}))
+    return e;
+  if (residual) {
+    if (int32_t e = check_buffer(fn, "residual", residual, mc, dims)) return e;
+    if (residual == y)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: y must not be the same buffer as residual", fn);
+  }
+  if (mask) {
+    if (int32_t e = check_buffer(fn, "mask", mask, (mul64(m, c) + 7) / 8, dims)) return e;
+    if (mask == x || mask == y || mask == residual)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: mask must not be the same buffer as x, y or residual",
+                  fn);
+  }
+  if (m < 2)
+    return fail(D8_ERR_INVALID_ARGUMENT,
+                "%s: training needs more than one value per channel, got m=%lld (%s)", fn,
+                static_cast<long long>(m), dims);
+  if (!(eps > 0.0f))
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: eps must be positive, got %g", fn,
+                static_cast<double>(eps));
+  const float* px = cfptr(x);
+  const float* shift = px;  // first row
+  double* st = reinterpret_cast<double*>(
+      scratch(kSlotConvPartial, static_cast<size_t>(4 * round_up(c, 8) + 6 * c)));
+  double* s1 = st;
+  double* s2 = st + round_up(c, 8);
+  // mean as a float pair hi + lo: x - hi is exact for x near the mean, so a large mean does not
+  // cost the normalized output its low bits.
+  float* mean_hi = reinterpret_cast<float*>(s2 + round_up(c, 8));
+  float* mean_lo = mean_hi + c;
+  float* scale_f = mean_lo + c;
+  double* const sums[2] = {s1, s2};
+  channel_sums<2>(m, c, sums, [&](int, int64_t b, int64_t e, double* const* acc) {
+    double* __restrict p1 = acc[0];
+    double* __restrict p2 = acc[1];
+    for (int64_t i = b; i < e; ++i) {
+      const float* row = px + i * c;
+      for (int64_t j = 0; j < c; ++j) {
+        const double d = static_cast<double>(row[j]) - static_cast<double>(shift[j]);
+        p1[j] += d;
+        p2[j] += d * d;
+      }
+    }
+  });
+
+  float* sm = fptr(save_mean);
+  float* si = fptr(save_invstd);
+  float* rm = fptr(running_mean);
+  float* rv = fptr(running_var);
+  const float* g = cfptr(gamma);
+  const double md = static_cast<double>(m), mom = momentum;
+  for (int64_t j = 0; j < c; ++j) {
+    const double dm = s1[j] / md;
+    const double mean = static_cast<double>(shift[j]) + dm;
+    const double var = std::max(0.0, s2[j] / md - dm * dm);  // biased
+    const double invstd = 1.0 / std::sqrt(var + static_cast<double>(eps));
+    mean_hi[j] = static_cast<float>(mean);
+    mean_lo[j] = static_cast<float>(mean - static_cast<double>(mean_hi[j]));
+    scale_f[j] = static_cast<float>(invstd * g[j]);
+    sm[j] = static_cast<float>(mean);
+    si[j] = static_cast<float>(invstd);
+    rm[j] = static_cast<float>((1.0 - mom) * rm[j] + mom * mean);
+    rv[j] = static_cast<float>((1.0 - mom) * rv[j] + mom * var * md / (md - 1.0));
+  }
+
+  float* py = fptr(y);  // may alias x: every element is read before it is written
+  const float* pr = residual ? cfptr(residual) : nullptr;
+  const float* bt = cfptr(beta);
+  auto rows = [&](auto res, auto relu, int64_t b, int64_t e) {
+    bn_apply_rows<decltype(res)::value, decltype(relu)::value>(py, px, pr, mean_hi, mean_lo,
+                                                               scale_f, bt, c, b, e);
+  };
+  using T = std::true_type;
+  using F = std::false_type;
+  if (!mask) {
+    parallel_for(m, std::max<int64_t>(1, kGrain / c), [&](int64_t b, int64_t e) {
+      pr ? rows(T{}, F{}, b, e) : rows(F{}, F{}, b, e);
+    });
+    return D8_OK;
+  }
+  // With the mask: whole mask bytes per thread, so threads split at blocks of `blk` rows (blk * c
+  // a multiple of 8), and each chunk's bits are packed while its outputs are in cache.
+  uint8_t* pm = static_cast<uint8_t*>(mask->data);
+  const int64_t blk = 8 / std::gcd<int64_t>(c, 8);
+  const int64_t chunk = round_up(std::max<int64_t>(1, 4096 / c), blk);
+  parallel_for(ceil_div(m, blk), std::max<int64_t>(1, kGrain / (c * blk)), [&](int64_t b, int64_t e) {
+    for (int64_t r = b * blk, end = std::min(e * blk, m); r < end; r += chunk) {
+      const int64_t re = std::min(r + chunk, end);
+      pr ? rows(T{}, T{}, r, re) : rows(F{}, T{}, r, re);
+      pack_positive_bits(pm + r * c / 8, py + r * c, (re - r) * c);
+    }
+  });
+  return D8_OK;
+}
+
+}  // namespace
+
 extern "C" int32_t d8_batchnorm_fwd_train(d8_buffer* y, d8_buffer* save_mean,
                                           d8_buffer* save_invstd, d8_buffer* running_mean,
                                           d8_buffer* running_var, const d8_buffer* x,
                                           const d8_buffer* gamma, const d8_buffer* beta, int64_t m,
                                           int32_t c, float momentum, float eps) {
   return guard(__func__, [&](const char* fn) -> int32_t {
-    char dims[64];
-    if (int32_t e = check_bn(fn, dims, sizeof dims, m, c)) return e;
-    const int64_t mc = mul64(m, c, 4), cb = int64_t{c} * 4;
-    if (int32_t e = check_buffer(fn, "y", y, mc, dims)) return e;
-    if (int32_t e = check_buffer(fn, "save_mean", save_mean, cb, dims)) return e;
-    if (int32_t e = check_buffer(fn, "save_invstd", save_invstd, cb, dims)) return e;
-    if (int32_t e = check_buffer(fn, "running_mean", running_mean, cb, dims)) return e;
-    if (int32_t e = check_buffer(fn, "running_var", running_var, cb, dims)) return e;
-    if (int32_t e = check_buffer(fn, "x", x, mc, dims)) return e;
-    if (int32_t e = check_buffer(fn, "gamma", gamma, cb, dims)) return e;
-    if (int32_t e = check_buffer(fn, "beta", beta, cb, dims)) return e;
-    if (m < 2)
-      return fail(D8_ERR_INVALID_ARGUMENT,
-                  "%s: training needs more than one value per channel, got m=%lld (%s)", fn,
-                  static_cast<long long>(m), dims);
-    if (!(eps > 0.0f))
-      return fail(D8_ERR_INVALID_ARGUMENT, "%s: eps must be positive, got %g", fn,
-                  static_cast<double>(eps));
+    return bn_fwd_train(fn, y, nullptr, save_mean, save_invstd, running_mean, running_var, x,
+                        nullptr, gamma, beta, m, c, momentum, eps);
+  });
+}
 
-    const float* px = cfptr(x);
-    const float* shift = px;  // first row
-    double* st = reinterpret_cast<double*>(
-        scratch(kSlotConvPartial, static_cast<size_t>(4 * round_up(c, 8) + 6 * c)));
-    double* s1 = st;
-    double* s2 = st + round_up(c, 8);
-    // mean as a float pair hi + lo: x - hi is exact for x near the mean, so a large mean does not
-    // cost the normalized output its low bits.
-    float* mean_hi = reinterpret_cast<float*>(s2 + round_up(c, 8));
-    float* mean_lo = mean_hi + c;
-    float* scale_f = mean_lo + c;
-    double* const sums[2] = {s1, s2};
-    channel_sums<2>(m, c, sums, [&](int64_t b, int64_t e, double* const* acc) {
-      double* __restrict p1 = acc[0];
-      double* __restrict p2 = acc[1];
-      for (int64_t i = b; i < e; ++i) {
-        const float* row = px + i * c;
-        for (int64_t j = 0; j < c; ++j) {
-          const double d = static_cast<double>(row[j]) - static_cast<double>(shift[j]);
-          p1[j] += d;
-          p2[j] += d * d;
-        }
-      }
-    });
-
-    float* sm = fptr(save_mean);
-    float* si = fptr(save_invstd);
-    float* rm = fptr(running_mean);
-    float* rv = fptr(running_var);
-    const float* g = cfptr(gamma);
-    const double md = static_cast<double>(m), mom = momentum;
-    for (int64_t j = 0; j < c; ++j) {
-      const double dm = s1[j] / md;
-      const double mean = static_cast<double>(shift[j]) + dm;
-      const double var = std::max(0.0, s2[j] / md - dm * dm);  // biased
-      const double invstd = 1.0 / std::sqrt(var + static_cast<double>(eps));
-      mean_hi[j] = static_cast<float>(mean);
-      mean_lo[j] = static_cast<float>(mean - static_cast<double>(mean_hi[j]));
-      scale_f[j] = static_cast<float>(invstd * g[j]);
-      sm[j] = static_cast<float>(mean);
-      si[j] = static_cast<float>(invstd);
-      rm[j] = static_cast<float>((1.0 - mom) * rm[j] + mom * mean);
-      rv[j] = static_cast<float>((1.0 - mom) * rv[j] + mom * var * md / (md - 1.0));
-    }
-
-    float* py = fptr(y);  // may alias x: every element is read before it is written
-    const float* bt = cfptr(beta);
-    parallel_for(m, std::max<int64_t>(1, kGrain / c), [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const float* xr = px + i * c;
-        float* yr = py + i * c;
-        for (int64_t j = 0; j < c; ++j)
-          yr[j] = ((xr[j] - mean_hi[j]) - mean_lo[j]) * scale_f[j] + bt[j];
-      }
-    });
-    return D8_OK;
+extern "C" int32_t d8_batchnorm_relu_fwd_train(d8_buffer* y, d8_buffer* mask, d8_buffer* save_mean,
+                                               d8_buffer* save_invstd, d8_buffer* running_mean,
+                                               d8_buffer* running_var, const d8_buffer* x,
+                                               const d8_buffer* residual, const d8_buffer* gamma,
+                                               const d8_buffer* beta, int64_t m, int32_t c,
+                                               float momentum, float eps) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    if (!mask) return fail(D8_ERR_INVALID_ARGUMENT, "%s: mask is null", fn);
+    return bn_fwd_train(fn, y, mask, save_mean, save_invstd, running_mean, running_var, x,
+                        residual, gamma, beta, m, c, momentum, eps);
   });
 }
 
@@ -172,49 +243,76 @@ extern "C" int32_t d8_batchnorm_fwd_infer(d8_buffer* y, const d8_buffer* x, cons
   });
 }
 
-extern "C" int32_t d8_batchnorm_bwd(d8_buffer* dx, d8_buffer* dgamma, d8_buffer* dbeta,
-                                    const d8_buffer* dy, const d8_buffer* x, const d8_buffer* gamma,
-                                    const d8_buffer* save_mean, const d8_buffer* save_invstd,
-                                    int64_t m, int32_t c) {
-  return guard(__func__, [&](const char* fn) -> int32_t {
-    char dims[64];
-    if (int32_t e = check_bn(fn, dims, sizeof dims, m, c)) return e;
-    const int64_t mc = mul64(m, c, 4), cb = int64_t{c} * 4;
-    if (int32_t e = check_buffer(fn, "dx", dx, mc, dims)) return e;
-    if (int32_t e = check_buffer(fn, "dgamma", dgamma, cb, dims)) return e;
-    if (int32_t e = check_buffer(fn, "dbeta", dbeta, cb, dims)) return e;
-    if (int32_t e = check_buffer(fn, "dy", dy, mc, dims)) return e;
-    if (int32_t e = check_buffer(fn, "x", x, mc, dims)) return e;
-    if (int32_t e = check_buffer(fn, "gamma", gamma, cb, dims)) return e;
-    if (int32_t e = check_buffer(fn, "save_mean", save_mean, cb, dims)) return e;
-    if (int32_t e = check_buffer(fn, "save_invstd", save_invstd, cb, dims)) return e;
+namespace {
 
-    const float* px = cfptr(x);
-    const float* pdy = cfptr(dy);
-    const float* mean = cfptr(save_mean);
-    const float* invstd = cfptr(save_invstd);
-    const float* g = cfptr(gamma);
-    const int64_t cd = round_up(c, 8);
-    double* st = reinterpret_cast<double*>(
-        scratch(kSlotConvPartial, static_cast<size_t>(6 * cd + 8 * c)));
-    double* sdy = st;
-    double* sdyx = st + cd;
-    double* sx = st + 2 * cd;
-    float* k1 = reinterpret_cast<float*>(st + 3 * cd);
-    float* k2 = k1 + c;
-    float* k3 = k2 + c;
-    float* mlo = k3 + c;
-    // sdy = sum dy, sdyx = sum dy * (x - mean), sx = sum (x - mean). save_mean is the batch
-    // mean rounded to float; sx / m recovers the rounding (the forward normalized with the
-    // unrounded mean), so a large mean does not leak into dgamma and dx.
-    double* const sums[3] = {sdy, sdyx, sx};
-    channel_sums<3>(m, c, sums, [&](int64_t b, int64_t e, double* const* acc) {
-      double* __restrict p1 = acc[0];
-      double* __restrict p2 = acc[1];
-      double* __restrict p3 = acc[2];
-      for (int64_t i = b; i < e; ++i) {
+// The training backward; with a mask (the fused ReLU's), the gradient is g = dy where the mask bit
+// is set, else 0, built per chunk of rows in a per-thread buffer (never in memory as a whole), and
+// written to dresidual as well when that is non-null (the residual branch's gradient).
+int32_t bn_bwd(const char* fn, d8_buffer* dx, d8_buffer* dres, d8_buffer* dgamma, d8_buffer* dbeta,
+               const d8_buffer* dy, const d8_buffer* mask, const d8_buffer* x,
+               const d8_buffer* gamma, const d8_buffer* save_mean, const d8_buffer* save_invstd,
+               int64_t m, int32_t c) {
+  char dims[64];
+  if (int32_t e = check_bn(fn, dims, sizeof dims, m, c)) return e;
+  const int64_t mc = mul64(m, c, 4), cb = int64_t{c} * 4;
+  if (int32_t e = check_buffers(fn, dims, {{"dx", dx, mc}, {"dgamma", dgamma, cb},
+                                           {"dbeta", dbeta, cb}, {"dy", dy, mc}, {"x", x, mc},
+                                           {"gamma", gamma, cb}, {"save_mean", save_mean, cb},
+                                           {"save_invstd", save_invstd, cb}}))
+    return e;
+  if (mask) {
+    if (int32_t e = check_buffer(fn, "mask", mask, (mul64(m, c) + 7) / 8, dims)) return e;
+    if (mask == dx || mask == dy || mask == dres)
+      return fail(D8_ERR_INVALID_ARGUMENT,
+                  "%s: mask must not be the same buffer as dx, dy or dresidual", fn);
+  }
+  if (dres) {
+    if (int32_t e = check_buffer(fn, "dresidual", dres, mc, dims)) return e;
+    if (dres == dx || dres == x)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: dresidual must not be the same buffer as dx or x",
+                  fn);
+  }
+
+  const float* px = cfptr(x);
+  const float* pdy = cfptr(dy);
+  const uint8_t* pm = mask ? static_cast<const uint8_t*>(mask->data) : nullptr;
+  const float* mean = cfptr(save_mean);
+  const float* invstd = cfptr(save_invstd);
+  const float* g = cfptr(gamma);
+  const int64_t cd = round_up(c, 8);
+  double* st = reinterpret_cast<double*>(
+      scratch(kSlotConvPartial, static_cast<size_t>(6 * cd + 8 * c)));
+  double* sdy = st;
+  double* sdyx = st + cd;
+  double* sx = st + 2 * cd;
+  float* k1 = reinterpret_cast<float*>(st + 3 * cd);
+  float* k2 = k1 + c;
+  float* k3 = k2 + c;
+  float* mlo = k3 + c;
+  // Rows of the gradient per chunk and the per-thread chunk buffers (masked case only).
+  const int64_t chunk = std::max<int64_t>(1, 4096 / c);
+  float* gbuf = pm ? scratch(kSlotConvCol, static_cast<size_t>(num_threads() * chunk * c)) : nullptr;
+  // The gradient of rows [r, re): dy itself, or its masked copy in thread t's buffer.
+  auto grad_rows = [&](int t, int64_t r, int64_t re) -> const float* {
+    if (!pm) return pdy + r * c;
+    float* buf = gbuf + t * chunk * c;
+    masked_floats(buf, pdy + r * c, pm, r * c, (re - r) * c);
+    return buf;
+  };
+  // sdy = sum dy, sdyx = sum dy * (x - mean), sx = sum (x - mean). save_mean is the batch
+  // mean rounded to float; sx / m recovers the rounding (the forward normalized with the
+  // unrounded mean), so a large mean does not leak into dgamma and dx.
+  double* const sums[3] = {sdy, sdyx, sx};
+  channel_sums<3>(m, c, sums, [&](int t, int64_t b, int64_t e, double* const* acc) {
+    double* __restrict p1 = acc[0];
+    double* __restrict p2 = acc[1];
+    double* __restrict p3 = acc[2];
+    for (int64_t r = b; r < e; r += chunk) {
+      const int64_t re = std::min(r + chunk, e);
+      const float* gr = grad_rows(t, r, re);
+      for (int64_t i = r; i < re; ++i) {
         const float* xr = px + i * c;
-        const float* dr = pdy + i * c;
+        const float* dr = gr + (i - r) * c;
         for (int64_t j = 0; j < c; ++j) {
           const double d = dr[j];
           const double xc = static_cast<double>(xr[j]) - static_cast<double>(mean[j]);
@@ -223,32 +321,64 @@ extern "C" int32_t d8_batchnorm_bwd(d8_buffer* dx, d8_buffer* dgamma, d8_buffer*
           p3[j] += xc;
         }
       }
-    });
-    float* dg = fptr(dgamma);
-    float* dbt = fptr(dbeta);
-    const double md = static_cast<double>(m);
-    for (int64_t j = 0; j < c; ++j) {
-      const double is = invstd[j];
-      const double dmean = sx[j] / md;  // true mean - save_mean
-      mlo[j] = static_cast<float>(dmean);
-      const double dgam = (sdyx[j] - dmean * sdy[j]) * is;  // sum dy * xhat
-      dg[j] = static_cast<float>(dgam);
-      dbt[j] = static_cast<float>(sdy[j]);
-      // dx = gamma*invstd * (dy - sum(dy)/m - xhat * sum(dy*xhat)/m)
-      k1[j] = static_cast<float>(g[j] * is);
-      k2[j] = static_cast<float>(sdy[j] / md);
-      k3[j] = static_cast<float>(dgam / md * is);
     }
-    float* pdx = fptr(dx);  // may alias dy: each element is read before it is written
-    parallel_for(m, std::max<int64_t>(1, kGrain / c), [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
+  });
+  float* dg = fptr(dgamma);
+  float* dbt = fptr(dbeta);
+  const double md = static_cast<double>(m);
+  for (int64_t j = 0; j < c; ++j) {
+    const double is = invstd[j];
+    const double dmean = sx[j] / md;  // true mean - save_mean
+    mlo[j] = static_cast<float>(dmean);
+    const double dgam = (sdyx[j] - dmean * sdy[j]) * is;  // sum dy * xhat
+    dg[j] = static_cast<float>(dgam);
+    dbt[j] = static_cast<float>(sdy[j]);
+    // dx = gamma*invstd * (dy - sum(dy)/m - xhat * sum(dy*xhat)/m)
+    k1[j] = static_cast<float>(g[j] * is);
+    k2[j] = static_cast<float>(sdy[j] / md);
+    k3[j] = static_cast<float>(dgam / md * is);
+  }
+  float* pdx = fptr(dx);  // may alias dy: each element is read before it is written
+  float* pdr = dres ? fptr(dres) : nullptr;
+  const int nt = threads_for(m * c, kGrain);
+  parallel(nt, [&](int t, int T) {
+    const int64_t b = m * t / T, e = m * (t + 1) / T;
+    for (int64_t r = b; r < e; r += chunk) {
+      const int64_t re = std::min(r + chunk, e);
+      const float* gr = grad_rows(t, r, re);
+      if (pdr) copy_floats(pdr + r * c, gr, (re - r) * c);
+      for (int64_t i = r; i < re; ++i) {
         const float* xr = px + i * c;
-        const float* dr = pdy + i * c;
+        const float* dr = gr + (i - r) * c;
         float* o = pdx + i * c;
         for (int64_t j = 0; j < c; ++j)
           o[j] = k1[j] * (dr[j] - k2[j] - ((xr[j] - mean[j]) - mlo[j]) * k3[j]);
       }
-    });
-    return D8_OK;
+    }
+  });
+  return D8_OK;
+}
+
+}  // namespace
+
+extern "C" int32_t d8_batchnorm_bwd(d8_buffer* dx, d8_buffer* dgamma, d8_buffer* dbeta,
+                                    const d8_buffer* dy, const d8_buffer* x, const d8_buffer* gamma,
+                                    const d8_buffer* save_mean, const d8_buffer* save_invstd,
+                                    int64_t m, int32_t c) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    return bn_bwd(fn, dx, nullptr, dgamma, dbeta, dy, nullptr, x, gamma, save_mean, save_invstd,
+                  m, c);
+  });
+}
+
+extern "C" int32_t d8_batchnorm_relu_bwd(d8_buffer* dx, d8_buffer* dresidual, d8_buffer* dgamma,
+                                         d8_buffer* dbeta, const d8_buffer* dy,
+                                         const d8_buffer* mask, const d8_buffer* x,
+                                         const d8_buffer* gamma, const d8_buffer* save_mean,
+                                         const d8_buffer* save_invstd, int64_t m, int32_t c) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    if (!mask) return fail(D8_ERR_INVALID_ARGUMENT, "%s: mask is null", fn);
+    return bn_bwd(fn, dx, dresidual, dgamma, dbeta, dy, mask, x, gamma, save_mean, save_invstd, m,
+                  c);
   });
 }

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <initializer_list>
 #include <new>
@@ -18,7 +19,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__AVX512F__)
+#if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
@@ -219,6 +220,53 @@ inline void add_floats(float* __restrict d, const float* __restrict s, int64_t n
 #endif
 }
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// ---- ReLU bit masks (d8_relu_fwd_mask): bit t of byte j stands for element 8j + t -------------
+// out[0..ceil(n/8)) = the bits of y[0..n) > 0 (NaN: 0); y[0] is an element whose index is a
+// multiple of 8, and the bits past n are 0.
+inline void pack_positive_bits(uint8_t* __restrict out, const float* __restrict y, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  for (; i + 16 <= n; i += 16) {
+    const uint16_t k = _mm512_cmp_ps_mask(_mm512_loadu_ps(y + i), _mm512_setzero_ps(), _CMP_GT_OQ);
+    std::memcpy(out + i / 8, &k, 2);
+  }
+#elif defined(__AVX2__)
+  for (; i + 8 <= n; i += 8)
+    out[i / 8] = static_cast<uint8_t>(
+        _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(y + i), _mm256_setzero_ps(), _CMP_GT_OQ)));
+#endif
+  for (; i < n; i += 8) {
+    const int64_t cnt = std::min<int64_t>(8, n - i);
+    uint32_t bits = 0;
+    for (int64_t t = 0; t < cnt; ++t) bits |= static_cast<uint32_t>(y[i + t] > 0.0f) << t;
+    out[i / 8] = static_cast<uint8_t>(bits);
+  }
+}
+// g[t] = dy[t] where the mask bit of element i0 + t is set, else 0, for t in [0, n). g may be dy.
+inline void masked_floats(float* g, const float* dy, const uint8_t* mask, int64_t i0, int64_t n) {
+  int64_t t = 0;
+  auto one = [&](int64_t u) {
+    const int64_t i = i0 + u;
+    g[u] = (mask[i >> 3] >> (i & 7)) & 1u ? dy[u] : 0.0f;
+  };
+  for (; t < n && ((i0 + t) & 7); ++t) one(t);
+#if defined(__AVX512F__)
+  for (; t + 16 <= n; t += 16) {
+    uint16_t k;
+    std::memcpy(&k, mask + ((i0 + t) >> 3), 2);
+    _mm512_storeu_ps(g + t, _mm512_maskz_loadu_ps(k, dy + t));
+  }
+#elif defined(__AVX2__)
+  const __m256i lanes = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  for (; t + 8 <= n; t += 8) {
+    const __m256i b = _mm256_and_si256(_mm256_set1_epi32(mask[(i0 + t) >> 3]), lanes);
+    const __m256 on = _mm256_castsi256_ps(_mm256_cmpeq_epi32(b, lanes));
+    _mm256_storeu_ps(g + t, _mm256_and_ps(_mm256_loadu_ps(dy + t), on));
+  }
+#endif
+  for (; t < n; ++t) one(t);
+}
 
 }  // namespace d8cpu
 

@@ -131,17 +131,9 @@ extern "C" int32_t d8_relu_fwd_mask(d8_buffer* y, d8_buffer* mask, const d8_buff
     uint8_t* pm = static_cast<uint8_t*>(mask->data);
     // Whole bytes per thread: 8 elements a byte, the last byte's missing elements count as 0.
     parallel_for(nb, kGrain / 8, [&](int64_t b, int64_t e) {
-      for (int64_t j = b; j < e; ++j) {
-        const int64_t i0 = j * 8, cnt = std::min<int64_t>(8, n - i0);
-        uint32_t bits = 0;
-        for (int64_t t = 0; t < cnt; ++t) {
-          const float v = px[i0 + t];
-          const bool pos = v > 0.0f;
-          bits |= static_cast<uint32_t>(pos) << t;
-          py[i0 + t] = pos ? v : 0.0f;
-        }
-        pm[j] = static_cast<uint8_t>(bits);
-      }
+      const int64_t i0 = b * 8, cnt = std::min(e * 8, n) - i0;
+      for (int64_t i = i0; i < i0 + cnt; ++i) py[i] = px[i] > 0.0f ? px[i] : 0.0f;
+      pack_positive_bits(pm + b, py + i0, cnt);
     });
     return D8_OK;
   });
@@ -160,14 +152,8 @@ extern "C" int32_t d8_relu_bwd_mask(d8_buffer* dx, const d8_buffer* dy, const d8
     const float* pdy = cfptr(dy);
     const uint8_t* pm = static_cast<const uint8_t*>(mask->data);
     parallel_for(nb, kGrain / 8, [&](int64_t b, int64_t e) {
-      for (int64_t j = b; j < e; ++j) {
-        const int64_t i0 = j * 8, cnt = std::min<int64_t>(8, n - i0);
-        const uint32_t bits = pm[j];
-        for (int64_t t = 0; t < cnt; ++t) {
-          const float g = pdy[i0 + t];
-          pdx[i0 + t] = (bits >> t) & 1u ? g : 0.0f;
-        }
-      }
+      const int64_t i0 = b * 8;
+      masked_floats(pdx + i0, pdy + i0, pm, i0, std::min(e * 8, n) - i0);
     });
     return D8_OK;
   });

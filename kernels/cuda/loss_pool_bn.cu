@@ -654,3 +654,47 @@ extern "C" int32_t d8_batchnorm_bwd(d8_buffer* dx, d8_buffer* dgamma, d8_buffer*
     return launch_check(fn, "batchnorm backward kernels");
   });
 }
+
+// The ReLU-fused batch norm, composed here from the batch-norm, add and masked-ReLU launches on
+// the same stream (one fused kernel pair is the CUDA issue's work): same results and aliasing
+// rules as the cpu backend's one-pass version.
+extern "C" int32_t d8_batchnorm_relu_fwd_train(d8_buffer* y, d8_buffer* mask, d8_buffer* save_mean,
+                                               d8_buffer* save_invstd, d8_buffer* running_mean,
+                                               d8_buffer* running_var, const d8_buffer* x,
+                                               const d8_buffer* residual, const d8_buffer* gamma,
+                                               const d8_buffer* beta, int64_t m, int32_t c,
+                                               float momentum, float eps) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    if (!mask) return fail(D8_ERR_INVALID_ARGUMENT, "%s: mask is null", fn);
+    if (residual && residual == y)
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: y must not be the same buffer as residual", fn);
+    if (mask == x || mask == y || mask == residual)
+      return fail(D8_ERR_INVALID_ARGUMENT,
+                  "%s: mask must not be the same buffer as x, y or residual", fn);
+    if (int32_t e = d8_batchnorm_fwd_train(y, save_mean, save_invstd, running_mean, running_var, x,
+                                           gamma, beta, m, c, momentum, eps))
+      return e;
+    if (residual)
+      if (int32_t e = d8_add_f32(y, y, residual, m * c)) return e;
+    return d8_relu_fwd_mask(y, mask, y, m * c);
+  });
+}
+
+extern "C" int32_t d8_batchnorm_relu_bwd(d8_buffer* dx, d8_buffer* dresidual, d8_buffer* dgamma,
+                                         d8_buffer* dbeta, const d8_buffer* dy,
+                                         const d8_buffer* mask, const d8_buffer* x,
+                                         const d8_buffer* gamma, const d8_buffer* save_mean,
+                                         const d8_buffer* save_invstd, int64_t m, int32_t c) {
+  return guard(__func__, [&](const char* fn) -> int32_t {
+    if (!mask) return fail(D8_ERR_INVALID_ARGUMENT, "%s: mask is null", fn);
+    if (mask == dx || mask == dy || mask == dresidual)
+      return fail(D8_ERR_INVALID_ARGUMENT,
+                  "%s: mask must not be the same buffer as dx, dy or dresidual", fn);
+    if (dresidual && (dresidual == dx || dresidual == x))
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: dresidual must not be the same buffer as dx or x",
+                  fn);
+    d8_buffer* g = dresidual ? dresidual : dx;  // dx may alias dy: the masked copy goes in place
+    if (int32_t e = d8_relu_bwd_mask(g, dy, mask, m * c)) return e;
+    return d8_batchnorm_bwd(dx, dgamma, dbeta, g, x, gamma, save_mean, save_invstd, m, c);
+  });
+}

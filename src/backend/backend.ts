@@ -307,6 +307,24 @@ export interface Backend {
     eps: number,
   ): void;
   /**
+   * `batchNormTrain` fused with the ReLU after it (and a residual add before that when `residual`
+   * is not null): y = max(bn(x) + residual, 0), and `mask` [ceil(m * c / 8)] u8 gets the bits of
+   * y > 0 exactly as `reluMask` writes them. One pass over x instead of three ops.
+   */
+  batchNormReluTrain(
+    y: Tensor,
+    mask: Tensor,
+    saveMean: Tensor,
+    saveInvStd: Tensor,
+    x: Tensor,
+    residual: Tensor | null,
+    state: BatchNormState,
+    m: number,
+    c: number,
+    momentum: number,
+    eps: number,
+  ): void;
+  /**
    * Evaluation-mode batch norm over x viewed as [m, c]: y = gamma * (x - runningMean) /
    * sqrt(runningVar + eps) + beta (overwritten); `state` is not changed.
    */
@@ -327,6 +345,24 @@ export interface Backend {
     dgamma: Tensor,
     dbeta: Tensor,
     dy: Tensor,
+    x: Tensor,
+    gamma: Tensor,
+    saveMean: Tensor,
+    saveInvStd: Tensor,
+    m: number,
+    c: number,
+  ): void;
+  /**
+   * Backward of `batchNormReluTrain`: g = dy where `mask` is set, else 0; `dresidual` = g when not
+   * null; dx, dgamma and dbeta as `batchNormBackward` of g (all overwritten).
+   */
+  batchNormReluBackward(
+    dx: Tensor,
+    dresidual: Tensor | null,
+    dgamma: Tensor,
+    dbeta: Tensor,
+    dy: Tensor,
+    mask: Tensor,
     x: Tensor,
     gamma: Tensor,
     saveMean: Tensor,

@@ -368,6 +368,39 @@ export class NativeBackend implements CpuBackend {
     );
   }
 
+  batchNormReluTrain(
+    y: Tensor,
+    mask: Tensor,
+    saveMean: Tensor,
+    saveInvStd: Tensor,
+    x: Tensor,
+    residual: Tensor | null,
+    st: BatchNormState,
+    m: number,
+    c: number,
+    momentum: number,
+    eps: number,
+  ): void {
+    this.#check(
+      this.#s.d8_batchnorm_relu_fwd_train(
+        ptr(y),
+        ptr(mask),
+        ptr(saveMean),
+        ptr(saveInvStd),
+        ptr(st.runningMean),
+        ptr(st.runningVar),
+        ptr(x),
+        opt(residual),
+        ptr(st.gamma),
+        ptr(st.beta),
+        BigInt(m),
+        c,
+        momentum,
+        eps,
+      ),
+    );
+  }
+
   batchNormInfer(y: Tensor, x: Tensor, st: BatchNormState, m: number, c: number, eps: number) {
     this.#check(
       this.#s.d8_batchnorm_fwd_infer(
@@ -402,6 +435,38 @@ export class NativeBackend implements CpuBackend {
         ptr(dgamma),
         ptr(dbeta),
         ptr(dy),
+        ptr(x),
+        ptr(gamma),
+        ptr(saveMean),
+        ptr(saveInvStd),
+        BigInt(m),
+        c,
+      ),
+    );
+  }
+
+  batchNormReluBackward(
+    dx: Tensor,
+    dresidual: Tensor | null,
+    dgamma: Tensor,
+    dbeta: Tensor,
+    dy: Tensor,
+    mask: Tensor,
+    x: Tensor,
+    gamma: Tensor,
+    saveMean: Tensor,
+    saveInvStd: Tensor,
+    m: number,
+    c: number,
+  ): void {
+    this.#check(
+      this.#s.d8_batchnorm_relu_bwd(
+        ptr(dx),
+        opt(dresidual),
+        ptr(dgamma),
+        ptr(dbeta),
+        ptr(dy),
+        ptr(mask),
         ptr(x),
         ptr(gamma),
         ptr(saveMean),

@@ -21,7 +21,6 @@ import type { Tape } from "../autograd/tape.ts";
 import { BatchNorm2d, Conv2d, GlobalAvgPool, Linear } from "../nn/layers.ts";
 import { type InitContext, Module } from "../nn/module.ts";
 import { concatAll, Dropout, normalValues, setTensor } from "../nn/zoo_layers.ts";
-import { relu } from "../ops/elementwise.ts";
 import type { Pair } from "../ops/conv.ts";
 import { avgPool2d, maxPool2d } from "../ops/pool.ts";
 import type { ClassifierOptions } from "./lenet.ts";
@@ -54,7 +53,7 @@ export class BasicConv2d extends Module {
   }
   /** relu(bn(conv(x))). */
   forward(tape: Tape, x: Tensor): Tensor {
-    return relu(tape, this.bn.forward(tape, this.conv.forward(tape, x)));
+    return this.bn.forwardRelu(tape, this.conv.forward(tape, x));
   }
 }
 

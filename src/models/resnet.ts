@@ -9,7 +9,6 @@ import type { Tensor } from "../tensor.ts";
 import type { Tape } from "../autograd/tape.ts";
 import { BatchNorm2d, Conv2d, GlobalAvgPool, Linear, Sequential } from "../nn/layers.ts";
 import { type InitContext, Module, normalTensor } from "../nn/module.ts";
-import { add, relu } from "../ops/elementwise.ts";
 import type { ClassifierOptions } from "./lenet.ts";
 
 function conv3x3(init: InitContext, cin: number, cout: number, stride = 1): Conv2d {
@@ -56,10 +55,9 @@ export class BasicBlock extends Module {
    * w/stride, cout] (rounded up).
    */
   forward(tape: Tape, x: Tensor): Tensor {
-    let out = relu(tape, this.bn1.forward(tape, this.conv1.forward(tape, x)));
-    out = this.bn2.forward(tape, this.conv2.forward(tape, out));
+    const out = this.bn1.forwardRelu(tape, this.conv1.forward(tape, x));
     const identity = this.downsample ? this.downsample.forward(tape, x) : x;
-    return relu(tape, add(tape, out, identity));
+    return this.bn2.forwardRelu(tape, this.conv2.forward(tape, out), identity);
   }
 }
 
@@ -126,7 +124,7 @@ export class ResNet extends Module {
 
   /** Logits [n, classes] for images x [n, h, w, inChannels] (NHWC, f32). */
   forward(tape: Tape, x: Tensor): Tensor {
-    x = relu(tape, this.bn1.forward(tape, this.conv1.forward(tape, x)));
+    x = this.bn1.forwardRelu(tape, this.conv1.forward(tape, x));
     for (const stage of this.stages) x = stage.forward(tape, x);
     return this.fc.forward(tape, this.pool.forward(tape, x));
   }

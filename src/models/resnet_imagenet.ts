@@ -15,7 +15,6 @@ import type { Tape } from "../autograd/tape.ts";
 import { BatchNorm2d, Conv2d, GlobalAvgPool, Linear, MaxPool2d, Sequential } from "../nn/layers.ts";
 import { type InitContext, Module } from "../nn/module.ts";
 import { kaimingFanOut } from "../nn/zoo_layers.ts";
-import { add, relu } from "../ops/elementwise.ts";
 import type { ClassifierOptions } from "./lenet.ts";
 import { BasicBlock } from "./resnet.ts";
 
@@ -78,11 +77,10 @@ export class Bottleneck extends Module {
 
   /** relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))) + shortcut(x)). */
   forward(tape: Tape, x: Tensor): Tensor {
-    let out = relu(tape, this.bn1.forward(tape, this.conv1.forward(tape, x)));
-    out = relu(tape, this.bn2.forward(tape, this.conv2.forward(tape, out)));
-    out = this.bn3.forward(tape, this.conv3.forward(tape, out));
+    let out = this.bn1.forwardRelu(tape, this.conv1.forward(tape, x));
+    out = this.bn2.forwardRelu(tape, this.conv2.forward(tape, out));
     const identity = this.downsample ? this.downsample.forward(tape, x) : x;
-    return relu(tape, add(tape, out, identity));
+    return this.bn3.forwardRelu(tape, this.conv3.forward(tape, out), identity);
   }
 }
 
@@ -142,7 +140,7 @@ export class ImageNetResNet extends Module {
 
   /** Logits [n, classes] for x [n, h, w, inChannels]. */
   forward(tape: Tape, x: Tensor): Tensor {
-    x = relu(tape, this.bn1.forward(tape, this.conv1.forward(tape, x)));
+    x = this.bn1.forwardRelu(tape, this.conv1.forward(tape, x));
     if (this.maxpool) x = this.maxpool.forward(tape, x);
     for (const s of this.stages) x = s.forward(tape, x);
     return this.fc.forward(tape, this.pool.forward(tape, x));

@@ -10,7 +10,7 @@ import type { Tape } from "../autograd/tape.ts";
 import { FP32, type GemmArithmetic } from "../ops/arithmetic.ts";
 import { conv2d, type Conv2dOptions, linear, type Pair, pair } from "../ops/conv.ts";
 import { flatten, relu } from "../ops/elementwise.ts";
-import { batchNorm } from "../ops/norm.ts";
+import { batchNorm, batchNormRelu } from "../ops/norm.ts";
 import { globalAvgPool, maxPool2d, type PoolOptions } from "../ops/pool.ts";
 import { Tensor as T } from "../tensor.ts";
 import { type InitContext, Module, uniformTensor } from "./module.ts";
@@ -185,6 +185,18 @@ export class BatchNorm2d extends Module {
       momentum: this.momentum,
       eps: this.eps,
     });
+  }
+
+  /**
+   * relu(this(x) + residual), or relu(this(x)) without a residual: one fused backend op each way
+   * in training mode (see `batchNormRelu`), the same values as the three ops.
+   */
+  forwardRelu(tape: Tape, x: Tensor, residual: Tensor | null = null): Tensor {
+    return batchNormRelu(tape, x, this.state, {
+      training: this.training,
+      momentum: this.momentum,
+      eps: this.eps,
+    }, residual);
   }
 }
 

@@ -6,6 +6,7 @@
 import type { BatchNormState } from "../backend/backend.ts";
 import type { Tensor } from "../tensor.ts";
 import type { Tape } from "../autograd/tape.ts";
+import { add, relu } from "./elementwise.ts";
 
 /** Batch-norm options (PyTorch's defaults). */
 export interface BatchNormOptions {
@@ -20,13 +21,8 @@ export interface BatchNormOptions {
   eps?: number;
 }
 
-/** y = gamma * (x - mean) / sqrt(var + eps) + beta over the last dimension. */
-export function batchNorm(
-  tape: Tape,
-  x: Tensor,
-  state: BatchNormState,
-  opts: BatchNormOptions,
-): Tensor {
+// The channel count of x [..., c] after checking every state tensor is [c].
+function channelsOf(x: Tensor, state: BatchNormState): number {
   const c = x.shape.at(-1)!;
   for (const [name, t] of Object.entries(state)) {
     if (t.shape.length !== 1 || t.shape[0] !== c) {
@@ -35,6 +31,25 @@ export function batchNorm(
       );
     }
   }
+  return c;
+}
+
+function checkTrainRows(m: number): void {
+  if (m < 2) {
+    throw new RangeError(
+      `Cannot run batch norm in training mode on ${m} value per channel: need at least 2`,
+    );
+  }
+}
+
+/** y = gamma * (x - mean) / sqrt(var + eps) + beta over the last dimension. */
+export function batchNorm(
+  tape: Tape,
+  x: Tensor,
+  state: BatchNormState,
+  opts: BatchNormOptions,
+): Tensor {
+  const c = channelsOf(x, state);
   const m = x.size / c;
   const eps = opts.eps ?? 1e-5;
   const y = tape.empty(x.shape);
@@ -45,11 +60,7 @@ export function batchNorm(
     });
     return y;
   }
-  if (m < 2) {
-    throw new RangeError(
-      `Cannot run batch norm in training mode on ${m} value per channel: need at least 2`,
-    );
-  }
+  checkTrainRows(m);
   const mean = tape.empty([c]), invStd = tape.empty([c]);
   tape.backend.batchNormTrain(y, mean, invStd, x, state, m, c, opts.momentum ?? 0.1, eps);
   // Backward needs the f32 input itself (x - mean), not a quantized copy.
@@ -62,6 +73,80 @@ export function batchNorm(
     const dx = tape.empty(x.shape), dg = tape.empty([c]), db = tape.empty([c]);
     tape.backend.batchNormBackward(dx, dg, db, dy, x, state.gamma, mean, invStd, m, c);
     return [dx, dg, db];
+  });
+  return y;
+}
+
+/**
+ * relu(batchNorm(x) + residual) (residual optional: relu(batchNorm(x))), the conv -> bn -> relu
+ * and residual-block tails of ResNets. In training mode one fused backend op each way: the
+ * normalized values, the sum and the ReLU are never written out separately, and backward reads
+ * the ReLU's bit mask instead of a masked copy of dy. In evaluation mode the three plain ops.
+ */
+export function batchNormRelu(
+  tape: Tape,
+  x: Tensor,
+  state: BatchNormState,
+  opts: BatchNormOptions,
+  residual: Tensor | null = null,
+): Tensor {
+  const c = channelsOf(x, state);
+  if (
+    residual && (residual.shape.length !== x.shape.length ||
+      residual.shape.some((d, i) => d !== x.shape[i]))
+  ) {
+    throw new TypeError(
+      `Cannot run batch norm + residual: shapes [${x.shape.join(", ")}] and ` +
+        `[${residual.shape.join(", ")}] differ`,
+    );
+  }
+  if (!opts.training) {
+    const y = batchNorm(tape, x, state, opts);
+    return relu(tape, residual ? add(tape, y, residual) : y);
+  }
+  const m = x.size / c;
+  checkTrainRows(m);
+  const y = tape.empty(x.shape);
+  const mask = tape.empty([Math.ceil(x.size / 8)], "u8");
+  const mean = tape.empty([c]), invStd = tape.empty([c]);
+  tape.backend.batchNormReluTrain(
+    y,
+    mask,
+    mean,
+    invStd,
+    x,
+    residual,
+    state,
+    m,
+    c,
+    opts.momentum ?? 0.1,
+    opts.eps ?? 1e-5,
+  );
+  const inputs = residual ? [x, state.gamma, state.beta, residual] : [x, state.gamma, state.beta];
+  if (tape.needsRecord(inputs)) {
+    tape.save(x);
+    tape.save(mask);
+    tape.save(mean);
+    tape.save(invStd);
+  }
+  tape.record(inputs, y, (dy, needs) => {
+    const dx = tape.empty(x.shape), dg = tape.empty([c]), db = tape.empty([c]);
+    const dres = residual && needs[3] ? tape.empty(x.shape) : null;
+    tape.backend.batchNormReluBackward(
+      dx,
+      dres,
+      dg,
+      db,
+      dy,
+      mask,
+      x,
+      state.gamma,
+      mean,
+      invStd,
+      m,
+      c,
+    );
+    return [dx, dg, db, dres];
   });
   return y;
 }

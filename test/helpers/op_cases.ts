@@ -10,7 +10,7 @@ import { checkOp as check, type OpCase } from "./check_op.ts";
 import { batchNormRef, convRef, crossEntropyRef, linearRef, poolRef } from "./reference.ts";
 import { conv2d, type Conv2dOptions, convShape, linear } from "../../src/ops/conv.ts";
 import { add, concatChannels, flatten, relu } from "../../src/ops/elementwise.ts";
-import { batchNorm } from "../../src/ops/norm.ts";
+import { batchNorm, batchNormRelu } from "../../src/ops/norm.ts";
 import { avgPool2d, globalAvgPool, maxPool2d } from "../../src/ops/pool.ts";
 import { softmaxCrossEntropy } from "../../src/ops/loss.ts";
 import { Rng } from "../../src/data/rng.ts";
@@ -139,6 +139,42 @@ export function defineOpTests(prefix: string, backend: () => Backend, ignore = f
           return batchNorm(tape, t.x!, state, { training: true });
         },
         reference: (a) => batchNormRef(a.x!, a.gamma!, a.beta!, m, c),
+        gradTol: { atol: 1e-3, rtol: 5e-3 },
+      });
+    });
+  }
+
+  // The fused relu(bn(x) + residual): odd channel counts put mask bytes across rows (c = 3, 5)
+  // and row counts that are no multiple of 8 leave a partial last byte.
+  for (
+    const [shape, res] of [
+      [[2, 3, 4, 5], false],
+      [[3, 3, 3, 3], true],
+      [[1, 4, 5, 16], true],
+      [[5, 7], false],
+    ] as const
+  ) {
+    const c = shape.at(-1)!;
+    const m = (shape as readonly number[]).reduce((a, b) => a * b, 1) / c;
+    const label = `[${shape.join(", ")}]${res ? " + residual" : ""}`;
+    test(`batchNormRelu() in training mode matches the reference and finite differences: ${label}`, async () => {
+      const inputs: Record<string, number[]> = { x: [...shape], gamma: [c], beta: [c] };
+      if (res) inputs.r = [...shape];
+      await checkOp({
+        inputs,
+        native: (tape, t) => {
+          const state = {
+            gamma: t.gamma!,
+            beta: t.beta!,
+            runningMean: tape.own(Tensor.full(tape.backend, [c], 0)),
+            runningVar: tape.own(Tensor.full(tape.backend, [c], 1)),
+          };
+          return batchNormRelu(tape, t.x!, state, { training: true }, t.r ?? null);
+        },
+        reference: (a) =>
+          batchNormRef(a.x!, a.gamma!, a.beta!, m, c).map((v, i) =>
+            Math.max(v + (a.r ? a.r[i]! : 0), 0)
+          ),
         gradTol: { atol: 1e-3, rtol: 5e-3 },
       });
     });

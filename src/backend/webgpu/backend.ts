@@ -848,10 +848,49 @@ export class WebGpuBackend implements Backend {
     momentum: number,
     eps: number,
   ): void {
+    this.#bnTrain(buf(y), saveMean, saveInvStd, x, st, m, c, momentum, eps);
+  }
+
+  // Composed from the batch-norm, add and masked-ReLU shaders (not yet one fused shader).
+  batchNormReluTrain(
+    y: Tensor,
+    mask: Tensor,
+    saveMean: Tensor,
+    saveInvStd: Tensor,
+    x: Tensor,
+    residual: Tensor | null,
+    st: BatchNormState,
+    m: number,
+    c: number,
+    momentum: number,
+    eps: number,
+  ): void {
+    const n = m * c;
+    let pre = this.#temp(n * 4);
+    this.#bnTrain(pre, saveMean, saveInvStd, x, st, m, c, momentum, eps);
+    if (residual) {
+      const sum = this.#temp(n * 4);
+      this.#linear(E.ADD, [sum, pre, buf(residual)], n);
+      pre = sum;
+    }
+    this.#linear(E.RELU_MASK, [buf(y), buf(mask), pre], cdiv(n, 32), (u) => u[1] = n);
+  }
+
+  #bnTrain(
+    y: Buf,
+    saveMean: Tensor,
+    saveInvStd: Tensor,
+    x: Tensor,
+    st: BatchNormState,
+    m: number,
+    c: number,
+    momentum: number,
+    eps: number,
+  ): void {
     this.#perGroup(
       E.BN_TRAIN,
       [
-        buf(y),
+        y,
         buf(saveMean),
         buf(saveInvStd),
         buf(st.runningMean),
@@ -901,13 +940,47 @@ export class WebGpuBackend implements Backend {
     m: number,
     c: number,
   ): void {
+    this.#bnBackward(dx, dgamma, dbeta, buf(dy), x, gamma, saveMean, saveInvStd, m, c);
+  }
+
+  batchNormReluBackward(
+    dx: Tensor,
+    dresidual: Tensor | null,
+    dgamma: Tensor,
+    dbeta: Tensor,
+    dy: Tensor,
+    mask: Tensor,
+    x: Tensor,
+    gamma: Tensor,
+    saveMean: Tensor,
+    saveInvStd: Tensor,
+    m: number,
+    c: number,
+  ): void {
+    const g = dresidual ? buf(dresidual) : this.#temp(m * c * 4);
+    this.#linear(E.RELU_MASK_BWD, [g, buf(dy), buf(mask)], m * c);
+    this.#bnBackward(dx, dgamma, dbeta, g, x, gamma, saveMean, saveInvStd, m, c);
+  }
+
+  #bnBackward(
+    dx: Tensor,
+    dgamma: Tensor,
+    dbeta: Tensor,
+    dy: Buf,
+    x: Tensor,
+    gamma: Tensor,
+    saveMean: Tensor,
+    saveInvStd: Tensor,
+    m: number,
+    c: number,
+  ): void {
     this.#perGroup(
       E.BN_BWD,
       [
         buf(dx),
         buf(dgamma),
         buf(dbeta),
-        buf(dy),
+        dy,
         buf(x),
         buf(gamma),
         buf(saveMean),

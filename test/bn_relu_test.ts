@@ -1,0 +1,148 @@
+/**
+ * The fused batch norm + (residual add) + ReLU of the cpu backend against the three ops it
+ * replaces, on layer-sized tensors (several threads, the vector mask paths, row chunks): the same
+ * outputs, mask bytes, statistics and gradients, bit for bit; and its argument errors.
+ */
+import assert from "node:assert/strict";
+import type { BatchNormState } from "../src/backend/backend.ts";
+import { Rng } from "../src/data/rng.ts";
+import { Tensor } from "../src/tensor.ts";
+import { cpu, randomArray } from "./helpers/check_op.ts";
+
+const b = cpu();
+
+function tensor(data: Float64Array, shape: number[]): Tensor {
+  return Tensor.from(b, Float32Array.from(data), shape, "f32");
+}
+
+function state(rng: Rng, c: number): BatchNormState {
+  return {
+    gamma: tensor(randomArray(rng, c).map((v) => 1 + 0.5 * v), [c]),
+    beta: tensor(randomArray(rng, c, 0.3), [c]),
+    runningMean: tensor(randomArray(rng, c, 0.1), [c]),
+    runningVar: tensor(randomArray(rng, c).map((v) => 1 + 0.5 * v), [c]),
+  };
+}
+
+async function read(t: Tensor): Promise<Float32Array | Uint8Array> {
+  return (await t.read()) as Float32Array | Uint8Array;
+}
+
+for (
+  const [shape, residual] of [
+    [[4, 32, 32, 20], true],
+    [[16, 16, 16, 24], false],
+    [[2, 33, 33, 3], true],
+    [[8, 28, 28, 16], true],
+  ] as const
+) {
+  Deno.test(`batchNormReluTrain/Backward equal bn + add + reluMask bit for bit: [${shape}]${residual ? " + residual" : ""}`, async () => {
+    const rng = new Rng(7);
+    const c = shape.at(-1)!;
+    const n = shape.reduce((a, v) => a * v, 1), m = n / c;
+    const x = tensor(randomArray(rng, n, 2).map((v) => v + 0.5), [...shape]);
+    const r = residual ? tensor(randomArray(rng, n), [...shape]) : null;
+    const dy = tensor(randomArray(rng, n), [...shape]);
+    const sf = state(rng, c);
+    const copy = async (v: Tensor) => Tensor.from(b, (await read(v)) as Float32Array, [c], "f32");
+    const sc = {
+      gamma: sf.gamma,
+      beta: sf.beta,
+      runningMean: await copy(sf.runningMean),
+      runningVar: await copy(sf.runningVar),
+    };
+    const mb = Math.ceil(n / 8);
+    const t = (sh: number[] = [...shape]) => Tensor.empty(b, sh);
+    // fused
+    const yF = t(), maskF = Tensor.empty(b, [mb], "u8"), meanF = t([c]), isF = t([c]);
+    b.batchNormReluTrain(yF, maskF, meanF, isF, x, r, sf, m, c, 0.1, 1e-5);
+    const dxF = t(), dgF = t([c]), dbF = t([c]), drF = residual ? t() : null;
+    b.batchNormReluBackward(dxF, drF, dgF, dbF, dy, maskF, x, sf.gamma, meanF, isF, m, c);
+    // composed
+    const pre = t(), yC = t(), maskC = Tensor.empty(b, [mb], "u8"), meanC = t([c]), isC = t([c]);
+    b.batchNormTrain(pre, meanC, isC, x, sc, m, c, 0.1, 1e-5);
+    if (r) b.add(pre, pre, r);
+    b.reluMask(yC, maskC, pre);
+    const g = t(), dxC = t(), dgC = t([c]), dbC = t([c]);
+    b.reluMaskBackward(g, dy, maskC);
+    b.batchNormBackward(dxC, dgC, dbC, g, x, sf.gamma, meanC, isC, m, c);
+    const pairs: [string, Tensor, Tensor][] = [
+      ["y", yF, yC],
+      ["mask", maskF, maskC],
+      ["save_mean", meanF, meanC],
+      ["save_invstd", isF, isC],
+      ["running_mean", sf.runningMean, sc.runningMean],
+      ["running_var", sf.runningVar, sc.runningVar],
+      ["dx", dxF, dxC],
+      ["dgamma", dgF, dgC],
+      ["dbeta", dbF, dbC],
+    ];
+    if (drF) pairs.push(["dresidual", drF, g]);
+    for (const [name, f, cc] of pairs) {
+      assert.deepEqual(await read(f), await read(cc), `${name} differs`);
+    }
+    // some outputs are zero, some are not: the ReLU is exercised both ways
+    const y = (await read(yF)) as Float32Array;
+    const zeros = y.filter((v) => v === 0).length;
+    assert.ok(zeros > n / 10 && zeros < n * 0.9, `${zeros} of ${n} outputs are 0`);
+    for (
+      const tt of [
+        x,
+        r,
+        dy,
+        sf.gamma,
+        sf.beta,
+        sf.runningMean,
+        sf.runningVar,
+        sc.runningMean,
+        sc.runningVar,
+        yF,
+        maskF,
+        meanF,
+        isF,
+        dxF,
+        dgF,
+        dbF,
+        drF,
+        pre,
+        yC,
+        maskC,
+        meanC,
+        isC,
+        g,
+        dxC,
+        dgC,
+        dbC,
+      ]
+    ) tt?.dispose();
+  });
+}
+
+Deno.test("batchNormReluTrain/Backward reject aliased and short buffers by name", () => {
+  const rng = new Rng(3);
+  const shape = [2, 4, 4, 3], n = 96, m = 32, c = 3;
+  const x = tensor(randomArray(rng, n), shape), r = tensor(randomArray(rng, n), shape);
+  const st = state(rng, c);
+  const mean = Tensor.empty(b, [c]), is = Tensor.empty(b, [c]);
+  const mask = Tensor.empty(b, [12], "u8"), short = Tensor.empty(b, [11], "u8");
+  const y = Tensor.empty(b, shape);
+  assert.throws(
+    () => b.batchNormReluTrain(r, mask, mean, is, x, r, st, m, c, 0.1, 1e-5),
+    /d8_batchnorm_relu_fwd_train: y must not be the same buffer as residual/,
+  );
+  assert.throws(
+    () => b.batchNormReluTrain(y, short, mean, is, x, r, st, m, c, 0.1, 1e-5),
+    /d8_batchnorm_relu_fwd_train: .*mask/,
+  );
+  b.batchNormReluTrain(y, mask, mean, is, x, r, st, m, c, 0.1, 1e-5);
+  const dx = Tensor.empty(b, shape), dg = Tensor.empty(b, [c]), db = Tensor.empty(b, [c]);
+  assert.throws(
+    () => b.batchNormReluBackward(dx, dx, dg, db, y, mask, x, st.gamma, mean, is, m, c),
+    /d8_batchnorm_relu_bwd: dresidual must not be the same buffer as dx or x/,
+  );
+  assert.throws(
+    () => b.batchNormReluBackward(dx, null, dg, db, y, short, x, st.gamma, mean, is, m, c),
+    /d8_batchnorm_relu_bwd: .*mask/,
+  );
+  for (const t of [x, r, mean, is, mask, short, y, dx, dg, db, ...Object.values(st)]) t.dispose();
+});
