@@ -15,13 +15,6 @@ namespace {
 
 constexpr int64_t kGrain = int64_t{1} << 15;
 
-int32_t check_bn(const char* fn, char* dims, size_t cap, int64_t m, int32_t c) {
-  snprintf(dims, cap, "m=%lld,c=%d", static_cast<long long>(m), c);
-  if (m < 1 || c < 1)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: m and c must be positive (%s)", fn, dims);
-  return D8_OK;
-}
-
 // NS per-channel sums over row ranges, reduced across threads in double: body(t, b, e, acc)
 // (thread t) adds rows [b, e) into acc[0..NS-1][c] (zeroed), and out[k][j] receives the totals.
 template <int NS, class F>
@@ -74,32 +67,10 @@ int32_t bn_fwd_train(const char* fn, d8_buffer* y, d8_buffer* mask, d8_buffer* s
                      const d8_buffer* x, const d8_buffer* residual, const d8_buffer* gamma,
                      const d8_buffer* beta, int64_t m, int32_t c, float momentum, float eps) {
   char dims[64];
-  if (int32_t e = check_bn(fn, dims, sizeof dims, m, c)) return e;
-  const int64_t mc = mul64(m, c, 4), cb = int64_t{c} * 4;
-  if (int32_t e = check_buffers(fn, dims, {{"y", y, mc}, {"save_mean", save_mean, cb},
-                                           {"save_invstd", save_invstd, cb},
-                                           {"running_mean", running_mean, cb},
-                                           {"running_var", running_var, cb}, {"x", x, mc},
-                                           {"gamma", gamma, cb}, {"beta", beta, cb}}))
+  if (int32_t e = check_bn_fwd_train(fn, dims, sizeof dims, y, mask, save_mean, save_invstd,
+                                     running_mean, running_var, x, residual, gamma, beta, m, c,
+                                     eps))
     return e;
-  if (residual) {
-    if (int32_t e = check_buffer(fn, "residual", residual, mc, dims)) return e;
-    if (residual == y)
-      return fail(D8_ERR_INVALID_ARGUMENT, "%s: y must not be the same buffer as residual", fn);
-  }
-  if (mask) {
-    if (int32_t e = check_buffer(fn, "mask", mask, (mul64(m, c) + 7) / 8, dims)) return e;
-    if (mask == x || mask == y || mask == residual)
-      return fail(D8_ERR_INVALID_ARGUMENT, "%s: mask must not be the same buffer as x, y or residual",
-                  fn);
-  }
-  if (m < 2)
-    return fail(D8_ERR_INVALID_ARGUMENT,
-                "%s: training needs more than one value per channel, got m=%lld (%s)", fn,
-                static_cast<long long>(m), dims);
-  if (!(eps > 0.0f))
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: eps must be positive, got %g", fn,
-                static_cast<double>(eps));
   const float* px = cfptr(x);
   const float* shift = px;  // first row
   double* st = reinterpret_cast<double*>(
@@ -253,25 +224,9 @@ int32_t bn_bwd(const char* fn, d8_buffer* dx, d8_buffer* dres, d8_buffer* dgamma
                const d8_buffer* gamma, const d8_buffer* save_mean, const d8_buffer* save_invstd,
                int64_t m, int32_t c) {
   char dims[64];
-  if (int32_t e = check_bn(fn, dims, sizeof dims, m, c)) return e;
-  const int64_t mc = mul64(m, c, 4), cb = int64_t{c} * 4;
-  if (int32_t e = check_buffers(fn, dims, {{"dx", dx, mc}, {"dgamma", dgamma, cb},
-                                           {"dbeta", dbeta, cb}, {"dy", dy, mc}, {"x", x, mc},
-                                           {"gamma", gamma, cb}, {"save_mean", save_mean, cb},
-                                           {"save_invstd", save_invstd, cb}}))
+  if (int32_t e = check_bn_bwd(fn, dims, sizeof dims, dx, dres, dgamma, dbeta, dy, mask, x, gamma,
+                               save_mean, save_invstd, m, c))
     return e;
-  if (mask) {
-    if (int32_t e = check_buffer(fn, "mask", mask, (mul64(m, c) + 7) / 8, dims)) return e;
-    if (mask == dx || mask == dy || mask == dres)
-      return fail(D8_ERR_INVALID_ARGUMENT,
-                  "%s: mask must not be the same buffer as dx, dy or dresidual", fn);
-  }
-  if (dres) {
-    if (int32_t e = check_buffer(fn, "dresidual", dres, mc, dims)) return e;
-    if (dres == dx || dres == x)
-      return fail(D8_ERR_INVALID_ARGUMENT, "%s: dresidual must not be the same buffer as dx or x",
-                  fn);
-  }
 
   const float* px = cfptr(x);
   const float* pdy = cfptr(dy);

@@ -129,6 +129,21 @@ int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int
 int32_t check_conv_geometry(const char* fn, const d8_conv_shape* s, char* dims, int cap);
 // The knobs of d8_quant_decide: a message naming the bad one (kernels/arg_checks.inc).
 int32_t check_knobs(const char* fn, const d8_quant_knobs* kn, char* dims, size_t cap);
+// Batch-norm arguments (kernels/arg_checks.inc): positive m and c (dims gets "m=..,c=.."), each
+// buffer's size; training also m >= 2 and eps > 0. mask / residual / dres may be null (plain batch
+// norm); when given, their sizes and the fused op's aliasing rules are checked.
+int32_t check_bn(const char* fn, char* dims, size_t cap, int64_t m, int32_t c);
+int32_t check_bn_fwd_train(const char* fn, char* dims, size_t cap, const d8_buffer* y,
+                           const d8_buffer* mask, const d8_buffer* save_mean,
+                           const d8_buffer* save_invstd, const d8_buffer* running_mean,
+                           const d8_buffer* running_var, const d8_buffer* x,
+                           const d8_buffer* residual, const d8_buffer* gamma,
+                           const d8_buffer* beta, int64_t m, int32_t c, float eps);
+int32_t check_bn_bwd(const char* fn, char* dims, size_t cap, const d8_buffer* dx,
+                     const d8_buffer* dres, const d8_buffer* dgamma, const d8_buffer* dbeta,
+                     const d8_buffer* dy, const d8_buffer* mask, const d8_buffer* x,
+                     const d8_buffer* gamma, const d8_buffer* save_mean,
+                     const d8_buffer* save_invstd, int64_t m, int32_t c);
 int32_t check_distinct(const char* fn, const char* a, const d8_buffer* pa, const char* b,
                        const d8_buffer* pb);
 

@@ -372,13 +372,6 @@ __global__ void bn_bwd_apply_k(float* dx, const float* dy, const float* x, const
   }
 }
 
-int32_t check_bn(const char* fn, char* dims, size_t cap, int64_t m, int32_t c) {
-  snprintf(dims, cap, "m=%lld,c=%d", static_cast<long long>(m), c);
-  if (m < 1 || c < 1)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: m and c must be positive (%s)", fn, dims);
-  return D8_OK;
-}
-
 // Row blocks for the deterministic sums.
 void bn_blocks(int64_t m, int64_t* nb, int64_t* brows) {
   *nb = m < 128 * 64 ? ceil_div(m, 64) : 128;
@@ -554,21 +547,10 @@ extern "C" int32_t d8_batchnorm_fwd_train(d8_buffer* y, d8_buffer* save_mean,
                                           int32_t c, float momentum, float eps) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[64];
-    if (int32_t e = check_bn(fn, dims, sizeof dims, m, c)) return e;
-    const int64_t mc = mul64(m, c, 4), cb = int64_t{c} * 4;
-    if (int32_t e = check_buffers(fn, dims, {{"y", y, mc}, {"save_mean", save_mean, cb},
-                                             {"save_invstd", save_invstd, cb},
-                                             {"running_mean", running_mean, cb},
-                                             {"running_var", running_var, cb}, {"x", x, mc},
-                                             {"gamma", gamma, cb}, {"beta", beta, cb}}))
+    if (int32_t e = check_bn_fwd_train(fn, dims, sizeof dims, y, nullptr, save_mean, save_invstd,
+                                       running_mean, running_var, x, nullptr, gamma, beta, m, c,
+                                       eps))
       return e;
-    if (m < 2)
-      return fail(D8_ERR_INVALID_ARGUMENT,
-                  "%s: training needs more than one value per channel, got m=%lld (%s)", fn,
-                  static_cast<long long>(m), dims);
-    if (!(eps > 0.0f))
-      return fail(D8_ERR_INVALID_ARGUMENT, "%s: eps must be positive, got %g", fn,
-                  static_cast<double>(eps));
     d8_context* ctx;
     if (int32_t e = op_context(
             fn, {y, save_mean, save_invstd, running_mean, running_var, x, gamma, beta}, &ctx))
@@ -626,12 +608,8 @@ extern "C" int32_t d8_batchnorm_bwd(d8_buffer* dx, d8_buffer* dgamma, d8_buffer*
                                     int64_t m, int32_t c) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[64];
-    if (int32_t e = check_bn(fn, dims, sizeof dims, m, c)) return e;
-    const int64_t mc = mul64(m, c, 4), cb = int64_t{c} * 4;
-    if (int32_t e = check_buffers(fn, dims, {{"dx", dx, mc}, {"dgamma", dgamma, cb},
-                                             {"dbeta", dbeta, cb}, {"dy", dy, mc}, {"x", x, mc},
-                                             {"gamma", gamma, cb}, {"save_mean", save_mean, cb},
-                                             {"save_invstd", save_invstd, cb}}))
+    if (int32_t e = check_bn_bwd(fn, dims, sizeof dims, dx, nullptr, dgamma, dbeta, dy, nullptr, x,
+                                 gamma, save_mean, save_invstd, m, c))
       return e;
     d8_context* ctx;
     if (int32_t e = op_context(fn, {dx, dgamma, dbeta, dy, x, gamma, save_mean, save_invstd},
@@ -666,11 +644,11 @@ extern "C" int32_t d8_batchnorm_relu_fwd_train(d8_buffer* y, d8_buffer* mask, d8
                                                float momentum, float eps) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     if (!mask) return fail(D8_ERR_INVALID_ARGUMENT, "%s: mask is null", fn);
-    if (residual && residual == y)
-      return fail(D8_ERR_INVALID_ARGUMENT, "%s: y must not be the same buffer as residual", fn);
-    if (mask == x || mask == y || mask == residual)
-      return fail(D8_ERR_INVALID_ARGUMENT,
-                  "%s: mask must not be the same buffer as x, y or residual", fn);
+    char dims[64];
+    if (int32_t e = check_bn_fwd_train(fn, dims, sizeof dims, y, mask, save_mean, save_invstd,
+                                       running_mean, running_var, x, residual, gamma, beta, m, c,
+                                       eps))
+      return e;
     if (int32_t e = d8_batchnorm_fwd_train(y, save_mean, save_invstd, running_mean, running_var, x,
                                            gamma, beta, m, c, momentum, eps))
       return e;
@@ -687,12 +665,10 @@ extern "C" int32_t d8_batchnorm_relu_bwd(d8_buffer* dx, d8_buffer* dresidual, d8
                                          const d8_buffer* save_invstd, int64_t m, int32_t c) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     if (!mask) return fail(D8_ERR_INVALID_ARGUMENT, "%s: mask is null", fn);
-    if (mask == dx || mask == dy || mask == dresidual)
-      return fail(D8_ERR_INVALID_ARGUMENT,
-                  "%s: mask must not be the same buffer as dx, dy or dresidual", fn);
-    if (dresidual && (dresidual == dx || dresidual == x))
-      return fail(D8_ERR_INVALID_ARGUMENT, "%s: dresidual must not be the same buffer as dx or x",
-                  fn);
+    char dims[64];
+    if (int32_t e = check_bn_bwd(fn, dims, sizeof dims, dx, dresidual, dgamma, dbeta, dy, mask, x,
+                                 gamma, save_mean, save_invstd, m, c))
+      return e;
     d8_buffer* g = dresidual ? dresidual : dx;  // dx may alias dy: the masked copy goes in place
     if (int32_t e = d8_relu_bwd_mask(g, dy, mask, m * c)) return e;
     return d8_batchnorm_bwd(dx, dgamma, dbeta, g, x, gamma, save_mean, save_invstd, m, c);
