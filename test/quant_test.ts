@@ -217,6 +217,17 @@ const i8Cases: I8ConvCase[] = [
     kernel: [3, 3],
     opts: { stride: [3, 2], padding: 1 },
   },
+  // pointwise with a short reduction (M <= 1024: the column-split wgrad), a linear layer's
+  // shape on two threads with a partial last panel, and a 1x1 conv
+  {
+    name: "linear 200->70 batch 300, 2 threads",
+    x: [300, 1, 1, 200],
+    k: 70,
+    kernel: [1, 1],
+    opts: {},
+    threads: 2,
+  },
+  { name: "1x1 40->24", x: [2, 6, 7, 40], k: 24, kernel: [1, 1], opts: {} },
   // 5 x 6 = 30-byte window rows (LeNet-5's conv2), with and without padding
   { name: "5x5 6->16 valid", x: [2, 9, 9, 6], k: 16, kernel: [5, 5], opts: {} },
   { name: "5x5 6->8 pad 2", x: [1, 8, 7, 6], k: 8, kernel: [5, 5], opts: { padding: 2 } },

@@ -669,6 +669,67 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
   return true;
 }
 
+// Scatter dgrad without a dcol buffer (ungrouped convs; dgrad_core takes it where the gather form
+// costs more: few input channels, e.g. LeNet-5's conv2). For dy column q of an image and kernel
+// row r, one GEMM of P rows x S*C columns x K: row a holds pixel (a, q)'s contributions to dx row
+// a*sh + r, columns q*sw .. q*sw + S - 1, which the epilogue adds (kAddF32) into a zeroed
+// per-image dx buffer padded to every window's extent; its interior is then the image's dx.
+// Rows of one GEMM land in different dx rows: no tile's store overlaps the next row's load (the
+// rows of a pixel row would, at C floats apart, and stall store forwarding). B_r[s*C + c][k] =
+// w[k][r][s][c] packed once per r. Threads take whole images. The dcol form wrote and re-read
+// R*S*C floats per dy pixel; here each contribution goes once into an L1-sized buffer.
+void dgrad_scatter(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G) {
+  const int nt = static_cast<int>(
+      std::min<int64_t>(threads_for(G.m * G.k * G.kd, kMacsPerThread), G.n));
+  const int64_t sc = G.s * G.c, k4b = round_up(G.k, 4);
+  const i8::Plan P = i8::plan_for(sc, G.p);
+  const int64_t bpr = round_up(i8::packb_bytes(sc, G.k, P.nr), 64);
+  const int64_t cpr = round_up(4 * i8::comp_len(sc, P.nr), 64);
+  char* bbuf = scratch_bytes<char>(kSlotConvB, G.r * (bpr + cpr));
+  for (int64_t r = 0; r < G.r; ++r)
+    i8::pack_b_cols(reinterpret_cast<int8_t*>(bbuf + r * (bpr + cpr)),
+                    reinterpret_cast<int32_t*>(bbuf + r * (bpr + cpr) + bpr), w + r * sc, G.kd, sc,
+                    G.k, P);
+  float* cs = scratch_bytes<float>(kSlotMisc, sc * 4);
+  for (int64_t j = 0; j < sc; ++j) cs[j] = scale;
+  // dx buffer rows / columns: every window's extent, and all of dx past the padding
+  const int64_t hb = std::max((G.p - 1) * G.sh + G.r, G.ph + G.h);
+  const int64_t wb = std::max((G.q - 1) * G.sw + G.s, G.pw + G.w);
+  const int64_t dxb = round_up(hb * wb * G.c * 4, 64);
+  // dy of one image, the offset flip applied, k4b bytes per pixel; a tile reads MR rows Q pixels
+  // apart from its first
+  const int64_t dyb = round_up((std::max<int64_t>(G.p, P.mr) + 1) * G.q * k4b, 64);
+  char* work = scratch_bytes<char>(kSlotConvWork, nt * (dxb + dyb));
+  const int64_t pqk = G.p * G.q * G.k, hwc = G.h * G.w * G.c;
+  parallel(nt, [&](int t, int T) {
+    float* dxp = reinterpret_cast<float*>(work + t * (dxb + dyb));
+    uint8_t* dyc = reinterpret_cast<uint8_t*>(work + t * (dxb + dyb) + dxb);
+    fill(dyc, dyb, P.flip);
+    for (int64_t img = G.n * t / T; img < G.n * (t + 1) / T; ++img) {
+      const int8_t* dyi = dy + img * pqk;
+      if (k4b == G.k) {
+        xor_copy(dyc, dyi, pqk, P.flip);
+      } else {
+        for (int64_t i = 0; i < G.p * G.q; ++i) xor_copy(dyc + i * k4b, dyi + i * G.k, G.k, P.flip);
+      }
+      std::memset(dxp, 0, static_cast<size_t>(hb * wb * G.c) * sizeof(float));
+      for (int64_t q = 0; q < G.q; ++q)
+        for (int64_t r = 0; r < G.r; ++r) {
+          const char* br = bbuf + r * (bpr + cpr);
+          const i8::Epi e{i8::kAddF32, dxp + (r * wb + q * G.sw) * G.c, G.sh * wb * G.c, cs,
+                          nullptr};
+          i8::gemm_block(P, G.p, sc, G.k, dyc + q * k4b, G.q * k4b,
+                         reinterpret_cast<const int8_t*>(br),
+                         reinterpret_cast<const int32_t*>(br + bpr), e);
+        }
+      float* dxi = dx + img * hwc;
+      for (int64_t ih = 0; ih < G.h; ++ih)
+        std::memcpy(dxi + ih * G.w * G.c, dxp + ((ih + G.ph) * wb + G.pw) * G.c,
+                    static_cast<size_t>(G.w * G.c) * sizeof(float));
+    }
+  });
+}
+
 // dx [N, H, W, C] f32 = dgrad(dy, w) * scale.
 void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G) {
   if (G.depthwise) return depthwise_dgrad(dx, dy, w, scale, G);
@@ -691,7 +752,8 @@ void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const
     return fwd_core(dx, dy, wt, cs, nullptr, make_geom(dgrad_as_fwd_shape(G)));
   }
 
-  // General case: dcol = dy . W_g (B[j, kk] = w[(g*Kg + kk)*KD + j]), then scatter-add.
+  if (G.g == 1) return dgrad_scatter(dx, dy, w, scale, G);
+  // Grouped: dcol = dy . W_g (B[j, kk] = w[(g*Kg + kk)*KD + j]), then scatter-add.
   const i8::Plan P = i8::plan_for(G.kd);
   const int64_t lda = 4 * i8::k4_of(G.kg);
   const int64_t bpb = round_up(i8::packb_bytes(G.kd, G.kg, P.nr), 64);
@@ -735,11 +797,58 @@ void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const
 // VNNI offset without per-chunk column sums: each group's A block gets one extra row of ones
 // (u8 1), so the GEMM itself accumulates colsum(B) in that row of C; the flush subtracts 128 times
 // it (mod 2^32: exact, since the true sums fit in int32).
+// Pointwise wgrad with a short reduction (linear layers: M = the batch): the threads split the KD
+// columns of dw instead of the M rows, so each computes its block of dw exactly in one int32 GEMM
+// over all M rows (no per-thread copy of dw, no double partial sums, no combine pass). Each thread
+// packs dy^T (K rows and the row of ones, small at these M) and its columns of x. Returns false
+// (the row-split form runs) for grouped convs and M beyond kShortWgradRows.
+constexpr int64_t kShortWgradRows = 1024;
+bool wgrad_short(float* dw, const int8_t* x, const int8_t* dy, const double* row_scale,
+                 const Geom& G, const i8::Plan& P, bool ones) {
+  if (!G.pointwise || G.g != 1 || G.m > kShortWgradRows) return false;
+  const int64_t kga = G.k + (ones ? 1 : 0), lda = round_up(G.m, 4);
+  const int64_t panels = ceil_div(G.kd, P.nr);
+  const int nt = static_cast<int>(
+      std::min<int64_t>(threads_for(G.m * G.k * G.kd, kMacsPerThread), panels));
+  const int64_t cols = ceil_div(panels, nt) * P.nr;  // columns per thread, whole panels
+  const int64_t ab = round_up((kga + P.mr) * lda, 64), bb = round_up(i8::packb_bytes(cols, G.m, P.nr), 64);
+  const int64_t cb = round_up(4 * kga * cols, 64), zb = round_up(4 * cols, 64);
+  char* work = scratch_bytes<char>(kSlotConvWork, nt * (ab + bb + cb) + zb);
+  int32_t* zero_comp = reinterpret_cast<int32_t*>(work + nt * (ab + bb + cb));
+  std::memset(zero_comp, 0, static_cast<size_t>(zb));
+  parallel(nt, [&](int t, int T) {
+    const int64_t j0 = std::min(G.kd, panels * t / T * P.nr);
+    const int64_t j1 = std::min(G.kd, panels * (t + 1) / T * P.nr), n = j1 - j0;
+    if (n <= 0) return;
+    uint8_t* at = reinterpret_cast<uint8_t*>(work + t * (ab + bb + cb));
+    int8_t* bp = reinterpret_cast<int8_t*>(at + ab);
+    int32_t* c = reinterpret_cast<int32_t*>(at + ab + bb);
+    i8::pack_a_cols(at, lda, dy, G.k, G.k, G.m, P.flip, G.k);
+    if (ones) fill(at + G.k * lda, lda, 1);
+    fill(at + kga * lda, P.mr * lda, P.flip);
+    i8::pack_b_cols(bp, nullptr, x + j0, G.c, n, G.m, P);
+    i8::gemm_block(P, kga, n, G.m, at, lda, bp, zero_comp, {i8::kStoreI32, c, n, nullptr, nullptr});
+    const int32_t* cs = c + G.k * n;  // column sums (ones)
+    for (int64_t i = 0; i < G.k; ++i) {
+      float* __restrict o = dw + i * G.kd + j0;
+      const int32_t* ci = c + i * n;
+      const double s = row_scale[i];
+      for (int64_t j = 0; j < n; ++j) {
+        uint32_t v = static_cast<uint32_t>(ci[j]);
+        if (ones) v -= 128u * static_cast<uint32_t>(cs[j]);
+        o[j] = static_cast<float>(static_cast<double>(static_cast<int32_t>(v)) * s);
+      }
+    }
+  });
+  return true;
+}
+
 void wgrad_core(float* dw, const int8_t* x, const int8_t* dy, const double* row_scale,
                 const Geom& G) {
   if (G.depthwise) return depthwise_wgrad(dw, x, dy, row_scale, G);
   const bool ones = i8::plan_for(G.kd).flip != 0;
   const i8::Plan P = i8::plan_for(G.kd, G.kg + (ones ? 1 : 0));
+  if (wgrad_short(dw, x, dy, row_scale, G, P, ones)) return;
   const int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
   const int64_t kga = G.kg + (ones ? 1 : 0);  // A / C rows per group
 #if defined(__SSE2__)

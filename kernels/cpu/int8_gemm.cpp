@@ -70,8 +70,9 @@ void epilogue_scalar(const int32_t (&acc)[MR][NR], int mrows, int ncols, const E
       float* c = static_cast<float*>(e.c) + row;
       const float* cs = e.col_scale + j0;
       const float* bs = e.bias ? e.bias + j0 : nullptr;
+      const bool add = e.mode == kAddF32;
       for (int j = 0; j < ncols; ++j)
-        c[j] = static_cast<float>(acc[i][j]) * cs[j] + (bs ? bs[j] : 0.0f);
+        c[j] = static_cast<float>(acc[i][j]) * cs[j] + (add ? c[j] : bs ? bs[j] : 0.0f);
     }
   }
 }
@@ -109,14 +110,15 @@ D8_TARGET_AVX2 inline void epilogue_256(const __m256i (&acc)[MR][NV], int mrows,
     if (rem <= 0) break;
     const int64_t col = j0 + 8 * v;
     if (rem >= 8) {
-      if (mode == kStoreF32) {
+      if (mode >= kStoreF32) {
         const __m256 s = _mm256_loadu_ps(e.col_scale + col);
         const __m256 bb = e.bias ? _mm256_loadu_ps(e.bias + col) : _mm256_setzero_ps();
         float* c = static_cast<float*>(e.c) + i0 * ldc + col;
 #pragma GCC unroll 16
         for (int i = 0; i < MR; ++i) {
           if (i >= mrows) break;
-          _mm256_storeu_ps(c + i * ldc, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][v]), s, bb));
+          const __m256 base = mode == kAddF32 ? _mm256_loadu_ps(c + i * ldc) : bb;
+          _mm256_storeu_ps(c + i * ldc, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][v]), s, base));
         }
       } else {
         __m256i* c = reinterpret_cast<__m256i*>(static_cast<int32_t*>(e.c) + i0 * ldc + col);
@@ -132,15 +134,16 @@ D8_TARGET_AVX2 inline void epilogue_256(const __m256i (&acc)[MR][NV], int mrows,
       continue;
     }
     const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), lane);
-    if (mode == kStoreF32) {
+    if (mode >= kStoreF32) {
       const __m256 s = _mm256_maskload_ps(e.col_scale + col, m);
       const __m256 bb = e.bias ? _mm256_maskload_ps(e.bias + col, m) : _mm256_setzero_ps();
       float* c = static_cast<float*>(e.c) + i0 * ldc + col;
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) {
         if (i >= mrows) break;
+        const __m256 base = mode == kAddF32 ? _mm256_maskload_ps(c + i * ldc, m) : bb;
         _mm256_maskstore_ps(c + i * ldc, m,
-                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][v]), s, bb));
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][v]), s, base));
       }
     } else {
       int* c = static_cast<int*>(e.c) + i0 * ldc + col;
@@ -352,7 +355,7 @@ D8_TARGET_VNNI void tile_vnni(int64_t k4, const uint8_t* a, int64_t lda, const i
     if (rem <= 0) break;
     const __mmask16 m = rem >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rem) - 1);
     const int64_t col = j0 + 16 * v;
-    if (mode == kStoreF32) {
+    if (mode >= kStoreF32) {
       const __m512 s = _mm512_maskz_loadu_ps(m, e.col_scale + col);
       const __m512 bb = e.bias ? _mm512_maskz_loadu_ps(m, e.bias + col) : _mm512_setzero_ps();
       float* c = static_cast<float*>(e.c) + i0 * ldc + col;
@@ -361,7 +364,8 @@ D8_TARGET_VNNI void tile_vnni(int64_t k4, const uint8_t* a, int64_t lda, const i
         if (i >= mrows) break;
         // (maskz_ form: the plain cvtepi32_ps trips a -Wmaybe-uninitialized in GCC 12's header)
         const __m512 f = _mm512_maskz_cvtepi32_ps(m, acc[i][v]);
-        _mm512_mask_storeu_ps(c + i * ldc, m, _mm512_fmadd_ps(f, s, bb));
+        const __m512 base = mode == kAddF32 ? _mm512_maskz_loadu_ps(m, c + i * ldc) : bb;
+        _mm512_mask_storeu_ps(c + i * ldc, m, _mm512_fmadd_ps(f, s, base));
       }
     } else {
       int32_t* c = static_cast<int32_t*>(e.c) + i0 * ldc + col;
@@ -534,12 +538,11 @@ bool avxvnni_emulated() { return env_is_one("D8_CPU_INT8_EMULATE_AVXVNNI"); }
 bool amx_emulated() { return env_is_one("D8_CPU_INT8_EMULATE_AMX"); }
 
 int best_variant() {
-  // Emulation never wins auto: only a CPU that reports avxvnni gets avx-vnni by default, only
-  // one whose tiles Linux enables gets amx.
+  // Emulation never wins auto: only a CPU that reports avxvnni gets avx-vnni by default. amx is
+  // never auto: on the Sapphire Rapids guest (kernels/cpu/README.md) avx512-vnni, which every
+  // AMX CPU has, was faster on every ResNet-20 and LeNet-5 pass on two of three days measured,
+  // so amx runs only when forced (d8_set_int8_kernel, CpuBackend.setInt8Kernel("amx")).
   static const int best =
-#if D8_X86
-      (cpu_has(kAmx) && amx_native()) ? kAmx :
-#endif
       cpu_has(kVnni) ? kVnni
 #if D8_X86
                           : (__builtin_cpu_supports("avxvnni") && cpu_has(kAvxVnni)) ? kAvxVnni

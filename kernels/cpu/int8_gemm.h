@@ -42,6 +42,7 @@ enum EpiMode : int {
   kStoreI32 = 0,  // C int32 = acc
   kAddI32 = 1,    // C int32 += acc
   kStoreF32 = 2,  // C f32 = acc * col_scale[j] (+ bias[j])
+  kAddF32 = 3,    // C f32 += acc * col_scale[j] (rows may overlap: each row adds in program order)
 };
 struct Epi {
   int mode;
