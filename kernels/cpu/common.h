@@ -199,9 +199,15 @@ inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
 // Short copies / fills / adds of float runs (im2col rows, packing): inline vector code instead of
 // a libc call per few floats.
+// The empty asm in these loops keeps GCC from turning them into memcpy / memset calls (loop
+// idiom recognition): the runs here are short (one im2col row segment, one padded row), where a
+// libc call costs about as much as the copy.
 inline void copy_floats(float* __restrict d, const float* __restrict s, int64_t n) {
 #if defined(__AVX512F__)
-  for (; n >= 16; n -= 16, d += 16, s += 16) _mm512_storeu_ps(d, _mm512_loadu_ps(s));
+  for (; n >= 16; n -= 16, d += 16, s += 16) {
+    _mm512_storeu_ps(d, _mm512_loadu_ps(s));
+    __asm__("");
+  }
   if (n > 0) {
     const __mmask16 m = static_cast<__mmask16>((1u << n) - 1u);
     _mm512_mask_storeu_ps(d, m, _mm512_maskz_loadu_ps(m, s));
@@ -214,7 +220,10 @@ inline void copy_floats(float* __restrict d, const float* __restrict s, int64_t 
 }
 inline void zero_floats(float* __restrict d, int64_t n) {
 #if defined(__AVX512F__)
-  for (; n >= 16; n -= 16, d += 16) _mm512_storeu_ps(d, _mm512_setzero_ps());
+  for (; n >= 16; n -= 16, d += 16) {
+    _mm512_storeu_ps(d, _mm512_setzero_ps());
+    __asm__("");
+  }
   if (n > 0) _mm512_mask_storeu_ps(d, static_cast<__mmask16>((1u << n) - 1u), _mm512_setzero_ps());
 #else
   typedef float v4u __attribute__((vector_size(16), aligned(4)));

@@ -112,7 +112,7 @@ static inline void store_partial(vf (&acc)[ROWS][NV], float* __restrict c, int64
                                  int64_t ncols, float alpha, float beta,
                                  const float* __restrict bias) {
 #if defined(__AVX512F__)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int v = 0; v < NV; ++v) {
     const int64_t valid = ncols - int64_t{v} * kVW;
     if (valid <= 0) break;
@@ -145,7 +145,7 @@ static void ukernel(int64_t kc, const float* __restrict a, int64_t lda,
   vf acc[ROWS][NV];
 #pragma GCC unroll 32
   for (int i = 0; i < ROWS; ++i)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = vf{};
   // Row pointers as loop invariants, indexed by k (kRows) or koff[k] (kOffsets): every
   // broadcast is one base + index*4 address. (Computing a + koff[k] + i*lda inside the loop
@@ -161,11 +161,11 @@ static void ukernel(int64_t kc, const float* __restrict a, int64_t lda,
     vf bv[NV];
     if (AM == kGatherB) {
       const vfu* bk = reinterpret_cast<const vfu*>(b + koff[k]);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) bv[v] = bk[v];
     } else {
       const vf* bk = reinterpret_cast<const vf*>(b + k * (NV * kVW));
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) bv[v] = bk[v];
     }
     const float* ak = a + k * lda;  // kPacked / kGatherB: A column k is contiguous
@@ -173,26 +173,26 @@ static void ukernel(int64_t kc, const float* __restrict a, int64_t lda,
 #pragma GCC unroll 32
     for (int i = 0; i < ROWS; ++i) {
       const float s = (AM == kPacked || AM == kGatherB) ? ak[i] : ar[i][ko];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] += s * bv[v];
     }
   }
 
   if (ncols < NV * kVW) return store_partial<ROWS, NV>(acc, c, ldc, ncols, alpha, beta, bias);
   vf bb[NV];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int v = 0; v < NV; ++v)
     bb[v] = bias ? *reinterpret_cast<const vfu*>(bias + v * kVW) : vf{};
   if (beta == 0.0f) {
 #pragma GCC unroll 32
     for (int i = 0; i < ROWS; ++i)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (int v = 0; v < NV; ++v)
         *reinterpret_cast<vfu*>(c + i * ldc + v * kVW) = acc[i][v] * alpha + bb[v];
   } else {
 #pragma GCC unroll 32
     for (int i = 0; i < ROWS; ++i)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
         vfu* cp = reinterpret_cast<vfu*>(c + i * ldc + v * kVW);
         *cp = acc[i][v] * alpha + bb[v] + beta * vf(*cp);
@@ -218,6 +218,13 @@ static constexpr std::array<KernFn, kMR2> kTab2[4] = {
     make_table<2, kPacked>(std::make_integer_sequence<int, kMR2>{}),
     make_table<2, kOffsets>(std::make_integer_sequence<int, kMR2>{}),
     make_table<2, kGatherB>(std::make_integer_sequence<int, kMR2>{})};
+
+// Three-vector tiles for the gathered-B wgrad of 16-channel layers (runs of S*C = 48 taps on
+// AVX-512): a 16 x 16 tile needs one broadcast per FMA, more loads than the two load ports issue;
+// 8 x 48 needs 11 loads per 24 FMAs.
+constexpr int kMR3 = kVW == 16 ? 8 : 4;
+static constexpr std::array<KernFn, kMR3> kTab3 =
+    make_table<3, kGatherB>(std::make_integer_sequence<int, kMR3>{});
 
 // ---- packing ------------------------------------------------------------------------------------
 int64_t packb_floats(int64_t k, int64_t n, int nv) { return round_up(n, gemm_nr(nv)) * k; }
@@ -349,9 +356,11 @@ void gemm_core(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int
 void gemm_gather_b(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                    const int64_t* boff, float* c, int64_t ldc) {
   if (m <= 0 || n <= 0 || k <= 0) return;
-  const int nv = gemm_nv(n);
-  const int64_t NR = gemm_nr(nv), MR = gemm_mr(nv);
-  const KernFn* tab = nv == 1 ? kTab1[kGatherB].data() : kTab2[kGatherB].data();
+  int nv = gemm_nv(n);
+  if (nv == 1 && n > 2 * kVW && n % (3 * kVW) == 0) nv = 3;
+  const int64_t NR = gemm_nr(nv), MR = nv == 3 ? kMR3 : gemm_mr(nv);
+  const KernFn* tab =
+      nv == 3 ? kTab3.data() : nv == 1 ? kTab1[kGatherB].data() : kTab2[kGatherB].data();
   const int64_t tiles = ceil_div(m, MR);
   for (int64_t jr = 0; jr < n; jr += NR) {
     const int64_t ncols = std::min(NR, n - jr);

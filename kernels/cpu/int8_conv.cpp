@@ -736,9 +736,10 @@ void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const
   if (dgrad_phases(dx, dy, w, scale, G)) return;
 
   // Two forms, as conv.cpp's dgrad: gather (stride 1, pad <= kernel-1: dx = fprop(dy, flipped
-  // weights), N = C) or scatter (dcol = dy . W, N = R*S*C, then col2im); the cheaper by tile
+  // weights), N = C) or scatter (dy . W added into dx, N = S*C per kernel row); the cheaper by tile
   // columns x reduction plus data movement. Few input channels (LeNet-5's conv2: C = 6 of a
-  // 16-column tile, pad 4 around a 10x10 dy) scatter.
+  // 16-column tile, pad 4 around a 10x10 dy) scatter: dgrad_scatter for g == 1 (no dcol buffer),
+  // the dcol + col2im form below for grouped convs.
   const int64_t nr = i8::plan_for(G.c).nr;
   const double gather_cost = static_cast<double>(G.n * G.h * G.w) * ceil_div(G.cg, nr) * nr *
                              (G.r * G.s * G.kg) * G.g;

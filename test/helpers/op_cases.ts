@@ -66,6 +66,15 @@ const convCases: ConvCase[] = [
     bias: true,
   },
   { name: "1x1 stride 2 (downsample)", x: [2, 6, 6, 3], k: 4, kernel: [1, 1], opts: { stride: 2 } },
+  // S*C = 48 and 24 taps per kernel row: the cpu wgrad's three-vector tiles (AVX-512 / AVX2)
+  {
+    name: "3x3, 16 channels, 9 filters",
+    x: [1, 3, 4, 16],
+    k: 9,
+    kernel: [3, 3],
+    opts: { padding: 1 },
+  },
+  { name: "3x3, 8 channels", x: [2, 4, 5, 8], k: 5, kernel: [3, 3], opts: { padding: 1 } },
 ];
 
 /**
