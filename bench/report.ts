@@ -12,8 +12,9 @@
  *   fp32 and each int8 variant (GOPS = 2 x multiply-adds / s, % of the variant's peak where the
  *   peak of this CPU family is known, kernels/cpu/README.md);
  * - the peers, same models, batch and threads, in the same run: PyTorch CPU (NCHW and
- *   channels_last) and PyTorch GPU when torch sees a CUDA device; a peer that cannot run is
- *   listed with the reason.
+ *   channels_last), served by one Python process and timed in slices that alternate with ours
+ *   (ServedPeer: both see the same machine load), and PyTorch GPU when torch sees a CUDA device;
+ *   a peer that cannot run is listed with the reason.
  *
  * Cases are timed interleaved (one iteration of each in turn, rounds until the budget is spent)
  * so a change of machine load hits all of them alike; the median of the rounds is reported.
@@ -191,21 +192,31 @@ const pct = (gops: number, kernel: string) => {
 
 // ---- timing ------------------------------------------------------------------------------------
 
-/** Interleaved rounds of one call each until `budget` s (at least 3 rounds); medians in ms. */
+/**
+ * Interleaved rounds of one call each until `budget` s (at least 3 rounds); medians in ms. With
+ * `between`, the budget is cut into `slices` and `between` runs after each slice (the served
+ * peer's turn: its measurements and ours alternate over the whole budget).
+ */
 async function measure(
   fns: (() => Promise<void>)[],
   budget: number,
+  between?: () => Promise<void>,
+  slices = 1,
 ): Promise<{ median: number; min: number }[]> {
   for (const f of fns) await f(); // warm-up
   const times = fns.map(() => [] as number[]);
-  const end = performance.now() + budget * 1000;
-  for (let r = 0; r < 3 || performance.now() < end; r++) {
-    for (const [i, f] of fns.entries()) {
-      const t0 = now();
-      await f();
-      times[i]!.push(now() - t0);
+  let r = 0;
+  for (let sl = 0; sl < slices; sl++) {
+    const end = performance.now() + (budget * 1000) / slices;
+    for (; r < 3 || performance.now() < end; r++) {
+      for (const [i, f] of fns.entries()) {
+        const t0 = now();
+        await f();
+        times[i]!.push(now() - t0);
+      }
+      if (r > 1000 * (sl + 1)) break;
     }
-    if (r > 1000) break;
+    if (between) await between();
   }
   return times.map((t) => {
     t.sort((a, b) => a - b);
@@ -255,6 +266,101 @@ async function peer<T>(device: string, model: string | null): Promise<T[] | stri
     return new TextDecoder().decode(r.stdout).trim().split("\n").map((l) => JSON.parse(l));
   } catch (e) {
     return (e as Error).message;
+  }
+}
+
+/** Slices of each group's budget: ours and the served peer's measurements alternate this often. */
+const PAIRED_SLICES = 4;
+
+/**
+ * The PyTorch CPU peer as one served process (`torch_cpu.py --serve`): asked for a slice of
+ * timings between slices of ours, so both see the same machine. On a shared host the speed drifts
+ * by tens of percent over seconds; measured minutes apart the comparison would carry that drift.
+ */
+class ServedPeer {
+  #child: Deno.ChildProcess;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #lines: AsyncIterator<string>;
+  dead: string | null = null;
+  private constructor(child: Deno.ChildProcess) {
+    this.#child = child;
+    this.#writer = child.stdin.getWriter();
+    let buf = "";
+    const split = new TransformStream<string, string>({
+      transform(chunk, ctl) {
+        buf += chunk;
+        let i;
+        while ((i = buf.indexOf("\n")) >= 0) {
+          ctl.enqueue(buf.slice(0, i));
+          buf = buf.slice(i + 1);
+        }
+      },
+    });
+    this.#lines = child.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(split)[
+      Symbol.asyncIterator
+    ]();
+  }
+  /** The started peer, or why it could not start. */
+  static async start(): Promise<ServedPeer | string> {
+    const script = new URL("./peers/torch_cpu.py", import.meta.url).pathname;
+    const args = [script, "--serve", "--batch-size", String(BATCH), "--threads", String(threads)];
+    if (values.timer === "cpu") args.push("--cpu-time");
+    let child: Deno.ChildProcess;
+    try {
+      child = new Deno.Command(values.python!, {
+        args,
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+        env: { OMP_WAIT_POLICY: Deno.env.get("OMP_WAIT_POLICY") ?? "passive" },
+      }).spawn();
+    } catch (e) {
+      return (e as Error).message;
+    }
+    const p = new ServedPeer(child);
+    const first = await p.#lines.next();
+    if (first.done) {
+      const st = await child.status;
+      const err = await new Response(child.stderr).text();
+      return `exit status ${st.code}: ${err.trim().split("\n").at(-1) ?? ""}`;
+    }
+    child.stderr.cancel().catch(() => {});
+    return p;
+  }
+  /** One answer (a row plus times_ms), or the reason there is none. */
+  async ask<T>(req: Record<string, unknown>): Promise<(T & { times_ms: number[] }) | string> {
+    if (this.dead) return this.dead;
+    try {
+      await this.#writer.write(new TextEncoder().encode(JSON.stringify(req) + "\n"));
+      const r = await this.#lines.next();
+      if (r.done) return (this.dead = "the served peer exited");
+      const row = JSON.parse(r.value);
+      return row.error ? `peer error: ${row.error}` : row;
+    } catch (e) {
+      return (this.dead = `the served peer failed: ${(e as Error).message}`);
+    }
+  }
+  async close(): Promise<void> {
+    await this.#writer.close().catch(() => {});
+    await this.#child.status;
+  }
+}
+
+/** Pooled times of one peer measurement across slices; the row of the last answer. */
+class PeerPool<T> {
+  times: number[] = [];
+  row: T | null = null;
+  reason: string | null = null;
+  add(a: (T & { times_ms: number[] }) | string): void {
+    if (typeof a === "string") this.reason ??= a;
+    else {
+      this.times.push(...a.times_ms);
+      this.row = a;
+    }
+  }
+  median(): number {
+    const t = [...this.times].sort((a, b) => a - b);
+    return t[Math.floor(t.length / 2)]!;
   }
 }
 
@@ -309,6 +415,27 @@ const convs: ConvRow[] = [];
 const f1 = (v: number) => Number.isFinite(v) ? v.toFixed(1) : "n/a";
 const f2 = (v: number) => Number.isFinite(v) ? v.toFixed(2) : "n/a";
 
+const peers: PeerRow[] = [];
+const peerConvs: PeerConvRow[] = [];
+const skippedPeers: { peer: string; reason: string }[] = [];
+// The CPU peer runs paired with the cpu backend (ServedPeer); a GPU peer runs on its own below.
+const served = values["no-peers"] ? null : await ServedPeer.start();
+const LAYOUTS = [false, true];
+
+/** `between` for measure(): one slice of the peer for each layout of `req`, into `pools`. */
+function peerTurn<T>(
+  peer: ServedPeer | null,
+  req: Record<string, unknown>,
+  pools: PeerPool<T>[],
+): (() => Promise<void>) | undefined {
+  if (!peer) return undefined;
+  return async () => {
+    for (const [i, cl] of LAYOUTS.entries()) {
+      pools[i]!.add(await peer.ask<T>({ ...req, channels_last: cl }));
+    }
+  };
+}
+
 for (const { name, backend: b, reason } of await backends()) {
   if (!b) {
     backendRows.push({ name, info: null, int8: null, skipped: reason });
@@ -336,8 +463,18 @@ for (const { name, backend: b, reason } of await backends()) {
     const ps: Preset[] = presets(model);
     const cs = [];
     for (const p of ps) cs.push(await stepCase(b, model, p));
-    const t = await measure(cs.map((c) => c.run), seconds * ps.length);
+    const paired = isCpuBackend(b) && served instanceof ServedPeer ? served : null;
+    const pools = LAYOUTS.map(() => new PeerPool<PeerRow>());
+    const turn = peerTurn(paired, { model, seconds: seconds / PAIRED_SLICES }, pools);
+    const t = await measure(cs.map((c) => c.run), seconds * ps.length, turn, PAIRED_SLICES);
     cs.forEach((c) => c.dispose());
+    for (const pool of paired ? pools : []) {
+      if (pool.row) {
+        const { times_ms: _, ...row } = pool.row as PeerRow & { times_ms?: number[] };
+        const ms = pool.median();
+        peers.push({ ...row, ms_per_step: ms, images_per_s: (BATCH * 1000) / ms });
+      } else skippedPeers.push({ peer: `pytorch-cpu ${model}`, reason: pool.reason ?? "" });
+    }
     ps.forEach((p, i) => {
       steps.push({
         backend: name,
@@ -364,8 +501,19 @@ for (const { name, backend: b, reason } of await backends()) {
           : c.int8,
       );
     }
-    const t = await measure(fns, Math.min(seconds, 2));
+    const paired = isCpuBackend(b) && served instanceof ServedPeer ? served : null;
+    const pools = LAYOUTS.map(() => new PeerPool<PeerConvRow>());
+    const req = { layer: c.layer, pass: c.pass, seconds: Math.min(seconds, 2) / PAIRED_SLICES };
+    const t = await measure(fns, Math.min(seconds, 2), peerTurn(paired, req, pools), PAIRED_SLICES);
     if (isCpuBackend(b)) b.setInt8Kernel("auto");
+    for (const pool of paired ? pools : []) {
+      if (pool.row) {
+        const { times_ms: _, ...row } = pool.row as PeerConvRow & { times_ms?: number[] };
+        peerConvs.push({ ...row, ms: pool.median() });
+      } else {
+        skippedPeers.push({ peer: `pytorch-cpu ${c.layer} ${c.pass}`, reason: pool.reason ?? "" });
+      }
+    }
     ["fp32", ...variants].forEach((kernel, i) => {
       const gops = (2 * c.macs) / t[i]!.median / 1e6;
       const peak = kernel === "device" ? null : peakMacsPerClock(kernel);
@@ -387,13 +535,12 @@ for (const { name, backend: b, reason } of await backends()) {
   dispose();
 }
 
-const peers: PeerRow[] = [];
-const peerConvs: PeerConvRow[] = [];
-const skippedPeers: { peer: string; reason: string }[] = [];
 if (values["no-peers"]) {
   skippedPeers.push({ peer: "pytorch", reason: "--no-peers" });
 } else {
-  for (const device of ["cpu", "cuda"]) {
+  if (typeof served === "string") skippedPeers.push({ peer: "pytorch-cpu", reason: served });
+  else await served?.close();
+  for (const device of ["cuda"]) {
     for (const model of models) {
       console.error(`report: PyTorch ${device} ${model}`);
       const p = await peer<PeerRow>(device, model);
@@ -453,7 +600,12 @@ for (const s of steps) {
       `${f2(s.speedup_vs_fp32)}x |`,
   );
 }
-md.push("", "Peers, same models, batch and thread count, same run:", "");
+md.push(
+  "",
+  `Peers, same models, batch and thread count, same run (the CPU peer timed in ${PAIRED_SLICES} ` +
+    "slices alternating with ours, so both see the same machine load):",
+  "",
+);
 md.push("| peer | device | model | layout | ms / step | images / s | our fp32 speedup over it |");
 md.push("|---|---|---|---|---:|---:|---:|");
 for (const p of peers) {
@@ -573,6 +725,7 @@ function svg(): string {
 }
 
 const dir = values.out.endsWith("/") ? values.out : values.out + "/";
+await Deno.mkdir(dir, { recursive: true });
 await Deno.writeTextFile(`${dir}REPORT.md`, md.join("\n") + "\n");
 await Deno.writeTextFile(
   `${dir}report.json`,

@@ -149,7 +149,9 @@ def synthetic_batches(n, batch, c, h, w, seed, channels_last):
     return out
 
 
-def bench_one(model_name, args, channels_last):
+def make_step(model_name, args, channels_last):
+    """One training step of `model_name` as a function of the step index (inputs rotate over 4
+    seeded batches), plus a function that returns the last loss."""
     c, h, w = args.input
     torch.manual_seed(args.seed)
     dev = torch.device(args.device)
@@ -162,6 +164,7 @@ def bench_one(model_name, args, channels_last):
     data = [(x.to(dev), y.to(dev))
             for x, y in synthetic_batches(4, args.batch_size, c, h, w, args.seed, channels_last)]
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    last = [None]
 
     def step(i):
         x, y = data[i % len(data)]
@@ -170,28 +173,16 @@ def bench_one(model_name, args, channels_last):
         loss.backward()
         opt.step()
         sync()  # the step's kernels have finished when the timer stops
-        return loss
+        last[0] = loss
 
     for i in range(args.warmup):
         step(i)
+    return step, lambda: float(last[0].item())
 
-    steps = args.steps if args.steps is not None else (30 if model_name == "lenet5" else 10)
-    times = []
-    t_start = time.perf_counter()
-    i = 0
-    while True:
-        t0 = clock()
-        loss = step(i)
-        times.append(clock() - t0)
-        i += 1
-        if args.seconds is not None:
-            if time.perf_counter() - t_start >= args.seconds:
-                break
-        elif i >= steps:
-            break
-    total = time.perf_counter() - t_start
-    loss_v = float(loss.item())
 
+def step_row(model_name, args, channels_last, times, total):
+    """The JSON row of one model and layout from its step times (s) and total wall time (s)."""
+    dev = torch.device(args.device)
     med = statistics.median(times)
     n = len(times)
     return {
@@ -208,8 +199,29 @@ def bench_one(model_name, args, channels_last):
         "ms_per_step": med * 1e3,  # median
         "ms_per_step_mean": total / n * 1e3,
         "images_per_s_total": args.batch_size * n / total,
-        "final_loss": loss_v,
     }
+
+
+def bench_one(model_name, args, channels_last):
+    step, loss = make_step(model_name, args, channels_last)
+    steps = args.steps if args.steps is not None else (30 if model_name == "lenet5" else 10)
+    times = []
+    t_start = time.perf_counter()
+    i = 0
+    while True:
+        t0 = clock()
+        step(i)
+        times.append(clock() - t0)
+        i += 1
+        if args.seconds is not None:
+            if time.perf_counter() - t_start >= args.seconds:
+                break
+        elif i >= steps:
+            break
+    total = time.perf_counter() - t_start
+    row = step_row(model_name, args, channels_last, times, total)
+    row["final_loss"] = loss()
+    return row
 
 
 # The conv shapes of bench/conv_fixture.ts convLayers() (ResNet-20's 3x3 layers, LeNet-5's conv2):
@@ -233,52 +245,115 @@ def clock():
 CPU_TIME = False
 
 
-def bench_convs(args):
-    """Median time of each conv pass on ResNet-20's shapes: fprop (F.conv2d), dgrad
-    (torch.nn.grad.conv2d_input), wgrad (torch.nn.grad.conv2d_weight); inputs rotate over
-    3 seeded sets. One JSON line per layer, pass and layout."""
+def make_conv(layer, pass_name, args, cl):
+    """The conv pass `pass_name` (fprop: F.conv2d, dgrad: torch.nn.grad.conv2d_input, wgrad:
+    torch.nn.grad.conv2d_weight) of CONV_LAYERS' `layer` as a function of the call index (inputs
+    rotate over 3 seeded sets), warmed up; and the pass's multiply-adds."""
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    rows = [r for r in CONV_LAYERS if r[0] == layer]
+    if not rows:
+        raise ValueError(f"unknown conv layer {layer!r}")
+    name, c, h, w, k, stride, ks, pad = rows[0]
+    p, q = (h + 2 * pad - ks) // stride + 1, (w + 2 * pad - ks) // stride + 1
+    fmt = torch.channels_last if cl else torch.contiguous_format
     g = torch.Generator().manual_seed(args.seed)
+    sets = []
+    for _ in range(3):
+        x = torch.randn(args.batch_size, c, h, w, generator=g).to(dev, memory_format=fmt)
+        wt = torch.randn(k, c, ks, ks, generator=g).to(dev, memory_format=fmt)
+        dy = torch.randn(args.batch_size, k, p, q, generator=g).to(dev, memory_format=fmt)
+        sets.append((x, wt, dy))
+    passes = {
+        "fprop": lambda x, wt, dy: F.conv2d(x, wt, None, stride, pad),
+        "dgrad": lambda x, wt, dy: torch.nn.grad.conv2d_input(x.shape, wt, dy, stride, pad),
+        "wgrad": lambda x, wt, dy: torch.nn.grad.conv2d_weight(x, wt.shape, dy, stride, pad),
+    }
+    if pass_name not in passes:
+        raise ValueError(f"unknown conv pass {pass_name!r}")
+    fn = passes[pass_name]
+
+    def run(i):
+        with torch.no_grad():
+            fn(*sets[i % 3])
+            sync()
+
+    for i in range(args.warmup):
+        run(i)
+    return run, args.batch_size * p * q * k * ks * ks * c
+
+
+def timed(run, seconds, at_least=5):
+    """Times (s) of calls run(0), run(1), ... until `seconds` have passed (at least `at_least`)."""
+    times = []
+    t_end = time.perf_counter() + seconds
+    i = 0
+    while i < at_least or time.perf_counter() < t_end:
+        t0 = clock()
+        run(i)
+        times.append(clock() - t0)
+        i += 1
+    return times
+
+
+def conv_row(layer, pass_name, args, cl, times, macs):
+    dev = torch.device(args.device)
+    return {
+        "peer": "pytorch-" + dev.type, "torch": torch.__version__, "layer": layer,
+        "pass": pass_name, "channels_last": cl, "batch": args.batch_size,
+        "threads": torch.get_num_threads(), "ms": statistics.median(times) * 1e3, "macs": macs,
+    }
+
+
+def bench_convs(args):
+    """Median time of each conv pass on ResNet-20's shapes. One JSON line per layer, pass and
+    layout."""
     layouts = [False, True] if args.both_layouts else [args.channels_last]
-    for name, c, h, w, k, stride, ks, pad in CONV_LAYERS:
-        p, q = (h + 2 * pad - ks) // stride + 1, (w + 2 * pad - ks) // stride + 1
+    for layer in (r[0] for r in CONV_LAYERS):
         for cl in layouts:
-            fmt = torch.channels_last if cl else torch.contiguous_format
-            sets = []
-            for _ in range(3):
-                x = torch.randn(args.batch_size, c, h, w, generator=g).to(dev, memory_format=fmt)
-                wt = torch.randn(k, c, ks, ks, generator=g).to(dev, memory_format=fmt)
-                dy = torch.randn(args.batch_size, k, p, q, generator=g).to(dev, memory_format=fmt)
-                sets.append((x, wt, dy))
-            passes = {
-                "fprop": lambda x, wt, dy: F.conv2d(x, wt, None, stride, pad),
-                "dgrad": lambda x, wt, dy: torch.nn.grad.conv2d_input(
-                    x.shape, wt, dy, stride, pad),
-                "wgrad": lambda x, wt, dy: torch.nn.grad.conv2d_weight(
-                    x, wt.shape, dy, stride, pad),
-            }
-            for pname, fn in passes.items():
-                with torch.no_grad():
-                    for i in range(args.warmup):
-                        fn(*sets[i % 3])
-                    sync()
-                    times = []
-                    t_end = time.perf_counter() + (args.seconds or 1.0)
-                    i = 0
-                    while i < 5 or time.perf_counter() < t_end:
-                        t0 = clock()
-                        fn(*sets[i % 3])
-                        sync()
-                        times.append(clock() - t0)
-                        i += 1
-                med = statistics.median(times)
-                print(json.dumps({
-                    "peer": "pytorch-" + dev.type, "torch": torch.__version__, "layer": name,
-                    "pass": pname, "channels_last": cl, "batch": args.batch_size,
-                    "threads": torch.get_num_threads(), "ms": med * 1e3,
-                    "macs": args.batch_size * p * q * k * ks * ks * c,
-                }), flush=True)
+            for pname in ("fprop", "dgrad", "wgrad"):
+                run, macs = make_conv(layer, pname, args, cl)
+                times = timed(run, args.seconds or 1.0)
+                print(json.dumps(conv_row(layer, pname, args, cl, times, macs)), flush=True)
+
+
+def serve(args):
+    """Timing on request, so a caller can interleave these measurements with its own (paired
+    rounds on a shared machine, where the speed drifts over seconds). Reads one JSON request per
+    stdin line and answers one JSON line each:
+      {"model": "resnet20", "channels_last": true, "seconds": 0.5}   training steps
+      {"layer": "stage1 16->16 28x28", "pass": "fprop", "channels_last": false, "seconds": 0.5}
+    The answer is the row --json prints plus "times_ms", every call's time; a bad request gets
+    {"error": message}. Models and conv inputs are built once per key. EOF ends the process."""
+    cache = {}
+    print(json.dumps({"ready": True, "torch": torch.__version__,
+                      "threads": torch.get_num_threads()}), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+            cl = bool(req.get("channels_last", False))
+            seconds = float(req.get("seconds", 0.5))
+            if "model" in req:
+                key = ("model", req["model"], cl)
+                if key not in cache:
+                    cache[key] = make_step(req["model"], args, cl)
+                step, _ = cache[key]
+                t0 = time.perf_counter()
+                times = timed(step, seconds, at_least=3)
+                row = step_row(req["model"], args, cl, times, time.perf_counter() - t0)
+            else:
+                key = ("conv", req["layer"], req["pass"], cl)
+                if key not in cache:
+                    cache[key] = make_conv(req["layer"], req["pass"], args, cl)
+                run, macs = cache[key]
+                times = timed(run, seconds)
+                row = conv_row(req["layer"], req["pass"], args, cl, times, macs)
+            row["times_ms"] = [t * 1e3 for t in times]
+        except Exception as e:  # answered, so the caller can report the reason and go on
+            row = {"error": f"{type(e).__name__}: {e}"}
+        print(json.dumps(row), flush=True)
 
 
 def main():
@@ -306,6 +381,8 @@ def main():
     p.add_argument("--device", default="cpu",
                    help="cpu (default) or cuda (a GPU peer; exits 4 when torch has no CUDA device)")
     p.add_argument("--json", action="store_true", help="one JSON line per model/layout")
+    p.add_argument("--serve", action="store_true",
+                   help="answer timing requests read from stdin (JSON lines; see serve())")
     args = p.parse_args()
 
     torch.set_num_threads(max(1, args.threads))
@@ -315,6 +392,9 @@ def main():
         sys.stderr.write("torch_cpu.py: torch has no CUDA device here (torch.cuda.is_available() "
                          "is False)\n")
         sys.exit(4)
+    if args.serve:
+        serve(args)
+        return
     if args.convs:
         bench_convs(args)
         return
