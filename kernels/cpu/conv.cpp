@@ -357,13 +357,16 @@ void conv_fwd_implicit(float* y, const float* x, const float* bp, int64_t pbf, i
 
 void conv_fwd_impl(float* y, const float* x, const float* w, const float* bias, const Geom& G) {
   if (G.depthwise) return depthwise_fwd(y, x, w, bias, G);
-  // Weights of group g as B[kk, j] = w[(g*Kg + j)*KD + kk] (transposed view), packed once.
-  const int nv = gemm_nv(G.kg);
+  // Weights of group g as B[kk, j] = w[(g*Kg + j)*KD + kk] (transposed view), packed once; the
+  // pairs layout for narrow outputs (Kg <= one vector) when A's tap pairs are adjacent: always in
+  // im2col rows and x itself, through koff when Cg is even.
+  const bool implicit = !G.pointwise && use_implicit(G);
+  const int nv = !implicit || G.cg % 2 == 0 ? gemm_nv_pairs(G.kg, G.kd) : gemm_nv(G.kg);
   const int64_t pbf = round_up(packb_floats(G.kd, G.kg, nv), 16);
   float* bp = scratch(kSlotConvB, static_cast<size_t>(pbf * G.g));
   for (int64_t g = 0; g < G.g; ++g)
     pack_b_parallel(bp + g * pbf, w + g * G.kg * G.kd, 1, G.kd, G.kd, G.kg, nv);
-  if (!G.pointwise && use_implicit(G))
+  if (implicit)
     conv_fwd_implicit(y, x, bp, pbf, nv, bias, G);
   else
     conv_fwd_im2col(y, x, bp, pbf, nv, bias, G);

@@ -22,13 +22,14 @@
 
 #include "common.h"
 
-#if defined(__AVX512F__)
+#if defined(__AVX__)
 #include <immintrin.h>
 #endif
 
 #include <array>
 #include <cstdio>
 #include <cstring>
+#include <stdexcept>
 #include <utility>
 
 namespace d8cpu {
@@ -69,6 +70,8 @@ constexpr int kMR2 = 6;
 constexpr int64_t kKC = D8_KC;  // K block
 constexpr int64_t kMC = D8_MC;  // M block (multiple of kMR1 and kMR2)
 constexpr int kMaxMR = kMR1 > kMR2 ? kMR1 : kMR2;
+// Rows of the pairs tile (ukernel_pairs): 2 accumulators per row, row pointers kept in registers.
+constexpr int kMRP = kVW == 16 ? 8 : 6;
 static_assert(kMC % kMR1 == 0 && kMC % kMR2 == 0, "MC must be a multiple of both MR");
 
 typedef float vf __attribute__((vector_size(kVW * 4)));                // aligned
@@ -78,8 +81,11 @@ int gemm_nv(int64_t n) {
   if (n <= kVW) return 1;
   return round_up(n, 2 * kVW) == round_up(n, kVW) ? 2 : 1;
 }
-int64_t gemm_nr(int nv) { return int64_t{nv} * kVW; }
-int64_t gemm_mr(int nv) { return nv == 1 ? kMR1 : kMR2; }
+int64_t gemm_nr(int nv) { return nv == kNvPairs ? kVW : int64_t{nv} * kVW; }
+int64_t gemm_mr(int nv) { return nv == kNvPairs ? kMRP : nv == 1 ? kMR1 : kMR2; }
+int gemm_nv_pairs(int64_t n, int64_t k) {
+  return n <= kVW && kVW >= 8 && k % 2 == 0 && k >= 2 ? kNvPairs : gemm_nv(n);
+}
 int64_t gemm_kc() { return kKC; }
 int64_t gemm_mc() { return kMC; }
 const char* gemm_isa() {
@@ -137,6 +143,32 @@ static inline void store_partial(vf (&acc)[ROWS][NV], float* __restrict c, int64
 #endif
 }
 
+template <int ROWS, int NV>
+static inline void store_tile(vf (&acc)[ROWS][NV], float* __restrict c, int64_t ldc,
+                              int64_t ncols, float alpha, float beta,
+                              const float* __restrict bias) {
+  if (ncols < NV * kVW) return store_partial<ROWS, NV>(acc, c, ldc, ncols, alpha, beta, bias);
+  vf bb[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v)
+    bb[v] = bias ? *reinterpret_cast<const vfu*>(bias + v * kVW) : vf{};
+  if (beta == 0.0f) {
+#pragma GCC unroll 32
+    for (int i = 0; i < ROWS; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v)
+        *reinterpret_cast<vfu*>(c + i * ldc + v * kVW) = acc[i][v] * alpha + bb[v];
+  } else {
+#pragma GCC unroll 32
+    for (int i = 0; i < ROWS; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        vfu* cp = reinterpret_cast<vfu*>(c + i * ldc + v * kVW);
+        *cp = acc[i][v] * alpha + bb[v] + beta * vf(*cp);
+      }
+  }
+}
+
 template <int ROWS, int NV, int AM>
 static void ukernel(int64_t kc, const float* __restrict a, int64_t lda,
                     const int64_t* __restrict koff, const float* __restrict b, float* __restrict c,
@@ -178,26 +210,70 @@ static void ukernel(int64_t kc, const float* __restrict a, int64_t lda,
     }
   }
 
-  if (ncols < NV * kVW) return store_partial<ROWS, NV>(acc, c, ldc, ncols, alpha, beta, bias);
-  vf bb[NV];
-#pragma GCC unroll 4
-  for (int v = 0; v < NV; ++v)
-    bb[v] = bias ? *reinterpret_cast<const vfu*>(bias + v * kVW) : vf{};
-  if (beta == 0.0f) {
+  store_tile<ROWS, NV>(acc, c, ldc, ncols, alpha, beta, bias);
+}
+
+// Pairs kernel (nv == kNvPairs): N <= one vector, where the one-vector tile needs a broadcast per
+// FMA (more loads than the load ports issue). Two adjacent k of A (contiguous in memory: taps
+// (r, s, c), (r, s, c+1)) are broadcast as one 64-bit pair, so lane j of a vector multiplies
+// A[i, k0 + j%2] into B's pair layout; the two vectors hold N/2 columns each, and one
+// broadcast feeds two FMAs. The store adds the lane pairs (even + odd lanes) into one vector of
+// N columns. A must be row-major in place (kRows, or kOffsets with koff[k0+1] = koff[k0] + 1
+// for every even k0: the conv caller checks Cg is even); kc is even.
+typedef double vd __attribute__((vector_size(kVW * 4)));
+typedef int vi __attribute__((vector_size(kVW * 4)));
+
+// One vbroadcastsd (a lane-by-lane initializer made GCC emit one masked broadcast per lane).
+static inline vf broadcast_pair(double pair) {
+#if defined(__AVX512F__)
+  return reinterpret_cast<vf>(_mm512_castpd_ps(_mm512_set1_pd(pair)));
+#elif defined(__AVX__)
+  return reinterpret_cast<vf>(_mm256_castpd_ps(_mm256_set1_pd(pair)));
+#else
+  vd dv;
+  for (int j = 0; j < kVW / 2; ++j) dv[j] = pair;
+  return reinterpret_cast<vf>(dv);
+#endif
+}
+
+template <int ROWS, int AM>
+static void ukernel_pairs(int64_t kc, const float* __restrict a, int64_t lda,
+                          const int64_t* __restrict koff, const float* __restrict b,
+                          float* __restrict c, int64_t ldc, int64_t ncols, float alpha, float beta,
+                          const float* __restrict bias) {
+  vf acc[ROWS][2];
 #pragma GCC unroll 32
-    for (int i = 0; i < ROWS; ++i)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v)
-        *reinterpret_cast<vfu*>(c + i * ldc + v * kVW) = acc[i][v] * alpha + bb[v];
-  } else {
+  for (int i = 0; i < ROWS; ++i) acc[i][0] = acc[i][1] = vf{};
+  const float* ar[ROWS];
 #pragma GCC unroll 32
-    for (int i = 0; i < ROWS; ++i)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        vfu* cp = reinterpret_cast<vfu*>(c + i * ldc + v * kVW);
-        *cp = acc[i][v] * alpha + bb[v] + beta * vf(*cp);
-      }
+  for (int i = 0; i < ROWS; ++i) {
+    ar[i] = a + i * lda;
+    if (AM == kOffsets) __asm__("" : "+r"(ar[i]));
   }
+  for (int64_t k = 0; k < kc; k += 2) {
+    const vf* bk = reinterpret_cast<const vf*>(b + k * kVW);
+    const vf b0 = bk[0], b1 = bk[1];
+    const int64_t ko = AM == kOffsets ? koff[k] : k;
+#pragma GCC unroll 32
+    for (int i = 0; i < ROWS; ++i) {
+      double pair;  // two floats as one 64-bit lane: moved, never computed on
+      std::memcpy(&pair, ar[i] + ko, sizeof pair);
+      const vf av = broadcast_pair(pair);
+      acc[i][0] += av * b0;
+      acc[i][1] += av * b1;
+    }
+  }
+  vi ev, od;
+  for (int j = 0; j < kVW / 2; ++j) {
+    ev[j] = 2 * j, od[j] = 2 * j + 1;
+    ev[j + kVW / 2] = kVW + 2 * j, od[j + kVW / 2] = kVW + 2 * j + 1;
+  }
+  vf out[ROWS][1];
+#pragma GCC unroll 32
+  for (int i = 0; i < ROWS; ++i)
+    out[i][0] = __builtin_shuffle(acc[i][0], acc[i][1], ev) +
+                __builtin_shuffle(acc[i][0], acc[i][1], od);
+  store_tile<ROWS, 1>(out, c, ldc, ncols, alpha, beta, bias);
 }
 
 using KernFn = void (*)(int64_t, const float*, int64_t, const int64_t*, const float*, float*,
@@ -219,6 +295,15 @@ static constexpr std::array<KernFn, kMR2> kTab2[4] = {
     make_table<2, kOffsets>(std::make_integer_sequence<int, kMR2>{}),
     make_table<2, kGatherB>(std::make_integer_sequence<int, kMR2>{})};
 
+template <int AM, int... R>
+static constexpr std::array<KernFn, sizeof...(R)> make_pairs_table(
+    std::integer_sequence<int, R...>) {
+  return {{&ukernel_pairs<R + 1, AM>...}};
+}
+static constexpr std::array<KernFn, kMRP> kTabP[2] = {
+    make_pairs_table<kRows>(std::make_integer_sequence<int, kMRP>{}),
+    make_pairs_table<kOffsets>(std::make_integer_sequence<int, kMRP>{})};
+
 // Three-vector tiles for the gathered-B wgrad of 16-channel layers (runs of S*C = 48 taps on
 // AVX-512): a 16 x 16 tile needs one broadcast per FMA, more loads than the two load ports issue;
 // 8 x 48 needs 11 loads per 24 FMAs.
@@ -227,7 +312,22 @@ static constexpr std::array<KernFn, kMR3> kTab3 =
     make_table<3, kGatherB>(std::make_integer_sequence<int, kMR3>{});
 
 // ---- packing ------------------------------------------------------------------------------------
-int64_t packb_floats(int64_t k, int64_t n, int nv) { return round_up(n, gemm_nr(nv)) * k; }
+int64_t packb_floats(int64_t k, int64_t n, int nv) {
+  if (nv == kNvPairs) return round_up(k, 2) * kVW;
+  return round_up(n, gemm_nr(nv)) * k;
+}
+
+// Pairs layout (nv == kNvPairs, N <= one vector): per pair of k rows (k0, k0 + 1) two vectors,
+// lane j of vector v holding B[k0 + j % 2][v * kVW/2 + j / 2] (zero past N).
+static void pack_b_pairs(float* dst, const float* b, int64_t rsb, int64_t csb, int64_t k,
+                         int64_t n) {
+  for (int64_t k0 = 0; k0 < k; k0 += 2)
+    for (int v = 0; v < 2; ++v)
+      for (int j = 0; j < kVW; ++j) {
+        const int64_t kk = k0 + j % 2, col = v * (kVW / 2) + j / 2;
+        dst[k0 * kVW + v * kVW + j] = kk < k && col < n ? b[kk * rsb + col * csb] : 0.0f;
+      }
+}
 
 static void pack_b_panels(float* dst, const float* b, int64_t rsb, int64_t csb, int64_t k,
                           int64_t n, int nv, int64_t p0, int64_t p1) {
@@ -257,11 +357,13 @@ static void pack_b_panels(float* dst, const float* b, int64_t rsb, int64_t csb, 
 }
 
 void pack_b(float* dst, const float* b, int64_t rsb, int64_t csb, int64_t k, int64_t n, int nv) {
+  if (nv == kNvPairs) return pack_b_pairs(dst, b, rsb, csb, k, n);
   pack_b_panels(dst, b, rsb, csb, k, n, nv, 0, ceil_div(n, gemm_nr(nv)));
 }
 
 void pack_b_parallel(float* dst, const float* b, int64_t rsb, int64_t csb, int64_t k, int64_t n,
                      int nv) {
+  if (nv == kNvPairs) return pack_b_pairs(dst, b, rsb, csb, k, n);  // one small panel
   const int64_t panels = ceil_div(n, gemm_nr(nv));
   const int64_t per_panel = k * gemm_nr(nv);
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 13) / std::max<int64_t>(1, per_panel));
@@ -300,7 +402,12 @@ void gemm_core(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int
   if (m <= 0 || n <= 0) return;
   const int64_t NR = gemm_nr(nv), MR = gemm_mr(nv);
   const int mode = csa != 1 ? kPacked : (koff ? kOffsets : kRows);
-  const KernFn* tab = nv == 1 ? kTab1[mode].data() : kTab2[mode].data();
+  const bool pairs = nv == kNvPairs;
+  if (pairs && (mode == kPacked || k % 2 != 0))
+    throw std::logic_error("gemm_core: the pairs layout needs in-place A and an even K");
+  const KernFn* tab = pairs     ? kTabP[mode == kOffsets ? 1 : 0].data()
+                      : nv == 1 ? kTab1[mode].data()
+                                : kTab2[mode].data();
 
   if (k <= 0) {  // C = beta * C + bias
     for (int64_t i = 0; i < m; ++i)
@@ -313,7 +420,8 @@ void gemm_core(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int
   }
 
   // K blocks of equal size (at most kKC): no short tail block that reloads C for little work.
-  const int64_t kcb = ceil_div(k, ceil_div(k, kKC));
+  // (even with the pairs layout: a block starts on a pair)
+  const int64_t kcb = pairs ? round_up(ceil_div(k, ceil_div(k, kKC)), 2) : ceil_div(k, ceil_div(k, kKC));
   for (int64_t ic = 0; ic < m; ic += kMC) {
     const int64_t mc = std::min(kMC, m - ic);
     // Row tiles: packed slivers are MR rows each; in-place A is split into equal tiles

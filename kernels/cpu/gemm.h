@@ -24,6 +24,12 @@ namespace d8cpu {
 // Register tile and cache blocks, chosen per ISA at compile time (see gemm.cpp):
 // NR = nv * kVecWidth columns (nv = 1 or 2 vectors), MR rows.
 int gemm_nv(int64_t n);          // vectors per micro-tile row for an N-column problem
+// nv value of the pairs layout (gemm.cpp ukernel_pairs): N <= one vector, K even, A in place
+// with each even/odd k pair adjacent in memory.
+constexpr int kNvPairs = 0;
+// kNvPairs where that layout applies (n <= one vector, k even), else gemm_nv(n); the caller
+// guarantees the adjacency of A's k pairs.
+int gemm_nv_pairs(int64_t n, int64_t k);
 int64_t gemm_nr(int nv);         // micro-tile columns
 int64_t gemm_mr(int nv);         // micro-tile rows
 int64_t gemm_kc();               // K block
