@@ -213,6 +213,30 @@ Deno.test("quantizeI8MaxScale() equals absmax, then quantize, and writes clip / 
   }
 });
 
+Deno.test("absmax(), channelStats() and quantizeI8MaxScale() ignore NaN and keep an infinity", async () => {
+  // 19 elements: a vector block of 16 and a scalar tail, NaN and +-Infinity in both
+  const x = new Float32Array(19).map((_, i) => (i % 5) - 2);
+  x[3] = NaN, x[17] = NaN, x[7] = -9;
+  using xt = f32(x, [19]);
+  using mx = Tensor.empty(backend, [1]);
+  backend.absmax(mx, xt);
+  assert.deepEqual([...(await mx.read())], [9]);
+  const y = Float32Array.of(NaN, NaN, -0, 0.5, -Infinity, 2);
+  using yt = f32(y, [6]);
+  using my = Tensor.empty(backend, [1]);
+  backend.absmax(my, yt);
+  assert.deepEqual([...(await my.read())], [Infinity]);
+  using q = Tensor.empty(backend, [19], "i8");
+  using sc = Tensor.empty(backend, [1]);
+  backend.quantizeI8MaxScale(q, sc, xt, 1, 19, ScaleLayout.tensor);
+  assert.deepEqual([...(await sc.read())], [Math.fround(9 / 127)]);
+  // channel maxima: 3 rows x 2 channels, NaN in channel 0, -Infinity in channel 1
+  using st = Tensor.empty(backend, [8]);
+  using zt = f32(Float32Array.of(NaN, 1, -4, -Infinity, 3, 2), [3, 2]);
+  backend.channelStats(st, zt, 3, 2);
+  assert.deepEqual([...(await st.read()).subarray(0, 2)], [4, Infinity]);
+});
+
 Deno.test("softmaxCrossEntropy() accumulates on the device and backward scales by the device seed", async () => {
   const n = 3, classes = 4;
   using logits = f32([1, 2, 3, 4, 4, 3, 2, 1, 0, 0, 5, 0], [n, classes]);

@@ -58,6 +58,7 @@ inline Keys keys_for(uint32_t seed, uint64_t hi) {
 inline float inv_of(float s) { return (s > 0.0f && s <= FLT_MAX) ? 127.0f / s : 0.0f; }
 inline float scale_of(float s) { return (s > 0.0f && s <= FLT_MAX) ? s / 127.0f : 0.0f; }
 
+typedef int32_t int32_alias __attribute__((may_alias));
 inline int32_t bits_of(float f) {
   int32_t b;
   std::memcpy(&b, &f, 4);
@@ -404,6 +405,47 @@ extern "C" int32_t d8_dequantize_i8(d8_buffer* y, const d8_buffer* q, int64_t ou
   });
 }
 
+namespace d8cpu {
+namespace {
+
+// |x| of a float as the bit pattern of a non-negative float, NaN as 0: the max of these is the
+// max |x| with NaN ignored, and an integer max vectorizes (std::max on floats stays scalar under
+// GCC's default -ftrapping-math: 16 vmaxss per 16 elements).
+inline int32_t abs_bits(int32_t b) {
+  b &= 0x7fffffff;
+  return b > 0x7f800000 ? 0 : b;
+}
+
+// max |x[0..n)| on the calling thread, NaN ignored.
+float absmax_span(const float* __restrict px, int64_t n) {
+  const int32_t* __restrict xb = reinterpret_cast<const int32_alias*>(px);
+  int32_t lane[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) lane[j] = std::max(lane[j], abs_bits(xb[i + j]));
+  int32_t m = 0;
+  for (; i < n; ++i) m = std::max(m, abs_bits(xb[i]));
+  for (int j = 0; j < 16; ++j) m = std::max(m, lane[j]);
+  float f;
+  std::memcpy(&f, &m, sizeof f);
+  return f;
+}
+
+float absmax_parallel(const float* px, int64_t n) {
+  const int nt = threads_for(n, kGrain);
+  float part[256];
+  const int team = parallel(std::min(nt, 256), [&](int t, int T) {
+    const int64_t b = n * t / T, e = n * (t + 1) / T;
+    part[t] = absmax_span(px + b, e - b);
+  });
+  float m = 0.0f;
+  for (int t = 0; t < team; ++t) m = part[t] > m ? part[t] : m;
+  return m;
+}
+
+}  // namespace
+}  // namespace d8cpu
+
 extern "C" int32_t d8_absmax_f32(d8_buffer* out, const d8_buffer* x, int64_t n) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[48];
@@ -412,22 +454,7 @@ extern "C" int32_t d8_absmax_f32(d8_buffer* out, const d8_buffer* x, int64_t n) 
       return fail(D8_ERR_INVALID_ARGUMENT, "%s: n must be non-negative (%s)", fn, dims);
     if (int32_t e = check_buffer(fn, "out", out, 4, dims)) return e;
     if (int32_t e = check_buffer(fn, "x", x, mul64(n, 4), dims)) return e;
-    const float* px = cfptr(x);
-    const int nt = threads_for(n, kGrain);
-    float part[256];
-    const int team = parallel(std::min(nt, 256), [&](int t, int T) {
-      const int64_t b = n * t / T, e = n * (t + 1) / T;
-      float lane[16] = {};  // 16 independent maxima: a vectorizable elementwise max
-      int64_t i = b;
-      for (; i + 16 <= e; i += 16)
-        for (int j = 0; j < 16; ++j) lane[j] = std::max(lane[j], std::fabs(px[i + j]));
-      float m = 0.0f;
-      for (; i < e; ++i) m = std::max(m, std::fabs(px[i]));
-      for (int j = 0; j < 16; ++j) m = std::max(m, lane[j]);  // std::max(m, NaN) keeps m
-      part[t] = m;
-    });
-    float m = 0.0f;
-    for (int t = 0; t < team; ++t) m = part[t] > m ? part[t] : m;
+    const float m = n > 0 ? absmax_parallel(cfptr(x), n) : 0.0f;
     fptr(out)[0] = m;
     return D8_OK;
   });
@@ -456,7 +483,8 @@ extern "C" int32_t d8_channel_stats_f32(d8_buffer* out, const d8_buffer* x, int6
     double* s1 = reinterpret_cast<double*>(scratch(kSlotConvPartial, static_cast<size_t>(2 * 3 * nblocks * ld)));
     double* s2 = s1 + nblocks * ld;
     int32_t* cnt = reinterpret_cast<int32_t*>(s2 + nblocks * ld);  // brows <= 2^31
-    float* mx = scratch(kSlotConvWork, static_cast<size_t>(nblocks * ld));
+    // max |x| as abs_bits (vectorizes; NaN ignored)
+    int32_t* mx = reinterpret_cast<int32_t*>(scratch(kSlotConvWork, static_cast<size_t>(nblocks * ld)));
     int32_t* stdv_bits = reinterpret_cast<int32_t*>(scratch(kSlotMisc, static_cast<size_t>(ld)));
     const float* x0 = px;  // shift
     const int nt = threads_for(rows * C, kGrain);
@@ -464,8 +492,8 @@ extern "C" int32_t d8_channel_stats_f32(d8_buffer* out, const d8_buffer* x, int6
       for (int64_t bl = nblocks * t / T; bl < nblocks * (t + 1) / T; ++bl) {
         double* __restrict a1 = s1 + bl * ld;
         double* __restrict a2 = s2 + bl * ld;
-        float* __restrict am = mx + bl * ld;
-        for (int64_t c = 0; c < C; ++c) a1[c] = 0.0, a2[c] = 0.0, am[c] = 0.0f;
+        int32_t* __restrict am = mx + bl * ld;
+        for (int64_t c = 0; c < C; ++c) a1[c] = 0.0, a2[c] = 0.0, am[c] = 0;
         const int64_t r1 = std::min(rows, (bl + 1) * brows);
         for (int64_t r = bl * brows; r < r1; ++r) {
           const float* __restrict xr = px + r * C;
@@ -473,20 +501,23 @@ extern "C" int32_t d8_channel_stats_f32(d8_buffer* out, const d8_buffer* x, int6
             const double d = static_cast<double>(xr[c]) - static_cast<double>(x0[c]);
             a1[c] += d;
             a2[c] += d * d;
-            am[c] = std::max(am[c], std::fabs(xr[c]));
           }
+          const int32_t* __restrict xb = reinterpret_cast<const int32_alias*>(xr);
+          for (int64_t c = 0; c < C; ++c) am[c] = std::max(am[c], abs_bits(xb[c]));
         }
       }
     });
     float* o = fptr(out);
     for (int64_t c = 0; c < C; ++c) {
       double t1 = 0.0, t2 = 0.0;
-      float m = 0.0f;
+      int32_t mb = 0;
       for (int64_t bl = 0; bl < nblocks; ++bl) {
         t1 += s1[bl * ld + c];
         t2 += s2[bl * ld + c];
-        m = std::max(m, mx[bl * ld + c]);
+        mb = std::max(mb, mx[bl * ld + c]);
       }
+      float m;
+      std::memcpy(&m, &mb, sizeof m);
       const double mean_d = t1 / static_cast<double>(rows);
       const double var = std::max(0.0, t2 / static_cast<double>(rows) - mean_d * mean_d);
       o[c] = m;
@@ -517,36 +548,6 @@ extern "C" int32_t d8_channel_stats_f32(d8_buffer* out, const d8_buffer* x, int6
 }
 
 // ---- max-clip quantization with its own scale (X and W) ------------------------------------------
-namespace d8cpu {
-namespace {
-
-// max |x[0..n)| on the calling thread (NaN ignored, as std::max(m, NaN) keeps m).
-float absmax_span(const float* __restrict px, int64_t n) {
-  float lane[16] = {};  // 16 independent maxima: a vectorizable elementwise max
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (int j = 0; j < 16; ++j) lane[j] = std::max(lane[j], std::fabs(px[i + j]));
-  float m = 0.0f;
-  for (; i < n; ++i) m = std::max(m, std::fabs(px[i]));
-  for (int j = 0; j < 16; ++j) m = std::max(m, lane[j]);
-  return m;
-}
-
-float absmax_parallel(const float* px, int64_t n) {
-  const int nt = threads_for(n, kGrain);
-  float part[256];
-  const int team = parallel(std::min(nt, 256), [&](int t, int T) {
-    const int64_t b = n * t / T, e = n * (t + 1) / T;
-    part[t] = absmax_span(px + b, e - b);
-  });
-  float m = 0.0f;
-  for (int t = 0; t < team; ++t) m = part[t] > m ? part[t] : m;
-  return m;
-}
-
-}  // namespace
-}  // namespace d8cpu
-
 extern "C" int32_t d8_quantize_i8_maxscale(d8_buffer* y, d8_buffer* scale, const d8_buffer* x,
                                            int64_t outer, int32_t inner, int32_t layout) {
   return guard(__func__, [&](const char* fn) -> int32_t {
