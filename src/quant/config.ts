@@ -57,8 +57,10 @@ export interface QuantConfig {
    * setting). With few channels the im2col gather and the quantization passes can cost more than
    * the INT8 GEMM saves. Measured on an AVX2 Zen 3 (kernels/cpu/README.md): LeNet-5's conv2 (6
    * input channels, 15 M multiply-adds) runs its INT8 passes at 0.95-1.2x FP32, and its daint8
-   * step is at parity with FP32 with or without `minInt8Channels=8`; the knob is for layers and
-   * CPUs where INT8 does not pay (bench/REPORT.md times LeNet-5 both ways).
+   * step is at parity with FP32 with or without `minInt8Channels=8`. On Sapphire Rapids
+   * (avx512-vnni, 2026-12-03 report) LeNet-5's daint8 step runs 1.07x FP32 with the default and
+   * 0.99x with `minInt8Channels=8`. The knob is for layers and CPUs where INT8 does not pay
+   * (bench/REPORT.md times LeNet-5 both ways).
    */
   minInt8Channels: number;
   /** UI8: candidate clip ratios searched between this fraction of max|g| and max|g|. */
