@@ -421,7 +421,8 @@ void gemm_core(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int
 
   // K blocks of equal size (at most kKC): no short tail block that reloads C for little work.
   // (even with the pairs layout: a block starts on a pair)
-  const int64_t kcb = pairs ? round_up(ceil_div(k, ceil_div(k, kKC)), 2) : ceil_div(k, ceil_div(k, kKC));
+  const int64_t kcb0 = ceil_div(k, ceil_div(k, kKC));
+  const int64_t kcb = pairs ? round_up(kcb0, 2) : kcb0;
   for (int64_t ic = 0; ic < m; ic += kMC) {
     const int64_t mc = std::min(kMC, m - ic);
     // Row tiles: packed slivers are MR rows each; in-place A is split into equal tiles

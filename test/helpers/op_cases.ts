@@ -75,6 +75,22 @@ const convCases: ConvCase[] = [
     opts: { padding: 1 },
   },
   { name: "3x3, 8 channels", x: [2, 4, 5, 8], k: 5, kernel: [3, 3], opts: { padding: 1 } },
+  // >= 70% interior outputs, rows >= 8 wide: the cpu fprop without a padded copy (conv.cpp v3)
+  {
+    name: "3x3 pad 1 on 14x14 with bias",
+    x: [1, 14, 14, 4],
+    k: 5,
+    kernel: [3, 3],
+    opts: { padding: 1 },
+    bias: true,
+  },
+  {
+    name: "3x3 stride 2 on 20x20, groups 2",
+    x: [1, 20, 20, 4],
+    k: 6,
+    kernel: [3, 3],
+    opts: { stride: 2, padding: 1, groups: 2 },
+  },
 ];
 
 /**
