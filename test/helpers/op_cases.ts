@@ -118,33 +118,26 @@ export function defineOpTests(prefix: string, backend: () => Backend, ignore = f
     });
   }
 
-  test("conv2d() matches the naive reference on a larger random layer (forward)", async () => {
-    // ResNet-like 3x3 layer with enough channels to exercise the blocked GEMM edges.
-    const x: [number, number, number, number] = [3, 10, 9, 19];
-    const opts = { stride: 1, padding: 1 };
-    const shape = convShape("test", x, 37, 3, opts);
-    await checkOp({
-      inputs: { x, w: [37, 3, 3, 19] },
-      grad: [],
-      native: (tape, t) => conv2d(tape, t.x!, t.w!, null, opts),
-      reference: (a) => convRef(a.x!, a.w!, null, shape),
-      fwdTol: { atol: 1e-4, rtol: 1e-4 },
-    });
-  });
-
-  test("conv2d() matches the naive reference with a reduction over several K blocks (forward)", async () => {
+  // Forward only (too large for finite differences): [label, x (NHWC), filters]; 3x3, padding 1.
+  const largeConvs: [string, [number, number, number, number], number][] = [
+    // ResNet-like 3x3 layer with enough channels to exercise the blocked GEMM edges
+    ["a larger random layer", [3, 10, 9, 19], 37],
     // 12 outputs (the cpu pairs tile), K = 3*3*150 = 1350: six K blocks of even length
-    const x: [number, number, number, number] = [2, 5, 4, 150];
-    const opts = { stride: 1, padding: 1 };
-    const shape = convShape("test", x, 12, 3, opts);
-    await checkOp({
-      inputs: { x, w: [12, 3, 3, 150] },
-      grad: [],
-      native: (tape, t) => conv2d(tape, t.x!, t.w!, null, opts),
-      reference: (a) => convRef(a.x!, a.w!, null, shape),
-      fwdTol: { atol: 1e-4, rtol: 1e-4 },
+    ["a reduction over several K blocks", [2, 5, 4, 150], 12],
+  ];
+  for (const [label, x, k] of largeConvs) {
+    test(`conv2d() matches the naive reference on ${label} (forward)`, async () => {
+      const opts = { stride: 1, padding: 1 };
+      const shape = convShape("test", x, k, 3, opts);
+      await checkOp({
+        inputs: { x, w: [k, 3, 3, x[3]] },
+        grad: [],
+        native: (tape, t) => conv2d(tape, t.x!, t.w!, null, opts),
+        reference: (a) => convRef(a.x!, a.w!, null, shape),
+        fwdTol: { atol: 1e-4, rtol: 1e-4 },
+      });
     });
-  });
+  }
 
   for (const [m, n, k] of [[1, 3, 5], [4, 10, 20], [17, 33, 65]] as const) {
     test(`linear() matches the reference and finite differences: ${m}x${k} -> ${n}`, async () => {
