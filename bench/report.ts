@@ -244,13 +244,15 @@ interface PeerConvRow {
   ms: number;
 }
 
-/** The PyTorch peer: training steps of `model`, or (model null) the conv passes. */
+/**
+ * The one-shot PyTorch peer on `device` (the GPU one; the CPU peer is ServedPeer): training steps
+ * of `model`, or (model null) the conv passes.
+ */
 async function peer<T>(device: string, model: string | null): Promise<T[] | string> {
   const script = new URL("./peers/torch_cpu.py", import.meta.url).pathname;
   const args = [script, "--batch-size", String(BATCH), "--threads"];
   args.push(String(threads), "--seconds", String(seconds), "--json", "--device", device);
   args.push(...(model ? ["--model", model] : ["--convs"]));
-  if (device === "cpu") args.push("--both-layouts");
   if (values.timer === "cpu") args.push("--cpu-time");
   try {
     const r = await new Deno.Command(values.python!, {
@@ -346,17 +348,19 @@ class ServedPeer {
   }
 }
 
-/** Pooled times of one peer measurement across slices; the row of the last answer. */
+/** Pooled times of one peer measurement across slices; the row of the last answer (no times). */
 class PeerPool<T> {
   times: number[] = [];
   row: T | null = null;
   reason: string | null = null;
   add(a: (T & { times_ms: number[] }) | string): void {
-    if (typeof a === "string") this.reason ??= a;
-    else {
-      this.times.push(...a.times_ms);
-      this.row = a;
+    if (typeof a === "string") {
+      this.reason ??= a;
+      return;
     }
+    const { times_ms, ...row } = a;
+    this.times.push(...times_ms);
+    this.row = row as T;
   }
   median(): number {
     const t = [...this.times].sort((a, b) => a - b);
@@ -452,6 +456,8 @@ for (const { name, backend: b, reason } of await backends()) {
     }
   }
   const variants = int8Variants(b);
+  // the served CPU peer is timed beside the cpu backend only
+  const paired = isCpuBackend(b) && served instanceof ServedPeer ? served : null;
   backendRows.push({
     name,
     info: b.info(),
@@ -463,16 +469,14 @@ for (const { name, backend: b, reason } of await backends()) {
     const ps: Preset[] = presets(model);
     const cs = [];
     for (const p of ps) cs.push(await stepCase(b, model, p));
-    const paired = isCpuBackend(b) && served instanceof ServedPeer ? served : null;
     const pools = LAYOUTS.map(() => new PeerPool<PeerRow>());
     const turn = peerTurn(paired, { model, seconds: seconds / PAIRED_SLICES }, pools);
     const t = await measure(cs.map((c) => c.run), seconds * ps.length, turn, PAIRED_SLICES);
     cs.forEach((c) => c.dispose());
     for (const pool of paired ? pools : []) {
       if (pool.row) {
-        const { times_ms: _, ...row } = pool.row as PeerRow & { times_ms?: number[] };
         const ms = pool.median();
-        peers.push({ ...row, ms_per_step: ms, images_per_s: (BATCH * 1000) / ms });
+        peers.push({ ...pool.row, ms_per_step: ms, images_per_s: (BATCH * 1000) / ms });
       } else skippedPeers.push({ peer: `pytorch-cpu ${model}`, reason: pool.reason ?? "" });
     }
     ps.forEach((p, i) => {
@@ -501,15 +505,13 @@ for (const { name, backend: b, reason } of await backends()) {
           : c.int8,
       );
     }
-    const paired = isCpuBackend(b) && served instanceof ServedPeer ? served : null;
     const pools = LAYOUTS.map(() => new PeerPool<PeerConvRow>());
     const req = { layer: c.layer, pass: c.pass, seconds: Math.min(seconds, 2) / PAIRED_SLICES };
     const t = await measure(fns, Math.min(seconds, 2), peerTurn(paired, req, pools), PAIRED_SLICES);
     if (isCpuBackend(b)) b.setInt8Kernel("auto");
     for (const pool of paired ? pools : []) {
       if (pool.row) {
-        const { times_ms: _, ...row } = pool.row as PeerConvRow & { times_ms?: number[] };
-        peerConvs.push({ ...row, ms: pool.median() });
+        peerConvs.push({ ...pool.row, ms: pool.median() });
       } else {
         skippedPeers.push({ peer: `pytorch-cpu ${c.layer} ${c.pass}`, reason: pool.reason ?? "" });
       }
@@ -540,20 +542,19 @@ if (values["no-peers"]) {
 } else {
   if (typeof served === "string") skippedPeers.push({ peer: "pytorch-cpu", reason: served });
   else await served?.close();
-  for (const device of ["cuda"]) {
-    for (const model of models) {
-      console.error(`report: PyTorch ${device} ${model}`);
-      const p = await peer<PeerRow>(device, model);
-      if (typeof p === "string") {
-        skippedPeers.push({ peer: `pytorch-${device} ${model}`, reason: p });
-        if (device === "cuda") break; // the same reason for every model
-      } else peers.push(...p);
+  for (const model of models) {
+    console.error(`report: PyTorch cuda ${model}`);
+    const p = await peer<PeerRow>("cuda", model);
+    if (typeof p === "string") {
+      skippedPeers.push({ peer: `pytorch-cuda ${model}`, reason: p });
+      break; // the same reason for every model
     }
-    console.error(`report: PyTorch ${device} conv passes`);
-    const c = await peer<PeerConvRow>(device, null);
-    if (typeof c === "string") skippedPeers.push({ peer: `pytorch-${device} convs`, reason: c });
-    else peerConvs.push(...c);
+    peers.push(...p);
   }
+  console.error("report: PyTorch cuda conv passes");
+  const c = await peer<PeerConvRow>("cuda", null);
+  if (typeof c === "string") skippedPeers.push({ peer: "pytorch-cuda convs", reason: c });
+  else peerConvs.push(...c);
 }
 const load1 = loadavg();
 

@@ -448,12 +448,9 @@ void conv_fwd_impl(float* y, const float* x, const float* w, const float* bias, 
   float* bp = scratch(kSlotConvB, static_cast<size_t>(pbf * G.g));
   for (int64_t g = 0; g < G.g; ++g)
     pack_b_parallel(bp + g * pbf, w + g * G.kg * G.kd, 1, G.kd, G.kd, G.kg, nv);
-  if (implicit) {
-    if (forced_path() == kAuto && conv_fwd_unpadded(y, x, bp, pbf, nv, bias, G)) return;
-    conv_fwd_implicit(y, x, bp, pbf, nv, bias, G);
-  }
-  else
-    conv_fwd_im2col(y, x, bp, pbf, nv, bias, G);
+  if (!implicit) return conv_fwd_im2col(y, x, bp, pbf, nv, bias, G);
+  if (forced_path() == kAuto && conv_fwd_unpadded(y, x, bp, pbf, nv, bias, G)) return;
+  conv_fwd_implicit(y, x, bp, pbf, nv, bias, G);
 }
 
 void conv_dgrad_impl(float* dx, const float* dy, const float* w, const Geom& G) {

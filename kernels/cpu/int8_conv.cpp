@@ -798,6 +798,13 @@ void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const
 // VNNI offset without per-chunk column sums: each group's A block gets one extra row of ones
 // (u8 1), so the GEMM itself accumulates colsum(B) in that row of C; the flush subtracts 128 times
 // it (mod 2^32: exact, since the true sums fit in int32).
+// C[i, j] without the +128 offset: v - 128 * colsum (mod 2^32), colsum = the row of ones.
+inline int32_t unbiased(int32_t v, int32_t colsum, bool ones) {
+  uint32_t u = static_cast<uint32_t>(v);
+  if (ones) u -= 128u * static_cast<uint32_t>(colsum);
+  return static_cast<int32_t>(u);
+}
+
 // Pointwise wgrad with a short reduction (linear layers: M = the batch): the threads split the KD
 // columns of dw instead of the M rows, so each computes its block of dw exactly in one int32 GEMM
 // over all M rows (no per-thread copy of dw, no double partial sums, no combine pass). Each thread
@@ -812,7 +819,8 @@ bool wgrad_short(float* dw, const int8_t* x, const int8_t* dy, const double* row
   const int nt = static_cast<int>(
       std::min<int64_t>(threads_for(G.m * G.k * G.kd, kMacsPerThread), panels));
   const int64_t cols = ceil_div(panels, nt) * P.nr;  // columns per thread, whole panels
-  const int64_t ab = round_up((kga + P.mr) * lda, 64), bb = round_up(i8::packb_bytes(cols, G.m, P.nr), 64);
+  const int64_t ab = round_up((kga + P.mr) * lda, 64);
+  const int64_t bb = round_up(i8::packb_bytes(cols, G.m, P.nr), 64);
   const int64_t cb = round_up(4 * kga * cols, 64), zb = round_up(4 * cols, 64);
   char* work = scratch_bytes<char>(kSlotConvWork, nt * (ab + bb + cb) + zb);
   int32_t* zero_comp = reinterpret_cast<int32_t*>(work + nt * (ab + bb + cb));
@@ -834,11 +842,8 @@ bool wgrad_short(float* dw, const int8_t* x, const int8_t* dy, const double* row
       float* __restrict o = dw + i * G.kd + j0;
       const int32_t* ci = c + i * n;
       const double s = row_scale[i];
-      for (int64_t j = 0; j < n; ++j) {
-        uint32_t v = static_cast<uint32_t>(ci[j]);
-        if (ones) v -= 128u * static_cast<uint32_t>(cs[j]);
-        o[j] = static_cast<float>(static_cast<double>(static_cast<int32_t>(v)) * s);
-      }
+      for (int64_t j = 0; j < n; ++j)
+        o[j] = static_cast<float>(static_cast<double>(unbiased(ci[j], cs[j], ones)) * s);
     }
   });
   return true;
@@ -911,11 +916,8 @@ void wgrad_core(float* dw, const int8_t* x, const int8_t* dy, const double* row_
           const int32_t* c = a32 + (g * kga + i) * G.kd;
           const int32_t* cs = a32 + (g * kga + G.kg) * G.kd;  // column sums (ones)
           double* __restrict o = ad + (g * G.kg + i) * G.kd;
-          for (int64_t j = 0; j < G.kd; ++j) {
-            uint32_t v = static_cast<uint32_t>(c[j]);
-            if (ones) v -= 128u * static_cast<uint32_t>(cs[j]);
-            o[j] += static_cast<double>(static_cast<int32_t>(v));
-          }
+          for (int64_t j = 0; j < G.kd; ++j)
+            o[j] += static_cast<double>(unbiased(c[j], cs[j], ones));
         }
       rows = 0;
     };

@@ -484,7 +484,8 @@ extern "C" int32_t d8_channel_stats_f32(d8_buffer* out, const d8_buffer* x, int6
     double* s2 = s1 + nblocks * ld;
     int32_t* cnt = reinterpret_cast<int32_t*>(s2 + nblocks * ld);  // brows <= 2^31
     // max |x| as abs_bits (vectorizes; NaN ignored)
-    int32_t* mx = reinterpret_cast<int32_t*>(scratch(kSlotConvWork, static_cast<size_t>(nblocks * ld)));
+    int32_t* mx =
+        reinterpret_cast<int32_t*>(scratch(kSlotConvWork, static_cast<size_t>(nblocks * ld)));
     int32_t* stdv_bits = reinterpret_cast<int32_t*>(scratch(kSlotMisc, static_cast<size_t>(ld)));
     const float* x0 = px;  // shift
     const int nt = threads_for(rows * C, kGrain);
