@@ -346,6 +346,42 @@ Deno.test("conv2dWgradI8() 3x3 stride 1: per-thread sums past one int32 stay exa
   }
 });
 
+for (const c of [16, 48, 7]) {
+  Deno.test(`channelStats() matches an f64 reference on ${c} channels (blocks of rows, large means)`, async () => {
+    // 1,300 rows: several of the kernel's row blocks and a short last one; channel j has mean
+    // 1000 * (j % 3 - 1) (the shifted sums keep its spread) and spread 1 + j / 4.
+    const rows = 1300, rng = new Rng(11 + c);
+    const x = new Float32Array(rows * c);
+    for (let i = 0; i < rows; i++) {
+      for (let j = 0; j < c; j++) x[i * c + j] = 1000 * (j % 3 - 1) + rng.normal(0, 1 + j / 4);
+    }
+    using xt = f32(x, [rows, c]);
+    using out = Tensor.empty(backend, [4, c], "f32");
+    backend.channelStats(out, xt, rows, c);
+    const st = (await out.read()) as Float32Array;
+    for (let j = 0; j < c; j++) {
+      let sum = 0, mx = 0;
+      for (let i = 0; i < rows; i++) {
+        sum += x[i * c + j]!, mx = Math.max(mx, Math.abs(x[i * c + j]!));
+      }
+      const mean = sum / rows;
+      let ss = 0;
+      for (let i = 0; i < rows; i++) ss += (x[i * c + j]! - mean) ** 2;
+      const sd = Math.sqrt(ss / rows);
+      assert.equal(st[j], mx, `max of channel ${j}`);
+      assertClose(`std of channel ${j}`, [st[c + j]!], [sd], [1], { atol: 0, rtol: 1e-5 });
+      assertClose(`mean of channel ${j}`, [st[3 * c + j]!], [mean], [1], {
+        atol: 1e-9,
+        rtol: 1e-6,
+      });
+      // the share counts |x| > the std the kernel wrote (as a float)
+      let n = 0;
+      for (let i = 0; i < rows; i++) n += Math.abs(x[i * c + j]!) > st[c + j]! ? 1 : 0;
+      assert.equal(st[2 * c + j], Math.fround(n / rows), `share of channel ${j}`);
+    }
+  });
+}
+
 Deno.test("channelStats() and the MCS classifier tell Gaussian from Laplace channels", () => {
   const rows = 40000, c = 4, rng = new Rng(5);
   const x = new Float32Array(rows * c);

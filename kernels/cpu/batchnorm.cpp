@@ -43,11 +43,25 @@ void channel_sums(int64_t m, int64_t c, double* const (&out)[NS], F&& body) {
 
 namespace {
 
-// Rows [b, e) of y = bn(x) (+ residual) (then max(., 0) with Relu): one vector loop over channels.
+// Rows [b, e) of y = bn(x) (+ residual) (then max(., 0) with Relu): one vector loop over channels,
+// or with c % 16 == 0 blocks of 16 channels whose coefficients stay in registers over the rows.
 template <bool Res, bool Relu>
 void bn_apply_rows(float* py, const float* px, const float* pr, const float* mean_hi,
                    const float* mean_lo, const float* scale, const float* beta, int64_t c,
                    int64_t b, int64_t e) {
+  if (c % 16 == 0) {
+    for (int64_t j = 0; j < c; j += 16) {
+      const v16f mh = load16(mean_hi + j), ml = load16(mean_lo + j);
+      const v16f sc = load16(scale + j), bt = load16(beta + j);
+      for (int64_t i = b; i < e; ++i) {
+        v16f v = ((load16(px + i * c + j) - mh) - ml) * sc + bt;
+        if constexpr (Res) v += load16(pr + i * c + j);
+        if constexpr (Relu) v = v > 0.0f ? v : v16f{};
+        store16(py + i * c + j, v);
+      }
+    }
+    return;
+  }
   for (int64_t i = b; i < e; ++i) {
     const float* xr = px + i * c;
     float* yr = py + i * c;
@@ -86,6 +100,24 @@ int32_t bn_fwd_train(const char* fn, d8_buffer* y, d8_buffer* mask, d8_buffer* s
   channel_sums<2>(m, c, sums, [&](int, int64_t b, int64_t e, double* const* acc) {
     double* __restrict p1 = acc[0];
     double* __restrict p2 = acc[1];
+    if (c % 16 == 0) {
+      const int64_t chunk = std::max<int64_t>(1, 4096 / c);
+      for (int64_t r = b; r < e; r += chunk) {
+        const int64_t re = std::min(r + chunk, e);
+        for (int64_t j = 0; j < c; j += 16) {
+          const v16f s = load16(shift + j);
+          const v8d sl = lo8d(s), sh = hi8d(s);
+          v8d a1l{}, a1h{}, a2l{}, a2h{};
+          for (int64_t i = r; i < re; ++i) {
+            const v16f v = load16(px + i * c + j);
+            const v8d dl = lo8d(v) - sl, dh = hi8d(v) - sh;
+            a1l += dl, a1h += dh, a2l += dl * dl, a2h += dh * dh;
+          }
+          add8d(p1 + j, a1l), add8d(p1 + j + 8, a1h), add8d(p2 + j, a2l), add8d(p2 + j + 8, a2h);
+        }
+      }
+      return;
+    }
     for (int64_t i = b; i < e; ++i) {
       const float* row = px + i * c;
       for (int64_t j = 0; j < c; ++j) {
@@ -246,7 +278,9 @@ int32_t bn_bwd(const char* fn, d8_buffer* dx, d8_buffer* dres, d8_buffer* dgamma
   float* mlo = k3 + c;
   // Rows of the gradient per chunk and the per-thread chunk buffers (masked case only).
   const int64_t chunk = std::max<int64_t>(1, 4096 / c);
-  float* gbuf = pm ? scratch(kSlotConvCol, static_cast<size_t>(num_threads() * chunk * c)) : nullptr;
+  float* gbuf = pm && c % 16 != 0
+                    ? scratch(kSlotConvCol, static_cast<size_t>(num_threads() * chunk * c))
+                    : nullptr;
   // The gradient of rows [r, re): dy itself, or its masked copy in thread t's buffer.
   auto grad_rows = [&](int t, int64_t r, int64_t re) -> const float* {
     if (!pm) return pdy + r * c;
@@ -262,6 +296,26 @@ int32_t bn_bwd(const char* fn, d8_buffer* dx, d8_buffer* dres, d8_buffer* dgamma
     double* __restrict p1 = acc[0];
     double* __restrict p2 = acc[1];
     double* __restrict p3 = acc[2];
+    if (c % 16 == 0) {  // blocks of 16 channels, g masked in registers, sums in registers
+      for (int64_t r = b; r < e; r += chunk) {
+        const int64_t re = std::min(r + chunk, e);
+        for (int64_t j = 0; j < c; j += 16) {
+          const v16f mu = load16(mean + j);
+          const v8d ml = lo8d(mu), mh = hi8d(mu);
+          v8d s1l{}, s1h{}, s2l{}, s2h{}, s3l{}, s3h{};
+          for (int64_t i = r; i < re; ++i) {
+            v16f gv = load16(pdy + i * c + j);
+            if (pm) gv = keep16(gv, pm, i * c + j);
+            const v16f xv = load16(px + i * c + j);
+            const v8d gl = lo8d(gv), gh = hi8d(gv), xl = lo8d(xv) - ml, xh = hi8d(xv) - mh;
+            s1l += gl, s1h += gh, s2l += gl * xl, s2h += gh * xh, s3l += xl, s3h += xh;
+          }
+          add8d(p1 + j, s1l), add8d(p1 + j + 8, s1h), add8d(p2 + j, s2l);
+          add8d(p2 + j + 8, s2h), add8d(p3 + j, s3l), add8d(p3 + j + 8, s3h);
+        }
+      }
+      return;
+    }
     for (int64_t r = b; r < e; r += chunk) {
       const int64_t re = std::min(r + chunk, e);
       const float* gr = grad_rows(t, r, re);
@@ -298,6 +352,23 @@ int32_t bn_bwd(const char* fn, d8_buffer* dx, d8_buffer* dres, d8_buffer* dgamma
   const int nt = threads_for(m * c, kGrain);
   parallel(nt, [&](int t, int T) {
     const int64_t b = m * t / T, e = m * (t + 1) / T;
+    if (c % 16 == 0) {  // dx and dresidual from dy and the mask bits directly, no g buffer
+      for (int64_t r = b; r < e; r += chunk) {
+        const int64_t re = std::min(r + chunk, e);
+        for (int64_t j = 0; j < c; j += 16) {
+          const v16f a1 = load16(k1 + j), a2 = load16(k2 + j), a3 = load16(k3 + j);
+          const v16f mu = load16(mean + j), ml = load16(mlo + j);
+          for (int64_t i = r; i < re; ++i) {
+            v16f gv = load16(pdy + i * c + j);
+            if (pm) gv = keep16(gv, pm, i * c + j);
+            if (pdr) store16(pdr + i * c + j, gv);
+            const v16f xv = load16(px + i * c + j);
+            store16(pdx + i * c + j, a1 * (gv - a2 - ((xv - mu) - ml) * a3));
+          }
+        }
+      }
+      return;
+    }
     for (int64_t r = b; r < e; r += chunk) {
       const int64_t re = std::min(r + chunk, e);
       const float* gr = grad_rows(t, r, re);

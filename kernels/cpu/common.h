@@ -245,6 +245,46 @@ inline void add_floats(float* __restrict d, const float* __restrict s, int64_t n
 }
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// ---- 16-channel blocks (batch norm, channel statistics) --------------------------------------
+// GCC vector extensions: one zmm on AVX-512 builds, split into ymm / xmm halves by the compiler
+// elsewhere. The per-channel loops over [rows, c] with c % 16 == 0 run one block of 16 channels
+// at a time with the row loop inside, so their sums stay in registers (a per-row loop over c
+// floats keeps them in memory: a store-to-load chain per row, plus runtime alias checks).
+// (Internal inline helpers, in every file that includes this one: -Wpsabi's note that 64-byte
+// vectors pass differently without AVX-512 does not concern them.)
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float v16f __attribute__((vector_size(64)));
+typedef double v8d __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+inline v16f load16(const float* p) {
+  v16f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store16(float* p, v16f v) { std::memcpy(p, &v, sizeof v); }
+inline v16f splat16(float f) { return v16f{} + f; }
+// The low / high 8 floats of v widened to double.
+inline v8d lo8d(v16f v) {
+  return __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
+}
+inline v8d hi8d(v16f v) {
+  return __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), v8d);
+}
+inline void add8d(double* p, v8d v) {
+  v8d a;
+  std::memcpy(&a, p, sizeof a);
+  a += v;
+  std::memcpy(p, &a, sizeof a);
+}
+// v where the 16 bits at mask[i0 / 8] (i0 a multiple of 16) are set, else 0.
+inline v16f keep16(v16f v, const uint8_t* mask, int64_t i0) {
+  uint16_t k;
+  std::memcpy(&k, mask + (i0 >> 3), 2);
+  const v16i bit = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768};
+  const v16i on = ((v16i{} + static_cast<int32_t>(k)) & bit) != 0;
+  return reinterpret_cast<v16f>(reinterpret_cast<v16i>(v) & on);
+}
+
 // ---- ReLU bit masks (d8_relu_fwd_mask): bit t of byte j stands for element 8j + t -------------
 // out[0..ceil(n/8)) = the bits of y[0..n) > 0 (NaN: 0); y[0] is an element whose index is a
 // multiple of 8, and the bits past n are 0.

@@ -151,10 +151,12 @@ export function defineOpTests(prefix: string, backend: () => Backend, ignore = f
   }
 
   for (
-    const [shape, label] of [[[2, 3, 4, 5], "NHWC"], [[1, 1, 3, 2], "batch 1"], [
-      [6, 7],
-      "2-D",
-    ]] as const
+    const [shape, label] of [
+      [[2, 3, 4, 5], "NHWC"],
+      [[1, 1, 3, 2], "batch 1"],
+      [[6, 7], "2-D"],
+      [[2, 3, 3, 32], "32 channels (the cpu backend's 16-channel blocks)"],
+    ] as const
   ) {
     test(`batchNorm() in training mode matches the reference and finite differences: ${label}`, async () => {
       const c = shape.at(-1)!;
@@ -183,6 +185,7 @@ export function defineOpTests(prefix: string, backend: () => Backend, ignore = f
       [[2, 3, 4, 5], false],
       [[3, 3, 3, 3], true],
       [[1, 4, 5, 16], true],
+      [[2, 2, 3, 48], false],
       [[5, 7], false],
     ] as const
   ) {
