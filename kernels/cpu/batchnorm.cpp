@@ -105,15 +105,9 @@ int32_t bn_fwd_train(const char* fn, d8_buffer* y, d8_buffer* mask, d8_buffer* s
       for (int64_t r = b; r < e; r += chunk) {
         const int64_t re = std::min(r + chunk, e);
         for (int64_t j = 0; j < c; j += 16) {
-          const v16f s = load16(shift + j);
-          const v8d sl = lo8d(s), sh = hi8d(s);
-          v8d a1l{}, a1h{}, a2l{}, a2h{};
-          for (int64_t i = r; i < re; ++i) {
-            const v16f v = load16(px + i * c + j);
-            const v8d dl = lo8d(v) - sl, dh = hi8d(v) - sh;
-            a1l += dl, a1h += dh, a2l += dl * dl, a2h += dh * dh;
-          }
-          add8d(p1 + j, a1l), add8d(p1 + j + 8, a1h), add8d(p2 + j, a2l), add8d(p2 + j + 8, a2h);
+          v8d a[4] = {};
+          shifted_sums16(a, px, c, j, r, re, shift, [](v16f) {});
+          add8d(p1 + j, a[0]), add8d(p1 + j + 8, a[1]), add8d(p2 + j, a[2]), add8d(p2 + j + 8, a[3]);
         }
       }
       return;

@@ -262,7 +262,6 @@ inline v16f load16(const float* p) {
   return v;
 }
 inline void store16(float* p, v16f v) { std::memcpy(p, &v, sizeof v); }
-inline v16f splat16(float f) { return v16f{} + f; }
 // The low / high 8 floats of v widened to double.
 inline v8d lo8d(v16f v) {
   return __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
@@ -275,6 +274,20 @@ inline void add8d(double* p, v8d v) {
   std::memcpy(&a, p, sizeof a);
   a += v;
   std::memcpy(p, &a, sizeof a);
+}
+// Rows [r0, r1) of the 16 channels at j of x [rows, c]: s[0], s[1] += x - shift (the low and high 8
+// channels, in double), s[2], s[3] += (x - shift)^2, in row order; each(v) also sees every row.
+template <class F>
+inline void shifted_sums16(v8d (&s)[4], const float* px, int64_t c, int64_t j, int64_t r0,
+                           int64_t r1, const float* shift, F&& each) {
+  const v16f sv = load16(shift + j);
+  const v8d sl = lo8d(sv), sh = hi8d(sv);
+  for (int64_t i = r0; i < r1; ++i) {
+    const v16f v = load16(px + i * c + j);
+    const v8d dl = lo8d(v) - sl, dh = hi8d(v) - sh;
+    s[0] += dl, s[1] += dh, s[2] += dl * dl, s[3] += dh * dh;
+    each(v);
+  }
 }
 // v where the 16 bits at mask[i0 / 8] (i0 a multiple of 16) are set, else 0.
 inline v16f keep16(v16f v, const uint8_t* mask, int64_t i0) {

@@ -498,20 +498,15 @@ extern "C" int32_t d8_channel_stats_f32(d8_buffer* out, const d8_buffer* x, int6
         const int64_t r1 = std::min(rows, (bl + 1) * brows);
         if (C % 16 == 0) {  // 16 channels at a time, the rows inside: the same sums, in registers
           for (int64_t j = 0; j < C; j += 16) {
-            const v16f s = load16(x0 + j);
-            const v8d sl = lo8d(s), sh = hi8d(s);
-            v8d b1l{}, b1h{}, b2l{}, b2h{};
+            v8d b[4] = {};
             v16i bm{};
-            for (int64_t r = bl * brows; r < r1; ++r) {
-              const v16f v = load16(px + r * C + j);
-              const v8d dl = lo8d(v) - sl, dh = hi8d(v) - sh;
-              b1l += dl, b1h += dh, b2l += dl * dl, b2h += dh * dh;
-              v16i ab = reinterpret_cast<v16i>(v) & 0x7fffffff;
+            shifted_sums16(b, px, C, j, bl * brows, r1, x0, [&](v16f v) {
+              v16i ab = reinterpret_cast<v16i>(v) & 0x7fffffff;  // abs_bits, 16 lanes
               ab = ab > 0x7f800000 ? v16i{} : ab;
               bm = bm > ab ? bm : ab;
-            }
-            std::memcpy(a1 + j, &b1l, 64), std::memcpy(a1 + j + 8, &b1h, 64);
-            std::memcpy(a2 + j, &b2l, 64), std::memcpy(a2 + j + 8, &b2h, 64);
+            });
+            std::memcpy(a1 + j, &b[0], 64), std::memcpy(a1 + j + 8, &b[1], 64);
+            std::memcpy(a2 + j, &b[2], 64), std::memcpy(a2 + j + 8, &b[3], 64);
             std::memcpy(am + j, &bm, 64);
           }
           continue;
