@@ -256,6 +256,24 @@ const i8Cases: I8ConvCase[] = [
     opts: {},
     threads: 2,
   },
+  // dW wider than the reduction (KD >= 512): the column-split wgrad in auto, its panels starting
+  // inside a tap at 48 channels, and a last panel cut short
+  {
+    name: "3x3 64->40 7x7 batch 3, 2 threads (column-split wgrad)",
+    x: [3, 7, 7, 64],
+    k: 40,
+    kernel: [3, 3],
+    opts: { padding: 1 },
+    threads: 2,
+  },
+  {
+    name: "5x5 48->24 s2 pad 2, 2 threads (column-split wgrad, panels inside taps)",
+    x: [2, 11, 9, 48],
+    k: 24,
+    kernel: [5, 5],
+    opts: { stride: 2, padding: 2 },
+    threads: 2,
+  },
 ];
 
 for (const cc of i8Cases) {
@@ -542,3 +560,26 @@ Deno.test("minInt8Channels keeps layers with few input channels per tap in FP32"
     lenet.dispose();
   }
 });
+
+// The INT8 wgrad has two forms (kernels/cpu/int8_conv.cpp): threads split dW's columns or the
+// reduction's rows, chosen per shape; D8_CPU_WGRAD (read once per process) forces one where the
+// shape allows it. Run the wgrad cases in a child process with each forced, so both stay tested.
+const forcedWgrad = Deno.env.get("D8_CPU_WGRAD");
+for (const form of ["rows", "cols"]) {
+  Deno.test({
+    name: `int8 wgrad cases pass with D8_CPU_WGRAD=${form} (child process)`,
+    ignore: forcedWgrad !== undefined, // the child itself
+    fn: async () => {
+      const r = await new Deno.Command(Deno.execPath(), {
+        args: ["test", "-A", "--filter", "fprop/dgrad/wgrad", new URL(import.meta.url).pathname],
+        env: { D8_CPU_WGRAD: form, NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const out = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
+      if (r.code !== 0) throw new Error(`child test run failed (${form}):\n${out.slice(-4000)}`);
+      const passed = Number(out.match(/ok \| (\d+) passed/)?.[1] ?? 0);
+      if (passed < 40) throw new Error(`child ran only ${passed} wgrad cases (${form}):\n${out}`);
+    },
+  });
+}

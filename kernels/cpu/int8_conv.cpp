@@ -35,6 +35,7 @@
 #include "int8_gemm.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -198,12 +199,15 @@ void im2col_i8(uint8_t* __restrict col, int64_t ld, const int8_t* __restrict x, 
 
 #if defined(__SSE2__)
 // wgrad's B straight from x, skipping the col matrix: B[j = (r, s, c), kk] = x at tap (r, s),
-// channel g*Cg + c, of output pixel m0 + kk, packed as [K4][NR][4] panels (int8_gemm.h) with
-// zeros for padding taps, rows past cnt and columns past KD. Needs Cg % 16 == 0, so a 16-column
-// block never straddles a tap or a panel (NR is 16 or 32).
+// channel g*Cg + c, of output pixel m0 + kk, for the columns j0 <= j < j1, packed as [K4][NR][4]
+// panels (int8_gemm.h) from column j0 with zeros for padding taps, rows past cnt and columns past
+// j1. Needs Cg % 16 == 0 and j0 % NR == 0, so a 16-column block never straddles a tap or a panel
+// (NR is 16 or 32).
 void pack_b_im2col(int8_t* bp, const int8_t* x, const Geom& G, int64_t m0, int64_t cnt, int64_t g,
-                   int nr) {
-  const int64_t k4 = i8::k4_of(cnt), pstride = k4 * 4 * nr, kdp = round_up(G.kd, nr);
+                   int nr, int64_t j0, int64_t j1) {
+  const int64_t k4 = i8::k4_of(cnt), pstride = k4 * 4 * nr, nj = j1 - j0, njp = round_up(nj, nr);
+  const bool all_cols = j0 == 0 && j1 == G.kd;
+  const int64_t tap0 = j0 / G.cg, r0 = tap0 / G.s, s0 = tap0 % G.s;  // the first tap in range
   const int nr_shift = nr == 32 ? 5 : 4;  // NR is 16 or 32
   const __m128i z = _mm_setzero_si128();
   Cursor cur(G, m0);
@@ -251,7 +255,7 @@ void pack_b_im2col(int8_t* bp, const int8_t* x, const Geom& G, int64_t m0, int64
     if (interior) {  // every tap of the four pixels is inside x: no per-tap checks
       int64_t j = 0;
 #if defined(__AVX2__)
-      if (G.cg == 16 && G.g == 1) {
+      if (G.cg == 16 && G.g == 1 && all_cols) {
         // 16 channels: taps s and s+1 are 32 contiguous bytes of each pixel's window row; one
         // ymm interleave does both (lane 0 tap s, lane 1 tap s+1), then each tap's 64 bytes go
         // to its panel. The last tap of an odd S goes through the SSE2 path below.
@@ -286,41 +290,43 @@ void pack_b_im2col(int8_t* bp, const int8_t* x, const Geom& G, int64_t m0, int64
         }
       } else
 #endif
-      for (int64_t r = 0; r < G.r; ++r)
-        for (int64_t s = 0; s < G.s; ++s) {
-          const int64_t off = (r * G.w + s) * G.c;
-          for (int64_t c0 = 0; c0 < G.cg; c0 += 16, j += 16)
-            i8::interleave4x16(
-                dt + (j >> nr_shift) * pstride + (j & (nr - 1)) * 4,
-                _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[0] + off + c0)),
-                _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[1] + off + c0)),
-                _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[2] + off + c0)),
-                _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[3] + off + c0)));
-        }
+      // the taps from (r0, s0) on, channel blocks from j0's, while the column is below j1
+      for (int64_t r = r0, s = s0, c0 = j0 - tap0 * G.cg; j < nj;) {
+        const int64_t off = (r * G.w + s) * G.c;
+        for (; c0 < G.cg && j < nj; c0 += 16, j += 16)
+          i8::interleave4x16(
+              dt + (j >> nr_shift) * pstride + (j & (nr - 1)) * 4,
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[0] + off + c0)),
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[1] + off + c0)),
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[2] + off + c0)),
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[3] + off + c0)));
+        c0 = 0;
+        if (++s == G.s) s = 0, ++r;
+      }
     } else {
-      for (int64_t r = 0; r < G.r; ++r)
-        for (int64_t s = 0; s < G.s; ++s) {
-          const int8_t* src[4];
-          for (int u = 0; u < 4; ++u) {
-            const int64_t ih = ih0[u] + r, iw = iw0[u] + s;
-            src[u] = (base[u] && ih >= 0 && ih < G.h && iw >= 0 && iw < G.w)
-                         ? base[u] + (ih * G.w + iw) * G.c
-                         : nullptr;
-          }
-          const int64_t jt = (r * G.s + s) * G.cg;
-          for (int64_t c0 = 0; c0 < G.cg; c0 += 16) {
-            const int64_t j = jt + c0;
-            __m128i v[4];
-            for (int u = 0; u < 4; ++u)
-              v[u] = src[u] ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[u] + c0)) : z;
-            i8::interleave4x16(dt + (j >> nr_shift) * pstride + (j & (nr - 1)) * 4, v[0], v[1],
-                               v[2], v[3]);
-          }
+      for (int64_t r = r0, s = s0, c00 = j0 - tap0 * G.cg, jt = -c00; jt < nj;) {
+        const int8_t* src[4];
+        for (int u = 0; u < 4; ++u) {
+          const int64_t ih = ih0[u] + r, iw = iw0[u] + s;
+          src[u] = (base[u] && ih >= 0 && ih < G.h && iw >= 0 && iw < G.w)
+                       ? base[u] + (ih * G.w + iw) * G.c
+                       : nullptr;
         }
+        // jt: this tap's channel 0 relative to j0 (negative for a first tap entered mid-way)
+        for (int64_t c0 = c00; c0 < G.cg && jt + c0 < nj; c0 += 16) {
+          const int64_t j = jt + c0;
+          __m128i v[4];
+          for (int u = 0; u < 4; ++u)
+            v[u] = src[u] ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[u] + c0)) : z;
+          i8::interleave4x16(dt + (j >> nr_shift) * pstride + (j & (nr - 1)) * 4, v[0], v[1],
+                             v[2], v[3]);
+        }
+        jt += G.cg, c00 = 0;
+        if (++s == G.s) s = 0, ++r;
+      }
     }
-    if (kdp > G.kd)
-      std::memset(dt + (G.kd / nr) * pstride + (G.kd % nr) * 4, 0,
-                  static_cast<size_t>((kdp - G.kd) * 4));
+    if (njp > nj)
+      std::memset(dt + (nj / nr) * pstride + (nj % nr) * 4, 0, static_cast<size_t>((njp - nj) * 4));
   }
 }
 #endif
@@ -849,19 +855,113 @@ bool wgrad_short(float* dw, const int8_t* x, const int8_t* dy, const double* row
   return true;
 }
 
+// The direct gather's source: x itself, or a zero-padded copy of the batch when the conv pads
+// (Gb then describes the copy). Every window is then inside it, and pack_b_im2col takes its
+// branch-free interior path for every group of four pixels (with 28x28 maps and pad 1 about 30%
+// of them touch the border).
+const int8_t* wgrad_source(const int8_t* x, const Geom& G, Geom& Gb) {
+  Gb = G;
+  if (!(G.ph > 0 || G.pw > 0 || padded_h(G) > G.h || padded_w(G) > G.w)) return x;
+  const int64_t hp = padded_h(G), wp = padded_w(G), img = hp * wp * G.c, hwc = G.h * G.w * G.c;
+  uint8_t* xp = scratch_bytes<uint8_t>(kSlotConvPad, G.n * img + 64);
+  parallel_for(G.n, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(img, 1)),
+               [&](int64_t b, int64_t e) {
+                 for (int64_t i = b; i < e; ++i) pad_image(xp + i * img, x + i * hwc, G, hp, wp, 0);
+               });
+  Gb.h = hp, Gb.w = wp, Gb.ph = Gb.pw = 0;
+  return reinterpret_cast<const int8_t*>(xp);
+}
+
+// Which wgrad form runs: D8_CPU_WGRAD=rows|cols forces one where the shape allows it (tests,
+// benchmarks); unset, the shape decides (wgrad_by_cols).
+enum WgradForm { kWgradAuto, kWgradRows, kWgradCols };
+WgradForm forced_wgrad() {
+  static const WgradForm f = [] {
+    const char* e = std::getenv("D8_CPU_WGRAD");
+    if (e && !std::strcmp(e, "rows")) return kWgradRows;
+    if (e && !std::strcmp(e, "cols")) return kWgradCols;
+    return kWgradAuto;
+  }();
+  return f;
+}
+
+// wgrad split by columns (ungrouped, direct gather, M within one int32 partial). When dw is large
+// next to the reduction (late layers: 512 channels at 7x7) the row-split form below costs more in
+// its per-thread int32 and double copies of dw and their combine than in the GEMM. Here the
+// threads split dw's columns instead: A = dy^T with the row of ones is packed once and shared;
+// each thread runs its columns in blocks whose int32 C stays in L2, over the reduction in chunks
+// whose A block stays in L2, gathering B (its columns of the im2col) per block and chunk. The sums
+// are exact, so dw is the row-split form's bit for bit.
+constexpr int64_t kColsBlockBytes = 192 * 1024;  // int32 C of one column block
+constexpr int64_t kColsChunkBytes = 192 * 1024;  // A rows of one reduction chunk
+bool wgrad_by_cols(float* dw, const int8_t* x, const int8_t* dy, const double* row_scale,
+                   const Geom& G, const i8::Plan& P, bool ones, bool direct) {
+  const WgradForm form = forced_wgrad();
+  if (form == kWgradRows || !direct || G.g != 1 || G.m > kMaxRowsI32) return false;
+  const int64_t kga = G.k + (ones ? 1 : 0), lda = round_up(G.m, 4);
+  const int64_t panels = ceil_div(G.kd, P.nr);
+  const int nt = static_cast<int>(
+      std::min<int64_t>(threads_for(G.m * G.k * G.kd, kMacsPerThread), panels));
+  // Measured on Zen 4, 2 threads (kernels/cpu/README.md): faster from KD = 576 (3x3 over 64
+  // channels), slower at KD = 288 and below; and at least 4 panels a thread, for balance.
+  if (form == kWgradAuto && !(G.kd >= 512 && panels >= 4 * nt)) return false;
+  Geom Gb;
+  const int8_t* xb = wgrad_source(x, G, Gb);
+  const int64_t nb = std::max<int64_t>(1, kColsBlockBytes / (4 * kga) / P.nr) * P.nr;
+  const int64_t mc = std::min(lda, std::clamp<int64_t>(kColsChunkBytes / kga / 64 * 64, 64, 1024));
+  const int64_t ab = round_up((kga + P.mr) * lda, 64);
+  const int64_t bb = round_up(i8::packb_bytes(nb, mc, P.nr), 64), cb = round_up(4 * kga * nb, 64);
+  const int64_t zb = round_up(4 * nb, 64);
+  char* work = scratch_bytes<char>(kSlotConvWork, ab + nt * (bb + cb) + zb);
+  uint8_t* at = reinterpret_cast<uint8_t*>(work);
+  int32_t* zero_comp = reinterpret_cast<int32_t*>(work + ab + nt * (bb + cb));
+  std::memset(zero_comp, 0, static_cast<size_t>(zb));
+  // A[i, kk] = dy[kk, i] ^ flip, the threads taking rows; then the row of ones and MR spare rows
+  parallel_for(G.k, std::max<int64_t>(16, (int64_t{1} << 16) / lda), [&](int64_t b, int64_t e) {
+    i8::pack_a_cols(at + b * lda, lda, dy + b, G.k, e - b, G.m, P.flip, e - b);
+  });
+  if (ones) fill(at + G.k * lda, lda, 1);
+  fill(at + kga * lda, P.mr * lda, P.flip);
+  parallel(nt, [&](int t, int T) {
+    int8_t* bp = reinterpret_cast<int8_t*>(work + ab + t * (bb + cb));
+    int32_t* c = reinterpret_cast<int32_t*>(work + ab + t * (bb + cb) + bb);
+    const int64_t j0 = std::min(G.kd, panels * t / T * P.nr);
+    const int64_t j1 = std::min(G.kd, panels * (t + 1) / T * P.nr);
+    for (int64_t jb = j0; jb < j1; jb += nb) {
+      const int64_t n = std::min(nb, j1 - jb);
+      for (int64_t m0 = 0; m0 < G.m; m0 += mc) {
+        const int64_t cnt = std::min(mc, G.m - m0);
+        pack_b_im2col(bp, xb, Gb, m0, cnt, 0, P.nr, jb, jb + n);
+        i8::gemm_block(P, kga, n, cnt, at + m0, lda, bp, zero_comp,
+                       {m0 == 0 ? i8::kStoreI32 : i8::kAddI32, c, n, nullptr, nullptr});
+      }
+      const int32_t* cs = c + G.k * n;  // column sums (ones)
+      for (int64_t i = 0; i < G.k; ++i) {
+        float* __restrict o = dw + i * G.kd + jb;
+        const int32_t* ci = c + i * n;
+        const double sc = row_scale[i];
+        for (int64_t j = 0; j < n; ++j)
+          o[j] = static_cast<float>(static_cast<double>(unbiased(ci[j], cs[j], ones)) * sc);
+      }
+    }
+  });
+  return true;
+}
+
 void wgrad_core(float* dw, const int8_t* x, const int8_t* dy, const double* row_scale,
                 const Geom& G) {
   if (G.depthwise) return depthwise_wgrad(dw, x, dy, row_scale, G);
   const bool ones = i8::plan_for(G.kd).flip != 0;
   const i8::Plan P = i8::plan_for(G.kd, G.kg + (ones ? 1 : 0));
   if (wgrad_short(dw, x, dy, row_scale, G, P, ones)) return;
-  const int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
-  const int64_t kga = G.kg + (ones ? 1 : 0);  // A / C rows per group
 #if defined(__SSE2__)
   const bool direct = !G.pointwise && G.cg % 16 == 0;
 #else
   const bool direct = false;
 #endif
+  if (wgrad_by_cols(dw, x, dy, row_scale, G, P, ones, direct)) return;
+  const int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
+  const int64_t kga = G.kg + (ones ? 1 : 0);  // A / C rows per group
   const bool use_col = !G.pointwise && !direct;
   // Rows per chunk: col [MC][KD] + packed B [round_up(KD, NR)][MC] + A [G*kga + MR][MC] bytes.
   const int64_t kdp = round_up(G.kd, P.nr);
@@ -884,22 +984,8 @@ void wgrad_core(float* dw, const int8_t* x, const int8_t* dy, const double* row_
   const int64_t dlen = round_up(G.k * G.kd, 16);       // double sums per thread
   int32_t* acc32 = scratch_bytes<int32_t>(kSlotConvCol, nt * len * 4);
   double* accd = scratch_bytes<double>(kSlotConvPartial, nt * dlen * 8);
-
-  // The direct B gather reads x through a zero-padded copy of the batch when the conv pads: every
-  // window is then inside it, and pack_b_im2col takes its branch-free interior path for every
-  // group of four pixels (with 28x28 maps and pad 1 about 30% of them touch the border).
-  const int8_t* xb = x;
   Geom Gb = G;
-  if (direct && (G.ph > 0 || G.pw > 0 || padded_h(G) > G.h || padded_w(G) > G.w)) {
-    const int64_t hp = padded_h(G), wp = padded_w(G), img = hp * wp * G.c, hwc = G.h * G.w * G.c;
-    uint8_t* xp = scratch_bytes<uint8_t>(kSlotConvPad, G.n * img + 64);
-    parallel_for(G.n, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(img, 1)),
-                 [&](int64_t b, int64_t e) {
-                   for (int64_t i = b; i < e; ++i) pad_image(xp + i * img, x + i * hwc, G, hp, wp, 0);
-                 });
-    xb = reinterpret_cast<const int8_t*>(xp);
-    Gb.h = hp, Gb.w = wp, Gb.ph = Gb.pw = 0;
-  }
+  const int8_t* xb = direct ? wgrad_source(x, G, Gb) : x;
 
   const int team = parallel(nt, [&](int t, int T) {
     char* base = work + t * per;
@@ -936,7 +1022,7 @@ void wgrad_core(float* dw, const int8_t* x, const int8_t* dy, const double* row_
           i8::pack_b_cols(bpt, nullptr, x + m0 * G.c + g * G.cg, G.c, G.kd, cnt, P);
         } else if (direct) {
 #if defined(__SSE2__)
-          pack_b_im2col(bpt, xb, Gb, m0, cnt, g, P.nr);
+          pack_b_im2col(bpt, xb, Gb, m0, cnt, g, P.nr, 0, G.kd);
 #endif
         } else {
           im2col_i8(colt, G.kd, x, G, m0, cnt, g, 0);
