@@ -256,6 +256,8 @@ const i8Cases: I8ConvCase[] = [
     opts: {},
     threads: 2,
   },
+  // stride 1 with K and C multiples of 16: the gather dgrad's 16 x 16 weight transposes
+  { name: "3x3 48->32 pad 1", x: [2, 5, 7, 48], k: 32, kernel: [3, 3], opts: { padding: 1 } },
   // dW wider than the reduction (KD >= 512): the column-split wgrad in auto, its panels starting
   // inside a tap at 48 channels, and a last panel cut short
   {

@@ -127,19 +127,30 @@ inline d8_conv_shape dgrad_as_fwd_shape(const Geom& G) {
   return s2;
 }
 
-// wt = w' above ([C, R, S, Kg]) from w ([K, R, S, Cg]).
+// wt = w' above ([C, R, S, Kg]) from w ([K, R, S, Cg]): per group and tap a Kg x Cg transpose,
+// in 32 x 32 blocks (each block's source and destination lines stay in L1; the plain loop walked
+// Cg destination lines KD apart per source row and missed L1 on every element at 512 channels),
+// the threads taking (group, tap, 32-channel strip) units.
 template <class T>
 void flip_transpose_weights(T* __restrict wt, const T* __restrict w, const Geom& G) {
-  const int64_t kdt = G.r * G.s * G.kg;
-  for (int64_t g = 0; g < G.g; ++g)
-    for (int64_t kk = 0; kk < G.kg; ++kk)
-      for (int64_t r = 0; r < G.r; ++r)
-        for (int64_t s = 0; s < G.s; ++s) {
-          const T* src = w + (((g * G.kg + kk) * G.r + r) * G.s + s) * G.cg;
-          const int64_t rr = G.r - 1 - r, ss = G.s - 1 - s;
-          T* dst = wt + (g * G.cg) * kdt + (rr * G.s + ss) * G.kg + kk;
-          for (int64_t c = 0; c < G.cg; ++c) dst[c * kdt] = src[c];
-        }
+  constexpr int64_t kB = 32;
+  const int64_t rs = G.r * G.s, kdt = rs * G.kg, strips = (G.cg + kB - 1) / kB;
+  parallel_for(G.g * rs * strips, std::max<int64_t>(1, 16384 / (kB * std::max<int64_t>(G.kg, 1))),
+               [&](int64_t b, int64_t e) {
+                 for (int64_t u = b; u < e; ++u) {
+                   const int64_t g = u / (rs * strips), tap = u / strips % rs;
+                   const int64_t c0 = u % strips * kB, c1 = std::min(G.cg, c0 + kB);
+                   const int64_t ft = (G.r - 1 - tap / G.s) * G.s + (G.s - 1 - tap % G.s);
+                   const T* src = w + (g * G.kg * rs + tap) * G.cg;  // + kk*rs*Cg + c
+                   T* dst = wt + g * G.cg * kdt + ft * G.kg;        // + c*kdt + kk
+                   for (int64_t k0 = 0; k0 < G.kg; k0 += kB) {
+                     const int64_t k1 = std::min(G.kg, k0 + kB);
+                     for (int64_t c = c0; c < c1; ++c)
+                       for (int64_t kk = k0; kk < k1; ++kk)
+                         dst[c * kdt + kk] = src[kk * rs * G.cg + c];
+                   }
+                 }
+               });
 }
 
 // ---- GEMM helpers -------------------------------------------------------------------------------

@@ -456,6 +456,40 @@ void pad_image(uint8_t* d, const int8_t* xi, const Geom& G, int64_t hp, int64_t 
   }
 }
 
+// pack_b_rows with the threads taking panels (a wide layer's weights: 512 x 4608 bytes).
+void pack_b_rows_par(int8_t* bp, int32_t* comp, const int8_t* src, int64_t ld, int64_t n, int64_t k,
+                     const i8::Plan& P) {
+  const int64_t pb = i8::packb_bytes(P.nr, k, P.nr);
+  parallel_for(ceil_div(n, P.nr), std::max<int64_t>(1, (int64_t{1} << 16) / pb),
+               [&](int64_t b, int64_t e) {
+                 const int64_t j0 = b * P.nr, j1 = std::min(n, e * P.nr);
+                 i8::pack_b_rows(bp + b * pb, comp + j0, src + j0 * ld, ld, j1 - j0, k, P);
+               });
+}
+
+// flip_transpose_weights (conv_geom.h) for int8: per (group, tap, 16-channel strip), 16 x 16
+// byte transposes when Kg and Cg are multiples of 16; the blocked scalar loop otherwise.
+void flip_transpose_weights_i8(int8_t* wt, const int8_t* w, const Geom& G) {
+#if defined(__SSE2__)
+  if (G.kg % 16 == 0 && G.cg % 16 == 0) {
+    const int64_t rs = G.r * G.s, kdt = rs * G.kg, strips = G.cg / 16, ld = rs * G.cg;
+    const __m128i zero = _mm_setzero_si128();
+    parallel_for(G.g * rs * strips, std::max<int64_t>(1, 4096 / G.kg), [&](int64_t b, int64_t e) {
+      for (int64_t u = b; u < e; ++u) {
+        const int64_t g = u / (rs * strips), tap = u / strips % rs, c0 = u % strips * 16;
+        const int64_t ft = (G.r - 1 - tap / G.s) * G.s + (G.s - 1 - tap % G.s);
+        const int8_t* src = w + (g * G.kg * rs + tap) * G.cg + c0;  // row kk: + kk*ld
+        uint8_t* dst = reinterpret_cast<uint8_t*>(wt + (g * G.cg + c0) * kdt + ft * G.kg);
+        for (int64_t k0 = 0; k0 < G.kg; k0 += 16)
+          i8::transpose16x16_xor(dst + k0, kdt, src + k0 * ld, ld, zero);
+      }
+    });
+    return;
+  }
+#endif
+  flip_transpose_weights(wt, w, G);
+}
+
 // fprop, implicit GEMM (ungrouped, not 1x1): no im2col. Each thread copies one image at a time
 // into a padded buffer xp [Hp][Wp][C] (the offset flip applied, padding = flip; Hp = (P-1)*sh +
 // R, Wp = (Q-1)*sw + S), and the tile reads A in place: output pixel q of output row p is the
@@ -482,16 +516,20 @@ bool fwd_implicit(float* y, const int8_t* x, const int8_t* w, const float* cs, c
   // weights [K][R][SC4] (zero past S*C in each window row), packed once; koff per k-group
   const int64_t bpb = round_up(i8::packb_bytes(G.k, kdp, P.nr), 64);
   char* bbuf = scratch_bytes<char>(kSlotConvB, bpb + round_up(4 * i8::comp_len(G.k, P.nr), 64));
-  int8_t* wt = scratch_bytes<int8_t>(kSlotConvWork, G.k * kdp);
-  for (int64_t k = 0; k < G.k; ++k)
-    for (int64_t r = 0; r < G.r; ++r) {
-      int8_t* d = wt + k * kdp + r * sc4;
-      std::memcpy(d, w + (k * G.r + r) * sc, static_cast<size_t>(sc));
-      std::memset(d + sc, 0, static_cast<size_t>(sc4 - sc));
-    }
+  const int8_t* wt = w;  // already that layout when S*C is a multiple of 4
+  if (sc4 != sc) {
+    int8_t* d = scratch_bytes<int8_t>(kSlotConvWork, G.k * kdp);
+    for (int64_t k = 0; k < G.k; ++k)
+      for (int64_t r = 0; r < G.r; ++r) {
+        int8_t* dr = d + k * kdp + r * sc4;
+        std::memcpy(dr, w + (k * G.r + r) * sc, static_cast<size_t>(sc));
+        std::memset(dr + sc, 0, static_cast<size_t>(sc4 - sc));
+      }
+    wt = d;
+  }
   int8_t* bp = reinterpret_cast<int8_t*>(bbuf);
   const int32_t* comp = reinterpret_cast<const int32_t*>(bbuf + bpb);
-  i8::pack_b_rows(bp, reinterpret_cast<int32_t*>(bbuf + bpb), wt, kdp, G.k, kdp, P);
+  pack_b_rows_par(bp, reinterpret_cast<int32_t*>(bbuf + bpb), wt, kdp, G.k, kdp, P);
   int32_t* koff = scratch_bytes<int32_t>(kSlotConvOffsets, 4 * k4);
   for (int64_t t = 0; t < k4; ++t)
     koff[t] = static_cast<int32_t>((4 * t) / sc4 * wp * G.c + (4 * t) % sc4);
@@ -523,12 +561,17 @@ void fwd_core(float* y, const int8_t* x, const int8_t* w, const float* cs, const
   const int64_t bpb = round_up(i8::packb_bytes(G.kg, G.kd, P.nr), 64);
   const int64_t per_g = bpb + round_up(4 * i8::comp_len(G.kg, P.nr), 64);
   char* bbuf = scratch_bytes<char>(kSlotConvB, per_g * G.g);
-  parallel_for(G.g, 1, [&](int64_t b, int64_t e) {
-    for (int64_t g = b; g < e; ++g)
-      i8::pack_b_rows(reinterpret_cast<int8_t*>(bbuf + g * per_g),
-                      reinterpret_cast<int32_t*>(bbuf + g * per_g + bpb), w + g * G.kg * G.kd,
-                      G.kd, G.kg, G.kd, P);
-  });
+  if (G.g == 1) {
+    pack_b_rows_par(reinterpret_cast<int8_t*>(bbuf), reinterpret_cast<int32_t*>(bbuf + bpb), w,
+                    G.kd, G.kg, G.kd, P);
+  } else {
+    parallel_for(G.g, 1, [&](int64_t b, int64_t e) {
+      for (int64_t g = b; g < e; ++g)
+        i8::pack_b_rows(reinterpret_cast<int8_t*>(bbuf + g * per_g),
+                        reinterpret_cast<int32_t*>(bbuf + g * per_g + bpb), w + g * G.kg * G.kd,
+                        G.kd, G.kg, G.kd, P);
+    });
+  }
 
   const int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
   // A block: L2-sized when several B panels reuse it, L1-sized when there is one panel.
@@ -753,7 +796,7 @@ void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const
                               (G.kg * ceil_div(G.kd, nr) * nr + G.kd * 8.0);
   if (dgrad_as_fwd(G) && gather_cost <= scatter_cost) {  // dx = conv(dy, w') (conv_geom.h)
     int8_t* wt = scratch_bytes<int8_t>(kSlotConvPartial, G.c * G.r * G.s * G.kg);
-    flip_transpose_weights(wt, w, G);
+    flip_transpose_weights_i8(wt, w, G);
     float* cs = scratch_bytes<float>(kSlotMisc, G.c * 4);
     for (int64_t c = 0; c < G.c; ++c) cs[c] = scale;
     return fwd_core(dx, dy, wt, cs, nullptr, make_geom(dgrad_as_fwd_shape(G)));

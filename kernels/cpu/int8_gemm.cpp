@@ -731,35 +731,6 @@ void pack_a_rows(uint8_t* a, int64_t lda, const int8_t* src, int64_t ld, int64_t
   if (mpad > m) std::memset(a + m * lda, flip, static_cast<size_t>((mpad - m) * lda));
 }
 
-#if defined(__SSE2__)
-// 16 x 16 byte transpose: out row i (stride ldo) = column i of the 16 input rows (stride ldi).
-inline void transpose16x16_xor(uint8_t* out, int64_t ldo, const int8_t* in, int64_t ldi,
-                               __m128i f) {
-  __m128i a[16], b[16];
-  for (int i = 0; i < 16; ++i) a[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i * ldi));
-  for (int i = 0; i < 8; ++i) {  // 16-bit elements: rows (2i, 2i+1), columns 0-7 / 8-15
-    b[2 * i] = _mm_unpacklo_epi8(a[2 * i], a[2 * i + 1]);
-    b[2 * i + 1] = _mm_unpackhi_epi8(a[2 * i], a[2 * i + 1]);
-  }
-  for (int q = 0; q < 4; ++q) {  // 32-bit elements: rows 4q..4q+3, columns in fours
-    a[4 * q + 0] = _mm_unpacklo_epi16(b[4 * q], b[4 * q + 2]);
-    a[4 * q + 1] = _mm_unpackhi_epi16(b[4 * q], b[4 * q + 2]);
-    a[4 * q + 2] = _mm_unpacklo_epi16(b[4 * q + 1], b[4 * q + 3]);
-    a[4 * q + 3] = _mm_unpackhi_epi16(b[4 * q + 1], b[4 * q + 3]);
-  }
-  for (int h = 0; h < 2; ++h)  // 64-bit elements: rows 8h..8h+7, columns 2m, 2m+1
-    for (int q = 0; q < 4; ++q) {
-      b[8 * h + 2 * q] = _mm_unpacklo_epi32(a[8 * h + q], a[8 * h + 4 + q]);
-      b[8 * h + 2 * q + 1] = _mm_unpackhi_epi32(a[8 * h + q], a[8 * h + 4 + q]);
-    }
-  for (int m = 0; m < 8; ++m) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (2 * m) * ldo),
-                     _mm_xor_si128(_mm_unpacklo_epi64(b[m], b[8 + m]), f));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (2 * m + 1) * ldo),
-                     _mm_xor_si128(_mm_unpackhi_epi64(b[m], b[8 + m]), f));
-  }
-}
-#endif
 
 void pack_a_cols(uint8_t* a, int64_t lda, const int8_t* src, int64_t ld, int64_t m, int64_t k,
                  uint8_t flip, int64_t mpad) {
