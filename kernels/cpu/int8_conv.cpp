@@ -467,27 +467,34 @@ void pack_b_rows_par(int8_t* bp, int32_t* comp, const int8_t* src, int64_t ld, i
                });
 }
 
-// flip_transpose_weights (conv_geom.h) for int8: per (group, tap, 16-channel strip), 16 x 16
-// byte transposes when Kg and Cg are multiples of 16; the blocked scalar loop otherwise.
-void flip_transpose_weights_i8(int8_t* wt, const int8_t* w, const Geom& G) {
+// dst[c*ldd + kk] = src[kk*lds + c] for kk < rows, c < cols: 16 x 16 SSE2 blocks, scalar edges.
+void transpose_i8(int8_t* dst, int64_t ldd, const int8_t* src, int64_t lds, int64_t rows,
+                  int64_t cols) {
+  int64_t c0 = 0, k0 = 0;
 #if defined(__SSE2__)
-  if (G.kg % 16 == 0 && G.cg % 16 == 0) {
-    const int64_t rs = G.r * G.s, kdt = rs * G.kg, strips = G.cg / 16, ld = rs * G.cg;
-    const __m128i zero = _mm_setzero_si128();
-    parallel_for(G.g * rs * strips, std::max<int64_t>(1, 4096 / G.kg), [&](int64_t b, int64_t e) {
-      for (int64_t u = b; u < e; ++u) {
-        const int64_t g = u / (rs * strips), tap = u / strips % rs, c0 = u % strips * 16;
-        const int64_t ft = (G.r - 1 - tap / G.s) * G.s + (G.s - 1 - tap % G.s);
-        const int8_t* src = w + (g * G.kg * rs + tap) * G.cg + c0;  // row kk: + kk*ld
-        uint8_t* dst = reinterpret_cast<uint8_t*>(wt + (g * G.cg + c0) * kdt + ft * G.kg);
-        for (int64_t k0 = 0; k0 < G.kg; k0 += 16)
-          i8::transpose16x16_xor(dst + k0, kdt, src + k0 * ld, ld, zero);
-      }
-    });
-    return;
-  }
+  const __m128i zero = _mm_setzero_si128();
+  k0 = rows / 16 * 16;
+  for (; c0 + 16 <= cols; c0 += 16)
+    for (int64_t kk = 0; kk < k0; kk += 16)
+      i8::transpose16x16_xor(reinterpret_cast<uint8_t*>(dst + c0 * ldd + kk), ldd,
+                             src + kk * lds + c0, lds, zero);
 #endif
-  flip_transpose_weights(wt, w, G);
+  for (int64_t c = 0; c < cols; ++c)  // the columns past c0, and the rows past k0 of the rest
+    for (int64_t kk = c < c0 ? k0 : 0; kk < rows; ++kk) dst[c * ldd + kk] = src[kk * lds + c];
+}
+
+// flip_transpose_weights (conv_geom.h) for int8: per (group, tap, 16-channel strip) a Kg x 16
+// transpose_i8, the threads taking units.
+void flip_transpose_weights_i8(int8_t* wt, const int8_t* w, const Geom& G) {
+  const int64_t rs = G.r * G.s, kdt = rs * G.kg, strips = ceil_div(G.cg, 16), ld = rs * G.cg;
+  parallel_for(G.g * rs * strips, std::max<int64_t>(1, 4096 / G.kg), [&](int64_t b, int64_t e) {
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t g = u / (rs * strips), tap = u / strips % rs, c0 = u % strips * 16;
+      const int64_t ft = (G.r - 1 - tap / G.s) * G.s + (G.s - 1 - tap % G.s);
+      transpose_i8(wt + (g * G.cg + c0) * kdt + ft * G.kg, kdt, w + (g * G.kg * rs + tap) * G.cg + c0,
+                   ld, G.kg, std::min<int64_t>(16, G.cg - c0));
+    }
+  });
 }
 
 // fprop, implicit GEMM (ungrouped, not 1x1): no im2col. Each thread copies one image at a time
@@ -655,20 +662,22 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
     int32_t* po = koffs;
     for (Phase& f : ph) {
       if (f.kd == 0) continue;
-      // wt[c][j][l][kk] = w[kk][u + sh*j][v + sw*l][c], zeros for kk >= K
-      for (int64_t c = 0; c < G.c; ++c)
-        for (int64_t j = 0; j < f.ju; ++j)
-          for (int64_t l = 0; l < f.jv; ++l) {
-            int8_t* d = wt + c * f.kd + (j * f.jv + l) * k4b;
-            const int64_t r = f.u + G.sh * j, sc = f.v + G.sw * l;
-            for (int64_t kk = 0; kk < G.k; ++kk) d[kk] = w[((kk * G.r + r) * G.s + sc) * G.c + c];
-            for (int64_t kk = G.k; kk < k4b; ++kk) d[kk] = 0;
-          }
+      // wt[c][j][l][kk] = w[kk][u + sh*j][v + sw*l][c], zeros for kk >= K: a K x C transpose
+      // per tap, the threads taking taps
+      parallel_for(f.ju * f.jv, 1, [&](int64_t b, int64_t e) {
+        for (int64_t tj = b; tj < e; ++tj) {
+          const int64_t r = f.u + G.sh * (tj / f.jv), sc = f.v + G.sw * (tj % f.jv);
+          int8_t* d = wt + tj * k4b;
+          transpose_i8(d, f.kd, w + (r * G.s + sc) * G.c, G.kd, G.k, G.c);
+          if (k4b > G.k)
+            for (int64_t c = 0; c < G.c; ++c) std::memset(d + c * f.kd + G.k, 0, static_cast<size_t>(k4b - G.k));
+        }
+      });
       f.bp = reinterpret_cast<int8_t*>(pb);
       pb += round_up(i8::packb_bytes(G.c, f.kd, P.nr), 64);
       f.comp = reinterpret_cast<int32_t*>(pb);
       pb += round_up(4 * i8::comp_len(G.c, P.nr), 64);
-      i8::pack_b_rows(f.bp, f.comp, wt, f.kd, G.c, f.kd, P);
+      pack_b_rows_par(f.bp, f.comp, wt, f.kd, G.c, f.kd, P);
       f.koff = po;
       for (int64_t t = 0; t < f.kd / 4; ++t) {
         const int64_t tap = (4 * t) / k4b, kk = (4 * t) % k4b, j = tap / f.jv, l = tap % f.jv;
