@@ -12,7 +12,12 @@ import { INT8_KERNELS, isCpuBackend, ScaleLayout } from "../src/backend/backend.
 import { BACKEND_NAMES, openBackend } from "../src/backend/registry.ts";
 import { convShape } from "../src/ops/conv.ts";
 import { Tensor } from "../src/tensor.ts";
-import { convLayers, type Int8ConvFixture, int8ConvFixture } from "./conv_fixture.ts";
+import {
+  type ConvLayer,
+  convLayers,
+  type Int8ConvFixture,
+  int8ConvFixture,
+} from "./conv_fixture.ts";
 import { makeStep } from "./step.ts";
 
 /** A backend of the registry: opened, or the reason it could not be. */
@@ -117,11 +122,17 @@ export interface ConvCase {
   int8: () => Promise<void>;
 }
 
-/** The conv cases of every layer shape on `b` (fixtures validated here, ROTATE sets each). */
-export function convCases(b: Backend): { cases: ConvCase[]; dispose: () => void } {
+/**
+ * The conv cases of every layer shape on `b` (fixtures validated here, ROTATE sets each):
+ * ResNet-20's and LeNet-5's unless `layers` says otherwise.
+ */
+export function convCases(
+  b: Backend,
+  layers: readonly ConvLayer[] = convLayers(BATCH),
+): { cases: ConvCase[]; dispose: () => void } {
   const cases: ConvCase[] = [];
   const all: Int8ConvFixture[] = [];
-  for (const l of convLayers(BATCH)) {
+  for (const l of layers) {
     const s = convShape("bench", l.x, l.k, l.r, { stride: l.stride, padding: l.pad });
     const fs = Array.from({ length: ROTATE }, (_, i) => int8ConvFixture(b, s, 11 + i));
     all.push(...fs);

@@ -27,6 +27,52 @@ export function convLayers(batch: number) {
   ] as const;
 }
 
+/** One conv layer of a benchmark set: NHWC input, K filters of r x r, stride, padding. */
+export interface ConvLayer {
+  name: string;
+  x: readonly number[];
+  k: number;
+  stride: number;
+  r: number;
+  pad: number;
+}
+
+/**
+ * The wide layers of the zoo's ImageNet models (ResNet-18/34 stages, VGG-style 3x3 stacks, the
+ * 1x1 stride-2 shortcut), batch `batch`: dW is wide next to the reduction, the weights are
+ * MBs, and the passes that are fixed costs per layer (weight transposes and packing) show.
+ */
+export function zooConvLayers(batch = 8): ConvLayer[] {
+  return [
+    { name: `64->64 56x56 b${batch}`, x: [batch, 56, 56, 64], k: 64, stride: 1, r: 3, pad: 1 },
+    { name: `128->128 28x28 b${batch}`, x: [batch, 28, 28, 128], k: 128, stride: 1, r: 3, pad: 1 },
+    { name: `256->256 14x14 b${batch}`, x: [batch, 14, 14, 256], k: 256, stride: 1, r: 3, pad: 1 },
+    { name: `512->512 7x7 b${batch}`, x: [batch, 7, 7, 512], k: 512, stride: 1, r: 3, pad: 1 },
+    {
+      name: `128->256 s2 28x28 b${batch}`,
+      x: [batch, 28, 28, 128],
+      k: 256,
+      stride: 2,
+      r: 3,
+      pad: 1,
+    },
+    {
+      name: `256->512 1x1 s2 14x14 b${batch}`,
+      x: [batch, 14, 14, 256],
+      k: 512,
+      stride: 2,
+      r: 1,
+      pad: 0,
+    },
+  ];
+}
+
+/** The layer sets `deno task report --layers` takes. */
+export const LAYER_SETS = {
+  resnet20: (batch: number): readonly ConvLayer[] => convLayers(batch),
+  zoo: (): readonly ConvLayer[] => zooConvLayers(),
+} as const;
+
 /** INT8 operands, scales and outputs of one conv shape, and the fp32 operands they stand for. */
 export interface Int8ConvFixture {
   /** x, w and dy dequantized (the fp32 kernels' inputs in the benchmarks). */

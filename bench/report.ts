@@ -23,7 +23,9 @@
  * --python PATH (default /usr/bin/python3), --clock-ghz G (core clock for % of peak; default
  * the clock the cpu backend measures with all threads busy, its device info; else
  * /proc/cpuinfo's MHz, which on a VM is the TSC rate, not the boost clock), --out DIR (default
- * bench/), --no-peers, --models lenet5,resnet20, --timer wall|cpu (cpu: this process's CPU
+ * bench/), --no-peers, --models lenet5,resnet20 (empty: no training steps), --layers resnet20|zoo
+ * (the conv layer set: ResNet-20's and LeNet-5's, or the zoo's wide ImageNet layers at batch 8),
+ * --timer wall|cpu (cpu: this process's CPU
  * time, with --threads 1 only: robust on a machine shared with other jobs; the peers are always
  * timed by the wall clock of their own loop).
  *
@@ -43,6 +45,7 @@ import {
   presets,
   stepCase,
 } from "./cases.ts";
+import { LAYER_SETS } from "./conv_fixture.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -55,6 +58,7 @@ const { values } = parseArgs({
     "no-peers": { type: "boolean", default: false },
     models: { type: "string", default: MODELS.join(",") },
     timer: { type: "string", default: "wall" },
+    layers: { type: "string", default: "resnet20" },
   },
   strict: true,
 });
@@ -80,6 +84,14 @@ const now = values.timer === "cpu"
     return (u.user + u.system) / 1000;
   }
   : () => performance.now();
+if (!Object.hasOwn(LAYER_SETS, values.layers)) {
+  throw new RangeError(
+    `Unknown layer set "${values.layers}" in --layers: expected ${
+      Object.keys(LAYER_SETS).join(", ")
+    }`,
+  );
+}
+const layerSet = values.layers as keyof typeof LAYER_SETS;
 const models = values.models.split(",").filter((m) => m !== "");
 for (const m of models) {
   if (!(MODELS as readonly string[]).includes(m)) {
@@ -492,7 +504,7 @@ for (const { name, backend: b, reason } of await backends()) {
     });
   }
   console.error(`report: ${name} conv kernels`);
-  const { cases, dispose } = convCases(b);
+  const { cases, dispose } = convCases(b, LAYER_SETS[layerSet](BATCH));
   for (const c of cases) {
     const fns = [c.fp32];
     for (const v of variants) {
@@ -618,7 +630,13 @@ for (const p of peers) {
   );
 }
 for (const s of skippedPeers) md.push(`| ${s.peer} | skipped: ${s.reason} | | | | | |`);
-md.push("", "## Conv kernels (ResNet-20's 3x3 pad-1 layers, LeNet-5's conv2)", "");
+md.push(
+  "",
+  layerSet === "zoo"
+    ? "## Conv kernels (the zoo's wide ImageNet layers, batch 8)"
+    : "## Conv kernels (ResNet-20's 3x3 pad-1 layers, LeNet-5's conv2)",
+  "",
+);
 md.push(
   "GOPS = 2 x multiply-adds / s. INT8 times cover the GEMM with its im2col and epilogue (no " +
     "quantization). % of peak = GOPS / (2 x peak MACs per clock x clock x threads), the peak of " +

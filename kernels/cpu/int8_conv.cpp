@@ -946,6 +946,7 @@ WgradForm forced_wgrad() {
 // are exact, so dw is the row-split form's bit for bit.
 constexpr int64_t kColsBlockBytes = 192 * 1024;  // int32 C of one column block
 constexpr int64_t kColsChunkBytes = 192 * 1024;  // A rows of one reduction chunk
+constexpr int64_t kColsMaxRows = 1024;  // rows of one chunk (32-column B panel: 32 KB, L1)
 bool wgrad_by_cols(float* dw, const int8_t* x, const int8_t* dy, const double* row_scale,
                    const Geom& G, const i8::Plan& P, bool ones, bool direct) {
   const WgradForm form = forced_wgrad();
@@ -954,13 +955,16 @@ bool wgrad_by_cols(float* dw, const int8_t* x, const int8_t* dy, const double* r
   const int64_t panels = ceil_div(G.kd, P.nr);
   const int nt = static_cast<int>(
       std::min<int64_t>(threads_for(G.m * G.k * G.kd, kMacsPerThread), panels));
-  // Measured on Zen 4, 2 threads (kernels/cpu/README.md): faster from KD = 576 (3x3 over 64
-  // channels), slower at KD = 288 and below; and at least 4 panels a thread, for balance.
-  if (form == kWgradAuto && !(G.kd >= 512 && panels >= 4 * nt)) return false;
+  // The row-split form's chunks hold 192 KB / (KD + K) rows: from KD + K = 576 (3x3 over 64
+  // channels and 64 filters, a 1x1 stride-2 256 -> 512) this form measured faster on Zen 4 with
+  // 2 threads, below it (3x3 32 -> 32, 32 -> 64) slower (kernels/cpu/README.md); and it needs 4
+  // panels a thread, for balance.
+  if (form == kWgradAuto && !(G.kd + G.k >= 576 && panels >= 4 * nt)) return false;
   Geom Gb;
   const int8_t* xb = wgrad_source(x, G, Gb);
   const int64_t nb = std::max<int64_t>(1, kColsBlockBytes / (4 * kga) / P.nr) * P.nr;
-  const int64_t mc = std::min(lda, std::clamp<int64_t>(kColsChunkBytes / kga / 64 * 64, 64, 1024));
+  const int64_t mc =
+      std::min(lda, std::clamp<int64_t>(kColsChunkBytes / kga / 64 * 64, 64, kColsMaxRows));
   const int64_t ab = round_up((kga + P.mr) * lda, 64);
   const int64_t bb = round_up(i8::packb_bytes(nb, mc, P.nr), 64), cb = round_up(4 * kga * nb, 64);
   const int64_t zb = round_up(4 * nb, 64);
