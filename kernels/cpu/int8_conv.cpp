@@ -863,6 +863,20 @@ inline int32_t unbiased(int32_t v, int32_t colsum, bool ones) {
   return static_cast<int32_t>(u);
 }
 
+// n columns of dw (from dw's column 0 on; row stride KD) from an int32 C block [K + 1][n] whose
+// last row holds the column sums (the row of ones), unbiased and scaled per row.
+void store_dw_cols(float* dw, const int32_t* c, int64_t n, const double* row_scale, const Geom& G,
+                   bool ones) {
+  const int32_t* cs = c + G.k * n;  // read only with the row of ones (C has K rows without it)
+  for (int64_t i = 0; i < G.k; ++i) {
+    float* __restrict o = dw + i * G.kd;
+    const int32_t* ci = c + i * n;
+    const double s = row_scale[i];
+    for (int64_t j = 0; j < n; ++j)
+      o[j] = static_cast<float>(static_cast<double>(unbiased(ci[j], ones ? cs[j] : 0, ones)) * s);
+  }
+}
+
 // Pointwise wgrad with a short reduction (linear layers: M = the batch): the threads split the KD
 // columns of dw instead of the M rows, so each computes its block of dw exactly in one int32 GEMM
 // over all M rows (no per-thread copy of dw, no double partial sums, no combine pass). Each thread
@@ -895,14 +909,7 @@ bool wgrad_short(float* dw, const int8_t* x, const int8_t* dy, const double* row
     fill(at + kga * lda, P.mr * lda, P.flip);
     i8::pack_b_cols(bp, nullptr, x + j0, G.c, n, G.m, P);
     i8::gemm_block(P, kga, n, G.m, at, lda, bp, zero_comp, {i8::kStoreI32, c, n, nullptr, nullptr});
-    const int32_t* cs = c + G.k * n;  // column sums (ones)
-    for (int64_t i = 0; i < G.k; ++i) {
-      float* __restrict o = dw + i * G.kd + j0;
-      const int32_t* ci = c + i * n;
-      const double s = row_scale[i];
-      for (int64_t j = 0; j < n; ++j)
-        o[j] = static_cast<float>(static_cast<double>(unbiased(ci[j], cs[j], ones)) * s);
-    }
+    store_dw_cols(dw + j0, c, n, row_scale, G, ones);
   });
   return true;
 }
@@ -991,14 +998,7 @@ bool wgrad_by_cols(float* dw, const int8_t* x, const int8_t* dy, const double* r
         i8::gemm_block(P, kga, n, cnt, at + m0, lda, bp, zero_comp,
                        {m0 == 0 ? i8::kStoreI32 : i8::kAddI32, c, n, nullptr, nullptr});
       }
-      const int32_t* cs = c + G.k * n;  // column sums (ones)
-      for (int64_t i = 0; i < G.k; ++i) {
-        float* __restrict o = dw + i * G.kd + jb;
-        const int32_t* ci = c + i * n;
-        const double sc = row_scale[i];
-        for (int64_t j = 0; j < n; ++j)
-          o[j] = static_cast<float>(static_cast<double>(unbiased(ci[j], cs[j], ones)) * sc);
-      }
+      store_dw_cols(dw + jb, c, n, row_scale, G, ones);
     }
   });
   return true;
