@@ -4,6 +4,7 @@
  */
 import { cpu } from "./helpers/check_op.ts";
 import { defineOpTests } from "./helpers/op_cases.ts";
+import { runChildTests } from "./helpers/child_tests.ts";
 
 defineOpTests("", cpu);
 
@@ -16,29 +17,12 @@ for (const path of ["im2col", "implicit"]) {
   Deno.test({
     name: `conv cases pass with D8_CPU_CONV_PATH=${path} (child process)`,
     ignore: forced !== undefined, // the child itself
-    fn: async () => {
+    fn: () => {
       const here = new URL(".", import.meta.url).pathname;
-      const r = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "test",
-          "--allow-read",
-          "--allow-write",
-          "--allow-env",
-          "--allow-ffi",
-          "--allow-run",
-          "--filter",
-          "conv",
-          `${here}ops_test.ts`,
-          `${here}quant_test.ts`,
-        ],
-        env: { D8_CPU_CONV_PATH: path, NO_COLOR: "1" },
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const out = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
-      if (r.code !== 0) throw new Error(`child test run failed (${path}):\n${out.slice(-4000)}`);
-      const passed = Number(out.match(/ok \| (\d+) passed/)?.[1] ?? 0);
-      if (passed < 40) throw new Error(`child ran only ${passed} conv tests (${path}):\n${out}`);
+      return runChildTests({ D8_CPU_CONV_PATH: path }, "conv", [
+        `${here}ops_test.ts`,
+        `${here}quant_test.ts`,
+      ], 40);
     },
   });
 }

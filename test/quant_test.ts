@@ -20,6 +20,7 @@ import {
   optimalClip,
 } from "../src/quant/solve.ts";
 import { Tape } from "../src/autograd/tape.ts";
+import { runChildTests } from "./helpers/child_tests.ts";
 import { Tensor } from "../src/tensor.ts";
 import { assertClose, cpu } from "./helpers/check_op.ts";
 import { convDgradRef, convRef, convWgradRef } from "./helpers/reference.ts";
@@ -571,17 +572,9 @@ for (const form of ["rows", "cols"]) {
   Deno.test({
     name: `int8 wgrad cases pass with D8_CPU_WGRAD=${form} (child process)`,
     ignore: forcedWgrad !== undefined, // the child itself
-    fn: async () => {
-      const r = await new Deno.Command(Deno.execPath(), {
-        args: ["test", "-A", "--filter", "fprop/dgrad/wgrad", new URL(import.meta.url).pathname],
-        env: { D8_CPU_WGRAD: form, NO_COLOR: "1" },
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const out = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
-      if (r.code !== 0) throw new Error(`child test run failed (${form}):\n${out.slice(-4000)}`);
-      const passed = Number(out.match(/ok \| (\d+) passed/)?.[1] ?? 0);
-      if (passed < 40) throw new Error(`child ran only ${passed} wgrad cases (${form}):\n${out}`);
-    },
+    fn: () =>
+      runChildTests({ D8_CPU_WGRAD: form }, "fprop/dgrad/wgrad", [
+        new URL(import.meta.url).pathname,
+      ], 40),
   });
 }

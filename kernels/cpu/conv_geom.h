@@ -127,30 +127,44 @@ inline d8_conv_shape dgrad_as_fwd_shape(const Geom& G) {
   return s2;
 }
 
-// wt = w' above ([C, R, S, Kg]) from w ([K, R, S, Cg]): per group and tap a Kg x Cg transpose,
-// in 32 x 32 blocks (each block's source and destination lines stay in L1; the plain loop walked
-// Cg destination lines KD apart per source row and missed L1 on every element at 512 channels),
-// the threads taking (group, tap, 32-channel strip) units.
+// dst[c*ldd + kk] = src[kk*lds + c] for kk < rows, c < cols, in 32 x 32 blocks (each block's
+// source and destination lines stay in L1).
 template <class T>
-void flip_transpose_weights(T* __restrict wt, const T* __restrict w, const Geom& G) {
+void transpose_blocked(T* __restrict dst, int64_t ldd, const T* __restrict src, int64_t lds,
+                       int64_t rows, int64_t cols) {
   constexpr int64_t kB = 32;
-  const int64_t rs = G.r * G.s, kdt = rs * G.kg, strips = (G.cg + kB - 1) / kB;
-  parallel_for(G.g * rs * strips, std::max<int64_t>(1, 16384 / (kB * std::max<int64_t>(G.kg, 1))),
+  for (int64_t c0 = 0; c0 < cols; c0 += kB)
+    for (int64_t k0 = 0; k0 < rows; k0 += kB) {
+      const int64_t c1 = std::min(cols, c0 + kB), k1 = std::min(rows, k0 + kB);
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t kk = k0; kk < k1; ++kk) dst[c * ldd + kk] = src[kk * lds + c];
+    }
+}
+
+// wt = w' above ([C, R, S, Kg]) from w ([K, R, S, Cg]): per group and tap a Kg x Cg transpose,
+// tr(dst, ldd, src, lds, rows, cols) as transpose_blocked, the threads taking (group, tap,
+// 32-channel strip) units. The plain loop walked Cg destination lines KD apart per source row and
+// missed L1 on every element at 512 channels.
+template <class T, class Tr>
+void flip_transpose_weights(T* wt, const T* w, const Geom& G, Tr&& tr) {
+  constexpr int64_t kStrip = 32;
+  const int64_t rs = G.r * G.s, kdt = rs * G.kg, strips = (G.cg + kStrip - 1) / kStrip;
+  const int64_t grain = std::max<int64_t>(1, 16384 / (kStrip * std::max<int64_t>(G.kg, 1)));
+  parallel_for(G.g * rs * strips, grain,
                [&](int64_t b, int64_t e) {
                  for (int64_t u = b; u < e; ++u) {
                    const int64_t g = u / (rs * strips), tap = u / strips % rs;
-                   const int64_t c0 = u % strips * kB, c1 = std::min(G.cg, c0 + kB);
+                   const int64_t c0 = u % strips * kStrip;
                    const int64_t ft = (G.r - 1 - tap / G.s) * G.s + (G.s - 1 - tap % G.s);
-                   const T* src = w + (g * G.kg * rs + tap) * G.cg;  // + kk*rs*Cg + c
-                   T* dst = wt + g * G.cg * kdt + ft * G.kg;        // + c*kdt + kk
-                   for (int64_t k0 = 0; k0 < G.kg; k0 += kB) {
-                     const int64_t k1 = std::min(G.kg, k0 + kB);
-                     for (int64_t c = c0; c < c1; ++c)
-                       for (int64_t kk = k0; kk < k1; ++kk)
-                         dst[c * kdt + kk] = src[kk * rs * G.cg + c];
-                   }
+                   tr(wt + (g * G.cg + c0) * kdt + ft * G.kg, kdt,
+                      w + (g * G.kg * rs + tap) * G.cg + c0, rs * G.cg, G.kg,
+                      std::min(kStrip, G.cg - c0));
                  }
                });
+}
+template <class T>
+void flip_transpose_weights(T* wt, const T* w, const Geom& G) {
+  flip_transpose_weights(wt, w, G, transpose_blocked<T>);
 }
 
 // ---- GEMM helpers -------------------------------------------------------------------------------

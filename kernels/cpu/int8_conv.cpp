@@ -483,20 +483,6 @@ void transpose_i8(int8_t* dst, int64_t ldd, const int8_t* src, int64_t lds, int6
     for (int64_t kk = c < c0 ? k0 : 0; kk < rows; ++kk) dst[c * ldd + kk] = src[kk * lds + c];
 }
 
-// flip_transpose_weights (conv_geom.h) for int8: per (group, tap, 16-channel strip) a Kg x 16
-// transpose_i8, the threads taking units.
-void flip_transpose_weights_i8(int8_t* wt, const int8_t* w, const Geom& G) {
-  const int64_t rs = G.r * G.s, kdt = rs * G.kg, strips = ceil_div(G.cg, 16), ld = rs * G.cg;
-  parallel_for(G.g * rs * strips, std::max<int64_t>(1, 4096 / G.kg), [&](int64_t b, int64_t e) {
-    for (int64_t u = b; u < e; ++u) {
-      const int64_t g = u / (rs * strips), tap = u / strips % rs, c0 = u % strips * 16;
-      const int64_t ft = (G.r - 1 - tap / G.s) * G.s + (G.s - 1 - tap % G.s);
-      transpose_i8(wt + (g * G.cg + c0) * kdt + ft * G.kg, kdt, w + (g * G.kg * rs + tap) * G.cg + c0,
-                   ld, G.kg, std::min<int64_t>(16, G.cg - c0));
-    }
-  });
-}
-
 // fprop, implicit GEMM (ungrouped, not 1x1): no im2col. Each thread copies one image at a time
 // into a padded buffer xp [Hp][Wp][C] (the offset flip applied, padding = flip; Hp = (P-1)*sh +
 // R, Wp = (Q-1)*sw + S), and the tile reads A in place: output pixel q of output row p is the
@@ -670,7 +656,8 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
           int8_t* d = wt + tj * k4b;
           transpose_i8(d, f.kd, w + (r * G.s + sc) * G.c, G.kd, G.k, G.c);
           if (k4b > G.k)
-            for (int64_t c = 0; c < G.c; ++c) std::memset(d + c * f.kd + G.k, 0, static_cast<size_t>(k4b - G.k));
+            for (int64_t c = 0; c < G.c; ++c)
+              std::memset(d + c * f.kd + G.k, 0, static_cast<size_t>(k4b - G.k));
         }
       });
       f.bp = reinterpret_cast<int8_t*>(pb);
@@ -805,7 +792,7 @@ void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const
                               (G.kg * ceil_div(G.kd, nr) * nr + G.kd * 8.0);
   if (dgrad_as_fwd(G) && gather_cost <= scatter_cost) {  // dx = conv(dy, w') (conv_geom.h)
     int8_t* wt = scratch_bytes<int8_t>(kSlotConvPartial, G.c * G.r * G.s * G.kg);
-    flip_transpose_weights_i8(wt, w, G);
+    flip_transpose_weights(wt, w, G, transpose_i8);  // 16 x 16 SSE2 blocks
     float* cs = scratch_bytes<float>(kSlotMisc, G.c * 4);
     for (int64_t c = 0; c < G.c; ++c) cs[c] = scale;
     return fwd_core(dx, dy, wt, cs, nullptr, make_geom(dgrad_as_fwd_shape(G)));
