@@ -42,6 +42,8 @@
 
 #if defined(__AVX2__)
 #include <immintrin.h>
+#elif defined(__SSSE3__)
+#include <tmmintrin.h>
 #endif
 
 namespace d8cpu {
@@ -920,12 +922,13 @@ const int8_t* wgrad_source(const int8_t* x, const Geom& G, Geom& Gb) {
 
 // Which wgrad form runs: D8_CPU_WGRAD=rows|cols forces one where the shape allows it (tests,
 // benchmarks); unset, the shape decides (wgrad_by_cols).
-enum WgradForm { kWgradAuto, kWgradRows, kWgradCols };
+enum WgradForm { kWgradAuto, kWgradRows, kWgradCols, kWgradQuads };
 WgradForm forced_wgrad() {
   static const WgradForm f = [] {
     const char* e = std::getenv("D8_CPU_WGRAD");
     if (e && !std::strcmp(e, "rows")) return kWgradRows;
     if (e && !std::strcmp(e, "cols")) return kWgradCols;
+    if (e && !std::strcmp(e, "quads")) return kWgradQuads;
     return kWgradAuto;
   }();
   return f;
@@ -944,7 +947,8 @@ constexpr int64_t kColsMaxRows = 1024;  // rows of one chunk (32-column B panel:
 bool wgrad_by_cols(float* dw, const int8_t* x, const int8_t* dy, const double* row_scale,
                    const Geom& G, const i8::Plan& P, bool ones, bool direct) {
   const WgradForm form = forced_wgrad();
-  if (form == kWgradRows || !direct || G.g != 1 || G.m > kMaxRowsI32) return false;
+  if (form == kWgradRows || form == kWgradQuads || !direct || G.g != 1 || G.m > kMaxRowsI32)
+    return false;
   const int64_t kga = G.k + (ones ? 1 : 0), lda = round_up(G.m, 4);
   const int64_t panels = ceil_div(G.kd, P.nr);
   const int nt = static_cast<int>(
@@ -991,6 +995,193 @@ bool wgrad_by_cols(float* dw, const int8_t* x, const int8_t* dy, const double* r
   return true;
 }
 
+#if defined(__SSE2__)
+bool quads_pay(const Geom& G) { (void)G; return true; }
+// ---- wgrad over image quads: x is the broadcast operand, read in place -------------------------
+// dW^T[KD, K] = X4[KD, red] . dY4[K, red]^T, the reduction running over k-groups t = (image quad
+// n4, output pixel): a k-group's four bytes are the four images 4*n4 .. 4*n4+3 at one pixel and
+// channel. x is re-laid once as xq [N4][Hp][Wp][C][4] (zero-padded, the offset flip applied), so
+// the A rows (r, s, c) of window row r sit 4 bytes apart (lda = 4: a tile's MR rows are MR*4
+// contiguous bytes) and k-group t of output pixel (p, q) starts koff[t] = ((n4*Hp + p*sh)*Wp +
+// q*sw)*4C bytes from window row r's base: one implicit GEMM per window row, S*C rows. dy is
+// interleaved four images at a time into the B panels, per chunk of the reduction. Neither operand
+// is an im2col (the row-split and column-split forms gather KD bytes of B per pixel, this one 4K
+// per quad of pixels), and no row of ones pads the GEMM: comp is the chunk's dy column sums.
+// Images past N (N % 4 != 0) are zeros in both operands.
+void quad_image_rows(uint8_t* xq, const int8_t* x, const Geom& G, int64_t hp, int64_t wp,
+                     uint8_t flip, int64_t row0, int64_t row1) {
+  const int64_t pix = 4 * G.c, c16 = G.c / 16 * 16, wc = G.w * G.c;
+  const __m128i f = _mm_set1_epi8(static_cast<char>(flip));
+  for (int64_t row = row0; row < row1; ++row) {  // row = n4*hp + a
+    const int64_t n4 = row / hp, a = row % hp, ih = a - G.ph;
+    uint8_t* d = xq + row * wp * pix;
+    if (ih < 0 || ih >= G.h) {
+      fill(d, wp * pix, flip);
+      continue;
+    }
+    const int8_t* s[4];  // the four images' input row ih (null past N)
+    for (int u = 0; u < 4; ++u) s[u] = 4 * n4 + u < G.n ? x + ((4 * n4 + u) * G.h + ih) * wc : nullptr;
+    const int64_t b0 = std::min(G.pw, wp), b1 = std::max(b0, std::min(wp, G.pw + G.w));
+    fill(d, b0 * pix, flip);
+    fill(d + b1 * pix, (wp - b1) * pix, flip);
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t off = (b - G.pw) * G.c;
+      uint8_t* db = d + b * pix;
+      int64_t c0 = 0;
+      for (; c0 < c16; c0 += 16) {
+        __m128i v[4];
+        for (int u = 0; u < 4; ++u)
+          v[u] = _mm_xor_si128(
+              s[u] ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[u] + off + c0)) : _mm_setzero_si128(), f);
+        i8::interleave4x16(reinterpret_cast<int8_t*>(db + 4 * c0), v[0], v[1], v[2], v[3]);
+      }
+      for (; c0 < G.c; ++c0)
+        for (int u = 0; u < 4; ++u)
+          db[4 * c0 + u] = static_cast<uint8_t>((s[u] ? s[u][off + c0] : 0) ^ flip);
+    }
+  }
+}
+
+// dy's k-groups t0 .. t0+cnt-1 as B panels [cnt][NR][4] (column j = output channel, zeros past
+// K), and each group's koff: ((n4*Hp + p*sh)*Wp + q*sw) * 4C.
+void pack_dy_quads(int8_t* bp, int32_t* koff, const int8_t* dy, const Geom& G, int64_t hp,
+                   int64_t wp, int64_t t0, int64_t cnt, int nr) {
+  const int64_t pq = G.p * G.q, panels = ceil_div(G.k, nr), pstride = cnt * 4 * nr;
+  const int64_t kfull = G.k / 16 * 16, pix = 4 * G.c;
+  const __m128i z = _mm_setzero_si128();
+  int64_t n4 = t0 / pq, px = t0 % pq, pp = px / G.q, qq = px % G.q;
+  const int8_t* s[4];
+  auto rows = [&] {
+    for (int u = 0; u < 4; ++u)
+      s[u] = 4 * n4 + u < G.n ? dy + ((4 * n4 + u) * pq + px) * G.k : nullptr;
+  };
+  rows();
+  for (int64_t t = 0; t < cnt; ++t) {
+    koff[t] = static_cast<int32_t>(((n4 * hp + pp * G.sh) * wp + qq * G.sw) * pix);
+    int8_t* dt = bp + t * 4 * nr;
+    for (int64_t j = 0; j < kfull; j += 16) {
+      __m128i v[4];
+      for (int u = 0; u < 4; ++u)
+        v[u] = s[u] ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[u] + j)) : z;
+      i8::interleave4x16(dt + (j / nr) * pstride + (j % nr) * 4, v[0], v[1], v[2], v[3]);
+    }
+    for (int64_t j = kfull; j < panels * nr; ++j)
+      for (int u = 0; u < 4; ++u)
+        dt[(j / nr) * pstride + (j % nr) * 4 + u] = (s[u] && j < G.k) ? s[u][j] : 0;
+    if (++qq == G.q) {
+      qq = 0;
+      if (++pp == G.p) pp = 0;
+    }
+    if (++px == pq) {
+      px = 0, ++n4;
+      rows();
+    } else {
+      for (int u = 0; u < 4; ++u)
+        if (s[u]) s[u] += G.k;
+    }
+  }
+}
+
+// comp[j] = 128 * (sum of column j of the cnt k-groups of packed B), for every column of the
+// panels (the VNNI offset's correction for this chunk).
+void panel_comp(int32_t* comp, const int8_t* bp, int64_t cnt, int nr, int64_t panels) {
+  for (int64_t pi = 0; pi < panels; ++pi) {
+    const int8_t* b = bp + pi * cnt * 4 * nr;
+    int32_t* cp = comp + pi * nr;
+#if defined(__SSSE3__)
+    // byte sums of each column's 4 bytes: maddubs(1, b) pairs them, madd(., 1) adds the pairs
+    const __m128i one8 = _mm_set1_epi8(1), one16 = _mm_set1_epi16(1);
+    for (int q = 0; q < nr / 4; ++q) {
+      __m128i acc = _mm_setzero_si128();
+      for (int64_t t = 0; t < cnt; ++t) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + t * 4 * nr + 16 * q));
+        acc = _mm_add_epi32(acc, _mm_madd_epi16(_mm_maddubs_epi16(one8, v), one16));
+      }
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(cp + 4 * q), _mm_slli_epi32(acc, 7));
+    }
+#else
+    for (int j = 0; j < nr; ++j) {
+      int32_t sum = 0;
+      for (int64_t t = 0; t < cnt; ++t)
+        for (int u = 0; u < 4; ++u) sum += b[t * 4 * nr + 4 * j + u];
+      cp[j] = 128 * sum;
+    }
+#endif
+  }
+}
+
+constexpr int64_t kQuadChunkBytes = 32 * 1024;  // packed dy of one reduction chunk (L1)
+bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row_scale,
+                 const Geom& G) {
+  const WgradForm form = forced_wgrad();
+  // amx reads a chunk of k-groups as one contiguous run: here consecutive k-groups are 4C bytes apart
+  if (form == kWgradRows || form == kWgradCols || G.g != 1 || i8::active_variant() == i8::kAmx)
+    return false;
+  if (form == kWgradAuto && !quads_pay(G)) return false;
+  const int64_t sc = G.s * G.c;
+  const i8::Plan P = i8::plan_for(G.k, sc);
+  const int64_t hp = padded_h(G), wp = padded_w(G), n4 = ceil_div(G.n, 4), pq = G.p * G.q;
+  const int64_t pix = 4 * G.c, k4 = n4 * pq;
+  const int64_t xq_bytes = n4 * hp * wp * pix, slack = round_up(4 * P.mr + 64, 64);
+  if (xq_bytes + slack > INT32_MAX) return false;  // koff is int32
+  const int64_t panels = ceil_div(G.k, P.nr), kp = panels * P.nr;
+  const int64_t ct = std::max<int64_t>(16, kQuadChunkBytes / (4 * kp) / 16 * 16);
+  const int nt = static_cast<int>(std::min<int64_t>(
+      threads_for(G.m * G.k * G.kd, kMacsPerThread), std::max<int64_t>(1, k4 / ct)));
+
+  uint8_t* xq = scratch_bytes<uint8_t>(kSlotConvPad, xq_bytes + slack);
+  fill(xq + xq_bytes, slack, P.flip);
+  parallel_for(n4 * hp, std::max<int64_t>(1, (int64_t{1} << 15) / (wp * pix)),
+               [&](int64_t b, int64_t e) { quad_image_rows(xq, x, G, hp, wp, P.flip, b, e); });
+
+  const int64_t bb = round_up(ct * 4 * kp, 64), cb = round_up(4 * G.kd * G.k, 64);
+  const int64_t ob = round_up(4 * (ct + kp), 64), db = round_up(8 * G.kd * G.k, 64);
+  const int64_t per = bb + cb + ob + db;
+  char* work = scratch_bytes<char>(kSlotConvWork, nt * per);
+  const int team = parallel(nt, [&](int t, int T) {
+    char* base = work + t * per;
+    int8_t* bp = reinterpret_cast<int8_t*>(base);
+    int32_t* c = reinterpret_cast<int32_t*>(base + bb);
+    int32_t* koff = reinterpret_cast<int32_t*>(base + bb + cb);
+    int32_t* comp = koff + ct;
+    double* ad = reinterpret_cast<double*>(base + bb + cb + ob);
+    for (int64_t i = 0; i < G.kd * G.k; ++i) ad[i] = 0.0;
+    if (!P.flip) std::memset(comp, 0, static_cast<size_t>(4 * kp));
+    int64_t rows = 0;  // reduction rows (4 per k-group) in c since the last flush
+    auto flush = [&] {
+      for (int64_t i = 0; i < G.kd * G.k; ++i) ad[i] += static_cast<double>(c[i]);
+      rows = 0;
+    };
+    const int64_t g0 = k4 * t / T, g1 = k4 * (t + 1) / T;
+    for (int64_t t0 = g0; t0 < g1; t0 += ct) {
+      const int64_t cnt = std::min(ct, g1 - t0);
+      if (rows > 0 && rows + 4 * cnt > kMaxRowsI32) flush();
+      pack_dy_quads(bp, koff, dy, G, hp, wp, t0, cnt, P.nr);
+      if (P.flip) panel_comp(comp, bp, cnt, P.nr, panels);
+      const i8::Epi e{rows == 0 ? i8::kStoreI32 : i8::kAddI32, nullptr, G.k, nullptr, nullptr};
+      for (int64_t r = 0; r < G.r; ++r) {
+        i8::Epi er = e;
+        er.c = c + r * sc * G.k;
+        i8::gemm_block(P, sc, G.k, 4 * cnt, xq + r * wp * pix, 4, bp, comp, er, koff);
+      }
+      rows += 4 * cnt;
+    }
+    if (rows > 0) flush();
+  });
+  // dw[k, j] = (sum over the threads' exact sums of dW^T[j, k]) * row_scale[k], fixed order
+  parallel_for(G.k, 1, [&](int64_t b, int64_t e) {
+    for (int64_t kk = b; kk < e; ++kk)
+      for (int64_t j = 0; j < G.kd; ++j) {
+        double v = 0.0;
+        for (int th = 0; th < team; ++th)
+          v += reinterpret_cast<const double*>(work + th * per + bb + cb + ob)[j * G.k + kk];
+        dw[kk * G.kd + j] = static_cast<float>(v * row_scale[kk]);
+      }
+  });
+  return true;
+}
+#endif
+
 void wgrad_core(float* dw, const int8_t* x, const int8_t* dy, const double* row_scale,
                 const Geom& G) {
   if (G.depthwise) return depthwise_wgrad(dw, x, dy, row_scale, G);
@@ -998,6 +1189,7 @@ void wgrad_core(float* dw, const int8_t* x, const int8_t* dy, const double* row_
   const i8::Plan P = i8::plan_for(G.kd, G.kg + (ones ? 1 : 0));
   if (wgrad_short(dw, x, dy, row_scale, G, P, ones)) return;
 #if defined(__SSE2__)
+  if (wgrad_quads(dw, x, dy, row_scale, G)) return;
   const bool direct = !G.pointwise && G.cg % 16 == 0;
 #else
   const bool direct = false;
