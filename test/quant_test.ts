@@ -259,7 +259,17 @@ const i8Cases: I8ConvCase[] = [
   },
   // stride 1 with K and C multiples of 16: the gather dgrad's 16 x 16 weight transposes
   { name: "3x3 48->32 pad 1", x: [2, 5, 7, 48], k: 32, kernel: [3, 3], opts: { padding: 1 } },
-  // dW wider than the reduction (KD >= 512): the column-split wgrad in auto, its panels starting
+  // the image-quad wgrad with a batch that is not a multiple of 4 (the last quad has three images),
+  // several reduction chunks per thread and two B panels
+  {
+    name: "3x3 16->32 30x30 batch 7, 2 threads (image-quad wgrad, chunks)",
+    x: [7, 30, 30, 16],
+    k: 32,
+    kernel: [3, 3],
+    opts: { padding: 1 },
+    threads: 2,
+  },
+  // KD >= 512: the column-split wgrad when forced (D8_CPU_WGRAD=cols below), its panels starting
   // inside a tap at 48 channels, and a last panel cut short
   {
     name: "3x3 64->40 7x7 batch 3, 2 threads (column-split wgrad)",
@@ -564,16 +574,17 @@ Deno.test("minInt8Channels keeps layers with few input channels per tap in FP32"
   }
 });
 
-// The INT8 wgrad has two forms (kernels/cpu/int8_conv.cpp): threads split dW's columns or the
-// reduction's rows, chosen per shape; D8_CPU_WGRAD (read once per process) forces one where the
-// shape allows it. Run the wgrad cases in a child process with each forced, so both stay tested.
+// The INT8 wgrad has three forms (kernels/cpu/int8_conv.cpp): image quads (x read in place), or
+// threads splitting dW's columns or the reduction's rows over an im2col^T, chosen per shape;
+// D8_CPU_WGRAD (read once per process) forces one where the shape allows it. Run the wgrad cases
+// and the int32-overflow case in a child process with each forced, so all stay tested.
 const forcedWgrad = Deno.env.get("D8_CPU_WGRAD");
-for (const form of ["rows", "cols"]) {
+for (const form of ["rows", "cols", "quads"]) {
   Deno.test({
     name: `int8 wgrad cases pass with D8_CPU_WGRAD=${form} (child process)`,
     ignore: forcedWgrad !== undefined, // the child itself
     fn: () =>
-      runChildTests({ D8_CPU_WGRAD: form }, "fprop/dgrad/wgrad", [
+      runChildTests({ D8_CPU_WGRAD: form }, "/fprop\\/dgrad\\/wgrad|overflows one int32/", [
         new URL(import.meta.url).pathname,
       ], 40),
   });

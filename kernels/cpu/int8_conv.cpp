@@ -996,7 +996,11 @@ bool wgrad_by_cols(float* dw, const int8_t* x, const int8_t* dy, const double* r
 }
 
 #if defined(__SSE2__)
-bool quads_pay(const Geom& G) { (void)G; return true; }
+// The image-quad form keeps a thread's int32 dW^T [KD][K] in L2 while every chunk adds into it:
+// up to 256 KB (3x3 64 -> 64: 147 KB) it measured faster than both other forms on Zen 4 with 2
+// threads (kernels/cpu/README.md); the wide layers (3x3 256 -> 256: 2.4 MB) take the column split.
+constexpr int64_t kQuadMaxDwBytes = 256 * 1024;
+bool quads_pay(const Geom& G) { return !G.pointwise && 4 * G.kd * G.k <= kQuadMaxDwBytes; }
 // ---- wgrad over image quads: x is the broadcast operand, read in place -------------------------
 // dW^T[KD, K] = X4[KD, red] . dY4[K, red]^T, the reduction running over k-groups t = (image quad
 // n4, output pixel): a k-group's four bytes are the four images 4*n4 .. 4*n4+3 at one pixel and
@@ -1048,6 +1052,7 @@ void pack_dy_quads(int8_t* bp, int32_t* koff, const int8_t* dy, const Geom& G, i
                    int64_t wp, int64_t t0, int64_t cnt, int nr) {
   const int64_t pq = G.p * G.q, panels = ceil_div(G.k, nr), pstride = cnt * 4 * nr;
   const int64_t kfull = G.k / 16 * 16, pix = 4 * G.c;
+  const int nr_shift = nr == 32 ? 5 : 4;  // NR is 16 or 32
   const __m128i z = _mm_setzero_si128();
   int64_t n4 = t0 / pq, px = t0 % pq, pp = px / G.q, qq = px % G.q;
   const int8_t* s[4];
@@ -1063,7 +1068,8 @@ void pack_dy_quads(int8_t* bp, int32_t* koff, const int8_t* dy, const Geom& G, i
       __m128i v[4];
       for (int u = 0; u < 4; ++u)
         v[u] = s[u] ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[u] + j)) : z;
-      i8::interleave4x16(dt + (j / nr) * pstride + (j % nr) * 4, v[0], v[1], v[2], v[3]);
+      i8::interleave4x16(dt + (j >> nr_shift) * pstride + (j & (nr - 1)) * 4, v[0], v[1], v[2],
+                         v[3]);
     }
     for (int64_t j = kfull; j < panels * nr; ++j)
       for (int u = 0; u < 4; ++u)
@@ -1083,21 +1089,46 @@ void pack_dy_quads(int8_t* bp, int32_t* koff, const int8_t* dy, const Geom& G, i
 }
 
 // comp[j] = 128 * (sum of column j of the cnt k-groups of packed B), for every column of the
-// panels (the VNNI offset's correction for this chunk).
+// panels (the VNNI offset's correction for this chunk). A column's four bytes of a k-group are
+// adjacent, so one dot product with bytes of 1 sums them into the column's int32 lane.
 void panel_comp(int32_t* comp, const int8_t* bp, int64_t cnt, int nr, int64_t panels) {
   for (int64_t pi = 0; pi < panels; ++pi) {
     const int8_t* b = bp + pi * cnt * 4 * nr;
     int32_t* cp = comp + pi * nr;
-#if defined(__SSSE3__)
-    // byte sums of each column's 4 bytes: maddubs(1, b) pairs them, madd(., 1) adds the pairs
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    const __m512i one8 = _mm512_set1_epi8(1);
+    for (int v = 0; v < nr / 16; ++v) {
+      __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                        _mm512_setzero_si512()};  // four chains: dpbusd's latency
+      int64_t t = 0;
+      for (; t + 4 <= cnt; t += 4)
+        for (int u = 0; u < 4; ++u)
+          acc[u] = _mm512_dpbusd_epi32(acc[u], one8, _mm512_loadu_si512(b + (t + u) * 4 * nr + 64 * v));
+      for (; t < cnt; ++t)
+        acc[0] = _mm512_dpbusd_epi32(acc[0], one8, _mm512_loadu_si512(b + t * 4 * nr + 64 * v));
+      const __m512i sum =
+          _mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[2], acc[3]));
+      _mm512_storeu_si512(cp + 16 * v, _mm512_maskz_slli_epi32(__mmask16(0xFFFF), sum, 7));
+    }
+#elif defined(__AVX2__)
+    const __m256i one8 = _mm256_set1_epi8(1), one16 = _mm256_set1_epi16(1);
+    for (int v = 0; v < nr / 8; ++v) {
+      __m256i acc = _mm256_setzero_si256();
+      for (int64_t t = 0; t < cnt; ++t) {
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + t * 4 * nr + 32 * v));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(one8, x), one16));
+      }
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(cp + 8 * v), _mm256_slli_epi32(acc, 7));
+    }
+#elif defined(__SSSE3__)
     const __m128i one8 = _mm_set1_epi8(1), one16 = _mm_set1_epi16(1);
-    for (int q = 0; q < nr / 4; ++q) {
+    for (int v = 0; v < nr / 4; ++v) {
       __m128i acc = _mm_setzero_si128();
       for (int64_t t = 0; t < cnt; ++t) {
-        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + t * 4 * nr + 16 * q));
-        acc = _mm_add_epi32(acc, _mm_madd_epi16(_mm_maddubs_epi16(one8, v), one16));
+        const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + t * 4 * nr + 16 * v));
+        acc = _mm_add_epi32(acc, _mm_madd_epi16(_mm_maddubs_epi16(one8, x), one16));
       }
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(cp + 4 * q), _mm_slli_epi32(acc, 7));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(cp + 4 * v), _mm_slli_epi32(acc, 7));
     }
 #else
     for (int j = 0; j < nr; ++j) {
@@ -1125,9 +1156,11 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
   const int64_t xq_bytes = n4 * hp * wp * pix, slack = round_up(4 * P.mr + 64, 64);
   if (xq_bytes + slack > INT32_MAX) return false;  // koff is int32
   const int64_t panels = ceil_div(G.k, P.nr), kp = panels * P.nr;
-  const int64_t ct = std::max<int64_t>(16, kQuadChunkBytes / (4 * kp) / 16 * 16);
-  const int nt = static_cast<int>(std::min<int64_t>(
-      threads_for(G.m * G.k * G.kd, kMacsPerThread), std::max<int64_t>(1, k4 / ct)));
+  const int nt = static_cast<int>(
+      std::min<int64_t>(threads_for(G.m * G.k * G.kd, kMacsPerThread), ceil_div(k4, 16)));
+  // k-groups per chunk: its B in L1, and at least one chunk a thread
+  const int64_t ct = std::min(std::max<int64_t>(16, kQuadChunkBytes / (4 * kp) / 16 * 16),
+                              round_up(ceil_div(k4, nt), 16));
 
   uint8_t* xq = scratch_bytes<uint8_t>(kSlotConvPad, xq_bytes + slack);
   fill(xq + xq_bytes, slack, P.flip);
