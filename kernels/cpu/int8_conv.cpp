@@ -1169,8 +1169,13 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
 
   const int64_t bb = round_up(ct * 4 * kp, 64), cb = round_up(4 * G.kd * G.k, 64);
   const int64_t ob = round_up(4 * (ct + kp), 64), db = round_up(8 * G.kd * G.k, 64);
-  const int64_t per = bb + cb + ob + db;
+  // Up to kMaxRowsI32 reduction rows in all, the threads' int32 partials add exactly (mod 2^32,
+  // the true sum fits); beyond, each thread flushes its int32 sums into doubles every
+  // kMaxRowsI32 rows and the doubles are combined.
+  const bool wide = 4 * k4 > kMaxRowsI32;
+  const int64_t per = bb + cb + ob + (wide ? db : 0);
   char* work = scratch_bytes<char>(kSlotConvWork, nt * per);
+  std::vector<uint8_t> has(static_cast<size_t>(nt), 0);  // the thread summed k-groups
   const int team = parallel(nt, [&](int t, int T) {
     char* base = work + t * per;
     int8_t* bp = reinterpret_cast<int8_t*>(base);
@@ -1178,12 +1183,13 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
     int32_t* koff = reinterpret_cast<int32_t*>(base + bb + cb);
     int32_t* comp = koff + ct;
     double* ad = reinterpret_cast<double*>(base + bb + cb + ob);
-    for (int64_t i = 0; i < G.kd * G.k; ++i) ad[i] = 0.0;
     if (!P.flip) std::memset(comp, 0, static_cast<size_t>(4 * kp));
     int64_t rows = 0;  // reduction rows (4 per k-group) in c since the last flush
+    bool flushed = false;
     auto flush = [&] {
-      for (int64_t i = 0; i < G.kd * G.k; ++i) ad[i] += static_cast<double>(c[i]);
-      rows = 0;
+      for (int64_t i = 0; i < G.kd * G.k; ++i)
+        ad[i] = (flushed ? ad[i] : 0.0) + static_cast<double>(c[i]);
+      flushed = true, rows = 0;
     };
     const int64_t g0 = k4 * t / T, g1 = k4 * (t + 1) / T;
     for (int64_t t0 = g0; t0 < g1; t0 += ct) {
@@ -1199,17 +1205,39 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
       }
       rows += 4 * cnt;
     }
-    if (rows > 0) flush();
+    if (wide && rows > 0) flush();
+    has[t] = g1 > g0;
   });
-  // dw[k, j] = (sum over the threads' exact sums of dW^T[j, k]) * row_scale[k], fixed order
-  parallel_for(G.k, 1, [&](int64_t b, int64_t e) {
-    for (int64_t kk = b; kk < e; ++kk)
-      for (int64_t j = 0; j < G.kd; ++j) {
-        double v = 0.0;
-        for (int th = 0; th < team; ++th)
-          v += reinterpret_cast<const double*>(work + th * per + bb + cb + ob)[j * G.k + kk];
-        dw[kk * G.kd + j] = static_cast<float>(v * row_scale[kk]);
+  // dw[k, j] = (the threads' exact sums of dW^T[j, k], in a fixed order) * row_scale[k]: per row j
+  // of dW^T the sums and the scaling run along k (vector code), then the row goes to dw's column j
+  const int64_t kr = round_up(G.k, 16);
+  const int nc = threads_for(G.kd * G.k, int64_t{1} << 14);
+  char* cbuf = scratch_bytes<char>(kSlotConvCol, nc * 12 * kr);
+  parallel(nc, [&](int t, int T) {
+    int32_t* si = reinterpret_cast<int32_t*>(cbuf + t * 12 * kr);
+    double* sd = reinterpret_cast<double*>(si + kr);
+    for (int64_t j = G.kd * t / T; j < G.kd * (t + 1) / T; ++j) {
+      if (wide) {
+        for (int64_t kk = 0; kk < G.k; ++kk) sd[kk] = 0.0;
+        for (int th = 0; th < team; ++th) {
+          if (!has[th]) continue;
+          const double* a = reinterpret_cast<const double*>(work + th * per + bb + cb + ob) + j * G.k;
+          for (int64_t kk = 0; kk < G.k; ++kk) sd[kk] += a[kk];
+        }
+      } else {
+        uint32_t* su = reinterpret_cast<uint32_t*>(si);
+        for (int64_t kk = 0; kk < G.k; ++kk) su[kk] = 0;
+        for (int th = 0; th < team; ++th) {
+          if (!has[th]) continue;
+          const uint32_t* a = reinterpret_cast<const uint32_t*>(work + th * per + bb) + j * G.k;
+          for (int64_t kk = 0; kk < G.k; ++kk) su[kk] += a[kk];  // mod 2^32: exact
+        }
+        for (int64_t kk = 0; kk < G.k; ++kk) sd[kk] = static_cast<double>(si[kk]);
       }
+      float* o = reinterpret_cast<float*>(si);  // the int32 sums are consumed
+      for (int64_t kk = 0; kk < G.k; ++kk) o[kk] = static_cast<float>(sd[kk] * row_scale[kk]);
+      for (int64_t kk = 0; kk < G.k; ++kk) dw[kk * G.kd + j] = o[kk];
+    }
   });
   return true;
 }
