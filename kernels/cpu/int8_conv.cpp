@@ -603,9 +603,10 @@ void fwd_core(float* y, const int8_t* x, const int8_t* w, const float* cs, const
 // flip applied; Jmax - 1 rows / columns before, enough after), the tile reads it through a
 // k-group offset table (negative offsets: taps look back), the weights of the phase re-laid as
 // [C][Ju][Jv][K4] (K4 = round_up(K, 4), zeros past K) and packed, and the epilogue writes dx rows
-// directly (ldc = sw*C: consecutive tile rows are sw pixels apart). No dcol, no col2im. A phase
-// without taps (R < sh or S < sw) writes zeros. Returns false (the caller scatters) when it does
-// not apply: grouped convs, fewer images than threads, or D8_CPU_CONV_PATH=im2col.
+// directly (ldc = sw*C: consecutive tile rows are sw pixels apart). No dcol, no col2im. Where a
+// phase has no taps (R < sh or S < sw), the image's dx is zeroed first and that phase skipped.
+// Returns false (the caller scatters) when it does not apply: grouped convs, fewer images than
+// threads, or D8_CPU_CONV_PATH=im2col.
 bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G) {
   if (G.g != 1 || (G.sh == 1 && G.sw == 1) || forced_path() == kIm2col) return false;
   const int want = threads_for(G.m * G.k * G.kd, kMacsPerThread);
@@ -683,6 +684,7 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
   uint8_t* all = scratch_bytes<uint8_t>(kSlotConvPad, nt * dyp_bytes);
   const uint8_t flip = P.flip;
   const int64_t pqk = G.p * G.q * G.k, hwc = G.h * G.w * G.c;
+  const bool empty_phase = std::any_of(ph.begin(), ph.end(), [](const Phase& f) { return f.kd == 0; });
   parallel(nt, [&](int t, int T) {
     uint8_t* dyp = all + t * dyp_bytes;
     fill(dyp, dyp_bytes, flip);
@@ -691,7 +693,10 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
       for (int64_t a = 0; a < G.p; ++a)
         xor_copy(dyp + (a + top) * rowb + left * G.k, dyi + a * G.q * G.k, G.q * G.k, flip);
       float* dxi = dx + img * hwc;
+      // phases without taps (1x1 stride 2: three of four) are zeros: one memset of the image
+      if (empty_phase) std::memset(dxi, 0, static_cast<size_t>(hwc) * sizeof(float));
       for (const Phase& f : ph) {
+        if (f.kd == 0) continue;
         // dx rows / columns of this phase: ih = sh*a + u - ph in [0, H), iw likewise
         const int64_t a_lo = ceil_div(std::max<int64_t>(0, G.ph - f.u), G.sh);
         const int64_t b_lo = ceil_div(std::max<int64_t>(0, G.pw - f.v), G.sw);
@@ -701,11 +706,6 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
         const int64_t nb = b_hi - b_lo + 1;
         for (int64_t a = a_lo; a <= a_hi; ++a) {
           float* drow = dxi + ((G.sh * a + f.u - G.ph) * G.w + (G.sw * b_lo + f.v - G.pw)) * G.c;
-          if (f.kd == 0) {
-            for (int64_t i = 0; i < nb; ++i)
-              std::memset(drow + i * G.sw * G.c, 0, static_cast<size_t>(G.c) * sizeof(float));
-            continue;
-          }
           const i8::Epi e{i8::kStoreF32, drow, G.sw * G.c, cs, nullptr};
           i8::gemm_block(P, nb, G.c, f.kd, dyp + (a + top) * rowb + (b_lo + left) * G.k, G.k,
                          f.bp, f.comp, e, f.koff);
