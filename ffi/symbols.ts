@@ -6,7 +6,7 @@
  */
 
 /** ABI version this TypeScript was written against (D8_ABI_VERSION in kernels/daint8.h). */
-export const ABI_VERSION = 4;
+export const ABI_VERSION = 5;
 
 const status = "i32" as const;
 // Handles cross as u64 values (0 = NULL): no Deno.UnsafePointer is needed, so the library works

@@ -29,7 +29,7 @@ extern "C" {
 
 /* Bumped whenever a signature or struct below changes; ffi/ refuses a library whose
  * version differs from the one it was written against. */
-#define D8_ABI_VERSION 4
+#define D8_ABI_VERSION 5
 
 #define D8_OK 0
 #define D8_ERR_INVALID_ARGUMENT 1 /* null handle, bad shape, buffer too small */
@@ -51,8 +51,13 @@ typedef struct d8_conv_shape {
   int32_t k, r, s, groups;
   int32_t stride_h, stride_w, pad_h, pad_w;
   int32_t p, q;
-  int32_t reserved0, reserved1; /* must be 0 */
+  int32_t flags;     /* D8_CONV_ACCUMULATE on d8_conv2d_dgrad(_i8); 0 for every other op */
+  int32_t reserved1; /* must be 0 */
 } d8_conv_shape;
+/* d8_conv2d_dgrad and d8_conv2d_dgrad_i8 add the input gradient into dx (dx += ...) instead of
+ * overwriting it: a tensor read by several layers (a residual block's input) takes its gradients
+ * without a separate add pass. dx must then not alias dy or w. */
+#define D8_CONV_ACCUMULATE 1
 
 #ifdef __cplusplus
 static_assert(sizeof(d8_conv_shape) == 16 * sizeof(int32_t), "d8_conv_shape crosses the FFI");
@@ -118,7 +123,7 @@ int32_t d8_split_channels(d8_buffer* da, d8_buffer* db, const d8_buffer* dy, int
  * bias may be NULL. */
 int32_t d8_conv2d_fwd(d8_buffer* y, const d8_buffer* x, const d8_buffer* w, const d8_buffer* bias,
                       const d8_conv_shape* shape);
-/* dx[n,h,w,c] = input gradient (overwritten). */
+/* dx[n,h,w,c] = input gradient (overwritten; added into dx with D8_CONV_ACCUMULATE). */
 int32_t d8_conv2d_dgrad(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* w,
                         const d8_conv_shape* shape);
 /* dw[k,r,s,c/G] = weight gradient (overwritten). */
@@ -323,7 +328,8 @@ int32_t d8_quant_error(d8_buffer* record, const d8_buffer* x, const d8_buffer* q
 int32_t d8_conv2d_fwd_i8(d8_buffer* y, const d8_buffer* x, const d8_buffer* w,
                          const d8_buffer* bias, const d8_buffer* x_scale,
                          const d8_buffer* w_scale, int32_t w_layout, const d8_conv_shape* shape);
-/* dx[n,h,w,c] = sum_k(dyq * wq) * dy_scale[0] * w_scale[0]. Both per tensor: the output
+/* dx[n,h,w,c] = sum_k(dyq * wq) * dy_scale[0] * w_scale[0] (or dx += that with
+ * D8_CONV_ACCUMULATE in shape->flags). Both scales per tensor: the output
  * channel is the reduction dimension here, so a per-channel weight scale must be folded into dY
  * by the caller before quantizing it. */
 int32_t d8_conv2d_dgrad_i8(d8_buffer* dx, const d8_buffer* dy, const d8_buffer* w,

@@ -2,7 +2,12 @@
  * Every layer op on the cpu backend: forward against a double-precision naive reference,
  * backward against finite differences of it (test/helpers/check_op.ts).
  */
-import { cpu } from "./helpers/check_op.ts";
+import assert from "node:assert/strict";
+import { Tape } from "../src/autograd/tape.ts";
+import { conv2d, convShape } from "../src/ops/conv.ts";
+import { Tensor } from "../src/tensor.ts";
+import { assertClose, cpu } from "./helpers/check_op.ts";
+import { convDgradRef } from "./helpers/reference.ts";
 import { defineOpTests } from "./helpers/op_cases.ts";
 import { runChildTests } from "./helpers/child_tests.ts";
 
@@ -26,3 +31,27 @@ for (const path of ["im2col", "implicit"]) {
     },
   });
 }
+
+Deno.test("Tape.backward() adds a conv's input gradient into x's other gradient, never into a seed", () => {
+  const b = cpu();
+  using tape = new Tape(b);
+  const s = convShape("test", [2, 5, 5, 3], 4, [3, 3], { padding: 1 });
+  const vals = (n: number, f: number) =>
+    Float32Array.from({ length: n }, (_, i) => Math.sin(i * f));
+  const x = tape.watch(tape.own(Tensor.from(b, vals(150, 0.7), [2, 5, 5, 3], "f32")));
+  const w = tape.own(Tensor.from(b, vals(108, 1.3), [4, 3, 3, 3], "f32"));
+  const y = conv2d(tape, x, w, null, { padding: 1 });
+  const seedY = tape.own(Tensor.from(b, vals(200, 0.3), [2, 5, 5, 4], "f32"));
+  const seedX = tape.own(Tensor.from(b, vals(150, 2.1), [2, 5, 5, 3], "f32"));
+  // x is a root too: its seed is its gradient before the conv's backward, which must not write
+  // into the caller's tensor
+  const g = tape.backward(y, seedY, [[x, seedX]]);
+  assert.deepEqual(seedX.toFloat32(), vals(150, 2.1), "the seed of x is unchanged");
+  const dgrad = convDgradRef(
+    Float64Array.from(vals(200, 0.3)),
+    Float64Array.from(vals(108, 1.3)),
+    s,
+  );
+  const want = dgrad.map((v, i) => v + vals(150, 2.1)[i]!);
+  assertClose("x's gradient", g.get(x.id)!.toFloat32(), want, x.shape, { atol: 1e-5, rtol: 1e-5 });
+});

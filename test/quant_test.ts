@@ -326,7 +326,14 @@ for (const cc of i8Cases) {
       assertClose("fprop", y.toFloat32(), convRef(xd, wdC, null, s), y.shape, tol);
       // dgrad, per tensor.
       backend.conv2dDgradI8(dx, dy, w, sdyC, swC, s);
-      assertClose("dgrad", dx.toFloat32(), convDgradRef(dydT, wdT, s), dx.shape, tol);
+      const dxRef = convDgradRef(dydT, wdT, s);
+      assertClose("dgrad", dx.toFloat32(), dxRef, dx.shape, tol);
+      // accumulate: dx += the gradient, on top of values already there
+      const base = Float32Array.from({ length: nx }, (_, i) => ((i * 37) % 11) - 5);
+      using dxAcc = f32(base, [...cc.x]);
+      backend.conv2dDgradI8(dxAcc, dy, w, sdyC, swC, s, true);
+      const accRef = dxRef.map((v, i) => v + base[i]!);
+      assertClose("dgrad, accumulating", dxAcc.toFloat32(), accRef, dx.shape, tol);
       // wgrad with per-output-channel dY scales (GVQ): row k of dW gets sdy[k].
       backend.conv2dWgradI8(dw, x, dy, sxT, sdyC, ScaleLayout.inner, s);
       assertClose("wgrad", dw.toFloat32(), convWgradRef(xd, dydC, s), dw.shape, tol);

@@ -146,6 +146,15 @@ for (const [name, x, k, kernel, opts] of convs) {
       );
       // The cpu's scatter dgrad (chosen by cost for some shapes) adds per-tap products in f32.
       assertClose("dgrad", gd[0]!, wd[0]!, [...x], { atol: 1e-5, rtol: 1e-5 });
+      const [wa, ga] = await both(
+        [dyq, wq, xs, wsT, t(f32s(rng, nx), [...x], "f32")],
+        [{ shape: [...x], dtype: "f32" }],
+        (b, [dy, ww, sd, sw, d0], [dx]) => {
+          b.copy(dx!, d0!);
+          b.conv2dDgradI8(dx!, dy!, ww!, sd!, sw!, s, true);
+        },
+      );
+      assertClose("dgrad, accumulating", ga[0]!, wa[0]!, [...x], { atol: 1e-5, rtol: 1e-5 });
       for (const layout of [ScaleLayout.tensor, ScaleLayout.inner]) {
         const [ww, gw] = await both(
           [xq, dyq, xs, layout === ScaleLayout.tensor ? wsT : wsO],

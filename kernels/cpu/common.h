@@ -103,11 +103,16 @@ int32_t write_string(const char* fn, char* out, int32_t capacity, const char* te
 inline float* fptr(const d8_buffer* b) { return static_cast<float*>(b->data); }
 inline const float* cfptr(const d8_buffer* b) { return static_cast<const float*>(b->data); }
 
+// An output buffer `a` that must not be the input `b` (null a: nothing to check).
+int32_t check_distinct(const char* fn, const char* a, const d8_buffer* pa, const char* b,
+                       const d8_buffer* pb);
 // Validates a convolution / pooling geometry (positive dims, groups divide channels, p and q
 // match the formula, reserved fields zero). Writes "n=..,h=..,..." into dims (cap bytes).
-int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int cap);
+int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int cap,
+                         int32_t allowed_flags = 0);
 // check_conv_shape without a backend's own limits (kernels/arg_checks.inc).
-int32_t check_conv_geometry(const char* fn, const d8_conv_shape* s, char* dims, int cap);
+int32_t check_conv_geometry(const char* fn, const d8_conv_shape* s, char* dims, int cap,
+                            int32_t allowed_flags = 0);
 // The knobs of d8_quant_decide: a message naming the bad one (kernels/arg_checks.inc).
 int32_t check_knobs(const char* fn, const d8_quant_knobs* kn, char* dims, size_t cap);
 // Batch-norm arguments (kernels/arg_checks.inc): positive m and c (dims gets "m=..,c=.."), each

@@ -217,9 +217,10 @@ void depthwise_fwd(float* y, const float* x, const float* w, const float* bias, 
 }
 
 // Gather form: every dx pixel sums the dy pixels whose windows cover it (no write conflicts).
-// Stride 1 is exactly a depthwise forward of dy with the flipped kernel.
-void depthwise_dgrad(float* dx, const float* dy, const float* w, const Geom& G) {
-  if (dgrad_as_fwd(G))
+// Stride 1 is exactly a depthwise forward of dy with the flipped kernel. add: dx += the gradient
+// (D8_CONV_ACCUMULATE), through the general loop.
+void depthwise_dgrad(float* dx, const float* dy, const float* w, const Geom& G, bool add) {
+  if (dgrad_as_fwd(G) && !add)
     return depthwise_fwd_wt(dx, dy, transpose_depthwise_weights(w, G, true), nullptr,
                             make_geom(dgrad_as_fwd_shape(G)));
   const float* wt = transpose_depthwise_weights(w, G, false);
@@ -230,7 +231,7 @@ void depthwise_dgrad(float* dx, const float* dy, const float* w, const Geom& G) 
       const int64_t img = row / G.h, ih = row % G.h;
       for (int64_t iw = 0; iw < G.w; ++iw) {
         float* dxp = dx + (row * G.w + iw) * C;
-        zero_n(dxp, C);
+        if (!add) zero_n(dxp, C);
         for_each_cover(G, ih, iw, [&](int64_t r, int64_t s, int64_t pp, int64_t qq) {
           float* __restrict o = dxp;
           const float* __restrict dyp = dy + ((img * G.p + pp) * G.q + qq) * C;
@@ -308,7 +309,7 @@ bool use_implicit(const Geom& G) {
 // ---- GEMM paths -----------------------------------------------------------------------------------
 // fprop, version 1: im2col chunks (CH rows x KD) then one gemm per chunk and group.
 void conv_fwd_im2col(float* y, const float* x, const float* bp, int64_t pbf, int nv,
-                     const float* bias, const Geom& G) {
+                     const float* bias, const Geom& G, float beta) {
   const int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
   const int64_t ch = col_chunk_rows(G.m, G.kd, nt);
   const int64_t nchunks = ceil_div(G.m, ch);
@@ -329,7 +330,7 @@ void conv_fwd_im2col(float* y, const float* x, const float* bp, int64_t pbf, int
           a = colt;
           lda = G.kd;
         }
-        gemm_core(cnt, G.kg, G.kd, 1.0f, a, lda, 1, nullptr, bp + g * pbf, nv, 0.0f,
+        gemm_core(cnt, G.kg, G.kd, 1.0f, a, lda, 1, nullptr, bp + g * pbf, nv, beta,
                   y + m0 * G.k + g * G.kg, G.k, bias ? bias + g * G.kg : nullptr, nullptr);
       }
     }
@@ -339,7 +340,7 @@ void conv_fwd_im2col(float* y, const float* x, const float* bp, int64_t pbf, int
 // fprop, version 2: implicit GEMM, one gemm per output row and group; A rows are the Q output
 // pixels of that row (stride sw*C in the padded input), columns the taps via koff.
 void conv_fwd_implicit(float* y, const float* x, const float* bp, int64_t pbf, int nv,
-                       const float* bias, const Geom& G) {
+                       const float* bias, const Geom& G, float beta) {
   const Src src = padded_input(x, G);
   const int64_t* koff = tap_offsets(G, src);
   const int64_t rows = G.n * G.p;
@@ -350,7 +351,7 @@ void conv_fwd_implicit(float* y, const float* x, const float* bp, int64_t pbf, i
       const float* a0 = src.base + img * src.img_stride + pp * G.sh * src.row_stride;
       for (int64_t g = 0; g < G.g; ++g)
         gemm_core(G.q, G.kg, G.kd, 1.0f, a0 + g * G.cg, G.sw * G.c, 1, koff, bp + g * pbf, nv,
-                  0.0f, y + row * G.q * G.k + g * G.kg, G.k, bias ? bias + g * G.kg : nullptr,
+                  beta, y + row * G.q * G.k + g * G.kg, G.k, bias ? bias + g * G.kg : nullptr,
                   nullptr);
     }
   });
@@ -383,7 +384,7 @@ Interior interior_of(const Geom& G) {
 }
 
 bool conv_fwd_unpadded(float* y, const float* x, const float* bp, int64_t pbf, int nv,
-                       const float* bias, const Geom& G) {
+                       const float* bias, const Geom& G, float beta) {
   const Interior I = interior_of(G);
   const int64_t inner = (I.p1 - I.p0) * (I.q1 - I.q0);
   if (inner < kInteriorShare * static_cast<double>(G.p * G.q) || I.q1 - I.q0 < 8) return false;
@@ -407,7 +408,15 @@ bool conv_fwd_unpadded(float* y, const float* x, const float* bp, int64_t pbf, i
         for (int64_t i = 0; i < nb; ++i) im2col(col + i * G.kd, x, G, bm[i], 1, g);
         gemm_core(nb, G.kg, G.kd, 1.0f, col, G.kd, 1, nullptr, bp + g * pbf, nv, 0.0f,
                   yb, G.kg, bias ? bias + g * G.kg : nullptr, nullptr);
-        for (int64_t i = 0; i < nb; ++i) copy_n(y + bm[i] * G.k + g * G.kg, yb + i * G.kg, G.kg);
+        for (int64_t i = 0; i < nb; ++i) {
+          float* d = y + bm[i] * G.k + g * G.kg;
+          const float* src = yb + i * G.kg;
+          if (beta != 0.0f) {
+            for (int64_t j = 0; j < G.kg; ++j) d[j] += src[j];  // (beta is 0 or 1)
+          } else {
+            copy_n(d, src, G.kg);
+          }
+        }
       }
       nb = 0;
     };
@@ -429,7 +438,7 @@ bool conv_fwd_unpadded(float* y, const float* x, const float* bp, int64_t pbf, i
                         (I.q0 * G.sw - G.pw) * G.c;
       for (int64_t g = 0; g < G.g; ++g)
         gemm_core(I.q1 - I.q0, G.kg, G.kd, 1.0f, a0 + g * G.cg, G.sw * G.c, 1, koff,
-                  bp + g * pbf, nv, 0.0f, y + (row * G.q + I.q0) * G.k + g * G.kg, G.k,
+                  bp + g * pbf, nv, beta, y + (row * G.q + I.q0) * G.k + g * G.kg, G.k,
                   bias ? bias + g * G.kg : nullptr, nullptr);
     }
     flush();
@@ -437,8 +446,11 @@ bool conv_fwd_unpadded(float* y, const float* x, const float* bp, int64_t pbf, i
   return true;
 }
 
-void conv_fwd_impl(float* y, const float* x, const float* w, const float* bias, const Geom& G) {
-  if (G.depthwise) return depthwise_fwd(y, x, w, bias, G);
+// y = conv(x, w) (+ bias), or y += conv(x, w) with beta = 1 (the gather dgrad with
+// D8_CONV_ACCUMULATE; no bias then).
+void conv_fwd_impl(float* y, const float* x, const float* w, const float* bias, const Geom& G,
+                   float beta) {
+  if (G.depthwise) return depthwise_fwd(y, x, w, bias, G);  // (beta 0: see depthwise_dgrad)
   // Weights of group g as B[kk, j] = w[(g*Kg + j)*KD + kk] (transposed view), packed once; the
   // pairs layout for narrow outputs (Kg <= one vector) when A's tap pairs are adjacent: always in
   // im2col rows and x itself, through koff when Cg is even.
@@ -448,13 +460,15 @@ void conv_fwd_impl(float* y, const float* x, const float* w, const float* bias, 
   float* bp = scratch(kSlotConvB, static_cast<size_t>(pbf * G.g));
   for (int64_t g = 0; g < G.g; ++g)
     pack_b_parallel(bp + g * pbf, w + g * G.kg * G.kd, 1, G.kd, G.kd, G.kg, nv);
-  if (!implicit) return conv_fwd_im2col(y, x, bp, pbf, nv, bias, G);
-  if (forced_path() == kAuto && conv_fwd_unpadded(y, x, bp, pbf, nv, bias, G)) return;
-  conv_fwd_implicit(y, x, bp, pbf, nv, bias, G);
+  if (!implicit) return conv_fwd_im2col(y, x, bp, pbf, nv, bias, G, beta);
+  if (forced_path() == kAuto && conv_fwd_unpadded(y, x, bp, pbf, nv, bias, G, beta)) return;
+  conv_fwd_implicit(y, x, bp, pbf, nv, bias, G, beta);
 }
 
-void conv_dgrad_impl(float* dx, const float* dy, const float* w, const Geom& G) {
-  if (G.depthwise) return depthwise_dgrad(dx, dy, w, G);
+// dx = dgrad(dy, w), or dx += dgrad(dy, w) when add (D8_CONV_ACCUMULATE): in the GEMM (beta 1),
+// the border copy or col2im of every form, no extra pass over dx.
+void conv_dgrad_impl(float* dx, const float* dy, const float* w, const Geom& G, bool add) {
+  if (G.depthwise) return depthwise_dgrad(dx, dy, w, G, add);
 
   // Two forms; pick the one with less work (multiply-add vectors plus data movement):
   //   gather:  stride 1, pad <= kernel-1: dx = fprop(dy, flipped weights), N = C
@@ -471,7 +485,8 @@ void conv_dgrad_impl(float* dx, const float* dy, const float* w, const Geom& G) 
   if (gather) {  // dx = conv(dy, w') (conv_geom.h)
     float* wt = scratch(kSlotConvPartial, static_cast<size_t>(G.c * G.r * G.s * G.kg));
     flip_transpose_weights(wt, w, G);
-    return conv_fwd_impl(dx, dy, wt, nullptr, make_geom(dgrad_as_fwd_shape(G)));
+    return conv_fwd_impl(dx, dy, wt, nullptr, make_geom(dgrad_as_fwd_shape(G)),
+                         add ? 1.0f : 0.0f);
   }
 
   const int nv = gemm_nv(G.kd);
@@ -488,13 +503,14 @@ void conv_dgrad_impl(float* dx, const float* dy, const float* w, const Geom& G) 
   parallel(nt, [&](int t, int T2) {
     float* dct = dcol + t * ch * G.kd;
     const int64_t i0 = G.n * t / T2, i1 = G.n * (t + 1) / T2;
-    zero_n(dx + i0 * hwc, (i1 - i0) * hwc);
+    if (!add) zero_n(dx + i0 * hwc, (i1 - i0) * hwc);
     for (int64_t m0 = i0 * pq; m0 < i1 * pq; m0 += ch) {
       const int64_t cnt = std::min(ch, i1 * pq - m0);
       for (int64_t g = 0; g < G.g; ++g) {
         if (G.pointwise) {  // 1x1 (stride 1 never gets here unless n < threads): dcol is dx
           gemm_core(cnt, G.kd, G.kg, 1.0f, dy + m0 * G.k + g * G.kg, G.k, 1, nullptr,
-                    bp + g * pbf, nv, 0.0f, dx + m0 * G.c + g * G.cg, G.c, nullptr, nullptr);
+                    bp + g * pbf, nv, add ? 1.0f : 0.0f, dx + m0 * G.c + g * G.cg, G.c, nullptr,
+                    nullptr);
           continue;
         }
         gemm_core(cnt, G.kd, G.kg, 1.0f, dy + m0 * G.k + g * G.kg, G.k, 1, nullptr, bp + g * pbf,
@@ -629,7 +645,8 @@ extern "C" int32_t d8_conv2d_fwd(d8_buffer* y, const d8_buffer* x, const d8_buff
       return e;
     if (bias)
       if (int32_t e = check_buffer(fn, "bias", bias, int64_t{shape->k} * 4, dims)) return e;
-    conv_fwd_impl(fptr(y), cfptr(x), cfptr(w), bias ? cfptr(bias) : nullptr, make_geom(*shape));
+    conv_fwd_impl(fptr(y), cfptr(x), cfptr(w), bias ? cfptr(bias) : nullptr, make_geom(*shape),
+                  0.0f);
     return D8_OK;
   });
 }
@@ -638,11 +655,16 @@ extern "C" int32_t d8_conv2d_dgrad(d8_buffer* dx, const d8_buffer* dy, const d8_
                                    const d8_conv_shape* shape) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[256];
-    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
+    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims, D8_CONV_ACCUMULATE)) return e;
     const ConvSizes z = conv_sizes(*shape);
     if (int32_t e = check_buffers(fn, dims, {{"dx", dx, z.x}, {"dy", dy, z.y}, {"w", w, z.w}}))
       return e;
-    conv_dgrad_impl(fptr(dx), cfptr(dy), cfptr(w), make_geom(*shape));
+    const bool add = (shape->flags & D8_CONV_ACCUMULATE) != 0;
+    if (add) {  // dx is read: it must be neither input
+      if (int32_t e = check_distinct(fn, "dx", dx, "dy", dy)) return e;
+      if (int32_t e = check_distinct(fn, "dx", dx, "w", w)) return e;
+    }
+    conv_dgrad_impl(fptr(dx), cfptr(dy), cfptr(w), make_geom(*shape), add);
     return D8_OK;
   });
 }

@@ -381,7 +381,8 @@ void depthwise_fwd(float* y, const int8_t* x, const int8_t* w, const float* cs, 
 }
 
 // Gather form: every dx pixel sums the dy pixels whose windows cover it (no write conflicts).
-void depthwise_dgrad(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G) {
+void depthwise_dgrad(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G,
+                     bool add) {
   const int8_t* wt = transpose_depthwise_weights(w, G);
   const int64_t C = G.c;
   depthwise_pixels(G, G.h, G.w, [&](int32_t* acc, int64_t img, int64_t ih, int64_t iw) {
@@ -392,7 +393,11 @@ void depthwise_dgrad(float* dx, const int8_t* dy, const int8_t* w, float scale, 
       for (int64_t ch = 0; ch < C; ++ch) a[ch] += int32_t{dyp[ch]} * wp[ch];
     });
     float* __restrict dxp = dx + ((img * G.h + ih) * G.w + iw) * C;
-    for (int64_t ch = 0; ch < C; ++ch) dxp[ch] = static_cast<float>(acc[ch]) * scale;
+    if (add) {  // D8_CONV_ACCUMULATE
+      for (int64_t ch = 0; ch < C; ++ch) dxp[ch] += static_cast<float>(acc[ch]) * scale;
+    } else {
+      for (int64_t ch = 0; ch < C; ++ch) dxp[ch] = static_cast<float>(acc[ch]) * scale;
+    }
   });
 }
 
@@ -495,7 +500,7 @@ void transpose_i8(int8_t* dst, int64_t ldd, const int8_t* src, int64_t lds, int6
 // runs the im2col form) when it does not apply: grouped or 1x1 convs, fewer images than threads
 // worth using, or D8_CPU_CONV_PATH=im2col.
 bool fwd_implicit(float* y, const int8_t* x, const int8_t* w, const float* cs, const float* bias,
-                  const Geom& G) {
+                  const Geom& G, int mode) {
   if (G.g != 1 || G.pointwise || forced_path() == kIm2col) return false;
   const int want = threads_for(G.m * G.k * G.kd, kMacsPerThread);
   if (G.n < want) return false;
@@ -537,7 +542,7 @@ bool fwd_implicit(float* y, const int8_t* x, const int8_t* w, const float* cs, c
     for (int64_t img = G.n * t / T; img < G.n * (t + 1) / T; ++img) {
       pad_image(xp, x + img * hwc, G, hp, wp, P.flip);
       for (int64_t pp = 0; pp < G.p; ++pp) {
-        const i8::Epi e{i8::kStoreF32, y + (img * G.p + pp) * G.q * G.k, G.k, cs, bias};
+        const i8::Epi e{mode, y + (img * G.p + pp) * G.q * G.k, G.k, cs, bias};
         i8::gemm_block(P, G.q, G.k, kdp, xp + pp * G.sh * wp * G.c, rs, bp, comp, e, koff);
       }
     }
@@ -546,10 +551,12 @@ bool fwd_implicit(float* y, const int8_t* x, const int8_t* w, const float* cs, c
 }
 
 // y [M, K] f32 = conv(x, w) * cs[k] (+ bias[k]).  x [N, H, W, C] int8, w [K, R, S, Cg] int8.
+// mode kAddF32 adds into y instead (no bias; the gather dgrad with D8_CONV_ACCUMULATE).
 void fwd_core(float* y, const int8_t* x, const int8_t* w, const float* cs, const float* bias,
-              const Geom& G) {
-  if (G.depthwise) return depthwise_fwd(y, x, w, cs, bias, G);
-  if (fwd_implicit(y, x, w, cs, bias, G)) return;
+              const Geom& G, int mode = i8::kStoreF32) {
+  // (adding: the grouped im2col form below; the dgrads never get here with depthwise shapes)
+  if (G.depthwise && mode == i8::kStoreF32) return depthwise_fwd(y, x, w, cs, bias, G);
+  if (fwd_implicit(y, x, w, cs, bias, G, mode)) return;
   const i8::Plan P = i8::plan_for(G.kg);
   const int64_t lda = 4 * i8::k4_of(G.kd);
   // Weights of group g packed once: B[j, kk] = w[(g*Kg + j)*KD + kk], then comp.
@@ -585,7 +592,7 @@ void fwd_core(float* y, const int8_t* x, const int8_t* w, const float* cs, const
           im2col_i8(at, lda, x, G, m0, cnt, g, P.flip);
           fill(at + cnt * lda, (mpad - cnt) * lda, P.flip);
         }
-        const i8::Epi e{i8::kStoreF32, y + m0 * G.k + g * G.kg, G.k, cs + g * G.kg,
+        const i8::Epi e{mode, y + m0 * G.k + g * G.kg, G.k, cs + g * G.kg,
                         bias ? bias + g * G.kg : nullptr};
         const int8_t* bp = reinterpret_cast<const int8_t*>(bbuf + g * per_g);
         const int32_t* comp = reinterpret_cast<const int32_t*>(bbuf + g * per_g + bpb);
@@ -607,7 +614,8 @@ void fwd_core(float* y, const int8_t* x, const int8_t* w, const float* cs, const
 // phase has no taps (R < sh or S < sw), the image's dx is zeroed first and that phase skipped.
 // Returns false (the caller scatters) when it does not apply: grouped convs, fewer images than
 // threads, or D8_CPU_CONV_PATH=im2col.
-bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G) {
+bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G,
+                  bool acc) {
   if (G.g != 1 || (G.sh == 1 && G.sw == 1) || forced_path() == kIm2col) return false;
   const int want = threads_for(G.m * G.k * G.kd, kMacsPerThread);
   if (G.n < want) return false;
@@ -694,7 +702,7 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
         xor_copy(dyp + (a + top) * rowb + left * G.k, dyi + a * G.q * G.k, G.q * G.k, flip);
       float* dxi = dx + img * hwc;
       // phases without taps (1x1 stride 2: three of four) are zeros: one memset of the image
-      if (empty_phase) std::memset(dxi, 0, static_cast<size_t>(hwc) * sizeof(float));
+      if (empty_phase && !acc) std::memset(dxi, 0, static_cast<size_t>(hwc) * sizeof(float));
       for (const Phase& f : ph) {
         if (f.kd == 0) continue;
         // dx rows / columns of this phase: ih = sh*a + u - ph in [0, H), iw likewise
@@ -706,7 +714,7 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
         const int64_t nb = b_hi - b_lo + 1;
         for (int64_t a = a_lo; a <= a_hi; ++a) {
           float* drow = dxi + ((G.sh * a + f.u - G.ph) * G.w + (G.sw * b_lo + f.v - G.pw)) * G.c;
-          const i8::Epi e{i8::kStoreF32, drow, G.sw * G.c, cs, nullptr};
+          const i8::Epi e{acc ? i8::kAddF32 : i8::kStoreF32, drow, G.sw * G.c, cs, nullptr};
           i8::gemm_block(P, nb, G.c, f.kd, dyp + (a + top) * rowb + (b_lo + left) * G.k, G.k,
                          f.bp, f.comp, e, f.koff);
         }
@@ -725,7 +733,8 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
 // rows of a pixel row would, at C floats apart, and stall store forwarding). B_r[s*C + c][k] =
 // w[k][r][s][c] packed once per r. Threads take whole images. The dcol form wrote and re-read
 // R*S*C floats per dy pixel; here each contribution goes once into an L1-sized buffer.
-void dgrad_scatter(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G) {
+void dgrad_scatter(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G,
+                   bool acc) {
   const int nt = static_cast<int>(
       std::min<int64_t>(threads_for(G.m * G.k * G.kd, kMacsPerThread), G.n));
   const int64_t sc = G.s * G.c, k4b = round_up(G.k, 4);
@@ -770,17 +779,25 @@ void dgrad_scatter(float* dx, const int8_t* dy, const int8_t* w, float scale, co
                          reinterpret_cast<const int32_t*>(br + bpr), e);
         }
       float* dxi = dx + img * hwc;
-      for (int64_t ih = 0; ih < G.h; ++ih)
-        std::memcpy(dxi + ih * G.w * G.c, dxp + ((ih + G.ph) * wb + G.pw) * G.c,
-                    static_cast<size_t>(G.w * G.c) * sizeof(float));
+      for (int64_t ih = 0; ih < G.h; ++ih) {
+        float* d = dxi + ih * G.w * G.c;
+        const float* src = dxp + ((ih + G.ph) * wb + G.pw) * G.c;
+        if (acc) {
+          for (int64_t i = 0; i < G.w * G.c; ++i) d[i] += src[i];
+        } else {
+          std::memcpy(d, src, static_cast<size_t>(G.w * G.c) * sizeof(float));
+        }
+      }
     }
   });
 }
 
-// dx [N, H, W, C] f32 = dgrad(dy, w) * scale.
-void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G) {
-  if (G.depthwise) return depthwise_dgrad(dx, dy, w, scale, G);
-  if (dgrad_phases(dx, dy, w, scale, G)) return;
+// dx [N, H, W, C] f32 = dgrad(dy, w) * scale, or dx += that when acc (D8_CONV_ACCUMULATE): every
+// form adds in its epilogue or final copy, no extra pass over dx.
+void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G,
+                bool acc) {
+  if (G.depthwise) return depthwise_dgrad(dx, dy, w, scale, G, acc);
+  if (dgrad_phases(dx, dy, w, scale, G, acc)) return;
 
   // Two forms, as conv.cpp's dgrad: gather (stride 1, pad <= kernel-1: dx = fprop(dy, flipped
   // weights), N = C) or scatter (dy . W added into dx, N = S*C per kernel row); the cheaper by tile
@@ -797,10 +814,11 @@ void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const
     flip_transpose_weights(wt, w, G, transpose_i8);  // 16 x 16 SSE2 blocks
     float* cs = scratch_bytes<float>(kSlotMisc, G.c * 4);
     for (int64_t c = 0; c < G.c; ++c) cs[c] = scale;
-    return fwd_core(dx, dy, wt, cs, nullptr, make_geom(dgrad_as_fwd_shape(G)));
+    return fwd_core(dx, dy, wt, cs, nullptr, make_geom(dgrad_as_fwd_shape(G)),
+                    acc ? i8::kAddF32 : i8::kStoreF32);
   }
 
-  if (G.g == 1) return dgrad_scatter(dx, dy, w, scale, G);
+  if (G.g == 1) return dgrad_scatter(dx, dy, w, scale, G, acc);
   // Grouped: dcol = dy . W_g (B[j, kk] = w[(g*Kg + kk)*KD + j]), then scatter-add.
   const i8::Plan P = i8::plan_for(G.kd);
   const int64_t lda = 4 * i8::k4_of(G.kg);
@@ -825,7 +843,7 @@ void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const
     uint8_t* at = reinterpret_cast<uint8_t*>(work + t * (abytes + dbytes));
     float* dcol = reinterpret_cast<float*>(work + t * (abytes + dbytes) + abytes);
     const int64_t i0 = G.n * t / T, i1 = G.n * (t + 1) / T;
-    std::memset(dx + i0 * hwc, 0, static_cast<size_t>((i1 - i0) * hwc) * sizeof(float));
+    if (!acc) std::memset(dx + i0 * hwc, 0, static_cast<size_t>((i1 - i0) * hwc) * sizeof(float));
     for (int64_t m0 = i0 * pq; m0 < i1 * pq; m0 += ch) {
       const int64_t cnt = std::min(ch, i1 * pq - m0);
       for (int64_t g = 0; g < G.g; ++g) {
@@ -1355,13 +1373,6 @@ ConvBytes conv_elems(const d8_conv_shape& s) {
           mul64(int64_t{s.n} * s.p, int64_t{s.q} * s.k)};
 }
 
-int32_t check_distinct(const char* fn, const char* out_name, const d8_buffer* out,
-                       const char* in_name, const d8_buffer* in) {
-  if (out && out == in)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: %s must not be the same buffer as %s", fn, out_name,
-                in_name);
-  return D8_OK;
-}
 
 }  // namespace
 }  // namespace d8cpu
@@ -1409,7 +1420,7 @@ extern "C" int32_t d8_conv2d_dgrad_i8(d8_buffer* dx, const d8_buffer* dy, const 
                                       const d8_conv_shape* shape) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[256];
-    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
+    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims, D8_CONV_ACCUMULATE)) return e;
     const ConvBytes z = conv_elems(*shape);
     if (int32_t e = check_buffer(fn, "dx", dx, mul64(z.x, 4), dims)) return e;
     if (int32_t e = check_buffer(fn, "dy", dy, z.y, dims)) return e;
@@ -1420,7 +1431,8 @@ extern "C" int32_t d8_conv2d_dgrad_i8(d8_buffer* dx, const d8_buffer* dy, const 
     if (int32_t e = check_distinct(fn, "dx", dx, "w", w)) return e;
     const float scale = cfptr(dy_scale)[0] * cfptr(w_scale)[0];
     dgrad_core(fptr(dx), static_cast<const int8_t*>(dy->data),
-               static_cast<const int8_t*>(w->data), scale, make_geom(*shape));
+               static_cast<const int8_t*>(w->data), scale, make_geom(*shape),
+               (shape->flags & D8_CONV_ACCUMULATE) != 0);
     return D8_OK;
   });
 }

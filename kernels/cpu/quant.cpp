@@ -265,12 +265,6 @@ int32_t check_rounding(const char* fn, int32_t rounding, const char* dims) {
 int64_t clip_count(int32_t layout, int64_t outer, int32_t inner) {
   return layout == D8_SCALE_TENSOR ? 1 : layout == D8_SCALE_INNER ? inner : outer;
 }
-int32_t check_distinct(const char* fn, const char* a, const d8_buffer* pa, const char* b,
-                       const d8_buffer* pb) {
-  if (pa == pb)
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: %s must not be the same buffer as %s", fn, a, b);
-  return D8_OK;
-}
 
 }  // namespace
 }  // namespace d8cpu

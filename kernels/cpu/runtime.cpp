@@ -64,8 +64,16 @@ int32_t check_buffers(const char* fn, const char* dims, std::initializer_list<Bu
 
 #include "arg_checks.inc"
 
-int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int cap) {
-  return check_conv_geometry(fn, s, dims, cap);
+int32_t check_distinct(const char* fn, const char* a, const d8_buffer* pa, const char* b,
+                       const d8_buffer* pb) {
+  if (pa && pa == pb)
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: %s must not be the same buffer as %s", fn, a, b);
+  return D8_OK;
+}
+
+int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int cap,
+                         int32_t allowed_flags) {
+  return check_conv_geometry(fn, s, dims, cap, allowed_flags);
 }
 
 // ---- threads --------------------------------------------------------------------------------

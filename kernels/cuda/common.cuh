@@ -124,9 +124,11 @@ int32_t check_buffers(const char* fn, const char* dims, std::initializer_list<Bu
 int32_t check_same_ctx(const char* fn, std::initializer_list<const d8_buffer*> bufs);
 int32_t check_mnk(const char* fn, char* dims, size_t cap, int64_t m, int32_t n, int32_t k);
 int32_t write_string(const char* fn, char* out, int32_t capacity, const char* text);
-int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int cap);
+int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int cap,
+                         int32_t allowed_flags = 0);
 // check_conv_shape without a backend's own limits (kernels/arg_checks.inc).
-int32_t check_conv_geometry(const char* fn, const d8_conv_shape* s, char* dims, int cap);
+int32_t check_conv_geometry(const char* fn, const d8_conv_shape* s, char* dims, int cap,
+                            int32_t allowed_flags = 0);
 // The knobs of d8_quant_decide: a message naming the bad one (kernels/arg_checks.inc).
 int32_t check_knobs(const char* fn, const d8_quant_knobs* kn, char* dims, size_t cap);
 // Batch-norm arguments (kernels/arg_checks.inc): positive m and c (dims gets "m=..,c=.."), each
@@ -152,6 +154,10 @@ int32_t pending_label_error(const char* fn, d8_context* ctx);
 
 // Makes the context's device current on the calling thread.
 int32_t use_device(const char* fn, d8_context* ctx);
+
+// y[i] += x[i] for i < n on the context's stream (D8_CONV_ACCUMULATE: the dgrads compute into a
+// Scratch and add it here); a launch status.
+int32_t add_into(const char* fn, d8_context* ctx, float* y, const float* x, int64_t n);
 
 // Temporary device memory from the context's allocator, returned to it when the object dies
 // (after the kernels using it were enqueued: stream order keeps it alive long enough).

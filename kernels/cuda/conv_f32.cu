@@ -378,7 +378,7 @@ extern "C" int32_t d8_conv2d_dgrad(d8_buffer* dx, const d8_buffer* dy, const d8_
                                    const d8_conv_shape* shape) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[256];
-    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
+    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims, D8_CONV_ACCUMULATE)) return e;
     const ConvBytes z = conv_bytes(*shape);
     if (int32_t e = check_buffers(fn, dims, {{"dx", dx, z.x}, {"dy", dy, z.y}, {"w", w, z.w}}))
       return e;
@@ -387,13 +387,21 @@ extern "C" int32_t d8_conv2d_dgrad(d8_buffer* dx, const d8_buffer* dy, const d8_
     d8_context* ctx;
     if (int32_t e = op_context(fn, {dx, dy, w}, &ctx)) return e;
     const ConvGeom G = make_geom(*shape);
+    // D8_CONV_ACCUMULATE: the gradient goes to a scratch, then dx += it
+    const bool add = (shape->flags & D8_CONV_ACCUMULATE) != 0;
+    Scratch tmp;
+    if (add)
+      if (int32_t e = tmp.get(fn, ctx, static_cast<size_t>(z.x))) return e;
+    float* out = add ? tmp.as<float>() : fptr(dx);
     if (depthwise(G)) {
       dw_dgrad_k<<<grid_1d(int64_t{G.n} * G.h * G.w * G.c, 256), 256, 0, ctx->stream>>>(
-          fptr(dx), fptr(dy), fptr(w), G);
-      return launch_check(fn, "dw_dgrad_k");
+          out, fptr(dy), fptr(w), G);
+      if (int32_t e = launch_check(fn, "dw_dgrad_k")) return e;
+    } else {
+      const DgradOp op{fptr(dy), fptr(w), out, G};
+      if (int32_t e = launch_gemm(fn, ctx, op, int64_t{G.n} * G.h * G.w, G.cg, G.g)) return e;
     }
-    const DgradOp op{fptr(dy), fptr(w), fptr(dx), G};
-    return launch_gemm(fn, ctx, op, int64_t{G.n} * G.h * G.w, G.cg, G.g);
+    return add ? add_into(fn, ctx, fptr(dx), out, z.x / 4) : D8_OK;
   });
 }
 

@@ -732,7 +732,7 @@ extern "C" int32_t d8_conv2d_dgrad_i8(d8_buffer* dx, const d8_buffer* dy, const 
                                       const d8_conv_shape* shape) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     char dims[256];
-    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims)) return e;
+    if (int32_t e = check_conv_shape(fn, shape, dims, sizeof dims, D8_CONV_ACCUMULATE)) return e;
     const ConvElems z = conv_elems(*shape);
     if (int32_t e = check_buffer(fn, "dx", dx, mul64(z.x, 4), dims)) return e;
     if (int32_t e = check_buffer(fn, "dy", dy, z.y, dims)) return e;
@@ -750,13 +750,22 @@ extern "C" int32_t d8_conv2d_dgrad_i8(d8_buffer* dx, const d8_buffer* dy, const 
     if (int32_t e = sc.get(fn, ctx, static_cast<size_t>(z.w + 256))) return e;
     float* scale = sc.as<float>();
     dgrad_scale_k<<<1, 1, 0, ctx->stream>>>(scale, fptr(dy_scale), fptr(w_scale));
+    // D8_CONV_ACCUMULATE: the gradient goes to a scratch, then dx += it
+    const bool add = (shape->flags & D8_CONV_ACCUMULATE) != 0;
+    Scratch tmp;
+    if (add)
+      if (int32_t e = tmp.get(fn, ctx, static_cast<size_t>(mul64(z.x, 4)))) return e;
+    float* out = add ? tmp.as<float>() : fptr(dx);
+    auto finish = [&](int32_t st) {
+      return st != D8_OK || !add ? st : add_into(fn, ctx, fptr(dx), out, z.x);
+    };
     int v = int8_version(ctx);
     if (v > 1 && !imma_valid_dgrad(G)) v = 1;
     t_last_version = v;
     if (v == 1) {
       dgrad_simple_k<<<grid_1d(int64_t{G.n} * G.h * G.w * G.c, kBlock), kBlock, 0,
-                       ctx->stream>>>(fptr(dx), i8ptr(dy), i8ptr(w), scale, G);
-      return launch_check(fn, "dgrad_simple_k");
+                       ctx->stream>>>(out, i8ptr(dy), i8ptr(w), scale, G);
+      return finish(launch_check(fn, "dgrad_simple_k"));
     }
     int8_t* wt = reinterpret_cast<int8_t*>(scale + 64);
     transpose_w_k<<<grid_1d(z.w, kBlock), kBlock, 0, ctx->stream>>>(wt, i8ptr(w), G);
@@ -768,8 +777,8 @@ extern "C" int32_t d8_conv2d_dgrad_i8(d8_buffer* dx, const d8_buffer* dy, const 
     p.rows = int64_t{G.n} * G.h * G.w;
     p.cols = G.cg;
     p.red = int64_t{G.r} * G.s * G.kg;
-    p.out_f = fptr(dx);
-    return run_imma<kOpDgrad>(fn, ctx, p, G.g, v);
+    p.out_f = out;
+    return finish(run_imma<kOpDgrad>(fn, ctx, p, G.g, v));
   });
 }
 

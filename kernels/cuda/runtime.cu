@@ -88,8 +88,9 @@ int32_t check_same_ctx(const char* fn, std::initializer_list<const d8_buffer*> b
 
 #include "arg_checks.inc"
 
-int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int cap) {
-  if (int32_t e = check_conv_geometry(fn, s, dims, cap)) return e;
+int32_t check_conv_shape(const char* fn, const d8_conv_shape* s, char* dims, int cap,
+                         int32_t allowed_flags) {
+  if (int32_t e = check_conv_geometry(fn, s, dims, cap, allowed_flags)) return e;
   // Kernels index with int32 per dimension and int64 for flat offsets; keep every tensor's
   // element count below 2^31 * 64 and the reduction below int32.
   if (int64_t{s->r} * s->s * (s->c / s->groups) > (int64_t{1} << 30))

@@ -22,8 +22,17 @@ import { type DType, Tensor } from "../tensor.ts";
  * whether input i requires a gradient; return null where it does not. Every returned tensor
  * must be a distinct Tensor object (use `dy.reshape(dy.shape)` to pass a gradient through):
  * the tape takes ownership of each.
+ *
+ * `into[i]`, where given, is the gradient input i already has from other ops (a residual block's
+ * input), owned by the tape and aliased by nothing else: an op that can add its gradient into it
+ * in place (a conv's dgrad with `accumulate`) does so and returns that same tensor, which saves
+ * the tape a separate `add`. Ops may ignore it and return a new tensor.
  */
-export type BackwardFn = (dy: Tensor, needs: readonly boolean[]) => (Tensor | null)[];
+export type BackwardFn = (
+  dy: Tensor,
+  needs: readonly boolean[],
+  into?: readonly (Tensor | null)[],
+) => (Tensor | null)[];
 
 interface Entry {
   inputs: readonly Tensor[];
@@ -183,19 +192,30 @@ export class Tape {
     }
     const grads = new Map<number, Tensor>([[output.id, seed]]);
     for (const [t, g] of extraRoots) grads.set(t.id, g);
+    // The caller's seeds are never written into.
+    const seeds = new Set<Storage>([seed.storage, ...extraRoots.map(([, g]) => g.storage)]);
+    // A gradient an op may add into: not a seed, not dy, and no other gradient shares its storage.
+    const exclusive = (g: Tensor | undefined, dy: Tensor): Tensor | null => {
+      if (g === undefined || seeds.has(g.storage) || g.storage === dy.storage) return null;
+      let n = 0;
+      for (const h of grads.values()) if (h.storage === g.storage) n++;
+      return n === 1 ? g : null;
+    };
     for (let i = this.#entries.length - 1; i >= 0; i--) {
       const e = this.#entries[i]!;
       const dy = grads.get(e.output.id);
       if (dy === undefined) continue;
       const needs = e.inputs.map((t) => this.#requires.has(t.id));
-      const dxs = e.backward(dy, needs);
+      const into = e.inputs.map((t, j) => needs[j] ? exclusive(grads.get(t.id), dy) : null);
+      const dxs = e.backward(dy, needs, into);
       if (!this.#leaves.has(e.output.id)) grads.delete(e.output.id);
       for (let j = 0; j < e.inputs.length; j++) {
         const g = dxs[j];
         if (!needs[j] || g === null || g === undefined) continue;
-        this.own(g);
         const id = e.inputs[j]!.id;
         const prev = grads.get(id);
+        if (g === prev) continue; // added in place into the gradient it already had
+        this.own(g);
         if (prev === undefined) {
           grads.set(id, g);
         } else {

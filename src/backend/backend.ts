@@ -255,9 +255,11 @@ export interface Backend {
   conv2d(y: Tensor, x: Tensor, w: Tensor, bias: Tensor | null, shape: ConvShape): void;
   /**
    * fp32 input gradient of `conv2d`: dx [n, h, w, c] (overwritten) from dy [n, p, q, k] and w [k,
-   * r, s, c/groups].
+   * r, s, c/groups]. With `accumulate` the gradient is added into dx instead (dx += ...), so a
+   * tensor read by several layers takes its gradients without a separate `add`; dx must then be
+   * neither dy nor w.
    */
-  conv2dDgrad(dx: Tensor, dy: Tensor, w: Tensor, shape: ConvShape): void;
+  conv2dDgrad(dx: Tensor, dy: Tensor, w: Tensor, shape: ConvShape, accumulate?: boolean): void;
   /**
    * fp32 weight gradient of `conv2d`: dw [k, r, s, c/groups] (overwritten, not accumulated) from x
    * [n, h, w, c] and dy [n, p, q, k].
@@ -543,7 +545,8 @@ export interface Backend {
   /**
    * int8 input gradient: dx [n, h, w, c] f32 (overwritten) = sum over k of dy (i8) * w (i8), times
    * dyScale[0] * wScale[0]. Both scales are per tensor since the output channel is the reduction
-   * dimension: fold a per-channel weight scale into dy before quantizing it.
+   * dimension: fold a per-channel weight scale into dy before quantizing it. With `accumulate`
+   * the gradient is added into dx (dx += ...), as in `conv2dDgrad`.
    */
   conv2dDgradI8(
     dx: Tensor,
@@ -552,6 +555,7 @@ export interface Backend {
     dyScale: Tensor,
     wScale: Tensor,
     shape: ConvShape,
+    accumulate?: boolean,
   ): void;
   /**
    * int8 weight gradient: dw [k, r, s, c/groups] f32 (overwritten) = sum over the n * p * q rows of

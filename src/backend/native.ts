@@ -93,7 +93,8 @@ export class NativeBackend implements CpuBackend {
     if (status !== 0) this.#lib.check(status);
   }
 
-  #conv(shape: ConvShape): Int32Array {
+  /** The d8_conv_shape struct of `shape`; `flags` is D8_CONV_ACCUMULATE (1) or 0. */
+  #conv(shape: ConvShape, flags = 0): Int32Array {
     const a = this.#shape;
     a[0] = shape.n;
     a[1] = shape.h;
@@ -109,7 +110,7 @@ export class NativeBackend implements CpuBackend {
     a[11] = shape.padW;
     a[12] = shape.p;
     a[13] = shape.q;
-    a[14] = 0;
+    a[14] = flags;
     a[15] = 0;
     return a;
   }
@@ -313,8 +314,10 @@ export class NativeBackend implements CpuBackend {
     );
   }
 
-  conv2dDgrad(dx: Tensor, dy: Tensor, w: Tensor, shape: ConvShape): void {
-    this.#check(this.#s.d8_conv2d_dgrad(ptr(dx), ptr(dy), ptr(w), this.#conv(shape)));
+  conv2dDgrad(dx: Tensor, dy: Tensor, w: Tensor, shape: ConvShape, accumulate = false): void {
+    this.#check(
+      this.#s.d8_conv2d_dgrad(ptr(dx), ptr(dy), ptr(w), this.#conv(shape, accumulate ? 1 : 0)),
+    );
   }
 
   conv2dWgrad(dw: Tensor, x: Tensor, dy: Tensor, shape: ConvShape): void {
@@ -740,6 +743,7 @@ export class NativeBackend implements CpuBackend {
     dyScale: Tensor,
     wScale: Tensor,
     shape: ConvShape,
+    accumulate = false,
   ): void {
     this.#check(
       this.#s.d8_conv2d_dgrad_i8(
@@ -748,7 +752,7 @@ export class NativeBackend implements CpuBackend {
         ptr(w),
         ptr(dyScale),
         ptr(wScale),
-        this.#conv(shape),
+        this.#conv(shape, accumulate ? 1 : 0),
       ),
     );
   }

@@ -180,6 +180,7 @@ export class CaptureArithmetic implements GemmArithmetic {
     dx: Tensor | null,
     dw: Tensor | null,
     s: ConvShape,
+    accumulateDx = false,
   ): void {
     if (this.armed) {
       this.#copy?.dispose();
@@ -187,7 +188,7 @@ export class CaptureArithmetic implements GemmArithmetic {
       tape.backend.copy(this.#copy, dy);
       this.armed = false;
     }
-    this.inner.backward(tape, saved, dy, dx, dw, s);
+    this.inner.backward(tape, saved, dy, dx, dw, s, accumulateDx);
   }
 
   /** Reads the dY copied by the last armed backward into `captured` (a step-edge read). */

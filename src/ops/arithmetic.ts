@@ -22,8 +22,8 @@ export type GemmSaved = { readonly kind: string };
 
 /**
  * How a layer computes its three GEMMs. `forward` returns what `backward` reads (and declares
- * it to the tape with `tape.save`), so no tensor is matched by id. Outputs are overwritten,
- * never accumulated.
+ * it to the tape with `tape.save`), so no tensor is matched by id. Outputs are overwritten, except
+ * dx when `backward` is asked to accumulate into it.
  */
 export interface GemmArithmetic {
   /** Name for logs (`fp32`, `int8-naive`, ...). */
@@ -39,7 +39,7 @@ export interface GemmArithmetic {
   ): GemmSaved;
   /**
    * dx[n,h,w,c] (unless null) and dw[k,r,s,c/g] (unless null) from dy[n,p,q,k] and what forward
-   * saved.
+   * saved. With `accumulateDx` (never for linear shapes) the input gradient is added into dx.
    */
   backward(
     tape: Tape,
@@ -48,6 +48,7 @@ export interface GemmArithmetic {
     dx: Tensor | null,
     dw: Tensor | null,
     shape: ConvShape,
+    accumulateDx?: boolean,
   ): void;
 }
 
@@ -72,12 +73,12 @@ export const FP32: GemmArithmetic = {
     const saved: Fp32Saved = { kind: "fp32", x: tape.save(x), w: tape.save(w) };
     return saved;
   },
-  backward(tape, saved, dy, dx, dw, s) {
+  backward(tape, saved, dy, dx, dw, s, accumulateDx = false) {
     const { x, w } = saved as Fp32Saved;
     const b = tape.backend;
     if (dx) {
       if (isLinearShape(s)) b.linearDgrad(dx, dy, w, s.n, s.k, s.c);
-      else b.conv2dDgrad(dx, dy, w, s);
+      else b.conv2dDgrad(dx, dy, w, s, accumulateDx);
     }
     if (dw) {
       if (isLinearShape(s)) b.linearWgrad(dw, x, dy, s.n, s.k, s.c);

@@ -7,7 +7,7 @@
 import type { ConvShape } from "../backend/backend.ts";
 import type { Tensor } from "../tensor.ts";
 import { Tape } from "../autograd/tape.ts";
-import { FP32, type GemmArithmetic } from "./arithmetic.ts";
+import { FP32, type GemmArithmetic, isLinearShape } from "./arithmetic.ts";
 
 /** A pair of sizes (rows, columns) or one size for both. */
 export type Pair = number | readonly [number, number];
@@ -183,11 +183,13 @@ function gemmOp(
     return y;
   }
   const saved = arith.forward(tape, y, x, weight, bias, shape);
-  tape.record(inputs, y, (dy, needs) => {
-    const dx = needs[0] ? tape.empty(x.shape) : null;
+  tape.record(inputs, y, (dy, needs, into) => {
+    // x's gradient added in place into the one it has from other ops (conv dgrads only)
+    const acc = needs[0] && !isLinearShape(shape) ? into?.[0] ?? null : null;
+    const dx = acc ?? (needs[0] ? tape.empty(x.shape) : null);
     const dw = needs[1] ? tape.empty(weight.shape) : null;
     let db: Tensor | null = null;
-    arith.backward(tape, saved, dy, dx, dw, shape);
+    arith.backward(tape, saved, dy, dx, dw, shape, acc !== null);
     if (bias !== null && needs[2]) {
       db = tape.empty(bias.shape);
       tape.backend.biasGrad(db, dy, shape.n * shape.p * shape.q, shape.k);

@@ -327,6 +327,7 @@ export class Int8Gemm implements GemmArithmetic {
     dx: Tensor | null,
     dw: Tensor | null,
     s: ConvShape,
+    accumulateDx = false,
   ): void {
     const sv = saved as Int8Saved;
     const b = tape.backend, cfg = this.cfg, k = s.k;
@@ -365,7 +366,7 @@ export class Int8Gemm implements GemmArithmetic {
         wScale = tape.empty([1]);
         b.quantizeI8MaxScale(wq, wScale, sv.w, sv.w.size, 1, ScaleLayout.tensor);
       }
-      b.conv2dDgradI8(dx, tq, wq, buf.scaleTensor, wScale, s);
+      b.conv2dDgradI8(dx, tq, wq, buf.scaleTensor, wScale, s, accumulateDx);
     }
     if (dw) {
       if (cq) {

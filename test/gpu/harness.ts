@@ -119,7 +119,8 @@ export interface Conv {
 }
 
 /** d8_conv_shape bytes, and the derived sizes. */
-export function convShape(c: Conv): {
+/** d8_conv_shape of `c`; flags 1 = D8_CONV_ACCUMULATE (the dgrads add into dx). */
+export function convShape(c: Conv, flags = 0): {
   bytes: Uint8Array;
   p: number;
   q: number;
@@ -131,7 +132,7 @@ export function convShape(c: Conv): {
   const g = c.groups ?? 1, [sh, sw] = c.stride ?? [1, 1], [ph, pw] = c.pad ?? [0, 0];
   const p = Math.floor((c.h + 2 * ph - c.r) / sh) + 1,
     q = Math.floor((c.w + 2 * pw - c.s) / sw) + 1;
-  const a = new Int32Array([c.n, c.h, c.w, c.c, c.k, c.r, c.s, g, sh, sw, ph, pw, p, q, 0, 0]);
+  const a = new Int32Array([c.n, c.h, c.w, c.c, c.k, c.r, c.s, g, sh, sw, ph, pw, p, q, flags, 0]);
   return {
     bytes: new Uint8Array(a.buffer),
     p,

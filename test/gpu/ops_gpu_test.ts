@@ -114,9 +114,9 @@ function withVersion(cuda: Lib, v: number, fn: () => void): void {
 
 for (const [name, conv] of CONVS) {
   gpuTest(`int8 conv fprop / dgrad / wgrad, ${name}`, (cpu, cuda) => {
-    const sh = convShape(conv);
+    const sh = convShape(conv), acc = convShape(conv, 1);
     const rnd = new Rand(7 + sh.x);
-    const x = rnd.i8(sh.x), w = rnd.i8(sh.w), dy = rnd.i8(sh.y);
+    const x = rnd.i8(sh.x), w = rnd.i8(sh.w), dy = rnd.i8(sh.y), base = rnd.f32(sh.x);
     const bias = rnd.f32(conv.k);
     const xs = new Float32Array([0.013]),
       ws = rnd.f32(conv.k).map((v) => Math.abs(v) * 0.01 + 1e-3);
@@ -133,6 +133,8 @@ for (const [name, conv] of CONVS) {
       ran.push(lastVersion(l));
       l.check(l.s.d8_conv2d_dgrad_i8(dx, bdy, bw, bds, bxs, sh.bytes));
       ran.push(lastVersion(l));
+      const dxa = l.buf(4 * sh.x, base); // dx += the gradient (D8_CONV_ACCUMULATE)
+      l.check(l.s.d8_conv2d_dgrad_i8(dxa, bdy, bw, bds, bxs, acc.bytes));
       l.check(l.s.d8_conv2d_wgrad_i8(dw, bx, bdy, bxs, bds, 1, sh.bytes));
       ran.push(lastVersion(l));
       l.check(l.s.d8_conv2d_wgrad_i8(dw0, bx, bdy, bxs, bds, 0, sh.bytes));
@@ -140,6 +142,7 @@ for (const [name, conv] of CONVS) {
         ran,
         y: l.f32(y, sh.y),
         dx: l.f32(dx, sh.x),
+        dxa: l.f32(dxa, sh.x),
         dw: l.f32(dw, sh.w),
         dw0: l.f32(dw0, sh.w),
       };
@@ -153,6 +156,7 @@ for (const [name, conv] of CONVS) {
         const tol = { atol: 0, rtol: 1e-6 };
         assertClose(`v${v} fprop`, got.y, ref.y, tol);
         assertClose(`v${v} dgrad`, got.dx, ref.dx, tol);
+        assertClose(`v${v} dgrad, accumulating`, got.dxa, ref.dxa, { atol: 1e-6, rtol: 1e-6 });
         assertEqualArrays(`v${v} wgrad (per-channel dY scale)`, got.dw, ref.dw);
         assertEqualArrays(`v${v} wgrad (tensor dY scale)`, got.dw0, ref.dw0);
         // the tensor-core versions must really run where valid() allows them (no silent fallback)
@@ -301,19 +305,23 @@ gpuTest("absmax and channel statistics", (cpu, cuda) => {
 
 for (const [name, conv] of CONVS.slice(0, 12)) {
   gpuTest(`fp32 conv fprop / dgrad / wgrad + bias grad, ${name}`, (cpu, cuda) => {
-    const sh = convShape(conv);
+    const sh = convShape(conv), acc = convShape(conv, 1);
     const rnd = new Rand(17 + sh.w);
     const x = rnd.f32(sh.x), w = rnd.f32(sh.w), dy = rnd.f32(sh.y), bias = rnd.f32(conv.k);
+    const base = rnd.f32(sh.x);
     const run = (l: Lib) => {
       const bx = l.buf(4 * sh.x, x), bw = l.buf(4 * sh.w, w), bdy = l.buf(4 * sh.y, dy);
       const y = l.buf(4 * sh.y), dx = l.buf(4 * sh.x), dw = l.buf(4 * sh.w), db = l.buf(4 * conv.k);
       l.check(l.s.d8_conv2d_fwd(y, bx, bw, l.buf(4 * conv.k, bias), sh.bytes));
       l.check(l.s.d8_conv2d_dgrad(dx, bdy, bw, sh.bytes));
+      const dxa = l.buf(4 * sh.x, base); // dx += the gradient (D8_CONV_ACCUMULATE)
+      l.check(l.s.d8_conv2d_dgrad(dxa, bdy, bw, acc.bytes));
       l.check(l.s.d8_conv2d_wgrad(dw, bx, bdy, sh.bytes));
       l.check(l.s.d8_bias_grad(db, bdy, BigInt(sh.y / conv.k), conv.k));
       const r = {
         y: l.f32(y, sh.y),
         dx: l.f32(dx, sh.x),
+        dxa: l.f32(dxa, sh.x),
         dw: l.f32(dw, sh.w),
         db: l.f32(db, conv.k),
       };
@@ -324,6 +332,7 @@ for (const [name, conv] of CONVS.slice(0, 12)) {
     const tol = { atol: 1e-4, rtol: 1e-4 };
     assertClose("fprop", got.y, ref.y, tol);
     assertClose("dgrad", got.dx, ref.dx, tol);
+    assertClose("dgrad, accumulating", got.dxa, ref.dxa, tol);
     assertClose("wgrad", got.dw, ref.dw, { atol: 2e-3, rtol: 1e-4 });
     assertClose("bias grad", got.db, ref.db, { atol: 2e-3, rtol: 1e-5 });
   });

@@ -116,6 +116,25 @@ export function defineOpTests(prefix: string, backend: () => Backend, ignore = f
         reference: (a) => convRef(a.x!, a.w!, a.b ?? null, shape),
       });
     });
+    // x read by two convs: the tape hands the first conv's dgrad the gradient x already has from
+    // the second, and the dgrad adds into it (accumulate) instead of a separate add
+    test(`conv2d() adds its input gradient into x's other gradient: ${cc.name}`, async () => {
+      const shape = convShape("test", cc.x, cc.k, cc.kernel, cc.opts);
+      const wShape = [cc.k, cc.kernel[0], cc.kernel[1], cc.x[3] / (cc.opts.groups ?? 1)];
+      await checkOp({
+        inputs: { x: cc.x, w: wShape, w2: wShape },
+        native: (tape, t) =>
+          add(
+            tape,
+            conv2d(tape, t.x!, t.w!, null, cc.opts),
+            conv2d(tape, t.x!, t.w2!, null, cc.opts),
+          ),
+        reference: (a) => {
+          const y = convRef(a.x!, a.w!, null, shape), y2 = convRef(a.x!, a.w2!, null, shape);
+          return y.map((v, i) => v + y2[i]!);
+        },
+      });
+    });
   }
 
   // Forward only (too large for finite differences): [label, x (NHWC), filters]; 3x3, padding 1.

@@ -735,14 +735,22 @@ export class WebGpuBackend implements Backend {
     );
   }
 
-  conv2dDgrad(dx: Tensor, dy: Tensor, w: Tensor, s: ConvShape): void {
+  conv2dDgrad(dx: Tensor, dy: Tensor, w: Tensor, s: ConvShape, accumulate = false): void {
     need("conv2dDgrad", s, [["dx", dx, nx(s) * 4], ["dy", dy, ny(s) * 4], ["w", w, nw(s) * 4]]);
+    if (accumulate) distinctFromInputs("conv2dDgrad", dx, dy, w);
     const g = s.groups, kg = s.k / g, K = s.r * s.s * kg;
-    this.#gemm(G.DGRAD_F32, [buf(dx), buf(dy), buf(w)], s.n * s.h * s.w, s.c / g, K, g, 1, K, (
+    const out = accumulate ? this.#temp(nx(s) * 4) : buf(dx);
+    this.#gemm(G.DGRAD_F32, [out, buf(dy), buf(w)], s.n * s.h * s.w, s.c / g, K, g, 1, K, (
       _u,
       _f,
       i,
     ) => geom(i, s));
+    if (accumulate) this.#addInto(dx, out);
+  }
+
+  /** dx += t (t: a scratch of dx's size): the accumulating dgrads, composed. */
+  #addInto(dx: Tensor, t: Buf): void {
+    this.#linear(E.AXPY, [buf(dx), t], dx.size, (_u, f) => f[1] = 1);
   }
 
   #wgrad(
@@ -1339,12 +1347,15 @@ export class WebGpuBackend implements Backend {
     dyScale: Tensor,
     wScale: Tensor,
     s: ConvShape,
+    accumulate = false,
   ): void {
     need("conv2dDgradI8", s, [["dx", dx, nx(s) * 4], ["dy", dy, ny(s)], ["w", w, nw(s)]]);
+    if (accumulate) distinctFromInputs("conv2dDgradI8", dx, dy, w);
     const g = s.groups, kg = s.k / g, K = s.r * s.s * kg;
+    const out = accumulate ? this.#temp(nx(s) * 4) : buf(dx);
     this.#gemm(
       G.DGRAD_I8,
-      [buf(dx), buf(dy), buf(w), buf(dyScale), buf(wScale)],
+      [out, buf(dy), buf(w), buf(dyScale), buf(wScale)],
       s.n * s.h * s.w,
       s.c / g,
       K,
@@ -1357,6 +1368,7 @@ export class WebGpuBackend implements Backend {
         u[7] = s.k % 4 === 0 && kg % 4 === 0 && this.fastInt8 ? 1 : 0;
       },
     );
+    if (accumulate) this.#addInto(dx, out);
   }
 
   conv2dWgradI8(
@@ -1391,6 +1403,15 @@ function buf(t: Tensor): GPUBuffer {
     throw new TypeError(`${t} does not live on the webgpu backend`);
   }
   return st.buffer;
+}
+
+/** An accumulating dgrad reads dx: it must be neither input (a RangeError, as on cpu and cuda). */
+function distinctFromInputs(op: string, dx: Tensor, dy: Tensor, w: Tensor): void {
+  for (const [name, t] of [["dy", dy], ["w", w]] as const) {
+    if (dx.storage === t.storage) {
+      throw new RangeError(`${op}: dx must not be the same buffer as ${name} when accumulating`);
+    }
+  }
 }
 
 const nx = (s: ConvShape) => s.n * s.h * s.w * s.c;
