@@ -282,7 +282,8 @@ export function parsePtxasLog(log: string): KernelResources[] {
 }
 
 /**
- * Checks the built library: no INT8 kernel spills (from the ptxas log of the last build), the PTX
+ * Checks the built library: no undefined symbols of its own, no INT8 kernel spills (from the ptxas
+ * log of the last build), the PTX
  * of int8_conv.cu contains both INT8 mma shapes, and, when cuobjdump exists, the sm_80 / sm_90
  * SASS contains IMMA. Returns the problems found (empty = pass) and a short report.
  */
@@ -317,6 +318,18 @@ export function checkCudaBuild(
       `max ${maxRegs} registers in the tensor-core kernels, no spills in INT8 kernels: ` +
       `${problems.every((p) => !p.startsWith("INT8 kernel spills"))}`,
   );
+  // Every symbol of the library's own must be defined in it: a function declared in a namespace
+  // but defined outside it still links (a shared library may leave symbols undefined) and would
+  // fail only when the loader resolves it on a GPU machine.
+  const nm = which("nm");
+  if (nm) {
+    const r = run(nm, ["-D", "--undefined-only", `${buildDir}/libdaint8_cuda.so`], verbose);
+    const own = r.out.split("\n").filter((l) => /d8cuda|\bd8_/.test(l)).map((l) => l.trim());
+    lines.push(`nm: ${own.length} undefined symbols of the library's own`);
+    for (const s of own) problems.push(`undefined symbol of the library's own: ${s}`);
+  } else {
+    lines.push("nm: not installed, undefined symbols not checked");
+  }
   // PTX of the INT8 file for sm_80 (both shapes) and sm_75 (m8n8k16 only).
   const dir = Deno.makeTempDirSync({ prefix: "daint8-ptx-" });
   try {

@@ -72,9 +72,25 @@ export const SYMBOLS = {
   },
 
   // y, mask, save_mean, save_invstd, running_mean, running_var, x, residual (nullable), gamma,
-  // beta, m, c, momentum, eps
+  // beta, m, c, momentum, eps, cap (0: ReLU, 6: ReLU6)
   d8_batchnorm_relu_fwd_train: {
-    parameters: [buf, buf, buf, buf, buf, buf, buf, buf, buf, buf, "i64", "i32", "f32", "f32"],
+    parameters: [
+      buf,
+      buf,
+      buf,
+      buf,
+      buf,
+      buf,
+      buf,
+      buf,
+      buf,
+      buf,
+      "i64",
+      "i32",
+      "f32",
+      "f32",
+      "f32",
+    ],
     result: status,
   },
   // dx, dresidual (nullable), dgamma, dbeta, dy, mask, x, gamma, save_mean, save_invstd, m, c

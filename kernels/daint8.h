@@ -162,6 +162,8 @@ int32_t d8_batchnorm_bwd(d8_buffer* dx, d8_buffer* dgamma, d8_buffer* dbeta, con
 /* Training forward fused with the ReLU after it: y = max(bn(x) + residual, 0) (residual may be
  * null: no add), statistics and running updates as d8_batchnorm_fwd_train, and mask
  * [ceil(m*c/8)] bytes as d8_relu_fwd_mask writes it (bit t of byte j: element 8j + t of y > 0).
+ * cap > 0 (finite) makes the ReLU a clamp, y = min(max(v, 0), cap) with mask bit 0 < v < cap
+ * (cap 6: MobileNetV2's ReLU6, the rule of d8_relu6_bwd); cap 0 is the plain ReLU.
  * One pass over x after the statistics instead of three ops (norm, add, relu). y may alias x (not
  * residual); mask aliases none of them. */
 int32_t d8_batchnorm_relu_fwd_train(d8_buffer* y, d8_buffer* mask, d8_buffer* save_mean,
@@ -169,7 +171,7 @@ int32_t d8_batchnorm_relu_fwd_train(d8_buffer* y, d8_buffer* mask, d8_buffer* sa
                                     d8_buffer* running_var, const d8_buffer* x,
                                     const d8_buffer* residual, const d8_buffer* gamma,
                                     const d8_buffer* beta, int64_t m, int32_t c, float momentum,
-                                    float eps);
+                                    float eps, float cap);
 /* Backward of d8_batchnorm_relu_fwd_train: g = dy where the mask bit is set, else 0;
  * dresidual = g when not null (the residual input's gradient); dx, dgamma, dbeta as
  * d8_batchnorm_bwd of g. dx may alias dy; dresidual aliases none of dx, x and mask. */

@@ -146,3 +146,81 @@ Deno.test("batchNormReluTrain/Backward reject aliased and short buffers by name"
   );
   for (const t of [x, r, mean, is, mask, short, y, dx, dg, db, ...Object.values(st)]) t.dispose();
 });
+
+for (const [shape, residual] of [[[8, 12, 12, 16], false], [[4, 10, 10, 24], true]] as const) {
+  Deno.test(`batchNormReluTrain/Backward with cap 6 equal bn + add + relu6 bit for bit: [${shape}]${residual ? " + residual" : ""}`, async () => {
+    const rng = new Rng(11);
+    const c = shape.at(-1)!;
+    const n = shape.reduce((a, v) => a * v, 1), m = n / c;
+    const x = tensor(randomArray(rng, n, 2).map((v) => v + 0.5), [...shape]);
+    const r = residual ? tensor(randomArray(rng, n, 3), [...shape]) : null;
+    const dy = tensor(randomArray(rng, n), [...shape]);
+    // gamma up to 8: outputs above 6 as well as below 0
+    const sf = {
+      gamma: tensor(randomArray(rng, c, 8), [c]),
+      beta: tensor(randomArray(rng, c, 3), [c]),
+      runningMean: Tensor.full(b, [c], 0),
+      runningVar: Tensor.full(b, [c], 1),
+    };
+    const sc = { ...sf, runningMean: Tensor.full(b, [c], 0), runningVar: Tensor.full(b, [c], 1) };
+    const t = (sh: number[] = [...shape]) => Tensor.empty(b, sh);
+    const yF = t(), maskF = Tensor.empty(b, [Math.ceil(n / 8)], "u8"), meanF = t([c]), isF = t([c]);
+    b.batchNormReluTrain(yF, maskF, meanF, isF, x, r, sf, m, c, 0.1, 1e-5, 6);
+    const dxF = t(), dgF = t([c]), dbF = t([c]), drF = residual ? t() : null;
+    b.batchNormReluBackward(dxF, drF, dgF, dbF, dy, maskF, x, sf.gamma, meanF, isF, m, c);
+    // composed: bn, add, relu6 and its backward from the output
+    const pre = t(), yC = t(), meanC = t([c]), isC = t([c]);
+    b.batchNormTrain(pre, meanC, isC, x, sc, m, c, 0.1, 1e-5);
+    if (r) b.add(pre, pre, r);
+    b.relu6(yC, pre);
+    const g = t(), dxC = t(), dgC = t([c]), dbC = t([c]);
+    b.relu6Backward(g, dy, yC);
+    b.batchNormBackward(dxC, dgC, dbC, g, x, sf.gamma, meanC, isC, m, c);
+    const pairs: [string, Tensor, Tensor][] = [
+      ["y", yF, yC],
+      ["dx", dxF, dxC],
+      ["dgamma", dgF, dgC],
+      ["dbeta", dbF, dbC],
+      ["running_var", sf.runningVar, sc.runningVar],
+    ];
+    if (drF) pairs.push(["dresidual", drF, g]);
+    for (const [name, f, cc] of pairs) {
+      assert.deepEqual(await read(f), await read(cc), `${name} differs`);
+    }
+    const y = (await read(yF)) as Float32Array;
+    const zeros = y.filter((v) => v === 0).length, sixes = y.filter((v) => v === 6).length;
+    assert.ok(zeros > n / 20 && sixes > n / 20, `${zeros} zeros and ${sixes} sixes of ${n}`);
+  });
+}
+
+Deno.test("batchNormReluTrain refuses a cap that is negative or not finite", () => {
+  const c = 4, m = 8;
+  const t = (sh: number[]) => Tensor.empty(b, sh);
+  const st = {
+    gamma: Tensor.full(b, [c], 1),
+    beta: Tensor.full(b, [c], 0),
+    runningMean: Tensor.full(b, [c], 0),
+    runningVar: Tensor.full(b, [c], 1),
+  };
+  const x = Tensor.full(b, [m, c], 1);
+  for (const cap of [-1, Infinity, NaN]) {
+    assert.throws(
+      () =>
+        b.batchNormReluTrain(
+          t([m, c]),
+          Tensor.empty(b, [4], "u8"),
+          t([c]),
+          t([c]),
+          x,
+          null,
+          st,
+          m,
+          c,
+          0.1,
+          1e-5,
+          cap,
+        ),
+      /cap must be 0 \(ReLU\) or a finite clamp > 0/,
+    );
+  }
+});

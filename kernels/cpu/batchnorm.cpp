@@ -43,12 +43,15 @@ void channel_sums(int64_t m, int64_t c, double* const (&out)[NS], F&& body) {
 
 namespace {
 
-// Rows [b, e) of y = bn(x) (+ residual) (then max(., 0) with Relu): one vector loop over channels,
-// or with c % 16 == 0 blocks of 16 channels whose coefficients stay in registers over the rows.
+// Rows [b, e) of y = bn(x) (+ residual) (then max(., 0) with Relu, and min(., cap) when cap > 0):
+// one vector loop over channels, or with c % 16 == 0 blocks of 16 channels whose coefficients stay
+// in registers over the rows.
 template <bool Res, bool Relu>
 void bn_apply_rows(float* py, const float* px, const float* pr, const float* mean_hi,
                    const float* mean_lo, const float* scale, const float* beta, int64_t c,
-                   int64_t b, int64_t e) {
+                   int64_t b, int64_t e, float cap) {
+  const float hi = Relu && cap > 0.0f ? cap : INFINITY;
+  const v16f hv = v16f{} + hi;
   if (c % 16 == 0) {
     for (int64_t j = 0; j < c; j += 16) {
       const v16f mh = load16(mean_hi + j), ml = load16(mean_lo + j);
@@ -56,7 +59,10 @@ void bn_apply_rows(float* py, const float* px, const float* pr, const float* mea
       for (int64_t i = b; i < e; ++i) {
         v16f v = ((load16(px + i * c + j) - mh) - ml) * sc + bt;
         if constexpr (Res) v += load16(pr + i * c + j);
-        if constexpr (Relu) v = v > 0.0f ? v : v16f{};
+        if constexpr (Relu) {
+          v = v > 0.0f ? v : v16f{};
+          v = v < hv ? v : hv;
+        }
         store16(py + i * c + j, v);
       }
     }
@@ -68,7 +74,7 @@ void bn_apply_rows(float* py, const float* px, const float* pr, const float* mea
     for (int64_t j = 0; j < c; ++j) {
       float v = ((xr[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + beta[j];
       if constexpr (Res) v += pr[i * c + j];
-      if constexpr (Relu) v = v > 0.0f ? v : 0.0f;
+      if constexpr (Relu) v = std::min(v > 0.0f ? v : 0.0f, hi);
       yr[j] = v;
     }
   }
@@ -79,8 +85,12 @@ void bn_apply_rows(float* py, const float* px, const float* pr, const float* mea
 int32_t bn_fwd_train(const char* fn, d8_buffer* y, d8_buffer* mask, d8_buffer* save_mean,
                      d8_buffer* save_invstd, d8_buffer* running_mean, d8_buffer* running_var,
                      const d8_buffer* x, const d8_buffer* residual, const d8_buffer* gamma,
-                     const d8_buffer* beta, int64_t m, int32_t c, float momentum, float eps) {
+                     const d8_buffer* beta, int64_t m, int32_t c, float momentum, float eps,
+                     float cap) {
   char dims[64];
+  if (!(cap >= 0.0f && cap < INFINITY))
+    return fail(D8_ERR_INVALID_ARGUMENT, "%s: cap must be 0 (ReLU) or a finite clamp > 0, got %g",
+                fn, static_cast<double>(cap));
   if (int32_t e = check_bn_fwd_train(fn, dims, sizeof dims, y, mask, save_mean, save_invstd,
                                      running_mean, running_var, x, residual, gamma, beta, m, c,
                                      eps))
@@ -147,7 +157,7 @@ int32_t bn_fwd_train(const char* fn, d8_buffer* y, d8_buffer* mask, d8_buffer* s
   const float* bt = cfptr(beta);
   auto rows = [&](auto res, auto relu, int64_t b, int64_t e) {
     bn_apply_rows<decltype(res)::value, decltype(relu)::value>(py, px, pr, mean_hi, mean_lo,
-                                                               scale_f, bt, c, b, e);
+                                                               scale_f, bt, c, b, e, cap);
   };
   using T = std::true_type;
   using F = std::false_type;
@@ -166,7 +176,7 @@ int32_t bn_fwd_train(const char* fn, d8_buffer* y, d8_buffer* mask, d8_buffer* s
     for (int64_t r = b * blk, end = std::min(e * blk, m); r < end; r += chunk) {
       const int64_t re = std::min(r + chunk, end);
       pr ? rows(T{}, T{}, r, re) : rows(F{}, T{}, r, re);
-      pack_positive_bits(pm + r * c / 8, py + r * c, (re - r) * c);
+      pack_positive_bits(pm + r * c / 8, py + r * c, (re - r) * c, cap);
     }
   });
   return D8_OK;
@@ -181,7 +191,7 @@ extern "C" int32_t d8_batchnorm_fwd_train(d8_buffer* y, d8_buffer* save_mean,
                                           int32_t c, float momentum, float eps) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     return bn_fwd_train(fn, y, nullptr, save_mean, save_invstd, running_mean, running_var, x,
-                        nullptr, gamma, beta, m, c, momentum, eps);
+                        nullptr, gamma, beta, m, c, momentum, eps, 0.0f);
   });
 }
 
@@ -190,11 +200,11 @@ extern "C" int32_t d8_batchnorm_relu_fwd_train(d8_buffer* y, d8_buffer* mask, d8
                                                d8_buffer* running_var, const d8_buffer* x,
                                                const d8_buffer* residual, const d8_buffer* gamma,
                                                const d8_buffer* beta, int64_t m, int32_t c,
-                                               float momentum, float eps) {
+                                               float momentum, float eps, float cap) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     if (!mask) return fail(D8_ERR_INVALID_ARGUMENT, "%s: mask is null", fn);
     return bn_fwd_train(fn, y, mask, save_mean, save_invstd, running_mean, running_var, x,
-                        residual, gamma, beta, m, c, momentum, eps);
+                        residual, gamma, beta, m, c, momentum, eps, cap);
   });
 }
 

@@ -9,6 +9,7 @@
 #include "daint8.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -306,22 +307,33 @@ inline v16f keep16(v16f v, const uint8_t* mask, int64_t i0) {
 // ---- ReLU bit masks (d8_relu_fwd_mask): bit t of byte j stands for element 8j + t -------------
 // out[0..ceil(n/8)) = the bits of y[0..n) > 0 (NaN: 0); y[0] is an element whose index is a
 // multiple of 8, and the bits past n are 0.
-inline void pack_positive_bits(uint8_t* __restrict out, const float* __restrict y, int64_t n) {
+// With cap > 0 the bits of 0 < y < cap instead (y clamped to [0, cap]: MobileNetV2's ReLU6).
+inline void pack_positive_bits(uint8_t* __restrict out, const float* __restrict y, int64_t n,
+                               float cap = 0.0f) {
+  const float hi = cap > 0.0f ? cap : INFINITY;  // y < +inf: no upper bound
   int64_t i = 0;
 #if defined(__AVX512F__)
+  const __m512 vh = _mm512_set1_ps(hi);
   for (; i + 16 <= n; i += 16) {
-    const uint16_t k = _mm512_cmp_ps_mask(_mm512_loadu_ps(y + i), _mm512_setzero_ps(), _CMP_GT_OQ);
+    const __m512 v = _mm512_loadu_ps(y + i);
+    const uint16_t k = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ) &
+                       (cap > 0.0f ? _mm512_cmp_ps_mask(v, vh, _CMP_LT_OQ) : __mmask16(0xFFFF));
     std::memcpy(out + i / 8, &k, 2);
   }
 #elif defined(__AVX2__)
-  for (; i + 8 <= n; i += 8)
-    out[i / 8] = static_cast<uint8_t>(
-        _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(y + i), _mm256_setzero_ps(), _CMP_GT_OQ)));
+  const __m256 vh = _mm256_set1_ps(hi);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(y + i);
+    __m256 b = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ);
+    if (cap > 0.0f) b = _mm256_and_ps(b, _mm256_cmp_ps(v, vh, _CMP_LT_OQ));
+    out[i / 8] = static_cast<uint8_t>(_mm256_movemask_ps(b));
+  }
 #endif
   for (; i < n; i += 8) {
     const int64_t cnt = std::min<int64_t>(8, n - i);
     uint32_t bits = 0;
-    for (int64_t t = 0; t < cnt; ++t) bits |= static_cast<uint32_t>(y[i + t] > 0.0f) << t;
+    for (int64_t t = 0; t < cnt; ++t)
+      bits |= static_cast<uint32_t>(y[i + t] > 0.0f && (cap <= 0.0f || y[i + t] < hi)) << t;
     out[i / 8] = static_cast<uint8_t>(bits);
   }
 }

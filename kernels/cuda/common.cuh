@@ -158,6 +158,10 @@ int32_t use_device(const char* fn, d8_context* ctx);
 // y[i] += x[i] for i < n on the context's stream (D8_CONV_ACCUMULATE: the dgrads compute into a
 // Scratch and add it here); a launch status.
 int32_t add_into(const char* fn, d8_context* ctx, float* y, const float* x, int64_t n);
+// y = relu(x) with its bit mask as d8_relu_fwd_mask, or with cap > 0 the clamp to [0, cap] and
+// the bits of 0 < x < cap (d8_batchnorm_relu_fwd_train's ReLU6); a launch status.
+int32_t relu_mask_into(const char* fn, d8_context* ctx, float* y, uint8_t* mask, const float* x,
+                       int64_t n, float cap);
 
 // Temporary device memory from the context's allocator, returned to it when the object dies
 // (after the kernels using it were enqueued: stream order keeps it alive long enough).

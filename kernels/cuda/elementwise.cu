@@ -82,7 +82,8 @@ __global__ void sgd_k(float* w, float* buf, unsigned* nonfinite, const float* g,
 }
 
 // One thread per mask byte: bit t of byte j is x[8j + t] > 0 (LSB first; bits past n are 0).
-__global__ void relu_mask_k(float* y, uint8_t* mask, const float* x, int64_t n) {
+// cap > 0: y = min(max(x, 0), cap) and the bit is 0 < x < cap (ReLU6 with cap 6).
+__global__ void relu_mask_k(float* y, uint8_t* mask, const float* x, int64_t n, float cap) {
   const int64_t nb = (n + 7) / 8;
   for (int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; j < nb;
        j += int64_t{gridDim.x} * blockDim.x) {
@@ -92,8 +93,9 @@ __global__ void relu_mask_k(float* y, uint8_t* mask, const float* x, int64_t n) 
     for (int t = 0; t < cnt; ++t) {
       const float v = x[i0 + t];
       const bool pos = v > 0.0f;
-      bits |= static_cast<unsigned>(pos) << t;
-      y[i0 + t] = pos ? v : 0.0f;
+      const bool in = pos && (cap <= 0.0f || v < cap);
+      bits |= static_cast<unsigned>(in) << t;
+      y[i0 + t] = pos ? (cap > 0.0f && v >= cap ? cap : v) : 0.0f;
     }
     mask[j] = static_cast<uint8_t>(bits);
   }
@@ -138,10 +140,17 @@ extern "C" int32_t d8_fill_f32(d8_buffer* y, int64_t n, float value) {
   });
 }
 
+namespace d8cuda {
 int32_t add_into(const char* fn, d8_context* ctx, float* y, const float* x, int64_t n) {
   add_k<<<grid_1d(n, kBlock), kBlock, 0, ctx->stream>>>(y, y, x, n);
   return launch_check(fn, "add_k");
 }
+int32_t relu_mask_into(const char* fn, d8_context* ctx, float* y, uint8_t* mask, const float* x,
+                       int64_t n, float cap) {
+  relu_mask_k<<<grid_1d((n + 7) / 8, kBlock), kBlock, 0, ctx->stream>>>(y, mask, x, n, cap);
+  return launch_check(fn, "relu_mask_k");
+}
+}  // namespace d8cuda
 
 extern "C" int32_t d8_add_f32(d8_buffer* y, const d8_buffer* a, const d8_buffer* b, int64_t n) {
   return guard(__func__, [&](const char* fn) -> int32_t {
@@ -274,7 +283,7 @@ extern "C" int32_t d8_relu_fwd_mask(d8_buffer* y, d8_buffer* mask, const d8_buff
       return fail(D8_ERR_INVALID_ARGUMENT, "%s: mask must not be the same buffer as x or y", fn);
     d8_context* ctx;
     if (int32_t e = op_context(fn, {y, mask, x}, &ctx)) return e;
-    D8_LAUNCH(relu_mask_k, nb, fptr(y), static_cast<uint8_t*>(mask->data), fptr(x), n);
+    D8_LAUNCH(relu_mask_k, nb, fptr(y), static_cast<uint8_t*>(mask->data), fptr(x), n, 0.0f);
   });
 }
 

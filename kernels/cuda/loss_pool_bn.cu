@@ -641,9 +641,12 @@ extern "C" int32_t d8_batchnorm_relu_fwd_train(d8_buffer* y, d8_buffer* mask, d8
                                                d8_buffer* running_var, const d8_buffer* x,
                                                const d8_buffer* residual, const d8_buffer* gamma,
                                                const d8_buffer* beta, int64_t m, int32_t c,
-                                               float momentum, float eps) {
+                                               float momentum, float eps, float cap) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     if (!mask) return fail(D8_ERR_INVALID_ARGUMENT, "%s: mask is null", fn);
+    if (!(cap >= 0.0f && cap < INFINITY))
+      return fail(D8_ERR_INVALID_ARGUMENT, "%s: cap must be 0 (ReLU) or a finite clamp > 0, got %g",
+                  fn, static_cast<double>(cap));
     char dims[64];
     if (int32_t e = check_bn_fwd_train(fn, dims, sizeof dims, y, mask, save_mean, save_invstd,
                                        running_mean, running_var, x, residual, gamma, beta, m, c,
@@ -654,7 +657,9 @@ extern "C" int32_t d8_batchnorm_relu_fwd_train(d8_buffer* y, d8_buffer* mask, d8
       return e;
     if (residual)
       if (int32_t e = d8_add_f32(y, y, residual, m * c)) return e;
-    return d8_relu_fwd_mask(y, mask, y, m * c);
+    d8_context* ctx;
+    if (int32_t e = op_context(fn, {y, mask}, &ctx)) return e;
+    return relu_mask_into(fn, ctx, fptr(y), static_cast<uint8_t*>(mask->data), fptr(y), m * c, cap);
   });
 }
 

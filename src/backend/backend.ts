@@ -311,7 +311,9 @@ export interface Backend {
   /**
    * `batchNormTrain` fused with the ReLU after it (and a residual add before that when `residual`
    * is not null): y = max(bn(x) + residual, 0), and `mask` [ceil(m * c / 8)] u8 gets the bits of
-   * y > 0 exactly as `reluMask` writes them. One pass over x instead of three ops.
+   * y > 0 exactly as `reluMask` writes them. One pass over x instead of three ops. `cap` > 0
+   * (finite) clamps instead, y = min(max(v, 0), cap), with mask bits 0 < v < cap: `cap` 6 is
+   * MobileNetV2's ReLU6 (the values and gradient rule of `relu6`); 0 (the default) is the ReLU.
    */
   batchNormReluTrain(
     y: Tensor,
@@ -325,6 +327,7 @@ export interface Backend {
     c: number,
     momentum: number,
     eps: number,
+    cap?: number,
   ): void;
   /**
    * Evaluation-mode batch norm over x viewed as [m, c]: y = gamma * (x - runningMean) /

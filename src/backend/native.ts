@@ -383,6 +383,7 @@ export class NativeBackend implements CpuBackend {
     c: number,
     momentum: number,
     eps: number,
+    cap = 0,
   ): void {
     this.#check(
       this.#s.d8_batchnorm_relu_fwd_train(
@@ -400,6 +401,7 @@ export class NativeBackend implements CpuBackend {
         c,
         momentum,
         eps,
+        cap,
       ),
     );
   }

@@ -20,7 +20,23 @@ import { Dropout, ReLU6, torchvisionInit } from "../nn/zoo_layers.ts";
 import { add } from "../ops/elementwise.ts";
 import { stemOf, type ZooOptions } from "./resnet_imagenet.ts";
 
-/** Conv (no bias) -> BatchNorm -> ReLU6, torchvision's Conv2dNormActivation. */
+/**
+ * Conv (no bias) -> BatchNorm -> ReLU6, torchvision's Conv2dNormActivation (children "0", "1",
+ * "2"), with the batch norm and the ReLU6 run as one fused op (`BatchNorm2d.forwardRelu`).
+ */
+class ConvBnRelu6 extends Sequential {
+  readonly conv: Conv2d;
+  readonly bn: BatchNorm2d;
+  constructor(conv: Conv2d, bn: BatchNorm2d) {
+    super(conv, bn, new ReLU6());
+    this.conv = conv;
+    this.bn = bn;
+  }
+  override forward(tape: Tape, x: Tensor): Tensor {
+    return this.bn.forwardRelu(tape, this.conv.forward(tape, x), null, "relu6");
+  }
+}
+
 function convBnRelu6(
   init: InitContext,
   cin: number,
@@ -29,7 +45,7 @@ function convBnRelu6(
   stride = 1,
   groups = 1,
 ): Sequential {
-  return new Sequential(
+  return new ConvBnRelu6(
     new Conv2d(init, cin, cout, kernel, {
       stride,
       padding: (kernel - 1) >> 1,
@@ -37,7 +53,6 @@ function convBnRelu6(
       bias: false,
     }),
     new BatchNorm2d(init, cout),
-    new ReLU6(),
   );
 }
 

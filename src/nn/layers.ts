@@ -188,15 +188,28 @@ export class BatchNorm2d extends Module {
   }
 
   /**
-   * relu(this(x) + residual), or relu(this(x)) without a residual: one fused backend op each way
-   * in training mode (see `batchNormRelu`), the same values as the three ops.
+   * relu(this(x) + residual), or relu(this(x)) without a residual (relu6 with `activation`
+   * "relu6"): one fused backend op each way in training mode (see `batchNormRelu`), the same
+   * values as the separate ops.
    */
-  forwardRelu(tape: Tape, x: Tensor, residual: Tensor | null = null): Tensor {
-    return batchNormRelu(tape, x, this.state, {
-      training: this.training,
-      momentum: this.momentum,
-      eps: this.eps,
-    }, residual);
+  forwardRelu(
+    tape: Tape,
+    x: Tensor,
+    residual: Tensor | null = null,
+    activation: "relu" | "relu6" = "relu",
+  ): Tensor {
+    return batchNormRelu(
+      tape,
+      x,
+      this.state,
+      {
+        training: this.training,
+        momentum: this.momentum,
+        eps: this.eps,
+      },
+      residual,
+      activation,
+    );
   }
 }
 

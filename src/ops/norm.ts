@@ -7,6 +7,7 @@ import type { BatchNormState } from "../backend/backend.ts";
 import type { Tensor } from "../tensor.ts";
 import type { Tape } from "../autograd/tape.ts";
 import { add, relu } from "./elementwise.ts";
+import { relu6 } from "./zoo.ts";
 
 /** Batch-norm options (PyTorch's defaults). */
 export interface BatchNormOptions {
@@ -79,9 +80,10 @@ export function batchNorm(
 
 /**
  * relu(batchNorm(x) + residual) (residual optional: relu(batchNorm(x))), the conv -> bn -> relu
- * and residual-block tails of ResNets. In training mode one fused backend op each way: the
- * normalized values, the sum and the ReLU are never written out separately, and backward reads
- * the ReLU's bit mask instead of a masked copy of dy. In evaluation mode the three plain ops.
+ * and residual-block tails of ResNets; with `activation` "relu6" min(max(., 0), 6) instead
+ * (MobileNetV2's conv -> bn -> ReLU6). In training mode one fused backend op each way: the
+ * normalized values, the sum and the activation are never written out separately, and backward
+ * reads the activation's bit mask instead of a masked copy of dy. In evaluation mode the plain ops.
  */
 export function batchNormRelu(
   tape: Tape,
@@ -89,6 +91,7 @@ export function batchNormRelu(
   state: BatchNormState,
   opts: BatchNormOptions,
   residual: Tensor | null = null,
+  activation: "relu" | "relu6" = "relu",
 ): Tensor {
   const c = channelsOf(x, state);
   if (
@@ -102,7 +105,8 @@ export function batchNormRelu(
   }
   if (!opts.training) {
     const y = batchNorm(tape, x, state, opts);
-    return relu(tape, residual ? add(tape, y, residual) : y);
+    const v = residual ? add(tape, y, residual) : y;
+    return activation === "relu6" ? relu6(tape, v) : relu(tape, v);
   }
   const m = x.size / c;
   checkTrainRows(m);
@@ -121,6 +125,7 @@ export function batchNormRelu(
     c,
     opts.momentum ?? 0.1,
     opts.eps ?? 1e-5,
+    activation === "relu6" ? 6 : 0,
   );
   const inputs = residual ? [x, state.gamma, state.beta, residual] : [x, state.gamma, state.beta];
   if (tape.needsRecord(inputs)) {

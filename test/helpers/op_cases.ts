@@ -234,6 +234,36 @@ export function defineOpTests(prefix: string, backend: () => Backend, ignore = f
     });
   }
 
+  // The fused min(max(bn(x) (+ residual), 0), 6) of MobileNetV2: gamma scaled so that outputs
+  // reach past 6 as well as below 0.
+  for (const [shape, res] of [[[2, 3, 4, 5], false], [[2, 2, 3, 16], true]] as const) {
+    const c = shape.at(-1)!;
+    const m = (shape as readonly number[]).reduce((a, b) => a * b, 1) / c;
+    const label = `[${shape.join(", ")}]${res ? " + residual" : ""}`;
+    test(`batchNormRelu() with relu6 in training mode matches the reference and finite differences: ${label}`, async () => {
+      const inputs: Record<string, number[]> = { x: [...shape], gamma: [c], beta: [c] };
+      if (res) inputs.r = [...shape];
+      await checkOp({
+        inputs,
+        scale: { gamma: 8, beta: 3 },
+        native: (tape, t) => {
+          const state = {
+            gamma: t.gamma!,
+            beta: t.beta!,
+            runningMean: tape.own(Tensor.full(tape.backend, [c], 0)),
+            runningVar: tape.own(Tensor.full(tape.backend, [c], 1)),
+          };
+          return batchNormRelu(tape, t.x!, state, { training: true }, t.r ?? null, "relu6");
+        },
+        reference: (a) =>
+          batchNormRef(a.x!, a.gamma!, a.beta!, m, c).map((v, i) =>
+            Math.min(Math.max(v + (a.r ? a.r[i]! : 0), 0), 6)
+          ),
+        gradTol: { atol: 1e-3, rtol: 5e-3 },
+      });
+    });
+  }
+
   test("relu() matches the reference and finite differences", async () => {
     await checkOp({
       inputs: { x: [2, 3, 3, 4] },

@@ -623,7 +623,10 @@ export class WebGpuBackend implements Backend {
   }
   reluMask(y: Tensor, mask: Tensor, x: Tensor): void {
     const n = x.size;
-    this.#linear(E.RELU_MASK, [buf(y), buf(mask), buf(x)], cdiv(n, 32), (u) => u[1] = n);
+    this.#linear(E.RELU_MASK, [buf(y), buf(mask), buf(x)], cdiv(n, 32), (u, f) => {
+      u[1] = n;
+      f[2] = 0; // no cap: the plain ReLU
+    });
   }
   reluMaskBackward(dx: Tensor, dy: Tensor, mask: Tensor): void {
     this.#linear(E.RELU_MASK_BWD, [buf(dx), buf(dy), buf(mask)], dx.size);
@@ -872,7 +875,13 @@ export class WebGpuBackend implements Backend {
     c: number,
     momentum: number,
     eps: number,
+    cap = 0,
   ): void {
+    if (!(cap >= 0 && cap < Infinity)) {
+      throw new RangeError(
+        `batchNormReluTrain: cap must be 0 (ReLU) or a finite clamp > 0, got ${cap}`,
+      );
+    }
     const n = m * c;
     let pre = this.#temp(n * 4);
     this.#bnTrain(pre, saveMean, saveInvStd, x, st, m, c, momentum, eps);
@@ -881,7 +890,10 @@ export class WebGpuBackend implements Backend {
       this.#linear(E.ADD, [sum, pre, buf(residual)], n);
       pre = sum;
     }
-    this.#linear(E.RELU_MASK, [buf(y), buf(mask), pre], cdiv(n, 32), (u) => u[1] = n);
+    this.#linear(E.RELU_MASK, [buf(y), buf(mask), pre], cdiv(n, 32), (u, f) => {
+      u[1] = n;
+      f[2] = cap;
+    });
   }
 
   #bnTrain(

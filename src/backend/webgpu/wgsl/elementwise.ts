@@ -47,19 +47,24 @@ export const RELU_BWD: KernelSpec = {
   bindings: [w("DX"), r("DY"), r("Yv")],
   body: `${LINEAR_MAIN} DX[i] = select(0.0, DY[i], Yv[i] > 0.0); }`,
 };
-/** One thread per mask word (32 elements): y = relu(x) and the bit mask of x > 0. */
+/**
+ * One thread per mask word (32 elements): y = relu(x) and the bit mask of x > 0; with word 2 (f32)
+ * cap > 0, y = min(max(x, 0), cap) and the bits of 0 < x < cap.
+ */
 export const RELU_MASK: KernelSpec = {
   name: "reluMask",
   bindings: [w("Y"), w("M", "u32"), r("X")],
   body: `${LINEAR_MAIN}
   let n = pu(1u);
+  let cap = pf(2u); // > 0: the clamp to [0, cap] (ReLU6), bits 0 < x < cap
   var bits = 0u;
   for (var b = 0u; b < 32u; b++) {
     let e = i * 32u + b;
     if (e >= n) { break; }
     let x = X[e];
-    Y[e] = select(0.0, x, x > 0.0 || isnan(x));
-    if (x > 0.0) { bits |= 1u << b; }
+    let hi = cap > 0.0 && x >= cap;
+    Y[e] = select(select(0.0, x, x > 0.0 || isnan(x)), cap, hi);
+    if (x > 0.0 && !hi) { bits |= 1u << b; }
   }
   M[i] = bits;
 }`,
