@@ -198,24 +198,30 @@ export function defineOpTests(prefix: string, backend: () => Backend, ignore = f
   }
 
   // The fused relu(bn(x) + residual): odd channel counts put mask bytes across rows (c = 3, 5)
-  // and row counts that are no multiple of 8 leave a partial last byte.
+  // and row counts that are no multiple of 8 leave a partial last byte. With relu6 (MobileNetV2's
+  // min(max(., 0), 6)) gamma is scaled so that outputs reach past 6 as well as below 0.
   for (
-    const [shape, res] of [
-      [[2, 3, 4, 5], false],
-      [[3, 3, 3, 3], true],
-      [[1, 4, 5, 16], true],
-      [[2, 2, 3, 48], false],
-      [[5, 7], false],
+    const [shape, res, act] of [
+      [[2, 3, 4, 5], false, "relu"],
+      [[3, 3, 3, 3], true, "relu"],
+      [[1, 4, 5, 16], true, "relu"],
+      [[2, 2, 3, 48], false, "relu"],
+      [[5, 7], false, "relu"],
+      [[2, 3, 4, 5], false, "relu6"],
+      [[2, 2, 3, 16], true, "relu6"],
     ] as const
   ) {
     const c = shape.at(-1)!;
     const m = (shape as readonly number[]).reduce((a, b) => a * b, 1) / c;
+    const cap = act === "relu6" ? 6 : Infinity;
     const label = `[${shape.join(", ")}]${res ? " + residual" : ""}`;
-    test(`batchNormRelu() in training mode matches the reference and finite differences: ${label}`, async () => {
+    const what = act === "relu6" ? "batchNormRelu() with relu6" : "batchNormRelu()";
+    test(`${what} in training mode matches the reference and finite differences: ${label}`, async () => {
       const inputs: Record<string, number[]> = { x: [...shape], gamma: [c], beta: [c] };
       if (res) inputs.r = [...shape];
       await checkOp({
         inputs,
+        ...(act === "relu6" ? { scale: { gamma: 8, beta: 3 } } : {}),
         native: (tape, t) => {
           const state = {
             gamma: t.gamma!,
@@ -223,41 +229,11 @@ export function defineOpTests(prefix: string, backend: () => Backend, ignore = f
             runningMean: tape.own(Tensor.full(tape.backend, [c], 0)),
             runningVar: tape.own(Tensor.full(tape.backend, [c], 1)),
           };
-          return batchNormRelu(tape, t.x!, state, { training: true }, t.r ?? null);
+          return batchNormRelu(tape, t.x!, state, { training: true }, t.r ?? null, act);
         },
         reference: (a) =>
           batchNormRef(a.x!, a.gamma!, a.beta!, m, c).map((v, i) =>
-            Math.max(v + (a.r ? a.r[i]! : 0), 0)
-          ),
-        gradTol: { atol: 1e-3, rtol: 5e-3 },
-      });
-    });
-  }
-
-  // The fused min(max(bn(x) (+ residual), 0), 6) of MobileNetV2: gamma scaled so that outputs
-  // reach past 6 as well as below 0.
-  for (const [shape, res] of [[[2, 3, 4, 5], false], [[2, 2, 3, 16], true]] as const) {
-    const c = shape.at(-1)!;
-    const m = (shape as readonly number[]).reduce((a, b) => a * b, 1) / c;
-    const label = `[${shape.join(", ")}]${res ? " + residual" : ""}`;
-    test(`batchNormRelu() with relu6 in training mode matches the reference and finite differences: ${label}`, async () => {
-      const inputs: Record<string, number[]> = { x: [...shape], gamma: [c], beta: [c] };
-      if (res) inputs.r = [...shape];
-      await checkOp({
-        inputs,
-        scale: { gamma: 8, beta: 3 },
-        native: (tape, t) => {
-          const state = {
-            gamma: t.gamma!,
-            beta: t.beta!,
-            runningMean: tape.own(Tensor.full(tape.backend, [c], 0)),
-            runningVar: tape.own(Tensor.full(tape.backend, [c], 1)),
-          };
-          return batchNormRelu(tape, t.x!, state, { training: true }, t.r ?? null, "relu6");
-        },
-        reference: (a) =>
-          batchNormRef(a.x!, a.gamma!, a.beta!, m, c).map((v, i) =>
-            Math.min(Math.max(v + (a.r ? a.r[i]! : 0), 0), 6)
+            Math.min(Math.max(v + (a.r ? a.r[i]! : 0), 0), cap)
           ),
         gradTol: { atol: 1e-3, rtol: 5e-3 },
       });
