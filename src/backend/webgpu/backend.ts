@@ -742,18 +742,14 @@ export class WebGpuBackend implements Backend {
     need("conv2dDgrad", s, [["dx", dx, nx(s) * 4], ["dy", dy, ny(s) * 4], ["w", w, nw(s) * 4]]);
     if (accumulate) distinctFromInputs("conv2dDgrad", dx, dy, w);
     const g = s.groups, kg = s.k / g, K = s.r * s.s * kg;
-    const out = accumulate ? this.#temp(nx(s) * 4) : buf(dx);
-    this.#gemm(G.DGRAD_F32, [out, buf(dy), buf(w)], s.n * s.h * s.w, s.c / g, K, g, 1, K, (
-      _u,
+    this.#gemm(G.DGRAD_F32, [buf(dx), buf(dy), buf(w)], s.n * s.h * s.w, s.c / g, K, g, 1, K, (
+      u,
       _f,
       i,
-    ) => geom(i, s));
-    if (accumulate) this.#addInto(dx, out);
-  }
-
-  /** dx += t (t: a scratch of dx's size): the accumulating dgrads, composed. */
-  #addInto(dx: Tensor, t: Buf): void {
-    this.#linear(E.AXPY, [buf(dx), t], dx.size, (_u, f) => f[1] = 1);
+    ) => {
+      geom(i, s);
+      u[5] = accumulate ? 1 : 0; // the store adds into dx
+    });
   }
 
   #wgrad(
@@ -1364,10 +1360,9 @@ export class WebGpuBackend implements Backend {
     need("conv2dDgradI8", s, [["dx", dx, nx(s) * 4], ["dy", dy, ny(s)], ["w", w, nw(s)]]);
     if (accumulate) distinctFromInputs("conv2dDgradI8", dx, dy, w);
     const g = s.groups, kg = s.k / g, K = s.r * s.s * kg;
-    const out = accumulate ? this.#temp(nx(s) * 4) : buf(dx);
     this.#gemm(
       G.DGRAD_I8,
-      [out, buf(dy), buf(w), buf(dyScale), buf(wScale)],
+      [buf(dx), buf(dy), buf(w), buf(dyScale), buf(wScale)],
       s.n * s.h * s.w,
       s.c / g,
       K,
@@ -1378,9 +1373,9 @@ export class WebGpuBackend implements Backend {
         geom(i, s);
         // output channels of a group in whole aligned words of dy (w is gathered bytewise)
         u[7] = s.k % 4 === 0 && kg % 4 === 0 && this.fastInt8 ? 1 : 0;
+        u[5] = accumulate ? 1 : 0; // the store adds into dx
       },
     );
-    if (accumulate) this.#addInto(dx, out);
   }
 
   conv2dWgradI8(

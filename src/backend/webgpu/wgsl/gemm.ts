@@ -292,8 +292,11 @@ ${
   return ${get("Wt", "u")};`,
       )
     }`,
+    // word 5 = 1: dx += the gradient (accumulate; each element has exactly one writer)
     store: `fn st(g: u32, sp: u32, m: u32, n: u32, acc: ${T}) {
-  DX[m * cC() + g * cCG() + n] = f32(acc)${i8 ? " * (DS[0] * WS[0])" : ""};
+  let o = m * cC() + g * cCG() + n;
+  let v = f32(acc)${i8 ? " * (DS[0] * WS[0])" : ""};
+  if (pu(5u) == 1u) { DX[o] = DX[o] + v; } else { DX[o] = v; }
 }`,
   });
 }
