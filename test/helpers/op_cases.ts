@@ -84,6 +84,23 @@ const convCases: ConvCase[] = [
     opts: { padding: 1 },
     bias: true,
   },
+  // 1-4 input channels, at most 16 filters, stride 1: the cpu's direct stem fprop (conv.cpp),
+  // rows of 20 and 18 output pixels (a full and a partial block of 16)
+  {
+    name: "stem 3x3, 1 channel, 20 wide",
+    x: [2, 4, 20, 1],
+    k: 6,
+    kernel: [3, 3],
+    opts: { padding: 1 },
+  },
+  {
+    name: "stem 5x5, 3 channels, 18 wide, bias",
+    x: [1, 5, 18, 3],
+    k: 15,
+    kernel: [5, 5],
+    opts: { padding: 2 },
+    bias: true,
+  },
   {
     name: "3x3 stride 2 on 20x20, groups 2",
     x: [1, 20, 20, 4],
