@@ -325,7 +325,8 @@ bool small_c_direct(const Geom& G) {
 }
 
 struct Planes {
-  int64_t hp, qr, wr, plane, per;  // padded rows, output row rounded to 16, plane row, floats
+  int64_t hp, qr, wr;  // padded rows, Q rounded up to 16, floats per plane row
+  int64_t plane, per;  // floats per channel plane, per thread's image copy
 };
 Planes planes_of(const Geom& G) {
   Planes pl;

@@ -692,7 +692,8 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
   uint8_t* all = scratch_bytes<uint8_t>(kSlotConvPad, nt * dyp_bytes);
   const uint8_t flip = P.flip;
   const int64_t pqk = G.p * G.q * G.k, hwc = G.h * G.w * G.c;
-  const bool empty_phase = std::any_of(ph.begin(), ph.end(), [](const Phase& f) { return f.kd == 0; });
+  const bool empty_phase =
+      std::any_of(ph.begin(), ph.end(), [](const Phase& f) { return f.kd == 0; });
   parallel(nt, [&](int t, int T) {
     uint8_t* dyp = all + t * dyp_bytes;
     fill(dyp, dyp_bytes, flip);
@@ -1239,7 +1240,8 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
         for (int64_t kk = 0; kk < G.k; ++kk) sd[kk] = 0.0;
         for (int th = 0; th < team; ++th) {
           if (!has[th]) continue;
-          const double* a = reinterpret_cast<const double*>(work + th * per + bb + cb + ob) + j * G.k;
+          const double* a =
+              reinterpret_cast<const double*>(work + th * per + bb + cb + ob) + j * G.k;
           for (int64_t kk = 0; kk < G.k; ++kk) sd[kk] += a[kk];
         }
       } else {
