@@ -335,3 +335,32 @@ for (const model of ["lenet5", "resnet20"]) {
     if (model === "resnet20") assert.ok(saved.daint8! < saved.fp32!, "INT8 keeps int8 activations");
   });
 }
+
+Deno.test("a resnet20 training step adds the residual gradients in the dgrads: no separate add", () => {
+  for (const quant of ["fp32", "daint8"]) {
+    const r = makeStep(backend, "resnet20", 4, quant, { channels: 1, size: 12 });
+    const add = backend.add, dgrads = { plain: 0, accumulating: 0 };
+    const f32 = backend.conv2dDgrad, i8 = backend.conv2dDgradI8;
+    let adds = 0;
+    try {
+      backend.add = (...a: Parameters<typeof add>) => (adds++, add.apply(backend, a));
+      backend.conv2dDgrad = (...a: Parameters<typeof f32>) => {
+        dgrads[a[4] ? "accumulating" : "plain"]++;
+        return f32.apply(backend, a);
+      };
+      backend.conv2dDgradI8 = (...a: Parameters<typeof i8>) => {
+        dgrads[a[6] ? "accumulating" : "plain"]++;
+        return i8.apply(backend, a);
+      };
+      r.trainStep.run(() => [r.x, r.y], 0.01);
+    } finally {
+      backend.add = add;
+      backend.conv2dDgrad = f32;
+      backend.conv2dDgradI8 = i8;
+      r.dispose();
+    }
+    assert.equal(adds, 0, `${quant}: separate adds in the step`);
+    // 9 blocks: conv1 of each adds into the shortcut's gradient (identity or projection)
+    assert.equal(dgrads.accumulating, 9, `${quant}: accumulating dgrads ${JSON.stringify(dgrads)}`);
+  }
+});
