@@ -672,3 +672,62 @@ gpuTest("model-zoo ops: mul, relu6, adaptive average pool: bit-identical", (cpu,
   assertEqualArrays("relu6", got.relu6, ref.relu6);
   assertEqualArrays("adaptive avgpool", got.pool, ref.pool);
 });
+
+for (const cap of [0, 6]) {
+  gpuTest(
+    `fused batch norm + residual + ${cap ? "ReLU6" : "ReLU"} forward and backward`,
+    (cpu, cuda) => {
+      const m = 2 * 9 * 9, c = 24, n = m * c;
+      const rnd = new Rand(31 + cap);
+      const x = rnd.f32(n, 2), res = rnd.f32(n, 3), dy = rnd.f32(n);
+      const g = rnd.f32(c, 8), b = rnd.f32(c, 3);
+      const run = (l: Lib) => {
+        const bx = l.buf(4 * n, x), br = l.buf(4 * n, res), bdy = l.buf(4 * n, dy);
+        const bg = l.buf(4 * c, g), bb = l.buf(4 * c, b);
+        const y = l.buf(4 * n),
+          mask = l.buf(Math.ceil(n / 8)),
+          sm = l.buf(4 * c),
+          si = l.buf(4 * c);
+        const rm = l.buf(4 * c, new Float32Array(c)),
+          rv = l.buf(4 * c, new Float32Array(c).fill(1));
+        l.check(
+          l.s.d8_batchnorm_relu_fwd_train(
+            y,
+            mask,
+            sm,
+            si,
+            rm,
+            rv,
+            bx,
+            br,
+            bg,
+            bb,
+            BigInt(m),
+            c,
+            0.1,
+            1e-5,
+            cap,
+          ),
+        );
+        const dx = l.buf(4 * n), dr = l.buf(4 * n), dg = l.buf(4 * c), db = l.buf(4 * c);
+        l.check(l.s.d8_batchnorm_relu_bwd(dx, dr, dg, db, bdy, mask, bx, bg, sm, si, BigInt(m), c));
+        const out = {
+          y: l.f32(y, n),
+          mask: l.get(mask, Math.ceil(n / 8)),
+          dx: l.f32(dx, n),
+          dr: l.f32(dr, n),
+          dg: l.f32(dg, c),
+        };
+        l.freeAll();
+        return out;
+      };
+      const ref = run(cpu), got = run(cuda);
+      const tol = { atol: 1e-5, rtol: 1e-5 };
+      assertClose("y", got.y, ref.y, tol);
+      assertEqualArrays("mask", got.mask, ref.mask);
+      assertClose("dx", got.dx, ref.dx, { atol: 1e-4, rtol: 1e-4 });
+      assertEqualArrays("dresidual", got.dr, ref.dr);
+      assertClose("dgamma", got.dg, ref.dg, { atol: 1e-3, rtol: 1e-4 });
+    },
+  );
+}
