@@ -104,31 +104,35 @@ Deno.test("quantizeI8() stochastic rounding is unbiased and deterministic for a 
   assert.ok(new Set(a).size === 2, "two neighbouring levels");
 });
 
-Deno.test("quantizeI8Dual() writes the per-tensor and per-channel versions of one dY", () => {
-  const rows = 50, c = 6, rng = new Rng(2);
-  const x = new Float32Array(rows * c).map((_, i) => (2 * rng.next() - 1) * (1 + (i % c)));
-  const clipsC = Float32Array.from({ length: c }, (_, j) => 0.5 + j);
-  using xt = f32(x, [rows, c]);
-  using ct = f32([4], [1]);
-  using cc = f32(clipsC, [c]);
-  using qt = Tensor.empty(backend, [rows, c], "i8");
-  using qc = Tensor.empty(backend, [rows, c], "i8");
-  using rt = Tensor.empty(backend, [rows, c], "i8");
-  using rc = Tensor.empty(backend, [rows, c], "i8");
-  backend.quantizeI8Dual(qt, qc, xt, rows, c, ct, cc, false, 0);
-  backend.quantizeI8(rt, xt, rows * c, 1, ct, ScaleLayout.tensor, false, 0);
-  backend.quantizeI8(rc, xt, rows, c, cc, ScaleLayout.inner, false, 0);
-  assert.deepEqual(qt.toArray(), rt.toArray());
-  assert.deepEqual(qc.toArray(), rc.toArray());
-  // Per-inner clips follow the channel: channel j saturates at 0.5 + j.
-  const q = qc.toArray() as Int8Array;
-  for (let i = 0; i < rows * c; i++) {
-    const j = i % c;
-    const want = Math.sign(x[i]!) *
-      Math.round(127 * Math.min(Math.abs(x[i]!), clipsC[j]!) / clipsC[j]!);
-    assert.ok(Math.abs(q[i]! - want) <= 1, `row ${Math.floor(i / c)} channel ${j}`);
-  }
-});
+for (const stochastic of [false, true]) {
+  Deno.test(`quantizeI8Dual() writes the per-tensor and per-channel versions of one dY${stochastic ? " (stochastic)" : ""}`, () => {
+    // 300 elements: whole 16-lane steps and a tail; NaN and infinities among them
+    const rows = 50, c = 6, rng = new Rng(2);
+    const x = new Float32Array(rows * c).map((_, i) => (2 * rng.next() - 1) * (1 + (i % c)));
+    x[7] = NaN, x[100] = Infinity, x[201] = -Infinity, x[299] = NaN;
+    const clipsC = Float32Array.from({ length: c }, (_, j) => 0.5 + j);
+    using xt = f32(x, [rows, c]);
+    using ct = f32([4], [1]);
+    using cc = f32(clipsC, [c]);
+    using qt = Tensor.empty(backend, [rows, c], "i8");
+    using qc = Tensor.empty(backend, [rows, c], "i8");
+    using rt = Tensor.empty(backend, [rows, c], "i8");
+    using rc = Tensor.empty(backend, [rows, c], "i8");
+    backend.quantizeI8Dual(qt, qc, xt, rows, c, ct, cc, stochastic, 12345);
+    backend.quantizeI8(rt, xt, rows * c, 1, ct, ScaleLayout.tensor, stochastic, 12345);
+    backend.quantizeI8(rc, xt, rows, c, cc, ScaleLayout.inner, stochastic, 12345);
+    assert.deepEqual(qt.toArray(), rt.toArray());
+    assert.deepEqual(qc.toArray(), rc.toArray());
+    // Per-inner clips follow the channel: channel j saturates at 0.5 + j; NaN gives 0.
+    const q = qc.toArray() as Int8Array;
+    for (let i = 0; i < rows * c; i++) {
+      const j = i % c;
+      const want = Number.isNaN(x[i]!) ? 0 : Math.sign(x[i]!) *
+        Math.round(127 * Math.min(Math.abs(x[i]!), clipsC[j]!) / clipsC[j]!);
+      assert.ok(Math.abs(q[i]! - want) <= 1, `row ${Math.floor(i / c)} channel ${j}`);
+    }
+  });
+}
 
 for (const variant of VARIANTS) {
   Deno.test(`gemmI8() equals the int32 reference exactly on odd sizes (${variant})`, () => {
