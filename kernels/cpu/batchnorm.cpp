@@ -88,9 +88,7 @@ int32_t bn_fwd_train(const char* fn, d8_buffer* y, d8_buffer* mask, d8_buffer* s
                      const d8_buffer* beta, int64_t m, int32_t c, float momentum, float eps,
                      float cap) {
   char dims[64];
-  if (!(cap >= 0.0f && cap < INFINITY))
-    return fail(D8_ERR_INVALID_ARGUMENT, "%s: cap must be 0 (ReLU) or a finite clamp > 0, got %g",
-                fn, static_cast<double>(cap));
+  if (int32_t e = check_relu_cap(fn, cap)) return e;
   if (int32_t e = check_bn_fwd_train(fn, dims, sizeof dims, y, mask, save_mean, save_invstd,
                                      running_mean, running_var, x, residual, gamma, beta, m, c,
                                      eps))

@@ -120,6 +120,8 @@ int32_t check_knobs(const char* fn, const d8_quant_knobs* kn, char* dims, size_t
 // buffer's size; training also m >= 2 and eps > 0. mask / residual / dres may be null (plain batch
 // norm); when given, their sizes and the fused op's aliasing rules are checked.
 int32_t check_bn(const char* fn, char* dims, size_t cap, int64_t m, int32_t c);
+// d8_batchnorm_relu_fwd_train's cap: 0 or finite > 0 (kernels/arg_checks.inc).
+int32_t check_relu_cap(const char* fn, float cap);
 int32_t check_bn_fwd_train(const char* fn, char* dims, size_t cap, const d8_buffer* y,
                            const d8_buffer* mask, const d8_buffer* save_mean,
                            const d8_buffer* save_invstd, const d8_buffer* running_mean,

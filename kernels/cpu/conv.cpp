@@ -325,15 +325,13 @@ bool small_c_direct(const Geom& G) {
 }
 
 struct Planes {
-  int64_t hp, qr, wr;  // padded rows, Q rounded up to 16, floats per plane row
-  int64_t plane, per;  // floats per channel plane, per thread's image copy
+  int64_t wr;          // floats per plane row: a 16-lane load at every window start of the row
+  int64_t plane, per;  // floats per channel plane (H + 2*ph rows), per thread's image copy
 };
 Planes planes_of(const Geom& G) {
   Planes pl;
-  pl.hp = G.h + 2 * G.ph;
-  pl.qr = round_up(G.q, 16);
-  pl.wr = round_up(pl.qr + G.s - 1, 16);
-  pl.plane = pl.hp * pl.wr;
+  pl.wr = round_up(round_up(G.q, 16) + G.s - 1, 16);
+  pl.plane = (G.h + 2 * G.ph) * pl.wr;
   pl.per = round_up(G.c * pl.plane, 16);
   return pl;
 }

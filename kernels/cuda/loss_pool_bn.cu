@@ -644,9 +644,7 @@ extern "C" int32_t d8_batchnorm_relu_fwd_train(d8_buffer* y, d8_buffer* mask, d8
                                                float momentum, float eps, float cap) {
   return guard(__func__, [&](const char* fn) -> int32_t {
     if (!mask) return fail(D8_ERR_INVALID_ARGUMENT, "%s: mask is null", fn);
-    if (!(cap >= 0.0f && cap < INFINITY))
-      return fail(D8_ERR_INVALID_ARGUMENT, "%s: cap must be 0 (ReLU) or a finite clamp > 0, got %g",
-                  fn, static_cast<double>(cap));
+    if (int32_t e = check_relu_cap(fn, cap)) return e;
     char dims[64];
     if (int32_t e = check_bn_fwd_train(fn, dims, sizeof dims, y, mask, save_mean, save_invstd,
                                        running_mean, running_var, x, residual, gamma, beta, m, c,
