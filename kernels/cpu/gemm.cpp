@@ -398,9 +398,11 @@ int64_t gemm_work_floats(int nv) { return round_up(kMC, gemm_mr(nv)) * kKC; }
 // ---- single-threaded driver ---------------------------------------------------------------------
 void gemm_core(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t rsa,
                int64_t csa, const int64_t* koff, const float* bp, int nv, float beta, float* c,
-               int64_t ldc, const float* bias, float* work) {
-  if (m <= 0 || n <= 0) return;
+               int64_t ldc, const float* bias, float* work, int64_t bk, int64_t batch,
+               int64_t a_step, int64_t c_step) {
+  if (m <= 0 || n <= 0 || batch <= 0) return;
   const int64_t NR = gemm_nr(nv), MR = gemm_mr(nv);
+  if (bk == 0) bk = k;
   const int mode = csa != 1 ? kPacked : (koff ? kOffsets : kRows);
   const bool pairs = nv == kNvPairs;
   if (pairs && (mode == kPacked || k % 2 != 0))
@@ -410,12 +412,14 @@ void gemm_core(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int
                                 : kTab2[mode].data();
 
   if (k <= 0) {  // C = beta * C + bias
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < n; ++j) {
-        float v = bias ? bias[j] : 0.0f;
-        if (beta != 0.0f) v += beta * c[i * ldc + j];
-        c[i * ldc + j] = v;
-      }
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+          float* cij = c + b * c_step + i * ldc + j;
+          float v = bias ? bias[j] : 0.0f;
+          if (beta != 0.0f) v += beta * *cij;
+          *cij = v;
+        }
     return;
   }
 
@@ -423,6 +427,7 @@ void gemm_core(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int
   // (even with the pairs layout: a block starts on a pair)
   const int64_t kcb0 = ceil_div(k, ceil_div(k, kKC));
   const int64_t kcb = pairs ? round_up(kcb0, 2) : kcb0;
+  for (int64_t bi = 0; bi < batch; ++bi)
   for (int64_t ic = 0; ic < m; ic += kMC) {
     const int64_t mc = std::min(kMC, m - ic);
     // Row tiles: packed slivers are MR rows each; in-place A is split into equal tiles
@@ -435,25 +440,25 @@ void gemm_core(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int
       const float* ablk;
       int64_t lda;
       if (mode == kPacked) {
-        pack_a(work, a + ic * rsa + pc * csa, rsa, csa, mc, kc, MR);
+        pack_a(work, a + bi * a_step + ic * rsa + pc * csa, rsa, csa, mc, kc, MR);
         ablk = work;
         lda = MR;
       } else {
-        ablk = a + ic * rsa + (mode == kRows ? pc : 0);
+        ablk = a + bi * a_step + ic * rsa + (mode == kRows ? pc : 0);
         lda = rsa;
       }
       const int64_t* ko = mode == kOffsets ? koff + pc : nullptr;
       for (int64_t jr = 0; jr < n; jr += NR) {
         const int64_t ncols = std::min(NR, n - jr);
-        const float* bpan = bp + (jr / NR) * k * NR + pc * NR;
+        const float* bpan = bp + (jr / NR) * bk * NR + pc * NR;
         const float* bb = (first && bias) ? bias + jr : nullptr;
         int64_t ir = 0;
         for (int64_t t = 0; t < tiles; ++t) {
           const int64_t rows =
               mode == kPacked ? std::min(MR, mc - ir) : mc / tiles + (t < mc % tiles ? 1 : 0);
           const float* ap = mode == kPacked ? ablk + ir * kc : ablk + ir * lda;
-          tab[rows - 1](kc, ap, lda, ko, bpan, c + (ic + ir) * ldc + jr, ldc, ncols, alpha, cbeta,
-                        bb);
+          tab[rows - 1](kc, ap, lda, ko, bpan, c + bi * c_step + (ic + ir) * ldc + jr, ldc, ncols,
+                        alpha, cbeta, bb);
           ir += rows;
         }
       }

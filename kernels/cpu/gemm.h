@@ -49,10 +49,15 @@ int64_t gemm_work_floats(int nv);
 // Single-threaded C = alpha * A . Bp + beta * C (+ bias). A is read in place when csa == 1
 // (row-major rows, lda = rsa), otherwise packed into work. koff (csa == 1 only, else null):
 // A[i, k] = a[i*rsa + koff[k]], an implicit im2col (row i = output pixel, koff[k] = input
-// offset of kernel tap k), so convolutions need no im2col copy.
+// offset of kernel tap k), so convolutions need no im2col copy. bk: the k rows of each packed B
+// panel (the panel stride; 0 = k): a GEMM over rows k0 .. k0+k of a B packed with bk rows passes
+// bp + k0 * gemm_nr(nv) (k0 even with the pairs layout). batch > 1 runs `batch` such GEMMs with
+// the same B, the i-th on a + i*a_step and c + i*c_step (the output rows of a convolution: one
+// call instead of one per row, whose set-up cost shows on short rows and reductions).
 void gemm_core(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t rsa,
                int64_t csa, const int64_t* koff, const float* bp, int nv, float beta, float* c,
-               int64_t ldc, const float* bias, float* work);
+               int64_t ldc, const float* bias, float* work, int64_t bk = 0, int64_t batch = 1,
+               int64_t a_step = 0, int64_t c_step = 0);
 
 // Single-threaded C[m, n] += A . B with A[i, kk] = a[kk*lda + i] and B[kk, j] = b[boff[kk] + j]
 // (rows of B gathered through an offset table, read in place). Reads up to gemm_nr(2) floats

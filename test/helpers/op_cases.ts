@@ -101,6 +101,24 @@ const convCases: ConvCase[] = [
     opts: { padding: 2 },
     bias: true,
   },
+  // the cpu fprop with exact windows (conv.cpp v4): four border columns with different tap
+  // spans, border rows; and padding past the kernel (outputs with no taps)
+  {
+    name: "5x5 pad 2 on 6x7, 4 channels, 9 filters",
+    x: [1, 6, 7, 4],
+    k: 9,
+    kernel: [5, 5],
+    opts: { padding: 2 },
+    bias: true,
+  },
+  {
+    name: "3x3 pad 3 (outputs without taps)",
+    x: [1, 4, 5, 4],
+    k: 5,
+    kernel: [3, 3],
+    opts: { padding: 3 },
+    bias: true,
+  },
   {
     name: "3x3 stride 2 on 20x20, groups 2",
     x: [1, 20, 20, 4],
@@ -155,18 +173,21 @@ export function defineOpTests(prefix: string, backend: () => Backend, ignore = f
   }
 
   // Forward only (too large for finite differences): [label, x (NHWC), filters]; 3x3, padding 1.
-  const largeConvs: [string, [number, number, number, number], number][] = [
+  // [label, x (NHWC), filters, kernel, padding]
+  const largeConvs: [string, [number, number, number, number], number, number, number][] = [
     // ResNet-like 3x3 layer with enough channels to exercise the blocked GEMM edges
-    ["a larger random layer", [3, 10, 9, 19], 37],
+    ["a larger random layer", [3, 10, 9, 19], 37, 3, 1],
     // 12 outputs (the cpu pairs tile), K = 3*3*150 = 1350: six K blocks of even length
-    ["a reduction over several K blocks", [2, 5, 4, 150], 12],
+    ["a reduction over several K blocks", [2, 5, 4, 150], 12, 3, 1],
+    // 40 filters: three 16-column B panels, whose border runs start inside each panel (cpu v4)
+    ["5x5 pad 2 with three B panels", [2, 9, 11, 7], 40, 5, 2],
   ];
-  for (const [label, x, k] of largeConvs) {
+  for (const [label, x, k, ks, pad] of largeConvs) {
     test(`conv2d() matches the naive reference on ${label} (forward)`, async () => {
-      const opts = { stride: 1, padding: 1 };
-      const shape = convShape("test", x, k, 3, opts);
+      const opts = { stride: 1, padding: pad };
+      const shape = convShape("test", x, k, ks, opts);
       await checkOp({
-        inputs: { x, w: [k, 3, 3, x[3]] },
+        inputs: { x, w: [k, ks, ks, x[3]] },
         grad: [],
         native: (tape, t) => conv2d(tape, t.x!, t.w!, null, opts),
         reference: (a) => convRef(a.x!, a.w!, null, shape),
