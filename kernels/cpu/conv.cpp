@@ -9,7 +9,10 @@
 //   wgrad: dW_g[Kg, KD] = dy[M, Kg]^T . col[M, KD], per-thread partial sums over row ranges
 // col is the im2col matrix: row m = output pixel (n, p, q), columns (r, s, c) with c fastest.
 // It is never materialized by the default paths:
-//   fprop v3 (unpadded): as v2 on x itself for the interior outputs, im2col rows for the border
+//   fprop v4 (exact):    on x itself, each output's window cut to its taps inside x (no padding
+//                        multiply-adds); v3 (unpadded) where v4 does not apply: as v2 on x for
+//                        the interior outputs, im2col rows for the border
+//   strided dgrad:       by phase, stride-1 correlations of dy with sub-kernels, dx in place
 //   fprop v2 (implicit): A[q, tap] = xpad[pixel(q) + koff[tap]], one gemm per output row
 //   wgrad v2 (gather):   B[m, tap] = xpad[boff[m] + tap run], dy read in place as A^T
 // where xpad is x, or a zero-bordered copy when padding is needed (input-sized, R*S times
