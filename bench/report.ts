@@ -638,7 +638,11 @@ md.push(
   "",
 );
 md.push(
-  "GOPS = 2 x multiply-adds / s. INT8 times cover the GEMM with its im2col and epilogue (no " +
+  "GOPS = 2 x multiply-adds / s, counting every nominal multiply-add of the conv (padding taps " +
+    "included, as libraries report them): a kernel that skips the padding taps (the cpu fp32 " +
+    "forward and stride-1 dgrad, and PyTorch's oneDNN) can read above 100% of peak on small maps, " +
+    "where the padding holds much of the nominal work (18% on 7x7 maps with a 3x3 kernel). INT8 " +
+    "times cover the GEMM with its im2col and epilogue (no " +
     "quantization). % of peak = GOPS / (2 x peak MACs per clock x clock x threads), the peak of " +
     "each kernel's instruction mix on this CPU family (kernels/cpu/README.md); n/a where not " +
     'modelled. ms and the first % are medians; "best" is the fastest round, what the kernel ' +

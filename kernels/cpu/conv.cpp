@@ -632,8 +632,9 @@ bool conv_fwd_exact(float* y, const float* x, const float* w, const float* bp, i
       pb += round_up(packb_floats(std::max<int64_t>(1, R * cols[i].ns * C), K, nv), 16);
     }
     float* wtmp = pb;
-    // B_q[(r*ns + s')*C + c][j] = w[j][r][slo + s'][c], one column per thread
-    parallel_for(nbc, 1, [&](int64_t b0, int64_t b1) {
+    // B_q[(r*ns + s')*C + c][j] = w[j][r][slo + s'][c], one column per thread (when each is at
+    // least 32K floats: a fork-join costs more than packing the small ones)
+    parallel_for(nbc, std::max<int64_t>(1, (int64_t{1} << 15) / wmax), [&](int64_t b0, int64_t b1) {
       for (int64_t i = b0; i < b1; ++i) {
         const Col& cl = cols[i];
         if (cl.ns == 0) continue;
