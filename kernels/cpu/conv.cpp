@@ -574,14 +574,6 @@ bool conv_fwd_unpadded(float* y, const float* x, const float* bp, int64_t pbf, i
 // kMaxBorderCols border columns, when there are no interior columns, or fewer images than threads.
 constexpr int64_t kMaxBorderCols = 8;
 
-struct Span {
-  int64_t lo, hi;  // taps [lo, hi) of a window lie inside the input (hi <= lo: none)
-};
-inline Span tap_span(int64_t o, int64_t stride, int64_t pad, int64_t in, int64_t k) {
-  const int64_t start = o * stride - pad;  // input coordinate of tap 0
-  return {std::max<int64_t>(0, -start), std::min<int64_t>(k, in - start)};
-}
-
 bool conv_fwd_exact(float* y, const float* x, const float* w, const float* bp, int nv,
                     const float* bias, const Geom& G, float beta) {
   const int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);

@@ -54,6 +54,17 @@ inline ConvPath forced_path() {
   return p;
 }
 
+// Which taps of output o's window (kernel extent k, along one dimension) lie inside the input:
+// [lo, hi), none when hi <= lo. The exact-window forwards (conv.cpp v4, int8_conv.cpp) run each
+// output's GEMM over those taps only.
+struct Span {
+  int64_t lo, hi;
+};
+inline Span tap_span(int64_t o, int64_t stride, int64_t pad, int64_t in, int64_t k) {
+  const int64_t start = o * stride - pad;  // input coordinate of tap 0
+  return {std::max<int64_t>(0, -start), std::min<int64_t>(k, in - start)};
+}
+
 // One thread per this many multiply-adds at least (conv GEMMs and direct loops).
 constexpr int64_t kMacsPerThread = int64_t{1} << 18;
 

@@ -490,6 +490,114 @@ void transpose_i8(int8_t* dst, int64_t ldd, const int8_t* src, int64_t lds, int6
     for (int64_t kk = c < c0 ? k0 : 0; kk < rows; ++kk) dst[c * ldd + kk] = src[kk * lds + c];
 }
 
+// Exact windows for fwd_implicit (conv.cpp's fprop v4 in INT8): no output multiplies the padding
+// except at the corners. The padded copy stays (it applies the offset flip). Output row p runs
+// over its inside window rows [rlo, rhi) only: a run of the packed B's k-groups (SC4/4 per window
+// row), with the comp of that run (comp = 128 x the column sums of the k-groups used; 0 without
+// the flip). The interior columns [q0, q1) see every kernel column; each border column q (at most
+// kMaxBorderColsI8) gets its weights re-laid as [K][R][SC4q] over its inside kernel columns
+// [slo, slo + ns) (SC4q = round_up(ns*C, 4)), packed with its comp and koff, and one GEMM down all
+// P output rows (A rows sh*Wp*C bytes apart). Off (the per-row full-window loop runs) for amx
+// (its chunks of kg k-groups), a forced D8_CPU_CONV_PATH, outputs with no inside taps, and
+// shapes without interior columns. Plans: pr for rows of q1 - q0 pixels, pc for P-row columns.
+constexpr int64_t kMaxBorderColsI8 = 8;
+struct ExactI8 {
+  struct Col {
+    int64_t q, slo, sc4;
+    const int8_t* bp;
+    const int32_t* comp;
+    const int32_t* koff;
+  };
+  bool on = false;
+  int64_t q0 = 0, q1 = 0, nbc = 0, R = 0, nrc = 0;
+  i8::Plan pr, pc;
+  Col cols[kMaxBorderColsI8];
+  const int32_t* comps = nullptr;  // [rlo][rhi] -> comp of window rows [rlo, rhi), nrc entries
+  const int32_t* comp_of(int64_t lo, int64_t hi) const { return comps + (lo * (R + 1) + hi) * nrc; }
+};
+
+ExactI8 exact_windows_i8(const Geom& G, const i8::Plan& P, const int8_t* wt, int64_t sc4,
+                         int64_t wp) {
+  ExactI8 ex;
+  if (P.variant == i8::kAmx || forced_path() != kAuto) return ex;
+  for (int64_t p = 0; p < G.p; ++p) {
+    const Span r = tap_span(p, G.sh, G.ph, G.h, G.r);
+    if (r.hi <= r.lo) return ex;
+  }
+  int64_t q0 = G.q, q1 = 0, slo[kMaxBorderColsI8], ns[kMaxBorderColsI8], bq[kMaxBorderColsI8];
+  int64_t nbc = 0;
+  for (int64_t q = 0; q < G.q; ++q) {
+    const Span sp = tap_span(q, G.sw, G.pw, G.w, G.s);
+    if (sp.hi <= sp.lo) return ex;
+    if (sp.lo == 0 && sp.hi == G.s) {
+      q0 = std::min(q0, q), q1 = q + 1;
+      continue;
+    }
+    if (nbc == kMaxBorderColsI8) return ex;
+    bq[nbc] = q, slo[nbc] = sp.lo, ns[nbc] = sp.hi - sp.lo, ++nbc;
+  }
+  if (q1 <= q0) return ex;
+  for (int64_t i = 0; i < nbc; ++i)
+    if (bq[i] > q0 && bq[i] < q1) return ex;  // (interior columns are one run)
+  ex.q0 = q0, ex.q1 = q1, ex.nbc = nbc, ex.R = G.r;
+  ex.pr = i8::plan_for(G.k, q1 - q0);
+  ex.pc = i8::plan_for(G.k, G.p);
+  const int64_t K = G.k, C = G.c, kdp = G.r * sc4, nrc = i8::comp_len(K, P.nr);
+  ex.nrc = nrc;
+  // scratch: comps [(R+1)^2][nrc], then per column packed B, comp, koff, and one re-laid w
+  int64_t bytes = 4 * (G.r + 1) * (G.r + 1) * nrc;
+  for (int64_t i = 0; i < nbc; ++i) {
+    const int64_t s4 = round_up(ns[i] * C, 4), kq = G.r * s4;
+    bytes += round_up(i8::packb_bytes(K, kq, P.nr), 64) + round_up(4 * nrc, 64) +
+             round_up(4 * kq / 4, 64);
+  }
+  char* buf = scratch_bytes<char>(kSlotConvCol, bytes + K * kdp + 64);
+  int32_t* comps = reinterpret_cast<int32_t*>(buf);
+  // comp of window row r for column j, then of every run [lo, hi)
+  std::vector<int32_t> row(static_cast<size_t>(G.r * nrc), 0);
+  if (P.flip)
+    for (int64_t j = 0; j < K; ++j)
+      for (int64_t r = 0; r < G.r; ++r) {
+        int32_t sum = 0;
+        for (int64_t b = 0; b < sc4; ++b) sum += wt[j * kdp + r * sc4 + b];
+        row[r * nrc + j] = 128 * sum;
+      }
+  for (int64_t lo = 0; lo <= G.r; ++lo)
+    for (int64_t hi = 0; hi <= G.r; ++hi) {
+      int32_t* c = comps + (lo * (G.r + 1) + hi) * nrc;
+      for (int64_t j = 0; j < nrc; ++j) {
+        int32_t v = 0;
+        for (int64_t r = lo; r < hi; ++r) v += row[r * nrc + j];
+        c[j] = v;
+      }
+    }
+  ex.comps = comps;
+  char* pb = buf + 4 * (G.r + 1) * (G.r + 1) * nrc;
+  int8_t* wq = reinterpret_cast<int8_t*>(buf + bytes);
+  for (int64_t i = 0; i < nbc; ++i) {
+    const int64_t s4 = round_up(ns[i] * C, 4), kq = G.r * s4;
+    // wq[k][r][b] = w'[k][r][slo*C + b] for b < ns*C, zeros to s4 (w' = wt, [K][R][SC4])
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t r = 0; r < G.r; ++r) {
+        int8_t* d = wq + k * kq + r * s4;
+        std::memcpy(d, wt + k * kdp + r * sc4 + slo[i] * C, static_cast<size_t>(ns[i] * C));
+        std::memset(d + ns[i] * C, 0, static_cast<size_t>(s4 - ns[i] * C));
+      }
+    int8_t* bpq = reinterpret_cast<int8_t*>(pb);
+    pb += round_up(i8::packb_bytes(K, kq, P.nr), 64);
+    int32_t* cq = reinterpret_cast<int32_t*>(pb);
+    pb += round_up(4 * nrc, 64);
+    i8::pack_b_rows(bpq, cq, wq, kq, K, kq, P);
+    int32_t* ko = reinterpret_cast<int32_t*>(pb);
+    pb += round_up(4 * kq / 4, 64);
+    for (int64_t t = 0; t < kq / 4; ++t)
+      ko[t] = static_cast<int32_t>((4 * t) / s4 * wp * C + (4 * t) % s4);
+    ex.cols[i] = {bq[i], slo[i], s4, bpq, cq, ko};
+  }
+  ex.on = true;
+  return ex;
+}
+
 // fprop, implicit GEMM (ungrouped, not 1x1): no im2col. Each thread copies one image at a time
 // into a padded buffer xp [Hp][Wp][C] (the offset flip applied, padding = flip; Hp = (P-1)*sh +
 // R, Wp = (Q-1)*sw + S), and the tile reads A in place: output pixel q of output row p is the
@@ -510,8 +618,6 @@ bool fwd_implicit(float* y, const int8_t* x, const int8_t* w, const float* cs, c
   i8::set_runs(P, sc4 / 4);  // amx chunks stay inside a window row
   const int64_t hp = padded_h(G), wp = padded_w(G);
   const int64_t rs = G.sw * G.c;  // bytes between consecutive output pixels' windows
-  // a tile reads MR rows from its first: the last row's extra rows run past the image
-  const int64_t img_bytes = hp * wp * G.c, xp_bytes = round_up(img_bytes + P.mr * rs + 64, 64);
 
   // weights [K][R][SC4] (zero past S*C in each window row), packed once; koff per k-group
   const int64_t bpb = round_up(i8::packb_bytes(G.k, kdp, P.nr), 64);
@@ -534,6 +640,12 @@ bool fwd_implicit(float* y, const int8_t* x, const int8_t* w, const float* cs, c
   for (int64_t t = 0; t < k4; ++t)
     koff[t] = static_cast<int32_t>((4 * t) / sc4 * wp * G.c + (4 * t) % sc4);
 
+  const ExactI8 ex = exact_windows_i8(G, P, wt, sc4, wp);
+  // a tile reads MR rows from its first: the last row's extra rows run past the image (the
+  // border columns' GEMMs step down whole padded rows)
+  const int64_t slack =
+      ex.on ? std::max(std::max(P.mr, ex.pr.mr) * rs, ex.pc.mr * G.sh * wp * G.c) : P.mr * rs;
+  const int64_t img_bytes = hp * wp * G.c, xp_bytes = round_up(img_bytes + slack + 64, 64);
   uint8_t* xpall = scratch_bytes<uint8_t>(kSlotConvPad, nt * xp_bytes);
   const int64_t hwc = G.h * G.w * G.c;
   parallel(nt, [&](int t, int T) {
@@ -541,9 +653,31 @@ bool fwd_implicit(float* y, const int8_t* x, const int8_t* w, const float* cs, c
     fill(xp + img_bytes, xp_bytes - img_bytes, P.flip);
     for (int64_t img = G.n * t / T; img < G.n * (t + 1) / T; ++img) {
       pad_image(xp, x + img * hwc, G, hp, wp, P.flip);
+      float* yi = y + img * G.p * G.q * G.k;
+      if (!ex.on) {
+        for (int64_t pp = 0; pp < G.p; ++pp) {
+          const i8::Epi e{mode, yi + pp * G.q * G.k, G.k, cs, bias};
+          i8::gemm_block(P, G.q, G.k, kdp, xp + pp * G.sh * wp * G.c, rs, bp, comp, e, koff);
+        }
+        continue;
+      }
+      // each output row over its inside window rows [rlo, rhi), interior columns only: a run of
+      // B's k-groups (panel stride k4) with that run's comp
       for (int64_t pp = 0; pp < G.p; ++pp) {
-        const i8::Epi e{mode, y + (img * G.p + pp) * G.q * G.k, G.k, cs, bias};
-        i8::gemm_block(P, G.q, G.k, kdp, xp + pp * G.sh * wp * G.c, rs, bp, comp, e, koff);
+        const Span r = tap_span(pp, G.sh, G.ph, G.h, G.r);
+        const int64_t t0 = r.lo * sc4 / 4;
+        const i8::Epi e{mode, yi + (pp * G.q + ex.q0) * G.k, G.k, cs, bias};
+        i8::gemm_block(ex.pr, ex.q1 - ex.q0, G.k, (r.hi - r.lo) * sc4,
+                       xp + pp * G.sh * wp * G.c + ex.q0 * rs, rs, bp + 4 * t0 * P.nr,
+                       ex.comp_of(r.lo, r.hi), e, koff + t0, k4);
+      }
+      // each border column down all output rows, its own weights (the padding rows it meets
+      // are the flip, which its comp cancels: only the corners multiply padding)
+      for (int64_t i = 0; i < ex.nbc; ++i) {
+        const ExactI8::Col& c = ex.cols[i];
+        const i8::Epi e{mode, yi + c.q * G.k, G.q * G.k, cs, bias};
+        i8::gemm_block(ex.pc, G.p, G.k, G.r * c.sc4, xp + (c.q * G.sw + c.slo) * G.c,
+                       G.sh * wp * G.c, c.bp, c.comp, e, c.koff);
       }
     }
   });

@@ -577,12 +577,15 @@ namespace {
 // and <= 14 for two. Taller tiles load each B vector for more rows, and an output row of 28 or
 // 14 pixels is one tile.
 constexpr int kVnniMaxMR1 = 28, kVnniMaxMR2 = 14;
+// The shortest VNNI tile: 4 rows keep 4 (one vector) or 8 independent vpdpbusd chains in
+// flight; rows of 5 pixels (the exact-window forward's interior of a 7x7 map) then waste no row.
+constexpr int kVnniMinMR = 4;
 int vnni_mr(int64_t m, int nv) {
   if (m <= 0) return kVnniMR;
   const int top = nv == 1 ? kVnniMaxMR1 : kVnniMaxMR2;
   int best = top;
   int64_t best_cost = INT64_MAX;
-  for (int mr = top; mr >= 6; --mr) {
+  for (int mr = top; mr >= kVnniMinMR; --mr) {
     const int64_t cost = (m + mr - 1) / mr * (mr + 2);
     if (cost < best_cost) best = mr, best_cost = cost;
   }
@@ -591,9 +594,9 @@ int vnni_mr(int64_t m, int nv) {
 
 template <int NV, int MR>
 TileFn vnni_tile_from(int mr) {
-  if constexpr (MR < 6) {
+  if constexpr (MR < kVnniMinMR) {
     (void)mr;
-    return &tile_vnni<6, NV>;
+    return &tile_vnni<kVnniMinMR, NV>;
   } else {
     return mr == MR ? &tile_vnni<MR, NV> : vnni_tile_from<NV, MR - 1>(mr);
   }
@@ -755,9 +758,10 @@ void pack_a_cols(uint8_t* a, int64_t lda, const int8_t* src, int64_t ld, int64_t
 }
 
 void gemm_block(const Plan& p, int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda,
-                const int8_t* bp, const int32_t* comp, const Epi& e, const int32_t* koff) {
+                const int8_t* bp, const int32_t* comp, const Epi& e, const int32_t* koff,
+                int64_t bk4) {
   const int64_t k4 = k4_of(k);
-  const int64_t panel_bytes = k4 * 4 * p.nr;
+  const int64_t panel_bytes = (bk4 > 0 ? bk4 : k4) * 4 * p.nr;
   // amx chunks: kg | k4 (with koff the caller chose kg for its runs, see set_runs)
   const int kg = koff ? p.kg : divisor_at_most(k4, p.kg);
   for (int64_t j = 0; j < n; j += p.nr) {

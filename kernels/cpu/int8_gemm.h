@@ -153,10 +153,12 @@ inline void transpose16x16_xor(uint8_t* out, int64_t ldo, const int8_t* in, int6
 #endif
 
 // Single-threaded C[0:m, 0:n] over a packed A block (m rows) and all of Bp. With koff (k4_of(k)
-// entries), A is read in place as described at TileFn.
+// entries), A is read in place as described at TileFn. bk4: k-groups per packed B panel (the panel
+// stride; 0 = k4_of(k)): a GEMM over k-groups t0 .. t0 + k/4 of a B packed with bk4 passes
+// bp + 4 * t0 * p.nr (and the comp of those k-groups).
 void gemm_block(const Plan& p, int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda,
                 const int8_t* bp, const int32_t* comp, const Epi& e,
-                const int32_t* koff = nullptr);
+                const int32_t* koff = nullptr, int64_t bk4 = 0);
 
 }  // namespace i8
 }  // namespace d8cpu
