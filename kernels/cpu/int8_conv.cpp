@@ -542,17 +542,20 @@ ExactI8 exact_windows_i8(const Geom& G, const i8::Plan& P, const int8_t* wt, int
   ex.q0 = q0, ex.q1 = q1, ex.nbc = nbc, ex.R = G.r;
   ex.pr = i8::plan_for(G.k, q1 - q0);
   ex.pc = i8::plan_for(G.k, G.p);
-  // Only where it computes fewer tile rows x window bytes than the full windows: a fixed-height
-  // tile (avx2: 4 rows) over 5 interior pixels computes 8 rows, as many as over all 7 (measured,
-  // Zen 4, avx2 forced: 64->64 7x7 fprop 1.02 -> 1.14 ms exact, 32->32 14x14 1.01 -> 0.84 ms).
-  auto rows_of = [](int64_t m, int64_t mr) { return ceil_div(m, mr) * mr; };
-  double full = static_cast<double>(G.p) * rows_of(G.q, P.mr) * G.r * sc4, exact = 0;
+  // Only where it computes fewer tile rows x window bytes than the full windows: a tile of fixed
+  // height over 5 interior pixels can compute as many rows as over all 7 (the avx2 tile did, before
+  // its partial tiles got their exact height: Zen 4, avx2 forced, 64->64 7x7 fprop 1.02 -> 1.14
+  // ms with exact windows).
+  auto rows_of = [](int64_t m, const i8::Plan& pl) {
+    return pl.exact_rows ? m : ceil_div(m, pl.mr) * pl.mr;
+  };
+  double full = static_cast<double>(G.p) * rows_of(G.q, P) * G.r * sc4, exact = 0;
   for (int64_t p = 0; p < G.p; ++p) {
     const Span r = tap_span(p, G.sh, G.ph, G.h, G.r);
-    exact += static_cast<double>(rows_of(q1 - q0, ex.pr.mr)) * (r.hi - r.lo) * sc4;
+    exact += static_cast<double>(rows_of(q1 - q0, ex.pr)) * (r.hi - r.lo) * sc4;
   }
   for (int64_t i = 0; i < nbc; ++i)
-    exact += static_cast<double>(rows_of(G.p, ex.pc.mr)) * G.r * round_up(ns[i] * G.c, 4);
+    exact += static_cast<double>(rows_of(G.p, ex.pc)) * G.r * round_up(ns[i] * G.c, 4);
   if (exact >= full) return ex;
   const int64_t K = G.k, C = G.c, kdp = G.r * sc4, nrc = i8::comp_len(K, P.nr);
   ex.nrc = nrc;

@@ -165,6 +165,15 @@ template <int MR, int NV>
 D8_TARGET_AVX2 void tile_avx2(int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
                               const int8_t* bp, const int32_t* comp, int mrows, int ncols,
                               const Epi& e, int64_t i0, int64_t j0, int) {
+  if constexpr (MR == kAvx2MR && NV == kAvx2NV) {
+    // a GEMM's last rows run a tile of their exact height (the 4-row tile would multiply rows
+    // that nobody stores: a 5-pixel row of the exact-window forward is 4 + 1)
+    if (mrows < MR) {
+      if (mrows == 1) return tile_avx2<1, NV>(k4, a, lda, koff, bp, comp, 1, ncols, e, i0, j0, 0);
+      if (mrows == 2) return tile_avx2<2, NV>(k4, a, lda, koff, bp, comp, 2, ncols, e, i0, j0, 0);
+      return tile_avx2<3, NV>(k4, a, lda, koff, bp, comp, mrows, ncols, e, i0, j0, 0);
+    }
+  }
   (void)comp;
   __m256i acc[MR][NV];
 #pragma GCC unroll 16
@@ -638,7 +647,7 @@ Plan plan_for(int64_t n, int64_t m) {
                             : &tile_avxvnni<kAvxVnniMR, kAvxVnniNV, true>;
     return {kAvxVnni, kAvxVnniMR, 8 * kAvxVnniNV, 0x80, f};
   }
-  if (v == kAvx2) return {kAvx2, kAvx2MR, 8 * kAvx2NV, 0, &tile_avx2<kAvx2MR, kAvx2NV>};
+  if (v == kAvx2) return {kAvx2, kAvx2MR, 8 * kAvx2NV, 0, &tile_avx2<kAvx2MR, kAvx2NV>, 1, true};
 #endif
   (void)n;
   (void)m;

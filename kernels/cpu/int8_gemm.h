@@ -69,6 +69,7 @@ struct Plan {
   uint8_t flip;   // XOR applied to A bytes (0x80 or 0)
   TileFn tile;
   int kg = 1;     // amx: k-groups per tile chunk, at most 16 (one 64-byte tile row); others 1
+  bool exact_rows = false;  // a GEMM's last, partial tile multiplies only its rows (avx2)
 };
 
 // The largest divisor of n that is at most cap (n, cap >= 1).
