@@ -309,6 +309,18 @@ D8_TARGET_AVXVNNI void tile_avxvnni(int64_t k4, const uint8_t* a, int64_t lda,
                                     const int32_t* koff, const int8_t* bp, const int32_t* comp,
                                     int mrows, int ncols, const Epi& e, int64_t i0, int64_t j0,
                                     int) {
+  if constexpr (MR == kAvxVnniMR) {
+    // a GEMM's last rows run a tile of their exact height, as the avx2 tile's do
+    if (mrows < MR) {
+      using Fn = void (*)(int64_t, const uint8_t*, int64_t, const int32_t*, const int8_t*,
+                          const int32_t*, int, int, const Epi&, int64_t, int64_t, int);
+      static constexpr Fn kShort[] = {nullptr, &tile_avxvnni<1, NV, Emul>,
+                                      &tile_avxvnni<2, NV, Emul>, &tile_avxvnni<3, NV, Emul>,
+                                      &tile_avxvnni<4, NV, Emul>, &tile_avxvnni<5, NV, Emul>};
+      static_assert(kAvxVnniMR == 6, "kShort covers 1 .. kAvxVnniMR - 1 rows");
+      return kShort[mrows](k4, a, lda, koff, bp, comp, mrows, ncols, e, i0, j0, 0);
+    }
+  }
   __m256i acc[MR][NV];
   start_at_neg_comp<MR, NV>(acc, comp);
   if (koff)
@@ -645,7 +657,7 @@ Plan plan_for(int64_t n, int64_t m) {
     static const bool native = __builtin_cpu_supports("avxvnni");
     const TileFn f = native ? &tile_avxvnni<kAvxVnniMR, kAvxVnniNV, false>
                             : &tile_avxvnni<kAvxVnniMR, kAvxVnniNV, true>;
-    return {kAvxVnni, kAvxVnniMR, 8 * kAvxVnniNV, 0x80, f};
+    return {kAvxVnni, kAvxVnniMR, 8 * kAvxVnniNV, 0x80, f, 1, true};
   }
   if (v == kAvx2) return {kAvx2, kAvx2MR, 8 * kAvx2NV, 0, &tile_avx2<kAvx2MR, kAvx2NV>, 1, true};
 #endif
