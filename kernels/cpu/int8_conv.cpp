@@ -776,9 +776,17 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
   const int64_t top = jmax - 1, left = lmax - 1;
   const int64_t hq = top + std::max(amax, G.p), wq = left + std::max(bmax, G.q);
   const int64_t rowb = wq * G.k;
-  // one plan for every phase (C columns, rows of up to bmax pixels); per phase (u, v) its tap
-  // counts, packed weights, comp and koff
-  i8::Plan P = i8::plan_for(G.c, bmax);
+  // one plan for every phase (C columns, rows of the longest phase row: 14 pixels for a 28-wide
+  // dx at stride 2, where bmax is 15 and a 15-row tile would multiply a row nobody stores); per
+  // phase (u, v) its tap counts, packed weights, comp and koff
+  int64_t nbmax = 1;
+  for (int64_t v = 0; v < G.sw; ++v)
+    if (v < G.s) {
+      const int64_t b_lo = ceil_div(std::max<int64_t>(0, G.pw - v), G.sw);
+      const int64_t b_hi = G.w - 1 + G.pw - v < 0 ? -1 : (G.w - 1 + G.pw - v) / G.sw;
+      nbmax = std::max(nbmax, b_hi - b_lo + 1);
+    }
+  i8::Plan P = i8::plan_for(G.c, nbmax);
   i8::set_runs(P, k4b / 4);  // amx chunks stay inside a tap
   struct Phase {
     int64_t u, v, ju, jv, kd;
