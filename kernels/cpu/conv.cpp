@@ -735,8 +735,8 @@ bool dgrad_phases_f32(float* dx, const float* dy, const float* w, const Geom& G,
   int64_t nph = 0, bfloats = 0, offs = 0;
   for (int64_t u = 0; u < G.sh; ++u)
     for (int64_t v = 0; v < G.sw; ++v) {
-      const int64_t ju = u < G.r ? ceil_div(G.r - u, G.sh) : 0;
-      const int64_t jv = v < G.s ? ceil_div(G.s - v, G.sw) : 0;
+      const PhaseRange pr = phase_range(G, u, v);
+      const int64_t ju = pr.ju, jv = pr.jv;
       ph[nph++] = {u, v, ju, jv, ju * jv * K, nullptr, nullptr};
       if (ju * jv > 0) bfloats += round_up(packb_floats(ju * jv * K, C, nv), 16), offs += ju * jv * K;
     }
@@ -779,12 +779,9 @@ bool dgrad_phases_f32(float* dx, const float* dy, const float* w, const Geom& G,
       if (empty && !add) zero_n(dxi, hwc);
       for (int64_t i = 0; i < nph; ++i) {
         const Phase& f = ph[i];
-        if (f.kd == 0) continue;
-        const int64_t a_lo = ceil_div(std::max<int64_t>(0, G.ph - f.u), G.sh);
-        const int64_t b_lo = ceil_div(std::max<int64_t>(0, G.pw - f.v), G.sw);
-        const int64_t a_hi = G.h - 1 + G.ph - f.u < 0 ? -1 : (G.h - 1 + G.ph - f.u) / G.sh;
-        const int64_t b_hi = G.w - 1 + G.pw - f.v < 0 ? -1 : (G.w - 1 + G.pw - f.v) / G.sw;
-        if (a_hi < a_lo || b_hi < b_lo) continue;
+        const PhaseRange pr = phase_range(G, f.u, f.v);
+        if (pr.empty()) continue;
+        const int64_t a_lo = pr.a_lo, a_hi = pr.a_hi, b_lo = pr.b_lo, b_hi = pr.b_hi;
         // the phase's dx rows in one call: dy rows wq*K apart, dx rows sh*W*C
         gemm_core(b_hi - b_lo + 1, C, f.kd, 1.0f, dyp + ((a_lo + top) * wq + b_lo + left) * K, K,
                   1, f.koff, f.bp, nv, add ? 1.0f : 0.0f,

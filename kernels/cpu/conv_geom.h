@@ -65,6 +65,23 @@ inline Span tap_span(int64_t o, int64_t stride, int64_t pad, int64_t in, int64_t
   return {std::max<int64_t>(0, -start), std::min<int64_t>(k, in - start)};
 }
 
+// The strided dgrad by phase (conv.cpp dgrad_phases_f32, int8_conv.cpp dgrad_phases): phase
+// (u, v) holds the dx pixels ih = sh*a + u - ph, iw = sw*b + v - pw for a in [a_lo, a_hi], b in
+// [b_lo, b_hi] (inside dx), and receives the taps r = u + sh*j (j < ju), s = v + sw*l (l < jv)
+// from dy[a - j][b - l]. None (empty()) when the phase has no taps or no pixels.
+struct PhaseRange {
+  int64_t ju, jv, a_lo, a_hi, b_lo, b_hi;
+  bool empty() const { return ju * jv == 0 || a_hi < a_lo || b_hi < b_lo; }
+};
+inline PhaseRange phase_range(const Geom& G, int64_t u, int64_t v) {
+  auto lo = [](int64_t pad, int64_t o, int64_t st) { return ceil_div(std::max<int64_t>(0, pad - o), st); };
+  auto hi = [](int64_t in, int64_t pad, int64_t o, int64_t st) {
+    return in - 1 + pad - o < 0 ? -1 : (in - 1 + pad - o) / st;
+  };
+  return {u < G.r ? ceil_div(G.r - u, G.sh) : 0, v < G.s ? ceil_div(G.s - v, G.sw) : 0,
+          lo(G.ph, u, G.sh), hi(G.h, G.ph, u, G.sh), lo(G.pw, v, G.sw), hi(G.w, G.pw, v, G.sw)};
+}
+
 // One thread per this many multiply-adds at least (conv GEMMs and direct loops).
 constexpr int64_t kMacsPerThread = int64_t{1} << 18;
 

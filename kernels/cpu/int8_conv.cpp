@@ -780,12 +780,10 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
   // dx at stride 2, where bmax is 15 and a 15-row tile would multiply a row nobody stores); per
   // phase (u, v) its tap counts, packed weights, comp and koff
   int64_t nbmax = 1;
-  for (int64_t v = 0; v < G.sw; ++v)
-    if (v < G.s) {
-      const int64_t b_lo = ceil_div(std::max<int64_t>(0, G.pw - v), G.sw);
-      const int64_t b_hi = G.w - 1 + G.pw - v < 0 ? -1 : (G.w - 1 + G.pw - v) / G.sw;
-      nbmax = std::max(nbmax, b_hi - b_lo + 1);
-    }
+  for (int64_t v = 0; v < G.sw; ++v) {
+    const PhaseRange pr = phase_range(G, 0, v);
+    if (pr.jv > 0) nbmax = std::max(nbmax, pr.b_hi - pr.b_lo + 1);
+  }
   i8::Plan P = i8::plan_for(G.c, nbmax);
   i8::set_runs(P, k4b / 4);  // amx chunks stay inside a tap
   struct Phase {
@@ -798,8 +796,8 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
   int64_t bytes = 0, offs = 0;
   for (int64_t u = 0; u < G.sh; ++u)
     for (int64_t v = 0; v < G.sw; ++v) {
-      const int64_t ju = u < G.r ? ceil_div(G.r - u, G.sh) : 0;
-      const int64_t jv = v < G.s ? ceil_div(G.s - v, G.sw) : 0;
+      const PhaseRange pr = phase_range(G, u, v);
+      const int64_t ju = pr.ju, jv = pr.jv;
       Phase f{u, v, ju, jv, ju * jv * k4b, nullptr, nullptr, nullptr};
       if (f.kd > 0) {
         bytes += round_up(i8::packb_bytes(G.c, f.kd, P.nr), 64) +
@@ -864,13 +862,10 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
       // phases without taps (1x1 stride 2: three of four) are zeros: one memset of the image
       if (empty_phase && !acc) std::memset(dxi, 0, static_cast<size_t>(hwc) * sizeof(float));
       for (const Phase& f : ph) {
-        if (f.kd == 0) continue;
         // dx rows / columns of this phase: ih = sh*a + u - ph in [0, H), iw likewise
-        const int64_t a_lo = ceil_div(std::max<int64_t>(0, G.ph - f.u), G.sh);
-        const int64_t b_lo = ceil_div(std::max<int64_t>(0, G.pw - f.v), G.sw);
-        const int64_t a_hi = G.h - 1 + G.ph - f.u < 0 ? -1 : (G.h - 1 + G.ph - f.u) / G.sh;
-        const int64_t b_hi = G.w - 1 + G.pw - f.v < 0 ? -1 : (G.w - 1 + G.pw - f.v) / G.sw;
-        if (a_hi < a_lo || b_hi < b_lo) continue;
+        const PhaseRange pr = phase_range(G, f.u, f.v);
+        if (pr.empty()) continue;
+        const int64_t a_lo = pr.a_lo, a_hi = pr.a_hi, b_lo = pr.b_lo, b_hi = pr.b_hi;
         const int64_t nb = b_hi - b_lo + 1;
         for (int64_t a = a_lo; a <= a_hi; ++a) {
           float* drow = dxi + ((G.sh * a + f.u - G.ph) * G.w + (G.sw * b_lo + f.v - G.pw)) * G.c;
