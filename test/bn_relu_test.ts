@@ -224,3 +224,70 @@ Deno.test("batchNormReluTrain refuses a cap that is negative or not finite", () 
     );
   }
 });
+
+// The backward's sums (cpu: float partials over a few rows, added in double) against an f64
+// reference, with a mean far from zero (x = 1000 + noise: x - mean must not lose the noise) and
+// with channel counts on both cpu paths (16-channel blocks, and 20).
+for (const c of [16, 32, 20]) {
+  Deno.test(`batchNormBackward matches an f64 reference with a large mean: ${c} channels`, async () => {
+    const rng = new Rng(11);
+    const m = 4099, n = m * c;
+    const xs = randomArray(rng, n, 0.5).map((v) => 1000 + v);
+    const dys = randomArray(rng, n);
+    const gs = randomArray(rng, c).map((v) => 1 + 0.5 * v);
+    const x = tensor(xs, [m, c]), dy = tensor(dys, [m, c]);
+    const st = state(rng, c);
+    st.gamma.dispose();
+    st.gamma = tensor(gs, [c]);
+    const y = Tensor.empty(b, [m, c]), mean = Tensor.empty(b, [c]), istd = Tensor.empty(b, [c]);
+    const eps = 1e-5;
+    b.batchNormTrain(y, mean, istd, x, st, m, c, 0.1, eps);
+    const dx = Tensor.empty(b, [m, c]), dg = Tensor.empty(b, [c]), db = Tensor.empty(b, [c]);
+    b.batchNormBackward(dx, dg, db, dy, x, st.gamma, mean, istd, m, c);
+    const gotDx = (await read(dx)) as Float32Array;
+    const gotDg = (await read(dg)) as Float32Array;
+    const gotDb = (await read(db)) as Float32Array;
+    // the reference from the float inputs, in f64
+    const xf = Float32Array.from(xs), dyf = Float32Array.from(dys), gf = Float32Array.from(gs);
+    for (let j = 0; j < c; j++) {
+      let s = 0;
+      for (let i = 0; i < m; i++) s += xf[i * c + j]!;
+      const mu = s / m;
+      let v = 0;
+      for (let i = 0; i < m; i++) v += (xf[i * c + j]! - mu) ** 2;
+      const is = 1 / Math.sqrt(v / m + eps);
+      let sdy = 0, sdyx = 0;
+      for (let i = 0; i < m; i++) {
+        sdy += dyf[i * c + j]!;
+        sdyx += dyf[i * c + j]! * (xf[i * c + j]! - mu) * is;
+      }
+      const close = (got: number, want: number, scale: number, what: string) =>
+        assert.ok(Math.abs(got - want) <= 2e-4 * scale, `${what}, channel ${j}: ${got} vs ${want}`);
+      close(gotDb[j]!, sdy, 0.5, "dbeta"); // (sums of ~64: float rounding 4e-6)
+      close(gotDg[j]!, sdyx, 0.5, "dgamma");
+      for (let i = 0; i < m; i += 97) {
+        const xh = (xf[i * c + j]! - mu) * is;
+        const want = (gf[j]! * is / m) * (m * dyf[i * c + j]! - sdy - xh * sdyx);
+        close(gotDx[i * c + j]!, want, gf[j]! * is, `dx row ${i}`);
+      }
+    }
+    for (
+      const t of [
+        x,
+        dy,
+        y,
+        mean,
+        istd,
+        dx,
+        dg,
+        db,
+        st.gamma,
+        st.beta,
+        st.runningMean,
+        st.runningVar,
+      ]
+    ) {
+      t.dispose();
+    }
+  });
+}

@@ -299,18 +299,30 @@ int32_t bn_bwd(const char* fn, d8_buffer* dx, d8_buffer* dres, d8_buffer* dgamma
     double* __restrict p2 = acc[1];
     double* __restrict p3 = acc[2];
     if (c % 16 == 0) {  // blocks of 16 channels, g masked in registers, sums in registers
+      // Float partial sums over kRowsF rows, then added in double: 4 float operations per 16
+      // values instead of 12 in double (6 conversions, 6 sums). x - mean is computed in float
+      // (exact when x and the mean are within a factor 2 of each other, else rounded once, as
+      // the second pass rounds it); a partial of kRowsF rows errs by at most kRowsF float
+      // roundings of its terms. Measured (Zen 4, 2 threads, ReLU mask and residual, best of 500
+      // calls, the two builds alternating on a busy host): the whole backward [50176, 16] 0.33-0.48
+      // -> 0.20-0.37 ms, [12544, 32] 0.163-0.167 -> 0.132-0.138 ms.
+      constexpr int64_t kRowsF = 8;
       for (int64_t r = b; r < e; r += chunk) {
         const int64_t re = std::min(r + chunk, e);
         for (int64_t j = 0; j < c; j += 16) {
           const v16f mu = load16(mean + j);
-          const v8d ml = lo8d(mu), mh = hi8d(mu);
           v8d s1l{}, s1h{}, s2l{}, s2h{}, s3l{}, s3h{};
-          for (int64_t i = r; i < re; ++i) {
-            v16f gv = load16(pdy + i * c + j);
-            if (pm) gv = keep16(gv, pm, i * c + j);
-            const v16f xv = load16(px + i * c + j);
-            const v8d gl = lo8d(gv), gh = hi8d(gv), xl = lo8d(xv) - ml, xh = hi8d(xv) - mh;
-            s1l += gl, s1h += gh, s2l += gl * xl, s2h += gh * xh, s3l += xl, s3h += xh;
+          for (int64_t i0 = r; i0 < re; i0 += kRowsF) {
+            const int64_t i1 = std::min(i0 + kRowsF, re);
+            v16f f1{}, f2{}, f3{};
+            for (int64_t i = i0; i < i1; ++i) {
+              v16f gv = load16(pdy + i * c + j);
+              if (pm) gv = keep16(gv, pm, i * c + j);
+              const v16f xc = load16(px + i * c + j) - mu;
+              f1 += gv, f2 += gv * xc, f3 += xc;
+            }
+            s1l += lo8d(f1), s1h += hi8d(f1), s2l += lo8d(f2), s2h += hi8d(f2);
+            s3l += lo8d(f3), s3h += hi8d(f3);
           }
           add8d(p1 + j, s1l), add8d(p1 + j + 8, s1h), add8d(p2 + j, s2l);
           add8d(p2 + j + 8, s2h), add8d(p3 + j, s3l), add8d(p3 + j + 8, s3h);
