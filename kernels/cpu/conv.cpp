@@ -571,8 +571,10 @@ bool conv_fwd_unpadded(float* y, const float* x, const float* bp, int64_t pbf, i
 // Against version 3 (border pixels through im2col rows, zero taps included, then a copy) this
 // skips the nominal multiply-adds of the padding: 18% of ResNet-20's 7x7 layers, 9% of the
 // 14x14, 5% of the 28x28. Returns false (versions 3 / 2 run) for grouped convs, for more than
-// kMaxBorderCols border columns, when there are no interior columns, or fewer images than threads.
+// kMaxBorderCols border columns, when there are no interior columns, fewer images than threads,
+// or border-column weights over kMaxBorderWeightBytes (wide layers, below).
 constexpr int64_t kMaxBorderCols = 8;
+constexpr int64_t kMaxBorderWeightBytes = int64_t{256} << 10;
 
 bool conv_fwd_exact(float* y, const float* x, const float* w, const float* bp, int nv,
                     const float* bias, const Geom& G, float beta) {
@@ -590,14 +592,22 @@ bool conv_fwd_exact(float* y, const float* x, const float* w, const float* bp, i
     const int64_t* koff;
   };
   Col cols[kMaxBorderCols];
-  int64_t bfloats = 0;
+  int64_t bfloats = 0, maxns = 0;
   for (int64_t i = 0; i < nbc; ++i) {
     const int64_t q = border_col(i);
     const Span sp = tap_span(q, G.sw, G.pw, G.w, S);
     const int64_t ns = std::max<int64_t>(0, sp.hi - sp.lo);
     cols[i] = {q, sp.lo, ns, nullptr, nullptr};
     bfloats += round_up(packb_floats(std::max<int64_t>(1, R * ns * C), K, nv), 16);
+    maxns = std::max(maxns, ns);
   }
+  // Wide layers keep version 3: each border column's weights are packed per call, and its corner
+  // pixels stream them once per pixel, so they must stay small (L2) and cheap next to the work.
+  // 512->512 7x7 at batch 8 (6 MB per border column) ran 9.8 -> 18-21 ms with exact windows,
+  // ResNet-20's 64->64 7x7 (98 KB) 1.05 -> 0.93 ms.
+  if (4 * R * maxns * C * K > kMaxBorderWeightBytes ||
+      static_cast<double>(bfloats) * 1024 > static_cast<double>(G.m) * K * KD)
+    return false;
   // koff tables for ns = 1 .. S, built where used: koff_ns[(r*ns + s)*C + c] = (r*W + s)*C + c
   int64_t* ktab = reinterpret_cast<int64_t*>(
       scratch(kSlotConvOffsets, static_cast<size_t>(2 * R * C * S * (S + 1) / 2 + 16)));
@@ -816,7 +826,11 @@ void conv_dgrad_impl(float* dx, const float* dy, const float* w, const Geom& G, 
     return conv_fwd_impl(dx, dy, wt, nullptr, make_geom(dgrad_as_fwd_shape(G)),
                          add ? 1.0f : 0.0f);
   }
-  if (dgrad_phases_f32(dx, dy, w, G, add)) return;
+  // by phase (strided): the gather's cost, each dx pixel taking R*S/(sh*sw) taps on average;
+  // few input channels (a 3-channel 7x7 stride-2 stem: C of one vector's lanes) scatter instead
+  // (that stem's dgrad ran 12.8 -> 50-54 ms by phase, batch 8 at 224)
+  const double phase_cost = gather_cost / static_cast<double>(G.sh * G.sw);
+  if (phase_cost <= scatter_cost && dgrad_phases_f32(dx, dy, w, G, add)) return;
 
   const int nv = gemm_nv(G.kd);
   const int64_t pbf = round_up(packb_floats(G.kg, G.kd, nv), 16);

@@ -501,6 +501,7 @@ void transpose_i8(int8_t* dst, int64_t ldd, const int8_t* src, int64_t lds, int6
 // (its chunks of kg k-groups), a forced D8_CPU_CONV_PATH, outputs with no inside taps, and
 // shapes without interior columns. Plans: pr for rows of q1 - q0 pixels, pc for P-row columns.
 constexpr int64_t kMaxBorderColsI8 = 8;
+constexpr int64_t kMaxBorderWeightBytesI8 = int64_t{128} << 10;  // per border column
 struct ExactI8 {
   struct Col {
     int64_t q, slo, sc4;
@@ -537,8 +538,17 @@ ExactI8 exact_windows_i8(const Geom& G, const i8::Plan& P, const int8_t* wt, int
     bq[nbc] = q, slo[nbc] = sp.lo, ns[nbc] = sp.hi - sp.lo, ++nbc;
   }
   if (q1 <= q0) return ex;
-  for (int64_t i = 0; i < nbc; ++i)
+  int64_t bq_bytes = 0;
+  for (int64_t i = 0; i < nbc; ++i) {
     if (bq[i] > q0 && bq[i] < q1) return ex;  // (interior columns are one run)
+    bq_bytes += G.k * G.r * round_up(ns[i] * G.c, 4);
+  }
+  // Wide layers keep the full windows: each border column's weights (and comp) are re-laid and
+  // packed per call, which must stay small (L2) and cheap next to the work: 512->512 7x7 at batch
+  // 8 (1.5 MB per border column) ran 2.6 -> 3.9 ms with exact windows.
+  if (bq_bytes > kMaxBorderWeightBytesI8 * std::max<int64_t>(nbc, 1) ||
+      static_cast<double>(bq_bytes) * 1024 > static_cast<double>(G.m) * G.k * G.kd)
+    return ex;
   ex.q0 = q0, ex.q1 = q1, ex.nbc = nbc, ex.R = G.r;
   ex.pr = i8::plan_for(G.k, q1 - q0);
   ex.pc = i8::plan_for(G.k, G.p);
@@ -952,18 +962,21 @@ void dgrad_scatter(float* dx, const int8_t* dy, const int8_t* w, float scale, co
 void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const Geom& G,
                 bool acc) {
   if (G.depthwise) return depthwise_dgrad(dx, dy, w, scale, G, acc);
-  if (dgrad_phases(dx, dy, w, scale, G, acc)) return;
-
   // Two forms, as conv.cpp's dgrad: gather (stride 1, pad <= kernel-1: dx = fprop(dy, flipped
-  // weights), N = C) or scatter (dy . W added into dx, N = S*C per kernel row); the cheaper by tile
-  // columns x reduction plus data movement. Few input channels (LeNet-5's conv2: C = 6 of a
-  // 16-column tile, pad 4 around a 10x10 dy) scatter: dgrad_scatter for g == 1 (no dcol buffer),
-  // the dcol + col2im form below for grouped convs.
+  // weights), N = C; strided: by phase, each dx pixel taking R*S/(sh*sw) taps on average) or
+  // scatter (dy . W added into dx, N = S*C per kernel row); the cheaper by tile columns x
+  // reduction plus data movement. Few input channels (LeNet-5's conv2: C = 6 of a 16-column tile,
+  // pad 4 around a 10x10 dy; a 3-channel 7x7 stride-2 stem, 12.0 ms by phase against 4.9 ms
+  // scattered at batch 8, 224 px) scatter: dgrad_scatter for g == 1 (no dcol buffer), the dcol +
+  // col2im form below for grouped convs.
   const int64_t nr = i8::plan_for(G.c).nr;
   const double gather_cost = static_cast<double>(G.n * G.h * G.w) * ceil_div(G.cg, nr) * nr *
                              (G.r * G.s * G.kg) * G.g;
   const double scatter_cost = static_cast<double>(G.m) * G.g *
                               (G.kg * ceil_div(G.kd, nr) * nr + G.kd * 8.0);
+  if (gather_cost / static_cast<double>(G.sh * G.sw) <= scatter_cost &&
+      dgrad_phases(dx, dy, w, scale, G, acc))
+    return;
   if (dgrad_as_fwd(G) && gather_cost <= scatter_cost) {  // dx = conv(dy, w') (conv_geom.h)
     int8_t* wt = scratch_bytes<int8_t>(kSlotConvPartial, G.c * G.r * G.s * G.kg);
     flip_transpose_weights(wt, w, G, transpose_i8);  // 16 x 16 SSE2 blocks

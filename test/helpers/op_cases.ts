@@ -119,6 +119,14 @@ const convCases: ConvCase[] = [
     opts: { padding: 3 },
     bias: true,
   },
+  // 16 input channels at stride 2: the cpu's by-phase dgrad (fewer channels scatter, conv.cpp)
+  {
+    name: "3x3 stride 2, 16 channels (dgrad by phase)",
+    x: [1, 6, 7, 16],
+    k: 4,
+    kernel: [3, 3],
+    opts: { stride: 2, padding: 1 },
+  },
   {
     name: "3x3 stride 2 on 20x20, groups 2",
     x: [1, 20, 20, 4],
