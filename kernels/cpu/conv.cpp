@@ -119,14 +119,21 @@ Src padded_input(const float* x, const Geom& G, int64_t slack = 0) {
   return {xp, hn * wn * C, wn * C};
 }
 
+// t[(r*ns + s)*cg + c] = r*row_stride + s*pix + c for r < R, s < ns, c < cg: the offsets of a
+// window's taps from its first one.
+void fill_tap_offsets(int64_t* t, int64_t R, int64_t ns, int64_t cg, int64_t row_stride,
+                      int64_t pix) {
+  int64_t i = 0;
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t s = 0; s < ns; ++s)
+      for (int64_t c = 0; c < cg; ++c) t[i++] = r * row_stride + s * pix + c;
+}
+
 // koff[(r*S + s)*Cg + c] = offset of tap (r, s, c) from its window's top-left pixel.
 const int64_t* tap_offsets(const Geom& G, const Src& src) {
   int64_t* koff = reinterpret_cast<int64_t*>(
       scratch(kSlotConvOffsets, static_cast<size_t>(2 * G.kd + 16)));
-  int64_t i = 0;
-  for (int64_t r = 0; r < G.r; ++r)
-    for (int64_t s = 0; s < G.s; ++s)
-      for (int64_t c = 0; c < G.cg; ++c) koff[i++] = r * src.row_stride + s * G.c + c;
+  fill_tap_offsets(koff, G.r, G.s, G.cg, src.row_stride, G.c);
   return koff;
 }
 
@@ -616,10 +623,7 @@ bool conv_fwd_exact(float* y, const float* x, const float* w, const float* bp, i
     if (ns <= 0) return nullptr;
     if (ns < 64 && koff_of[ns]) return koff_of[ns];
     int64_t* t = ktab + R * C * (ns - 1) * ns / 2;  // tables for 1 .. ns-1 come before
-    int64_t i = 0;
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t s = 0; s < ns; ++s)
-        for (int64_t c = 0; c < C; ++c) t[i++] = (r * G.w + s) * C + c;
+    fill_tap_offsets(t, R, ns, C, G.w * C, C);
     if (ns < 64) koff_of[ns] = t;
     return t;
   };
@@ -676,8 +680,8 @@ bool conv_fwd_exact(float* y, const float* x, const float* w, const float* bp, i
           const Col& cl = cols[i];
           const int64_t kq = cl.ns > 0 ? nr * cl.ns * C : 0;
           const float* ap = xi + ((p * G.sh - G.ph + r0) * G.w + (cl.q * G.sw - G.pw + cl.slo)) * C;
-          gemm_core(1, K, kq, 1.0f, kq > 0 ? ap : xi, C, 1, cl.koff,
-                    cl.b ? cl.b + r0 * cl.ns * C * NR : nullptr, nv, beta,
+          gemm_core(1, K, kq, 1.0f, kq > 0 ? ap : xi, C, 1, cl.koff, cl.b + r0 * cl.ns * C * NR,
+                    nv, beta,
                     yi + (p * G.q + cl.q) * K, K, bias, nullptr, R * cl.ns * C);
         }
       } else if (inner) {  // border column q down the interior rows

@@ -490,6 +490,13 @@ void transpose_i8(int8_t* dst, int64_t ldd, const int8_t* src, int64_t lds, int6
     for (int64_t kk = c < c0 ? k0 : 0; kk < rows; ++kk) dst[c * ldd + kk] = src[kk * lds + c];
 }
 
+// koff[t] of k-group t for a reduction over window rows of `run` bytes each (a multiple of 4),
+// consecutive window rows row_stride bytes apart: the implicit forward's offset table.
+void fill_row_koff(int32_t* koff, int64_t k4, int64_t run, int64_t row_stride) {
+  for (int64_t t = 0; t < k4; ++t)
+    koff[t] = static_cast<int32_t>((4 * t) / run * row_stride + (4 * t) % run);
+}
+
 // Exact windows for fwd_implicit (conv.cpp's fprop v4 in INT8): no output multiplies the padding
 // except at the corners. The padded copy stays (it applies the offset flip). Output row p runs
 // over its inside window rows [rlo, rhi) only: a run of the packed B's k-groups (SC4/4 per window
@@ -570,7 +577,7 @@ ExactI8 exact_windows_i8(const Geom& G, const i8::Plan& P, const int8_t* wt, int
   const int64_t K = G.k, C = G.c, kdp = G.r * sc4, nrc = i8::comp_len(K, P.nr);
   ex.nrc = nrc;
   // scratch: comps [(R+1)^2][nrc], then per column packed B, comp, koff, and one re-laid w
-  int64_t bytes = 4 * (G.r + 1) * (G.r + 1) * nrc;
+  int64_t bytes = 4 * ((G.r + 1) * (G.r + 1) + G.r) * nrc;
   for (int64_t i = 0; i < nbc; ++i) {
     const int64_t s4 = round_up(ns[i] * C, 4), kq = G.r * s4;
     bytes += round_up(i8::packb_bytes(K, kq, P.nr), 64) + round_up(4 * nrc, 64) +
@@ -578,15 +585,15 @@ ExactI8 exact_windows_i8(const Geom& G, const i8::Plan& P, const int8_t* wt, int
   }
   char* buf = scratch_bytes<char>(kSlotConvCol, bytes + K * kdp + 64);
   int32_t* comps = reinterpret_cast<int32_t*>(buf);
-  // comp of window row r for column j, then of every run [lo, hi)
-  std::vector<int32_t> row(static_cast<size_t>(G.r * nrc), 0);
-  if (P.flip)
-    for (int64_t j = 0; j < K; ++j)
-      for (int64_t r = 0; r < G.r; ++r) {
-        int32_t sum = 0;
+  // comp of window row r for column j (0 without the flip and past K), then of every run [lo, hi)
+  int32_t* row = comps + (G.r + 1) * (G.r + 1) * nrc;
+  for (int64_t r = 0; r < G.r; ++r)
+    for (int64_t j = 0; j < nrc; ++j) {
+      int32_t sum = 0;
+      if (P.flip && j < K)
         for (int64_t b = 0; b < sc4; ++b) sum += wt[j * kdp + r * sc4 + b];
-        row[r * nrc + j] = 128 * sum;
-      }
+      row[r * nrc + j] = 128 * sum;
+    }
   for (int64_t lo = 0; lo <= G.r; ++lo)
     for (int64_t hi = 0; hi <= G.r; ++hi) {
       int32_t* c = comps + (lo * (G.r + 1) + hi) * nrc;
@@ -597,7 +604,7 @@ ExactI8 exact_windows_i8(const Geom& G, const i8::Plan& P, const int8_t* wt, int
       }
     }
   ex.comps = comps;
-  char* pb = buf + 4 * (G.r + 1) * (G.r + 1) * nrc;
+  char* pb = buf + 4 * ((G.r + 1) * (G.r + 1) + G.r) * nrc;
   int8_t* wq = reinterpret_cast<int8_t*>(buf + bytes);
   for (int64_t i = 0; i < nbc; ++i) {
     const int64_t s4 = round_up(ns[i] * C, 4), kq = G.r * s4;
@@ -615,8 +622,7 @@ ExactI8 exact_windows_i8(const Geom& G, const i8::Plan& P, const int8_t* wt, int
     i8::pack_b_rows(bpq, cq, wq, kq, K, kq, P);
     int32_t* ko = reinterpret_cast<int32_t*>(pb);
     pb += round_up(4 * kq / 4, 64);
-    for (int64_t t = 0; t < kq / 4; ++t)
-      ko[t] = static_cast<int32_t>((4 * t) / s4 * wp * C + (4 * t) % s4);
+    fill_row_koff(ko, kq / 4, s4, wp * C);
     ex.cols[i] = {bq[i], slo[i], s4, bpq, cq, ko};
   }
   ex.on = true;
@@ -662,8 +668,7 @@ bool fwd_implicit(float* y, const int8_t* x, const int8_t* w, const float* cs, c
   const int32_t* comp = reinterpret_cast<const int32_t*>(bbuf + bpb);
   pack_b_rows_par(bp, reinterpret_cast<int32_t*>(bbuf + bpb), wt, kdp, G.k, kdp, P);
   int32_t* koff = scratch_bytes<int32_t>(kSlotConvOffsets, 4 * k4);
-  for (int64_t t = 0; t < k4; ++t)
-    koff[t] = static_cast<int32_t>((4 * t) / sc4 * wp * G.c + (4 * t) % sc4);
+  fill_row_koff(koff, k4, sc4, wp * G.c);
 
   const ExactI8 ex = exact_windows_i8(G, P, wt, sc4, wp);
   // a tile reads MR rows from its first: the last row's extra rows run past the image (the
