@@ -253,6 +253,43 @@ inline void add_floats(float* __restrict d, const float* __restrict s, int64_t n
 }
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Software prefetch of a byte range, one request per 64-byte line: `for_write` asks for the lines
+// in a writable state (prefetchw where the CPU has it), so the stores that follow skip the
+// read-for-ownership miss. A conv calls these one output row or one input image ahead of use:
+// cold outputs and inputs (the step's activations live in DRAM or L3) then arrive while the
+// tiles before them compute, instead of stalling the stores and the padding copy.
+// (asm volatile on x86: GCC 12 deletes a loop of __builtin_prefetch once it is inlined into a
+// caller's loop, as a loop without side effects.)
+inline void prefetch_bytes(const void* p, int64_t bytes, bool for_write) {
+  const char* c = static_cast<const char*>(p);
+  const char* e = c + bytes;
+  c = reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(c) & ~uintptr_t{63});
+#if defined(__x86_64__)
+#if defined(__PRFCHW__)
+  if (for_write)
+    for (; c < e; c += 64) __asm__ volatile("prefetchw %0" : : "m"(*c));
+#endif
+  for (; c < e; c += 64) __asm__ volatile("prefetcht0 %0" : : "m"(*c));
+#else
+  if (for_write)
+    for (; c < e; c += 64) __builtin_prefetch(c, 1, 3);
+  else
+    for (; c < e; c += 64) __builtin_prefetch(c, 0, 3);
+#endif
+}
+// [p, p + bytes) prefetched in `steps` equal shares, share(i) before step i of the work that runs
+// ahead of its use (the next image's operands while this image computes). Null p: no-op.
+struct PrefetchShares {
+  const void* p;
+  int64_t bytes, steps;
+  bool for_write;
+  void share(int64_t i) const {
+    if (!p || steps <= 0) return;
+    const int64_t b0 = bytes * i / steps, b1 = bytes * (i + 1) / steps;
+    prefetch_bytes(static_cast<const char*>(p) + b0, b1 - b0, for_write);
+  }
+};
+
 // ---- 16-channel blocks (batch norm, channel statistics) --------------------------------------
 // GCC vector extensions: one zmm on AVX-512 builds, split into ymm / xmm halves by the compiler
 // elsewhere. The per-channel loops over [rows, c] with c % 16 == 0 run one block of 16 channels

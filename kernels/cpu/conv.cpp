@@ -786,12 +786,19 @@ bool dgrad_phases_f32(float* dx, const float* dy, const float* w, const Geom& G,
   parallel(nt, [&](int t, int T) {
     float* dyp = all + t * (img_floats + slack);
     zero_n(dyp, img_floats + slack);
-    for (int64_t img = G.n * t / T; img < G.n * (t + 1) / T; ++img) {
+    const int64_t img1 = G.n * (t + 1) / T;
+    for (int64_t img = G.n * t / T; img < img1; ++img) {
       for (int64_t a = 0; a < G.p; ++a)
         copy_n(dyp + ((a + top) * wq + left) * K, dy + img * pqk + a * G.q * K, G.q * K);
       float* dxi = dx + img * hwc;
       if (empty && !add) zero_n(dxi, hwc);
+      // the next image's dx and dy, a share before each phase (as int8_conv.cpp dgrad_phases)
+      const bool next = img + 1 < img1;
+      const PrefetchShares pdx{next ? dx + (img + 1) * hwc : nullptr, 4 * hwc, nph, true};
+      const PrefetchShares pdy{next ? dy + (img + 1) * pqk : nullptr, 4 * pqk, nph, false};
       for (int64_t i = 0; i < nph; ++i) {
+        pdx.share(i);
+        pdy.share(i);
         const Phase& f = ph[i];
         const PhaseRange pr = phase_range(G, f.u, f.v);
         if (pr.empty()) continue;
