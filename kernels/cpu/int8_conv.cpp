@@ -60,8 +60,21 @@ constexpr int64_t kAChunkBytesL1 = 16 * 1024;      // the same when B is one pan
 constexpr int64_t kWgradChunkBytes = 192 * 1024;   // wgrad col + packed B + A per thread
 constexpr int64_t kMaxRowsI32 = 65536;             // wgrad: rows per int32 partial
 
-// d[i] = s[i] ^ flip; 16 bytes at a time, the tail as one overlapping 16-byte block.
+// d[i] = s[i] ^ flip; 64 bytes at a time where AVX-512 BW is compiled in (the padding copy of
+// every implicit forward: 16-byte steps were 9-12% of a 16-channel forward), else 16, the tail
+// as one overlapping block.
 inline void xor_copy(uint8_t* __restrict d, const int8_t* __restrict s, int64_t n, uint8_t flip) {
+#if defined(__AVX512BW__)
+  if (n >= 64) {
+    const __m512i f = _mm512_set1_epi8(static_cast<char>(flip));
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64)
+      _mm512_storeu_si512(d + i, _mm512_xor_si512(_mm512_loadu_si512(s + i), f));
+    if (i < n)
+      _mm512_storeu_si512(d + n - 64, _mm512_xor_si512(_mm512_loadu_si512(s + n - 64), f));
+    return;
+  }
+#endif
 #if defined(__SSE2__)
   if (n >= 16) {
     const __m128i f = _mm_set1_epi8(static_cast<char>(flip));
@@ -80,6 +93,15 @@ inline void xor_copy(uint8_t* __restrict d, const int8_t* __restrict s, int64_t 
   for (int64_t i = 0; i < n; ++i) d[i] = u[i] ^ flip;
 }
 inline void fill(uint8_t* d, int64_t n, uint8_t v) {
+#if defined(__AVX512BW__)
+  if (n >= 64) {
+    const __m512i f = _mm512_set1_epi8(static_cast<char>(v));
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) _mm512_storeu_si512(d + i, f);
+    if (i < n) _mm512_storeu_si512(d + n - 64, f);
+    return;
+  }
+#endif
 #if defined(__SSE2__)
   if (n >= 16) {
     const __m128i f = _mm_set1_epi8(static_cast<char>(v));
