@@ -658,12 +658,20 @@ bool conv_fwd_exact(float* y, const float* x, const float* w, const float* bp, i
   const int64_t nbr = I.p0 + (G.p - I.p1), inner = I.p1 > I.p0 ? 1 : 0;
   const int64_t hwc = G.h * G.w * C, units_img = nbr + inner + nbc;
   const int64_t units = G.n * units_img;
+  const bool strided = G.sh * G.sw > 1;
   parallel(nt, [&](int t, int T) {
     for (int64_t u = units * t / T; u < units * (t + 1) / T; ++u) {
       const int64_t img = u / units_img, v = u % units_img;
       const float* xi = x + img * hwc;
       float* yi = y + img * G.p * G.q * K;
       if (v < inner) {  // the interior rows' interior columns: full windows
+        // strided: the next image's x and y requested up front (cold operands on the Zen 4
+        // guest: 16->32 stride 2 at batch 64 8-10% faster, 32->64 2-3%; the stride-1 layers,
+        // with more bytes per image, measured neutral to 5% slower and skip it)
+        if (strided && u + units_img < units * (t + 1) / T) {
+          prefetch_bytes(xi + hwc, 4 * hwc, false);
+          prefetch_bytes(yi + G.p * G.q * K, 4 * G.p * G.q * K, true);
+        }
         const float* a = xi + ((I.p0 * G.sh - G.ph) * G.w + (I.q0 * G.sw - G.pw)) * C;
         gemm_core(I.q1 - I.q0, K, KD, 1.0f, a, G.sw * C, 1, koff, bp, nv, beta,
                   yi + (I.p0 * G.q + I.q0) * K, K, bias, nullptr, 0, I.p1 - I.p0,
