@@ -842,6 +842,7 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
     int8_t* bp;
     int32_t* comp;
     int32_t* koff;
+    PhaseRange pr;  // its dx rows and columns
   };
   std::vector<Phase> ph;
   int64_t bytes = 0, offs = 0;
@@ -849,7 +850,7 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
     for (int64_t v = 0; v < G.sw; ++v) {
       const PhaseRange pr = phase_range(G, u, v);
       const int64_t ju = pr.ju, jv = pr.jv;
-      Phase f{u, v, ju, jv, ju * jv * k4b, nullptr, nullptr, nullptr};
+      Phase f{u, v, ju, jv, ju * jv * k4b, nullptr, nullptr, nullptr, pr};
       if (f.kd > 0) {
         bytes += round_up(i8::packb_bytes(G.c, f.kd, P.nr), 64) +
                  round_up(4 * i8::comp_len(G.c, P.nr), 64);
@@ -903,10 +904,8 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
   const bool empty_phase =
       std::any_of(ph.begin(), ph.end(), [](const Phase& f) { return f.kd == 0; });
   int64_t steps = 0;  // GEMMs per image (one per phase row)
-  for (const Phase& f : ph) {
-    const PhaseRange pr = phase_range(G, f.u, f.v);
-    if (!pr.empty()) steps += pr.a_hi - pr.a_lo + 1;
-  }
+  for (const Phase& f : ph)
+    if (!f.pr.empty()) steps += f.pr.a_hi - f.pr.a_lo + 1;
   parallel(nt, [&](int t, int T) {
     uint8_t* dyp = all + t * dyp_bytes;
     fill(dyp, dyp_bytes, flip);
@@ -931,7 +930,7 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
       if (empty_phase && !acc) std::memset(dxi, 0, static_cast<size_t>(hwc) * sizeof(float));
       for (const Phase& f : ph) {
         // dx rows / columns of this phase: ih = sh*a + u - ph in [0, H), iw likewise
-        const PhaseRange pr = phase_range(G, f.u, f.v);
+        const PhaseRange& pr = f.pr;
         if (pr.empty()) continue;
         const int64_t a_lo = pr.a_lo, a_hi = pr.a_hi, b_lo = pr.b_lo, b_hi = pr.b_hi;
         const int64_t nb = b_hi - b_lo + 1;
