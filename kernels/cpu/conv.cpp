@@ -581,6 +581,7 @@ bool conv_fwd_unpadded(float* y, const float* x, const float* bp, int64_t pbf, i
 // kMaxBorderCols border columns, when there are no interior columns, fewer images than threads,
 // or border-column weights over kMaxBorderWeightBytes (wide layers, below).
 constexpr int64_t kMaxBorderCols = 8;
+constexpr int64_t kMaxBurstBytes = int64_t{256} << 10;  // next-image prefetch (below): L2 share
 constexpr int64_t kMaxBorderWeightBytes = int64_t{256} << 10;
 
 bool conv_fwd_exact(float* y, const float* x, const float* w, const float* bp, int nv,
@@ -658,17 +659,18 @@ bool conv_fwd_exact(float* y, const float* x, const float* w, const float* bp, i
   const int64_t nbr = I.p0 + (G.p - I.p1), inner = I.p1 > I.p0 ? 1 : 0;
   const int64_t hwc = G.h * G.w * C, units_img = nbr + inner + nbc;
   const int64_t units = G.n * units_img;
-  const bool strided = G.sh * G.sw > 1;
+  const bool burst = G.sh * G.sw > 1 && 4 * (hwc + G.p * G.q * K) <= kMaxBurstBytes;
   parallel(nt, [&](int t, int T) {
     for (int64_t u = units * t / T; u < units * (t + 1) / T; ++u) {
       const int64_t img = u / units_img, v = u % units_img;
       const float* xi = x + img * hwc;
       float* yi = y + img * G.p * G.q * K;
       if (v < inner) {  // the interior rows' interior columns: full windows
-        // strided: the next image's x and y requested up front (cold operands on the Zen 4
-        // guest: 16->32 stride 2 at batch 64 8-10% faster, 32->64 2-3%; the stride-1 layers,
-        // with more bytes per image, measured neutral to 5% slower and skip it)
-        if (strided && u + units_img < units * (t + 1) / T) {
+        // strided with small images: the next image's x and y requested up front (cold
+        // operands on the Zen 4 guest: 16->32 stride 2 at batch 64 8-10% faster, 32->64 2-3%;
+        // the stride-1 layers measured neutral to 5% slower, and a 7x7 stride-2 stem, 3.8 MB a
+        // image, 2-4% slower: they skip it)
+        if (burst && u + units_img < units * (t + 1) / T) {
           prefetch_bytes(xi + hwc, 4 * hwc, false);
           prefetch_bytes(yi + G.p * G.q * K, 4 * G.p * G.q * K, true);
         }
