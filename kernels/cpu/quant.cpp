@@ -68,14 +68,19 @@ inline int32_t bits_of(float f) {
 // One element: v = x * inv already computed. Written without ordered float comparisons
 // (<, >=: GCC will not if-convert them under the default -ftrapping-math, so the loops would not
 // vectorize): the rounding adjustments come from exact arithmetic on the fraction d instead.
+// u in [0, 1) of element lo (the counter hash above).
+__attribute__((always_inline)) inline float uniform_of(uint32_t lo, Keys k) {
+  const uint32_t h = mix32(mix32(lo ^ k.k0) + k.k1);
+  return static_cast<float>(h >> 8) * (1.0f / 16777216.0f);
+}
+// u: uniform_of(lo, k) when Stoch, else unused (the dual kernel hashes once for its two outputs).
 template <bool Stoch>
-__attribute__((always_inline)) inline int8_t quant1(float v, uint32_t lo, Keys k) {
+__attribute__((always_inline)) inline int8_t quant1u(float v, float u, Keys k) {
   v = v == v ? v : 0.0f;                       // NaN -> 0
   v = std::min(std::max(v, -k.lim), k.lim);    // k.lim == 127
   int32_t t;
   if (Stoch) {
-    const uint32_t h = mix32(mix32(lo ^ k.k0) + k.k1);
-    const float f = v + static_cast<float>(h >> 8) * (1.0f / 16777216.0f);  // in [-127, 128]
+    const float f = v + u;                       // in [-127, 128]
     t = static_cast<int32_t>(f);                 // trunc
     const float d = f - static_cast<float>(t);   // exact, in (-1, 1); +0 when f is an integer
     t += bits_of(d) >> 31;                       // floor: -1 when d < 0
@@ -87,6 +92,10 @@ __attribute__((always_inline)) inline int8_t quant1(float v, uint32_t lo, Keys k
   }
   return static_cast<int8_t>(t);
 }
+template <bool Stoch>
+__attribute__((always_inline)) inline int8_t quant1(float v, uint32_t lo, Keys k) {
+  return quant1u<Stoch>(v, Stoch ? uniform_of(lo, k) : 0.0f, k);
+}
 
 // y[i] = q(x[i] * inv[PerElem ? i : 0]) for i < n; element i has flat index lo0 + i (low 32 bits).
 template <bool PerElem, bool Stoch>
@@ -95,8 +104,12 @@ __attribute__((always_inline)) inline void quant_span_body(int8_t* __restrict y,
                                                            const float* __restrict inv,
                                                            uint32_t lo0, Keys k) {
   const float s0 = inv[0];
-  for (int64_t i = 0; i < n; ++i)
-    y[i] = quant1<Stoch>(x[i] * (PerElem ? inv[i] : s0), lo0 + static_cast<uint32_t>(i), k);
+  // a 32-bit induction: from lo0 + i GCC built the counters in 64-bit lanes and narrowed them
+  // (vpaddq, vpermt2d): the stochastic dual quantizer 0.224-0.227 -> 0.212-0.218 ms on 802,816
+  // elements (Zen 4, 2 threads, best of 500)
+  uint32_t lo = lo0;
+  for (int64_t i = 0; i < n; ++i, ++lo)
+    y[i] = quant1<Stoch>(x[i] * (PerElem ? inv[i] : s0), lo, k);
 }
 
 // Dual: yt with the scalar invt, yc with invc[i]; same u.
@@ -107,10 +120,11 @@ __attribute__((always_inline)) inline void dual_span_body(int8_t* __restrict yt,
                                                           float invt,
                                                           const float* __restrict invc,
                                                           uint32_t lo0, Keys k) {
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t lo = lo0 + static_cast<uint32_t>(i);
-    yt[i] = quant1<Stoch>(x[i] * invt, lo, k);
-    yc[i] = quant1<Stoch>(x[i] * invc[i], lo, k);
+  uint32_t lo = lo0;  // (as above)
+  for (int64_t i = 0; i < n; ++i, ++lo) {
+    const float u = Stoch ? uniform_of(lo, k) : 0.0f;
+    yt[i] = quant1u<Stoch>(x[i] * invt, u, k);
+    yc[i] = quant1u<Stoch>(x[i] * invc[i], u, k);
   }
 }
 
