@@ -28,6 +28,32 @@ async function read(t: Tensor): Promise<Float32Array | Uint8Array> {
   return (await t.read()) as Float32Array | Uint8Array;
 }
 
+/** The fused forward and backward on x [m, c] (residual r when given; cap: ReLU6's bound). */
+function fused(
+  x: Tensor,
+  r: Tensor | null,
+  dy: Tensor,
+  st: BatchNormState,
+  m: number,
+  c: number,
+  cap?: number,
+) {
+  const t = (sh: number[] = [...x.shape]) => Tensor.empty(b, sh);
+  const y = t(), mask = Tensor.empty(b, [Math.ceil((m * c) / 8)], "u8"), mean = t([c]);
+  const is = t([c]);
+  b.batchNormReluTrain(y, mask, mean, is, x, r, st, m, c, 0.1, 1e-5, cap);
+  const dx = t(), dg = t([c]), db = t([c]), dr = r ? t() : null;
+  b.batchNormReluBackward(dx, dr, dg, db, dy, mask, x, st.gamma, mean, is, m, c);
+  return { y, mask, mean, is, dx, dg, db, dr };
+}
+
+/** Each pair bit for bit equal, failing with its name. */
+async function assertSame(pairs: [string, Tensor, Tensor][]): Promise<void> {
+  for (const [name, f, cc] of pairs) {
+    assert.deepEqual(await read(f), await read(cc), `${name} differs`);
+  }
+}
+
 for (
   const [shape, residual] of [
     [[4, 32, 32, 20], true],
@@ -51,15 +77,18 @@ for (
       runningMean: await copy(sf.runningMean),
       runningVar: await copy(sf.runningVar),
     };
-    const mb = Math.ceil(n / 8);
     const t = (sh: number[] = [...shape]) => Tensor.empty(b, sh);
-    // fused
-    const yF = t(), maskF = Tensor.empty(b, [mb], "u8"), meanF = t([c]), isF = t([c]);
-    b.batchNormReluTrain(yF, maskF, meanF, isF, x, r, sf, m, c, 0.1, 1e-5);
-    const dxF = t(), dgF = t([c]), dbF = t([c]), drF = residual ? t() : null;
-    b.batchNormReluBackward(dxF, drF, dgF, dbF, dy, maskF, x, sf.gamma, meanF, isF, m, c);
+    const { y: yF, mask: maskF, mean: meanF, is: isF, dx: dxF, dg: dgF, db: dbF, dr: drF } = fused(
+      x,
+      r,
+      dy,
+      sf,
+      m,
+      c,
+    );
     // composed
-    const pre = t(), yC = t(), maskC = Tensor.empty(b, [mb], "u8"), meanC = t([c]), isC = t([c]);
+    const pre = t(), yC = t(), maskC = Tensor.empty(b, [Math.ceil(n / 8)], "u8");
+    const meanC = t([c]), isC = t([c]);
     b.batchNormTrain(pre, meanC, isC, x, sc, m, c, 0.1, 1e-5);
     if (r) b.add(pre, pre, r);
     b.reluMask(yC, maskC, pre);
@@ -78,9 +107,7 @@ for (
       ["dbeta", dbF, dbC],
     ];
     if (drF) pairs.push(["dresidual", drF, g]);
-    for (const [name, f, cc] of pairs) {
-      assert.deepEqual(await read(f), await read(cc), `${name} differs`);
-    }
+    await assertSame(pairs);
     // some outputs are zero, some are not: the ReLU is exercised both ways
     const y = (await read(yF)) as Float32Array;
     const zeros = y.filter((v) => v === 0).length;
@@ -164,10 +191,7 @@ for (const [shape, residual] of [[[8, 12, 12, 16], false], [[4, 10, 10, 24], tru
     };
     const sc = { ...sf, runningMean: Tensor.full(b, [c], 0), runningVar: Tensor.full(b, [c], 1) };
     const t = (sh: number[] = [...shape]) => Tensor.empty(b, sh);
-    const yF = t(), maskF = Tensor.empty(b, [Math.ceil(n / 8)], "u8"), meanF = t([c]), isF = t([c]);
-    b.batchNormReluTrain(yF, maskF, meanF, isF, x, r, sf, m, c, 0.1, 1e-5, 6);
-    const dxF = t(), dgF = t([c]), dbF = t([c]), drF = residual ? t() : null;
-    b.batchNormReluBackward(dxF, drF, dgF, dbF, dy, maskF, x, sf.gamma, meanF, isF, m, c);
+    const { y: yF, dx: dxF, dg: dgF, db: dbF, dr: drF } = fused(x, r, dy, sf, m, c, 6);
     // composed: bn, add, relu6 and its backward from the output
     const pre = t(), yC = t(), meanC = t([c]), isC = t([c]);
     b.batchNormTrain(pre, meanC, isC, x, sc, m, c, 0.1, 1e-5);
@@ -184,9 +208,7 @@ for (const [shape, residual] of [[[8, 12, 12, 16], false], [[4, 10, 10, 24], tru
       ["running_var", sf.runningVar, sc.runningVar],
     ];
     if (drF) pairs.push(["dresidual", drF, g]);
-    for (const [name, f, cc] of pairs) {
-      assert.deepEqual(await read(f), await read(cc), `${name} differs`);
-    }
+    await assertSame(pairs);
     const y = (await read(yF)) as Float32Array;
     const zeros = y.filter((v) => v === 0).length, sixes = y.filter((v) => v === 6).length;
     assert.ok(zeros > n / 20 && sixes > n / 20, `${zeros} zeros and ${sixes} sixes of ${n}`);
