@@ -1279,15 +1279,8 @@ void quad_image_rows(uint8_t* xq, const int8_t* x, const Geom& G, int64_t hp, in
       const int8_t* s0 = s[0] + (b0 - G.pw) * G.c;
       const int64_t is = s[1] - s[0];
       for (uint8_t* db = d + b0 * pix; db < d + b1 * pix; db += pix, s0 += G.c)
-        for (int64_t c0 = 0; c0 < G.c; c0 += 16) {
-          const int8_t* q = s0 + c0;
-          i8::interleave4x16(
-              reinterpret_cast<int8_t*>(db + 4 * c0),
-              _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)), f),
-              _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + is)), f),
-              _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 2 * is)), f),
-              _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 3 * is)), f));
-        }
+        for (int64_t c0 = 0; c0 < G.c; c0 += 16)
+          i8::interleave4x16_rows(reinterpret_cast<int8_t*>(db + 4 * c0), s0 + c0, is, flip);
       continue;
     }
     for (int64_t b = b0; b < b1; ++b) {
@@ -1336,14 +1329,9 @@ void pack_dy_quads(int8_t* bp, int32_t* koff, const int8_t* dy, const Geom& G, i
       const int64_t is = pq * G.k;  // image stride
       int8_t* dt = bp + t * 4 * nr;
       for (int64_t i = 0; i < run; ++i, s0 += G.k, dt += 4 * nr) {
-        for (int64_t j = 0; j < kfull; j += 16) {
-          const int8_t* s = s0 + j;
-          i8::interleave4x16(dt + (j >> nr_shift) * pstride + (j & (nr - 1)) * 4,
-                             _mm_loadu_si128(reinterpret_cast<const __m128i*>(s)),
-                             _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + is)),
-                             _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 2 * is)),
-                             _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 3 * is)));
-        }
+        for (int64_t j = 0; j < kfull; j += 16)
+          i8::interleave4x16_rows(dt + (j >> nr_shift) * pstride + (j & (nr - 1)) * 4, s0 + j,
+                                  is, 0);
         for (int64_t j = kfull; j < panels * nr; ++j)  // K % 16 columns, then zeros
           for (int u = 0; u < 4; ++u)
             dt[(j / nr) * pstride + (j % nr) * 4 + u] = j < G.k ? s0[u * is + j] : 0;
