@@ -158,6 +158,24 @@ D8_TARGET_AVX2 inline void epilogue_256(const __m256i (&acc)[MR][NV], int mrows,
   }
 }
 
+// Epi::pf inside a tile's k-loop: [pf, pf + pf_bytes) one line a k-group, two past k4 lines, so
+// the caller's next operands arrive while the tile computes (a burst before a long GEMM held the
+// load pipe as long as the demand misses it replaced). prefetcht2: AMD and Intel cores fill L2
+// with it, and the tile's B panel stays in L1.
+struct PfLines {
+  const char* p = nullptr;
+  int64_t l1 = 0, l2 = 0, k4 = 0;
+  PfLines() = default;
+  PfLines(const Epi& e, int64_t k4_) : p(static_cast<const char*>(e.pf)), k4(k4_) {
+    const int64_t lines = p ? (e.pf_bytes + 63) / 64 : 0;
+    l1 = std::min(lines, k4), l2 = lines - k4;
+  }
+  inline __attribute__((always_inline)) void at(int64_t t) const {
+    if (t < l1) __asm__ volatile("prefetcht2 %0" : : "m"(p[64 * t]));
+    if (t < l2) __asm__ volatile("prefetcht2 %0" : : "m"(p[64 * (t + k4)]));
+  }
+};
+
 // ---- variant 2: AVX2, sign trick ------------------------------------------------------------------
 constexpr int kAvx2MR = 4, kAvx2NV = 2;  // NR = 16
 
@@ -218,7 +236,13 @@ D8_TARGET_AVX2 void tile_avx2(int64_t k4, const uint8_t* a, int64_t lda, const i
             [ones] "x"(ones)
           : "memory");
     };
-    if (koff) {
+    if (koff && e.pf) {
+      const PfLines pf(e, k4);
+      for (int64_t t = 0; t < k4; ++t) {
+        pf.at(t);
+        step(koff[t], bp + 64 * t);
+      }
+    } else if (koff) {
       for (int64_t t = 0; t < k4; ++t) step(koff[t], bp + 64 * t);
     } else {
       const int8_t* bq = bp;
@@ -268,11 +292,12 @@ D8_TARGET_AVX2 inline __m256i dpbusd_emulated(__m256i acc, __m256i a_u8, __m256i
 }
 
 // The k-loop (Koff as in vnni_kloop below).
-template <int MR, int NV, bool Emul, bool Koff>
+template <int MR, int NV, bool Emul, bool Koff, bool Pf = false>
 D8_TARGET_AVXVNNI inline __attribute__((always_inline)) void avxvnni_kloop(
     __m256i (&acc)[MR][NV], int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
-    const int8_t* bp) {
+    const int8_t* bp, const PfLines& pf = PfLines{}) {
   for (int64_t t = 0; t < k4; ++t) {
+    if constexpr (Pf) pf.at(t);
     __m256i b[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v)
@@ -323,7 +348,9 @@ D8_TARGET_AVXVNNI void tile_avxvnni(int64_t k4, const uint8_t* a, int64_t lda,
   }
   __m256i acc[MR][NV];
   start_at_neg_comp<MR, NV>(acc, comp);
-  if (koff)
+  if (koff && e.pf)
+    avxvnni_kloop<MR, NV, Emul, true, true>(acc, k4, a, lda, koff, bp, PfLines(e, k4));
+  else if (koff)
     avxvnni_kloop<MR, NV, Emul, true>(acc, k4, a, lda, koff, bp);
   else
     avxvnni_kloop<MR, NV, Emul, false>(acc, k4, a, lda, koff, bp);
@@ -335,11 +362,12 @@ constexpr int kVnniMR = 12;
 
 // The k-loop, instantiated with contiguous k-groups (Koff = false: byte offset 4 t) and through
 // the koff table (implicit GEMM), so neither loop tests which it is.
-template <int MR, int NV, bool Koff>
+template <int MR, int NV, bool Koff, bool Pf = false>
 D8_TARGET_VNNI inline __attribute__((always_inline)) void vnni_kloop(
     __m512i (&acc)[MR][NV], int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
-    const int8_t* bp) {
+    const int8_t* bp, const PfLines& pf = PfLines{}) {
   for (int64_t t = 0; t < k4; ++t) {
+    if constexpr (Pf) pf.at(t);
     __m512i b[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_si512(bp + (t * NV + v) * 64);
@@ -364,7 +392,9 @@ D8_TARGET_VNNI void tile_vnni(int64_t k4, const uint8_t* a, int64_t lda, const i
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) acc[i][v] = c0;
   }
-  if (koff)
+  if (koff && e.pf)
+    vnni_kloop<MR, NV, true, true>(acc, k4, a, lda, koff, bp, PfLines(e, k4));
+  else if (koff)
     vnni_kloop<MR, NV, true>(acc, k4, a, lda, koff, bp);
   else
     vnni_kloop<MR, NV, false>(acc, k4, a, lda, koff, bp);
@@ -785,12 +815,21 @@ void gemm_block(const Plan& p, int64_t m, int64_t n, int64_t k, const uint8_t* a
   const int64_t panel_bytes = (bk4 > 0 ? bk4 : k4) * 4 * p.nr;
   // amx chunks: kg | k4 (with koff the caller chose kg for its runs, see set_runs)
   const int kg = koff ? p.kg : divisor_at_most(k4, p.kg);
+  const int64_t tiles = ((n + p.nr - 1) / p.nr) * ((m + p.mr - 1) / p.mr);
+  int64_t tix = 0;
+  Epi et = e;
   for (int64_t j = 0; j < n; j += p.nr) {
     const int8_t* b = bp + (j / p.nr) * panel_bytes;
     const int nc = static_cast<int>(std::min<int64_t>(p.nr, n - j));
-    for (int64_t i = 0; i < m; i += p.mr)
+    for (int64_t i = 0; i < m; i += p.mr, ++tix) {
+      if (e.pf) {  // this tile's share
+        const int64_t b0 = e.pf_bytes * tix / tiles, b1 = e.pf_bytes * (tix + 1) / tiles;
+        et.pf = static_cast<const char*>(e.pf) + b0;
+        et.pf_bytes = b1 - b0;
+      }
       p.tile(k4, a + i * lda, lda, koff, b, comp + j, static_cast<int>(std::min<int64_t>(p.mr, m - i)),
-             nc, e, i, j, kg);
+             nc, et, i, j, kg);
+    }
   }
 }
 

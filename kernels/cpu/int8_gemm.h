@@ -50,6 +50,11 @@ struct Epi {
   int64_t ldc;
   const float* col_scale;  // kStoreF32: [N]
   const float* bias;       // kStoreF32: [N] or null
+  // What the caller reads next, [pf, pf + pf_bytes), prefetched into L2 a line a k-group while
+  // the GEMM runs, each tile taking its share (null: none). The avx2, avx-vnni and avx512-vnni
+  // tiles of implicit GEMMs (koff) do it; the others ignore it.
+  const void* pf = nullptr;
+  int64_t pf_bytes = 0;
 };
 
 // One micro-tile: rows i0 .. i0+mrows-1 and columns j0 .. j0+ncols-1 of C, full K.
