@@ -1,10 +1,14 @@
 /**
  * The GPU speed reports, checked without a GPU: the goal ratios of bench/gpu/ratios.ts from
- * fixed benchmark outputs, and the step benchmark's measuring loop on the cpu backend.
+ * fixed benchmark outputs, the step benchmark's measuring loop on the cpu backend, and what
+ * gpu_check does when something fails (the triage's reading of `deno test` output, the INT8
+ * benchmark's version list and merge).
  */
 import assert from "node:assert/strict";
 import { computeRatios, ratiosMarkdown } from "../bench/gpu/ratios.ts";
 import { benchModel, STEP_PRESETS } from "../bench/gpu/step_bench.ts";
+import { mergeRows, parseVersions, type Row } from "../bench/gpu/conv_int8_bench.ts";
+import { exactFilter, failedTests, testSummary, triageReport } from "../bench/gpu/triage.ts";
 import { cpu } from "./helpers/check_op.ts";
 
 const int8 = {
@@ -93,4 +97,85 @@ Deno.test("step bench: every preset timed interleaved, validated (finite loss, n
     assert.equal(r.input, "3x8x8");
   }
   assert.ok(rows[2]!.calls > rows[0]!.calls, "daint8 adds quantize and decision calls");
+});
+
+// A test file whose names carry the characters the cuda tests' names do: the triage must name
+// the failed ones from real `deno test` output and rerun each alone.
+const TRIAGE_TESTS = `
+Deno.test("cuda: int8 conv fprop / dgrad / wgrad, 3x3 32 -> 48 (v3) * 2", () => { throw new Error("x"); });
+Deno.test("cuda: int8 conv fprop / dgrad / wgrad, 3x3 32 -> 48 (v3) * 2 stride 2", () => {});
+Deno.test("cuda: [a.b] $c ^d", () => { throw new Error("y"); });
+`;
+
+async function denoTest(file: string, ...args: string[]): Promise<string> {
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: ["test", "--no-check", ...args, file],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return dec.decode(r.stdout) + dec.decode(r.stderr);
+}
+
+Deno.test("gpu triage: failed tests named from deno test's output, each rerun alone by an exact filter", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const file = `${dir}/t_test.ts`;
+    Deno.writeTextFileSync(file, TRIAGE_TESTS);
+    const out = await denoTest(file);
+    const failed = failedTests(out);
+    assert.deepEqual(failed, [
+      "cuda: int8 conv fprop / dgrad / wgrad, 3x3 32 -> 48 (v3) * 2",
+      "cuda: [a.b] $c ^d",
+    ]);
+    assert.match(testSummary(out)!, /^FAILED \| 1 passed \| 2 failed/);
+    // the first name is a prefix of the passing test's: the filter must select it alone
+    const alone = await denoTest(file, "--filter", exactFilter(failed[0]!));
+    assert.match(testSummary(alone)!, /^FAILED \| 0 passed \| 1 failed \| 2 filtered out/);
+    const other = await denoTest(file, "--filter", exactFilter(failed[1]!));
+    assert.match(testSummary(other)!, /^FAILED \| 0 passed \| 1 failed \| 2 filtered out/);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+  assert.deepEqual(failedTests("ok | 3 passed | 0 failed (1s)"), []);
+});
+
+Deno.test("gpu triage: the report gives each test's verdict and the sanitizer's error lines", () => {
+  const md = triageReport(
+    [
+      { name: "cuda: a", verdict: "fails", seconds: 2.5 },
+      { name: "cuda: b", verdict: "passes alone", seconds: 1 },
+    ],
+    {
+      test: "cuda: a",
+      out: "noise\n========= Invalid __global__ read of size 4\n=========     at k()+0x10\nmore",
+    },
+  );
+  assert.match(md, /- fails: cuda: a \(2.5 s alone\)/);
+  assert.match(md, /- passes alone: cuda: b/);
+  assert.match(
+    md,
+    /========= Invalid __global__ read of size 4\n=========\s{5}at k\(\)\+0x10\n```/,
+  );
+  assert.doesNotMatch(md, /noise|more/);
+});
+
+Deno.test("gpu int8 bench: --versions needs the reference version, --merge keeps the other versions' rows", () => {
+  assert.deepEqual(parseVersions("3,1"), [1, 3]);
+  assert.deepEqual(parseVersions("1,2,3"), [1, 2, 3]);
+  assert.throws(() => parseVersions("2,3"), /include 1, the reference/);
+  assert.throws(() => parseVersions("1,4"), /4 is not a version/);
+  const row = (version: number, ms: number): Row => ({
+    layer: "3x3 64->64 56",
+    version,
+    op: "fprop",
+    ms,
+    tops: 1,
+  });
+  // v3 faulted after one layer; the rerun measured 1 and 2 again
+  assert.deepEqual(
+    mergeRows([row(1, 9), row(2, 2), row(3, 0.5)], [row(1, 8), row(2, 1.5)], [1, 2]),
+    [row(3, 0.5), row(1, 8), row(2, 1.5)],
+  );
 });

@@ -7,7 +7,11 @@
  * 3 sets, d8_synchronize, median of `trials` such runs. TOPS = 2 * M * N * K / s with the GEMM
  * sizes of kernels/cuda/int8_conv.cu.
  *
- * `deno run -A bench/gpu/conv_int8_bench.ts [--json out.json] [--quick]`
+ * `deno run -A bench/gpu/conv_int8_bench.ts [--json out.json] [--quick] [--versions 1,2,3]
+ * [--merge]`: `--merge` keeps the rows of the versions not measured now from the JSON already at
+ * `--json` (gpu_check's rerun after a version faulted). A kernel call that fails is recorded and
+ * the run goes on; when the CUDA context no longer answers after it, the run stops and the JSON
+ * (written after every layer) says where ("aborted").
  *
  * @module
  */
@@ -53,7 +57,7 @@ export function resnet50Layers(n: number): Layer[] {
   return L;
 }
 
-interface Row {
+export interface Row {
   layer: string;
   version: number;
   op: string;
@@ -61,12 +65,37 @@ interface Row {
   tops: number;
 }
 
+/** The kernel versions of `--versions` ("1,2,3"): 1 (the reference the others are checked
+ * against) must be among them. */
+export function parseVersions(text: string): number[] {
+  const vs = [...new Set(text.split(",").filter((v) => v !== "").map(Number))];
+  for (const v of vs) {
+    if (![1, 2, 3].includes(v)) throw new RangeError(`--versions: ${v} is not a version (1, 2, 3)`);
+  }
+  if (!vs.includes(1)) {
+    throw new RangeError(`--versions: include 1, the reference the others are checked against`);
+  }
+  return vs.sort();
+}
+
+/** `--merge`: the rows of an earlier run for versions not measured now, then this run's rows. */
+export function mergeRows(earlier: Row[], now: Row[], versions: number[]): Row[] {
+  return [...earlier.filter((r) => !versions.includes(r.version)), ...now];
+}
+
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { json: { type: "string" }, quick: { type: "boolean" }, batch: { type: "string" } },
+    options: {
+      json: { type: "string" },
+      quick: { type: "boolean" },
+      batch: { type: "string" },
+      versions: { type: "string", default: "1,2,3" },
+      merge: { type: "boolean", default: false },
+    },
     strict: true,
   });
+  const versions = parseVersions(values.versions!);
   const gpu = cudaAvailable();
   if (!gpu.ok) {
     console.log(`bench/gpu: skipped: ${gpu.reason}`);
@@ -77,6 +106,12 @@ if (import.meta.main) {
   }
   const batch = Number(values.batch ?? 128);
   const reps = values.quick ? 3 : 10, trials = values.quick ? 3 : 7;
+  let earlier: Row[] = [];
+  if (values.merge && values.json) {
+    try {
+      earlier = (JSON.parse(Deno.readTextFileSync(values.json)).rows ?? []) as Row[];
+    } catch { /* nothing to merge */ }
+  }
   const cuda = new Lib("cuda");
   const info = new Uint8Array(512);
   cuda.check(cuda.s.d8_device_info(cuda.ctx, info, info.length));
@@ -84,7 +119,30 @@ if (import.meta.main) {
   console.log(device);
   const rows: Row[] = [];
   const failures: string[] = [];
+  // A CUDA error in a kernel call (thrown by check) is recorded; when the context no longer
+  // answers afterwards (a sticky fault), the run stops there and says so ("aborted"): the JSON,
+  // written after every layer, keeps what was measured, and gpu_check reruns the other versions.
+  let aborted: { layer: string; version: number; op: string; error: string } | undefined;
+  const write = () => {
+    if (!values.json) return;
+    const all = mergeRows(earlier, rows, versions);
+    const tmp = `${values.json}.tmp`;
+    Deno.writeTextFileSync(
+      tmp,
+      JSON.stringify({ device, batch, versions, rows: all, failures, aborted }, null, 1) + "\n",
+    );
+    Deno.renameSync(tmp, values.json);
+  };
+  const alive = () => {
+    try {
+      cuda.check(cuda.s.d8_synchronize(cuda.ctx));
+      return true;
+    } catch {
+      return false;
+    }
+  };
   for (const { name, conv } of resnet50Layers(batch)) {
+    if (aborted) break;
     const sh = convShape(conv);
     const rnd = new Rand(sh.w);
     const sets = [0, 1, 2].map(() => ({
@@ -115,50 +173,63 @@ if (import.meta.main) {
       wgrad: () => cuda.f32(dw, sh.w),
     };
     const ref: Record<string, Float32Array> = {};
-    for (const version of [1, 2, 3]) {
+    for (const version of versions) {
+      if (aborted) break;
       cuda.check(cuda.s.d8_set_int8_kernel(cuda.ctx, version));
       for (const op of ["fprop", "dgrad", "wgrad"] as const) {
         if (name.startsWith("stem") && op === "dgrad") continue; // no input gradient for the stem
-        cuda.check(ops[op](0));
-        const out = outs[op]();
-        if (version === 1) ref[op] = out;
-        else {
-          try {
-            if (op === "wgrad") assertEqualArrays(`${name} v${version} ${op}`, out, ref[op]!);
-            else assertClose(`${name} v${version} ${op}`, out, ref[op]!, { atol: 0, rtol: 1e-6 });
-          } catch (e) {
-            failures.push((e as Error).message.split("\n")[0]!);
-            continue;
+        if (version !== 1 && !ref[op]) continue; // the reference failed: nothing to check against
+        const what = `${name} v${version} ${op}`;
+        try {
+          cuda.check(ops[op](0));
+          const out = outs[op]();
+          if (version === 1) ref[op] = out;
+          else {
+            try {
+              if (op === "wgrad") assertEqualArrays(what, out, ref[op]!);
+              else assertClose(what, out, ref[op]!, { atol: 0, rtol: 1e-6 });
+            } catch (e) {
+              failures.push((e as Error).message.split("\n")[0]!);
+              continue;
+            }
+          }
+          const times: number[] = [];
+          for (let t = 0; t < (version === 1 ? 1 : trials); t++) {
+            const t0 = performance.now();
+            for (let r = 0; r < (version === 1 ? 1 : reps); r++) cuda.check(ops[op](r % 3));
+            cuda.check(cuda.s.d8_synchronize(cuda.ctx));
+            times.push((performance.now() - t0) / (version === 1 ? 1 : reps));
+          }
+          const ms = median(times);
+          const row = { layer: name, version, op, ms, tops: 2 * macs[op] / (ms * 1e-3) / 1e12 };
+          rows.push(row);
+          console.log(
+            `${name.padEnd(24)} v${version} ${op}: ${ms.toFixed(3)} ms, ${
+              row.tops.toFixed(1)
+            } TOPS`,
+          );
+        } catch (e) {
+          const error = (e as Error).message.split("\n")[0]!;
+          failures.push(`${what}: ${error}`);
+          console.log(`${what}: FAILED: ${error}`);
+          if (!alive()) {
+            aborted = { layer: name, version, op, error };
+            console.log(`the CUDA context no longer answers: stopping (${what})`);
+            break;
           }
         }
-        // version 1 is the reference, not a contender: timed once
-        const times: number[] = [];
-        for (let t = 0; t < (version === 1 ? 1 : trials); t++) {
-          const t0 = performance.now();
-          for (let r = 0; r < (version === 1 ? 1 : reps); r++) cuda.check(ops[op](r % 3));
-          cuda.check(cuda.s.d8_synchronize(cuda.ctx));
-          times.push((performance.now() - t0) / (version === 1 ? 1 : reps));
-        }
-        const ms = median(times);
-        const row = { layer: name, version, op, ms, tops: 2 * macs[op] / (ms * 1e-3) / 1e12 };
-        rows.push(row);
-        console.log(
-          `${name.padEnd(24)} v${version} ${op}: ${ms.toFixed(3)} ms, ${row.tops.toFixed(1)} TOPS`,
-        );
       }
     }
-    cuda.check(cuda.s.d8_set_int8_kernel(cuda.ctx, 0));
-    cuda.freeAll();
+    if (!aborted) {
+      cuda.check(cuda.s.d8_set_int8_kernel(cuda.ctx, 0));
+      cuda.freeAll();
+    }
+    write();
   }
-  cuda.close();
-  if (values.json) {
-    Deno.writeTextFileSync(
-      values.json,
-      JSON.stringify({ device, batch, rows, failures }, null, 1) + "\n",
-    );
-  }
+  if (!aborted) cuda.close();
+  write();
   if (failures.length > 0) {
-    console.log(`validation FAILED:\n  ${failures.join("\n  ")}`);
+    console.log(`FAILED:\n  ${failures.join("\n  ")}`);
     Deno.exit(1);
   }
 }

@@ -4,7 +4,10 @@
  *   1. builds what is missing or stale (cpu and cuda libraries, ffi/build.ts + ffi/build_cuda.ts)
  *      and runs the cuda build check (no INT8 spills, mma.sync in the PTX, IMMA in the SASS when
  *      cuobjdump exists);
- *   2. `deno test test/gpu/` (the cuda library against the cpu library);
+ *   2. `deno test test/gpu/` (the cuda library against the cpu library); when it fails, the
+ *      triage (bench/gpu/triage.ts): each failed test again alone, in its own process (a sticky
+ *      CUDA fault fails every test after it), the first that fails alone under compute-sanitizer
+ *      memcheck (triage.md);
  *   3. the INT8 convolution benchmark (bench/gpu/conv_int8_bench.ts, validated before timing);
  *   4. the training-step benchmark (bench/gpu/step_bench.ts: ResNet-20 and ResNet-50 at batch
  *      128, fp32 / int8-naive / daint8);
@@ -20,6 +23,7 @@ import { buildCpu } from "../../ffi/build.ts";
 import { buildCuda, checkCudaBuild, findNvcc } from "../../ffi/build_cuda.ts";
 import { cudaAvailable } from "../../test/gpu/harness.ts";
 import { writeRatios } from "./ratios.ts";
+import { exactFilter, failedTests, type Isolated, testSummary, triageReport } from "./triage.ts";
 
 const root = decodeURIComponent(new URL("../../", import.meta.url).pathname);
 
@@ -36,11 +40,18 @@ async function runLogged(
   args: string[],
   logPath: string,
   timeoutS: number,
-): Promise<{ ok: boolean; out: string }> {
-  const child = new Deno.Command(cmd, { args, cwd: root, stdout: "piped", stderr: "piped" })
-    .spawn();
+): Promise<{ ok: boolean; out: string; timedOut: boolean }> {
+  const child = new Deno.Command(cmd, {
+    args,
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" }, // plain test output: the triage reads its FAILURES section
+  }).spawn();
+  let timedOut = false;
   const timer = setTimeout(() => {
     try {
+      timedOut = true;
       child.kill("SIGKILL");
     } catch { /* already done */ }
   }, timeoutS * 1000);
@@ -49,7 +60,29 @@ async function runLogged(
   const dec = new TextDecoder();
   const out = dec.decode(r.stdout) + dec.decode(r.stderr);
   Deno.writeTextFileSync(logPath, out);
-  return { ok: r.success, out };
+  return { ok: r.success, out, timedOut };
+}
+
+const TEST_PERMS = [
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-ffi",
+  "--allow-run",
+];
+
+/** compute-sanitizer beside nvcc, or on PATH. */
+function findSanitizer(nvcc: string | undefined): string | undefined {
+  const candidates = nvcc ? [nvcc.replace(/nvcc$/, "compute-sanitizer")] : [];
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    if (dir) candidates.push(`${dir}/compute-sanitizer`);
+  }
+  for (const c of candidates) {
+    try {
+      if (Deno.statSync(c).isFile) return c;
+    } catch { /* absent */ }
+  }
+  return undefined;
 }
 
 if (import.meta.main) {
@@ -95,42 +128,117 @@ if (import.meta.main) {
     detail: `${what}: ${gpu.reason}`,
   });
 
+  let testOut = "";
   await step("test:gpu", async () => {
     if (!gpu.ok) return noGpu("no GPU");
     const r = await runLogged(
       Deno.execPath(),
-      [
-        "test",
-        "--allow-read",
-        "--allow-write",
-        "--allow-env",
-        "--allow-ffi",
-        "--allow-run",
-        "test/gpu/",
-      ],
+      ["test", ...TEST_PERMS, "test/gpu/"],
       `${dir}/test_gpu.log`,
       240,
     );
-    const summary = r.out.match(/(ok|FAILED) \| \d+ passed.*$/m)?.[0] ?? "no summary (timed out?)";
+    testOut = r.out;
+    const summary = testSummary(r.out) ?? "no summary (timed out?)";
     return { status: r.ok ? "passed" : "failed", detail: summary, log: "test_gpu.log" };
   });
 
-  // One of our GPU benchmarks: `deno run -A SCRIPT --json DIR/<name>.json`.
-  const denoBench = async (name: string, script: string, timeoutS: number) => {
+  await step("triage", async () => {
+    if (!gpu.ok) return noGpu("no GPU");
+    const failed = failedTests(testOut);
+    if (failed.length === 0) {
+      return { status: "skipped", detail: "no failed test named in test_gpu.log" };
+    }
+    const isolated: Isolated[] = [];
+    const t0 = performance.now();
+    for (const [i, name] of failed.entries()) {
+      if (performance.now() - t0 > 90_000) break; // the session's minutes go to the benchmarks
+      const s0 = performance.now();
+      const r = await runLogged(
+        Deno.execPath(),
+        ["test", ...TEST_PERMS, "--filter", exactFilter(name), "test/gpu/"],
+        `${dir}/triage_${i}.log`,
+        60,
+      );
+      isolated.push({
+        name,
+        verdict: r.timedOut ? "timed out" : r.ok ? "passes alone" : "fails",
+        seconds: Math.round((performance.now() - s0) / 100) / 10,
+      });
+    }
+    const first = isolated.find((t) => t.verdict === "fails");
+    const sanitizer = findSanitizer(nvcc);
+    let san: { test: string; out: string } | undefined;
+    if (first && sanitizer) {
+      const r = await runLogged(
+        sanitizer,
+        [
+          "--tool",
+          "memcheck",
+          "--print-limit",
+          "30",
+          Deno.execPath(),
+          "test",
+          ...TEST_PERMS,
+          "--filter",
+          exactFilter(first.name),
+          "test/gpu/",
+        ],
+        `${dir}/sanitizer.log`,
+        150,
+      );
+      san = { test: first.name, out: r.out };
+    }
+    Deno.writeTextFileSync(`${dir}/triage.md`, triageReport(isolated, san));
+    const alone = isolated.filter((t) => t.verdict === "fails").length;
+    return {
+      status: alone > 0 ? "failed" : "passed",
+      detail: `${alone} of ${isolated.length} failed tests fail alone` +
+        (first && !sanitizer ? "; no compute-sanitizer" : ""),
+      log: "triage.md",
+    };
+  });
+
+  // One of our GPU benchmarks: `deno run -A SCRIPT --json DIR/<name>.json [extra]`.
+  const denoBench = async (
+    name: string,
+    script: string,
+    timeoutS: number,
+    extra: string[] = [],
+    log = `${name}.log`,
+  ) => {
     if (!gpu.ok) return noGpu("no GPU");
     const r = await runLogged(
       Deno.execPath(),
-      ["run", "-A", script, "--json", `${dir}/${name}.json`],
-      `${dir}/${name}.log`,
+      ["run", "-A", script, "--json", `${dir}/${name}.json`, ...extra],
+      `${dir}/${log}`,
       timeoutS,
     );
     return {
       status: r.ok ? "passed" as const : "failed" as const,
       detail: r.ok ? `see ${name}.json` : r.out.slice(-400),
-      log: `${name}.log`,
+      log,
     };
   };
   await step("bench:int8", () => denoBench("bench_int8", "bench/gpu/conv_int8_bench.ts", 180));
+  // a version whose fault stopped the run: the other versions again, their rows merged in
+  let abortedAt: { version?: number; layer?: string } | undefined;
+  try {
+    abortedAt = JSON.parse(Deno.readTextFileSync(`${dir}/bench_int8.json`)).aborted;
+  } catch { /* no JSON: nothing measured to go on from */ }
+  if (abortedAt?.version && abortedAt.version !== 1) {
+    const others = [1, 2, 3].filter((v) => v !== abortedAt!.version).join(",");
+    await step(
+      `bench:int8 versions ${others} (v${abortedAt.version} faulted at ${abortedAt.layer})`,
+      () =>
+        denoBench(
+          "bench_int8",
+          "bench/gpu/conv_int8_bench.ts",
+          150,
+          ["--versions", others, "--merge"],
+          "bench_int8_rerun.log",
+        ),
+    );
+  }
   await step("bench:step", () => denoBench("bench_step", "bench/gpu/step_bench.ts", 200));
 
   // A PyTorch peer: its last JSON line goes to DIR/<name>.json.

@@ -142,10 +142,28 @@ if (import.meta.main) {
   const opts = quick ? { warmup: 2, trials: 2, reps: 1 } : { warmup: 2, trials: 3, reps: 3 };
   const rows: StepBenchRow[] = [];
   const failures: string[] = [];
+  // written after every model, so a fault in a later one keeps what was measured
+  const write = () => {
+    if (!values.json) return;
+    Deno.writeTextFileSync(
+      values.json,
+      JSON.stringify({ backend: values.backend, device: backend.info(), rows, failures }, null, 1) +
+        "\n",
+    );
+  };
   for (const m of names) {
-    const r = await benchModel(backend, m, all[m as keyof typeof all], opts);
+    let r: Awaited<ReturnType<typeof benchModel>>;
+    try {
+      r = await benchModel(backend, m, all[m as keyof typeof all], opts);
+    } catch (e) {
+      failures.push(`${m}: ${(e as Error).message.split("\n")[0]}`);
+      console.log(`${m}: FAILED: ${(e as Error).message}`);
+      write();
+      continue;
+    }
     rows.push(...r.rows);
     failures.push(...r.failures);
+    write();
     for (const row of r.rows) {
       console.log(
         `${row.model.padEnd(9)} ${row.preset.padEnd(10)} batch ${row.batch} ${row.input}: ` +
@@ -154,13 +172,6 @@ if (import.meta.main) {
           `${row.calls} calls, ${row.syncs} syncs`,
       );
     }
-  }
-  if (values.json) {
-    Deno.writeTextFileSync(
-      values.json,
-      JSON.stringify({ backend: values.backend, device: backend.info(), rows, failures }, null, 1) +
-        "\n",
-    );
   }
   if (failures.length > 0) {
     console.log(`validation FAILED:\n  ${failures.join("\n  ")}`);
