@@ -112,45 +112,52 @@ function withVersion(cuda: Lib, v: number, fn: () => void): void {
   }
 }
 
-for (const [name, conv] of CONVS) {
-  gpuTest(`int8 conv fprop / dgrad / wgrad, ${name}`, (cpu, cuda) => {
-    const sh = convShape(conv), acc = convShape(conv, 1);
-    const rnd = new Rand(7 + sh.x);
-    const x = rnd.i8(sh.x), w = rnd.i8(sh.w), dy = rnd.i8(sh.y), base = rnd.f32(sh.x);
-    const bias = rnd.f32(conv.k);
-    const xs = new Float32Array([0.013]),
-      ws = rnd.f32(conv.k).map((v) => Math.abs(v) * 0.01 + 1e-3);
-    const ds = rnd.f32(conv.k).map((v) => Math.abs(v) * 0.02 + 1e-3);
-    const run = (l: Lib) => {
-      const bx = l.buf(sh.x, x),
-        bw = l.buf(sh.w, w),
-        bdy = l.buf(sh.y, dy),
-        bb = l.buf(4 * conv.k, bias);
-      const bxs = l.buf(4, xs), bws = l.buf(4 * conv.k, ws), bds = l.buf(4 * conv.k, ds);
-      const y = l.buf(4 * sh.y), dx = l.buf(4 * sh.x), dw = l.buf(4 * sh.w), dw0 = l.buf(4 * sh.w);
-      const ran: number[] = [];
-      l.check(l.s.d8_conv2d_fwd_i8(y, bx, bw, bb, bxs, bws, 2, sh.bytes));
-      ran.push(lastVersion(l));
-      l.check(l.s.d8_conv2d_dgrad_i8(dx, bdy, bw, bds, bxs, sh.bytes));
-      ran.push(lastVersion(l));
-      const dxa = l.buf(4 * sh.x, base); // dx += the gradient (D8_CONV_ACCUMULATE)
-      l.check(l.s.d8_conv2d_dgrad_i8(dxa, bdy, bw, bds, bxs, acc.bytes));
-      l.check(l.s.d8_conv2d_wgrad_i8(dw, bx, bdy, bxs, bds, 1, sh.bytes));
-      ran.push(lastVersion(l));
-      l.check(l.s.d8_conv2d_wgrad_i8(dw0, bx, bdy, bxs, bds, 0, sh.bytes));
-      const out = {
-        ran,
-        y: l.f32(y, sh.y),
-        dx: l.f32(dx, sh.x),
-        dxa: l.f32(dxa, sh.x),
-        dw: l.f32(dw, sh.w),
-        dw0: l.f32(dw0, sh.w),
+// One test per (version, case), every case of version 1 first, then 2, then 3: a kernel that
+// faults (an illegal address is sticky: the process's later CUDA calls fail too) takes down only
+// the tests after it, and those of the versions before it have their verdicts (gpu_check's triage
+// reruns the failed ones alone).
+for (const v of VERSIONS) {
+  for (const [name, conv] of CONVS) {
+    gpuTest(`int8 conv fprop / dgrad / wgrad, ${name}, v${v}`, (cpu, cuda) => {
+      const sh = convShape(conv), acc = convShape(conv, 1);
+      const rnd = new Rand(7 + sh.x);
+      const x = rnd.i8(sh.x), w = rnd.i8(sh.w), dy = rnd.i8(sh.y), base = rnd.f32(sh.x);
+      const bias = rnd.f32(conv.k);
+      const xs = new Float32Array([0.013]),
+        ws = rnd.f32(conv.k).map((v) => Math.abs(v) * 0.01 + 1e-3);
+      const ds = rnd.f32(conv.k).map((v) => Math.abs(v) * 0.02 + 1e-3);
+      const run = (l: Lib) => {
+        const bx = l.buf(sh.x, x),
+          bw = l.buf(sh.w, w),
+          bdy = l.buf(sh.y, dy),
+          bb = l.buf(4 * conv.k, bias);
+        const bxs = l.buf(4, xs), bws = l.buf(4 * conv.k, ws), bds = l.buf(4 * conv.k, ds);
+        const y = l.buf(4 * sh.y),
+          dx = l.buf(4 * sh.x),
+          dw = l.buf(4 * sh.w),
+          dw0 = l.buf(4 * sh.w);
+        const ran: number[] = [];
+        l.check(l.s.d8_conv2d_fwd_i8(y, bx, bw, bb, bxs, bws, 2, sh.bytes));
+        ran.push(lastVersion(l));
+        l.check(l.s.d8_conv2d_dgrad_i8(dx, bdy, bw, bds, bxs, sh.bytes));
+        ran.push(lastVersion(l));
+        const dxa = l.buf(4 * sh.x, base); // dx += the gradient (D8_CONV_ACCUMULATE)
+        l.check(l.s.d8_conv2d_dgrad_i8(dxa, bdy, bw, bds, bxs, acc.bytes));
+        l.check(l.s.d8_conv2d_wgrad_i8(dw, bx, bdy, bxs, bds, 1, sh.bytes));
+        ran.push(lastVersion(l));
+        l.check(l.s.d8_conv2d_wgrad_i8(dw0, bx, bdy, bxs, bds, 0, sh.bytes));
+        const out = {
+          ran,
+          y: l.f32(y, sh.y),
+          dx: l.f32(dx, sh.x),
+          dxa: l.f32(dxa, sh.x),
+          dw: l.f32(dw, sh.w),
+          dw0: l.f32(dw0, sh.w),
+        };
+        l.freeAll();
+        return out;
       };
-      l.freeAll();
-      return out;
-    };
-    const ref = run(cpu);
-    for (const v of VERSIONS) {
+      const ref = run(cpu);
       withVersion(cuda, v, () => {
         const got = run(cuda);
         const tol = { atol: 0, rtol: 1e-6 };
@@ -166,8 +173,8 @@ for (const [name, conv] of CONVS) {
         );
         assertEqualArrays(`v${v} versions run (fprop, dgrad, wgrad)`, got.ran, want);
       });
-    }
-  });
+    });
+  }
 }
 
 gpuTest("int8 wgrad sums past int32 exactly (200,000 rows of 127 * 127)", (cpu, cuda) => {
