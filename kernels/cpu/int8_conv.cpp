@@ -1600,10 +1600,12 @@ void wgrad_core(float* dw, const int8_t* x, const int8_t* dy, const double* row_
       for (int64_t g = 0; g < G.g; ++g)
         for (int64_t i = 0; i < G.kg; ++i) {
           const int32_t* c = a32 + (g * kga + i) * G.kd;
-          const int32_t* cs = a32 + (g * kga + G.kg) * G.kd;  // column sums (ones)
+          // column sums (the row of ones; without it, kga == Kg and this row is not there: the
+          // last thread's would lie past the buffer, found by AddressSanitizer)
+          const int32_t* cs = a32 + (g * kga + G.kg) * G.kd;
           double* __restrict o = ad + (g * G.kg + i) * G.kd;
           for (int64_t j = 0; j < G.kd; ++j)
-            o[j] += static_cast<double>(unbiased(c[j], cs[j], ones));
+            o[j] += static_cast<double>(unbiased(c[j], ones ? cs[j] : 0, ones));
         }
       rows = 0;
     };
