@@ -181,11 +181,14 @@ try {
   try {
     await Deno.writeTextFile(file, code);
     // Path-scoped --allow-ffi is enough: handles cross as u64 values, never native pointers.
+    // (The folder of the library the tests load: build/, or DAINT8_CPU_LIB's under test:asan.)
+    const lib = Deno.env.get("DAINT8_CPU_LIB");
+    const scope = lib ? lib.slice(0, lib.lastIndexOf("/")) : `${root}build`;
     const scoped = await deno([
       "run",
       "--allow-read",
       "--allow-env",
-      `--allow-ffi=${root}build`,
+      `--allow-ffi=${scope}`,
       file,
     ]);
     assert.match(scoped.out, /^opened 2\n/);

@@ -1,0 +1,77 @@
+/**
+ * `deno task test:asan`: the test suite with the cpu library built under AddressSanitizer
+ * (`-fsanitize=address`, into build-asan/), the ASan runtime preloaded into Deno (and into every
+ * child process the tests start), so an out-of-bounds access or use after free in a kernel stops
+ * the run with its report. It found a read one row past a per-thread buffer in the INT8 row-split
+ * wgrad (its value unused; a fault had the buffer ended a page there). Deno's own allocations are
+ * not leak-checked (detect_leaks=0). CI runs it after `deno task test` (.ci/run).
+ *
+ * @module
+ */
+const root = decodeURIComponent(new URL("../", import.meta.url).pathname);
+
+function run(cmd: string, args: string[], env: Record<string, string> = {}) {
+  return new Deno.Command(cmd, { args, cwd: root, env, stdout: "piped", stderr: "piped" })
+    .outputSync();
+}
+
+/** The compiler's ASan runtime (libasan.so), or undefined when it has none. */
+export function asanRuntime(cxx = "g++"): string | undefined {
+  try {
+    const r = run(cxx, ["-print-file-name=libasan.so"]);
+    const path = new TextDecoder().decode(r.stdout).trim();
+    return path.startsWith("/") && Deno.statSync(path).isFile ? path : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+if (import.meta.main) {
+  const runtime = asanRuntime(Deno.env.get("CXX") ?? "g++");
+  if (!runtime) {
+    console.error("test:asan: the compiler has no ASan runtime (libasan.so): nothing to run");
+    Deno.exit(1);
+  }
+  const buildDir = `${root}build-asan`;
+  const built = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "--allow-write", "--allow-env", "--allow-run", "ffi/build.ts"],
+    cwd: root,
+    env: {
+      DAINT8_BUILD_DIR: buildDir,
+      DAINT8_CXXFLAGS: "-fsanitize=address -fno-omit-frame-pointer",
+      DAINT8_NO_CUDA: "1",
+    },
+  }).outputSync();
+  if (!built.success) {
+    console.error(new TextDecoder().decode(built.stderr));
+    Deno.exit(1);
+  }
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "test",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-ffi",
+      "--allow-run",
+      "--allow-net=127.0.0.1",
+      "--parallel",
+      "--doc",
+      "mod.ts",
+      "ffi/",
+      "src/",
+      "test/",
+    ],
+    cwd: root,
+    env: {
+      LD_PRELOAD: runtime,
+      ASAN_OPTIONS: "detect_leaks=0:halt_on_error=1",
+      DAINT8_CPU_LIB: `${buildDir}/libdaint8_cpu.so`,
+    },
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+  const { code } = await child.status;
+  if (code !== 0) console.error("test:asan: FAILED (an AddressSanitizer report, if any, is above)");
+  Deno.exit(code);
+}
