@@ -1,10 +1,12 @@
 /**
- * `deno task test:asan`: the test suite with the cpu library built under AddressSanitizer
- * (`-fsanitize=address`, into build-asan/), the ASan runtime preloaded into Deno (and into every
- * child process the tests start), so an out-of-bounds access or use after free in a kernel stops
- * the run with its report. It found a read one row past a per-thread buffer in the INT8 row-split
- * wgrad (its value unused; a fault had the buffer ended a page there). Deno's own allocations are
- * not leak-checked (detect_leaks=0). CI runs it after `deno task test` (.ci/run).
+ * `deno task test:asan`: the test suite with the cpu library built under AddressSanitizer and
+ * UndefinedBehaviorSanitizer (`-fsanitize=address,undefined`, into build-asan/), their runtimes
+ * preloaded into Deno (and into every child process the tests start), so an out-of-bounds access,
+ * a use after free or undefined behaviour (signed overflow, a misaligned or null access, a bad
+ * shift) in a kernel stops the run with its report. It found a read one row past a per-thread
+ * buffer in the INT8 row-split wgrad (its value unused; a fault had the buffer ended a page
+ * there). Deno's own allocations are not leak-checked (detect_leaks=0). CI runs it after `deno
+ * task test` (.ci/run).
  *
  * @module
  */
@@ -15,10 +17,10 @@ function run(cmd: string, args: string[], env: Record<string, string> = {}) {
     .outputSync();
 }
 
-/** The compiler's ASan runtime (libasan.so), or undefined when it has none. */
-export function asanRuntime(cxx = "g++"): string | undefined {
+/** A sanitizer runtime of the compiler ("libasan.so", "libubsan.so"), or undefined. */
+export function sanitizerRuntime(name: string, cxx = "g++"): string | undefined {
   try {
-    const r = run(cxx, ["-print-file-name=libasan.so"]);
+    const r = run(cxx, [`-print-file-name=${name}`]);
     const path = new TextDecoder().decode(r.stdout).trim();
     return path.startsWith("/") && Deno.statSync(path).isFile ? path : undefined;
   } catch {
@@ -27,9 +29,10 @@ export function asanRuntime(cxx = "g++"): string | undefined {
 }
 
 if (import.meta.main) {
-  const runtime = asanRuntime(Deno.env.get("CXX") ?? "g++");
-  if (!runtime) {
-    console.error("test:asan: the compiler has no ASan runtime (libasan.so): nothing to run");
+  const cxx = Deno.env.get("CXX") ?? "g++";
+  const runtimes = ["libasan.so", "libubsan.so"].map((n) => sanitizerRuntime(n, cxx));
+  if (runtimes.some((r) => r === undefined)) {
+    console.error("test:asan: the compiler lacks libasan.so or libubsan.so: nothing to run");
     Deno.exit(1);
   }
   const buildDir = `${root}build-asan`;
@@ -38,7 +41,7 @@ if (import.meta.main) {
     cwd: root,
     env: {
       DAINT8_BUILD_DIR: buildDir,
-      DAINT8_CXXFLAGS: "-fsanitize=address -fno-omit-frame-pointer",
+      DAINT8_CXXFLAGS: "-fsanitize=address,undefined -fno-sanitize=vptr -fno-omit-frame-pointer",
       DAINT8_NO_CUDA: "1",
     },
   }).outputSync();
@@ -64,14 +67,15 @@ if (import.meta.main) {
     ],
     cwd: root,
     env: {
-      LD_PRELOAD: runtime,
+      LD_PRELOAD: runtimes.join(" "),
       ASAN_OPTIONS: "detect_leaks=0:halt_on_error=1",
+      UBSAN_OPTIONS: "halt_on_error=1:print_stacktrace=1",
       DAINT8_CPU_LIB: `${buildDir}/libdaint8_cpu.so`,
     },
     stdout: "inherit",
     stderr: "inherit",
   }).spawn();
   const { code } = await child.status;
-  if (code !== 0) console.error("test:asan: FAILED (an AddressSanitizer report, if any, is above)");
+  if (code !== 0) console.error("test:asan: FAILED (a sanitizer's report, if any, is above)");
   Deno.exit(code);
 }
