@@ -10,6 +10,8 @@
  *
  * @module
  */
+import { TEST_PERMISSIONS } from "./helpers/child_tests.ts";
+
 const root = decodeURIComponent(new URL("../", import.meta.url).pathname);
 
 function run(cmd: string, args: string[], env: Record<string, string> = {}) {
@@ -52,11 +54,7 @@ if (import.meta.main) {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "test",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-ffi",
-      "--allow-run",
+      ...TEST_PERMISSIONS,
       "--allow-net=127.0.0.1",
       "--parallel",
       "--doc",

@@ -22,6 +22,7 @@
 import { buildCpu } from "../../ffi/build.ts";
 import { buildCuda, checkCudaBuild, findNvcc } from "../../ffi/build_cuda.ts";
 import { cudaAvailable } from "../../test/gpu/harness.ts";
+import { TEST_PERMISSIONS } from "../../test/helpers/child_tests.ts";
 import { writeRatios } from "./ratios.ts";
 import { exactFilter, failedTests, type Isolated, testSummary, triageReport } from "./triage.ts";
 
@@ -62,14 +63,6 @@ async function runLogged(
   Deno.writeTextFileSync(logPath, out);
   return { ok: r.success, out, timedOut };
 }
-
-const TEST_PERMS = [
-  "--allow-read",
-  "--allow-write",
-  "--allow-env",
-  "--allow-ffi",
-  "--allow-run",
-];
 
 /** compute-sanitizer beside nvcc, or on PATH. */
 function findSanitizer(nvcc: string | undefined): string | undefined {
@@ -133,7 +126,7 @@ if (import.meta.main) {
     if (!gpu.ok) return noGpu("no GPU");
     const r = await runLogged(
       Deno.execPath(),
-      ["test", ...TEST_PERMS, "test/gpu/"],
+      ["test", ...TEST_PERMISSIONS, "test/gpu/"],
       `${dir}/test_gpu.log`,
       240,
     );
@@ -155,7 +148,7 @@ if (import.meta.main) {
       const s0 = performance.now();
       const r = await runLogged(
         Deno.execPath(),
-        ["test", ...TEST_PERMS, "--filter", exactFilter(name), "test/gpu/"],
+        ["test", ...TEST_PERMISSIONS, "--filter", exactFilter(name), "test/gpu/"],
         `${dir}/triage_${i}.log`,
         60,
       );
@@ -178,7 +171,7 @@ if (import.meta.main) {
           "30",
           Deno.execPath(),
           "test",
-          ...TEST_PERMS,
+          ...TEST_PERMISSIONS,
           "--filter",
           exactFilter(first.name),
           "test/gpu/",

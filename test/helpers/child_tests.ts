@@ -3,6 +3,15 @@
  * kernels' forms that a variable read once per process forces (D8_CPU_CONV_PATH, D8_CPU_WGRAD).
  */
 
+/** The permissions every `deno test` of this repository's suite runs with (deno.json's tasks). */
+export const TEST_PERMISSIONS: readonly string[] = [
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-ffi",
+  "--allow-run",
+];
+
 /**
  * Runs `files` with `--filter filter` and `env` in a child process; throws with the child's
  * output when it fails or passes fewer than `minPassed` tests.
@@ -17,11 +26,7 @@ export async function runChildTests(
   const r = await new Deno.Command(Deno.execPath(), {
     args: [
       "test",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-ffi",
-      "--allow-run",
+      ...TEST_PERMISSIONS,
       "--filter",
       filter,
       ...files,
