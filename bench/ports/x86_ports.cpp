@@ -14,7 +14,10 @@
 //
 // "step" rows are the per-32-MAC instruction mix of the avx2 variant (vpsignb, vpmaddubsw,
 // vpmaddwd with ones, vpaddd) and, for comparison, the mix without vpsignb (possible only when
-// one operand is unsigned) and the int16 route (vpmaddwd on int16 operands + vpaddd).
+// one operand is unsigned) and the int16 route (vpmaddwd on int16 operands + vpaddd). The "tile
+// row" rows are one row of the avx2 tile with what it adds to the mix: the A broadcast and one
+// vpabsb per row (the tile before 2026-12-07), or one vpabsb per B vector and k-group, shared by
+// the tile's four rows (the tile since).
 #include <x86intrin.h>
 #include <cstdio>
 #include <cstdint>
@@ -40,6 +43,22 @@ __attribute__((noinline)) double NAME() { uint64_t best=~0ull; \
 // AVX2 sign-trick product step into acc i: t = sign(b, a); t = maddubs(|a|, t); t = madd(t, ones); acc += t
 #define STEP(i) "vpsignb %%ymm14, %%ymm15, %%ymm10\n vpmaddubsw %%ymm10, %%ymm13, %%ymm11\n vpmaddwd %%ymm12, %%ymm11, %%ymm11\n vpaddd %%ymm11, %%ymm" #i ", %%ymm" #i "\n"
 #define STEP3(i) "vpmaddubsw %%ymm14, %%ymm13, %%ymm11\n vpmaddwd %%ymm12, %%ymm11, %%ymm11\n vpaddd %%ymm11, %%ymm" #i ", %%ymm" #i "\n"
+// One row of the avx2 tile (int8_gemm.cpp tile_avx2's k-loop): a broadcast of the row's 4 A bytes,
+// |a| once, then per B vector (two: 16 columns) sign, maddubs, maddwd, add: 64 MACs. Accumulator
+// pairs rotate over 4 rows (ymm0-7), as in the 4 x 2 tile; the broadcast reads from a stack slot.
+#define TROW(i, j) "vpbroadcastd (%%rsp), %%ymm13\n vpabsb %%ymm13, %%ymm9\n" \
+  "vpsignb %%ymm13, %%ymm14, %%ymm10\n vpsignb %%ymm13, %%ymm15, %%ymm11\n" \
+  "vpmaddubsw %%ymm10, %%ymm9, %%ymm10\n vpmaddubsw %%ymm11, %%ymm9, %%ymm11\n" \
+  "vpmaddwd %%ymm12, %%ymm10, %%ymm10\n vpmaddwd %%ymm12, %%ymm11, %%ymm11\n" \
+  "vpaddd %%ymm10, %%ymm" #i ", %%ymm" #i "\n vpaddd %%ymm11, %%ymm" #j ", %%ymm" #j "\n"
+// The same four rows with the signs moved onto A: |b| once per B vector and k-group (shared by the
+// four rows), then per row and vector sign(a, b), maddubs(|b|, .), maddwd, add.
+#define TROWB(i, j) "vpbroadcastd (%%rsp), %%ymm13\n" \
+  "vpsignb %%ymm14, %%ymm13, %%ymm10\n vpsignb %%ymm15, %%ymm13, %%ymm11\n" \
+  "vpmaddubsw %%ymm10, %%ymm8, %%ymm10\n vpmaddubsw %%ymm11, %%ymm9, %%ymm11\n" \
+  "vpmaddwd %%ymm12, %%ymm10, %%ymm10\n vpmaddwd %%ymm12, %%ymm11, %%ymm11\n" \
+  "vpaddd %%ymm10, %%ymm" #i ", %%ymm" #i "\n vpaddd %%ymm11, %%ymm" #j ", %%ymm" #j "\n"
+#define TABS "vpabsb %%ymm14, %%ymm8\n vpabsb %%ymm15, %%ymm9\n"
 // int16 route: vpmaddwd on int16 operands (16 MACs) + add
 #define W16(i) "vpmaddwd %%ymm14, %%ymm13, %%ymm11\n vpaddd %%ymm11, %%ymm" #i ", %%ymm" #i "\n"
 BENCH(fma, R10(FMA), 10)
@@ -51,6 +70,8 @@ BENCH(mix, MIX4 MIX4 MIX4, 12)
 BENCH(step, R10(STEP), 10)
 BENCH(step3, R10(STEP3), 10)
 BENCH(w16, R10(W16), 10)
+BENCH(trow, TROW(0, 1) TROW(2, 3) TROW(4, 5) TROW(6, 7) TROW(0, 1) TROW(2, 3) TROW(4, 5) TROW(6, 7), 8)
+BENCH(trowb, TABS TROWB(0, 1) TROWB(2, 3) TROWB(4, 5) TROWB(6, 7) TABS TROWB(0, 1) TROWB(2, 3) TROWB(4, 5) TROWB(6, 7), 8)
 #ifdef __AVX512F__
 #define ZFMA(i) "vfmadd231ps %%zmm14, %%zmm15, %%zmm" #i "\n"
 BENCH(zfma, R10(ZFMA), 10)
@@ -78,7 +99,8 @@ int main() {
     {"vfmadd231ps ymm", fma, 8}, {"vpmaddubsw ymm", mubs, 0}, {"vpmaddwd ymm", mwd, 0},
     {"vpsignb ymm", sgn, 0}, {"vpaddd ymm", add, 0}, {"vpmaddubsw+vpmaddwd mixed", mix, 0},
     {"sign+maddubs+maddwd+add step", step, 32}, {"maddubs+maddwd+add step", step3, 32},
-    {"maddwd(int16)+add step", w16, 16}};
+    {"maddwd(int16)+add step", w16, 16}, {"avx2 tile row (bcast, abs, 2 x step)", trow, 64},
+    {"tile row, |b| per k-group", trowb, 64}};
   auto row = [&](const char* n, double (*f)(), double macs) { double ipc = f() / c;
     printf("%-32s %.2f /clock", n, ipc); if (macs) printf(" = %.1f MACs/clock", ipc*macs); printf("\n"); };
   for (auto& l : L) row(l.n, l.f, l.macs);
