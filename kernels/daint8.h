@@ -324,7 +324,7 @@ int32_t d8_quant_error(d8_buffer* record, const d8_buffer* x, const d8_buffer* q
 /* ---- INT8 GEMMs: int8 x int8 -> int32 accumulation, rescaled to f32 in the epilogue ---- *
  * Scales (clip / 127) are f32 buffers. Outputs f32, overwritten. Int8 operands must lie in
  * [-127, 127] (what d8_quantize_i8 writes); -128 is outside the contract (the AVX2 kernel's sign
- * trick cannot represent (-128) * (-128)). */
+ * trick cannot negate -128). */
 /* y[n,p,q,k] = sum(xq * wq) * x_scale[0] * w_scale[k or 0] (+ bias[k]); w_layout is
  * D8_SCALE_TENSOR or D8_SCALE_OUTER. bias may be NULL. x int8 NHWC, w int8 OHWI. */
 int32_t d8_conv2d_fwd_i8(d8_buffer* y, const d8_buffer* x, const d8_buffer* w,
