@@ -86,6 +86,7 @@ if (import.meta.main) {
   }
   Deno.mkdirSync(dir, { recursive: true });
   const steps: Step[] = [];
+  let gpu: ReturnType<typeof cudaAvailable> | undefined;
   const step = async (name: string, fn: () => Promise<Omit<Step, "name" | "seconds">>) => {
     const t0 = performance.now();
     let s: Omit<Step, "name" | "seconds">;
@@ -99,7 +100,24 @@ if (import.meta.main) {
     console.log(
       `gpu:check ${name}: ${full.status} (${full.seconds} s) ${full.detail.split("\n")[0]}`,
     );
+    writeSummary(false);
   };
+  // summary.json after every step: a run cut off by the machine's time limit keeps its verdicts
+  const writeSummary = (done: boolean) =>
+    Deno.writeTextFileSync(
+      `${dir}/summary.json`,
+      JSON.stringify(
+        {
+          when: new Date().toISOString(),
+          nvcc: nvcc ?? null,
+          gpu: gpu ? (gpu.ok ? "available" : gpu.reason) : "not asked yet",
+          complete: done,
+          steps,
+        },
+        null,
+        1,
+      ) + "\n",
+    );
 
   const nvcc = findNvcc();
   await step("build", async () => {
@@ -115,7 +133,7 @@ if (import.meta.main) {
       : { status: "failed", detail: problems.join("; "), log: "build_check.log" };
   });
 
-  const gpu = cudaAvailable();
+  gpu = cudaAvailable();
   const noGpu = (what: string) => ({
     status: "skipped" as const,
     detail: `${what}: ${gpu.reason}`,
@@ -280,13 +298,7 @@ if (import.meta.main) {
     });
   });
 
-  const summary = {
-    when: new Date().toISOString(),
-    nvcc: nvcc ?? null,
-    gpu: gpu.ok ? "available" : gpu.reason,
-    steps,
-  };
-  Deno.writeTextFileSync(`${dir}/summary.json`, JSON.stringify(summary, null, 1) + "\n");
+  writeSummary(true);
   console.log(`gpu:check: summary in ${dir}/summary.json`);
   Deno.exit(steps.some((s) => s.status === "failed") ? 1 : 0);
 }
