@@ -210,14 +210,15 @@ export async function buildCuda(
   return out;
 }
 
-interface Job {
+/** One compiler run of a parallel build. */
+export interface Job {
   name: string;
   cmd: string;
   args: string[];
 }
 
 /** Runs the jobs, `width` at a time; results in job order. */
-async function runPool(
+export async function runPool(
   jobs: Job[],
   width: number,
   verbose: boolean,
@@ -238,7 +239,7 @@ async function runPool(
       })
         .output();
       if (verbose) {
-        console.error(`  ${job.name}.cu: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+        console.error(`  ${job.name}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
       }
       results[i] = {
         name: job.name,

@@ -121,7 +121,7 @@ if (import.meta.main) {
 
   const nvcc = findNvcc();
   await step("build", async () => {
-    buildCpu();
+    await buildCpu();
     if (!nvcc) {
       return { status: "skipped", detail: "nvcc not found: the cuda library is not built" };
     }
