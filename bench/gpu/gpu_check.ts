@@ -86,7 +86,7 @@ if (import.meta.main) {
   }
   Deno.mkdirSync(dir, { recursive: true });
   const steps: Step[] = [];
-  let gpu: ReturnType<typeof cudaAvailable> | undefined;
+  const device = { state: "not asked yet" }; // summary.json's "gpu", once asked
   const step = async (name: string, fn: () => Promise<Omit<Step, "name" | "seconds">>) => {
     const t0 = performance.now();
     let s: Omit<Step, "name" | "seconds">;
@@ -110,7 +110,7 @@ if (import.meta.main) {
         {
           when: new Date().toISOString(),
           nvcc: nvcc ?? null,
-          gpu: gpu ? (gpu.ok ? "available" : gpu.reason) : "not asked yet",
+          gpu: device.state,
           complete: done,
           steps,
         },
@@ -133,7 +133,8 @@ if (import.meta.main) {
       : { status: "failed", detail: problems.join("; "), log: "build_check.log" };
   });
 
-  gpu = cudaAvailable();
+  const gpu = cudaAvailable();
+  device.state = gpu.ok ? "available" : gpu.reason;
   const noGpu = (what: string) => ({
     status: "skipped" as const,
     detail: `${what}: ${gpu.reason}`,
