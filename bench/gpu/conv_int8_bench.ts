@@ -226,8 +226,7 @@ if (import.meta.main) {
     }
     write();
   }
-  if (!aborted) cuda.close();
-  write();
+  if (!aborted) cuda.close(); // (the JSON was written after the last layer)
   if (failures.length > 0) {
     console.log(`FAILED:\n  ${failures.join("\n  ")}`);
     Deno.exit(1);

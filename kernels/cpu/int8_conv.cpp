@@ -1515,7 +1515,7 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
                               : 0;
       const auto prefetch = [&](i8::Epi& er, int64_t st) {
         if (!more) return;
-        const bool isx = st < sx || steps == 1;
+        const bool isx = st < sx;  // (sx >= 1: a single GEMM takes x)
         const int64_t n = isx ? sx : steps - sx, i = isx ? st : st - sx, tot = isx ? xb : db;
         er.pf = (isx ? x + na * hwc : dy + na * pq * G.k) + tot * i / n;
         er.pf_bytes = tot * (i + 1) / n - tot * i / n;

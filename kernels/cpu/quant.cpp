@@ -65,14 +65,14 @@ inline int32_t bits_of(float f) {
   return b;
 }
 
-// One element: v = x * inv already computed. Written without ordered float comparisons
-// (<, >=: GCC will not if-convert them under the default -ftrapping-math, so the loops would not
-// vectorize): the rounding adjustments come from exact arithmetic on the fraction d instead.
 // u in [0, 1) of element lo (the counter hash above).
 __attribute__((always_inline)) inline float uniform_of(uint32_t lo, Keys k) {
   const uint32_t h = mix32(mix32(lo ^ k.k0) + k.k1);
   return static_cast<float>(h >> 8) * (1.0f / 16777216.0f);
 }
+// One element: v = x * inv already computed. Written without ordered float comparisons
+// (<, >=: GCC will not if-convert them under the default -ftrapping-math, so the loops would not
+// vectorize): the rounding adjustments come from exact arithmetic on the fraction d instead.
 // u: uniform_of(lo, k) when Stoch, else unused (the dual kernel hashes once for its two outputs).
 template <bool Stoch>
 __attribute__((always_inline)) inline int8_t quant1u(float v, float u, Keys k) {
