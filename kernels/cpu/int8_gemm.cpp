@@ -815,16 +815,28 @@ void pack_a_cols(uint8_t* a, int64_t lda, const int8_t* src, int64_t ld, int64_t
   if (mpad > m) std::memset(a + m * lda, flip, static_cast<size_t>((mpad - m) * lda));
 }
 
-void gemm_block(const Plan& p, int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda,
+void gemm_tiles(const Plan& p, int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda,
                 const int8_t* bp, const int32_t* comp, const Epi& e, const int32_t* koff,
                 int64_t bk4) {
   const int64_t k4 = k4_of(k);
   const int64_t panel_bytes = (bk4 > 0 ? bk4 : k4) * 4 * p.nr;
   // amx chunks: kg | k4 (with koff the caller chose kg for its runs, see set_runs)
   const int kg = koff ? p.kg : divisor_at_most(k4, p.kg);
-  const int64_t tiles = ((n + p.nr - 1) / p.nr) * ((m + p.mr - 1) / p.mr);
-  int64_t tix = 0;
-  Epi et = e;
+  // The tiles read the caller's Epi in place, unless they take prefetch shares: a copy of the
+  // whole struct (two ymm loads) right after the caller wrote it field by field missed store
+  // forwarding, ~6% of a 16 -> 32 stride-2 dgrad whose phase rows are GEMMs of one tile (perf).
+  const Epi* ep = &e;
+  Epi et;
+  int64_t tiles = 0, tix = 0;
+  if (e.pf) {
+    et.mode = e.mode;
+    et.c = e.c;
+    et.ldc = e.ldc;
+    et.col_scale = e.col_scale;
+    et.bias = e.bias;
+    ep = &et;
+    tiles = ((n + p.nr - 1) / p.nr) * ((m + p.mr - 1) / p.mr);
+  }
   for (int64_t j = 0; j < n; j += p.nr) {
     const int8_t* b = bp + (j / p.nr) * panel_bytes;
     const int nc = static_cast<int>(std::min<int64_t>(p.nr, n - j));
@@ -835,7 +847,7 @@ void gemm_block(const Plan& p, int64_t m, int64_t n, int64_t k, const uint8_t* a
         et.pf_bytes = b1 - b0;
       }
       p.tile(k4, a + i * lda, lda, koff, b, comp + j, static_cast<int>(std::min<int64_t>(p.mr, m - i)),
-             nc, et, i, j, kg);
+             nc, *ep, i, j, kg);
     }
   }
 }
