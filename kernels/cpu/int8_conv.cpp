@@ -1435,45 +1435,61 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
   uint8_t* xall = scratch_bytes<uint8_t>(kSlotConvPad, nt * xw_bytes);
 
   const int64_t bb = round_up(ct * 4 * kp, 64), cb = round_up(4 * G.kd * G.k, 64);
-  const int64_t ob = round_up(4 * (ct + kp), 64), db = round_up(8 * G.kd * G.k, 64);
+  const int64_t ob_bytes = round_up(4 * (ct + kp), 64), db = round_up(8 * G.kd * G.k, 64);
   // Up to kMaxRowsI32 reduction rows in all, the threads' int32 partials add exactly (mod 2^32,
   // the true sum fits); beyond, each thread flushes its int32 sums into doubles every
   // kMaxRowsI32 rows and the doubles are combined.
   const bool wide = 4 * k4 > kMaxRowsI32;
-  const int64_t per = bb + cb + ob + (wide ? db : 0);
+  const int64_t per = bb + cb + ob_bytes + (wide ? db : 0);
   char* work = scratch_bytes<char>(kSlotConvWork, nt * per);
   std::vector<uint8_t> has(static_cast<size_t>(nt), 0);  // the thread summed k-groups
   // dw[k, j] = (the threads' exact sums of dW^T[j, k], in a fixed order) * row_scale[k]: per row j
   // of dW^T the sums and the scaling run along k (vector code), then the row goes to dw's column j.
   // Each thread takes a slice of j after a barrier, in the same parallel region (a second region
   // for it ran on one thread below 16K outputs: 32->64 s2, 4.5% of the pass serial).
+  // Sixteen rows of dW^T at a time: their sums and scaling vectorize along k (restrict pointers:
+  // GCC left the int32 adds and the int -> double conversions scalar when they shared a buffer),
+  // and the block goes to dw as 16-float runs of each row k instead of single floats 4 * kd bytes
+  // apart (the scalar reduce was 6.6% of the 32 -> 64 s2 pass, perf, one thread).
+  constexpr int kJb = 16;
   const int64_t kr = round_up(G.k, 16);
-  char* cbuf = scratch_bytes<char>(kSlotConvCol, nt * 12 * kr);
+  const int64_t rbuf = round_up(4 * kr + 8 * kr + 4 * kJb * kr, 64);
+  char* cbuf = scratch_bytes<char>(kSlotConvCol, nt * rbuf);
   const auto reduce = [&](int64_t j0, int64_t j1, int team, char* buf) {
-    int32_t* si = reinterpret_cast<int32_t*>(buf);
-    double* sd = reinterpret_cast<double*>(si + kr);
-    for (int64_t j = j0; j < j1; ++j) {
-      if (wide) {
-        for (int64_t kk = 0; kk < G.k; ++kk) sd[kk] = 0.0;
-        for (int th = 0; th < team; ++th) {
-          if (!has[th]) continue;
-          const double* a =
-              reinterpret_cast<const double*>(work + th * per + bb + cb + ob) + j * G.k;
-          for (int64_t kk = 0; kk < G.k; ++kk) sd[kk] += a[kk];
+    uint32_t* __restrict su = reinterpret_cast<uint32_t*>(buf);
+    double* __restrict sd = reinterpret_cast<double*>(buf + 4 * kr);
+    float* __restrict ob = reinterpret_cast<float*>(buf + 12 * kr);  // [kJb][kr]
+    const double* __restrict rs = row_scale;
+    for (int64_t jb = j0; jb < j1; jb += kJb) {
+      const int64_t nj = std::min<int64_t>(kJb, j1 - jb);
+      for (int64_t jj = 0; jj < nj; ++jj) {
+        const int64_t j = jb + jj;
+        if (wide) {
+          for (int64_t kk = 0; kk < G.k; ++kk) sd[kk] = 0.0;
+          for (int th = 0; th < team; ++th) {
+            if (!has[th]) continue;
+            const double* __restrict a =
+                reinterpret_cast<const double*>(work + th * per + bb + cb + ob_bytes) + j * G.k;
+            for (int64_t kk = 0; kk < G.k; ++kk) sd[kk] += a[kk];
+          }
+        } else {
+          for (int64_t kk = 0; kk < G.k; ++kk) su[kk] = 0;
+          for (int th = 0; th < team; ++th) {
+            if (!has[th]) continue;
+            const uint32_t* __restrict a =
+                reinterpret_cast<const uint32_t*>(work + th * per + bb) + j * G.k;
+            for (int64_t kk = 0; kk < G.k; ++kk) su[kk] += a[kk];  // mod 2^32: exact
+          }
+          for (int64_t kk = 0; kk < G.k; ++kk)
+            sd[kk] = static_cast<double>(static_cast<int32_t>(su[kk]));
         }
-      } else {
-        uint32_t* su = reinterpret_cast<uint32_t*>(si);
-        for (int64_t kk = 0; kk < G.k; ++kk) su[kk] = 0;
-        for (int th = 0; th < team; ++th) {
-          if (!has[th]) continue;
-          const uint32_t* a = reinterpret_cast<const uint32_t*>(work + th * per + bb) + j * G.k;
-          for (int64_t kk = 0; kk < G.k; ++kk) su[kk] += a[kk];  // mod 2^32: exact
-        }
-        for (int64_t kk = 0; kk < G.k; ++kk) sd[kk] = static_cast<double>(si[kk]);
+        float* __restrict o = ob + jj * kr;
+        for (int64_t kk = 0; kk < G.k; ++kk) o[kk] = static_cast<float>(sd[kk] * rs[kk]);
       }
-      float* o = reinterpret_cast<float*>(si);  // the int32 sums are consumed
-      for (int64_t kk = 0; kk < G.k; ++kk) o[kk] = static_cast<float>(sd[kk] * row_scale[kk]);
-      for (int64_t kk = 0; kk < G.k; ++kk) dw[kk * G.kd + j] = o[kk];
+      for (int64_t kk = 0; kk < G.k; ++kk) {
+        float* __restrict d = dw + kk * G.kd + jb;
+        for (int64_t jj = 0; jj < nj; ++jj) d[jj] = ob[jj * kr + kk];
+      }
     }
   };
   parallel(nt, [&](int t, int T) {
@@ -1482,7 +1498,7 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
     int32_t* c = reinterpret_cast<int32_t*>(base + bb);
     int32_t* koff = reinterpret_cast<int32_t*>(base + bb + cb);
     int32_t* comp = koff + ct;
-    double* ad = reinterpret_cast<double*>(base + bb + cb + ob);
+    double* ad = reinterpret_cast<double*>(base + bb + cb + ob_bytes);
     if (!P.flip) std::memset(comp, 0, static_cast<size_t>(4 * kp));
     int64_t rows = 0;  // reduction rows (4 per k-group) in c since the last flush
     bool flushed = false;
@@ -1541,7 +1557,7 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-    reduce(G.kd * t / T, G.kd * (t + 1) / T, T, cbuf + t * 12 * kr);
+    reduce(G.kd * t / T, G.kd * (t + 1) / T, T, cbuf + t * rbuf);
   });
   return true;
 }
