@@ -3,6 +3,8 @@
 // torchvision's windows: start = floor(i * in / out), end = ceil((i + 1) * in / out)).
 #include "common.h"
 
+#include <cmath>
+
 #include <cstdio>
 
 using namespace d8cpu;
@@ -153,7 +155,9 @@ extern "C" int32_t d8_adaptive_avgpool_bwd(d8_buffer* dx, const d8_buffer* dy, i
             for (int64_t a = h0; a < h1; ++a)
               for (int64_t b = w0; b < w1; ++b) {
                 float* o = d + (a * w + b) * c;
-                for (int64_t k = 0; k < c; ++k) o[k] += g[k] * inv;
+                // one rounding, written out: GCC contracts a*b+c into an FMA only where the
+                // target has one, and the cuda kernel must match it bit for bit either way
+                for (int64_t k = 0; k < c; ++k) o[k] = std::fma(g[k], inv, o[k]);
               }
           }
         }

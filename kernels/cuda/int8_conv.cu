@@ -71,8 +71,13 @@ struct ImmaParams {
   int64_t split_len;
 };
 
+// D8_CUDA_EMU: the CPU emulation (kernels/cuda/emu) supplies the warp-level instructions.
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
+#if defined(D8_CUDA_EMU)
+  return emu::smem_u32(p);
+#else
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+#endif
 }
 // Byte offset of 16-byte chunk `chunk` (0..3) of tile row `row`.
 __device__ __forceinline__ int swz(int row, int chunk) {
@@ -80,7 +85,9 @@ __device__ __forceinline__ int swz(int row, int chunk) {
 }
 
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-#if __CUDA_ARCH__ >= 800
+#if defined(D8_CUDA_EMU)
+  emu::cp_async16(dst, src, valid);
+#elif __CUDA_ARCH__ >= 800
   const int n = valid ? 16 : 0;  // 0: zero-fill, nothing read
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
 #else
@@ -88,19 +95,21 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool v
 #endif
 }
 __device__ __forceinline__ void cp_async_commit() {
-#if __CUDA_ARCH__ >= 800
+#if __CUDA_ARCH__ >= 800 && !defined(D8_CUDA_EMU)
   asm volatile("cp.async.commit_group;\n" ::);
 #endif
 }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
-#if __CUDA_ARCH__ >= 800
+#if __CUDA_ARCH__ >= 800 && !defined(D8_CUDA_EMU)
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 #endif
 }
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
-#if __CUDA_ARCH__ >= 750
+#if defined(D8_CUDA_EMU)
+  emu::ldmatrix_x4(r, addr);
+#elif __CUDA_ARCH__ >= 750
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
@@ -117,7 +126,9 @@ template <bool MMA32>
 __device__ __forceinline__ void mma_16x8x32(int32_t (&c)[4], const uint32_t (&a)[4],
                                             const uint32_t (&b)[2]) {
   if constexpr (MMA32) {
-#if __CUDA_ARCH__ >= 800
+#if defined(D8_CUDA_EMU)
+    emu::mma_m16n8k32_s8(c, a, b);
+#elif __CUDA_ARCH__ >= 800
     asm volatile(
         "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
         "{%8, %9}, {%0, %1, %2, %3};\n"
@@ -125,7 +136,14 @@ __device__ __forceinline__ void mma_16x8x32(int32_t (&c)[4], const uint32_t (&a)
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 #endif
   } else {
-#if __CUDA_ARCH__ >= 750
+#if defined(D8_CUDA_EMU)
+    int32_t top[2] = {c[0], c[1]}, bot[2] = {c[2], c[3]};
+    emu::mma_m8n8k16_s8(top, a[0], b[0]);
+    emu::mma_m8n8k16_s8(bot, a[1], b[0]);
+    emu::mma_m8n8k16_s8(top, a[2], b[1]);
+    emu::mma_m8n8k16_s8(bot, a[3], b[1]);
+    c[0] = top[0], c[1] = top[1], c[2] = bot[0], c[3] = bot[1];
+#elif __CUDA_ARCH__ >= 750
     asm volatile("mma.sync.aligned.m8n8k16.row.col.s32.s8.s8.s32 {%0, %1}, {%2}, {%3}, {%0, %1};\n"
                  : "+r"(c[0]), "+r"(c[1])
                  : "r"(a[0]), "r"(b[0]));
@@ -445,8 +463,10 @@ __global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
           if (row >= p.rows || col >= p.cols) continue;
           if constexpr (OP == kOpFwd) {
             const int k = g * G.kg + col;
-            const float v0 = __fmul_rn(static_cast<float>(a), p.cs[k]);
-            p.out_f[row * G.k + k] = p.bias ? __fadd_rn(v0, p.bias[k]) : v0;
+            // one rounding, as the cpu backend's fused epilogue (vfmadd): acc * scale + bias
+            const float fa = static_cast<float>(a);
+            p.out_f[row * G.k + k] =
+                p.bias ? __fmaf_rn(fa, p.cs[k], p.bias[k]) : __fmul_rn(fa, p.cs[k]);
           } else if constexpr (OP == kOpDgrad) {
             p.out_f[row * G.c + int64_t{g} * G.cg + col] = __fmul_rn(static_cast<float>(a), p.cs[0]);
           } else {
@@ -490,8 +510,8 @@ __global__ void fwd_simple_k(float* y, const int8_t* x, const int8_t* w, const f
                          w + int64_t{k} * G.kd + (r * G.s + s) * G.cg, G.cg, al);
       }
     }
-    const float v = __fmul_rn(static_cast<float>(acc), cs[k]);
-    y[i] = bias ? __fadd_rn(v, bias[k]) : v;
+    const float fa = static_cast<float>(acc);  // one rounding with a bias, as the cpu's epilogue
+    y[i] = bias ? __fmaf_rn(fa, cs[k], bias[k]) : __fmul_rn(fa, cs[k]);
   }
 }
 

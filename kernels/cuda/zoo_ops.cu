@@ -70,7 +70,7 @@ __global__ void adaptive_bwd_k(float* dx, const float* dy, int n, int h, int w, 
         const int64_t w0 = win_start(j, w, q), w1 = win_end(j, w, q);
         if (b < w0 || b >= w1) continue;
         const float inv = __fdiv_rn(1.0f, static_cast<float>((h1 - h0) * (w1 - w0)));
-        acc = __fadd_rn(acc, __fmul_rn(dy[((img * p + i) * q + j) * c + k], inv));
+        acc = __fmaf_rn(dy[((img * p + i) * q + j) * c + k], inv, acc);  // as the cpu: one rounding
       }
     }
     dx[t] = acc;

@@ -5,7 +5,8 @@
  *
  * Exactness: INT8 GEMM int32 accumulators (d8_gemm_i8), the quantizers (nearest and stochastic,
  * every layout, dual) and the INT8 weight gradient (exact int64 sums, then the cpu's formula) must
- * be bit-identical; INT8 fprop / dgrad outputs within 1e-6 relative (same formula, float epilogue);
+ * be bit-identical; INT8 fprop outputs within 1e-6 relative (same formula, one rounding), dgrad
+ * within 1e-5 of the largest |dx| (the cpu's scatter form rounds per kernel row);
  * float ops within the stated tolerances. Every INT8 case runs under each cuda kernel version
  * (1 simple, 2 mma-m8n8k16, 3 mma-m16n8k32).
  */
@@ -20,6 +21,11 @@ import {
 } from "./harness.ts";
 
 const gpu = cudaAvailable();
+// DAINT8_REQUIRE_CUDA=1 (test:cuda-emu, gpu:check): a library that does not load is a failure,
+// not a skip
+if (!gpu.ok && Deno.env.get("DAINT8_REQUIRE_CUDA") === "1") {
+  throw new Error(`test/gpu: DAINT8_REQUIRE_CUDA=1 but ${gpu.reason}`);
+}
 if (!gpu.ok) console.log(`test/gpu: skipping the cuda tests: ${gpu.reason}`);
 
 function gpuTest(name: string, fn: (cpu: Lib, cuda: Lib) => void): void {
@@ -162,8 +168,17 @@ for (const v of VERSIONS) {
         const got = run(cuda);
         const tol = { atol: 0, rtol: 1e-6 };
         assertClose(`v${v} fprop`, got.y, ref.y, tol);
-        assertClose(`v${v} dgrad`, got.dx, ref.dx, tol);
-        assertClose(`v${v} dgrad, accumulating`, got.dxa, ref.dxa, { atol: 1e-6, rtol: 1e-6 });
+        // the cuda dgrad scales one exact int32 sum per output; the cpu's scatter form (few input
+        // channels: the stem, odd channel counts) adds each kernel row's scaled partial into dx in
+        // float, so near-cancelling outputs carry that form's rounding (found by the CPU
+        // emulation of the cuda backend: up to 1.5e-6 on outputs of magnitude 0.4)
+        const big = ref.dx.reduce((a, b) => Math.max(a, Math.abs(b)), 0);
+        const dtol = { atol: 1e-5 * big, rtol: 1e-6 };
+        assertClose(`v${v} dgrad`, got.dx, ref.dx, dtol);
+        assertClose(`v${v} dgrad, accumulating`, got.dxa, ref.dxa, {
+          atol: Math.max(1e-6, dtol.atol),
+          rtol: 1e-6,
+        });
         assertEqualArrays(`v${v} wgrad (per-channel dY scale)`, got.dw, ref.dw);
         assertEqualArrays(`v${v} wgrad (tensor dY scale)`, got.dw0, ref.dw0);
         // the tensor-core versions must really run where valid() allows them (no silent fallback)
@@ -388,6 +403,9 @@ gpuTest("batch norm, pools, softmax cross-entropy, SGD, elementwise", (cpu, cuda
     pad: [1, 1],
   });
   const logits = rnd.f32(37 * 10, 4), labels = new Int32Array(37).map((_, i) => (i * 7) % 10);
+  // drawn once, outside run(): a draw inside gave the cpu and the cuda run different pool
+  // gradients (found by the CPU emulation of the cuda backend)
+  const pooldy = rnd.f32(pool.y);
   const run = (l: Lib) => {
     const bx = l.buf(4 * m * c, x),
       bdy = l.buf(4 * m * c, dy),
@@ -406,7 +424,7 @@ gpuTest("batch norm, pools, softmax cross-entropy, SGD, elementwise", (cpu, cuda
     const yi = l.buf(4 * m * c);
     l.check(l.s.d8_batchnorm_fwd_infer(yi, bx, bg, bb, rm, rv, BigInt(m), c, 1e-5));
     const py = l.buf(4 * pool.y), arg = l.buf(4 * pool.y), pdx = l.buf(4 * pool.x);
-    const pdy = l.buf(4 * pool.y, rnd.f32(pool.y));
+    const pdy = l.buf(4 * pool.y, pooldy);
     l.check(l.s.d8_maxpool_fwd(py, arg, bx, pool.bytes));
     l.check(l.s.d8_maxpool_bwd(pdx, pdy, arg, pool.bytes));
     const ay = l.buf(4 * pool.y), adx = l.buf(4 * pool.x);
