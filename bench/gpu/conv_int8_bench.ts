@@ -118,7 +118,7 @@ if (import.meta.main) {
   const device = new TextDecoder().decode(info.subarray(0, info.indexOf(0)));
   console.log(device);
   const rows: Row[] = [];
-  const failures: string[] = [], skipped: string[] = [];
+  const failures: string[] = [], skippedVersions: string[] = [];
   // A CUDA error in a kernel call (thrown by check) is recorded; when the context no longer
   // answers afterwards (a sticky fault), the run stops there and says so ("aborted"): the JSON,
   // written after every layer, keeps what was measured, and gpu_check reruns the other versions.
@@ -129,7 +129,20 @@ if (import.meta.main) {
     const tmp = `${values.json}.tmp`;
     Deno.writeTextFileSync(
       tmp,
-      JSON.stringify({ device, batch, versions, rows: all, failures, skipped, aborted }, null, 1) +
+      JSON.stringify(
+        // (`skipped` alone means the whole run was: no device)
+        {
+          device,
+          batch,
+          versions,
+          rows: all,
+          failures,
+          skipped_versions: skippedVersions,
+          aborted,
+        },
+        null,
+        1,
+      ) +
         "\n",
     );
     Deno.renameSync(tmp, values.json);
@@ -180,8 +193,8 @@ if (import.meta.main) {
         // a version this device cannot run (mma-m16n8k32 below compute capability 8.0): said
         // once, not a failure
         const why = `v${version}: ${cuda.lastError()}`;
-        if (!skipped.includes(why)) {
-          skipped.push(why);
+        if (!skippedVersions.includes(why)) {
+          skippedVersions.push(why);
           console.log(`skipped ${why}`);
         }
         continue;

@@ -19,6 +19,7 @@
 /** bench_int8.json (bench/gpu/conv_int8_bench.ts). */
 export interface Int8Bench {
   device?: string;
+  batch?: number;
   rows?: { layer: string; version: number; op: string; ms: number; tops: number }[];
   skipped?: string;
 }
@@ -31,7 +32,7 @@ export interface TorchConvs {
 /** bench_step.json (bench/gpu/step_bench.ts). */
 export interface StepBench {
   device?: string;
-  rows?: { model: string; preset: string; ms: number }[];
+  rows?: { model: string; preset: string; ms: number; batch?: number }[];
   skipped?: string;
 }
 /** torch_gpu_step.json (bench/peers/torch_gpu_step.py). */
@@ -54,6 +55,8 @@ export interface LayerRatio {
 
 /** One model's daint8 step against the others. */
 export interface StepRatio {
+  /** bench_step.json's batch, where it says. */
+  batch?: number;
   model: string;
   daint8_ms: number;
   vs_our_fp32: number | null;
@@ -65,6 +68,8 @@ export interface StepRatio {
 
 /** The ratios and why any are missing. */
 export interface Ratios {
+  /** bench_int8.json's batch, where it says. */
+  int8_batch?: number;
   layers: LayerRatio[];
   steps: StepRatio[];
   missing: string[];
@@ -120,6 +125,7 @@ export function computeRatios(
       const vsF = ratio(torch("fp32")), vsB = ratio(torch("bf16-autocast"));
       out.push({
         model,
+        batch: d.batch,
         daint8_ms: d.ms,
         vs_our_fp32: ratio(ours("fp32")),
         vs_torch_fp32: vsF,
@@ -128,7 +134,7 @@ export function computeRatios(
       });
     }
   }
-  return { layers, steps: out, missing };
+  return { int8_batch: int8?.batch, layers, steps: out, missing };
 }
 
 /** The ratios as Markdown tables. */
@@ -137,7 +143,9 @@ export function ratiosMarkdown(r: Ratios, device: string): string {
   const lines = [`### Speed goals on ${device}`, ""];
   if (r.layers.length > 0) {
     lines.push(
-      "| ResNet-50 layer, batch 128 | INT8 kernel | INT8 fprop+dgrad+wgrad ms | cuDNN FP16 fwd+bwd ms | INT8 speed-up | goal 1.5x |",
+      `| ResNet-50 layer${
+        r.int8_batch ? `, batch ${r.int8_batch}` : ""
+      } | INT8 kernel | INT8 fprop+dgrad+wgrad ms | cuDNN FP16 fwd+bwd ms | INT8 speed-up | goal 1.5x |`,
       "|---|---:|---:|---:|---:|:-:|",
     );
     for (const l of r.layers) {
@@ -156,15 +164,15 @@ export function ratiosMarkdown(r: Ratios, device: string): string {
   }
   if (r.steps.length > 0) {
     lines.push(
-      "| training step, batch 128 | daint8 ms | vs our fp32 | vs PyTorch FP32 | vs PyTorch BF16 autocast | goal (ResNet-50: 3x FP32, > BF16) |",
+      "| training step | daint8 ms | vs our fp32 | vs PyTorch FP32 | vs PyTorch BF16 autocast | goal (ResNet-50: 3x FP32, > BF16) |",
       "|---|---:|---:|---:|---:|:-:|",
     );
     for (const s of r.steps) {
       const goal = s.goal_met === null ? "-" : s.goal_met ? "met" : "not met";
       lines.push(
-        `| ${s.model} | ${s.daint8_ms.toFixed(2)} | ${x(s.vs_our_fp32)} | ${
-          x(s.vs_torch_fp32)
-        } | ` +
+        `| ${s.batch ? `${s.model}, batch ${s.batch}` : s.model} | ${s.daint8_ms.toFixed(2)} | ${
+          x(s.vs_our_fp32)
+        } | ${x(s.vs_torch_fp32)} | ` +
           `${x(s.vs_torch_bf16)} | ${goal} |`,
       );
     }
