@@ -20,6 +20,8 @@
 // for baseline x86-64 and picks the best variant the CPU has at run time (__builtin_cpu_supports).
 #include "int8_gemm.h"
 
+#include <cmath>
+
 #include "common.h"
 
 #include <atomic>
@@ -71,8 +73,10 @@ void epilogue_scalar(const int32_t (&acc)[MR][NR], int mrows, int ncols, const E
       const float* cs = e.col_scale + j0;
       const float* bs = e.bias ? e.bias + j0 : nullptr;
       const bool add = e.mode == kAddF32;
+      // one rounding, as the SIMD epilogues' vfmadd and the cuda kernels' __fmaf_rn (written out:
+      // GCC would contract it only where the target has FMA)
       for (int j = 0; j < ncols; ++j)
-        c[j] = static_cast<float>(acc[i][j]) * cs[j] + (add ? c[j] : bs ? bs[j] : 0.0f);
+        c[j] = std::fma(static_cast<float>(acc[i][j]), cs[j], add ? c[j] : bs ? bs[j] : 0.0f);
     }
   }
 }
