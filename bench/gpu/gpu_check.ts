@@ -47,7 +47,9 @@ async function runLogged(
     cwd: root,
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1" }, // plain test output: the triage reads its FAILURES section
+    // plain test output (the triage reads its FAILURES section); the GPU tests run only when a
+    // device answered here, so one that does not load in the child is a failure, not a skip
+    env: { NO_COLOR: "1", DAINT8_REQUIRE_CUDA: "1" },
   }).spawn();
   let timedOut = false;
   const timer = setTimeout(() => {
