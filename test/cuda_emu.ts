@@ -18,7 +18,14 @@ if (import.meta.main) {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["test", ...TEST_PERMISSIONS, "test/gpu/", ...Deno.args],
     cwd: root,
-    env: { DAINT8_CUDA_LIB: lib, DAINT8_REQUIRE_CUDA: "1" },
+    // threads run in a shuffled order between synchronization points (D8_CUDA_EMU_ORDER,
+    // kernels/cuda/emu/README.md): a read of another thread's shared write without a barrier
+    // between them then fails somewhere
+    env: {
+      DAINT8_CUDA_LIB: lib,
+      DAINT8_REQUIRE_CUDA: "1",
+      D8_CUDA_EMU_ORDER: Deno.env.get("D8_CUDA_EMU_ORDER") ?? "shuffle",
+    },
     stdout: "inherit",
     stderr: "inherit",
   }).outputSync();

@@ -75,6 +75,8 @@ thread_local Block* g_block = nullptr;
 thread_local unsigned char* g_stacks = nullptr;  // kMaxThreads stacks, mapped once per OS thread
 thread_local unsigned char* g_smem = nullptr;
 thread_local cudaError_t g_error = cudaSuccess;
+thread_local int g_order = 0;                       // 0 forward, 1 reverse, 2 shuffle
+thread_local uint64_t g_rng = 0x9E3779B97F4A7C15ull;  // the shuffle's state
 
 void release_warp(Block& b, int w) {
   if (b.warp_live[w] > 0 && b.warp_count[w] == b.warp_live[w]) {
@@ -169,6 +171,16 @@ void run_grid(dim3 grid, dim3 block, size_t smem, BlockFn fn, void* closure) {
   }
   Block b;
   const int n = static_cast<int>(nt), warps = (n + 31) / 32;
+  // D8_CUDA_EMU_ORDER: the order the block's threads run in between synchronization points:
+  // forward (default), reverse or shuffle. A kernel that reads another thread's shared-memory
+  // write without a barrier between them gets the value in one order and not in another.
+  static const int order_mode = [] {
+    const char* o = std::getenv("D8_CUDA_EMU_ORDER");
+    return !o ? 0 : std::strcmp(o, "reverse") == 0 ? 1 : std::strcmp(o, "shuffle") == 0 ? 2 : 0;
+  }();
+  g_order = order_mode;
+  std::vector<int> order(n);
+  for (int i = 0; i < n; ++i) order[i] = g_order == 1 ? n - 1 - i : i;
   b.f.resize(n);
   b.slots.assign(static_cast<size_t>(warps) * 32 * 16, 0);
   b.fn = fn, b.closure = closure;
@@ -196,7 +208,13 @@ void run_grid(dim3 grid, dim3 block, size_t smem, BlockFn fn, void* closure) {
         }
         while (b.live > 0) {
           bool ran = false;
-          for (int i = 0; i < n; ++i) {
+          if (g_order == 2)  // a fresh shuffle every round (xorshift)
+            for (int i = n - 1; i > 0; --i) {
+              g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+              std::swap(order[i], order[static_cast<int>(g_rng % static_cast<uint64_t>(i + 1))]);
+            }
+          for (int oi = 0; oi < n; ++oi) {
+            const int i = order[oi];
             Fiber& f = b.f[i];
             if (f.done) continue;
             if (f.wait == 1 && b.warp_gen[f.warp] == f.gen) continue;
