@@ -52,12 +52,10 @@ export async function buildCudaEmu(
   const buildDir = opts.buildDir ?? (Deno.env.get("DAINT8_BUILD_DIR") || `${root}build`);
   const lib = emuLibraryPath(buildDir);
   const outDir = `${buildDir}/cuda-emu`;
-  const sources = [...Deno.readDirSync(srcDir)].filter((e) => e.isFile && e.name.endsWith(".cu"))
-    .map((e) => e.name).sort();
+  const files = [...Deno.readDirSync(srcDir)].filter((e) => e.isFile).map((e) => e.name).sort();
+  const sources = files.filter((f) => f.endsWith(".cu"));
   const inputs = [
-    ...sources.map((s) => `${srcDir}/${s}`),
-    ...[...Deno.readDirSync(srcDir)].filter((e) => e.isFile && !e.name.endsWith(".cu"))
-      .map((e) => `${srcDir}/${e.name}`),
+    ...files.map((f) => `${srcDir}/${f}`),
     ...[...Deno.readDirSync(emuDir)].filter((e) => e.isFile).map((e) => `${emuDir}/${e.name}`),
     `${root}kernels/daint8.h`,
     `${root}kernels/arg_checks.inc`,

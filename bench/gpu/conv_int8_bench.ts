@@ -22,6 +22,7 @@ import {
   type Conv,
   convShape,
   cudaAvailable,
+  int8Versions,
   Lib,
   median,
   Rand,
@@ -118,7 +119,10 @@ if (import.meta.main) {
   const device = new TextDecoder().decode(info.subarray(0, info.indexOf(0)));
   console.log(device);
   const rows: Row[] = [];
-  const failures: string[] = [], skippedVersions: string[] = [];
+  const failures: string[] = [];
+  // versions this device cannot run (mma-m16n8k32 below compute capability 8.0): said, not failed
+  const probe = int8Versions(cuda, versions), skippedVersions = probe.refused;
+  for (const r of skippedVersions) console.log(`skipped ${r}`);
   // A CUDA error in a kernel call (thrown by check) is recorded; when the context no longer
   // answers afterwards (a sticky fault), the run stops there and says so ("aborted"): the JSON,
   // written after every layer, keeps what was measured, and gpu_check reruns the other versions.
@@ -187,18 +191,9 @@ if (import.meta.main) {
       wgrad: () => cuda.f32(dw, sh.w),
     };
     const ref: Record<string, Float32Array> = {};
-    for (const version of versions) {
+    for (const version of probe.ok) {
       if (aborted) break;
-      if (cuda.s.d8_set_int8_kernel(cuda.ctx, version) !== 0) {
-        // a version this device cannot run (mma-m16n8k32 below compute capability 8.0): said
-        // once, not a failure
-        const why = `v${version}: ${cuda.lastError()}`;
-        if (!skippedVersions.includes(why)) {
-          skippedVersions.push(why);
-          console.log(`skipped ${why}`);
-        }
-        continue;
-      }
+      cuda.check(cuda.s.d8_set_int8_kernel(cuda.ctx, version));
       for (const op of ["fprop", "dgrad", "wgrad"] as const) {
         if (name.startsWith("stem") && op === "dgrad") continue; // no input gradient for the stem
         if (version !== 1 && !ref[op]) continue; // the reference failed: nothing to check against

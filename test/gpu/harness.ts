@@ -104,6 +104,33 @@ export function cudaAvailable(): { ok: boolean; reason: string } {
   }
 }
 
+/**
+ * cudaAvailable() for a GPU test file: prints why its tests skip, or, with DAINT8_REQUIRE_CUDA=1
+ * (test:cuda-emu, gpu:check's children), throws: a library that does not load is then a failure.
+ */
+export function cudaForTests(): { ok: boolean; reason: string } {
+  const gpu = cudaAvailable();
+  if (!gpu.ok && Deno.env.get("DAINT8_REQUIRE_CUDA") === "1") {
+    throw new Error(`test/gpu: DAINT8_REQUIRE_CUDA=1 but ${gpu.reason}`);
+  }
+  if (!gpu.ok) console.log(`test/gpu: skipping the cuda tests: ${gpu.reason}`);
+  return gpu;
+}
+
+/**
+ * Which of the int8 kernel `versions` l's device runs, and the refused ones with the library's
+ * reason ("v3: ..."; mma-m16n8k32 needs compute capability 8.0). Leaves the choice on auto.
+ */
+export function int8Versions(l: Lib, versions: number[]): { ok: number[]; refused: string[] } {
+  const ok: number[] = [], refused: string[] = [];
+  for (const v of versions) {
+    if (l.s.d8_set_int8_kernel(l.ctx, v) === 0) ok.push(v);
+    else refused.push(`v${v}: ${l.lastError()}`);
+  }
+  l.check(l.s.d8_set_int8_kernel(l.ctx, 0));
+  return { ok, refused };
+}
+
 /** A conv shape as the 16 int32 of d8_conv_shape. */
 export interface Conv {
   n: number;

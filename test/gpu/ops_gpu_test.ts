@@ -15,18 +15,13 @@ import {
   assertEqualArrays,
   type Conv,
   convShape,
-  cudaAvailable,
+  cudaForTests,
+  int8Versions,
   Lib,
   Rand,
 } from "./harness.ts";
 
-const gpu = cudaAvailable();
-// DAINT8_REQUIRE_CUDA=1 (test:cuda-emu, gpu:check): a library that does not load is a failure,
-// not a skip
-if (!gpu.ok && Deno.env.get("DAINT8_REQUIRE_CUDA") === "1") {
-  throw new Error(`test/gpu: DAINT8_REQUIRE_CUDA=1 but ${gpu.reason}`);
-}
-if (!gpu.ok) console.log(`test/gpu: skipping the cuda tests: ${gpu.reason}`);
+const gpu = cudaForTests();
 
 function gpuTest(name: string, fn: (cpu: Lib, cuda: Lib) => void, skip = false): void {
   Deno.test({
@@ -100,9 +95,8 @@ const VERSIONS = gpu.ok ? runnableVersions() : ALL_VERSIONS;
 function runnableVersions(): number[] {
   const l = new Lib("cuda");
   try {
-    const ok = ALL_VERSIONS.filter((v) => l.s.d8_set_int8_kernel(l.ctx, v) === 0);
-    const no = ALL_VERSIONS.filter((v) => !ok.includes(v));
-    if (no.length) console.log(`test/gpu: skipping int8 kernel version(s) ${no}: ${l.lastError()}`);
+    const { ok, refused } = int8Versions(l, ALL_VERSIONS);
+    for (const r of refused) console.log(`test/gpu: skipping int8 kernel ${r}`);
     return ok;
   } finally {
     l.close();

@@ -8,12 +8,9 @@ import assert from "node:assert/strict";
 import type { Backend } from "../../src/backend/backend.ts";
 import { openBackend } from "../../src/backend/registry.ts";
 import { makeStep } from "../../bench/step.ts";
-import { cudaAvailable } from "./harness.ts";
+import { cudaForTests } from "./harness.ts";
 
-const gpu = cudaAvailable();
-if (!gpu.ok && Deno.env.get("DAINT8_REQUIRE_CUDA") === "1") {
-  throw new Error(`test/gpu: DAINT8_REQUIRE_CUDA=1 but ${gpu.reason}`);
-}
+const gpu = cudaForTests();
 
 async function losses(b: Backend, quant: string, steps: number): Promise<number[]> {
   const r = makeStep(b, "lenet5", 8, quant);

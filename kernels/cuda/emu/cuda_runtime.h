@@ -118,8 +118,6 @@ cudaError_t cudaFuncSetAttribute(F*, cudaFuncAttribute, int) {
 
 // ---- the block scheduler (emu.cpp) -------------------------------------------------------------
 namespace emu {
-struct Fiber;
-Fiber* cur();
 const uint3& thread_idx();
 extern thread_local uint3 block_idx;
 extern thread_local dim3 block_dim, grid_dim;
@@ -128,7 +126,6 @@ void warp_sync();                // the live lanes of the calling thread's warp
 void block_sync();               // the live threads of the block
 uint32_t* lane_slot(int lane);   // 16 words per lane of the caller's warp, for exchanges
 int lane_id();
-void set_error(cudaError_t e);   // a launch error, returned by cudaGetLastError
 using BlockFn = void (*)(void* closure);
 // Runs fn(closure) for every thread of every block of the grid (blocks in turn).
 void run_grid(dim3 grid, dim3 block, size_t smem, BlockFn fn, void* closure);

@@ -121,14 +121,12 @@ void* fresh_stack(int i) {
 
 }  // namespace
 
-Fiber* cur() { return g_block->cur; }
 const uint3& thread_idx() { return g_block->cur->tid; }
 unsigned char* smem_base() { return g_smem; }
 int lane_id() { return g_block->cur->lane; }
 uint32_t* lane_slot(int lane) {
   return g_block->slots.data() + (g_block->cur->warp * 32 + lane) * 16;
 }
-void set_error(cudaError_t e) { g_error = e; }
 
 void warp_sync() {
   Block& b = *g_block;
