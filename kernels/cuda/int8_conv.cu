@@ -10,12 +10,18 @@
 //          A[m, (r, s, c)] = x[img, p*sh - ph + r, q*sw - pw + s, g*Cg + c] (0 in the padding)
 //          B[k, :] = w[g*Kg + k, :] (rows of KD bytes)
 //          epilogue y = float(acc) * (x_scale * w_scale[k or 0]) (+ bias[k])
-//   dgrad: rows M = N*H*W, cols Cg, red R*S*Kg = (r, s, kk)
-//          A[(img, h, w), (r, s, kk)] = dy[img, (h + ph - r) / sh, (w + pw - s) / sw, g*Kg + kk]
-//          when both divisions are exact and in range, else 0 (for stride > 1 three of four taps
-//          are zero: correct, not yet phase-decomposed);
-//          B[c, (r, s, kk)] = wT[g*Cg + c, r, s, kk] = w[g*Kg + kk, r, s, c] (a transposed copy)
-//          epilogue dx = float(acc) * (dy_scale * w_scale)
+//   dgrad: one GEMM per stride phase (rr, ss) in [0, sh) x [0, sw): the input pixels
+//          (h, w) = (h0 + hi*sh, w0 + wi*sw) with h0 = (rr - ph) mod sh (w0 alike) take exactly the
+//          taps (r, s) = (rr + j*sh, ss + l*sw), j < nr = ceil((R - rr) / sh), l < ns alike, so no
+//          reduction byte is a structural zero (stride 1: one phase, all R*S taps).
+//          rows M = N*hp*wp (the phase's pixels), cols Cg, red nr*ns*Kg = (j, l, kk)
+//          A[(img, hi, wi), (j, l, kk)] = dy[img, bh + hi - j, bw + wi - l, g*Kg + kk] (0 out of
+//          range), bh = (h0 + ph - rr) / sh (exact, >= 0), bw alike;
+//          B[c, (j, l, kk)] = wT_phase[g*Cg + c, j, l, kk] = w[g*Kg + kk, rr + j*sh, ss + l*sw, c]
+//          (a transposed copy, the phases' blocks one after another: transpose_w_k);
+//          epilogue dx = float(acc) * (dy_scale * w_scale), or dx += that (D8_CONV_ACCUMULATE:
+//          two roundings, as the cpu's epilogue). A phase without taps (1x1 stride 2: three of
+//          four) has an empty reduction: its pixels get 0 (or keep dx).
 //   wgrad: rows Kg, cols KD = (r, s, c), red M = N*P*Q
 //          A[kk, m] = dy[m, g*Kg + kk], B[(r, s, c), m] = x at pixel m's tap (r, s), channel c
 //          M is the outer dimension of both NHWC tensors, so the loader transposes 4 x 4 byte
@@ -69,6 +75,9 @@ struct ImmaParams {
   const float* bias;
   int splits;       // wgrad: reduction splits per group
   int64_t split_len;
+  // dgrad stride phase (mapping at the top): pixel origin, pixel counts, dy origin, taps across
+  int ph_h0, ph_w0, ph_hp, ph_wp, ph_bh, ph_bw, ph_ns;
+  bool add;         // dgrad: D8_CONV_ACCUMULATE, dx += the result
 };
 
 // D8_CUDA_EMU: the CPU emulation (kernels/cuda/emu) supplies the warp-level instructions.
@@ -179,11 +188,11 @@ __device__ __forceinline__ RowA make_row_a(const ImmaParams& p, int g, int64_t m
     r.y0 = pp * G.sh - G.ph;
     r.x0 = qq * G.sw - G.pw;
   } else if constexpr (OP == kOpDgrad) {
-    const int iw = static_cast<int>(m % G.w), ih = static_cast<int>(m / G.w % G.h);
-    const int64_t img = m / (int64_t{G.h} * G.w);
+    const int wi = static_cast<int>(m % p.ph_wp), hi = static_cast<int>(m / p.ph_wp % p.ph_hp);
+    const int64_t img = m / (int64_t{p.ph_hp} * p.ph_wp);
     r.base = p.a + img * G.p * G.q * G.k + int64_t{g} * G.kg;
-    r.y0 = ih + G.ph;
-    r.x0 = iw + G.pw;
+    r.y0 = p.ph_bh + hi;  // dy row for j = 0
+    r.x0 = p.ph_bw + wi;
   } else {
     r.base = p.a + m * p.red;
   }
@@ -202,10 +211,8 @@ __device__ __forceinline__ const int8_t* a_chunk(const ImmaParams& p, const RowA
     return r.base + (int64_t{ih} * G.w + iw) * G.c + c;
   } else if constexpr (OP == kOpDgrad) {
     const int tap = static_cast<int>(k / G.kg), kk = static_cast<int>(k % G.kg);
-    const int th = r.y0 - tap / G.s, tw = r.x0 - tap % G.s;
-    if (th < 0 || tw < 0 || th % G.sh != 0 || tw % G.sw != 0) return nullptr;
-    const int pp = th / G.sh, qq = tw / G.sw;
-    if (pp >= G.p || qq >= G.q) return nullptr;
+    const int pp = r.y0 - tap / p.ph_ns, qq = r.x0 - tap % p.ph_ns;
+    if (pp < 0 || qq < 0 || pp >= G.p || qq >= G.q) return nullptr;
     return r.base + (int64_t{pp} * G.q + qq) * G.k + kk;
   } else {
     return r.base + k;
@@ -449,31 +456,43 @@ __global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
 #pragma unroll
   for (int i = 0; i < MI; ++i)
 #pragma unroll
-    for (int j = 0; j < NI; ++j)
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = m0 + wm0 + i * 16 + gq + h * 8;
+      if (row >= p.rows) continue;
+      float* dxr = nullptr;  // dgrad: the row's pixel in dx (the phase's pixels are strided)
+      if constexpr (OP == kOpDgrad) {
+        const int wi = static_cast<int>(row % p.ph_wp);
+        const int hi = static_cast<int>(row / p.ph_wp % p.ph_hp);
+        const int64_t img = row / (int64_t{p.ph_hp} * p.ph_wp);
+        const int64_t pix =
+            (img * G.h + p.ph_h0 + int64_t{hi} * G.sh) * G.w + p.ph_w0 + int64_t{wi} * G.sw;
+        dxr = p.out_f + pix * G.c + int64_t{g} * G.cg;
+      }
 #pragma unroll
-      for (int v = 0; v < 4; ++v) {
-        const int64_t row = m0 + wm0 + i * 16 + gq + (v >> 1) * 8;
-        const int col = n0 + wn0 + j * 8 + tq * 2 + (v & 1);
-        const int32_t a = acc[i][j][v];
-        if constexpr (OP == kOpWgrad) {
-          if (row < G.kg && col < G.kd && a != 0)
-            atomicAdd(p.out_s + (int64_t{g} * G.kg + row) * G.kd + col,
-                      static_cast<unsigned long long>(static_cast<long long>(a)));
-        } else {
-          if (row >= p.rows || col >= p.cols) continue;
-          if constexpr (OP == kOpFwd) {
+      for (int j = 0; j < NI; ++j)
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+          const int col = n0 + wn0 + j * 8 + tq * 2 + u;
+          const int32_t a = acc[i][j][h * 2 + u];
+          if (col >= p.cols) continue;
+          if constexpr (OP == kOpWgrad) {
+            if (a != 0)
+              atomicAdd(p.out_s + (int64_t{g} * G.kg + row) * G.kd + col,
+                        static_cast<unsigned long long>(static_cast<long long>(a)));
+          } else if constexpr (OP == kOpFwd) {
             const int k = g * G.kg + col;
             // one rounding, as the cpu backend's fused epilogue (vfmadd): acc * scale + bias
             const float fa = static_cast<float>(a);
             p.out_f[row * G.k + k] =
                 p.bias ? __fmaf_rn(fa, p.cs[k], p.bias[k]) : __fmul_rn(fa, p.cs[k]);
           } else if constexpr (OP == kOpDgrad) {
-            p.out_f[row * G.c + int64_t{g} * G.cg + col] = __fmul_rn(static_cast<float>(a), p.cs[0]);
+            const float d = __fmul_rn(static_cast<float>(a), p.cs[0]);
+            dxr[col] = p.add ? __fadd_rn(dxr[col], d) : d;
           } else {
             p.out_i[row * p.cols + col] = a;
           }
         }
-      }
+    }
 #endif  // __CUDA_ARCH__ >= 750
 }
 
@@ -517,7 +536,7 @@ __global__ void fwd_simple_k(float* y, const int8_t* x, const int8_t* w, const f
 
 // dx[(img, h, w), c] = sum over covering (r, s) and kk of dy * w.
 __global__ void dgrad_simple_k(float* dx, const int8_t* dy, const int8_t* w,
-                               const float* scale_p, ConvGeom G) {
+                               const float* scale_p, ConvGeom G, bool add) {
   const float scale = scale_p[0];
   const int64_t total = int64_t{G.n} * G.h * G.w * G.c;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
@@ -532,7 +551,8 @@ __global__ void dgrad_simple_k(float* dx, const int8_t* dy, const int8_t* w,
       const int8_t* wp = w + (int64_t{g} * G.kg) * G.kd + (r * G.s + s) * G.cg + c;
       for (int kk = 0; kk < G.kg; ++kk) acc += int32_t{d[kk]} * wp[int64_t{kk} * G.kd];
     });
-    dx[i] = __fmul_rn(static_cast<float>(acc), scale);
+    const float d = __fmul_rn(static_cast<float>(acc), scale);
+    dx[i] = add ? __fadd_rn(dx[i], d) : d;  // D8_CONV_ACCUMULATE: two roundings, as the cpu
   }
 }
 
@@ -593,18 +613,35 @@ __global__ void dgrad_scale_k(float* out, const float* a, const float* b) {
   out[0] = __fmul_rn(a[0], b[0]);
 }
 
-// wT[g*Cg + c, r, s, kk] = w[g*Kg + kk, r, s, c]
+// Taps of a stride phase along one axis: r = rr + j*stride < R.
+__host__ __device__ inline int phase_taps(int rr, int extent, int stride) {
+  return rr < extent ? (extent - rr + stride - 1) / stride : 0;
+}
+// Taps of the phases before (rr, ss) in row-major phase order: where its block of wT starts.
+__host__ __device__ inline int64_t phase_taps_before(const ConvGeom& G, int rr, int ss) {
+  int before_r = 0, before_s = 0;
+  for (int x = 0; x < rr; ++x) before_r += phase_taps(x, G.r, G.sh);
+  for (int x = 0; x < ss; ++x) before_s += phase_taps(x, G.s, G.sw);
+  return int64_t{before_r} * G.s + int64_t{phase_taps(rr, G.r, G.sh)} * before_s;
+}
+
+// The dgrad's B (mapping at the top): per stride phase (rr, ss), a block
+// wT[g*Cg + c, j, l, kk] = w[g*Kg + kk, rr + j*sh, ss + l*sw, c], the blocks in row-major phase
+// order (stride 1: one block, wT[g*Cg + c, r, s, kk]). One thread per byte of w.
 __global__ void transpose_w_k(int8_t* wt, const int8_t* w, ConvGeom G) {
   const int64_t total = int64_t{G.k} * G.kd;
-  const int rs = G.r * G.s;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
-    // i indexes wt: [c_total][rs][kg]
-    const int kk = static_cast<int>(i % G.kg);
-    const int tap = static_cast<int>(i / G.kg % rs);
-    const int ch = static_cast<int>(i / (int64_t{G.kg} * rs));
-    const int g = ch / G.cg, c = ch % G.cg;
-    wt[i] = w[(int64_t{g} * G.kg + kk) * G.kd + int64_t{tap} * G.cg + c];
+    const int c = static_cast<int>(i % G.cg);
+    const int tap = static_cast<int>(i / G.cg % (G.r * G.s));
+    const int k = static_cast<int>(i / G.kd), g = k / G.kg, kk = k % G.kg;
+    const int r = tap / G.s, s = tap % G.s;
+    const int rr = r % G.sh, ss = s % G.sw;
+    const int ns = phase_taps(ss, G.s, G.sw);
+    const int taps = phase_taps(rr, G.r, G.sh) * ns;
+    const int64_t block = int64_t{G.c} * G.kg * phase_taps_before(G, rr, ss);
+    const int t = (r / G.sh) * ns + s / G.sw;
+    wt[block + ((int64_t{g} * G.cg + c) * taps + t) * G.kg + kk] = w[i];
   }
 }
 
@@ -770,35 +807,43 @@ extern "C" int32_t d8_conv2d_dgrad_i8(d8_buffer* dx, const d8_buffer* dy, const 
     if (int32_t e = sc.get(fn, ctx, static_cast<size_t>(z.w + 256))) return e;
     float* scale = sc.as<float>();
     dgrad_scale_k<<<1, 1, 0, ctx->stream>>>(scale, fptr(dy_scale), fptr(w_scale));
-    // D8_CONV_ACCUMULATE: the gradient goes to a scratch, then dx += it
+    // D8_CONV_ACCUMULATE: the epilogues add into dx (dx += float(acc) * scale, two roundings)
     const bool add = (shape->flags & D8_CONV_ACCUMULATE) != 0;
-    Scratch tmp;
-    if (add)
-      if (int32_t e = tmp.get(fn, ctx, static_cast<size_t>(mul64(z.x, 4)))) return e;
-    float* out = add ? tmp.as<float>() : fptr(dx);
-    auto finish = [&](int32_t st) {
-      return st != D8_OK || !add ? st : add_into(fn, ctx, fptr(dx), out, z.x);
-    };
     int v = int8_version(ctx);
     if (v > 1 && !imma_valid_dgrad(G)) v = 1;
     t_last_version = v;
     if (v == 1) {
       dgrad_simple_k<<<grid_1d(int64_t{G.n} * G.h * G.w * G.c, kBlock), kBlock, 0,
-                       ctx->stream>>>(out, i8ptr(dy), i8ptr(w), scale, G);
-      return finish(launch_check(fn, "dgrad_simple_k"));
+                       ctx->stream>>>(fptr(dx), i8ptr(dy), i8ptr(w), scale, G, add);
+      return launch_check(fn, "dgrad_simple_k");
     }
     int8_t* wt = reinterpret_cast<int8_t*>(scale + 64);
     transpose_w_k<<<grid_1d(z.w, kBlock), kBlock, 0, ctx->stream>>>(wt, i8ptr(w), G);
+    if (int32_t e = launch_check(fn, "transpose_w_k")) return e;
     ImmaParams p{};
     p.G = G;
     p.cs = scale;
     p.a = i8ptr(dy);
-    p.b = wt;
-    p.rows = int64_t{G.n} * G.h * G.w;
     p.cols = G.cg;
-    p.red = int64_t{G.r} * G.s * G.kg;
-    p.out_f = out;
-    return finish(run_imma<kOpDgrad>(fn, ctx, p, G.g, v));
+    p.out_f = fptr(dx);
+    p.add = add;
+    // one GEMM per stride phase (mapping at the top of the file)
+    for (int rr = 0; rr < G.sh; ++rr)
+      for (int ss = 0; ss < G.sw; ++ss) {
+        p.ph_h0 = ((rr - G.ph) % G.sh + G.sh) % G.sh;
+        p.ph_w0 = ((ss - G.pw) % G.sw + G.sw) % G.sw;
+        p.ph_hp = p.ph_h0 < G.h ? (G.h - p.ph_h0 + G.sh - 1) / G.sh : 0;
+        p.ph_wp = p.ph_w0 < G.w ? (G.w - p.ph_w0 + G.sw - 1) / G.sw : 0;
+        if (p.ph_hp == 0 || p.ph_wp == 0) continue;  // no input pixel in this phase
+        p.ph_bh = (p.ph_h0 + G.ph - rr) / G.sh;
+        p.ph_bw = (p.ph_w0 + G.pw - ss) / G.sw;
+        p.ph_ns = phase_taps(ss, G.s, G.sw);
+        p.rows = int64_t{G.n} * p.ph_hp * p.ph_wp;
+        p.red = int64_t{phase_taps(rr, G.r, G.sh)} * p.ph_ns * G.kg;
+        p.b = wt + int64_t{G.c} * G.kg * phase_taps_before(G, rr, ss);
+        if (int32_t e = run_imma<kOpDgrad>(fn, ctx, p, G.g, v)) return e;
+      }
+    return D8_OK;
   });
 }
 

@@ -73,6 +73,43 @@ const CONVS: [string, Conv][] = [
   ["tail tiles, 144 outputs", { n: 3, h: 13, w: 13, c: 48, k: 144, r: 3, s: 3, pad: [1, 1] }],
   ["3x3 stride 2", { n: 2, h: 10, w: 10, c: 32, k: 64, r: 3, s: 3, stride: [2, 2], pad: [1, 1] }],
   ["1x1 stride 2 shortcut", { n: 2, h: 8, w: 8, c: 32, k: 64, r: 1, s: 1, stride: [2, 2] }],
+  // the dgrad's stride phases (one GEMM per phase): stride 3 with pad 2 and odd sizes; a kernel
+  // smaller than its stride in rows (phases without taps, dx 0 there) and unequal strides; a
+  // grouped strided conv
+  ["5x5 stride 3, pad 2, odd sizes", {
+    n: 2,
+    h: 13,
+    w: 11,
+    c: 16,
+    k: 32,
+    r: 5,
+    s: 5,
+    stride: [3, 3],
+    pad: [2, 2],
+  }],
+  ["2x3 stride [3, 2], phases without taps", {
+    n: 2,
+    h: 10,
+    w: 9,
+    c: 32,
+    k: 16,
+    r: 2,
+    s: 3,
+    stride: [3, 2],
+    pad: [0, 1],
+  }],
+  ["groups 2, 3x3 stride 2, odd size", {
+    n: 3,
+    h: 9,
+    w: 9,
+    c: 32,
+    k: 64,
+    r: 3,
+    s: 3,
+    groups: 2,
+    stride: [2, 2],
+    pad: [1, 1],
+  }],
   ["wgrad over 65,536 rows", { n: 2, h: 200, w: 200, c: 16, k: 16, r: 1, s: 1 }],
   // MobileNetV2-like: the direct depthwise kernels with several wgrad pixel chunks, odd channels
   ["depthwise 40 channels, stride 1, 5 wgrad chunks", {
