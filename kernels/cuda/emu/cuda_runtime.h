@@ -170,6 +170,9 @@ void mma_m16n8k32_s8(int32_t (&c)[4], const uint32_t (&a)[4], const uint32_t (&b
 // mma.sync.aligned.m8n8k16.row.col.s32.s8.s8.s32: A row g bytes 4t..; B bytes 4t.., column g;
 // C row g, columns 2t, 2t+1.
 void mma_m8n8k16_s8(int32_t (&c)[2], uint32_t a, uint32_t b);
+// A generic-proxy write of 16 bytes of shared memory at dst (cp_async16 notes its own): until the
+// writing thread's next fence_proxy_async_shared, a wgmma that reads them stops the process.
+void note_generic_smem_write(uint32_t dst);
 // cp.async.cg.shared.global with a source size of 16 or 0 bytes (zero fill): done at once (the
 // earliest completion the PTX semantics allow).
 inline void cp_async16(uint32_t dst, const void* src, bool valid) {
@@ -178,7 +181,20 @@ inline void cp_async16(uint32_t dst, const void* src, bool valid) {
     std::memcpy(d, src, 16);
   else
     std::memset(d, 0, 16);
+  note_generic_smem_write(dst);
 }
+// ---- warpgroup MMA (sm_90a; README.md "Warpgroup MMA"): asynchronous, checked ----------------
+// wgmma.mma_async.sync.aligned.m64n{n}k32.s32.s8.s8 d, a_desc, b_desc, scale_d
+// d: the calling thread's n/2 int32 accumulator registers (PTX fragment layout: warp w of the
+// warpgroup, g = lane / 4, t = lane % 4: d[i] is row 16w + g + 8 * ((i >> 1) & 1), column
+// 8 * (i >> 2) + 2t + (i & 1)); A (64 x 32 bytes) and B (n x 32 bytes), both K-major, from shared
+// memory descriptors; scale_d 0: D = A.B, else D = A.B + D. Queued: d is written when a
+// wgmma_wait_group completes its group, from the shared memory and d of that moment.
+void wgmma_m64nk32_s8(int32_t* d, int n, uint64_t a_desc, uint64_t b_desc, int scale_d);
+void wgmma_fence();                  // wgmma.fence.sync.aligned
+void wgmma_commit_group();           // wgmma.commit_group.sync.aligned
+void wgmma_wait_group(int pending);  // wgmma.wait_group.sync.aligned pending (0..7)
+void fence_proxy_async_shared();     // fence.proxy.async.shared::cta
 inline uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(static_cast<const unsigned char*>(p) - smem_base());
 }
