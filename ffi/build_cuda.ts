@@ -1,14 +1,16 @@
 /**
  * Builds `build/libdaint8_cuda.so` from kernels/cuda/*.cu with nvcc, as one fat binary: SASS for
  * sm_75, sm_80, sm_86, sm_89 and sm_90 plus compute_90 PTX (for newer GPUs, JIT-compiled by the
- * driver). `ffi/build.ts` calls {@link buildCuda} when nvcc is found; the library is rebuilt only
+ * driver); int8_conv.cu, whose version-4 kernels issue wgmma, builds sm_90a in place of sm_90
+ * (arch-specific code, which runs on compute capability 9.0 only). `ffi/build.ts` calls {@link buildCuda} when nvcc is found; the library is rebuilt only
  * when a source, a header or the flags changed (a stamp file next to it, as for the cpu build).
  *
  * Every compile passes `-Xptxas -v`; ptxas' resource report is kept in
  * `build/libdaint8_cuda.ptxas.log`. {@link checkCudaBuild} (`--check`, run by CI) fails when an
  * INT8 kernel spills registers or when the INT8 tensor-core instructions are missing from the
- * PTX (`mma.sync...m16n8k32...s8` and `m8n8k16...s8`); when `cuobjdump` is installed it also
- * requires IMMA instructions in the sm_80 and sm_90 SASS.
+ * PTX (`mma.sync...m16n8k32...s8` and `m8n8k16...s8`; `wgmma.mma_async...s8` in the compute_90a
+ * PTX); when `cuobjdump` is installed it also requires IMMA instructions in the sm_80 and sm_90
+ * SASS and IGMMA in the sm_90a SASS.
  *
  * `deno run -A ffi/build_cuda.ts [--force] [--verbose] [--check]`
  *
@@ -25,6 +27,8 @@ const srcDir = `${root}kernels/cuda`;
 /** The real-architecture targets of the fat binary, and the PTX target. */
 export const CUDA_ARCHS = ["75", "80", "86", "89", "90"] as const;
 const PTX_ARCH = "90";
+/** Sources built for sm_90a instead of sm_90 (they use wgmma). */
+const SM90A_SOURCES = new Set(["int8_conv"]);
 
 function listFiles(dir: string, exts: string[]): string[] {
   const out: string[] = [];
@@ -78,9 +82,12 @@ function run(cmd: string, args: string[], verbose: boolean): { ok: boolean; out:
   return { ok: r.success, out: dec.decode(r.stderr) + dec.decode(r.stdout) };
 }
 
-function gencode(): string[] {
+function gencode(source?: string): string[] {
   const flags: string[] = [];
-  for (const a of CUDA_ARCHS) flags.push("-gencode", `arch=compute_${a},code=sm_${a}`);
+  for (const a of CUDA_ARCHS) {
+    const arch = a === "90" && source && SM90A_SOURCES.has(source) ? "90a" : a;
+    flags.push("-gencode", `arch=compute_${arch},code=sm_${arch}`);
+  }
   flags.push("-gencode", `arch=compute_${PTX_ARCH},code=compute_${PTX_ARCH}`);
   return flags;
 }
@@ -116,7 +123,11 @@ export async function buildCuda(
   ];
   if (sources.length === 0) throw new Error(`No CUDA sources in ${srcDir}`);
   const version = run(nvcc, ["--version"], false).out.trim().split("\n").pop() ?? "";
-  const flags = [...baseFlags(), ...gencode()];
+  const flags = [
+    ...baseFlags(),
+    ...gencode(),
+    ...[...SM90A_SOURCES].map((s) => `sm_90a:${s}`),
+  ];
   const stampPath = `${buildDir}/libdaint8_cuda.flags`;
   // The newest source time is part of the stamp: an edit made while a build runs still triggers
   // the next build (the library's own mtime is later than that edit).
@@ -152,7 +163,8 @@ export async function buildCuda(
       const name = src.slice(srcDir.length + 1).replace(/\.cu$/, "");
       const obj = `${buildDir}/cuda-obj/${name}.o`;
       objs.push(obj);
-      return { name, cmd: nvcc, args: [...flags, ...threads, "-c", src, "-o", obj] };
+      const args = [...baseFlags(), ...gencode(name), ...threads, "-c", src, "-o", obj];
+      return { name, cmd: nvcc, args };
     }),
     width,
     opts.verbose ?? false,
@@ -341,7 +353,12 @@ export function checkCudaBuild(
   // PTX of the INT8 file for sm_80 (both shapes) and sm_75 (m8n8k16 only).
   const dir = Deno.makeTempDirSync({ prefix: "daint8-ptx-" });
   try {
-    for (const [arch, want] of [["80", ["m16n8k32", "m8n8k16"]], ["75", ["m8n8k16"]]] as const) {
+    const targets = [
+      ["90a", ["wgmma"]],
+      ["80", ["m16n8k32", "m8n8k16"]],
+      ["75", ["m8n8k16"]],
+    ] as const;
+    for (const [arch, want] of targets) {
       const ptx = `${dir}/int8_${arch}.ptx`;
       const r = run(nvcc, [
         "-std=c++17",
@@ -358,6 +375,20 @@ export function checkCudaBuild(
         continue;
       }
       const text = Deno.readTextFileSync(ptx);
+      if (arch === "90a") {
+        for (const n of [128, 64]) {
+          const re = new RegExp(
+            `wgmma\\.mma_async\\.sync\\.aligned\\.m64n${n}k32\\.s32\\.s8\\.s8`,
+            "g",
+          );
+          const count = (text.match(re) ?? []).length;
+          lines.push(`PTX compute_90a: ${count} x wgmma m64n${n}k32 s8`);
+          if (count === 0) problems.push(`PTX for compute_90a has no wgmma m64n${n}k32 s8`);
+        }
+        const fp = (text.match(/fence\.proxy\.async\.shared::cta/g) ?? []).length;
+        if (fp === 0) problems.push("PTX for compute_90a lacks fence.proxy.async.shared::cta");
+        continue;
+      }
       for (const shape of want) {
         const re = new RegExp(
           `mma\\.sync\\.aligned\\.${shape}\\.row\\.col\\.s32\\.s8\\.s8\\.s32`,
@@ -379,15 +410,17 @@ export function checkCudaBuild(
   }
   const cuobjdump = which("cuobjdump");
   if (cuobjdump) {
-    for (const arch of ["80", "90"]) {
+    for (const arch of ["80", "90a"]) {
       const r = run(
         cuobjdump,
         ["-sass", "-arch", `sm_${arch}`, `${buildDir}/libdaint8_cuda.so`],
         verbose,
       );
       const n = (r.out.match(/\bIMMA\b/g) ?? []).length;
-      lines.push(`SASS sm_${arch}: ${n} x IMMA`);
+      const g = (r.out.match(/\bIGMMA\b/g) ?? []).length;
+      lines.push(`SASS sm_${arch}: ${n} x IMMA, ${g} x IGMMA`);
       if (n === 0) problems.push(`SASS for sm_${arch} has no IMMA instruction`);
+      if (arch === "90a" && g === 0) problems.push("SASS for sm_90a has no IGMMA instruction");
     }
   } else {
     lines.push("SASS: cuobjdump not installed, IMMA checked in the PTX only");

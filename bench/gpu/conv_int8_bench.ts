@@ -7,7 +7,7 @@
  * 3 sets, d8_synchronize, median of `trials` such runs. TOPS = 2 * M * N * K / s with the GEMM
  * sizes of kernels/cuda/int8_conv.cu.
  *
- * `deno run -A bench/gpu/conv_int8_bench.ts [--json out.json] [--quick] [--versions 1,2,3]
+ * `deno run -A bench/gpu/conv_int8_bench.ts [--json out.json] [--quick] [--versions 1,2,3,4]
  * [--merge]`: `--merge` keeps the rows of the versions not measured now from the JSON already at
  * `--json` (gpu_check's rerun after a version faulted). A kernel call that fails is recorded and
  * the run goes on; when the CUDA context no longer answers after it, the run stops and the JSON
@@ -66,12 +66,14 @@ export interface Row {
   tops: number;
 }
 
-/** The kernel versions of `--versions` ("1,2,3"): 1 (the reference the others are checked
+/** The kernel versions of `--versions` ("1,2,3,4"): 1 (the reference the others are checked
  * against) must be among them. */
 export function parseVersions(text: string): number[] {
   const vs = [...new Set(text.split(",").filter((v) => v !== "").map(Number))];
   for (const v of vs) {
-    if (![1, 2, 3].includes(v)) throw new RangeError(`--versions: ${v} is not a version (1, 2, 3)`);
+    if (![1, 2, 3, 4].includes(v)) {
+      throw new RangeError(`--versions: ${v} is not a version (1, 2, 3, 4)`);
+    }
   }
   if (!vs.includes(1)) {
     throw new RangeError(`--versions: include 1, the reference the others are checked against`);
@@ -91,7 +93,7 @@ if (import.meta.main) {
       json: { type: "string" },
       quick: { type: "boolean" },
       batch: { type: "string" },
-      versions: { type: "string", default: "1,2,3" },
+      versions: { type: "string", default: "1,2,3,4" },
       merge: { type: "boolean", default: false },
     },
     strict: true,

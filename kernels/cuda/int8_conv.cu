@@ -56,7 +56,10 @@ using namespace d8cuda;
 namespace {
 
 constexpr int kOpFwd = 0, kOpDgrad = 1, kOpGemm = 2, kOpWgrad = 3;
-constexpr int BK = 64;                    // reduction bytes per k tile
+constexpr int BK = 64;                    // reduction bytes per k tile (versions 2 and 3)
+constexpr int kBKWg = 128;                // version 4 (wgmma): 128-byte rows, 128B swizzle
+constexpr int kWgStages = 4;              // version 4 pipeline: 4 stages, loads 2 tiles ahead
+constexpr int kMma16 = 0, kMma32 = 1, kWgmma = 2;  // the MMA a tensor-core kernel issues
 constexpr int kThreads = 256;             // 8 warps
 constexpr int kStages = 3;                // cp.async pipeline depth (version 3)
 constexpr int64_t kWgradRows = 65536;     // reduction rows per int32 partial
@@ -88,8 +91,13 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 #endif
 }
-// Byte offset of 16-byte chunk `chunk` (0..3) of tile row `row`.
+// Byte offset of 16-byte chunk `chunk` of tile row `row`. 64-byte rows (versions 2 and 3): the
+// chunk index (0..3) XOR (row >> 1) & 3, conflict-free ldmatrix. 128-byte rows (version 4): the
+// chunk index (0..7) XOR row & 7, which is wgmma's 128-byte swizzle (address bits 4-6 XOR bits
+// 7-9) when the tile starts 1024-byte aligned.
+template <int BKT>
 __device__ __forceinline__ int swz(int row, int chunk) {
+  if constexpr (BKT == 128) return row * 128 + ((chunk ^ (row & 7)) << 4);
   return row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4);
 }
 
@@ -169,6 +177,114 @@ __device__ __forceinline__ void mma_16x8x32(int32_t (&c)[4], const uint32_t (&a)
   }
 }
 
+// ---- wgmma (version 4, sm_90a) ---------------------------------------------------------------
+// Shared memory matrix descriptor of a K-major operand in the 128-byte swizzle: start address >> 4
+// (bits 0-13), leading byte offset unused for swizzled K-major layouts (1), stride byte offset
+// 1024 >> 4 (bits 32-45: the 8-row x 128-byte swizzle atoms are stacked 1024 bytes apart), layout
+// type 1 = 128B swizzle (bits 62-63). A k32 slice of the 128-byte row starts 32 * slice bytes in.
+__device__ __forceinline__ uint64_t wg_desc(uint32_t addr) {
+  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (uint64_t{1} << 16) |
+         (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
+}
+#if defined(D8_CUDA_EMU)
+template <int N>
+__device__ __forceinline__ void wgmma_s8(int32_t (&d)[N / 8][4], uint64_t da, uint64_t db) {
+  emu::wgmma_m64nk32_s8(&d[0][0], N, da, db, 1);
+}
+__device__ __forceinline__ void wgmma_fence() { emu::wgmma_fence(); }
+__device__ __forceinline__ void wgmma_commit() { emu::wgmma_commit_group(); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() { emu::wgmma_wait_group(N); }
+__device__ __forceinline__ void fence_proxy_async() { emu::fence_proxy_async_shared(); }
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// wgmma.mma_async m64nNk32 s32 += s8 . s8, A and B K-major from shared memory (scale-d 1: the
+// accumulators start at zero). d[j][v] is the fragment of n8 block j: row 16 * (warp % 4) +
+// lane / 4 + 8 * (v >> 1), column 8j + 2 * (lane % 4) + (v & 1), mma.sync's C layout per warp.
+__device__ __forceinline__ void wgmma_s8_128(int32_t (&d)[16][4], uint64_t da, uint64_t db) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+      "}, %64, %65, 1;\n"
+      : "+r"(d[0][0]), "+r"(d[0][1]), "+r"(d[0][2]), "+r"(d[0][3]), "+r"(d[1][0]), "+r"(d[1][1]),
+        "+r"(d[1][2]), "+r"(d[1][3]), "+r"(d[2][0]), "+r"(d[2][1]), "+r"(d[2][2]), "+r"(d[2][3]),
+        "+r"(d[3][0]), "+r"(d[3][1]), "+r"(d[3][2]), "+r"(d[3][3]), "+r"(d[4][0]), "+r"(d[4][1]),
+        "+r"(d[4][2]), "+r"(d[4][3]), "+r"(d[5][0]), "+r"(d[5][1]), "+r"(d[5][2]), "+r"(d[5][3]),
+        "+r"(d[6][0]), "+r"(d[6][1]), "+r"(d[6][2]), "+r"(d[6][3]), "+r"(d[7][0]), "+r"(d[7][1]),
+        "+r"(d[7][2]), "+r"(d[7][3]), "+r"(d[8][0]), "+r"(d[8][1]), "+r"(d[8][2]), "+r"(d[8][3]),
+        "+r"(d[9][0]), "+r"(d[9][1]), "+r"(d[9][2]), "+r"(d[9][3]), "+r"(d[10][0]), "+r"(d[10][1]),
+        "+r"(d[10][2]), "+r"(d[10][3]), "+r"(d[11][0]), "+r"(d[11][1]), "+r"(d[11][2]), "+r"(d[11][3]),
+        "+r"(d[12][0]), "+r"(d[12][1]), "+r"(d[12][2]), "+r"(d[12][3]), "+r"(d[13][0]), "+r"(d[13][1]),
+        "+r"(d[13][2]), "+r"(d[13][3]), "+r"(d[14][0]), "+r"(d[14][1]), "+r"(d[14][2]), "+r"(d[14][3]),
+        "+r"(d[15][0]), "+r"(d[15][1]), "+r"(d[15][2]), "+r"(d[15][3])
+      : "l"(da), "l"(db)
+      : "memory");
+}
+__device__ __forceinline__ void wgmma_s8_64(int32_t (&d)[8][4], uint64_t da, uint64_t db) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n64k32.s32.s8.s8 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+      "}, %32, %33, 1;\n"
+      : "+r"(d[0][0]), "+r"(d[0][1]), "+r"(d[0][2]), "+r"(d[0][3]), "+r"(d[1][0]), "+r"(d[1][1]),
+        "+r"(d[1][2]), "+r"(d[1][3]), "+r"(d[2][0]), "+r"(d[2][1]), "+r"(d[2][2]), "+r"(d[2][3]),
+        "+r"(d[3][0]), "+r"(d[3][1]), "+r"(d[3][2]), "+r"(d[3][3]), "+r"(d[4][0]), "+r"(d[4][1]),
+        "+r"(d[4][2]), "+r"(d[4][3]), "+r"(d[5][0]), "+r"(d[5][1]), "+r"(d[5][2]), "+r"(d[5][3]),
+        "+r"(d[6][0]), "+r"(d[6][1]), "+r"(d[6][2]), "+r"(d[6][3]), "+r"(d[7][0]), "+r"(d[7][1]),
+        "+r"(d[7][2]), "+r"(d[7][3])
+      : "l"(da), "l"(db)
+      : "memory");
+}
+template <int N>
+__device__ __forceinline__ void wgmma_s8(int32_t (&d)[N / 8][4], uint64_t da, uint64_t db) {
+  if constexpr (N == 128) wgmma_s8_128(d, da, db);
+  else wgmma_s8_64(d, da, db);
+}
+__device__ __forceinline__ void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// cp.async writes shared memory through the generic proxy, wgmma reads it through the async one
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+#else
+// Not sm_90a (sm_75..sm_89 SASS, compute_90 PTX): version 4 is never launched there (the host
+// allows it on compute capability 9.0 only, where the sm_90a code runs); trap if it ever were.
+template <int N>
+__device__ __forceinline__ void wgmma_s8(int32_t (&)[N / 8][4], uint64_t, uint64_t) {
+  __trap();
+}
+__device__ __forceinline__ void wgmma_fence() {}
+__device__ __forceinline__ void wgmma_commit() {}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {}
+__device__ __forceinline__ void fence_proxy_async() {}
+#endif
+
+// The accumulators pinned in program order: the wait asm names no register, so without this
+// the compiler could read an accumulator between the wgmma writing it and the wait (ptxas then
+// serializes the wgmmas, warning C7514).
+template <int NJ>
+__device__ __forceinline__ void fence_acc(int32_t (&d)[NJ][4]) {
+#if !defined(D8_CUDA_EMU)
+#pragma unroll
+  for (int j = 0; j < NJ; ++j)
+#pragma unroll
+    for (int v = 0; v < 4; ++v) asm volatile("" : "+r"(d[j][v])::"memory");
+#else
+  (void)d;
+#endif
+}
+
 // ---- operand rows (fprop / dgrad / gemm): the global address of one 16-byte chunk ------------
 struct RowA {
   const int8_t* base;
@@ -242,21 +358,30 @@ __device__ __forceinline__ uint4 ld16(const int8_t* src) {
 }
 
 // ---- the tensor-core kernel -----------------------------------------------------------------
-template <int OP, int BM, int BN, int WM, int WN, bool ASYNC, bool MMA32>
+// MMA: kMma16 (version 2), kMma32 (version 3) or kWgmma (version 4: each warpgroup of 4 warps
+// issues wgmma m64nBNk32 for its 64 rows, so WM = 16 rows per warp and WN = BN).
+template <int OP, int BM, int BN, int WM, int WN, bool ASYNC, int MMA>
 __global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
   constexpr int kWarpsN = BN / WN, MI = WM / 16, NI = WN / 8;
+  constexpr int BKT = MMA == kWgmma ? kBKWg : BK;  // reduction bytes per k tile
+  constexpr int kCh = BKT / 16;                     // 16-byte chunks per tile row
   static_assert((BM / WM) * (BN / WN) == kThreads / 32, "8 warps");
   static_assert(OP != kOpWgrad || !ASYNC, "wgrad transposes in registers");
   static_assert(OP != kOpWgrad || BM + BN <= kThreads, "one wgrad load task per thread");
-  constexpr int kStageBytes = (BM + BN) * BK;
-  constexpr int CA = BM * 4 / kThreads, CB = BN * 4 / kThreads;  // chunks per thread (not wgrad)
+  static_assert(OP != kOpWgrad || MMA != kWgmma, "wgrad: 64-byte tiles only");
+  static_assert(MMA != kWgmma || (ASYNC && BM == 128 && WM == 16 && WN == BN), "wgmma tiles");
+  constexpr int kStageBytes = (BM + BN) * BKT;
+  constexpr int CA = BM * kCh / kThreads, CB = BN * kCh / kThreads;  // chunks per thread
 #if __CUDA_ARCH__ >= 750
-  if constexpr (MMA32 || ASYNC) {
+  if constexpr (MMA != kMma16 || ASYNC) {
 #if __CUDA_ARCH__ < 800
     return;  // never launched below sm_80 (the host checks the compute capability)
 #endif
   }
-  extern __shared__ __align__(128) unsigned char smem[];
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  // version 4: the swizzle atoms must start 1024-byte aligned (the host adds 1024 bytes)
+  unsigned char* smem = smem_raw;
+  if constexpr (MMA == kWgmma) smem += (1024 - (smem_u32(smem_raw) & 1023)) & 1023;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm0 = (warp / kWarpsN) * WM, wn0 = (warp % kWarpsN) * WN;
   const ConvGeom& G = p.G;
@@ -277,18 +402,19 @@ __global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
     n0 = blockIdx.y * BN;
     k_end = p.red;
   }
-  const int ktiles = static_cast<int>((k_end - k_begin + BK - 1) / BK);
+  const int ktiles = static_cast<int>((k_end - k_begin + BKT - 1) / BKT);
 
-  // Per-thread operand rows (fprop / dgrad / gemm): chunk i covers tile row tid/4 + i*64,
-  // 16-byte chunk tid % 4 of each 64-byte k tile.
+  // Per-thread operand rows (fprop / dgrad / gemm): chunk i covers tile row tid/kCh + i*(256/kCh),
+  // 16-byte chunk tid % kCh of each k tile.
+  constexpr int kRowStep = kThreads / kCh;
   RowA ra[CA > 0 ? CA : 1];
   const int8_t* rb[CB > 0 ? CB : 1];
-  const int chunk = tid & 3;
+  const int chunk = tid % kCh, row0 = tid / kCh;
   if constexpr (OP != kOpWgrad) {
 #pragma unroll
-    for (int i = 0; i < CA; ++i) ra[i] = make_row_a<OP>(p, g, m0 + tid / 4 + i * 64);
+    for (int i = 0; i < CA; ++i) ra[i] = make_row_a<OP>(p, g, m0 + row0 + i * kRowStep);
 #pragma unroll
-    for (int i = 0; i < CB; ++i) rb[i] = b_row<OP>(p, g, n0 + tid / 4 + i * 64);
+    for (int i = 0; i < CB; ++i) rb[i] = b_row<OP>(p, g, n0 + row0 + i * kRowStep);
   }
 
   // wgrad load task: A (tid < BM): kk chunk tid/16, pixel quad tid%16; B: (r,s,c) chunk, quad.
@@ -300,7 +426,7 @@ __global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
   // Register staging (versions 2 and wgrad): 4 x 16 bytes per thread.
   uint4 reg[4];
   auto load_regs = [&](int kt) {
-    const int64_t k0 = k_begin + int64_t{kt} * BK;
+    const int64_t k0 = k_begin + int64_t{kt} * BKT;
     if constexpr (OP == kOpWgrad) {
       for (int u = 0; u < 4; ++u) {
         const int64_t m = k0 + wq * 4 + u;
@@ -349,33 +475,35 @@ __global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           const int row = wj * 16 + t * 4 + j;  // kk (A) or (r, s, c) (B) within the tile
-          *reinterpret_cast<uint32_t*>(base + swz(row, wq >> 2) + (wq & 3) * 4) = o[j];
+          *reinterpret_cast<uint32_t*>(base + swz<BK>(row, wq >> 2) + (wq & 3) * 4) = o[j];
         }
       }
     } else {
 #pragma unroll
       for (int i = 0; i < CA; ++i)
-        *reinterpret_cast<uint4*>(st + swz(tid / 4 + i * 64, chunk)) = reg[i];
+        *reinterpret_cast<uint4*>(st + swz<BKT>(row0 + i * kRowStep, chunk)) = reg[i];
 #pragma unroll
       for (int i = 0; i < CB; ++i)
-        *reinterpret_cast<uint4*>(st + BM * BK + swz(tid / 4 + i * 64, chunk)) = reg[CA + i];
+        *reinterpret_cast<uint4*>(st + BM * BKT + swz<BKT>(row0 + i * kRowStep, chunk)) =
+            reg[CA + i];
     }
   };
   auto issue_async = [&](int kt, int s) {
     if constexpr (OP != kOpWgrad) {
       unsigned char* st = stage_ptr(s);
-      const int64_t k0 = k_begin + int64_t{kt} * BK;
+      const int64_t k0 = k_begin + int64_t{kt} * BKT;
 #pragma unroll
       for (int i = 0; i < CA; ++i) {
         const int8_t* src = a_chunk<OP>(p, ra[i], k0 + chunk * 16);
-        cp_async16(smem_u32(st + swz(tid / 4 + i * 64, chunk)), src ? src : p.a, src != nullptr);
+        cp_async16(smem_u32(st + swz<BKT>(row0 + i * kRowStep, chunk)), src ? src : p.a,
+                   src != nullptr);
       }
 #pragma unroll
       for (int i = 0; i < CB; ++i) {
         const int64_t k = k0 + chunk * 16;
         const bool ok = rb[i] && k < p.red;
-        cp_async16(smem_u32(st + BM * BK + swz(tid / 4 + i * 64, chunk)), ok ? rb[i] + k : p.b,
-                   ok);
+        cp_async16(smem_u32(st + BM * BKT + swz<BKT>(row0 + i * kRowStep, chunk)),
+                   ok ? rb[i] + k : p.b, ok);
       }
     }
   };
@@ -398,13 +526,13 @@ __global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
 #pragma unroll
       for (int i = 0; i < MI; ++i) {
         const int row = wm0 + i * 16 + lr + (lj & 1) * 8;
-        ldmatrix_x4(af[i], a_base + swz(row, ks * 2 + (lj >> 1)));
+        ldmatrix_x4(af[i], a_base + swz<BK>(row, ks * 2 + (lj >> 1)));
       }
 #pragma unroll
       for (int j = 0; j < NI / 2; ++j) {
         const int row = wn0 + j * 16 + lr + (lj >> 1) * 8;
         uint32_t r[4];
-        ldmatrix_x4(r, b_base + swz(row, ks * 2 + (lj & 1)));
+        ldmatrix_x4(r, b_base + swz<BK>(row, ks * 2 + (lj & 1)));
         bf[2 * j][0] = r[0];
         bf[2 * j][1] = r[1];
         bf[2 * j + 1][0] = r[2];
@@ -413,11 +541,42 @@ __global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
 #pragma unroll
       for (int i = 0; i < MI; ++i)
 #pragma unroll
-        for (int j = 0; j < NI; ++j) mma_16x8x32<MMA32>(acc[i][j], af[i], bf[j]);
+        for (int j = 0; j < NI; ++j) mma_16x8x32<MMA == kMma32>(acc[i][j], af[i], bf[j]);
     }
   };
 
-  if constexpr (ASYNC) {
+  if constexpr (MMA == kWgmma) {
+    // Loads run kWgStages - 2 tiles ahead and one wgmma group stays in flight, so the stage a
+    // load overwrites was read by the group before the one in flight, which every warpgroup has
+    // waited for before the barrier: (kt + 2) % 4 == (kt - 2) % 4.
+    constexpr int D = kWgStages - 2;
+    const uint32_t wg_rows = static_cast<uint32_t>((warp >> 2) * 64 * BKT);
+#pragma unroll
+    for (int s = 0; s < D; ++s) {
+      if (s < ktiles) issue_async(s, s);
+      cp_async_commit();
+    }
+    for (int kt = 0; kt < ktiles; ++kt) {
+      cp_async_wait<D - 1>();
+      fence_proxy_async();  // this thread's copies, visible to the wgmma (async proxy)
+      __syncthreads();
+      const int nk = kt + D;
+      if (nk < ktiles) issue_async(nk, nk % kWgStages);
+      cp_async_commit();
+      const unsigned char* st = stage_ptr(kt % kWgStages);
+      const uint32_t a0 = smem_u32(st) + wg_rows, b0 = smem_u32(st + BM * BKT);
+      fence_acc(acc[0]);
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < BKT / 32; ++ks)
+        wgmma_s8<BN>(acc[0], wg_desc(a0 + ks * 32), wg_desc(b0 + ks * 32));
+      wgmma_commit();
+      wgmma_wait<1>();
+      fence_acc(acc[0]);
+    }
+    wgmma_wait<0>();
+    fence_acc(acc[0]);
+  } else if constexpr (ASYNC) {
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
       if (s < ktiles) issue_async(s, s);
@@ -646,10 +805,11 @@ __global__ void transpose_w_k(int8_t* wt, const int8_t* w, ConvGeom G) {
 }
 
 // ---- launch -----------------------------------------------------------------------------------
-template <int OP, int BM, int BN, int WM, int WN, bool ASYNC, bool MMA32>
+template <int OP, int BM, int BN, int WM, int WN, bool ASYNC, int MMA>
 int32_t launch_imma(const char* fn, d8_context* ctx, const ImmaParams& p, dim3 grid) {
-  auto kern = imma_k<OP, BM, BN, WM, WN, ASYNC, MMA32>;
-  const int smem = (ASYNC ? kStages : 1) * (BM + BN) * BK;
+  auto kern = imma_k<OP, BM, BN, WM, WN, ASYNC, MMA>;
+  const int smem = MMA == kWgmma ? kWgStages * (BM + BN) * kBKWg + 1024  // + alignment slack
+                                 : (ASYNC ? kStages : 1) * (BM + BN) * BK;
   if (smem > 48 * 1024) {
     const cudaError_t e =
         cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
@@ -669,12 +829,16 @@ int32_t run_imma(const char* fn, d8_context* ctx, const ImmaParams& p, int group
                   static_cast<unsigned>(ceil_div(p.cols, bn)), static_cast<unsigned>(groups));
   if (grid.y > 65535 || grid.z > 65535 || grid.x > 0x7fffffffu)
     return fail(D8_ERR_UNSUPPORTED, "%s: problem too large for one launch", fn);
-  if (version == 3) {
-    if (wide) return launch_imma<OP, 128, 128, 64, 32, true, true>(fn, ctx, p, grid);
-    return launch_imma<OP, 128, 64, 32, 32, true, true>(fn, ctx, p, grid);
+  if (version == 4) {
+    if (wide) return launch_imma<OP, 128, 128, 16, 128, true, kWgmma>(fn, ctx, p, grid);
+    return launch_imma<OP, 128, 64, 16, 64, true, kWgmma>(fn, ctx, p, grid);
   }
-  if (wide) return launch_imma<OP, 128, 128, 64, 32, false, false>(fn, ctx, p, grid);
-  return launch_imma<OP, 128, 64, 32, 32, false, false>(fn, ctx, p, grid);
+  if (version == 3) {
+    if (wide) return launch_imma<OP, 128, 128, 64, 32, true, kMma32>(fn, ctx, p, grid);
+    return launch_imma<OP, 128, 64, 32, 32, true, kMma32>(fn, ctx, p, grid);
+  }
+  if (wide) return launch_imma<OP, 128, 128, 64, 32, false, kMma16>(fn, ctx, p, grid);
+  return launch_imma<OP, 128, 64, 32, 32, false, kMma16>(fn, ctx, p, grid);
 }
 
 int32_t run_imma_wgrad(const char* fn, d8_context* ctx, ImmaParams p, int version) {
@@ -696,12 +860,12 @@ int32_t run_imma_wgrad(const char* fn, d8_context* ctx, ImmaParams p, int versio
                   static_cast<unsigned>(int64_t{G.g} * p.splits));
   if (grid.y > 65535 || grid.z > 65535)
     return fail(D8_ERR_UNSUPPORTED, "%s: weight gradient too large for one launch", fn);
-  if (version == 3) {
-    if (tall) return launch_imma<kOpWgrad, 128, 128, 64, 32, false, true>(fn, ctx, p, grid);
-    return launch_imma<kOpWgrad, 64, 128, 32, 32, false, true>(fn, ctx, p, grid);
+  if (version >= 3) {  // version 4 (wgmma) runs the wgrad of version 3
+    if (tall) return launch_imma<kOpWgrad, 128, 128, 64, 32, false, kMma32>(fn, ctx, p, grid);
+    return launch_imma<kOpWgrad, 64, 128, 32, 32, false, kMma32>(fn, ctx, p, grid);
   }
-  if (tall) return launch_imma<kOpWgrad, 128, 128, 64, 32, false, false>(fn, ctx, p, grid);
-  return launch_imma<kOpWgrad, 64, 128, 32, 32, false, false>(fn, ctx, p, grid);
+  if (tall) return launch_imma<kOpWgrad, 128, 128, 64, 32, false, kMma16>(fn, ctx, p, grid);
+  return launch_imma<kOpWgrad, 64, 128, 32, 32, false, kMma16>(fn, ctx, p, grid);
 }
 
 // valid(): whether the tensor-core kernels can run this op (else version 1 runs).

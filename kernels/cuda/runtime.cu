@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace d8cuda {
@@ -209,9 +210,23 @@ int32_t Scratch::get(const char* fn, d8_context* ctx, size_t bytes) {
 }
 
 // ---- int8 kernel choice -----------------------------------------------------------------------
+// Version 4 (wgmma) exists as sm_90a code only, which runs on compute capability 9.0 exactly.
+static bool wgmma_device(const d8_context* ctx) { return ctx->cc == 90; }
+
+// DAINT8_CUDA_NO_WGMMA=1 keeps auto at version 3 on sm_90 (the GPU check sets it for the
+// benchmarks after a failed version-4 test); read once per process.
+static bool wgmma_disabled() {
+  static const bool off = [] {
+    const char* e = std::getenv("DAINT8_CUDA_NO_WGMMA");
+    return e && *e && std::strcmp(e, "0") != 0;
+  }();
+  return off;
+}
+
 int int8_version(const d8_context* ctx) {
   int v = ctx->int8_kernel;
-  if (v == 0) v = ctx->cc >= 80 ? 3 : ctx->cc >= 75 ? 2 : 1;
+  if (v == 0)
+    v = wgmma_device(ctx) && !wgmma_disabled() ? 4 : ctx->cc >= 80 ? 3 : ctx->cc >= 75 ? 2 : 1;
   return v;
 }
 
@@ -220,24 +235,30 @@ const char* int8_version_name(int v) {
     case 1: return "simple";
     case 2: return "mma-m8n8k16";
     case 3: return "mma-m16n8k32";
+    case 4: return "wgmma-m64nNk32";
     default: return "auto";
   }
 }
 
 static int version_of_name(const char* name) {
   if (!name) return -1;
-  for (int v = 0; v <= 3; ++v)
+  for (int v = 0; v <= 4; ++v)
     if (std::strcmp(name, int8_version_name(v)) == 0) return v;
   if (std::strcmp(name, "dp4a") == 0) return 1;
   return -1;
 }
 
 int32_t set_int8(const char* fn, d8_context* ctx, int32_t v) {
-  if (v < 0 || v > 3)
+  if (v < 0 || v > 4)
     return fail(D8_ERR_INVALID_ARGUMENT,
-                "%s: variant must be 0 (auto), 1 (simple), 2 (mma-m8n8k16) or 3 (mma-m16n8k32), "
-                "got %d",
+                "%s: variant must be 0 (auto), 1 (simple), 2 (mma-m8n8k16), 3 (mma-m16n8k32) or 4 "
+                "(wgmma-m64nNk32), got %d",
                 fn, v);
+  if (v == 4 && !wgmma_device(ctx))
+    return fail(D8_ERR_UNSUPPORTED,
+                "%s: the wgmma-m64nNk32 int8 kernel needs compute capability 9.0 (sm_90a code), "
+                "this device has %d.%d",
+                fn, ctx->cc / 10, ctx->cc % 10);
   const int need = v == 3 ? 80 : v == 2 ? 75 : 0;
   if (ctx->cc < need)
     return fail(D8_ERR_UNSUPPORTED,

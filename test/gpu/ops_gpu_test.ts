@@ -8,7 +8,8 @@
  * be bit-identical; INT8 fprop outputs within 1e-6 relative (same formula, one rounding), dgrad
  * within 1e-5 of the largest |dx| (the cpu's scatter form rounds per kernel row);
  * float ops within the stated tolerances. Every INT8 case runs under each cuda kernel version
- * (1 simple, 2 mma-m8n8k16, 3 mma-m16n8k32).
+ * (1 simple, 2 mma-m8n8k16, 3 mma-m16n8k32, 4 wgmma-m64nNk32: sm_90 only; its wgrad is version
+ * 3's kernel).
  */
 import {
   assertClose,
@@ -125,7 +126,7 @@ const CONVS: [string, Conv][] = [
   }],
 ];
 
-const ALL_VERSIONS = [1, 2, 3];
+const ALL_VERSIONS = [1, 2, 3, 4];
 // The kernel versions this device runs (mma-m16n8k32, version 3, needs compute capability 8.0;
 // found by the emulation with D8_CUDA_EMU_CC=75, where its cases failed instead of skipping).
 const VERSIONS = gpu.ok ? runnableVersions() : ALL_VERSIONS;
