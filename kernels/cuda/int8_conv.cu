@@ -178,13 +178,16 @@ __device__ __forceinline__ void mma_16x8x32(int32_t (&c)[4], const uint32_t (&a)
 }
 
 // ---- wgmma (version 4, sm_90a) ---------------------------------------------------------------
-// Shared memory matrix descriptor of a K-major operand in the 128-byte swizzle: start address >> 4
-// (bits 0-13), leading byte offset unused for swizzled K-major layouts (1), stride byte offset
-// 1024 >> 4 (bits 32-45: the 8-row x 128-byte swizzle atoms are stacked 1024 bytes apart), layout
-// type 1 = 128B swizzle (bits 62-63). A k32 slice of the 128-byte row starts 32 * slice bytes in.
+// Shared memory matrix descriptor of a K-major operand in rows of BKT bytes with the BKT-byte
+// swizzle (swz<BKT>: 128 -> 128B swizzle, 64 -> 64B swizzle): start address >> 4 (bits 0-13),
+// leading byte offset unused for swizzled K-major layouts (1), stride byte offset 8 * BKT >> 4
+// (bits 32-45: the 8-row swizzle atoms are stacked 8 * BKT bytes apart), layout type (bits
+// 62-63) 1 = 128B or 2 = 64B swizzle. A k32 slice of a row starts 32 * slice bytes in.
+template <int BKT>
 __device__ __forceinline__ uint64_t wg_desc(uint32_t addr) {
+  static_assert(BKT == 128 || BKT == 64, "128B or 64B swizzle");
   return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (uint64_t{1} << 16) |
-         (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
+         (uint64_t{8 * BKT >> 4} << 32) | (uint64_t{BKT == 128 ? 1u : 2u} << 62);
 }
 #if defined(D8_CUDA_EMU)
 template <int N>
@@ -239,6 +242,7 @@ __device__ __forceinline__ void wgmma_s8_64(int32_t (&d)[8][4], uint64_t da, uin
 }
 template <int N>
 __device__ __forceinline__ void wgmma_s8(int32_t (&d)[N / 8][4], uint64_t da, uint64_t db) {
+  static_assert(N == 128 || N == 64, "m64n128k32 or m64n64k32");
   if constexpr (N == 128) wgmma_s8_128(d, da, db);
   else wgmma_s8_64(d, da, db);
 }
@@ -358,18 +362,20 @@ __device__ __forceinline__ uint4 ld16(const int8_t* src) {
 }
 
 // ---- the tensor-core kernel -----------------------------------------------------------------
-// MMA: kMma16 (version 2), kMma32 (version 3) or kWgmma (version 4: each warpgroup of 4 warps
-// issues wgmma m64nBNk32 for its 64 rows, so WM = 16 rows per warp and WN = BN).
+// MMA: kMma16 (version 2), kMma32 (version 3) or kWgmma (version 4: warpgroup w of 4 warps issues
+// wgmma m64nWNk32 for rows 64 * (w / (BN / WN)), columns WN * (w % (BN / WN)); WM = 16 rows per
+// warp). Version 4 fprop / dgrad / gemm use 128-byte k tiles and cp.async; its wgrad keeps the
+// 64-byte tiles of the register-transposing loader (64B swizzle), double-buffered.
 template <int OP, int BM, int BN, int WM, int WN, bool ASYNC, int MMA>
 __global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
   constexpr int kWarpsN = BN / WN, MI = WM / 16, NI = WN / 8;
-  constexpr int BKT = MMA == kWgmma ? kBKWg : BK;  // reduction bytes per k tile
+  constexpr int BKT = MMA == kWgmma && OP != kOpWgrad ? kBKWg : BK;  // bytes per k tile
   constexpr int kCh = BKT / 16;                     // 16-byte chunks per tile row
   static_assert((BM / WM) * (BN / WN) == kThreads / 32, "8 warps");
   static_assert(OP != kOpWgrad || !ASYNC, "wgrad transposes in registers");
   static_assert(OP != kOpWgrad || BM + BN <= kThreads, "one wgrad load task per thread");
-  static_assert(OP != kOpWgrad || MMA != kWgmma, "wgrad: 64-byte tiles only");
-  static_assert(MMA != kWgmma || (ASYNC && BM == 128 && WM == 16 && WN == BN), "wgmma tiles");
+  static_assert(MMA != kWgmma || (ASYNC == (OP != kOpWgrad) && BM % 64 == 0 && WM == 16),
+                "wgmma tiles");
   constexpr int kStageBytes = (BM + BN) * BKT;
   constexpr int CA = BM * kCh / kThreads, CB = BN * kCh / kThreads;  // chunks per thread
 #if __CUDA_ARCH__ >= 750
@@ -383,7 +389,10 @@ __global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
   unsigned char* smem = smem_raw;
   if constexpr (MMA == kWgmma) smem += (1024 - (smem_u32(smem_raw) & 1023)) & 1023;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int wm0 = (warp / kWarpsN) * WM, wn0 = (warp % kWarpsN) * WN;
+  // warp tile origin (version 4: warpgroup (warp / 4) tile, then 16 rows per warp)
+  const int wm0 = MMA == kWgmma ? (warp >> 2) / kWarpsN * 64 + (warp & 3) * 16
+                                : (warp / kWarpsN) * WM;
+  const int wn0 = MMA == kWgmma ? (warp >> 2) % kWarpsN * WN : (warp % kWarpsN) * WN;
   const ConvGeom& G = p.G;
 
   int g, split = 0;
@@ -476,6 +485,10 @@ __global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
         for (int j = 0; j < 4; ++j) {
           const int row = wj * 16 + t * 4 + j;  // kk (A) or (r, s, c) (B) within the tile
           *reinterpret_cast<uint32_t*>(base + swz<BK>(row, wq >> 2) + (wq & 3) * 4) = o[j];
+#if defined(D8_CUDA_EMU)
+          if constexpr (MMA == kWgmma)  // the emulation checks the proxy fence for these too
+            emu::note_generic_smem_write(smem_u32(base + swz<BK>(row, wq >> 2)));
+#endif
         }
       }
     } else {
@@ -545,12 +558,48 @@ __global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
     }
   };
 
-  if constexpr (MMA == kWgmma) {
+  // version 4: warpgroup (warp / 4)'s A rows and B rows within a stage
+  const uint32_t wg_a = static_cast<uint32_t>((warp >> 2) / kWarpsN * 64 * BKT);
+  const uint32_t wg_b = static_cast<uint32_t>((warp >> 2) % kWarpsN * WN * BKT);
+  auto issue_wgmma = [&](int s) {
+    if constexpr (MMA == kWgmma) {
+      const unsigned char* st = stage_ptr(s);
+      const uint32_t a0 = smem_u32(st) + wg_a, b0 = smem_u32(st + BM * BKT) + wg_b;
+      fence_acc(acc[0]);
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < BKT / 32; ++ks)
+        wgmma_s8<WN>(acc[0], wg_desc<BKT>(a0 + ks * 32), wg_desc<BKT>(b0 + ks * 32));
+      wgmma_commit();
+    } else {
+      (void)s, (void)wg_a, (void)wg_b;
+    }
+  };
+
+  if constexpr (MMA == kWgmma && OP == kOpWgrad) {
+    // Two stages: the registers of tile kt + 1 are loaded and stored into the other stage while
+    // the wgmmas of tile kt run; that stage was read by tile kt - 1's wgmmas, which every
+    // warpgroup waited for before the barrier.
+    if (ktiles > 0) {
+      load_regs(0);
+      store_regs(0);
+    }
+    for (int kt = 0; kt < ktiles; ++kt) {
+      fence_proxy_async();  // this thread's stores, visible to the wgmma (async proxy)
+      __syncthreads();
+      issue_wgmma(kt & 1);
+      if (kt + 1 < ktiles) {
+        load_regs(kt + 1);
+        store_regs((kt + 1) & 1);
+      }
+      wgmma_wait<0>();
+      fence_acc(acc[0]);
+    }
+  } else if constexpr (MMA == kWgmma) {
     // Loads run kWgStages - 2 tiles ahead and one wgmma group stays in flight, so the stage a
     // load overwrites was read by the group before the one in flight, which every warpgroup has
     // waited for before the barrier: (kt + 2) % 4 == (kt - 2) % 4.
     constexpr int D = kWgStages - 2;
-    const uint32_t wg_rows = static_cast<uint32_t>((warp >> 2) * 64 * BKT);
 #pragma unroll
     for (int s = 0; s < D; ++s) {
       if (s < ktiles) issue_async(s, s);
@@ -563,14 +612,7 @@ __global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
       const int nk = kt + D;
       if (nk < ktiles) issue_async(nk, nk % kWgStages);
       cp_async_commit();
-      const unsigned char* st = stage_ptr(kt % kWgStages);
-      const uint32_t a0 = smem_u32(st) + wg_rows, b0 = smem_u32(st + BM * BKT);
-      fence_acc(acc[0]);
-      wgmma_fence();
-#pragma unroll
-      for (int ks = 0; ks < BKT / 32; ++ks)
-        wgmma_s8<BN>(acc[0], wg_desc(a0 + ks * 32), wg_desc(b0 + ks * 32));
-      wgmma_commit();
+      issue_wgmma(kt % kWgStages);
       wgmma_wait<1>();
       fence_acc(acc[0]);
     }
@@ -808,8 +850,9 @@ __global__ void transpose_w_k(int8_t* wt, const int8_t* w, ConvGeom G) {
 template <int OP, int BM, int BN, int WM, int WN, bool ASYNC, int MMA>
 int32_t launch_imma(const char* fn, d8_context* ctx, const ImmaParams& p, dim3 grid) {
   auto kern = imma_k<OP, BM, BN, WM, WN, ASYNC, MMA>;
-  const int smem = MMA == kWgmma ? kWgStages * (BM + BN) * kBKWg + 1024  // + alignment slack
-                                 : (ASYNC ? kStages : 1) * (BM + BN) * BK;
+  const int smem = MMA != kWgmma  ? (ASYNC ? kStages : 1) * (BM + BN) * BK
+                   : OP == kOpWgrad ? 2 * (BM + BN) * BK + 1024  // + alignment slack
+                                    : kWgStages * (BM + BN) * kBKWg + 1024;
   if (smem > 48 * 1024) {
     const cudaError_t e =
         cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
@@ -860,7 +903,11 @@ int32_t run_imma_wgrad(const char* fn, d8_context* ctx, ImmaParams p, int versio
                   static_cast<unsigned>(int64_t{G.g} * p.splits));
   if (grid.y > 65535 || grid.z > 65535)
     return fail(D8_ERR_UNSUPPORTED, "%s: weight gradient too large for one launch", fn);
-  if (version >= 3) {  // version 4 (wgmma) runs the wgrad of version 3
+  if (version == 4) {  // two warpgroups: 2 x 1 of m64n128 tiles, or 1 x 2 of m64n64
+    if (tall) return launch_imma<kOpWgrad, 128, 128, 16, 128, false, kWgmma>(fn, ctx, p, grid);
+    return launch_imma<kOpWgrad, 64, 128, 16, 64, false, kWgmma>(fn, ctx, p, grid);
+  }
+  if (version == 3) {
     if (tall) return launch_imma<kOpWgrad, 128, 128, 64, 32, false, kMma32>(fn, ctx, p, grid);
     return launch_imma<kOpWgrad, 64, 128, 32, 32, false, kMma32>(fn, ctx, p, grid);
   }
