@@ -112,6 +112,15 @@ const convs: [string, [number, number, number, number], number, [number, number]
   ["depthwise", [2, 7, 7, 5], 5, [3, 3], { stride: 2, padding: 1, groups: 5 }],
   ["c 17, k 19 (not multiples of 4 or 16)", [3, 6, 5, 17], 19, [3, 3], { padding: 1 }],
   ["batch 1, c 16, k 32, stride 2", [1, 8, 8, 16], 32, [3, 3], { stride: 2, padding: 1 }],
+  // the dgrad's stride phases: stride 3 with pad 2; a kernel smaller than its stride in rows
+  // (phases without taps) and unequal strides; 1x1 stride 2; grouped and strided
+  ["5x5 stride 3, pad 2", [2, 13, 11, 8], 12, [5, 5], { stride: 3, padding: 2 }],
+  ["2x3 stride [3, 2], phases without taps", [2, 10, 9, 8], 8, [2, 3], {
+    stride: [3, 2],
+    padding: [0, 1],
+  }],
+  ["1x1 stride 2", [2, 8, 8, 8], 12, [1, 1], { stride: 2 }],
+  ["groups 2, stride 2, odd size", [1, 9, 9, 8], 8, [3, 3], { stride: 2, padding: 1, groups: 2 }],
 ];
 
 for (const [name, x, k, kernel, opts] of convs) {

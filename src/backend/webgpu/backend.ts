@@ -741,15 +741,42 @@ export class WebGpuBackend implements Backend {
   conv2dDgrad(dx: Tensor, dy: Tensor, w: Tensor, s: ConvShape, accumulate = false): void {
     need("conv2dDgrad", s, [["dx", dx, nx(s) * 4], ["dy", dy, ny(s) * 4], ["w", w, nw(s) * 4]]);
     if (accumulate) distinctFromInputs("conv2dDgrad", dx, dy, w);
-    const g = s.groups, kg = s.k / g, K = s.r * s.s * kg;
-    this.#gemm(G.DGRAD_F32, [buf(dx), buf(dy), buf(w)], s.n * s.h * s.w, s.c / g, K, g, 1, K, (
-      u,
-      _f,
-      i,
-    ) => {
-      geom(i, s);
+    this.#dgradPhases(G.DGRAD_F32, [buf(dx), buf(dy), buf(w)], s, (u) => {
       u[5] = accumulate ? 1 : 0; // the store adds into dx
     });
+  }
+
+  /**
+   * A dgrad as one GEMM per stride phase (rr, ss): the input pixels (h0 + i*sh, w0 + j*sw) with
+   * h0 = (rr - pad_h) mod sh take exactly the taps (rr + a*sh, ss + b*sw), so no reduction element
+   * is a structural zero (the mapping of kernels/cuda/int8_conv.cu; stride 1: one phase). A phase
+   * without taps (a kernel smaller than its stride) has an empty reduction: 0 there, or dx kept.
+   */
+  #dgradPhases(spec: KernelSpec, bufs: Buf[], s: ConvShape, fill: (u: Uint32Array) => void): void {
+    const g = s.groups, kg = s.k / g, sh = s.strideH, sw = s.strideW;
+    const taps = (x: number, extent: number, st: number) =>
+      x < extent ? Math.ceil((extent - x) / st) : 0;
+    for (let rr = 0; rr < sh; rr++) {
+      for (let ss = 0; ss < sw; ss++) {
+        const h0 = ((rr - s.padH) % sh + sh) % sh, w0 = ((ss - s.padW) % sw + sw) % sw;
+        const hp = taps(h0, s.h, sh), wp = taps(w0, s.w, sw);
+        if (hp === 0 || wp === 0) continue; // no input pixel in this phase
+        const nr = taps(rr, s.r, sh), ns = taps(ss, s.s, sw), K = nr * ns * kg;
+        this.#gemm(spec, bufs, s.n * hp * wp, s.c / g, K, g, 1, K, (u, _f, i) => {
+          geom(i, s);
+          fill(u);
+          u[24] = h0;
+          u[25] = w0;
+          u[26] = hp;
+          u[27] = wp;
+          u[28] = (h0 + s.padH - rr) / sh; // exact, >= 0
+          u[29] = (w0 + s.padW - ss) / sw;
+          u[30] = rr;
+          u[31] = ss;
+          u[32] = ns;
+        });
+      }
+    }
   }
 
   #wgrad(
@@ -1359,18 +1386,12 @@ export class WebGpuBackend implements Backend {
   ): void {
     need("conv2dDgradI8", s, [["dx", dx, nx(s) * 4], ["dy", dy, ny(s)], ["w", w, nw(s)]]);
     if (accumulate) distinctFromInputs("conv2dDgradI8", dx, dy, w);
-    const g = s.groups, kg = s.k / g, K = s.r * s.s * kg;
-    this.#gemm(
+    const kg = s.k / s.groups;
+    this.#dgradPhases(
       G.DGRAD_I8,
       [buf(dx), buf(dy), buf(w), buf(dyScale), buf(wScale)],
-      s.n * s.h * s.w,
-      s.c / g,
-      K,
-      g,
-      1,
-      K,
-      (u, _f, i) => {
-        geom(i, s);
+      s,
+      (u) => {
         // output channels of a group in whole aligned words of dy (w is gathered bytewise)
         u[7] = s.k % 4 === 0 && kg % 4 === 0 && this.fastInt8 ? 1 : 0;
         u[5] = accumulate ? 1 : 0; // the store adds into dx

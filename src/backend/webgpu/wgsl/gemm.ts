@@ -9,7 +9,9 @@
  *
  * Parameter words: 0 M, 1 N, 2 K (reduction), 3 reduction per split, 4 splits, 5 has bias,
  * 6 scale layout, 8..21 ConvShape (n h w c k r s groups sh sw ph pw p q), 22 c/groups,
- * 23 k/groups; linear: 8 m, 9 n, 10 k.
+ * 23 k/groups; linear: 8 m, 9 n, 10 k; dgrad stride phase (one dispatch per phase, see
+ * {@link DGRAD_I8}): 24 h0, 25 w0, 26 pixel rows hp, 27 pixel columns wp, 28 bh, 29 bw, 30 rr,
+ * 31 ss, 32 ns (taps across).
  *
  * @module
  */
@@ -249,24 +251,24 @@ function convDgrad(i8: boolean): KernelSpec {
     bindings: i8
       ? [w("DX"), r("DY", "u32"), r("Wt", "u32"), r("DS"), r("WS")]
       : [w("DX"), r("DY"), r("Wt")],
-    // rows: input pixels (n h w); columns: input channels of the group; reduction: taps (r s k).
+    // One dispatch per stride phase (rr, ss) (the cuda dgrad's mapping, kernels/cuda/int8_conv.cu):
+    // rows are the phase's input pixels (h0 + hi*sh, w0 + wi*sw), n hp wp; columns the input
+    // channels of the group; the reduction only the taps (rr + j*sh, ss + l*sw) that reach them,
+    // (j l k): no structural zeros (stride 1: one phase, every tap).
     loaders: `fn kdec(k: u32) -> vec4<i32> {
-  let skg = cS() * cKG(); let t = k % skg;
-  return vec4<i32>(i32(k / skg), i32(t / cKG()), i32(t % cKG()), 0);
+  let lkg = pu(32u) * cKG(); let t = k % lkg;
+  return vec4<i32>(i32(k / lkg), i32(t / cKG()), i32(t % cKG()), 0);
 }
 ${
-      S.row(`let hw = u32(cH() * cW()); let img = m / hw; let rem = m % hw;
-  return vec4<i32>(i32(img), i32(rem / u32(cW())) + cPH(), i32(rem % u32(cW())) + cPW(), 0);`)
+      S.row(`let hw = pu(26u) * pu(27u); let img = m / hw; let rem = m % hw;
+  return vec4<i32>(i32(img), i32(rem / pu(27u)) + pi(28u), i32(rem % pu(27u)) + pi(29u), 0);`)
     }
 ${S.row("return vec4<i32>(i32(m), 0, 0, 0);", "rowB")}
 ${
       S.ld(
         "la",
-        `var oh = r.y - kd.x; var ow = r.z - kd.y;
-  if (oh < 0 || ow < 0) { return ${T}(0); }
-  if (cSH() != 1) { if (oh % cSH() != 0) { return ${T}(0); } oh = oh / cSH(); }
-  if (cSW() != 1) { if (ow % cSW() != 0) { return ${T}(0); } ow = ow / cSW(); }
-  if (oh >= cP() || ow >= cQ()) { return ${T}(0); }
+        `let oh = r.y - kd.x; let ow = r.z - kd.y;
+  if (oh < 0 || ow < 0 || oh >= cP() || ow >= cQ()) { return ${T}(0); }
   let u = ((u32(r.x) * u32(cP()) + u32(oh)) * u32(cQ()) + u32(ow)) * cK() + g * cKG() + u32(kd.z);
   return ${get("DY", "u")};`,
       )
@@ -275,11 +277,8 @@ ${
       i8
         ? SIG("u32").ld(
           "la4",
-          `var oh = r.y - kd.x; var ow = r.z - kd.y;
-  if (oh < 0 || ow < 0) { return 0u; }
-  if (cSH() != 1) { if (oh % cSH() != 0) { return 0u; } oh = oh / cSH(); }
-  if (cSW() != 1) { if (ow % cSW() != 0) { return 0u; } ow = ow / cSW(); }
-  if (oh >= cP() || ow >= cQ()) { return 0u; }
+          `let oh = r.y - kd.x; let ow = r.z - kd.y;
+  if (oh < 0 || ow < 0 || oh >= cP() || ow >= cQ()) { return 0u; }
   let u = ((u32(r.x) * u32(cP()) + u32(oh)) * u32(cQ()) + u32(ow)) * cK() + g * cKG() + u32(kd.z);
   return DY[u >> 2u];`,
         )
@@ -288,13 +287,16 @@ ${
 ${
       S.ld(
         "lb",
-        `let u = (((g * cKG() + u32(kd.z)) * cR() + u32(kd.x)) * cS() + u32(kd.y)) * cCG() + u32(r.x);
+        `let rr = pu(30u) + u32(kd.x) * u32(cSH()); let ss = pu(31u) + u32(kd.y) * u32(cSW());
+  let u = (((g * cKG() + u32(kd.z)) * cR() + rr) * cS() + ss) * cCG() + u32(r.x);
   return ${get("Wt", "u")};`,
       )
     }`,
     // word 5 = 1: dx += the gradient (accumulate; each element has exactly one writer)
     store: `fn st(g: u32, sp: u32, m: u32, n: u32, acc: ${T}) {
-  let o = m * cC() + g * cCG() + n;
+  let hw = pu(26u) * pu(27u); let img = m / hw; let rem = m % hw;
+  let h = pu(24u) + (rem / pu(27u)) * u32(cSH()); let w = pu(25u) + (rem % pu(27u)) * u32(cSW());
+  let o = ((img * u32(cH()) + h) * u32(cW()) + w) * cC() + g * cCG() + n;
   let v = f32(acc)${i8 ? " * (DS[0] * WS[0])" : ""};
   if (pu(5u) == 1u) { DX[o] = DX[o] + v; } else { DX[o] = v; }
 }`,
