@@ -215,6 +215,45 @@ inline ConvGeom make_geom(const d8_conv_shape& s) {
   return G;
 }
 
+// ---- dgrad stride phases (the GEMM dgrads: int8_conv.cu, conv_f32.cu) ------------------------
+// Phase (rr, ss), rr < sh, ss < sw: the input pixels (h0 + hi*sh, w0 + wi*sw), h0 = (rr - ph) mod
+// sh (w0 alike), hi < hp, wi < wp, take exactly the taps (rr + j*sh, ss + l*sw), j < nr, l < ns;
+// output pixel (bh + hi - j, bw + wi - l) of dy. Stride 1: one phase with every tap.
+// Taps of a phase along one axis: r = rr + j*stride < extent.
+__host__ __device__ inline int phase_taps(int rr, int extent, int stride) {
+  return rr < extent ? (extent - rr + stride - 1) / stride : 0;
+}
+// Taps of the phases before (rr, ss) in row-major phase order.
+__host__ __device__ inline int64_t phase_taps_before(const ConvGeom& G, int rr, int ss) {
+  int before_r = 0, before_s = 0;
+  for (int x = 0; x < rr; ++x) before_r += phase_taps(x, G.r, G.sh);
+  for (int x = 0; x < ss; ++x) before_s += phase_taps(x, G.s, G.sw);
+  return int64_t{before_r} * G.s + int64_t{phase_taps(rr, G.r, G.sh)} * before_s;
+}
+struct DgradPhase {
+  int rr, ss, h0, w0, hp, wp, bh, bw, nr, ns;
+};
+// The phases with at least one input pixel, in row-major (rr, ss) order.
+inline std::vector<DgradPhase> dgrad_phases(const ConvGeom& G) {
+  std::vector<DgradPhase> out;
+  for (int rr = 0; rr < G.sh; ++rr)
+    for (int ss = 0; ss < G.sw; ++ss) {
+      DgradPhase p;
+      p.rr = rr, p.ss = ss;
+      p.h0 = ((rr - G.ph) % G.sh + G.sh) % G.sh;
+      p.w0 = ((ss - G.pw) % G.sw + G.sw) % G.sw;
+      p.hp = phase_taps(p.h0, G.h, G.sh);  // pixels h0, h0 + sh, ... < H: the same count
+      p.wp = phase_taps(p.w0, G.w, G.sw);
+      if (p.hp == 0 || p.wp == 0) continue;
+      p.bh = (p.h0 + G.ph - rr) / G.sh;  // exact, >= 0
+      p.bw = (p.w0 + G.pw - ss) / G.sw;
+      p.nr = phase_taps(rr, G.r, G.sh);
+      p.ns = phase_taps(ss, G.s, G.sw);
+      out.push_back(p);
+    }
+  return out;
+}
+
 // dgrad's gather, one input pixel (img, ih, iw): calls f(o, r, s) for every tap (r, s) whose
 // output pixel covers it, o = that output pixel's flat index (img, p, q). The walk every direct
 // dgrad kernel shares (the int8 simple kernel, the fp32 depthwise one).

@@ -52,31 +52,40 @@ struct FwdOp {
   }
 };
 
+// One GEMM per stride phase, as the INT8 dgrad (mapping at the top of int8_conv.cu): rows are the
+// phase's input pixels (h0 + hi*sh, w0 + wi*sw), the reduction only the taps (rr + j*sh,
+// ss + l*sw) that reach them, (j, l, kk) in the order of (r, s, kk), so each dx sums the same
+// nonzero products in the same order as a reduction over every tap would.
 struct DgradOp {
   const float* dy;
   const float* w;
   float* dx;
   ConvGeom G;
-  __device__ int64_t rows() const { return int64_t{G.n} * G.h * G.w; }
+  DgradPhase ph;
+  bool add;  // D8_CONV_ACCUMULATE: dx += the result (two roundings, as the cpu)
+  __device__ int64_t rows() const { return int64_t{G.n} * ph.hp * ph.wp; }
   __device__ int cols() const { return G.cg; }
-  __device__ int64_t red() const { return int64_t{G.r} * G.s * G.kg; }
+  __device__ int64_t red() const { return int64_t{ph.nr} * ph.ns * G.kg; }
   __device__ float a(int g, int64_t m, int64_t k) const {
     const int tap = static_cast<int>(k / G.kg), kk = static_cast<int>(k % G.kg);
-    const int r = tap / G.s, s = tap % G.s;
-    const int iw = static_cast<int>(m % G.w), ih = static_cast<int>(m / G.w % G.h);
-    const int64_t img = m / (int64_t{G.h} * G.w);
-    const int th = ih + G.ph - r, tw = iw + G.pw - s;
-    if (th < 0 || tw < 0 || th % G.sh != 0 || tw % G.sw != 0) return 0.0f;
-    const int pp = th / G.sh, qq = tw / G.sw;
-    if (pp >= G.p || qq >= G.q) return 0.0f;
+    const int wi = static_cast<int>(m % ph.wp), hi = static_cast<int>(m / ph.wp % ph.hp);
+    const int64_t img = m / (int64_t{ph.hp} * ph.wp);
+    const int pp = ph.bh + hi - tap / ph.ns, qq = ph.bw + wi - tap % ph.ns;
+    if (pp < 0 || qq < 0 || pp >= G.p || qq >= G.q) return 0.0f;
     return dy[((img * G.p + pp) * G.q + qq) * G.k + int64_t{g} * G.kg + kk];
   }
   __device__ float b(int g, int c, int64_t k) const {
     const int tap = static_cast<int>(k / G.kg), kk = static_cast<int>(k % G.kg);
-    return w[(int64_t{g} * G.kg + kk) * G.kd + int64_t{tap} * G.cg + c];
+    const int r = ph.rr + tap / ph.ns * G.sh, s = ph.ss + tap % ph.ns * G.sw;
+    return w[(int64_t{g} * G.kg + kk) * G.kd + int64_t{r * G.s + s} * G.cg + c];
   }
   __device__ void store(int g, int64_t m, int c, float v) const {
-    dx[m * G.c + int64_t{g} * G.cg + c] = v;
+    const int wi = static_cast<int>(m % ph.wp), hi = static_cast<int>(m / ph.wp % ph.hp);
+    const int64_t img = m / (int64_t{ph.hp} * ph.wp);
+    const int64_t pix =
+        (img * G.h + ph.h0 + int64_t{hi} * G.sh) * G.w + ph.w0 + int64_t{wi} * G.sw;
+    float* o = dx + pix * G.c + int64_t{g} * G.cg + c;
+    *o = add ? __fadd_rn(*o, v) : v;
   }
 };
 
@@ -387,20 +396,24 @@ extern "C" int32_t d8_conv2d_dgrad(d8_buffer* dx, const d8_buffer* dy, const d8_
     d8_context* ctx;
     if (int32_t e = op_context(fn, {dx, dy, w}, &ctx)) return e;
     const ConvGeom G = make_geom(*shape);
-    // D8_CONV_ACCUMULATE: the gradient goes to a scratch, then dx += it
+    // D8_CONV_ACCUMULATE: the GEMM's store adds into dx; the depthwise kernel goes through a
+    // scratch, then dx += it
     const bool add = (shape->flags & D8_CONV_ACCUMULATE) != 0;
+    if (!depthwise(G)) {
+      for (const DgradPhase& ph : dgrad_phases(G)) {
+        const DgradOp op{fptr(dy), fptr(w), fptr(dx), G, ph, add};
+        if (int32_t e = launch_gemm(fn, ctx, op, int64_t{G.n} * ph.hp * ph.wp, G.cg, G.g))
+          return e;
+      }
+      return D8_OK;
+    }
     Scratch tmp;
     if (add)
       if (int32_t e = tmp.get(fn, ctx, static_cast<size_t>(z.x))) return e;
     float* out = add ? tmp.as<float>() : fptr(dx);
-    if (depthwise(G)) {
-      dw_dgrad_k<<<grid_1d(int64_t{G.n} * G.h * G.w * G.c, 256), 256, 0, ctx->stream>>>(
-          out, fptr(dy), fptr(w), G);
-      if (int32_t e = launch_check(fn, "dw_dgrad_k")) return e;
-    } else {
-      const DgradOp op{fptr(dy), fptr(w), out, G};
-      if (int32_t e = launch_gemm(fn, ctx, op, int64_t{G.n} * G.h * G.w, G.cg, G.g)) return e;
-    }
+    dw_dgrad_k<<<grid_1d(int64_t{G.n} * G.h * G.w * G.c, 256), 256, 0, ctx->stream>>>(
+        out, fptr(dy), fptr(w), G);
+    if (int32_t e = launch_check(fn, "dw_dgrad_k")) return e;
     return add ? add_into(fn, ctx, fptr(dx), out, z.x / 4) : D8_OK;
   });
 }

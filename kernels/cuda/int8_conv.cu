@@ -814,18 +814,6 @@ __global__ void dgrad_scale_k(float* out, const float* a, const float* b) {
   out[0] = __fmul_rn(a[0], b[0]);
 }
 
-// Taps of a stride phase along one axis: r = rr + j*stride < R.
-__host__ __device__ inline int phase_taps(int rr, int extent, int stride) {
-  return rr < extent ? (extent - rr + stride - 1) / stride : 0;
-}
-// Taps of the phases before (rr, ss) in row-major phase order: where its block of wT starts.
-__host__ __device__ inline int64_t phase_taps_before(const ConvGeom& G, int rr, int ss) {
-  int before_r = 0, before_s = 0;
-  for (int x = 0; x < rr; ++x) before_r += phase_taps(x, G.r, G.sh);
-  for (int x = 0; x < ss; ++x) before_s += phase_taps(x, G.s, G.sw);
-  return int64_t{before_r} * G.s + int64_t{phase_taps(rr, G.r, G.sh)} * before_s;
-}
-
 // The dgrad's B (mapping at the top): per stride phase (rr, ss), a block
 // wT[g*Cg + c, j, l, kk] = w[g*Kg + kk, rr + j*sh, ss + l*sw, c], the blocks in row-major phase
 // order (stride 1: one block, wT[g*Cg + c, r, s, kk]). One thread per byte of w.
@@ -1038,22 +1026,15 @@ extern "C" int32_t d8_conv2d_dgrad_i8(d8_buffer* dx, const d8_buffer* dy, const 
     p.cols = G.cg;
     p.out_f = fptr(dx);
     p.add = add;
-    // one GEMM per stride phase (mapping at the top of the file)
-    for (int rr = 0; rr < G.sh; ++rr)
-      for (int ss = 0; ss < G.sw; ++ss) {
-        p.ph_h0 = ((rr - G.ph) % G.sh + G.sh) % G.sh;
-        p.ph_w0 = ((ss - G.pw) % G.sw + G.sw) % G.sw;
-        p.ph_hp = p.ph_h0 < G.h ? (G.h - p.ph_h0 + G.sh - 1) / G.sh : 0;
-        p.ph_wp = p.ph_w0 < G.w ? (G.w - p.ph_w0 + G.sw - 1) / G.sw : 0;
-        if (p.ph_hp == 0 || p.ph_wp == 0) continue;  // no input pixel in this phase
-        p.ph_bh = (p.ph_h0 + G.ph - rr) / G.sh;
-        p.ph_bw = (p.ph_w0 + G.pw - ss) / G.sw;
-        p.ph_ns = phase_taps(ss, G.s, G.sw);
-        p.rows = int64_t{G.n} * p.ph_hp * p.ph_wp;
-        p.red = int64_t{phase_taps(rr, G.r, G.sh)} * p.ph_ns * G.kg;
-        p.b = wt + int64_t{G.c} * G.kg * phase_taps_before(G, rr, ss);
-        if (int32_t e = run_imma<kOpDgrad>(fn, ctx, p, G.g, v)) return e;
-      }
+    // one GEMM per stride phase (mapping at the top of the file; common.cuh)
+    for (const DgradPhase& ph : dgrad_phases(G)) {
+      p.ph_h0 = ph.h0, p.ph_w0 = ph.w0, p.ph_hp = ph.hp, p.ph_wp = ph.wp;
+      p.ph_bh = ph.bh, p.ph_bw = ph.bw, p.ph_ns = ph.ns;
+      p.rows = int64_t{G.n} * ph.hp * ph.wp;
+      p.red = int64_t{ph.nr} * ph.ns * G.kg;
+      p.b = wt + int64_t{G.c} * G.kg * phase_taps_before(G, ph.rr, ph.ss);
+      if (int32_t e = run_imma<kOpDgrad>(fn, ctx, p, G.g, v)) return e;
+    }
     return D8_OK;
   });
 }

@@ -371,7 +371,11 @@ gpuTest("absmax and channel statistics", (cpu, cuda) => {
   assertClose("channel stats", got.st, ref.st, { atol: 1e-6, rtol: 1e-5 });
 });
 
-for (const [name, conv] of CONVS.slice(0, 12)) {
+// every conv case but the two long ones (the 65,536-row wgrad, the 5-chunk depthwise)
+const FP32_CONVS = CONVS.filter(([n]) =>
+  !n.startsWith("wgrad over") && !n.startsWith("depthwise 40")
+);
+for (const [name, conv] of FP32_CONVS) {
   gpuTest(`fp32 conv fprop / dgrad / wgrad + bias grad, ${name}`, (cpu, cuda) => {
     const sh = convShape(conv), acc = convShape(conv, 1);
     const rnd = new Rand(17 + sh.w);
