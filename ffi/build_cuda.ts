@@ -376,7 +376,7 @@ export function checkCudaBuild(
       }
       const text = Deno.readTextFileSync(ptx);
       if (arch === "90a") {
-        for (const n of [128, 64]) {
+        for (const n of [256, 128, 64]) {
           const re = new RegExp(
             `wgmma\\.mma_async\\.sync\\.aligned\\.m64n${n}k32\\.s32\\.s8\\.s8`,
             "g",

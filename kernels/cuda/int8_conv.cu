@@ -240,10 +240,48 @@ __device__ __forceinline__ void wgmma_s8_64(int32_t (&d)[8][4], uint64_t da, uin
       : "l"(da), "l"(db)
       : "memory");
 }
+__device__ __forceinline__ void wgmma_s8_256(int32_t (&d)[32][4], uint64_t da, uint64_t db) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n256k32.s32.s8.s8 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+      "}, %128, %129, 1;\n"
+      : "+r"(d[0][0]), "+r"(d[0][1]), "+r"(d[0][2]), "+r"(d[0][3]), "+r"(d[1][0]), "+r"(d[1][1]),
+        "+r"(d[1][2]), "+r"(d[1][3]), "+r"(d[2][0]), "+r"(d[2][1]), "+r"(d[2][2]), "+r"(d[2][3]),
+        "+r"(d[3][0]), "+r"(d[3][1]), "+r"(d[3][2]), "+r"(d[3][3]), "+r"(d[4][0]), "+r"(d[4][1]),
+        "+r"(d[4][2]), "+r"(d[4][3]), "+r"(d[5][0]), "+r"(d[5][1]), "+r"(d[5][2]), "+r"(d[5][3]),
+        "+r"(d[6][0]), "+r"(d[6][1]), "+r"(d[6][2]), "+r"(d[6][3]), "+r"(d[7][0]), "+r"(d[7][1]),
+        "+r"(d[7][2]), "+r"(d[7][3]), "+r"(d[8][0]), "+r"(d[8][1]), "+r"(d[8][2]), "+r"(d[8][3]),
+        "+r"(d[9][0]), "+r"(d[9][1]), "+r"(d[9][2]), "+r"(d[9][3]), "+r"(d[10][0]), "+r"(d[10][1]),
+        "+r"(d[10][2]), "+r"(d[10][3]), "+r"(d[11][0]), "+r"(d[11][1]), "+r"(d[11][2]), "+r"(d[11][3]),
+        "+r"(d[12][0]), "+r"(d[12][1]), "+r"(d[12][2]), "+r"(d[12][3]), "+r"(d[13][0]), "+r"(d[13][1]),
+        "+r"(d[13][2]), "+r"(d[13][3]), "+r"(d[14][0]), "+r"(d[14][1]), "+r"(d[14][2]), "+r"(d[14][3]),
+        "+r"(d[15][0]), "+r"(d[15][1]), "+r"(d[15][2]), "+r"(d[15][3]), "+r"(d[16][0]), "+r"(d[16][1]),
+        "+r"(d[16][2]), "+r"(d[16][3]), "+r"(d[17][0]), "+r"(d[17][1]), "+r"(d[17][2]), "+r"(d[17][3]),
+        "+r"(d[18][0]), "+r"(d[18][1]), "+r"(d[18][2]), "+r"(d[18][3]), "+r"(d[19][0]), "+r"(d[19][1]),
+        "+r"(d[19][2]), "+r"(d[19][3]), "+r"(d[20][0]), "+r"(d[20][1]), "+r"(d[20][2]), "+r"(d[20][3]),
+        "+r"(d[21][0]), "+r"(d[21][1]), "+r"(d[21][2]), "+r"(d[21][3]), "+r"(d[22][0]), "+r"(d[22][1]),
+        "+r"(d[22][2]), "+r"(d[22][3]), "+r"(d[23][0]), "+r"(d[23][1]), "+r"(d[23][2]), "+r"(d[23][3]),
+        "+r"(d[24][0]), "+r"(d[24][1]), "+r"(d[24][2]), "+r"(d[24][3]), "+r"(d[25][0]), "+r"(d[25][1]),
+        "+r"(d[25][2]), "+r"(d[25][3]), "+r"(d[26][0]), "+r"(d[26][1]), "+r"(d[26][2]), "+r"(d[26][3]),
+        "+r"(d[27][0]), "+r"(d[27][1]), "+r"(d[27][2]), "+r"(d[27][3]), "+r"(d[28][0]), "+r"(d[28][1]),
+        "+r"(d[28][2]), "+r"(d[28][3]), "+r"(d[29][0]), "+r"(d[29][1]), "+r"(d[29][2]), "+r"(d[29][3]),
+        "+r"(d[30][0]), "+r"(d[30][1]), "+r"(d[30][2]), "+r"(d[30][3]), "+r"(d[31][0]), "+r"(d[31][1]),
+        "+r"(d[31][2]), "+r"(d[31][3])
+      : "l"(da), "l"(db)
+      : "memory");
+}
 template <int N>
 __device__ __forceinline__ void wgmma_s8(int32_t (&d)[N / 8][4], uint64_t da, uint64_t db) {
-  static_assert(N == 128 || N == 64, "m64n128k32 or m64n64k32");
-  if constexpr (N == 128) wgmma_s8_128(d, da, db);
+  static_assert(N == 256 || N == 128 || N == 64, "m64n256k32, m64n128k32 or m64n64k32");
+  if constexpr (N == 256) wgmma_s8_256(d, da, db);
+  else if constexpr (N == 128) wgmma_s8_128(d, da, db);
   else wgmma_s8_64(d, da, db);
 }
 __device__ __forceinline__ void wgmma_fence() {
@@ -339,13 +377,6 @@ __device__ __forceinline__ const int8_t* a_chunk(const ImmaParams& p, const RowA
   }
 }
 
-// B row n of group g: rows of p.red bytes.
-template <int OP>
-__device__ __forceinline__ const int8_t* b_row(const ImmaParams& p, int g, int n) {
-  if (n >= p.cols) return nullptr;
-  return p.b + (int64_t{g} * p.cols + n) * p.red;
-}
-
 // 4 x 4 byte transpose: o[j] byte u = w[u] byte j.
 __device__ __forceinline__ void transpose4x4(uint32_t (&o)[4], uint32_t w0, uint32_t w1,
                                              uint32_t w2, uint32_t w3) {
@@ -417,13 +448,17 @@ __global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
   // 16-byte chunk tid % kCh of each k tile.
   constexpr int kRowStep = kThreads / kCh;
   RowA ra[CA > 0 ? CA : 1];
-  const int8_t* rb[CB > 0 ? CB : 1];
   const int chunk = tid % kCh, row0 = tid / kCh;
+  // B rows n0 + row0 + i * kRowStep (B row n of group g: p.b + (g * cols + n) * red): one base
+  // pointer and a stride, not CB pointers (registers)
+  const int8_t* rb0 = p.b + (int64_t{g} * p.cols + n0 + row0) * p.red;
+  const int64_t rb_step = int64_t{kRowStep} * p.red;
+  auto rb = [&](int i) -> const int8_t* {  // B row i's address, or null past the last column
+    return n0 + row0 + i * kRowStep < p.cols ? rb0 + i * rb_step : nullptr;
+  };
   if constexpr (OP != kOpWgrad) {
 #pragma unroll
     for (int i = 0; i < CA; ++i) ra[i] = make_row_a<OP>(p, g, m0 + row0 + i * kRowStep);
-#pragma unroll
-    for (int i = 0; i < CB; ++i) rb[i] = b_row<OP>(p, g, n0 + row0 + i * kRowStep);
   }
 
   // wgrad load task: A (tid < BM): kk chunk tid/16, pixel quad tid%16; B: (r,s,c) chunk, quad.
@@ -464,7 +499,8 @@ __global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
 #pragma unroll
       for (int i = 0; i < CB; ++i) {
         const int64_t k = k0 + chunk * 16;
-        reg[CA + i] = ld16(rb[i] && k < p.red ? rb[i] + k : nullptr);
+        const int8_t* b = rb(i);
+        reg[CA + i] = ld16(b && k < p.red ? b + k : nullptr);
       }
     }
   };
@@ -514,9 +550,10 @@ __global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
 #pragma unroll
       for (int i = 0; i < CB; ++i) {
         const int64_t k = k0 + chunk * 16;
-        const bool ok = rb[i] && k < p.red;
+        const int8_t* b = rb(i);
+        const bool ok = b && k < p.red;
         cp_async16(smem_u32(st + BM * BKT + swz<BKT>(row0 + i * kRowStep, chunk)),
-                   ok ? rb[i] + k : p.b, ok);
+                   ok ? b + k : p.b, ok);
       }
     }
   };
@@ -855,12 +892,20 @@ int32_t launch_imma(const char* fn, d8_context* ctx, const ImmaParams& p, dim3 g
 template <int OP>
 int32_t run_imma(const char* fn, d8_context* ctx, const ImmaParams& p, int groups, int version) {
   const bool wide = p.cols > 64;
-  const int bn = wide ? 128 : 64;
-  const dim3 grid(static_cast<unsigned>(ceil_div(p.rows, 128)),
-                  static_cast<unsigned>(ceil_div(p.cols, bn)), static_cast<unsigned>(groups));
+  // version 4, more than 128 columns: 128 x 256 tiles (85 multiply-adds per operand byte against
+  // 64 at 128 x 128: wgmma's INT8 rate outruns the L2's bytes per clock at 128 x 128), unless
+  // that leaves fewer than two waves of CTAs (one CTA per SM fits)
+  const int64_t row_tiles = ceil_div(p.rows, 128);
+  const bool wide256 = version == 4 && p.cols > 128 &&
+                       row_tiles * ceil_div(p.cols, 256) * groups >=
+                           2 * int64_t{ctx->prop.multiProcessorCount};
+  const int bn = wide256 ? 256 : wide ? 128 : 64;
+  const dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(ceil_div(p.cols, bn)),
+                  static_cast<unsigned>(groups));
   if (grid.y > 65535 || grid.z > 65535 || grid.x > 0x7fffffffu)
     return fail(D8_ERR_UNSUPPORTED, "%s: problem too large for one launch", fn);
   if (version == 4) {
+    if (wide256) return launch_imma<OP, 128, 256, 16, 256, true, kWgmma>(fn, ctx, p, grid);
     if (wide) return launch_imma<OP, 128, 128, 16, 128, true, kWgmma>(fn, ctx, p, grid);
     return launch_imma<OP, 128, 64, 16, 64, true, kWgmma>(fn, ctx, p, grid);
   }

@@ -111,6 +111,9 @@ const CONVS: [string, Conv][] = [
     stride: [2, 2],
     pad: [1, 1],
   }],
+  // version 4's 128 x 256 tiles (more than 128 columns and at least two waves of them: 9 row
+  // tiles on the emulation's 4 SMs), with a partial column tile
+  ["1x1 160 -> 160, 1152 pixels", { n: 2, h: 24, w: 24, c: 160, k: 160, r: 1, s: 1 }],
   ["wgrad over 65,536 rows", { n: 2, h: 200, w: 200, c: 16, k: 16, r: 1, s: 1 }],
   // MobileNetV2-like: the direct depthwise kernels with several wgrad pixel chunks, odd channels
   ["depthwise 40 channels, stride 1, 5 wgrad chunks", {
