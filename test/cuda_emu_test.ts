@@ -8,6 +8,24 @@ import { emuSource } from "../ffi/build_cuda_emu.ts";
 
 const root = decodeURIComponent(new URL("../", import.meta.url).pathname);
 
+/** Builds `dir/name` from a CUDA source (a kernel and its main) against the emulation. */
+function buildEmuProgram(dir: string, name: string, cu: string): void {
+  Deno.writeTextFileSync(`${dir}/${name}.cpp`, emuSource(cu, `${name}.cu`));
+  const cc = new Deno.Command(Deno.env.get("CXX") || "g++", {
+    args: [
+      "-std=c++17",
+      "-O1",
+      `-I${root}kernels/cuda/emu`,
+      `${dir}/${name}.cpp`,
+      `${root}kernels/cuda/emu/emu.cpp`,
+      "-o",
+      `${dir}/${name}`,
+    ],
+    stderr: "piped",
+  }).outputSync();
+  assertEquals(cc.success, true, new TextDecoder().decode(cc.stderr));
+}
+
 Deno.test("cuda emulation rewrite: a templated kernel, a multi-line config, no arguments", () => {
   assertEquals(
     emuSource("sgemm_k<Op, false><<<grid, kThreads, 0, ctx->stream>>>(op, 1, 0);"),
@@ -76,20 +94,7 @@ Deno.test({
   fn() {
     const dir = Deno.makeTempDirSync();
     try {
-      Deno.writeTextFileSync(`${dir}/race.cpp`, emuSource(RACE_CU, "race.cu"));
-      const cc = new Deno.Command(Deno.env.get("CXX") || "g++", {
-        args: [
-          "-std=c++17",
-          "-O1",
-          `-I${root}kernels/cuda/emu`,
-          `${dir}/race.cpp`,
-          `${root}kernels/cuda/emu/emu.cpp`,
-          "-o",
-          `${dir}/race`,
-        ],
-        stderr: "piped",
-      }).outputSync();
-      assertEquals(cc.success, true, new TextDecoder().decode(cc.stderr));
+      buildEmuProgram(dir, "race", RACE_CU);
       const seen = (order: string) => {
         const r = new Deno.Command(`${dir}/race`, { env: { D8_CUDA_EMU_ORDER: order } })
           .outputSync();
@@ -239,20 +244,7 @@ Deno.test({
   fn() {
     const dir = Deno.makeTempDirSync();
     try {
-      Deno.writeTextFileSync(`${dir}/wgmma.cpp`, emuSource(WGMMA_CU, "wgmma.cu"));
-      const cc = new Deno.Command(Deno.env.get("CXX") || "g++", {
-        args: [
-          "-std=c++17",
-          "-O1",
-          `-I${root}kernels/cuda/emu`,
-          `${dir}/wgmma.cpp`,
-          `${root}kernels/cuda/emu/emu.cpp`,
-          "-o",
-          `${dir}/wgmma`,
-        ],
-        stderr: "piped",
-      }).outputSync();
-      assertEquals(cc.success, true, new TextDecoder().decode(cc.stderr));
+      buildEmuProgram(dir, "wgmma", WGMMA_CU);
       const run = (what: string, order = "shuffle") => {
         const r = new Deno.Command(`${dir}/wgmma`, {
           args: what ? [what] : [],
