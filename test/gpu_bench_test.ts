@@ -7,7 +7,12 @@
 import assert from "node:assert/strict";
 import { computeRatios, ratiosMarkdown } from "../bench/gpu/ratios.ts";
 import { benchModel, STEP_PRESETS } from "../bench/gpu/step_bench.ts";
-import { mergeRows, parseVersions, type Row } from "../bench/gpu/conv_int8_bench.ts";
+import {
+  mergeRows,
+  parseVersions,
+  resnet50Layers,
+  type Row,
+} from "../bench/gpu/conv_int8_bench.ts";
 import { exactFilter, failedTests, testSummary, triageReport } from "../bench/gpu/triage.ts";
 import { cpu } from "./helpers/check_op.ts";
 
@@ -179,4 +184,42 @@ Deno.test("gpu int8 bench: --versions needs the reference version, --merge keeps
     mergeRows([row(1, 9), row(2, 2), row(3, 0.5)], [row(1, 8), row(2, 1.5)], [1, 2]),
     [row(3, 0.5), row(1, 8), row(2, 1.5)],
   );
+});
+
+// bench/gpu/ratios.ts pairs the INT8 rows with PyTorch's by layer name: both lists must agree.
+const python = (() => {
+  try {
+    return new Deno.Command("python3", { args: ["--version"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+})();
+if (!python) console.warn("SKIPPING the ResNet-50 layer-name check: no python3");
+Deno.test({
+  name: "gpu int8 bench and the PyTorch GPU peer measure the same ResNet-50 layers",
+  ignore: !python,
+  fn() {
+    const peers = new URL("../bench/peers/", import.meta.url).pathname;
+    const r = new Deno.Command("python3", {
+      args: [
+        "-c",
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import torch_gpu; " +
+        "print(json.dumps([[n, L['c'], L['k'], L['r'], L['stride']] for n, L in torch_gpu.layers(2)]))",
+        peers,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).outputSync();
+    assert.ok(r.success, new TextDecoder().decode(r.stderr));
+    const torch = JSON.parse(new TextDecoder().decode(r.stdout));
+    const ours = resnet50Layers(2).map(({ name, conv }) => [
+      name,
+      conv.c,
+      conv.k,
+      conv.r,
+      conv.stride?.[0] ?? 1,
+    ]);
+    assert.deepEqual(ours, torch);
+  },
 });

@@ -1,11 +1,13 @@
 /**
  * INT8 convolution throughput on the GPU: fprop, dgrad and wgrad on ResNet-50 layer shapes at
- * batch 128 (the 7x7 stem, the 3x3 layers of every stage, the 1x1 layers), for each cuda kernel
+ * batch 128 (the 7x7 stem, the 3x3 layers of every stage, the 1x1 layers, the stride-2 3x3 and
+ * 1x1 downsampling layers of v1.5), for each cuda kernel
  * version. Before timing, every version's output is checked against version 1 (the simple kernel,
  * itself checked against the cpu backend by test/gpu/ops_gpu_test.ts): wgrad bit for bit, fprop
  * and dgrad within 1e-6 relative. Timing: each op enqueued `reps` times with inputs rotated over
- * 3 sets, d8_synchronize, median of `trials` such runs. TOPS = 2 * M * N * K / s with the GEMM
- * sizes of kernels/cuda/int8_conv.cu.
+ * 3 sets, d8_synchronize, median of `trials` such runs. TOPS = 2 x the conv's multiply-adds
+ * (N*P*Q * K * R*S*C/G, the same count for all three passes) / s: a stride-2 dgrad is credited
+ * with the conv's work, not with the zero taps a kernel might multiply.
  *
  * `deno run -A bench/gpu/conv_int8_bench.ts [--json out.json] [--quick] [--versions 1,2,3,4]
  * [--merge]`: `--merge` keeps the rows of the versions not measured now from the JSON already at
@@ -33,7 +35,7 @@ interface Layer {
   conv: Conv;
 }
 
-/** ResNet-50 (v1.5) layer shapes at batch `n`. */
+/** ResNet-50 (v1.5) layer shapes at batch `n` (bench/peers/torch_gpu.py has the same names). */
 export function resnet50Layers(n: number): Layer[] {
   const L: Layer[] = [
     {
@@ -53,6 +55,17 @@ export function resnet50Layers(n: number): Layer[] {
     L.push({
       name: `1x1 ${c}->${4 * c} ${hw}`,
       conv: { n, h: hw, w: hw, c, k: 4 * c, r: 1, s: 1 },
+    });
+  }
+  // the first block of stages 2-4: its 3x3 conv at stride 2 and the 1x1 stride-2 projection
+  for (const [c, hw] of [[128, 56], [256, 28], [512, 14]] as const) {
+    L.push({
+      name: `3x3/2 ${c}->${c} ${hw}`,
+      conv: { n, h: hw, w: hw, c, k: c, r: 3, s: 3, stride: [2, 2], pad: [1, 1] },
+    });
+    L.push({
+      name: `1x1/2 ${2 * c}->${4 * c} ${hw}`,
+      conv: { n, h: hw, w: hw, c: 2 * c, k: 4 * c, r: 1, s: 1, stride: [2, 2] },
     });
   }
   return L;
@@ -176,7 +189,7 @@ if (import.meta.main) {
     const m = sh.y / conv.k, kd = sh.w / conv.k;
     const macs = {
       fprop: m * conv.k * kd,
-      dgrad: (sh.x / conv.c) * conv.c * conv.r * conv.s * conv.k,
+      dgrad: m * conv.k * kd, // the conv's multiply-adds, as fprop
       wgrad: conv.k * kd * m,
     };
     const ops = {

@@ -18,6 +18,11 @@ def layers(n):
         out.append((f"3x3 {c}->{c} {hw}", dict(n=n, h=hw, c=c, k=c, r=3, stride=1, pad=1)))
         out.append((f"1x1 {4 * c}->{c} {hw}", dict(n=n, h=hw, c=4 * c, k=c, r=1, stride=1, pad=0)))
         out.append((f"1x1 {c}->{4 * c} {hw}", dict(n=n, h=hw, c=c, k=4 * c, r=1, stride=1, pad=0)))
+    # the first block of stages 2-4 (v1.5): its 3x3 conv at stride 2, the 1x1 stride-2 projection
+    for c, hw in [(128, 56), (256, 28), (512, 14)]:
+        out.append((f"3x3/2 {c}->{c} {hw}", dict(n=n, h=hw, c=c, k=c, r=3, stride=2, pad=1)))
+        out.append((f"1x1/2 {2 * c}->{4 * c} {hw}",
+                    dict(n=n, h=hw, c=2 * c, k=4 * c, r=1, stride=2, pad=0)))
     return out
 
 
