@@ -2,7 +2,8 @@
  * Builds `build/libdaint8_cuda.so` from kernels/cuda/*.cu with nvcc, as one fat binary: SASS for
  * sm_75, sm_80, sm_86, sm_89 and sm_90 plus compute_90 PTX (for newer GPUs, JIT-compiled by the
  * driver); int8_conv.cu, whose version-4 kernels issue wgmma, builds sm_90a in place of sm_90
- * (arch-specific code, which runs on compute capability 9.0 only). `ffi/build.ts` calls {@link buildCuda} when nvcc is found; the library is rebuilt only
+ * (arch-specific code, which runs on compute capability 9.0 only). `ffi/build.ts` calls
+ * {@link buildCuda} when nvcc is found; the library is rebuilt only
  * when a source, a header or the flags changed (a stamp file next to it, as for the cpu build).
  *
  * Every compile passes `-Xptxas -v`; ptxas' resource report is kept in

@@ -451,7 +451,7 @@ __global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
   const int chunk = tid % kCh, row0 = tid / kCh;
   // B rows n0 + row0 + i * kRowStep (B row n of group g: p.b + (g * cols + n) * red): one base
   // pointer and a stride, not CB pointers (registers)
-  const int8_t* rb0 = p.b + (int64_t{g} * p.cols + n0 + row0) * p.red;
+  const int8_t* rb0 = OP != kOpWgrad ? p.b + (int64_t{g} * p.cols + n0 + row0) * p.red : p.b;
   const int64_t rb_step = int64_t{kRowStep} * p.red;
   auto rb = [&](int i) -> const int8_t* {  // B row i's address, or null past the last column
     return n0 + row0 + i * kRowStep < p.cols ? rb0 + i * rb_step : nullptr;
