@@ -78,8 +78,7 @@ struct ImmaParams {
   const float* bias;
   int splits;       // wgrad: reduction splits per group
   int64_t split_len;
-  // dgrad stride phase (mapping at the top): pixel origin, pixel counts, dy origin, taps across
-  int ph_h0, ph_w0, ph_hp, ph_wp, ph_bh, ph_bw, ph_ns;
+  DgradPhase ph;    // dgrad: the stride phase (mapping at the top; common.cuh)
   bool add;         // dgrad: D8_CONV_ACCUMULATE, dx += the result
 };
 
@@ -346,11 +345,11 @@ __device__ __forceinline__ RowA make_row_a(const ImmaParams& p, int g, int64_t m
     r.y0 = pp * G.sh - G.ph;
     r.x0 = qq * G.sw - G.pw;
   } else if constexpr (OP == kOpDgrad) {
-    const int wi = static_cast<int>(m % p.ph_wp), hi = static_cast<int>(m / p.ph_wp % p.ph_hp);
-    const int64_t img = m / (int64_t{p.ph_hp} * p.ph_wp);
+    const int wi = static_cast<int>(m % p.ph.wp), hi = static_cast<int>(m / p.ph.wp % p.ph.hp);
+    const int64_t img = m / (int64_t{p.ph.hp} * p.ph.wp);
     r.base = p.a + img * G.p * G.q * G.k + int64_t{g} * G.kg;
-    r.y0 = p.ph_bh + hi;  // dy row for j = 0
-    r.x0 = p.ph_bw + wi;
+    r.y0 = p.ph.bh + hi;  // dy row for j = 0
+    r.x0 = p.ph.bw + wi;
   } else {
     r.base = p.a + m * p.red;
   }
@@ -369,7 +368,7 @@ __device__ __forceinline__ const int8_t* a_chunk(const ImmaParams& p, const RowA
     return r.base + (int64_t{ih} * G.w + iw) * G.c + c;
   } else if constexpr (OP == kOpDgrad) {
     const int tap = static_cast<int>(k / G.kg), kk = static_cast<int>(k % G.kg);
-    const int pp = r.y0 - tap / p.ph_ns, qq = r.x0 - tap % p.ph_ns;
+    const int pp = r.y0 - tap / p.ph.ns, qq = r.x0 - tap % p.ph.ns;
     if (pp < 0 || qq < 0 || pp >= G.p || qq >= G.q) return nullptr;
     return r.base + (int64_t{pp} * G.q + qq) * G.k + kk;
   } else {
@@ -699,11 +698,11 @@ __global__ void __launch_bounds__(kThreads) imma_k(ImmaParams p) {
       if (row >= p.rows) continue;
       float* dxr = nullptr;  // dgrad: the row's pixel in dx (the phase's pixels are strided)
       if constexpr (OP == kOpDgrad) {
-        const int wi = static_cast<int>(row % p.ph_wp);
-        const int hi = static_cast<int>(row / p.ph_wp % p.ph_hp);
-        const int64_t img = row / (int64_t{p.ph_hp} * p.ph_wp);
+        const int wi = static_cast<int>(row % p.ph.wp);
+        const int hi = static_cast<int>(row / p.ph.wp % p.ph.hp);
+        const int64_t img = row / (int64_t{p.ph.hp} * p.ph.wp);
         const int64_t pix =
-            (img * G.h + p.ph_h0 + int64_t{hi} * G.sh) * G.w + p.ph_w0 + int64_t{wi} * G.sw;
+            (img * G.h + p.ph.h0 + int64_t{hi} * G.sh) * G.w + p.ph.w0 + int64_t{wi} * G.sw;
         dxr = p.out_f + pix * G.c + int64_t{g} * G.cg;
       }
 #pragma unroll
@@ -1073,8 +1072,7 @@ extern "C" int32_t d8_conv2d_dgrad_i8(d8_buffer* dx, const d8_buffer* dy, const 
     p.add = add;
     // one GEMM per stride phase (mapping at the top of the file; common.cuh)
     for (const DgradPhase& ph : dgrad_phases(G)) {
-      p.ph_h0 = ph.h0, p.ph_w0 = ph.w0, p.ph_hp = ph.hp, p.ph_wp = ph.wp;
-      p.ph_bh = ph.bh, p.ph_bw = ph.bw, p.ph_ns = ph.ns;
+      p.ph = ph;
       p.rows = int64_t{G.n} * ph.hp * ph.wp;
       p.red = int64_t{ph.nr} * ph.ns * G.kg;
       p.b = wt + int64_t{G.c} * G.kg * phase_taps_before(G, ph.rr, ph.ss);

@@ -516,6 +516,13 @@ uint64_t operand_hash(const int8_t (&a)[2][32], const int8_t (*b)[32], int n) {
 }
 uint64_t acc_hash(const int32_t* d, int n) { return hash_bytes(d, sizeof(int32_t) * (n / 2)); }
 
+// The thread's record of accumulator array d, or null before its first wgmma.
+WgAcc* find_acc(WgThread& me, const int32_t* d) {
+  for (WgAcc& x : me.acc)
+    if (x.d == d) return &x;
+  return nullptr;
+}
+
 void complete(WgThread& me, size_t idx) {
   WgOp& op = me.q[idx];
   int8_t a[2][32], b[64][32];  // B: n / 4 <= 64 rows
@@ -525,9 +532,7 @@ void complete(WgThread& me, size_t idx) {
             "changed between the wgmma's issue and its completion (wgmma_wait_group): a kernel "
             "must not overwrite a stage that wgmmas in flight read before waiting for them",
             static_cast<unsigned long long>(op.a), static_cast<unsigned long long>(op.b));
-  WgAcc* ac = nullptr;
-  for (WgAcc& x : me.acc)
-    if (x.d == op.d) ac = &x;
+  WgAcc* ac = find_acc(me, op.d);
   if (acc_hash(op.d, op.n) != ac->hash)
     wg_fail("the accumulator registers of a wgmma in flight (n %d) were written by other code "
             "before the wgmma_wait_group that completes it", op.n);
@@ -616,9 +621,7 @@ void wgmma_m64nk32_s8(int32_t* d, int n, uint64_t a_desc, uint64_t b_desc, int s
   const Desc da = decode(a_desc), db = decode(b_desc);
   check_desc(da, a_desc, "A", 64);
   check_desc(db, b_desc, "B", n);
-  WgAcc* ac = nullptr;
-  for (WgAcc& x : me.acc)
-    if (x.d == d) ac = &x;
+  WgAcc* ac = find_acc(me, d);
   const uint64_t h = acc_hash(d, n);
   if (ac && ac->inflight > 0) {
     // chained on wgmmas in flight (ordered by default when of the same shape)
