@@ -7,12 +7,7 @@
 import assert from "node:assert/strict";
 import { computeRatios, ratiosMarkdown } from "../bench/gpu/ratios.ts";
 import { benchModel, STEP_PRESETS } from "../bench/gpu/step_bench.ts";
-import {
-  mergeRows,
-  parseVersions,
-  resnet50Layers,
-  type Row,
-} from "../bench/gpu/conv_int8_bench.ts";
+import { benchLayers, mergeRows, parseVersions, type Row } from "../bench/gpu/conv_int8_bench.ts";
 import { exactFilter, failedTests, testSummary, triageReport } from "../bench/gpu/triage.ts";
 import { cpu } from "./helpers/check_op.ts";
 
@@ -28,6 +23,14 @@ const int8 = {
     { layer: "1x1 256->64 56", version: 3, op: "dgrad", ms: 1, tops: 1 },
     { layer: "1x1 256->64 56", version: 3, op: "wgrad", ms: 1, tops: 1 },
     { layer: "7x7 missing in torch", version: 3, op: "fprop", ms: 1, tops: 1 },
+    // a depthwise layer: v1, the dp4a kernels as v2, our fp32 kernels as version 0
+    { layer: "dw3x3 144 56", version: 1, op: "fprop", ms: 5, tops: 1 },
+    { layer: "dw3x3 144 56", version: 2, op: "fprop", ms: 0.125, tops: 1 },
+    { layer: "dw3x3 144 56", version: 2, op: "dgrad", ms: 0.125, tops: 1 },
+    { layer: "dw3x3 144 56", version: 2, op: "wgrad", ms: 0.25, tops: 1 },
+    { layer: "dw3x3 144 56", version: 0, op: "fprop", ms: 0.5, tops: 1 },
+    { layer: "dw3x3 144 56", version: 0, op: "dgrad", ms: 0.5, tops: 1 },
+    { layer: "dw3x3 144 56", version: 0, op: "wgrad", ms: 1, tops: 1 },
   ],
 };
 const torchConvs = {
@@ -35,6 +38,7 @@ const torchConvs = {
     { layer: "3x3 64->64 56", dtype: "fp32", ms_fwd: 5, ms_fwd_bwd: 20 },
     { layer: "3x3 64->64 56", dtype: "fp16", ms_fwd: 1, ms_fwd_bwd: 4 },
     { layer: "1x1 256->64 56", dtype: "fp16", ms_fwd: 1, ms_fwd_bwd: 3 },
+    { layer: "dw3x3 144 56", dtype: "fp16", ms_fwd: 0.25, ms_fwd_bwd: 0.625 },
   ],
 };
 const steps = {
@@ -55,10 +59,15 @@ const torchSteps = {
 
 Deno.test("gpu ratios: INT8 forward+backward of auto's version against cuDNN FP16, steps against PyTorch", () => {
   const r = computeRatios(int8, torchConvs, steps, torchSteps);
-  assert.deepEqual(r.layers.map((l) => [l.layer, l.version, l.int8_ms, l.speedup, l.goal_met]), [
-    ["3x3 64->64 56", 3, 2, 2, true], // (0.5 + 0.5 + 1) ms against 4 ms
-    ["1x1 256->64 56", 3, 3, 1, false],
-  ]);
+  assert.deepEqual(
+    r.layers.map((l) => [l.layer, l.version, l.int8_ms, l.speedup, l.goal_met, l.vs_our_fp32]),
+    [
+      ["3x3 64->64 56", 3, 2, 2, true, null], // (0.5 + 0.5 + 1) ms against 4 ms
+      ["1x1 256->64 56", 3, 3, 1, false, null],
+      // the dp4a depthwise kernels (v2, 0.5 ms) against cuDNN (0.625) and our fp32 (2 ms)
+      ["dw3x3 144 56", 2, 0.5, 1.25, false, 4],
+    ],
+  );
   assert.deepEqual(r.missing, ["7x7 missing in torch: no fp16 row in torch_gpu.json"]);
   const r50 = r.steps.find((s) => s.model === "resnet50")!;
   assert.equal(r50.vs_our_fp32, 3);
@@ -69,7 +78,8 @@ Deno.test("gpu ratios: INT8 forward+backward of auto's version against cuDNN FP1
   assert.equal(r20.vs_torch_bf16, null);
   assert.equal(r20.goal_met, null, "the step goals are ResNet-50's");
   const md = ratiosMarkdown(r, "Test GPU");
-  assert.match(md, /\| 3x3 64->64 56 \| v3 \| 2\.000 \| 4\.000 \| 2\.00x \| met \|/);
+  assert.match(md, /\| 3x3 64->64 56 \| v3 \| 2\.000 \| 4\.000 \| 2\.00x \| met \| - \|/);
+  assert.match(md, /\| dw3x3 144 56 \| v2 \| 0\.500 \| 0\.625 \| 1\.25x \| not met \| 4\.00x \|/);
   assert.match(md, /\| resnet50 \| 100\.00 \| 3\.00x \| 3\.20x \| 0\.90x \| not met \|/);
 });
 
@@ -184,6 +194,11 @@ Deno.test("gpu int8 bench: --versions needs the reference version, --merge keeps
     mergeRows([row(1, 9), row(2, 2), row(3, 0.5)], [row(1, 8), row(2, 1.5)], [1, 2]),
     [row(3, 0.5), row(1, 8), row(2, 1.5)],
   );
+  // a depthwise layer's fp32 rows (version 0) measured again replace the earlier ones
+  assert.deepEqual(
+    mergeRows([row(0, 4), row(3, 0.5)], [row(1, 8), row(0, 3)], [1]),
+    [row(3, 0.5), row(1, 8), row(0, 3)],
+  );
 });
 
 // bench/gpu/ratios.ts pairs the INT8 rows with PyTorch's by layer name: both lists must agree.
@@ -197,7 +212,8 @@ const python = (() => {
 })();
 if (!python) console.warn("SKIPPING the ResNet-50 layer-name check: no python3");
 Deno.test({
-  name: "gpu int8 bench and the PyTorch GPU peer measure the same ResNet-50 layers",
+  name:
+    "gpu int8 bench and the PyTorch GPU peer measure the same layers (ResNet-50, MobileNetV2 depthwise)",
   ignore: !python,
   fn() {
     const peers = new URL("../bench/peers/", import.meta.url).pathname;
@@ -205,7 +221,8 @@ Deno.test({
       args: [
         "-c",
         "import json, sys; sys.path.insert(0, sys.argv[1]); import torch_gpu; " +
-        "print(json.dumps([[n, L['c'], L['k'], L['r'], L['stride']] for n, L in torch_gpu.layers(2)]))",
+        "print(json.dumps([[n, L['c'], L['k'], L['r'], L['stride'], L.get('groups', 1)] " +
+        "for n, L in torch_gpu.layers(2)]))",
         peers,
       ],
       stdout: "piped",
@@ -213,12 +230,13 @@ Deno.test({
     }).outputSync();
     assert.ok(r.success, new TextDecoder().decode(r.stderr));
     const torch = JSON.parse(new TextDecoder().decode(r.stdout));
-    const ours = resnet50Layers(2).map(({ name, conv }) => [
+    const ours = benchLayers(2).map(({ name, conv }) => [
       name,
       conv.c,
       conv.k,
       conv.r,
       conv.stride?.[0] ?? 1,
+      conv.groups ?? 1,
     ]);
     assert.deepEqual(ours, torch);
   },

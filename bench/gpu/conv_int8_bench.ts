@@ -1,8 +1,10 @@
 /**
  * INT8 convolution throughput on the GPU: fprop, dgrad and wgrad on ResNet-50 layer shapes at
  * batch 128 (the 7x7 stem, the 3x3 layers of every stage, the 1x1 layers, the stride-2 3x3 and
- * 1x1 downsampling layers of v1.5), for each cuda kernel
- * version. Before timing, every version's output is checked against version 1 (the simple kernel,
+ * 1x1 downsampling layers of v1.5), for each cuda kernel version; and MobileNetV2's depthwise 3x3
+ * layers, where versions 2-4 all run the dp4a depthwise kernels (measured once, as version 2)
+ * beside our fp32 depthwise kernels (rows with version 0), the issue's "INT8 with dp4a or float:
+ * measure and say". Before timing, every version's output is checked against version 1 (the simple kernel,
  * itself checked against the cpu backend by test/gpu/ops_gpu_test.ts): wgrad bit for bit, fprop
  * and dgrad within 1e-6 relative. Timing: each op enqueued `reps` times with inputs rotated over
  * 3 sets, d8_synchronize, median of `trials` such runs. TOPS = 2 x the conv's multiply-adds
@@ -71,6 +73,34 @@ export function resnet50Layers(n: number): Layer[] {
   return L;
 }
 
+/** MobileNetV2's depthwise 3x3 layers (224 x 224 input, the expanded channels) at batch `n`
+ * (bench/peers/torch_gpu.py has the same names). */
+export function mobilenetV2DepthwiseLayers(n: number): Layer[] {
+  const shapes = [
+    [32, 112, 1],
+    [96, 112, 2],
+    [144, 56, 1],
+    [144, 56, 2],
+    [192, 28, 1],
+    [
+      384,
+      14,
+      1,
+    ],
+    [576, 14, 2],
+    [960, 7, 1],
+  ] as const;
+  return shapes.map(([c, hw, st]) => ({
+    name: `dw3x3${st === 2 ? "/2" : ""} ${c} ${hw}`,
+    conv: { n, h: hw, w: hw, c, k: c, r: 3, s: 3, groups: c, stride: [st, st], pad: [1, 1] },
+  }));
+}
+
+/** Every layer the benchmark measures (and bench/peers/torch_gpu.py's `layers`). */
+export function benchLayers(n: number): Layer[] {
+  return [...resnet50Layers(n), ...mobilenetV2DepthwiseLayers(n)];
+}
+
 export interface Row {
   layer: string;
   version: number;
@@ -94,9 +124,16 @@ export function parseVersions(text: string): number[] {
   return vs.sort();
 }
 
-/** `--merge`: the rows of an earlier run for versions not measured now, then this run's rows. */
+/** `--merge`: the rows of an earlier run for versions not measured now (nor measured again now:
+ * the depthwise layers' version-2 and fp32 rows), then this run's rows. */
 export function mergeRows(earlier: Row[], now: Row[], versions: number[]): Row[] {
-  return [...earlier.filter((r) => !versions.includes(r.version)), ...now];
+  const again = new Set(now.map((r) => `${r.layer}|${r.version}|${r.op}`));
+  return [
+    ...earlier.filter((r) =>
+      !versions.includes(r.version) && !again.has(`${r.layer}|${r.version}|${r.op}`)
+    ),
+    ...now,
+  ];
 }
 
 if (import.meta.main) {
@@ -174,9 +211,23 @@ if (import.meta.main) {
       return false;
     }
   };
-  for (const { name, conv } of resnet50Layers(batch)) {
+  // Times op (inputs rotated over the 3 sets): one call for the reference (version 1), else the
+  // median of `trials` runs of `reps` calls, each run ended by a synchronize.
+  const timeOp = (run: (i: number) => number, once: boolean) => {
+    const times: number[] = [];
+    for (let t = 0; t < (once ? 1 : trials); t++) {
+      const t0 = performance.now();
+      for (let r = 0; r < (once ? 1 : reps); r++) cuda.check(run(r % 3));
+      cuda.check(cuda.s.d8_synchronize(cuda.ctx));
+      times.push((performance.now() - t0) / (once ? 1 : reps));
+    }
+    return median(times);
+  };
+  const OPS = ["fprop", "dgrad", "wgrad"] as const;
+  for (const { name, conv } of benchLayers(batch)) {
     if (aborted) break;
     const sh = convShape(conv);
+    const depthwise = (conv.groups ?? 1) === conv.c && conv.c === conv.k;
     const rnd = new Rand(sh.w);
     const sets = [0, 1, 2].map(() => ({
       x: cuda.buf(sh.x, rnd.i8(sh.x)),
@@ -187,10 +238,15 @@ if (import.meta.main) {
     const ks = cuda.buf(4 * conv.k, new Float32Array(conv.k).fill(0.02));
     const y = cuda.buf(4 * sh.y), dx = cuda.buf(4 * sh.x), dw = cuda.buf(4 * sh.w);
     const m = sh.y / conv.k, kd = sh.w / conv.k;
-    const macs = {
-      fprop: m * conv.k * kd,
-      dgrad: m * conv.k * kd, // the conv's multiply-adds, as fprop
-      wgrad: conv.k * kd * m,
+    const macs = m * conv.k * kd; // the conv's multiply-adds, credited to all three passes
+    const record = (version: number, op: string, ms: number) => {
+      const row = { layer: name, version, op, ms, tops: 2 * macs / (ms * 1e-3) / 1e12 };
+      rows.push(row);
+      console.log(
+        `${name.padEnd(24)} ${version === 0 ? "fp32" : `v${version}`} ${op}: ${ms.toFixed(3)} ms, ${
+          row.tops.toFixed(1)
+        } TOPS`,
+      );
     };
     const ops = {
       fprop: (i: number) =>
@@ -205,15 +261,32 @@ if (import.meta.main) {
       dgrad: () => cuda.f32(dx, sh.x),
       wgrad: () => cuda.f32(dw, sh.w),
     };
+    // depthwise: versions 2-4 run one kernel (the dp4a depthwise kernels), measured as version 2
+    const versions = depthwise ? probe.ok.filter((v) => v <= 2) : probe.ok;
     const ref: Record<string, Float32Array> = {};
-    for (const version of probe.ok) {
+    // A failed call is recorded; false when the CUDA context no longer answers (run stops).
+    const attempt = (what: string, version: number, op: string, fn: () => void) => {
+      try {
+        fn();
+        return true;
+      } catch (e) {
+        const error = (e as Error).message.split("\n")[0]!;
+        failures.push(`${what}: ${error}`);
+        console.log(`${what}: FAILED: ${error}`);
+        if (alive()) return true;
+        aborted = { layer: name, version, op, error };
+        console.log(`the CUDA context no longer answers: stopping (${what})`);
+        return false;
+      }
+    };
+    for (const version of versions) {
       if (aborted) break;
       cuda.check(cuda.s.d8_set_int8_kernel(cuda.ctx, version));
-      for (const op of ["fprop", "dgrad", "wgrad"] as const) {
+      for (const op of OPS) {
         if (name.startsWith("stem") && op === "dgrad") continue; // no input gradient for the stem
         if (version !== 1 && !ref[op]) continue; // the reference failed: nothing to check against
         const what = `${name} v${version} ${op}`;
-        try {
+        const ok = attempt(what, version, op, () => {
           cuda.check(ops[op](0));
           const out = outs[op]();
           if (version === 1) ref[op] = out;
@@ -223,33 +296,32 @@ if (import.meta.main) {
               else assertClose(what, out, ref[op]!, { atol: 0, rtol: 1e-6 });
             } catch (e) {
               failures.push((e as Error).message.split("\n")[0]!);
-              continue;
+              return;
             }
           }
-          const times: number[] = [];
-          for (let t = 0; t < (version === 1 ? 1 : trials); t++) {
-            const t0 = performance.now();
-            for (let r = 0; r < (version === 1 ? 1 : reps); r++) cuda.check(ops[op](r % 3));
-            cuda.check(cuda.s.d8_synchronize(cuda.ctx));
-            times.push((performance.now() - t0) / (version === 1 ? 1 : reps));
-          }
-          const ms = median(times);
-          const row = { layer: name, version, op, ms, tops: 2 * macs[op] / (ms * 1e-3) / 1e12 };
-          rows.push(row);
-          console.log(
-            `${name.padEnd(24)} v${version} ${op}: ${ms.toFixed(3)} ms, ${
-              row.tops.toFixed(1)
-            } TOPS`,
-          );
-        } catch (e) {
-          const error = (e as Error).message.split("\n")[0]!;
-          failures.push(`${what}: ${error}`);
-          console.log(`${what}: FAILED: ${error}`);
-          if (!alive()) {
-            aborted = { layer: name, version, op, error };
-            console.log(`the CUDA context no longer answers: stopping (${what})`);
-            break;
-          }
+          record(version, op, timeOp(ops[op], version === 1));
+        });
+        if (!ok) break;
+      }
+    }
+    if (depthwise && !aborted) {
+      // our fp32 depthwise kernels on the same shapes (checked against the cpu by test:gpu)
+      // (one random set uploaded thrice: the rotation is over addresses, and these tensors are
+      // far larger than the L2)
+      const fx = rnd.f32(sh.x), fw = rnd.f32(sh.w), fdy = rnd.f32(sh.y);
+      const f = [0, 1, 2].map(() => ({
+        x: cuda.buf(4 * sh.x, fx),
+        w: cuda.buf(4 * sh.w, fw),
+        dy: cuda.buf(4 * sh.y, fdy),
+      }));
+      const fops = {
+        fprop: (i: number) => cuda.s.d8_conv2d_fwd(y, f[i]!.x, f[i]!.w, 0n, sh.bytes),
+        dgrad: (i: number) => cuda.s.d8_conv2d_dgrad(dx, f[i]!.dy, f[i]!.w, sh.bytes),
+        wgrad: (i: number) => cuda.s.d8_conv2d_wgrad(dw, f[i]!.x, f[i]!.dy, sh.bytes),
+      };
+      for (const op of OPS) {
+        if (!attempt(`${name} fp32 ${op}`, 0, op, () => record(0, op, timeOp(fops[op], false)))) {
+          break;
         }
       }
     }

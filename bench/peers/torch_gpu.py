@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch on the GPU, the peer of bench/gpu/conv_int8_bench.ts: the same ResNet-50 layer shapes
-at batch 128, convolution forward + backward (input and weight gradients) with cuDNN in FP32
+and MobileNetV2 depthwise layers at batch 128, convolution forward + backward (input and weight gradients) with cuDNN in FP32
 (TF32 off), TF32, FP16 and BF16, channels_last. Prints one JSON object on stdout:
 {"device": ..., "torch": ..., "rows": [{"layer", "dtype", "ms_fwd", "ms_fwd_bwd", "tflops_fwd"}]}.
 Timing: CUDA events, median of `--trials` runs of `--reps` iterations after a warm-up.
@@ -23,6 +23,11 @@ def layers(n):
         out.append((f"3x3/2 {c}->{c} {hw}", dict(n=n, h=hw, c=c, k=c, r=3, stride=2, pad=1)))
         out.append((f"1x1/2 {2 * c}->{4 * c} {hw}",
                     dict(n=n, h=hw, c=2 * c, k=4 * c, r=1, stride=2, pad=0)))
+    # MobileNetV2's depthwise 3x3 layers (224 x 224 input, expanded channels)
+    for c, hw, st in [(32, 112, 1), (96, 112, 2), (144, 56, 1), (144, 56, 2), (192, 28, 1),
+                      (384, 14, 1), (576, 14, 2), (960, 7, 1)]:
+        out.append((f"dw3x3{'/2' if st == 2 else ''} {c} {hw}",
+                    dict(n=n, h=hw, c=c, k=c, r=3, stride=st, pad=1, groups=c)))
     return out
 
 
@@ -66,8 +71,9 @@ def main():
             torch.backends.cuda.matmul.allow_tf32 = tf32
             x = torch.randn(L["n"], L["c"], L["h"], L["h"], device=dev, dtype=dtype)
             x = x.to(memory_format=torch.channels_last).requires_grad_(True)
+            groups = L.get("groups", 1)
             conv = torch.nn.Conv2d(L["c"], L["k"], L["r"], stride=L["stride"], padding=L["pad"],
-                                   bias=False).to(device=dev, dtype=dtype,
+                                   groups=groups, bias=False).to(device=dev, dtype=dtype,
                                                   memory_format=torch.channels_last)
             with torch.no_grad():
                 y0 = conv(x)
@@ -84,7 +90,7 @@ def main():
             ms_f = timed(fwd)
             ms_fb = timed(fwd_bwd)
             p = y0.shape[2]
-            flops = 2 * L["n"] * p * p * L["k"] * L["c"] * L["r"] * L["r"]
+            flops = 2 * L["n"] * p * p * L["k"] * (L["c"] // groups) * L["r"] * L["r"]
             rows.append(dict(layer=name, dtype=label, ms_fwd=ms_f, ms_fwd_bwd=ms_fb,
                              tflops_fwd=flops / (ms_f * 1e-3) / 1e12))
             print(f"{name:24s} {label}: fwd {ms_f:.3f} ms, fwd+bwd {ms_fb:.3f} ms", file=sys.stderr)

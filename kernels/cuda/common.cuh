@@ -215,6 +215,9 @@ inline ConvGeom make_geom(const d8_conv_shape& s) {
   return G;
 }
 
+// One channel per group (MobileNetV2's 3x3 convs): direct kernels instead of GEMMs.
+inline bool is_depthwise(const ConvGeom& G) { return G.g > 1 && G.cg == 1 && G.kg == 1; }
+
 // ---- dgrad stride phases (the GEMM dgrads: int8_conv.cu, conv_f32.cu) ------------------------
 // Phase (rr, ss), rr < sh, ss < sw: the input pixels (h0 + hi*sh, w0 + wi*sw), h0 = (rr - ph) mod
 // sh (w0 alike), hi < hp, wi < wp, take exactly the taps (rr + j*sh, ss + l*sw), j < nr, l < ns;

@@ -345,8 +345,6 @@ __global__ void dw_wgrad_part_k(float* part, const float* x, const float* dy, Co
   part[int64_t{blockIdx.y} * taps * G.c + int64_t{c} * taps + tap] = acc;
 }
 
-bool depthwise(const ConvGeom& G) { return G.g > 1 && G.cg == 1 && G.kg == 1; }
-
 struct ConvBytes {
   int64_t x, w, y;
 };
@@ -373,7 +371,7 @@ extern "C" int32_t d8_conv2d_fwd(d8_buffer* y, const d8_buffer* x, const d8_buff
     d8_context* ctx;
     if (int32_t e = op_context(fn, {y, x, w, bias}, &ctx)) return e;
     const ConvGeom G = make_geom(*shape);
-    if (depthwise(G)) {
+    if (is_depthwise(G)) {
       dw_fwd_k<<<grid_1d(G.m * G.c, 256), 256, 0, ctx->stream>>>(
           fptr(y), fptr(x), fptr(w), bias ? fptr(bias) : nullptr, G);
       return launch_check(fn, "dw_fwd_k");
@@ -399,7 +397,7 @@ extern "C" int32_t d8_conv2d_dgrad(d8_buffer* dx, const d8_buffer* dy, const d8_
     // D8_CONV_ACCUMULATE: the GEMM's store adds into dx; the depthwise kernel goes through a
     // scratch, then dx += it
     const bool add = (shape->flags & D8_CONV_ACCUMULATE) != 0;
-    if (!depthwise(G)) {
+    if (!is_depthwise(G)) {
       for (const DgradPhase& ph : dgrad_phases(G)) {
         const DgradOp op{fptr(dy), fptr(w), fptr(dx), G, ph, add};
         if (int32_t e = launch_gemm(fn, ctx, op, int64_t{G.n} * ph.hp * ph.wp, G.cg, G.g))
@@ -431,7 +429,7 @@ extern "C" int32_t d8_conv2d_wgrad(d8_buffer* dw, const d8_buffer* x, const d8_b
     d8_context* ctx;
     if (int32_t e = op_context(fn, {dw, x, dy}, &ctx)) return e;
     const ConvGeom G = make_geom(*shape);
-    if (depthwise(G)) {
+    if (is_depthwise(G)) {
       // Pixels split in chunks of >= 512 (at most 256 chunks), partials summed in chunk order.
       const int64_t outs = int64_t{G.r} * G.s * G.c;
       const int splits = static_cast<int>(std::min<int64_t>(256, std::max<int64_t>(1, ceil_div(G.m, 512))));

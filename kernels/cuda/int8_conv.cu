@@ -841,6 +841,175 @@ __global__ void gemm_simple_k(int32_t* c, const int8_t* a, const int8_t* b, int6
   }
 }
 
+// ---- depthwise (G == C == K, one channel per group, C % 4 == 0): the dp4a kernels ------------
+// Tensor cores do not apply (a one-channel GEMM per group), so every setting but version 1 runs
+// these for depthwise convs, reported as version 2. One thread holds 4 channels: one 32-bit word
+// of an NHWC pixel, so the lanes of a warp read consecutive words of the same tap. The product of
+// lane j's channel alone is __dp4a(a, b & (0xff << 8j)): one instruction a multiply-add, no byte
+// extraction, exact int32. Weights come transposed, wt[(r*S + s)*C + c] = w[c, r, s], so a word
+// holds a tap's 4 channels. Epilogues: the version-1 kernels' formulas (the cpu's).
+bool dw_i8(const ConvGeom& G) { return is_depthwise(G) && G.c % 4 == 0; }
+
+__device__ __forceinline__ int word_at(const int8_t* p) {
+  return __ldg(reinterpret_cast<const int*>(p));
+}
+__device__ __forceinline__ int byte_lane(int b, int j) {
+  return static_cast<int>(static_cast<unsigned>(b) & (0xffu << (8 * j)));
+}
+__device__ __forceinline__ void dp4a_lanes(int32_t (&acc)[4], int a, int b) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) acc[j] = __dp4a(a, byte_lane(b, j), acc[j]);
+}
+
+// wt[tap*C + c] = w[c*taps + tap]
+__global__ void dw_transpose_k(int8_t* wt, const int8_t* w, int c_total, int taps) {
+  const int64_t total = int64_t{c_total} * taps;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int c = static_cast<int>(i % c_total), tap = static_cast<int>(i / c_total);
+    wt[i] = w[int64_t{c} * taps + tap];
+  }
+}
+
+// y[pixel, c0 .. c0+3]: one thread per (output pixel, 4 channels). Threads x over one output
+// row's Q * C/4 (pixel, quad) pairs, y striding over the N*P rows (dw_grid; index math in 32 bits
+// within a row).
+__global__ void dw_fwd_i8_k(float* y, const int8_t* x, const int8_t* wt, const float* cs,
+                            const float* bias, ConvGeom G) {
+  const int quads = G.c / 4;
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= G.q * quads) return;
+  const int c0 = j % quads * 4, qq = j / quads;
+  for (int64_t row = blockIdx.y * blockDim.y + threadIdx.y; row < int64_t{G.n} * G.p;
+       row += int64_t{gridDim.y} * blockDim.y) {
+    const int64_t img = row / G.p;
+    const int pp = static_cast<int>(row % G.p);
+    int32_t acc[4] = {0, 0, 0, 0};
+    for (int r = 0; r < G.r; ++r) {
+      const int ih = pp * G.sh - G.ph + r;
+      if (ih < 0 || ih >= G.h) continue;
+      for (int s = 0; s < G.s; ++s) {
+        const int iw = qq * G.sw - G.pw + s;
+        if (iw < 0 || iw >= G.w) continue;
+        dp4a_lanes(acc, word_at(x + ((img * G.h + ih) * G.w + iw) * G.c + c0),
+                   word_at(wt + (r * G.s + s) * G.c + c0));
+      }
+    }
+    float o[4];
+#pragma unroll
+    for (int l = 0; l < 4; ++l) {
+      const float fa = static_cast<float>(acc[l]);
+      o[l] = bias ? __fmaf_rn(fa, cs[c0 + l], bias[c0 + l]) : __fmul_rn(fa, cs[c0 + l]);
+    }
+    *reinterpret_cast<float4*>(y + (row * G.q + qq) * G.c + c0) =
+        make_float4(o[0], o[1], o[2], o[3]);
+  }
+}
+
+// dx[pixel, c0 .. c0+3] (= or +=): one thread per (input pixel, 4 channels), the dy pixels whose
+// windows cover it (gather form: no write conflicts). Grid as dw_fwd_i8_k's over the N*H input
+// rows of W pixels.
+__global__ void dw_dgrad_i8_k(float* dx, const int8_t* dy, const int8_t* wt, const float* scale_p,
+                              ConvGeom G, bool add) {
+  const int quads = G.c / 4;
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= G.w * quads) return;
+  const int c0 = j % quads * 4, iw = j / quads;
+  const float scale = scale_p[0];
+  for (int64_t row = blockIdx.y * blockDim.y + threadIdx.y; row < int64_t{G.n} * G.h;
+       row += int64_t{gridDim.y} * blockDim.y) {
+    const int64_t img = row / G.h;
+    const int ih = static_cast<int>(row % G.h);
+    int32_t acc[4] = {0, 0, 0, 0};
+    for_each_cover(G, img, ih, iw, [&](int64_t o, int r, int s) {
+      dp4a_lanes(acc, word_at(dy + o * G.c + c0), word_at(wt + (r * G.s + s) * G.c + c0));
+    });
+    float4* d = reinterpret_cast<float4*>(dx + (row * G.w + iw) * G.c + c0);
+    float o[4];
+#pragma unroll
+    for (int l = 0; l < 4; ++l) o[l] = __fmul_rn(static_cast<float>(acc[l]), scale);
+    if (add) {  // D8_CONV_ACCUMULATE: two roundings, as the cpu
+      const float4 old = *d;
+      o[0] = __fadd_rn(old.x, o[0]), o[1] = __fadd_rn(old.y, o[1]);
+      o[2] = __fadd_rn(old.z, o[2]), o[3] = __fadd_rn(old.w, o[3]);
+    }
+    *d = make_float4(o[0], o[1], o[2], o[3]);
+  }
+}
+
+// The launch shape of dw_fwd_i8_k / dw_dgrad_i8_k: `cols` (pixel, quad) pairs a row, `rows`
+// rows; 256-thread blocks of whole warps along a row, as many rows as fit.
+struct DwLaunch {
+  dim3 grid, block;
+};
+DwLaunch dw_launch(int64_t cols, int64_t rows) {
+  const int bx = static_cast<int>(std::min<int64_t>(256, round_up(cols, 32))), by = 256 / bx;
+  return {dim3(static_cast<unsigned>(ceil_div(cols, bx)),
+               static_cast<unsigned>(std::min<int64_t>(ceil_div(rows, by), 65535))),
+          dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by))};
+}
+
+// sum[c*taps + tap] += the dy x x products of one chunk of `len` pixels (blockIdx.y), for kDwTaps
+// taps from blockIdx.z * kDwTaps and `qb` channel quads from blockIdx.x * qb. A block's threads
+// are qb quads x (256 / qb) pixel lanes; each thread keeps int32 sums of its pixels, the block
+// adds its lanes' sums in shared memory (int32: a chunk has at most 65,536 pixels, each giving
+// every (c, tap) one product of at most 128 * 128), then one exact int64 atomic add per output.
+constexpr int kDwTaps = 9, kDwThreads = 256;
+__global__ void __launch_bounds__(kDwThreads)
+    dw_wgrad_i8_k(unsigned long long* sum, const int8_t* x, const int8_t* dy, ConvGeom G,
+                  int64_t len, int qb) {
+  __shared__ int32_t part[kDwTaps * 4][kDwThreads];
+  const int lanes = kDwThreads / qb;
+  const int quads = G.c / 4, taps = G.r * G.s;
+  const int ql = threadIdx.x % qb, lane = threadIdx.x / qb;
+  const int quad = blockIdx.x * qb + ql, t0 = blockIdx.z * kDwTaps;
+  const int nt = taps - t0 < kDwTaps ? taps - t0 : kDwTaps;
+  int32_t acc[kDwTaps][4] = {};
+  if (quad < quads && lane < lanes) {
+    const int c0 = quad * 4;
+    const int64_t m1 = (blockIdx.y + 1) * len < G.m ? (blockIdx.y + 1) * len : G.m;
+    int64_t m = blockIdx.y * len + lane;
+    // pixel m's coordinates, stepped by `lanes` pixels below (no division a pixel)
+    int qq = static_cast<int>(m % G.q), pp = static_cast<int>(m / G.q % G.p);
+    int64_t img = m / (int64_t{G.p} * G.q);
+    for (; m < m1; m += lanes) {
+      const int d = word_at(dy + m * G.c + c0);
+      int dl[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) dl[j] = byte_lane(d, j);
+#pragma unroll
+      for (int t = 0; t < kDwTaps; ++t) {
+        if (t >= nt) break;
+        const int tap = t0 + t, r = tap / G.s, s = tap % G.s;
+        const int ih = pp * G.sh - G.ph + r, iw = qq * G.sw - G.pw + s;
+        if (ih < 0 || ih >= G.h || iw < 0 || iw >= G.w) continue;
+        const int a = word_at(x + ((img * G.h + ih) * G.w + iw) * G.c + c0);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[t][j] = __dp4a(a, dl[j], acc[t][j]);
+      }
+      for (qq += lanes; qq >= G.q;) {
+        qq -= G.q;
+        if (++pp == G.p) pp = 0, ++img;
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kDwTaps; ++t)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) part[t * 4 + j][threadIdx.x] = acc[t][j];
+  __syncthreads();
+  for (int o = threadIdx.x; o < qb * nt * 4; o += kDwThreads) {
+    const int q = o % qb, tj = o / qb;
+    if (blockIdx.x * qb + q >= quads) continue;
+    int32_t v = 0;
+    for (int l = 0; l < lanes; ++l) v += part[tj][l * qb + q];
+    const int c = (blockIdx.x * qb + q) * 4 + tj % 4, tap = t0 + tj / 4;
+    if (v != 0)
+      atomicAdd(sum + int64_t{c} * taps + tap,
+                static_cast<unsigned long long>(static_cast<long long>(v)));
+  }
+}
+
 // cs[k] = x_scale * w_scale[k or 0] (float product, as the cpu).
 __global__ void col_scales_k(float* cs, const float* xs, const float* ws, int per_channel, int k) {
   const int j = blockIdx.x * blockDim.x + threadIdx.x;
@@ -947,6 +1116,34 @@ int32_t run_imma_wgrad(const char* fn, d8_context* ctx, ImmaParams p, int versio
   return launch_imma<kOpWgrad, 64, 128, 32, 32, false, kMma16>(fn, ctx, p, grid);
 }
 
+// The dp4a depthwise wgrad: channel quads per block the largest divisor of C/4 up to 16 (no idle
+// quad slots: 32 channels take 8 quads x 32 lanes, 144 take 12 x 21), or 16 when that divisor is
+// below 8; pixel chunks of at most 65,536 (int32 block sums), enough of them for ~4 blocks per SM,
+// none shorter than 1,024 pixels unless the int32 bound asks for it.
+int32_t run_dw_wgrad(const char* fn, d8_context* ctx, unsigned long long* sum, const int8_t* x,
+                     const int8_t* dy, const ConvGeom& G, const char* dims) {
+  const int quads = G.c / 4;
+  int qb = 1;
+  for (int d = 16; d > 1; --d)
+    if (quads % d == 0) {
+      qb = d;
+      break;
+    }
+  if (qb < 8) qb = std::min(quads, 16);
+  const int64_t gx = ceil_div(quads, qb), gz = ceil_div(G.r * G.s, kDwTaps);
+  const int64_t fewest = ceil_div(G.m, kWgradRows);
+  int64_t chunks = std::max(fewest, ceil_div(4 * int64_t{ctx->prop.multiProcessorCount}, gx * gz));
+  chunks = std::min(chunks, std::max(fewest, ceil_div(G.m, 1024)));
+  const int64_t len = ceil_div(G.m, chunks);
+  chunks = ceil_div(G.m, len);
+  if (chunks > 65535 || gz > 65535)
+    return fail(D8_ERR_UNSUPPORTED, "%s: too many pixels or taps for one launch (%s)", fn, dims);
+  dw_wgrad_i8_k<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(chunks),
+                       static_cast<unsigned>(gz)),
+                  kDwThreads, 0, ctx->stream>>>(sum, x, dy, G, len, qb);
+  return launch_check(fn, "dw_wgrad_i8_k");
+}
+
 // valid(): whether the tensor-core kernels can run this op (else version 1 runs).
 bool imma_valid_fwd(const ConvGeom& G) { return G.cg % 16 == 0; }
 bool imma_valid_dgrad(const ConvGeom& G) { return G.kg % 16 == 0; }
@@ -1000,12 +1197,23 @@ extern "C" int32_t d8_conv2d_fwd_i8(d8_buffer* y, const d8_buffer* x, const d8_b
     d8_context* ctx;
     if (int32_t e = op_context(fn, {y, x, w, bias, x_scale, w_scale}, &ctx)) return e;
     const ConvGeom G = make_geom(*shape);
+    int v = int8_version(ctx);
+    const bool dw = v > 1 && dw_i8(G);  // the dp4a depthwise kernels (their weights after cs)
     Scratch cs;
-    if (int32_t e = cs.get(fn, ctx, static_cast<size_t>(k * 4))) return e;
+    if (int32_t e = cs.get(fn, ctx, static_cast<size_t>(k * 4 + (dw ? z.w : 0)))) return e;
     col_scales_k<<<grid_1d(k, 128), 128, 0, ctx->stream>>>(
         cs.as<float>(), fptr(x_scale), fptr(w_scale), w_layout == D8_SCALE_OUTER,
         static_cast<int>(k));
-    int v = int8_version(ctx);
+    if (dw) {
+      t_last_version = 2;
+      int8_t* wt = reinterpret_cast<int8_t*>(cs.as<float>() + k);
+      dw_transpose_k<<<grid_1d(z.w, kBlock), kBlock, 0, ctx->stream>>>(wt, i8ptr(w), G.c,
+                                                                       G.r * G.s);
+      const DwLaunch l = dw_launch(int64_t{G.q} * (G.c / 4), int64_t{G.n} * G.p);
+      dw_fwd_i8_k<<<l.grid, l.block, 0, ctx->stream>>>(
+          fptr(y), i8ptr(x), wt, cs.as<float>(), bias ? fptr(bias) : nullptr, G);
+      return launch_check(fn, "dw_fwd_i8_k");
+    }
     if (v > 1 && !imma_valid_fwd(G)) v = 1;
     t_last_version = v;
     if (v == 1) {
@@ -1053,6 +1261,15 @@ extern "C" int32_t d8_conv2d_dgrad_i8(d8_buffer* dx, const d8_buffer* dy, const 
     // D8_CONV_ACCUMULATE: the epilogues add into dx (dx += float(acc) * scale, two roundings)
     const bool add = (shape->flags & D8_CONV_ACCUMULATE) != 0;
     int v = int8_version(ctx);
+    int8_t* wt = reinterpret_cast<int8_t*>(scale + 64);
+    if (v > 1 && dw_i8(G)) {  // the dp4a depthwise kernel
+      t_last_version = 2;
+      dw_transpose_k<<<grid_1d(z.w, kBlock), kBlock, 0, ctx->stream>>>(wt, i8ptr(w), G.c,
+                                                                       G.r * G.s);
+      const DwLaunch l = dw_launch(int64_t{G.w} * (G.c / 4), int64_t{G.n} * G.h);
+      dw_dgrad_i8_k<<<l.grid, l.block, 0, ctx->stream>>>(fptr(dx), i8ptr(dy), wt, scale, G, add);
+      return launch_check(fn, "dw_dgrad_i8_k");
+    }
     if (v > 1 && !imma_valid_dgrad(G)) v = 1;
     t_last_version = v;
     if (v == 1) {
@@ -1060,7 +1277,6 @@ extern "C" int32_t d8_conv2d_dgrad_i8(d8_buffer* dx, const d8_buffer* dy, const 
                        ctx->stream>>>(fptr(dx), i8ptr(dy), i8ptr(w), scale, G, add);
       return launch_check(fn, "dgrad_simple_k");
     }
-    int8_t* wt = reinterpret_cast<int8_t*>(scale + 64);
     transpose_w_k<<<grid_1d(z.w, kBlock), kBlock, 0, ctx->stream>>>(wt, i8ptr(w), G);
     if (int32_t e = launch_check(fn, "transpose_w_k")) return e;
     ImmaParams p{};
@@ -1112,9 +1328,12 @@ extern "C" int32_t d8_conv2d_wgrad_i8(d8_buffer* dw, const d8_buffer* x, const d
     cudaError_t err = cudaMemsetAsync(sum, 0, static_cast<size_t>(z.w * 8), ctx->stream);
     if (err != cudaSuccess) return cuda_fail(fn, "cudaMemsetAsync", err);
     int v = int8_version(ctx);
-    if (v > 1 && !imma_valid_wgrad(G)) v = 1;
-    t_last_version = v;
-    if (v == 1) {
+    const bool direct = v > 1 && dw_i8(G);  // the dp4a depthwise kernel
+    if (!direct && v > 1 && !imma_valid_wgrad(G)) v = 1;
+    t_last_version = direct ? 2 : v;
+    if (direct) {
+      if (int32_t e = run_dw_wgrad(fn, ctx, sum, i8ptr(x), i8ptr(dy), G, dims)) return e;
+    } else if (v == 1) {
       const int64_t chunks = ceil_div(G.m, kWgradRows);
       const unsigned gx = grid_1d(z.w, kBlock, 4096);
       if (chunks > 65535) return fail(D8_ERR_UNSUPPORTED, "%s: too many pixels (%s)", fn, dims);

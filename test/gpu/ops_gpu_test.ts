@@ -116,6 +116,45 @@ const CONVS: [string, Conv][] = [
   ["1x1 160 -> 160, 1152 pixels", { n: 2, h: 24, w: 24, c: 160, k: 160, r: 1, s: 1 }],
   ["wgrad over 65,536 rows", { n: 2, h: 200, w: 200, c: 16, k: 16, r: 1, s: 1 }],
   // MobileNetV2-like: the direct depthwise kernels with several wgrad pixel chunks, odd channels
+  // the dp4a depthwise kernels: 25 taps (three wgrad tap blocks of 9), stride 2, odd sizes; 68
+  // channels (17 quads: two wgrad blocks of 16 quads, the second with one); 6 channels (not
+  // 4-aligned: version 1 for every setting)
+  ["depthwise 5x5 stride 2, 24 channels", {
+    n: 3,
+    h: 11,
+    w: 13,
+    c: 24,
+    k: 24,
+    r: 5,
+    s: 5,
+    groups: 24,
+    stride: [2, 2],
+    pad: [2, 2],
+  }],
+  ["depthwise 68 channels, batch 1", {
+    n: 1,
+    h: 9,
+    w: 9,
+    c: 68,
+    k: 68,
+    r: 3,
+    s: 3,
+    groups: 68,
+    pad: [1, 1],
+  }],
+  // 132,000 pixels: the wgrad's int32 bound asks for chunks of at most 65,536 pixels
+  ["depthwise 132,000 pixels", {
+    n: 1,
+    h: 66000,
+    w: 2,
+    c: 4,
+    k: 4,
+    r: 3,
+    s: 3,
+    groups: 4,
+    pad: [1, 1],
+  }],
+  ["depthwise 6 channels", { n: 2, h: 7, w: 7, c: 6, k: 6, r: 3, s: 3, groups: 6, pad: [1, 1] }],
   ["depthwise 40 channels, stride 1, 5 wgrad chunks", {
     n: 4,
     h: 24,
@@ -231,9 +270,11 @@ for (const v of ALL_VERSIONS) {
         assertEqualArrays(`v${v} wgrad (per-channel dY scale)`, got.dw, ref.dw);
         assertEqualArrays(`v${v} wgrad (tensor dY scale)`, got.dw0, ref.dw0);
         // the tensor-core versions must really run where valid() allows them (no silent fallback)
+        // (depthwise convs with 4-aligned channels: the dp4a depthwise kernels, reported as 2)
         const g = conv.groups ?? 1, cg = conv.c / g, kg = conv.k / g;
+        const dw = g > 1 && cg === 1 && kg === 1 && conv.c % 4 === 0;
         const want = [cg % 16 === 0, kg % 16 === 0, cg % 16 === 0 && kg % 16 === 0].map((ok) =>
-          ok ? v : 1
+          v === 1 ? 1 : dw ? 2 : ok ? v : 1
         );
         assertEqualArrays(`v${v} versions run (fprop, dgrad, wgrad)`, got.ran, want);
       });
