@@ -121,6 +121,14 @@ const convs: [string, [number, number, number, number], number, [number, number]
   }],
   ["1x1 stride 2", [2, 8, 8, 8], 12, [1, 1], { stride: 2 }],
   ["groups 2, stride 2, odd size", [1, 9, 9, 8], 8, [3, 3], { stride: 2, padding: 1, groups: 2 }],
+  // the direct depthwise kernels (wgsl/depthwise.ts): 25 taps, wgrad over 4 pixel splits; strided
+  // with odd sizes
+  ["depthwise 5x5, 8 channels", [2, 20, 20, 8], 8, [5, 5], { padding: 2, groups: 8 }],
+  ["depthwise 3x3 stride 2, odd size", [1, 11, 9, 12], 12, [3, 3], {
+    stride: 2,
+    padding: 1,
+    groups: 12,
+  }],
 ];
 
 for (const [name, x, k, kernel, opts] of convs) {

@@ -258,18 +258,20 @@ inline std::vector<DgradPhase> dgrad_phases(const ConvGeom& G) {
 }
 
 // dgrad's gather, one input pixel (img, ih, iw): calls f(o, r, s) for every tap (r, s) whose
-// output pixel covers it, o = that output pixel's flat index (img, p, q). The walk every direct
-// dgrad kernel shares (the int8 simple kernel, the fp32 depthwise one).
+// output pixel covers it, o = that output pixel's flat index (img, p, q), taps in (r, s) order.
+// Only the taps r = rh + j*sh (rh = (ih + ph) mod sh) reach row ih, from the output row
+// (ih + ph - rh) / sh down by one a tap: two divisions a pixel, none a tap; columns alike. The walk
+// every direct dgrad kernel shares (the int8 simple and depthwise kernels, the fp32 depthwise one).
 template <class F>
 __device__ inline void for_each_cover(const ConvGeom& G, int64_t img, int ih, int iw, F&& f) {
-  for (int r = 0; r < G.r; ++r) {
-    const int th = ih + G.ph - r;
-    if (th < 0 || th % G.sh != 0 || th / G.sh >= G.p) continue;
-    for (int s = 0; s < G.s; ++s) {
-      const int tw = iw + G.pw - s;
-      if (tw < 0 || tw % G.sw != 0 || tw / G.sw >= G.q) continue;
-      f((img * G.p + th / G.sh) * G.q + tw / G.sw, r, s);
-    }
+  const int rh = (ih + G.ph) % G.sh, rw = (iw + G.pw) % G.sw;
+  const int ow0 = (iw + G.pw - rw) / G.sw;
+  int oh = (ih + G.ph - rh) / G.sh;
+  for (int r = rh; r < G.r && oh >= 0; r += G.sh, --oh) {
+    if (oh >= G.p) continue;
+    int ow = ow0;
+    for (int s = rw; s < G.s && ow >= 0; s += G.sw, --ow)
+      if (ow < G.q) f((img * G.p + oh) * G.q + ow, r, s);
   }
 }
 

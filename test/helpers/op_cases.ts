@@ -56,6 +56,14 @@ const convCases: ConvCase[] = [
     kernel: [3, 3],
     opts: { stride: 2, padding: 1, groups: 5 },
   },
+  {
+    name: "depthwise 5x5 with bias, odd size",
+    x: [2, 9, 7, 4],
+    k: 4,
+    kernel: [5, 5],
+    opts: { padding: 2, groups: 4 },
+    bias: true,
+  },
   { name: "batch 1, 1x1 with bias", x: [1, 4, 4, 6], k: 7, kernel: [1, 1], opts: {}, bias: true },
   {
     name: "5x5 with bias (LeNet conv1)",

@@ -28,6 +28,7 @@ import type {
 import type { Tensor } from "../../tensor.ts";
 import { openDevice, type OpenedDevice, type WebGpuLimits } from "./device.ts";
 import { type KernelSpec, source, WG } from "./wgsl/common.ts";
+import * as D from "./wgsl/depthwise.ts";
 import * as E from "./wgsl/elementwise.ts";
 import * as G from "./wgsl/gemm.ts";
 import * as Q from "./wgsl/quant.ts";
@@ -721,6 +722,13 @@ export class WebGpuBackend implements Backend {
       bias,
       s.k * 4,
     ]]);
+    if (depthwise(s)) {
+      this.#linear(D.DW_F32, [buf(y), buf(x), buf(w), this.#opt(bias)], ny(s), (u, _f, i) => {
+        geom(i, s);
+        u[5] = bias ? 1 : 0;
+      });
+      return;
+    }
     const g = s.groups, kg = s.k / g, K = s.r * s.s * (s.c / g);
     this.#gemm(
       G.CONV_F32,
@@ -741,6 +749,13 @@ export class WebGpuBackend implements Backend {
   conv2dDgrad(dx: Tensor, dy: Tensor, w: Tensor, s: ConvShape, accumulate = false): void {
     need("conv2dDgrad", s, [["dx", dx, nx(s) * 4], ["dy", dy, ny(s) * 4], ["w", w, nw(s) * 4]]);
     if (accumulate) distinctFromInputs("conv2dDgrad", dx, dy, w);
+    if (depthwise(s)) {
+      this.#linear(D.DW_DGRAD_F32, [buf(dx), buf(dy), buf(w)], nx(s), (u, _f, i) => {
+        geom(i, s);
+        u[5] = accumulate ? 1 : 0;
+      });
+      return;
+    }
     this.#dgradPhases(G.DGRAD_F32, [buf(dx), buf(dy), buf(w)], s, (u) => {
       u[5] = accumulate ? 1 : 0; // the store adds into dx
     });
@@ -788,8 +803,24 @@ export class WebGpuBackend implements Backend {
     scales: [Buf, Buf, boolean] | null,
   ): void {
     const g = s.groups, kg = s.k / g, cols = s.r * s.s * (s.c / g), red = s.n * s.p * s.q;
-    const [splits, chunk] = this.#splits(kg, cols, g, red, scales !== null);
     const items = s.k * cols;
+    if (depthwise(s)) {
+      // one thread per (split, tap, channel): enough of them to fill a device, int8 splits short
+      // enough to be exact
+      let splits = Math.max(1, Math.min(cdiv(red, 256), cdiv(16384, items)));
+      if (scales) splits = Math.max(splits, cdiv(red, I8_CHUNK));
+      const chunk = cdiv(red, splits);
+      splits = cdiv(red, chunk);
+      const part = this.#temp(splits * items * 4);
+      const dspec = scales ? D.DW_WGRAD_I8 : D.DW_WGRAD_F32;
+      this.#linear(dspec, [part, buf(x), buf(dy)], splits * items, (u, _f, i) => {
+        geom(i, s);
+        u[24] = chunk;
+      });
+      this.#wgradSum(dw, part, splits, items, cols, scales);
+      return;
+    }
+    const [splits, chunk] = this.#splits(kg, cols, g, red, scales !== null);
     const part = this.#temp(splits * items * 4);
     this.#gemm(
       spec,
@@ -802,6 +833,18 @@ export class WebGpuBackend implements Backend {
       chunk,
       (_u, _f, i) => geom(i, s),
     );
+    this.#wgradSum(dw, part, splits, items, cols, scales);
+  }
+
+  /** dw = the wgrad partials [splits][items] summed over the splits (and scaled, int8). */
+  #wgradSum(
+    dw: Tensor,
+    part: Buf,
+    splits: number,
+    items: number,
+    cols: number,
+    scales: [Buf, Buf, boolean] | null,
+  ): void {
     this.#linear(
       G.WGRAD_SUM,
       [
@@ -1348,6 +1391,15 @@ export class WebGpuBackend implements Backend {
       bias,
       s.k * 4,
     ], ["wScale", wScale, wLayout === 2 ? s.k * 4 : 4]]);
+    if (depthwise(s)) {
+      const bufs = [buf(y), buf(x), buf(w), this.#opt(bias), buf(xScale), buf(wScale)];
+      this.#linear(D.DW_I8, bufs, ny(s), (u, _f, i) => {
+        geom(i, s);
+        u[5] = bias ? 1 : 0;
+        u[6] = wLayout;
+      });
+      return;
+    }
     const g = s.groups, kg = s.k / g, K = s.r * s.s * (s.c / g);
     this.#gemm(
       G.CONV_I8,
@@ -1386,6 +1438,14 @@ export class WebGpuBackend implements Backend {
   ): void {
     need("conv2dDgradI8", s, [["dx", dx, nx(s) * 4], ["dy", dy, ny(s)], ["w", w, nw(s)]]);
     if (accumulate) distinctFromInputs("conv2dDgradI8", dx, dy, w);
+    if (depthwise(s)) {
+      const bufs = [buf(dx), buf(dy), buf(w), buf(dyScale), buf(wScale)];
+      this.#linear(D.DW_DGRAD_I8, bufs, nx(s), (u, _f, i) => {
+        geom(i, s);
+        u[5] = accumulate ? 1 : 0;
+      });
+      return;
+    }
     const kg = s.k / s.groups;
     this.#dgradPhases(
       G.DGRAD_I8,
@@ -1444,6 +1504,8 @@ function distinctFromInputs(op: string, dx: Tensor, dy: Tensor, w: Tensor): void
 
 const nx = (s: ConvShape) => s.n * s.h * s.w * s.c;
 const ny = (s: ConvShape) => s.n * s.p * s.q * s.k;
+/** One channel per group: the direct depthwise kernels (wgsl/depthwise.ts) instead of GEMMs. */
+const depthwise = (s: ConvShape) => s.groups > 1 && s.groups === s.c && s.groups === s.k;
 const nw = (s: ConvShape) => s.k * s.r * s.s * (s.c / s.groups);
 
 /**

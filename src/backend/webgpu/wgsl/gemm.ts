@@ -25,7 +25,8 @@ export const TK_I8 = 32;
 /** Reduction elements per staged f32 tile. */
 export const TK_F32 = 16;
 
-const CONV = `
+/** ConvShape accessors (words 8..23, {@link geom} in backend.ts) and im2col helpers. */
+export const CONV = `
 fn cH() -> i32 { return pi(9u); } fn cW() -> i32 { return pi(10u); }
 fn cC() -> u32 { return pu(11u); } fn cK() -> u32 { return pu(12u); } fn cR() -> u32 { return pu(13u); }
 fn cS() -> u32 { return pu(14u); } fn cSH() -> i32 { return pi(16u); } fn cSW() -> i32 { return pi(17u); }
