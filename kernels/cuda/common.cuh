@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 #include <map>
@@ -255,6 +256,32 @@ inline std::vector<DgradPhase> dgrad_phases(const ConvGeom& G) {
       out.push_back(p);
     }
   return out;
+}
+
+// The launch shape of the direct depthwise kernels that give a thread 4 channels of a pixel
+// (int8_conv.cu, conv_f32.cu): `cols` (pixel, quad) pairs a row, `rows` rows; 256-thread blocks
+// of whole warps along a row, as many rows as fit. The kernels stride over rows by
+// gridDim.y * blockDim.y.
+struct DwLaunch {
+  dim3 grid, block;
+};
+inline DwLaunch dw_launch(int64_t cols, int64_t rows) {
+  const int bx = static_cast<int>(std::min<int64_t>(256, round_up(cols, 32))), by = 256 / bx;
+  return {dim3(static_cast<unsigned>(ceil_div(cols, bx)),
+               static_cast<unsigned>(std::min<int64_t>(ceil_div(rows, by), 65535))),
+          dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by))};
+}
+
+// Depthwise weights [C, taps] transposed to wt[tap*C + c], so that consecutive channels of a tap
+// are adjacent (4 of them one int8 word or one float4).
+template <class T>
+__global__ void dw_transpose_k(T* wt, const T* w, int c_total, int taps) {
+  const int64_t total = int64_t{c_total} * taps;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int c = static_cast<int>(i % c_total), tap = static_cast<int>(i / c_total);
+    wt[i] = w[int64_t{c} * taps + tap];
+  }
 }
 
 // dgrad's gather, one input pixel (img, ih, iw): calls f(o, r, s) for every tap (r, s) whose

@@ -327,6 +327,68 @@ __global__ void dw_dgrad_k(float* dx, const float* dy, const float* w, ConvGeom 
   }
 }
 
+// C % 4 == 0: one thread per 4 channels of a pixel (float4 loads and stores; the layout and
+// grid of the INT8 depthwise kernels, dw_launch), taps summed in the same (r, s) order with the
+// same fmaf as dw_fwd_k / dw_dgrad_k, so the outputs are theirs bit for bit. wt[tap*C + c] =
+// w[c, tap] (dw_transpose_k), so a float4 holds a tap's 4 channels.
+__device__ __forceinline__ void fma4(float4& acc, const float4 a, const float4 b) {
+  acc.x = fmaf(a.x, b.x, acc.x), acc.y = fmaf(a.y, b.y, acc.y);
+  acc.z = fmaf(a.z, b.z, acc.z), acc.w = fmaf(a.w, b.w, acc.w);
+}
+
+__global__ void dw_fwd4_k(float* y, const float* x, const float* wt, const float* bias,
+                          ConvGeom G) {
+  const int quads = G.c / 4;
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= G.q * quads) return;
+  const int c0 = j % quads * 4, qq = j / quads;
+  for (int64_t row = blockIdx.y * blockDim.y + threadIdx.y; row < int64_t{G.n} * G.p;
+       row += int64_t{gridDim.y} * blockDim.y) {
+    const int64_t img = row / G.p;
+    const int pp = static_cast<int>(row % G.p);
+    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int r = 0; r < G.r; ++r) {
+      const int ih = pp * G.sh - G.ph + r;
+      if (ih < 0 || ih >= G.h) continue;
+      for (int s = 0; s < G.s; ++s) {
+        const int iw = qq * G.sw - G.pw + s;
+        if (iw < 0 || iw >= G.w) continue;
+        fma4(acc, *reinterpret_cast<const float4*>(x + ((img * G.h + ih) * G.w + iw) * G.c + c0),
+             *reinterpret_cast<const float4*>(wt + (r * G.s + s) * G.c + c0));
+      }
+    }
+    if (bias) {
+      acc.x = __fadd_rn(acc.x, bias[c0]), acc.y = __fadd_rn(acc.y, bias[c0 + 1]);
+      acc.z = __fadd_rn(acc.z, bias[c0 + 2]), acc.w = __fadd_rn(acc.w, bias[c0 + 3]);
+    }
+    *reinterpret_cast<float4*>(y + (row * G.q + qq) * G.c + c0) = acc;
+  }
+}
+
+__global__ void dw_dgrad4_k(float* dx, const float* dy, const float* wt, ConvGeom G, bool add) {
+  const int quads = G.c / 4;
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= G.w * quads) return;
+  const int c0 = j % quads * 4, iw = j / quads;
+  for (int64_t row = blockIdx.y * blockDim.y + threadIdx.y; row < int64_t{G.n} * G.h;
+       row += int64_t{gridDim.y} * blockDim.y) {
+    const int64_t img = row / G.h;
+    const int ih = static_cast<int>(row % G.h);
+    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for_each_cover(G, img, ih, iw, [&](int64_t o, int r, int s) {
+      fma4(acc, *reinterpret_cast<const float4*>(dy + o * G.c + c0),
+           *reinterpret_cast<const float4*>(wt + (r * G.s + s) * G.c + c0));
+    });
+    float4* d = reinterpret_cast<float4*>(dx + (row * G.w + iw) * G.c + c0);
+    if (add) {  // D8_CONV_ACCUMULATE
+      const float4 old = *d;
+      acc.x = __fadd_rn(old.x, acc.x), acc.y = __fadd_rn(old.y, acc.y);
+      acc.z = __fadd_rn(old.z, acc.z), acc.w = __fadd_rn(old.w, acc.w);
+    }
+    *d = acc;
+  }
+}
+
 // part[split][c*R*S + tap] = sum over the split's pixels of dy[m, c] * x[m's tap, c]; one thread
 // per (tap, c), channel fastest.
 __global__ void dw_wgrad_part_k(float* part, const float* x, const float* dy, ConvGeom G,
@@ -371,6 +433,16 @@ extern "C" int32_t d8_conv2d_fwd(d8_buffer* y, const d8_buffer* x, const d8_buff
     d8_context* ctx;
     if (int32_t e = op_context(fn, {y, x, w, bias}, &ctx)) return e;
     const ConvGeom G = make_geom(*shape);
+    if (is_depthwise(G) && G.c % 4 == 0) {  // 4 channels a thread
+      Scratch wt;
+      if (int32_t e = wt.get(fn, ctx, static_cast<size_t>(z.w))) return e;
+      dw_transpose_k<float><<<grid_1d(z.w / 4, 256), 256, 0, ctx->stream>>>(wt.as<float>(), fptr(w),
+                                                                       G.c, G.r * G.s);
+      const DwLaunch l = dw_launch(int64_t{G.q} * (G.c / 4), int64_t{G.n} * G.p);
+      dw_fwd4_k<<<l.grid, l.block, 0, ctx->stream>>>(fptr(y), fptr(x), wt.as<float>(),
+                                                     bias ? fptr(bias) : nullptr, G);
+      return launch_check(fn, "dw_fwd4_k");
+    }
     if (is_depthwise(G)) {
       dw_fwd_k<<<grid_1d(G.m * G.c, 256), 256, 0, ctx->stream>>>(
           fptr(y), fptr(x), fptr(w), bias ? fptr(bias) : nullptr, G);
@@ -394,8 +466,8 @@ extern "C" int32_t d8_conv2d_dgrad(d8_buffer* dx, const d8_buffer* dy, const d8_
     d8_context* ctx;
     if (int32_t e = op_context(fn, {dx, dy, w}, &ctx)) return e;
     const ConvGeom G = make_geom(*shape);
-    // D8_CONV_ACCUMULATE: the GEMM's store adds into dx; the depthwise kernel goes through a
-    // scratch, then dx += it
+    // D8_CONV_ACCUMULATE: the GEMM's and dw_dgrad4_k's stores add into dx; dw_dgrad_k goes
+    // through a scratch, then dx += it
     const bool add = (shape->flags & D8_CONV_ACCUMULATE) != 0;
     if (!is_depthwise(G)) {
       for (const DgradPhase& ph : dgrad_phases(G)) {
@@ -404,6 +476,16 @@ extern "C" int32_t d8_conv2d_dgrad(d8_buffer* dx, const d8_buffer* dy, const d8_
           return e;
       }
       return D8_OK;
+    }
+    if (G.c % 4 == 0) {  // 4 channels a thread, dx += in the store
+      Scratch wt;
+      if (int32_t e = wt.get(fn, ctx, static_cast<size_t>(z.w))) return e;
+      dw_transpose_k<float><<<grid_1d(z.w / 4, 256), 256, 0, ctx->stream>>>(wt.as<float>(), fptr(w),
+                                                                       G.c, G.r * G.s);
+      const DwLaunch l = dw_launch(int64_t{G.w} * (G.c / 4), int64_t{G.n} * G.h);
+      dw_dgrad4_k<<<l.grid, l.block, 0, ctx->stream>>>(fptr(dx), fptr(dy), wt.as<float>(), G,
+                                                       add);
+      return launch_check(fn, "dw_dgrad4_k");
     }
     Scratch tmp;
     if (add)

@@ -861,16 +861,6 @@ __device__ __forceinline__ void dp4a_lanes(int32_t (&acc)[4], int a, int b) {
   for (int j = 0; j < 4; ++j) acc[j] = __dp4a(a, byte_lane(b, j), acc[j]);
 }
 
-// wt[tap*C + c] = w[c*taps + tap]
-__global__ void dw_transpose_k(int8_t* wt, const int8_t* w, int c_total, int taps) {
-  const int64_t total = int64_t{c_total} * taps;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    const int c = static_cast<int>(i % c_total), tap = static_cast<int>(i / c_total);
-    wt[i] = w[int64_t{c} * taps + tap];
-  }
-}
-
 // y[pixel, c0 .. c0+3]: one thread per (output pixel, 4 channels). Threads x over one output
 // row's Q * C/4 (pixel, quad) pairs, y striding over the N*P rows (dw_grid; index math in 32 bits
 // within a row).
@@ -935,18 +925,6 @@ __global__ void dw_dgrad_i8_k(float* dx, const int8_t* dy, const int8_t* wt, con
     }
     *d = make_float4(o[0], o[1], o[2], o[3]);
   }
-}
-
-// The launch shape of dw_fwd_i8_k / dw_dgrad_i8_k: `cols` (pixel, quad) pairs a row, `rows`
-// rows; 256-thread blocks of whole warps along a row, as many rows as fit.
-struct DwLaunch {
-  dim3 grid, block;
-};
-DwLaunch dw_launch(int64_t cols, int64_t rows) {
-  const int bx = static_cast<int>(std::min<int64_t>(256, round_up(cols, 32))), by = 256 / bx;
-  return {dim3(static_cast<unsigned>(ceil_div(cols, bx)),
-               static_cast<unsigned>(std::min<int64_t>(ceil_div(rows, by), 65535))),
-          dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by))};
 }
 
 // sum[c*taps + tap] += the dy x x products of one chunk of `len` pixels (blockIdx.y), for kDwTaps
@@ -1207,7 +1185,7 @@ extern "C" int32_t d8_conv2d_fwd_i8(d8_buffer* y, const d8_buffer* x, const d8_b
     if (dw) {
       t_last_version = 2;
       int8_t* wt = reinterpret_cast<int8_t*>(cs.as<float>() + k);
-      dw_transpose_k<<<grid_1d(z.w, kBlock), kBlock, 0, ctx->stream>>>(wt, i8ptr(w), G.c,
+      dw_transpose_k<int8_t><<<grid_1d(z.w, kBlock), kBlock, 0, ctx->stream>>>(wt, i8ptr(w), G.c,
                                                                        G.r * G.s);
       const DwLaunch l = dw_launch(int64_t{G.q} * (G.c / 4), int64_t{G.n} * G.p);
       dw_fwd_i8_k<<<l.grid, l.block, 0, ctx->stream>>>(
@@ -1264,7 +1242,7 @@ extern "C" int32_t d8_conv2d_dgrad_i8(d8_buffer* dx, const d8_buffer* dy, const 
     int8_t* wt = reinterpret_cast<int8_t*>(scale + 64);
     if (v > 1 && dw_i8(G)) {  // the dp4a depthwise kernel
       t_last_version = 2;
-      dw_transpose_k<<<grid_1d(z.w, kBlock), kBlock, 0, ctx->stream>>>(wt, i8ptr(w), G.c,
+      dw_transpose_k<int8_t><<<grid_1d(z.w, kBlock), kBlock, 0, ctx->stream>>>(wt, i8ptr(w), G.c,
                                                                        G.r * G.s);
       const DwLaunch l = dw_launch(int64_t{G.w} * (G.c / 4), int64_t{G.n} * G.h);
       dw_dgrad_i8_k<<<l.grid, l.block, 0, ctx->stream>>>(fptr(dx), i8ptr(dy), wt, scale, G, add);
