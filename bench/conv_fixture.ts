@@ -67,6 +67,26 @@ export function zooConvLayers(batch = 8): ConvLayer[] {
   ];
 }
 
+/**
+ * MobileNetV2's depthwise 3x3 layers (224 x 224 input, the expanded channels) as [channels,
+ * input size, stride]: the GPU benchmarks' depthwise set (bench/gpu/conv_int8_bench.ts,
+ * bench/webgpu_bench.ts; bench/peers/torch_gpu.py lists the same).
+ */
+export const MOBILENET_V2_DEPTHWISE = [
+  [32, 112, 1],
+  [96, 112, 2],
+  [144, 56, 1],
+  [144, 56, 2],
+  [192, 28, 1],
+  [384, 14, 1],
+  [576, 14, 2],
+  [960, 7, 1],
+] as const;
+
+/** A depthwise layer's name in the benchmarks ("dw3x3/2 96 112"). */
+export const depthwiseName = (c: number, hw: number, stride: number) =>
+  `dw3x3${stride === 2 ? "/2" : ""} ${c} ${hw}`;
+
 /** The layer sets `deno task report --layers` takes. */
 export const LAYER_SETS = {
   resnet20: (batch: number): readonly ConvLayer[] => convLayers(batch),

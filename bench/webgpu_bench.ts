@@ -3,6 +3,8 @@
  * side in one run:
  * - the conv kernels on ResNet-20's 3x3 layer shapes: fp32 vs INT8 (dot4I8Packed) for fprop,
  *   dgrad and wgrad, each INT8 result first checked against the cpu backend's;
+ * - MobileNetV2's depthwise 3x3 layers (the direct depthwise kernels), fp32 vs INT8 alike (batch
+ *   2 on a software adapter, where one ImageNet-sized layer takes tens of ms);
  * - the ResNet-20 training step (28x28x1 inputs) under fp32 and daint8.
  * Times include waiting for the device (one mapped read after the timed work). On a software
  * adapter (Mesa's lavapipe) the numbers only show that the path works: they say nothing about a
@@ -17,7 +19,7 @@ import { WebGpuBackend } from "../src/backend/webgpu/backend.ts";
 import { Rng } from "../src/data/rng.ts";
 import { convShape } from "../src/ops/conv.ts";
 import { Tensor } from "../src/tensor.ts";
-import { convLayers } from "./conv_fixture.ts";
+import { convLayers, depthwiseName, MOBILENET_V2_DEPTHWISE } from "./conv_fixture.ts";
 import { makeStep } from "./step.ts";
 
 const gpu = await WebGpuBackend.open({ allowSoftware: true });
@@ -52,7 +54,7 @@ async function int8MatchesCpu(
   const out: Float32Array[] = [];
   for (const b of [getBackend("cpu"), gpu] as Backend[]) {
     using x = Tensor.from(b, xa, [s.n, s.h, s.w, s.c], "i8");
-    using w = Tensor.from(b, wa, [s.k, s.r, s.s, s.c], "i8");
+    using w = Tensor.from(b, wa, [s.k, s.r, s.s, s.c / s.groups], "i8");
     using sx = Tensor.from(b, Float32Array.of(0.01), [1], "f32");
     using sw = Tensor.from(b, Float32Array.of(0.002), [1], "f32");
     using y = Tensor.empty(b, [s.n, s.p, s.q, s.k]);
@@ -64,23 +66,37 @@ async function int8MatchesCpu(
   return err;
 }
 
+const layers = [
+  ...convLayers(batch).map((l) => ({
+    name: l.name,
+    s: convShape("bench", l.x, l.k, l.r, { stride: l.stride, padding: l.pad }),
+  })),
+  ...MOBILENET_V2_DEPTHWISE.map(([c, hw, st]) => ({
+    name: depthwiseName(c, hw, st),
+    s: convShape("bench", [software ? 2 : batch, hw, hw, c], c, 3, {
+      stride: st,
+      padding: 1,
+      groups: c,
+    }),
+  })),
+];
 console.log("\n| layer | pass | fp32 ms | int8 ms | int8 GOP/s | int8 / fp32 speed |");
 console.log("| --- | --- | ---: | ---: | ---: | ---: |");
-for (const l of convLayers(batch)) {
-  const s = convShape("bench", l.x, l.k, l.r, { stride: l.stride, padding: l.pad });
+for (const { name, s } of layers) {
   const rng = new Rng(7);
-  const nx = s.n * s.h * s.w * s.c, nw = s.k * s.r * s.s * s.c, ny = s.n * s.p * s.q * s.k;
+  const cg = s.c / s.groups;
+  const nx = s.n * s.h * s.w * s.c, nw = s.k * s.r * s.s * cg, ny = s.n * s.p * s.q * s.k;
   const xa = i8(rng, nx), wa = i8(rng, nw), dya = i8(rng, ny);
   const err = await int8MatchesCpu(s, xa, wa);
-  if (!(err <= 1e-3)) throw new Error(`${l.name}: int8 fprop differs from cpu by ${err}`);
+  if (!(err <= 1e-3)) throw new Error(`${name}: int8 fprop differs from cpu by ${err}`);
   const xq = Tensor.from(gpu, xa, [s.n, s.h, s.w, s.c], "i8");
-  const wq = Tensor.from(gpu, wa, [s.k, s.r, s.s, s.c], "i8");
+  const wq = Tensor.from(gpu, wa, [s.k, s.r, s.s, cg], "i8");
   const dyq = Tensor.from(gpu, dya, [s.n, s.p, s.q, s.k], "i8");
   const sc = Tensor.full(gpu, [s.k], 0.01);
   const x = Tensor.full(gpu, [s.n, s.h, s.w, s.c], 0.5);
-  const w = Tensor.full(gpu, [s.k, s.r, s.s, s.c], 0.01);
+  const w = Tensor.full(gpu, [s.k, s.r, s.s, cg], 0.01);
   const y = Tensor.full(gpu, [s.n, s.p, s.q, s.k], 0);
-  const gop = (2 * s.n * s.p * s.q * s.k * s.r * s.s * s.c) / 1e9;
+  const gop = (2 * s.n * s.p * s.q * s.k * s.r * s.s * cg) / 1e9;
   const passes: [string, () => void, () => void][] = [
     [
       "fprop",
@@ -101,7 +117,7 @@ for (const l of convLayers(batch)) {
   for (const [pass, fp32, int8] of passes) {
     const tf = await time(fp32), ti = await time(int8);
     console.log(
-      `| ${l.name} | ${pass} | ${tf.toFixed(2)} | ${ti.toFixed(2)} | ${
+      `| ${name} | ${pass} | ${tf.toFixed(2)} | ${ti.toFixed(2)} | ${
         (gop / ti * 1e3).toFixed(2)
       } | ${(tf / ti).toFixed(2)}x |`,
     );

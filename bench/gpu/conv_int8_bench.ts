@@ -20,6 +20,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { depthwiseName, MOBILENET_V2_DEPTHWISE } from "../conv_fixture.ts";
 import {
   assertClose,
   assertEqualArrays,
@@ -76,22 +77,8 @@ export function resnet50Layers(n: number): Layer[] {
 /** MobileNetV2's depthwise 3x3 layers (224 x 224 input, the expanded channels) at batch `n`
  * (bench/peers/torch_gpu.py has the same names). */
 export function mobilenetV2DepthwiseLayers(n: number): Layer[] {
-  const shapes = [
-    [32, 112, 1],
-    [96, 112, 2],
-    [144, 56, 1],
-    [144, 56, 2],
-    [192, 28, 1],
-    [
-      384,
-      14,
-      1,
-    ],
-    [576, 14, 2],
-    [960, 7, 1],
-  ] as const;
-  return shapes.map(([c, hw, st]) => ({
-    name: `dw3x3${st === 2 ? "/2" : ""} ${c} ${hw}`,
+  return MOBILENET_V2_DEPTHWISE.map(([c, hw, st]) => ({
+    name: depthwiseName(c, hw, st),
     conv: { n, h: hw, w: hw, c, k: c, r: 3, s: 3, groups: c, stride: [st, st], pad: [1, 1] },
   }));
 }
