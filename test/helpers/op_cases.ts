@@ -64,6 +64,13 @@ const convCases: ConvCase[] = [
     opts: { padding: 2, groups: 4 },
     bias: true,
   },
+  {
+    name: "depthwise 3x3 stride 2, 12 channels",
+    x: [2, 9, 7, 12],
+    k: 12,
+    kernel: [3, 3],
+    opts: { stride: 2, padding: 1, groups: 12 },
+  },
   { name: "batch 1, 1x1 with bias", x: [1, 4, 4, 6], k: 7, kernel: [1, 1], opts: {}, bias: true },
   {
     name: "5x5 with bias (LeNet conv1)",

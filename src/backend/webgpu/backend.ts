@@ -723,7 +723,10 @@ export class WebGpuBackend implements Backend {
       s.k * 4,
     ]]);
     if (depthwise(s)) {
-      this.#linear(D.DW_F32, [buf(y), buf(x), buf(w), this.#opt(bias)], ny(s), (u, _f, i) => {
+      const quads = s.c % 4 === 0;
+      const bufs = [buf(y), buf(x), quads ? this.#dwPack(w, s, false) : buf(w), this.#opt(bias)];
+      const items = quads ? ny(s) / 4 : ny(s);
+      this.#linear(quads ? D.DW_F32_4 : D.DW_F32, bufs, items, (u, _f, i) => {
         geom(i, s);
         u[5] = bias ? 1 : 0;
       });
@@ -750,7 +753,10 @@ export class WebGpuBackend implements Backend {
     need("conv2dDgrad", s, [["dx", dx, nx(s) * 4], ["dy", dy, ny(s) * 4], ["w", w, nw(s) * 4]]);
     if (accumulate) distinctFromInputs("conv2dDgrad", dx, dy, w);
     if (depthwise(s)) {
-      this.#linear(D.DW_DGRAD_F32, [buf(dx), buf(dy), buf(w)], nx(s), (u, _f, i) => {
+      const quads = s.c % 4 === 0;
+      const bufs = [buf(dx), buf(dy), quads ? this.#dwPack(w, s, false) : buf(w)];
+      const items = quads ? nx(s) / 4 : nx(s);
+      this.#linear(quads ? D.DW_DGRAD_F32_4 : D.DW_DGRAD_F32, bufs, items, (u, _f, i) => {
         geom(i, s);
         u[5] = accumulate ? 1 : 0;
       });
@@ -812,8 +818,12 @@ export class WebGpuBackend implements Backend {
       const chunk = cdiv(red, splits);
       splits = cdiv(red, chunk);
       const part = this.#temp(splits * items * 4);
-      const dspec = scales ? D.DW_WGRAD_I8 : D.DW_WGRAD_F32;
-      this.#linear(dspec, [part, buf(x), buf(dy)], splits * items, (u, _f, i) => {
+      const quads = scales ? this.#dwQuads(s) : s.c % 4 === 0;
+      const dspec = scales
+        ? (quads ? D.DW_WGRAD_I8_4 : D.DW_WGRAD_I8)
+        : (quads ? D.DW_WGRAD_F32_4 : D.DW_WGRAD_F32);
+      const threads = quads ? splits * items / 4 : splits * items;
+      this.#linear(dspec, [part, buf(x), buf(dy)], threads, (u, _f, i) => {
         geom(i, s);
         u[24] = chunk;
       });
@@ -834,6 +844,23 @@ export class WebGpuBackend implements Backend {
       (_u, _f, i) => geom(i, s),
     );
     this.#wgradSum(dw, part, splits, items, cols, scales);
+  }
+
+  /** int8 depthwise: whether 4 channels a thread (words of NHWC pixels) apply. */
+  #dwQuads(s: ConvShape): boolean {
+    return s.c % 4 === 0 && this.fastInt8;
+  }
+
+  /**
+   * Depthwise weights [C, taps] re-laid as [taps][C] for the 4-channel kernels (int8: words of 4
+   * channels of a tap; f32: vec4s), in a temporary buffer.
+   */
+  #dwPack(w: Tensor, s: ConvShape, i8: boolean): Buf {
+    const n = s.r * s.s * s.c; // elements; the int8 kernel writes one word per 4
+    const wq = this.#temp(i8 ? n : 4 * n);
+    const spec = i8 ? D.DW_PACK_I8 : D.DW_PACK_F32;
+    this.#linear(spec, [wq, buf(w)], i8 ? n / 4 : n, (_u, _f, i) => geom(i, s));
+    return wq;
   }
 
   /** dw = the wgrad partials [splits][items] summed over the splits (and scaled, int8). */
@@ -1392,8 +1419,11 @@ export class WebGpuBackend implements Backend {
       s.k * 4,
     ], ["wScale", wScale, wLayout === 2 ? s.k * 4 : 4]]);
     if (depthwise(s)) {
-      const bufs = [buf(y), buf(x), buf(w), this.#opt(bias), buf(xScale), buf(wScale)];
-      this.#linear(D.DW_I8, bufs, ny(s), (u, _f, i) => {
+      const quads = this.#dwQuads(s);
+      const bufs = [buf(y), buf(x), quads ? this.#dwPack(w, s, true) : buf(w), this.#opt(bias)];
+      bufs.push(buf(xScale), buf(wScale));
+      const items = quads ? s.n * s.p * s.q * (s.c / 4) : ny(s);
+      this.#linear(quads ? D.DW_I8_4 : D.DW_I8, bufs, items, (u, _f, i) => {
         geom(i, s);
         u[5] = bias ? 1 : 0;
         u[6] = wLayout;
@@ -1439,8 +1469,11 @@ export class WebGpuBackend implements Backend {
     need("conv2dDgradI8", s, [["dx", dx, nx(s) * 4], ["dy", dy, ny(s)], ["w", w, nw(s)]]);
     if (accumulate) distinctFromInputs("conv2dDgradI8", dx, dy, w);
     if (depthwise(s)) {
-      const bufs = [buf(dx), buf(dy), buf(w), buf(dyScale), buf(wScale)];
-      this.#linear(D.DW_DGRAD_I8, bufs, nx(s), (u, _f, i) => {
+      const quads = this.#dwQuads(s);
+      const bufs = [buf(dx), buf(dy), quads ? this.#dwPack(w, s, true) : buf(w)];
+      bufs.push(buf(dyScale), buf(wScale));
+      const items = quads ? s.n * s.h * s.w * (s.c / 4) : nx(s);
+      this.#linear(quads ? D.DW_DGRAD_I8_4 : D.DW_DGRAD_I8, bufs, items, (u, _f, i) => {
         geom(i, s);
         u[5] = accumulate ? 1 : 0;
       });
