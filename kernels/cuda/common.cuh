@@ -284,6 +284,21 @@ __global__ void dw_transpose_k(T* wt, const T* w, int c_total, int taps) {
   }
 }
 
+// fprop's window, output pixel (pp, qq): calls f(ih, iw, r, s) for every tap (r, s) whose input
+// pixel (ih, iw) lies inside the image, taps in (r, s) order.
+template <class F>
+__device__ inline void for_each_tap(const ConvGeom& G, int pp, int qq, F&& f) {
+  for (int r = 0; r < G.r; ++r) {
+    const int ih = pp * G.sh - G.ph + r;
+    if (ih < 0 || ih >= G.h) continue;
+    for (int s = 0; s < G.s; ++s) {
+      const int iw = qq * G.sw - G.pw + s;
+      if (iw < 0 || iw >= G.w) continue;
+      f(ih, iw, r, s);
+    }
+  }
+}
+
 // dgrad's gather, one input pixel (img, ih, iw): calls f(o, r, s) for every tap (r, s) whose
 // output pixel covers it, o = that output pixel's flat index (img, p, q), taps in (r, s) order.
 // Only the taps r = rh + j*sh (rh = (ih + ph) mod sh) reach row ih, from the output row
@@ -301,6 +316,49 @@ __device__ inline void for_each_cover(const ConvGeom& G, int64_t img, int ih, in
       if (ow < G.q) f((img * G.p + oh) * G.q + ow, r, s);
   }
 }
+
+// The walks of the 4-channel depthwise kernels (int8_conv.cu, conv_f32.cu; launched with
+// dw_launch): thread x is a (pixel, channel quad) pair along a row, y strides over the rows (index
+// math in 32 bits within a row). fprop: per output pixel, mac(acc, xo, wo) for every window tap
+// inside the image (xo: the tap's input element at channel c0, wo: its weight at wt[tap][c0]),
+// then done(acc, yo, c0) (yo: the output element). dgrad: per input pixel, mac over the dy pixels
+// whose windows cover it (for_each_cover), then done(acc, dxo, c0). Acc starts value-initialized.
+template <class Acc, class Mac, class Done>
+__device__ inline void dw_fwd_quads(const ConvGeom& G, Mac&& mac, Done&& done) {
+  const int quads = G.c / 4;
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= G.q * quads) return;
+  const int c0 = j % quads * 4, qq = j / quads;
+  for (int64_t row = blockIdx.y * blockDim.y + threadIdx.y; row < int64_t{G.n} * G.p;
+       row += int64_t{gridDim.y} * blockDim.y) {
+    const int64_t img = row / G.p;
+    const int pp = static_cast<int>(row % G.p);
+    Acc acc{};
+    for_each_tap(G, pp, qq, [&](int ih, int iw, int r, int s) {
+      mac(acc, ((img * G.h + ih) * G.w + iw) * G.c + c0, (r * G.s + s) * G.c + c0);
+    });
+    done(acc, (row * G.q + qq) * G.c + c0, c0);
+  }
+}
+
+template <class Acc, class Mac, class Done>
+__device__ inline void dw_dgrad_quads(const ConvGeom& G, Mac&& mac, Done&& done) {
+  const int quads = G.c / 4;
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= G.w * quads) return;
+  const int c0 = j % quads * 4, iw = j / quads;
+  for (int64_t row = blockIdx.y * blockDim.y + threadIdx.y; row < int64_t{G.n} * G.h;
+       row += int64_t{gridDim.y} * blockDim.y) {
+    const int64_t img = row / G.h;
+    const int ih = static_cast<int>(row % G.h);
+    Acc acc{};
+    for_each_cover(G, img, ih, iw, [&](int64_t o, int r, int s) {
+      mac(acc, o * G.c + c0, (r * G.s + s) * G.c + c0);
+    });
+    done(acc, (row * G.w + iw) * G.c + c0, c0);
+  }
+}
+
 
 inline float* fptr(const d8_buffer* b) { return static_cast<float*>(b->data); }
 inline int8_t* i8ptr(const d8_buffer* b) { return static_cast<int8_t*>(b->data); }

@@ -338,55 +338,37 @@ __device__ __forceinline__ void fma4(float4& acc, const float4 a, const float4 b
 
 __global__ void dw_fwd4_k(float* y, const float* x, const float* wt, const float* bias,
                           ConvGeom G) {
-  const int quads = G.c / 4;
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= G.q * quads) return;
-  const int c0 = j % quads * 4, qq = j / quads;
-  for (int64_t row = blockIdx.y * blockDim.y + threadIdx.y; row < int64_t{G.n} * G.p;
-       row += int64_t{gridDim.y} * blockDim.y) {
-    const int64_t img = row / G.p;
-    const int pp = static_cast<int>(row % G.p);
-    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    for (int r = 0; r < G.r; ++r) {
-      const int ih = pp * G.sh - G.ph + r;
-      if (ih < 0 || ih >= G.h) continue;
-      for (int s = 0; s < G.s; ++s) {
-        const int iw = qq * G.sw - G.pw + s;
-        if (iw < 0 || iw >= G.w) continue;
-        fma4(acc, *reinterpret_cast<const float4*>(x + ((img * G.h + ih) * G.w + iw) * G.c + c0),
-             *reinterpret_cast<const float4*>(wt + (r * G.s + s) * G.c + c0));
-      }
-    }
-    if (bias) {
-      acc.x = __fadd_rn(acc.x, bias[c0]), acc.y = __fadd_rn(acc.y, bias[c0 + 1]);
-      acc.z = __fadd_rn(acc.z, bias[c0 + 2]), acc.w = __fadd_rn(acc.w, bias[c0 + 3]);
-    }
-    *reinterpret_cast<float4*>(y + (row * G.q + qq) * G.c + c0) = acc;
-  }
+  dw_fwd_quads<float4>(
+      G,
+      [&](float4& a, int64_t xo, int64_t wo) {
+        fma4(a, *reinterpret_cast<const float4*>(x + xo),
+             *reinterpret_cast<const float4*>(wt + wo));
+      },
+      [&](float4 a, int64_t yo, int c0) {
+        if (bias) {
+          a.x = __fadd_rn(a.x, bias[c0]), a.y = __fadd_rn(a.y, bias[c0 + 1]);
+          a.z = __fadd_rn(a.z, bias[c0 + 2]), a.w = __fadd_rn(a.w, bias[c0 + 3]);
+        }
+        *reinterpret_cast<float4*>(y + yo) = a;
+      });
 }
 
 __global__ void dw_dgrad4_k(float* dx, const float* dy, const float* wt, ConvGeom G, bool add) {
-  const int quads = G.c / 4;
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= G.w * quads) return;
-  const int c0 = j % quads * 4, iw = j / quads;
-  for (int64_t row = blockIdx.y * blockDim.y + threadIdx.y; row < int64_t{G.n} * G.h;
-       row += int64_t{gridDim.y} * blockDim.y) {
-    const int64_t img = row / G.h;
-    const int ih = static_cast<int>(row % G.h);
-    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    for_each_cover(G, img, ih, iw, [&](int64_t o, int r, int s) {
-      fma4(acc, *reinterpret_cast<const float4*>(dy + o * G.c + c0),
-           *reinterpret_cast<const float4*>(wt + (r * G.s + s) * G.c + c0));
-    });
-    float4* d = reinterpret_cast<float4*>(dx + (row * G.w + iw) * G.c + c0);
-    if (add) {  // D8_CONV_ACCUMULATE
-      const float4 old = *d;
-      acc.x = __fadd_rn(old.x, acc.x), acc.y = __fadd_rn(old.y, acc.y);
-      acc.z = __fadd_rn(old.z, acc.z), acc.w = __fadd_rn(old.w, acc.w);
-    }
-    *d = acc;
-  }
+  dw_dgrad_quads<float4>(
+      G,
+      [&](float4& a, int64_t dyo, int64_t wo) {
+        fma4(a, *reinterpret_cast<const float4*>(dy + dyo),
+             *reinterpret_cast<const float4*>(wt + wo));
+      },
+      [&](float4 a, int64_t dxo, int) {
+        float4* d = reinterpret_cast<float4*>(dx + dxo);
+        if (add) {  // D8_CONV_ACCUMULATE
+          const float4 old = *d;
+          a.x = __fadd_rn(old.x, a.x), a.y = __fadd_rn(old.y, a.y);
+          a.z = __fadd_rn(old.z, a.z), a.w = __fadd_rn(old.w, a.w);
+        }
+        *d = a;
+      });
 }
 
 // part[split][c*R*S + tap] = sum over the split's pixels of dy[m, c] * x[m's tap, c]; one thread

@@ -756,16 +756,10 @@ __global__ void fwd_simple_k(float* y, const int8_t* x, const int8_t* w, const f
     const int qq = static_cast<int>(m % G.q), pp = static_cast<int>(m / G.q % G.p);
     const int64_t img = m / (int64_t{G.p} * G.q);
     int32_t acc = 0;
-    for (int r = 0; r < G.r; ++r) {
-      const int ih = pp * G.sh - G.ph + r;
-      if (ih < 0 || ih >= G.h) continue;
-      for (int s = 0; s < G.s; ++s) {
-        const int iw = qq * G.sw - G.pw + s;
-        if (iw < 0 || iw >= G.w) continue;
-        acc += dot_bytes(x + ((img * G.h + ih) * G.w + iw) * G.c + int64_t{g} * G.cg,
-                         w + int64_t{k} * G.kd + (r * G.s + s) * G.cg, G.cg, al);
-      }
-    }
+    for_each_tap(G, pp, qq, [&](int ih, int iw, int r, int s) {
+      acc += dot_bytes(x + ((img * G.h + ih) * G.w + iw) * G.c + int64_t{g} * G.cg,
+                       w + int64_t{k} * G.kd + (r * G.s + s) * G.cg, G.cg, al);
+    });
     const float fa = static_cast<float>(acc);  // one rounding with a bias, as the cpu's epilogue
     y[i] = bias ? __fmaf_rn(fa, cs[k], bias[k]) : __fmul_rn(fa, cs[k]);
   }
@@ -861,70 +855,51 @@ __device__ __forceinline__ void dp4a_lanes(int32_t (&acc)[4], int a, int b) {
   for (int j = 0; j < 4; ++j) acc[j] = __dp4a(a, byte_lane(b, j), acc[j]);
 }
 
-// y[pixel, c0 .. c0+3]: one thread per (output pixel, 4 channels). Threads x over one output
-// row's Q * C/4 (pixel, quad) pairs, y striding over the N*P rows (dw_grid; index math in 32 bits
-// within a row).
+struct Lanes4 {
+  int32_t v[4];
+};
+
+// y[pixel, c0 .. c0+3]: one thread per (output pixel, 4 channels) (dw_fwd_quads, common.cuh)
 __global__ void dw_fwd_i8_k(float* y, const int8_t* x, const int8_t* wt, const float* cs,
                             const float* bias, ConvGeom G) {
-  const int quads = G.c / 4;
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= G.q * quads) return;
-  const int c0 = j % quads * 4, qq = j / quads;
-  for (int64_t row = blockIdx.y * blockDim.y + threadIdx.y; row < int64_t{G.n} * G.p;
-       row += int64_t{gridDim.y} * blockDim.y) {
-    const int64_t img = row / G.p;
-    const int pp = static_cast<int>(row % G.p);
-    int32_t acc[4] = {0, 0, 0, 0};
-    for (int r = 0; r < G.r; ++r) {
-      const int ih = pp * G.sh - G.ph + r;
-      if (ih < 0 || ih >= G.h) continue;
-      for (int s = 0; s < G.s; ++s) {
-        const int iw = qq * G.sw - G.pw + s;
-        if (iw < 0 || iw >= G.w) continue;
-        dp4a_lanes(acc, word_at(x + ((img * G.h + ih) * G.w + iw) * G.c + c0),
-                   word_at(wt + (r * G.s + s) * G.c + c0));
-      }
-    }
-    float o[4];
+  dw_fwd_quads<Lanes4>(
+      G,
+      [&](Lanes4& a, int64_t xo, int64_t wo) {
+        dp4a_lanes(a.v, word_at(x + xo), word_at(wt + wo));
+      },
+      [&](const Lanes4& a, int64_t yo, int c0) {
+        float o[4];
 #pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      const float fa = static_cast<float>(acc[l]);
-      o[l] = bias ? __fmaf_rn(fa, cs[c0 + l], bias[c0 + l]) : __fmul_rn(fa, cs[c0 + l]);
-    }
-    *reinterpret_cast<float4*>(y + (row * G.q + qq) * G.c + c0) =
-        make_float4(o[0], o[1], o[2], o[3]);
-  }
+        for (int l = 0; l < 4; ++l) {
+          const float fa = static_cast<float>(a.v[l]);
+          o[l] = bias ? __fmaf_rn(fa, cs[c0 + l], bias[c0 + l]) : __fmul_rn(fa, cs[c0 + l]);
+        }
+        *reinterpret_cast<float4*>(y + yo) = make_float4(o[0], o[1], o[2], o[3]);
+      });
 }
 
 // dx[pixel, c0 .. c0+3] (= or +=): one thread per (input pixel, 4 channels), the dy pixels whose
-// windows cover it (gather form: no write conflicts). Grid as dw_fwd_i8_k's over the N*H input
-// rows of W pixels.
+// windows cover it (gather form: no write conflicts; dw_dgrad_quads)
 __global__ void dw_dgrad_i8_k(float* dx, const int8_t* dy, const int8_t* wt, const float* scale_p,
                               ConvGeom G, bool add) {
-  const int quads = G.c / 4;
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= G.w * quads) return;
-  const int c0 = j % quads * 4, iw = j / quads;
   const float scale = scale_p[0];
-  for (int64_t row = blockIdx.y * blockDim.y + threadIdx.y; row < int64_t{G.n} * G.h;
-       row += int64_t{gridDim.y} * blockDim.y) {
-    const int64_t img = row / G.h;
-    const int ih = static_cast<int>(row % G.h);
-    int32_t acc[4] = {0, 0, 0, 0};
-    for_each_cover(G, img, ih, iw, [&](int64_t o, int r, int s) {
-      dp4a_lanes(acc, word_at(dy + o * G.c + c0), word_at(wt + (r * G.s + s) * G.c + c0));
-    });
-    float4* d = reinterpret_cast<float4*>(dx + (row * G.w + iw) * G.c + c0);
-    float o[4];
+  dw_dgrad_quads<Lanes4>(
+      G,
+      [&](Lanes4& a, int64_t dyo, int64_t wo) {
+        dp4a_lanes(a.v, word_at(dy + dyo), word_at(wt + wo));
+      },
+      [&](const Lanes4& a, int64_t dxo, int) {
+        float4* d = reinterpret_cast<float4*>(dx + dxo);
+        float o[4];
 #pragma unroll
-    for (int l = 0; l < 4; ++l) o[l] = __fmul_rn(static_cast<float>(acc[l]), scale);
-    if (add) {  // D8_CONV_ACCUMULATE: two roundings, as the cpu
-      const float4 old = *d;
-      o[0] = __fadd_rn(old.x, o[0]), o[1] = __fadd_rn(old.y, o[1]);
-      o[2] = __fadd_rn(old.z, o[2]), o[3] = __fadd_rn(old.w, o[3]);
-    }
-    *d = make_float4(o[0], o[1], o[2], o[3]);
-  }
+        for (int l = 0; l < 4; ++l) o[l] = __fmul_rn(static_cast<float>(a.v[l]), scale);
+        if (add) {  // D8_CONV_ACCUMULATE: two roundings, as the cpu
+          const float4 old = *d;
+          o[0] = __fadd_rn(old.x, o[0]), o[1] = __fadd_rn(old.y, o[1]);
+          o[2] = __fadd_rn(old.z, o[2]), o[3] = __fadd_rn(old.w, o[3]);
+        }
+        *d = make_float4(o[0], o[1], o[2], o[3]);
+      });
 }
 
 // sum[c*taps + tap] += the dy x x products of one chunk of `len` pixels (blockIdx.y), for kDwTaps
