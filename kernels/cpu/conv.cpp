@@ -203,7 +203,24 @@ void depthwise_fwd_wt(float* y, const float* x, const float* wt, const float* bi
         const int64_t iw0 = qq * G.sw - G.pw;
         const int64_t s_lo = std::max<int64_t>(0, -iw0), s_hi = std::min(G.s, G.w - iw0);
         const int64_t base = ((img * G.h + ih0) * G.w + iw0) * C;  // tap (0, 0), maybe outside
-        for (int64_t cb = 0; cb < cv; cb += kDwVW) {
+        // four channel vectors at a time: four independent fma chains over the taps (one chain
+        // waited the fma latency at every tap: 3x slower on Zen 4, 96 channels at 32x32)
+        int64_t cb = 0;
+        for (; cb + 4 * kDwVW <= cv; cb += 4 * kDwVW) {
+          dwv acc[4];
+          for (int u = 0; u < 4; ++u)
+            acc[u] = bias ? *reinterpret_cast<const dwv*>(bias + cb + u * kDwVW) : dwv{};
+          for (int64_t r = r_lo; r < r_hi; ++r)
+            for (int64_t s = s_lo; s < s_hi; ++s) {
+              const float* xp = x + (base + (r * G.w + s) * C + cb);
+              const float* wp = wt + (r * G.s + s) * C + cb;
+              for (int u = 0; u < 4; ++u)
+                acc[u] += *reinterpret_cast<const dwv*>(xp + u * kDwVW) *
+                          *reinterpret_cast<const dwv*>(wp + u * kDwVW);
+            }
+          for (int u = 0; u < 4; ++u) *reinterpret_cast<dwv*>(yo + cb + u * kDwVW) = acc[u];
+        }
+        for (; cb < cv; cb += kDwVW) {
           dwv acc = bias ? *reinterpret_cast<const dwv*>(bias + cb) : dwv{};
           for (int64_t r = r_lo; r < r_hi; ++r)
             for (int64_t s = s_lo; s < s_hi; ++s)
