@@ -60,7 +60,11 @@ export interface QuantConfig {
    * step is at parity with FP32 with or without `minInt8Channels=8`. On Sapphire Rapids
    * (avx512-vnni, 2026-12-03 report) LeNet-5's daint8 step runs 1.07x FP32 with the default and
    * 0.99x with `minInt8Channels=8`. The knob is for layers and CPUs where INT8 does not pay
-   * (bench/REPORT.md times LeNet-5 both ways).
+   * (bench/REPORT.md times LeNet-5 both ways). A depthwise conv has one channel per group, so
+   * `minInt8Channels=2` keeps exactly the depthwise convs in FP32: on the Zen 4 guest (AVX-512
+   * VNNI) MobileNetV2's daint8 step at 32x32, batch 32, ran 171-176 ms that way against 179-185 ms
+   * with every conv in INT8 and 211-213 ms in FP32 (kernels/cpu/README.md: the INT8 depthwise
+   * forward issues about 3x the instructions of FP32's there).
    */
   minInt8Channels: number;
   /** UI8: candidate clip ratios searched between this fraction of max|g| and max|g|. */
