@@ -307,6 +307,12 @@ inline v16f load16(const float* p) {
   return v;
 }
 inline void store16(float* p, v16f v) { std::memcpy(p, &v, sizeof v); }
+inline v16i load16(const int32_t* p) {
+  v16i v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store16(int32_t* p, v16i v) { std::memcpy(p, &v, sizeof v); }
 // The low / high 8 floats of v widened to double.
 inline v8d lo8d(v16f v) {
   return __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), v8d);

@@ -380,12 +380,6 @@ inline v16i widen16(const int8_t* p) {
   return v;
 #endif
 }
-inline v16i load16i(const int32_t* p) {
-  v16i v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void store16i(int32_t* p, v16i v) { std::memcpy(p, &v, sizeof v); }
 inline v16f to_f32(v16i v) { return __builtin_convertvector(v, v16f); }
 // a * b + c rounded once per lane (as cuda's fmaf and the GEMM epilogues' vfmadd)
 inline v16f fma16(v16f a, v16f b, v16f c) {
@@ -426,7 +420,7 @@ __attribute__((always_inline)) inline void depthwise_sums(const int8_t* const* s
   const int64_t cv = C / 16 * 16;
   for (int64_t c0 = 0; c0 < cv; c0 += 16) {
     v16i acc{};
-    for (int i = 0; i < n; ++i) acc += widen16(src[i] + c0) * load16i(wrow[i] + c0);
+    for (int i = 0; i < n; ++i) acc += widen16(src[i] + c0) * load16(wrow[i] + c0);
     out16(c0, acc);
   }
   for (int64_t ch = cv; ch < C; ++ch) {
@@ -525,7 +519,7 @@ void depthwise_wgrad(float* dw, const int8_t* x, const int8_t* dy, const double*
           int32_t* __restrict a = arow[i];
           const int8_t* __restrict xs = src[i];
           for (int64_t c0 = 0; c0 < cv; c0 += 16)
-            store16i(a + c0, load16i(a + c0) + widen16(dyq + c0) * widen16(xs + c0));
+            store16(a + c0, load16(a + c0) + widen16(dyq + c0) * widen16(xs + c0));
         }
         for (int64_t ch = cv; ch < C; ++ch)
           for (int i = 0; i < n; ++i) arow[i][ch] += int32_t{dyq[ch]} * src[i][ch];
