@@ -70,7 +70,7 @@ export function int8Variants(b: Backend): string[] {
   return ok;
 }
 
-/** The models timed, batch 64, 28x28x1 inputs. */
+/** The models timed by default (`deno bench`, `deno task report`), batch 64, 28x28x1 inputs. */
 export const MODELS = ["lenet5", "resnet20"] as const;
 /** Training batch. */
 export const BATCH = 64;
@@ -84,15 +84,49 @@ export interface Preset {
   knobs: string;
 }
 
-/** The presets timed for `model`; LeNet-5 also with minInt8Channels=8 (README: the knob). */
+/** The models bench/peers/torch_cpu.py builds: the report lists the others' PyTorch peers as
+ * skipped, with the reason. */
+export const PEER_MODELS: readonly string[] = ["lenet5", "resnet20"];
+
+/** The batch and input ([batch, size, size, channels]) a model's training step is timed with. */
+export interface ModelInput {
+  batch: number;
+  channels: number;
+  size: number;
+}
+
+/**
+ * The input `model` is timed with: the 28x28x1 CIFAR-style models (LeNet-5, ResNet-20/56) at
+ * batch 64; Inception v3 at its smallest input, 75x75x3, batch 8; every other zoo model at
+ * CIFAR's 32x32x3 (the CIFAR stems of the ResNets), batch 16, so that a model's rounds take
+ * seconds, not minutes, on a 2-core CPU.
+ */
+export function modelInput(model: string): ModelInput {
+  if (model === "lenet5" || model === "resnet20" || model === "resnet56") {
+    return { batch: BATCH, channels: 1, size: 28 };
+  }
+  if (model === "inception_v3") return { batch: 8, channels: 3, size: 75 };
+  return { batch: 16, channels: 3, size: 32 };
+}
+
+/**
+ * The presets timed for `model`, and the documented knobs where a model has layers too small to
+ * gain from INT8: LeNet-5 with minInt8Channels=8 (its 6-channel conv2 in FP32), MobileNetV2 with
+ * minInt8Channels=2 (its depthwise convs in FP32; kernels/cpu/README.md measures both).
+ */
 export function presets(model: string): Preset[] {
   const out: Preset[] = ["fp32", "int8-naive", "ui8", "daint8"].map((q) => ({
     label: q,
     quant: q,
     knobs: "",
   }));
-  if (model === "lenet5") {
-    out.push({ label: "daint8 minInt8Channels=8", quant: "daint8", knobs: "minInt8Channels=8" });
+  const knob = model === "lenet5" ? 8 : model === "mobilenet_v2" ? 2 : 0;
+  if (knob > 0) {
+    out.push({
+      label: `daint8 minInt8Channels=${knob}`,
+      quant: "daint8",
+      knobs: `minInt8Channels=${knob}`,
+    });
   }
   return out;
 }
@@ -103,7 +137,8 @@ export async function stepCase(
   model: string,
   p: Preset,
 ): Promise<{ run: () => Promise<void>; dispose: () => void }> {
-  const r = makeStep(b, model, BATCH, p.quant, undefined, p.knobs, ROTATE);
+  const { batch, channels, size } = modelInput(model);
+  const r = makeStep(b, model, batch, p.quant, { channels, size }, p.knobs, ROTATE);
   await r.step();
   const loss = await r.loss();
   if (!Number.isFinite(loss)) {

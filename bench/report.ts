@@ -7,11 +7,13 @@
  *   (a GPU backend's description names its GPU), the load average before and after (a loaded
  *   machine gives noisy numbers: the report says so);
  * - per backend (src/backend/registry.ts BACKEND_NAMES, `auto` aside; a backend that does not
- *   open is listed with its reason): the training step (batch 64, 28x28x1) of every model under
- *   every preset (median ms, images/s, speedup over fp32), and ResNet-20's 3x3 conv passes in
+ *   open is listed with its reason): the training step of every model under every preset (median
+ *   ms, images/s, speedup over fp32; batch 64 and 28x28x1 inputs for LeNet-5 and ResNet-20, the
+ *   zoo models at bench/cases.ts modelInput's), and ResNet-20's 3x3 conv passes in
  *   fp32 and each int8 variant (GOPS = 2 x multiply-adds / s, % of the variant's peak where the
  *   peak of this CPU family is known, kernels/cpu/README.md);
- * - the peers, same models, batch and threads, in the same run: PyTorch CPU (NCHW and
+ * - the peers, same models (LeNet-5 and ResNet-20: what bench/peers builds), batch and threads, in
+ *   the same run: PyTorch CPU (NCHW and
  *   channels_last), served by one Python process and timed in slices that alternate with ours
  *   (ServedPeer: both see the same machine load), and PyTorch GPU when torch sees a CUDA device;
  *   a peer that cannot run is listed with the reason.
@@ -23,7 +25,8 @@
  * --python PATH (default /usr/bin/python3), --clock-ghz G (core clock for % of peak; default
  * the clock the cpu backend measures with all threads busy, its device info; else
  * /proc/cpuinfo's MHz, which on a VM is the TSC rate, not the boost clock), --out DIR (default
- * bench/), --no-peers, --models lenet5,resnet20 (empty: no training steps), --layers resnet20|zoo
+ * bench/), --no-peers, --models lenet5,resnet20 (any of src/models/registry.ts; empty: no
+ * training steps), --layers resnet20|zoo
  * (the conv layer set: ResNet-20's and LeNet-5's, or the zoo's wide ImageNet layers at batch 8),
  * --timer wall|cpu (cpu: this process's CPU
  * time, with --threads 1 only: robust on a machine shared with other jobs; the peers are always
@@ -35,12 +38,15 @@ import { parseArgs } from "node:util";
 import { loadavg } from "node:os";
 import process from "node:process";
 import { isCpuBackend } from "../src/backend/backend.ts";
+import { MODELS as ZOO } from "../src/models/registry.ts";
 import {
   backends,
   BATCH,
   convCases,
   int8Variants,
+  modelInput,
   MODELS,
+  PEER_MODELS,
   type Preset,
   presets,
   stepCase,
@@ -94,8 +100,10 @@ if (!Object.hasOwn(LAYER_SETS, values.layers)) {
 const layerSet = values.layers as keyof typeof LAYER_SETS;
 const models = values.models.split(",").filter((m) => m !== "");
 for (const m of models) {
-  if (!(MODELS as readonly string[]).includes(m)) {
-    throw new RangeError(`Unknown model "${m}" in --models: expected ${MODELS.join(", ")}`);
+  if (!Object.hasOwn(ZOO, m)) {
+    throw new RangeError(
+      `Unknown model "${m}" in --models: expected some of ${Object.keys(ZOO).join(", ")}`,
+    );
   }
 }
 
@@ -285,6 +293,9 @@ async function peer<T>(device: string, model: string | null): Promise<T[] | stri
 
 /** Slices of each group's budget: ours and the served peer's measurements alternate this often. */
 const PAIRED_SLICES = 4;
+/** Why a model outside PEER_MODELS has no PyTorch row. */
+const NO_PEER = `bench/peers/torch_cpu.py builds ${PEER_MODELS.join(" and ")} only (our zoo's ` +
+  "models have no PyTorch twin here: torchvision is not installed)";
 
 /**
  * The PyTorch CPU peer as one served process (`torch_cpu.py --serve`): asked for a slice of
@@ -385,6 +396,9 @@ class PeerPool<T> {
 interface StepRow {
   backend: string;
   model: string;
+  /** The step's batch and input (batch x HxWxC, bench/cases.ts modelInput). */
+  batch: number;
+  input: string;
   preset: string;
   ms: number;
   min_ms: number;
@@ -479,13 +493,16 @@ for (const { name, backend: b, reason } of await backends()) {
   for (const model of models) {
     console.error(`report: ${name} ${model} training steps`);
     const ps: Preset[] = presets(model);
+    const input = modelInput(model);
     const cs = [];
     for (const p of ps) cs.push(await stepCase(b, model, p));
     const pools = LAYOUTS.map(() => new PeerPool<PeerRow>());
-    const turn = peerTurn(paired, { model, seconds: seconds / PAIRED_SLICES }, pools);
+    const peered = paired && PEER_MODELS.includes(model) ? paired : null;
+    if (paired && !peered) skippedPeers.push({ peer: `pytorch-cpu ${model}`, reason: NO_PEER });
+    const turn = peerTurn(peered, { model, seconds: seconds / PAIRED_SLICES }, pools);
     const t = await measure(cs.map((c) => c.run), seconds * ps.length, turn, PAIRED_SLICES);
     cs.forEach((c) => c.dispose());
-    for (const pool of paired ? pools : []) {
+    for (const pool of peered ? pools : []) {
       if (pool.row) {
         const ms = pool.median();
         peers.push({ ...pool.row, ms_per_step: ms, images_per_s: (BATCH * 1000) / ms });
@@ -495,10 +512,12 @@ for (const { name, backend: b, reason } of await backends()) {
       steps.push({
         backend: name,
         model,
+        batch: input.batch,
+        input: `${input.size}x${input.size}x${input.channels}`,
         preset: p.label,
         ms: t[i]!.median,
         min_ms: t[i]!.min,
-        images_per_s: (BATCH * 1000) / t[i]!.median,
+        images_per_s: (input.batch * 1000) / t[i]!.median,
         speedup_vs_fp32: t[0]!.median / t[i]!.median,
       });
     });
@@ -554,7 +573,7 @@ if (values["no-peers"]) {
 } else {
   if (typeof served === "string") skippedPeers.push({ peer: "pytorch-cpu", reason: served });
   else await served?.close();
-  for (const model of models) {
+  for (const model of models.filter((m) => PEER_MODELS.includes(m))) {
     console.error(`report: PyTorch cuda ${model}`);
     const p = await peer<PeerRow>("cuda", model);
     if (typeof p === "string") {
@@ -575,8 +594,7 @@ const load1 = loadavg();
 const md: string[] = [];
 md.push("# daint8 speed report", "");
 md.push(
-  `Generated by \`deno task report\` on ${started}. Batch ${BATCH}, 28x28x1 inputs, ${threads} ` +
-    `thread(s), median of interleaved rounds (${seconds} s per group), timer: ` +
+  `Generated by \`deno task report\` on ${started}. ${threads} thread(s), median of interleaved rounds (${seconds} s per group), timer: ` +
     (values.timer === "cpu" ? "process CPU time (peers: wall clock)" : "wall clock") + ".",
   "",
 );
@@ -605,12 +623,12 @@ for (const r of backendRows) {
   );
 }
 md.push("", "## Training step", "");
-md.push("| backend | model | preset | ms / step | images / s | speedup vs fp32 |");
-md.push("|---|---|---|---:|---:|---:|");
+md.push("| backend | model | batch x input | preset | ms / step | images / s | speedup vs fp32 |");
+md.push("|---|---|---|---|---:|---:|---:|");
 for (const s of steps) {
   md.push(
-    `| ${s.backend} | ${s.model} | ${s.preset} | ${f2(s.ms)} | ${s.images_per_s.toFixed(0)} | ` +
-      `${f2(s.speedup_vs_fp32)}x |`,
+    `| ${s.backend} | ${s.model} | ${s.batch} x ${s.input} | ${s.preset} | ${f2(s.ms)} | ` +
+      `${s.images_per_s.toFixed(0)} | ${f2(s.speedup_vs_fp32)}x |`,
   );
 }
 md.push(
@@ -634,7 +652,7 @@ md.push(
   "",
   layerSet === "zoo"
     ? "## Conv kernels (the zoo's wide ImageNet layers, batch 8)"
-    : "## Conv kernels (ResNet-20's 3x3 pad-1 layers, LeNet-5's conv2)",
+    : `## Conv kernels (ResNet-20's 3x3 pad-1 layers, LeNet-5's conv2; batch ${BATCH})`,
   "",
 );
 md.push(
@@ -714,7 +732,7 @@ function svg(): string {
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
     `font-family="sans-serif" font-size="12">`,
-    `<text x="10" y="18" font-size="14">Training-step speedup over our fp32 (batch ${BATCH}, ` +
+    `<text x="10" y="18" font-size="14">Training-step speedup over our fp32 (` +
     `${threads} thread${threads === 1 ? "" : "s"}; 1 = fp32)</text>`,
   ];
   let y = 34;

@@ -64,7 +64,8 @@ export interface QuantConfig {
    * `minInt8Channels=2` keeps exactly the depthwise convs in FP32: on the Zen 4 guest (AVX-512
    * VNNI) MobileNetV2's daint8 step at 32x32, batch 32, ran 171-176 ms that way against 179-185 ms
    * with every conv in INT8 and 211-213 ms in FP32 (kernels/cpu/README.md: the INT8 depthwise
-   * forward issues about 3x the instructions of FP32's there).
+   * forward issues about 3x the instructions of FP32's there). `deno task report --models
+   * mobilenet_v2` times it both ways.
    */
   minInt8Channels: number;
   /** UI8: candidate clip ratios searched between this fraction of max|g| and max|g|. */
