@@ -86,7 +86,13 @@ export interface Preset {
 
 /** The models bench/peers/torch_cpu.py builds: the report lists the others' PyTorch peers as
  * skipped, with the reason. */
-export const PEER_MODELS: readonly string[] = ["lenet5", "resnet20"];
+export const PEER_MODELS: readonly string[] = [
+  "lenet5",
+  "resnet20",
+  "resnet18",
+  "resnet34",
+  "resnet50",
+];
 
 /** The batch and input ([batch, size, size, channels]) a model's training step is timed with. */
 export interface ModelInput {

@@ -12,8 +12,8 @@
  *   zoo models at bench/cases.ts modelInput's), and ResNet-20's 3x3 conv passes in
  *   fp32 and each int8 variant (GOPS = 2 x multiply-adds / s, % of the variant's peak where the
  *   peak of this CPU family is known, kernels/cpu/README.md);
- * - the peers, same models (LeNet-5 and ResNet-20: what bench/peers builds), batch and threads, in
- *   the same run: PyTorch CPU (NCHW and
+ * - the peers, same models (LeNet-5, ResNet-20 and the zoo's ResNet-18/34/50: what bench/peers
+ *   builds), batch, input and threads, in the same run: PyTorch CPU (NCHW and
  *   channels_last), served by one Python process and timed in slices that alternate with ours
  *   (ServedPeer: both see the same machine load), and PyTorch GPU when torch sees a CUDA device;
  *   a peer that cannot run is listed with the reason.
@@ -270,8 +270,10 @@ interface PeerConvRow {
  */
 async function peer<T>(device: string, model: string | null): Promise<T[] | string> {
   const script = new URL("./peers/torch_cpu.py", import.meta.url).pathname;
-  const args = [script, "--batch-size", String(BATCH), "--threads"];
+  const input = model ? modelInput(model) : null;
+  const args = [script, "--batch-size", String(input?.batch ?? BATCH), "--threads"];
   args.push(String(threads), "--seconds", String(seconds), "--json", "--device", device);
+  if (input) args.push("--input", `${input.channels}x${input.size}x${input.size}`);
   args.push(...(model ? ["--model", model] : ["--convs"]));
   if (values.timer === "cpu") args.push("--cpu-time");
   try {
@@ -294,8 +296,8 @@ async function peer<T>(device: string, model: string | null): Promise<T[] | stri
 /** Slices of each group's budget: ours and the served peer's measurements alternate this often. */
 const PAIRED_SLICES = 4;
 /** Why a model outside PEER_MODELS has no PyTorch row. */
-const NO_PEER = `bench/peers/torch_cpu.py builds ${PEER_MODELS.join(" and ")} only (our zoo's ` +
-  "models have no PyTorch twin here: torchvision is not installed)";
+const NO_PEER = `bench/peers/torch_cpu.py builds ${PEER_MODELS.join(", ")} only (the rest of ` +
+  "the zoo has no PyTorch twin here: torchvision is not installed)";
 
 /**
  * The PyTorch CPU peer as one served process (`torch_cpu.py --serve`): asked for a slice of
@@ -499,13 +501,18 @@ for (const { name, backend: b, reason } of await backends()) {
     const pools = LAYOUTS.map(() => new PeerPool<PeerRow>());
     const peered = paired && PEER_MODELS.includes(model) ? paired : null;
     if (paired && !peered) skippedPeers.push({ peer: `pytorch-cpu ${model}`, reason: NO_PEER });
-    const turn = peerTurn(peered, { model, seconds: seconds / PAIRED_SLICES }, pools);
+    const turn = peerTurn(peered, {
+      model,
+      seconds: seconds / PAIRED_SLICES,
+      batch: input.batch,
+      input: `${input.channels}x${input.size}x${input.size}`,
+    }, pools);
     const t = await measure(cs.map((c) => c.run), seconds * ps.length, turn, PAIRED_SLICES);
     cs.forEach((c) => c.dispose());
     for (const pool of peered ? pools : []) {
       if (pool.row) {
         const ms = pool.median();
-        peers.push({ ...pool.row, ms_per_step: ms, images_per_s: (BATCH * 1000) / ms });
+        peers.push({ ...pool.row, ms_per_step: ms, images_per_s: (input.batch * 1000) / ms });
       } else skippedPeers.push({ peer: `pytorch-cpu ${model}`, reason: pool.reason ?? "" });
     }
     ps.forEach((p, i) => {
@@ -633,8 +640,8 @@ for (const s of steps) {
 }
 md.push(
   "",
-  `Peers, same models, batch and thread count, same run (the CPU peer timed in ${PAIRED_SLICES} ` +
-    "slices alternating with ours, so both see the same machine load):",
+  "Peers, same models, batch, input and thread count, same run (the CPU peer timed in " +
+    `${PAIRED_SLICES} slices alternating with ours, so both see the same machine load):`,
   "",
 );
 md.push("| peer | device | model | layout | ms / step | images / s | our fp32 speedup over it |");

@@ -116,12 +116,76 @@ class ResNet20(nn.Module):
         return self.fc(x)
 
 
+class Bottleneck(nn.Module):
+    """torchvision's v1.5 bottleneck: 1x1 reduce, 3x3 at the stride, 1x1 expand x4, each with
+    BN; 1x1 conv + BN shortcut when the shape changes."""
+    expansion = 4
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        cout = planes * 4
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        return F.relu(self.bn3(self.conv3(out)) + self.shortcut(x))
+
+
+class ZooResNet(nn.Module):
+    """torchvision's ResNet-18/34/50 as src/models/resnet_imagenet.ts builds them: a 7x7 stem
+    (stride 2 and a 3x3 stride-2 max pool; for inputs of 64 pixels or less the CIFAR stem, stride 1
+    and no max pool), four stages of 64/128/256/512 planes (stride 2 at the first block of stages
+    2-4), global average pool, Linear(., 10)."""
+
+    def __init__(self, blocks, bottleneck, in_ch, size, num_classes=NUM_CLASSES):
+        super().__init__()
+        cifar = size <= 64
+        self.conv1 = nn.Conv2d(in_ch, 64, 7, stride=1 if cifar else 2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.Identity() if cifar else nn.MaxPool2d(3, stride=2, padding=1)
+        block = Bottleneck if bottleneck else BasicBlock
+        layers, cin = [], 64
+        for i, n in enumerate(blocks):
+            planes = 64 << i
+            for b in range(n):
+                stride = 2 if (b == 0 and i > 0) else 1
+                layers.append(block(cin, planes, stride))
+                cin = planes * (4 if bottleneck else 1)
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        x = self.layers(x)
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+ZOO_RESNETS = {"resnet18": ((2, 2, 2, 2), False), "resnet34": ((3, 4, 6, 3), False),
+               "resnet50": ((3, 4, 6, 3), True)}
+# The models this peer builds (bench/cases.ts PEER_MODELS lists the same).
+MODELS = ["lenet5", "resnet20", *ZOO_RESNETS]
+
+
 def build(model, c, h, w):
     if model == "lenet5":
         return LeNet5(c, h, w)
     if model == "resnet20":
         return ResNet20(c)
-    raise ValueError(model)
+    if model in ZOO_RESNETS:
+        blocks, bottleneck = ZOO_RESNETS[model]
+        return ZooResNet(blocks, bottleneck, c, min(h, w))
+    raise ValueError(f"torch_cpu.py builds {', '.join(MODELS)}, not {model}")
 
 
 # ------------------------------------------------------------- benchmark
@@ -151,7 +215,7 @@ def synthetic_batches(n, batch, c, h, w, seed, channels_last):
 
 def make_step(model_name, args, channels_last):
     """One training step of `model_name` as a function of the step index (inputs rotate over 4
-    seeded batches), plus a function that returns the last loss."""
+    seeded batches), plus a function that returns the last loss. Batch and input: args'."""
     c, h, w = args.input
     torch.manual_seed(args.seed)
     dev = torch.device(args.device)
@@ -322,6 +386,7 @@ def serve(args):
     rounds on a shared machine, where the speed drifts over seconds). Reads one JSON request per
     stdin line and answers one JSON line each:
       {"model": "resnet20", "channels_last": true, "seconds": 0.5}   training steps
+      (optional "batch": 16, "input": "3x32x32": that step's batch and CxHxW input)
       {"layer": "stage1 16->16 28x28", "pass": "fprop", "channels_last": false, "seconds": 0.5}
     The answer is the row --json prints plus "times_ms", every call's time; a bad request gets
     {"error": message}. Models and conv inputs are built once per key. EOF ends the process."""
@@ -336,13 +401,18 @@ def serve(args):
             cl = bool(req.get("channels_last", False))
             seconds = float(req.get("seconds", 0.5))
             if "model" in req:
-                key = ("model", req["model"], cl)
+                # a request may name its own batch and input ("CxHxW"), else the process's
+                margs = argparse.Namespace(**vars(args))
+                margs.batch_size = int(req.get("batch", args.batch_size))
+                if "input" in req:
+                    margs.input = parse_input(req["input"])
+                key = ("model", req["model"], cl, margs.batch_size, margs.input)
                 if key not in cache:
-                    cache[key] = make_step(req["model"], args, cl)
+                    cache[key] = make_step(req["model"], margs, cl)
                 step, _ = cache[key]
                 t0 = time.perf_counter()
                 times = timed(step, seconds, at_least=3)
-                row = step_row(req["model"], args, cl, times, time.perf_counter() - t0)
+                row = step_row(req["model"], margs, cl, times, time.perf_counter() - t0)
             else:
                 key = ("conv", req["layer"], req["pass"], cl)
                 if key not in cache:
@@ -358,7 +428,7 @@ def serve(args):
 
 def main():
     p = argparse.ArgumentParser(description="PyTorch CPU training-throughput peer benchmark")
-    p.add_argument("--model", choices=["lenet5", "resnet20", "all"], default="all")
+    p.add_argument("--model", choices=[*MODELS, "all"], default="all")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--warmup", type=int, default=5, help="warmup steps (default 5)")
