@@ -7,7 +7,7 @@ import { Tape } from "../src/autograd/tape.ts";
 import { conv2d, convShape } from "../src/ops/conv.ts";
 import { Tensor } from "../src/tensor.ts";
 import { assertClose, cpu } from "./helpers/check_op.ts";
-import { convDgradRef } from "./helpers/reference.ts";
+import { convDgradRef, convRef } from "./helpers/reference.ts";
 import { defineOpTests } from "./helpers/op_cases.ts";
 import { runChildTests } from "./helpers/child_tests.ts";
 
@@ -54,4 +54,38 @@ Deno.test("Tape.backward() adds a conv's input gradient into x's other gradient,
   );
   const want = dgrad.map((v, i) => v + vals(150, 2.1)[i]!);
   assertClose("x's gradient", g.get(x.id)!.toFloat32(), want, x.shape, { atol: 1e-5, rtol: 1e-5 });
+});
+
+// Over 1 MB of packed weights on a map narrower than 8 pixels (the zoo's 512-channel layers):
+// the cpu im2col path splits B's panels over the threads (kernels/cpu/conv.cpp wide_b); the
+// stride-1 dgrad runs as the forward of dy with the flipped weights, so it takes that path too.
+Deno.test("conv2d forward and dgrad with over 1 MB of weights on a 5x5 map match the references", () => {
+  const b = cpu();
+  const s = convShape("test", [2, 5, 5, 64], 512, [3, 3], { padding: 1 });
+  const vals = (n: number, f: number) =>
+    Float32Array.from({ length: n }, (_, i) => Math.sin(i * f) * 0.5);
+  const xv = vals(2 * 5 * 5 * 64, 0.37), wv = vals(512 * 9 * 64, 1.13);
+  const dyv = vals(2 * 5 * 5 * 512, 0.71);
+  using x = Tensor.from(b, xv, [2, 5, 5, 64], "f32");
+  using w = Tensor.from(b, wv, [512, 3, 3, 64], "f32");
+  using dy = Tensor.from(b, dyv, [2, 5, 5, 512], "f32");
+  using y = Tensor.empty(b, [2, 5, 5, 512]);
+  using dx = Tensor.empty(b, [2, 5, 5, 64]);
+  b.conv2d(y, x, w, null, s);
+  b.conv2dDgrad(dx, dy, w, s);
+  const tol = { atol: 1e-4, rtol: 1e-4 };
+  assertClose(
+    "y",
+    y.toFloat32(),
+    convRef(Float64Array.from(xv), Float64Array.from(wv), null, s),
+    y.shape,
+    tol,
+  );
+  assertClose(
+    "dx",
+    dx.toFloat32(),
+    convDgradRef(Float64Array.from(dyv), Float64Array.from(wv), s),
+    dx.shape,
+    tol,
+  );
 });
