@@ -309,7 +309,8 @@ void depthwise_wgrad(float* dw, const float* x, const float* dy, const Geom& G) 
 // 512) on maps narrower than 8 pixels. An implicit GEMM of one output row streams all of B for Q
 // rows, so each weight is loaded again for every few outputs; the im2col path below then splits
 // B's panels over the threads instead, over row chunks they share (Zen 4, 2 threads, batch 16,
-// paired: 512 -> 512 4x4 fprop 9.9 -> 5.9 ms, its stride-1 dgrad 11.1 -> 6.4 ms).
+// paired: 512 -> 512 4x4 fprop 10.1-10.5 -> 7.0-7.1 ms, its stride-1 dgrad 11.1-11.7 -> 8.1-8.2
+// ms, 256 -> 512 stride 2 fprop 4.9-5.1 -> 3.4 ms; the 64..256-channel layers unchanged).
 constexpr int64_t kWideBBytes = int64_t{1} << 20;
 bool wide_b(const Geom& G) {
   return G.g == 1 && !G.pointwise && 4 * G.kd * G.kg > kWideBBytes && G.q < 8;
