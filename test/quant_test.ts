@@ -283,6 +283,15 @@ const i8Cases: I8ConvCase[] = [
     opts: { padding: 1 },
     threads: 2,
   },
+  // over 1 MB of weights on a 4x4 map: the forward and the gather dgrad take the im2col form
+  {
+    name: "3x3 256->512 4x4 batch 2, 2 threads (wide weights)",
+    x: [2, 4, 4, 256],
+    k: 512,
+    kernel: [3, 3],
+    opts: { padding: 1 },
+    threads: 2,
+  },
   {
     name: "5x5 48->24 s2 pad 2, 2 threads (column-split wgrad, panels inside taps)",
     x: [2, 11, 9, 48],
