@@ -10,6 +10,7 @@
 import type { Backend } from "../src/backend/backend.ts";
 import { INT8_KERNELS, isCpuBackend, ScaleLayout } from "../src/backend/backend.ts";
 import { BACKEND_NAMES, openBackend } from "../src/backend/registry.ts";
+import { MODELS as ZOO } from "../src/models/registry.ts";
 import { convShape } from "../src/ops/conv.ts";
 import { Tensor } from "../src/tensor.ts";
 import {
@@ -94,6 +95,22 @@ export const PEER_MODELS: readonly string[] = [
   "resnet50",
 ];
 
+/**
+ * `list` (comma-separated model names) checked against src/models/registry.ts: a RangeError names
+ * an unknown one, where it came from (`from`) and the names there are.
+ */
+export function zooModels(list: string, from: string): string[] {
+  const models = list.split(",").filter((m) => m !== "");
+  for (const m of models) {
+    if (!Object.hasOwn(ZOO, m)) {
+      throw new RangeError(
+        `Unknown model "${m}" in ${from}: expected some of ${Object.keys(ZOO).join(", ")}`,
+      );
+    }
+  }
+  return models;
+}
+
 /** The batch and input ([batch, size, size, channels]) a model's training step is timed with. */
 export interface ModelInput {
   batch: number;
@@ -114,6 +131,9 @@ export function modelInput(model: string): ModelInput {
   if (model === "inception_v3") return { batch: 8, channels: 3, size: 75 };
   return { batch: 16, channels: 3, size: 32 };
 }
+
+/** PyTorch's CxHxW spelling of a model input (bench/peers/torch_cpu.py --input). */
+export const torchInput = (i: ModelInput) => `${i.channels}x${i.size}x${i.size}`;
 
 /**
  * The presets timed for `model`, and the documented knobs where a model has layers too small to

@@ -38,7 +38,6 @@ import { parseArgs } from "node:util";
 import { loadavg } from "node:os";
 import process from "node:process";
 import { isCpuBackend } from "../src/backend/backend.ts";
-import { MODELS as ZOO } from "../src/models/registry.ts";
 import {
   backends,
   BATCH,
@@ -50,6 +49,8 @@ import {
   type Preset,
   presets,
   stepCase,
+  torchInput,
+  zooModels,
 } from "./cases.ts";
 import { LAYER_SETS } from "./conv_fixture.ts";
 
@@ -98,14 +99,7 @@ if (!Object.hasOwn(LAYER_SETS, values.layers)) {
   );
 }
 const layerSet = values.layers as keyof typeof LAYER_SETS;
-const models = values.models.split(",").filter((m) => m !== "");
-for (const m of models) {
-  if (!Object.hasOwn(ZOO, m)) {
-    throw new RangeError(
-      `Unknown model "${m}" in --models: expected some of ${Object.keys(ZOO).join(", ")}`,
-    );
-  }
-}
+const models = zooModels(values.models, "--models");
 
 // ---- the machine -------------------------------------------------------------------------------
 
@@ -273,7 +267,7 @@ async function peer<T>(device: string, model: string | null): Promise<T[] | stri
   const input = model ? modelInput(model) : null;
   const args = [script, "--batch-size", String(input?.batch ?? BATCH), "--threads"];
   args.push(String(threads), "--seconds", String(seconds), "--json", "--device", device);
-  if (input) args.push("--input", `${input.channels}x${input.size}x${input.size}`);
+  if (input) args.push("--input", torchInput(input));
   args.push(...(model ? ["--model", model] : ["--convs"]));
   if (values.timer === "cpu") args.push("--cpu-time");
   try {
@@ -505,7 +499,7 @@ for (const { name, backend: b, reason } of await backends()) {
       model,
       seconds: seconds / PAIRED_SLICES,
       batch: input.batch,
-      input: `${input.channels}x${input.size}x${input.size}`,
+      input: torchInput(input),
     }, pools);
     const t = await measure(cs.map((c) => c.run), seconds * ps.length, turn, PAIRED_SLICES);
     cs.forEach((c) => c.dispose());

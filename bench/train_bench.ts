@@ -12,7 +12,6 @@
  * (bench/cases.ts). For the side-by-side report with PyTorch run `deno task report`.
  */
 import { isCpuBackend } from "../src/backend/backend.ts";
-import { MODELS as ZOO } from "../src/models/registry.ts";
 import {
   backends,
   convCases,
@@ -21,19 +20,11 @@ import {
   MODELS,
   presets,
   stepCase,
+  zooModels,
 } from "./cases.ts";
 
 const listed = Deno.env.get("DAINT8_BENCH_MODELS");
-const models = listed === undefined ? [...MODELS] : listed.split(",").filter((m) => m !== "");
-for (const m of models) {
-  if (!Object.hasOwn(ZOO, m)) {
-    throw new RangeError(
-      `Unknown model "${m}" in DAINT8_BENCH_MODELS: expected some of ${
-        Object.keys(ZOO).join(", ")
-      }`,
-    );
-  }
-}
+const models = listed === undefined ? [...MODELS] : zooModels(listed, "DAINT8_BENCH_MODELS");
 
 for (const { name, backend: b, reason } of await backends()) {
   if (!b) {

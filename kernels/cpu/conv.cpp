@@ -305,16 +305,11 @@ void depthwise_wgrad(float* dw, const float* x, const float* dy, const Geom& G) 
     for (int64_t i = 0; i < rs; ++i) dw[ch * rs + i] = part[i * C + ch];
 }
 
-// Wide weights: packed B over 1 MB (the zoo's 3x3 layers from 256 channels: 2.4 MB, 9.4 MB at
-// 512) on maps narrower than 8 pixels. An implicit GEMM of one output row streams all of B for Q
-// rows, so each weight is loaded again for every few outputs; the im2col path below then splits
-// B's panels over the threads instead, over row chunks they share (Zen 4, 2 threads, batch 16,
-// paired: 512 -> 512 4x4 fprop 10.1-10.5 -> 7.0-7.1 ms, its stride-1 dgrad 11.1-11.7 -> 8.1-8.2
-// ms, 256 -> 512 stride 2 fprop 4.9-5.1 -> 3.4 ms; the 64..256-channel layers unchanged).
-constexpr int64_t kWideBBytes = int64_t{1} << 20;
-bool wide_b(const Geom& G) {
-  return G.g == 1 && !G.pointwise && 4 * G.kd * G.kg > kWideBBytes && G.q < 8;
-}
+// Wide weights (conv_geom.h wide_weights): the im2col path below splits B's panels over the
+// threads, over row chunks they share (Zen 4, 2 threads, batch 16, paired: 512 -> 512 4x4 fprop
+// 10.1-10.5 -> 7.0-7.1 ms, its stride-1 dgrad 11.1-11.7 -> 8.1-8.2 ms, 256 -> 512 stride 2 fprop
+// 4.9-5.1 -> 3.4 ms; the 64..256-channel layers unchanged).
+bool wide_b(const Geom& G) { return wide_weights(G, sizeof(float)); }
 
 // Path choice: the implicit GEMM runs one output row (Q pixels) per gemm call; for narrow
 // outputs the im2col path's long row chunks use the register tile better.

@@ -135,6 +135,14 @@ __attribute__((always_inline)) inline void for_each_cover(const Geom& G, int64_t
     for (int64_t s = s0, qq = (tw - s0) / G.sw; s < s1; s += G.sw, --qq) f(r, s, pp, qq);
 }
 
+// Wide weights: over 1 MB of weights (`elem` bytes each; the zoo's 3x3 layers from 512 channels:
+// 9.4 MB fp32, 2.4 MB int8) on output maps narrower than 8 pixels, ungrouped, not 1x1. A GEMM per
+// output row then streams all of B for Q < 8 rows, so each weight is loaded again for every few
+// outputs: the fp32 and INT8 forwards take their im2col forms there (conv.cpp, int8_conv.cpp).
+inline bool wide_weights(const Geom& G, int64_t elem) {
+  return G.g == 1 && !G.pointwise && elem * G.kd * G.kg > (int64_t{1} << 20) && G.q < 8;
+}
+
 // ---- dgrad as a forward convolution -------------------------------------------------------------
 // With stride 1 and pad <= kernel-1, dx = conv(dy, w') where w'[g*Cg + c, r', s', kk] =
 // w[g*Kg + kk, R-1-r', S-1-s', c] and the padding is R-1-ph / S-1-pw: its output is exactly H x W.

@@ -736,12 +736,10 @@ ExactI8 exact_windows_i8(const Geom& G, const i8::Plan& P, const int8_t* wt, int
 bool fwd_implicit(float* y, const int8_t* x, const int8_t* w, const float* cs, const float* bias,
                   const Geom& G, int mode) {
   if (G.g != 1 || G.pointwise || forced_path() == kIm2col) return false;
-  // Over 1 MB of weights on maps narrower than 8 pixels (the zoo's 512-channel 3x3 layers, 2.4
-  // MB): a GEMM per output row streams all of B for Q rows; the im2col chunks below give each
-  // B panel more rows (Zen 4, 2 threads, batch 16, avx512-vnni, paired, two alternations: 512 ->
+  // Wide weights (conv_geom.h): the im2col chunks of fwd_core give each B panel more rows (Zen 4, 2 threads, batch 16, avx512-vnni, paired, two alternations: 512 ->
   // 512 4x4 fprop 2.33-2.66 -> 1.92-2.02 ms, its stride-1 dgrad 2.44-3.12 -> 1.98-2.20 ms, 256 ->
   // 512 stride 2 fprop 1.17-1.42 -> 1.02-1.06 ms; as the fp32 path's wide_b in conv.cpp).
-  if (forced_path() == kAuto && G.k * G.kd > (int64_t{1} << 20) && G.q < 8) return false;
+  if (forced_path() == kAuto && wide_weights(G, 1)) return false;
   const int want = threads_for(G.m * G.k * G.kd, kMacsPerThread);
   if (G.n < want) return false;
   const int nt = want;
