@@ -7,7 +7,7 @@ import { Tape } from "../src/autograd/tape.ts";
 import { conv2d, convShape } from "../src/ops/conv.ts";
 import { Tensor } from "../src/tensor.ts";
 import { assertClose, cpu } from "./helpers/check_op.ts";
-import { convDgradRef, convRef } from "./helpers/reference.ts";
+import { convDgradRef, convRef, convWgradRef } from "./helpers/reference.ts";
 import { defineOpTests } from "./helpers/op_cases.ts";
 import { runChildTests } from "./helpers/child_tests.ts";
 
@@ -88,4 +88,38 @@ Deno.test("conv2d forward and dgrad with over 1 MB of weights on a 5x5 map match
     dx.shape,
     tol,
   );
+});
+
+// The cpu wgrad on channels that fill whole vectors (16 or 32 here) with at least as many images
+// as threads reads x in place, per column class of the taps a window has inside x, and leaves out
+// the pixels whose tap row lies in the padding (kernels/cpu/conv.cpp wgrad v3): the classes of
+// border columns, strides, a non-square kernel, padding past the kernel (windows without taps),
+// and the three-vector tile (S*C = 48), each against the double reference.
+Deno.test("conv2dWgrad() reading x in place matches the reference on border, stride and padding cases", () => {
+  const b = cpu();
+  const cases: [string, [number, number, number, number], number, [number, number], {
+    stride?: number | [number, number];
+    padding?: number | [number, number];
+  }][] = [
+    ["3x3 pad 1, 16 channels", [4, 7, 6, 16], 9, [3, 3], { padding: 1 }],
+    ["3x3 stride 2 pad 1, 32 channels", [3, 9, 8, 32], 20, [3, 3], { stride: 2, padding: 1 }],
+    ["5x5 pad 2, 16 channels", [2, 6, 7, 16], 5, [5, 5], { padding: 2 }],
+    ["3x3 pad 3 (windows without taps)", [2, 4, 5, 16], 3, [3, 3], { padding: 3 }],
+    ["5x2 stride [2, 1] pad [2, 0]", [3, 9, 5, 16], 3, [5, 2], { stride: [2, 1], padding: [2, 0] }],
+    ["3x3 pad 1, 48 channels", [4, 5, 5, 48], 7, [3, 3], { padding: 1 }],
+  ];
+  for (const [label, xs, k, ks, opts] of cases) {
+    const s = convShape("test", xs, k, ks, opts);
+    const n = (sh: number[]) => sh.reduce((a, v) => a * v, 1);
+    const vals = (len: number, f: number) =>
+      Float32Array.from({ length: len }, (_, i) => Math.sin(i * f + 0.3) * 0.5);
+    const dyShape = [xs[0], s.p, s.q, k];
+    const xv = vals(n(xs), 0.37), dyv = vals(n(dyShape), 0.71);
+    using x = Tensor.from(b, xv, xs, "f32");
+    using dy = Tensor.from(b, dyv, dyShape, "f32");
+    using dw = Tensor.empty(b, [k, ks[0], ks[1], xs[3]]);
+    b.conv2dWgrad(dw, x, dy, s);
+    const want = convWgradRef(Float64Array.from(xv), Float64Array.from(dyv), s);
+    assertClose(`dw (${label})`, dw.toFloat32(), want, dw.shape, { atol: 1e-4, rtol: 1e-4 });
+  }
 });

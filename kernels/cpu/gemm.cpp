@@ -109,9 +109,12 @@ const char* gemm_isa() {
 //                                             output row, koff[k] the input offset of (r, s, c)
 //   kGatherB: A[i, k] = a[k*lda + i]          (dY rows read in place as A transposed) and
 //             B[k, :] = b[koff[k] .. + NR]    (input pixels read in place: implicit im2col of B)
+//   kGatherAB: A[i, k] = a[koff[2k] + i], B[k, :] = b[koff[2k+1] .. + NR]: both gathered, so a
+//             wgrad can leave out the pixels whose tap row lies in the padding
 // b (all but kGatherB): packed panel [kc][NV*kVW]; its rows are vector aligned (scratch is 64-byte
 // aligned and every panel is a multiple of kVW floats).
-enum AMode : int { kRows = 0, kPacked = 1, kOffsets = 2, kGatherB = 3 };
+enum AMode : int { kRows = 0, kPacked = 1, kOffsets = 2, kGatherB = 3, kGatherAB = 4 };
+constexpr int kModes = 5;
 
 template <int ROWS, int NV>
 static inline void store_partial(vf (&acc)[ROWS][NV], float* __restrict c, int64_t ldc,
@@ -191,8 +194,8 @@ static void ukernel(int64_t kc, const float* __restrict a, int64_t lda,
 
   for (int64_t k = 0; k < kc; ++k) {
     vf bv[NV];
-    if (AM == kGatherB) {
-      const vfu* bk = reinterpret_cast<const vfu*>(b + koff[k]);
+    if (AM == kGatherB || AM == kGatherAB) {
+      const vfu* bk = reinterpret_cast<const vfu*>(b + koff[AM == kGatherAB ? 2 * k + 1 : k]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) bv[v] = bk[v];
     } else {
@@ -200,11 +203,12 @@ static void ukernel(int64_t kc, const float* __restrict a, int64_t lda,
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) bv[v] = bk[v];
     }
-    const float* ak = a + k * lda;  // kPacked / kGatherB: A column k is contiguous
+    // kPacked / kGatherB / kGatherAB: A column k is contiguous
+    const float* ak = AM == kGatherAB ? a + koff[2 * k] : a + k * lda;
     const int64_t ko = AM == kOffsets ? koff[k] : k;
 #pragma GCC unroll 32
     for (int i = 0; i < ROWS; ++i) {
-      const float s = (AM == kPacked || AM == kGatherB) ? ak[i] : ar[i][ko];
+      const float s = (AM == kPacked || AM == kGatherB || AM == kGatherAB) ? ak[i] : ar[i][ko];
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] += s * bv[v];
     }
@@ -284,16 +288,18 @@ static constexpr std::array<KernFn, sizeof...(R)> make_table(std::integer_sequen
   return {{&ukernel<R + 1, NV, AM>...}};
 }
 // Tables indexed by rows - 1 (edge tiles use the kernel with exactly that many rows).
-static constexpr std::array<KernFn, kMR1> kTab1[4] = {
+static constexpr std::array<KernFn, kMR1> kTab1[kModes] = {
     make_table<1, kRows>(std::make_integer_sequence<int, kMR1>{}),
     make_table<1, kPacked>(std::make_integer_sequence<int, kMR1>{}),
     make_table<1, kOffsets>(std::make_integer_sequence<int, kMR1>{}),
-    make_table<1, kGatherB>(std::make_integer_sequence<int, kMR1>{})};
-static constexpr std::array<KernFn, kMR2> kTab2[4] = {
+    make_table<1, kGatherB>(std::make_integer_sequence<int, kMR1>{}),
+    make_table<1, kGatherAB>(std::make_integer_sequence<int, kMR1>{})};
+static constexpr std::array<KernFn, kMR2> kTab2[kModes] = {
     make_table<2, kRows>(std::make_integer_sequence<int, kMR2>{}),
     make_table<2, kPacked>(std::make_integer_sequence<int, kMR2>{}),
     make_table<2, kOffsets>(std::make_integer_sequence<int, kMR2>{}),
-    make_table<2, kGatherB>(std::make_integer_sequence<int, kMR2>{})};
+    make_table<2, kGatherB>(std::make_integer_sequence<int, kMR2>{}),
+    make_table<2, kGatherAB>(std::make_integer_sequence<int, kMR2>{})};
 
 template <int AM, int... R>
 static constexpr std::array<KernFn, sizeof...(R)> make_pairs_table(
@@ -308,8 +314,9 @@ static constexpr std::array<KernFn, kMRP> kTabP[2] = {
 // AVX-512): a 16 x 16 tile needs one broadcast per FMA, more loads than the two load ports issue;
 // 8 x 48 needs 11 loads per 24 FMAs.
 constexpr int kMR3 = kVW == 16 ? 8 : 4;
-static constexpr std::array<KernFn, kMR3> kTab3 =
-    make_table<3, kGatherB>(std::make_integer_sequence<int, kMR3>{});
+static constexpr std::array<KernFn, kMR3> kTab3[2] = {
+    make_table<3, kGatherB>(std::make_integer_sequence<int, kMR3>{}),
+    make_table<3, kGatherAB>(std::make_integer_sequence<int, kMR3>{})};
 
 // ---- packing ------------------------------------------------------------------------------------
 int64_t packb_floats(int64_t k, int64_t n, int nv) {
@@ -467,25 +474,39 @@ void gemm_core(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int
 }
 
 // ---- gathered-B accumulate (conv wgrad without im2col) -------------------------------------------
-void gemm_gather_b(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-                   const int64_t* boff, float* c, int64_t ldc) {
+// pairs false: A column kk at a + kk*lda, B row kk at b + offs[kk] (kGatherB); true: at
+// a + offs[2kk] and b + offs[2kk+1] (kGatherAB, lda unused).
+static void gather_tiles(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                         const float* b, const int64_t* offs, bool pairs, float* c, int64_t ldc) {
   if (m <= 0 || n <= 0 || k <= 0) return;
   int nv = gemm_nv(n);
   if (nv == 1 && n > 2 * kVW && n % (3 * kVW) == 0) nv = 3;
   const int64_t NR = gemm_nr(nv), MR = nv == 3 ? kMR3 : gemm_mr(nv);
-  const KernFn* tab =
-      nv == 3 ? kTab3.data() : nv == 1 ? kTab1[kGatherB].data() : kTab2[kGatherB].data();
+  const int mode = pairs ? kGatherAB : kGatherB;
+  const KernFn* tab = nv == 3   ? kTab3[pairs ? 1 : 0].data()
+                      : nv == 1 ? kTab1[mode].data()
+                                : kTab2[mode].data();
   const int64_t tiles = ceil_div(m, MR);
   for (int64_t jr = 0; jr < n; jr += NR) {
     const int64_t ncols = std::min(NR, n - jr);
     int64_t ir = 0;
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t rows = m / tiles + (t < m % tiles ? 1 : 0);
-      tab[rows - 1](k, a + ir, lda, boff, b + jr, c + ir * ldc + jr, ldc, ncols, 1.0f, 1.0f,
+      tab[rows - 1](k, a + ir, lda, offs, b + jr, c + ir * ldc + jr, ldc, ncols, 1.0f, 1.0f,
                     nullptr);
       ir += rows;
     }
   }
+}
+
+void gemm_gather_b(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+                   const int64_t* boff, float* c, int64_t ldc) {
+  gather_tiles(m, n, k, a, lda, b, boff, false, c, ldc);
+}
+
+void gemm_gather_ab(int64_t m, int64_t n, int64_t k, const float* a, const float* b,
+                    const int64_t* ab, float* c, int64_t ldc) {
+  gather_tiles(m, n, k, a, 0, b, ab, true, c, ldc);
 }
 
 // ---- multi-threaded general GEMM ---------------------------------------------------------------

@@ -65,6 +65,11 @@ void gemm_core(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int
 void gemm_gather_b(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                    const int64_t* boff, float* c, int64_t ldc);
 
+// Same with A gathered too: A[i, kk] = a[ab[2kk] + i], B[kk, j] = b[ab[2kk+1] + j] (a wgrad's
+// list of the pixels a tap row sees inside the image; the same slack past b's data).
+void gemm_gather_ab(int64_t m, int64_t n, int64_t k, const float* a, const float* b,
+                    const int64_t* ab, float* c, int64_t ldc);
+
 // Multi-threaded general GEMM (uses the calling thread's scratch for packed operands).
 void sgemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t rsa, int64_t csa,
            const float* b, int64_t rsb, int64_t csb, float beta, float* c, int64_t ldc,
