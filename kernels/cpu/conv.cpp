@@ -14,6 +14,8 @@
 //                        the interior outputs, im2col rows for the border
 //   strided dgrad:       by phase, stride-1 correlations of dy with sub-kernels, dx in place
 //   fprop v2 (implicit): A[q, tap] = xpad[pixel(q) + koff[tap]], one gemm per output row
+//   wgrad v3 (in place): per column class of in-image taps, B[m, tap] = x[window(m) + run] and
+//                        A^T[m] = dy row of m through one offset-pair list, padding rows left out
 //   wgrad v2 (gather):   B[m, tap] = xpad[boff[m] + tap run], dy read in place as A^T
 // where xpad is x, or a zero-bordered copy when padding is needed (input-sized, R*S times
 // smaller than col). The version 1 paths build col in chunks of ~256 KB per thread (kept as the
