@@ -1037,11 +1037,11 @@ bool conv_wgrad_direct(float* dw, const float* x, const float* dy, const Geom& G
   // per class, the offset pairs of a group of cnt images (relative to the group's first image),
   // built when cnt changes (a thread's last group may be shorter)
   const int64_t ab_n = round_up(2 * gi * pq, 16);
-  int64_t* abs = reinterpret_cast<int64_t*>(
+  int64_t* lists = reinterpret_cast<int64_t*>(
       scratch(kSlotConvWork, static_cast<size_t>(2 * nt * ab_n)));
   const int team = parallel(nt, [&](int t, int T) {
     float* acc = part + t * dwf;
-    int64_t* ab = abs + t * ab_n;
+    int64_t* ab = lists + t * ab_n;
     zero_n(acc, G.k * G.kd);
     const int64_t i0 = G.n * t / T, i1 = G.n * (t + 1) / T;
     int64_t built = 0;

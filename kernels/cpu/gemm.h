@@ -66,7 +66,8 @@ void gemm_gather_b(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                    const int64_t* boff, float* c, int64_t ldc);
 
 // Same with A gathered too: A[i, kk] = a[ab[2kk] + i], B[kk, j] = b[ab[2kk+1] + j] (a wgrad's
-// list of the pixels a tap row sees inside the image; the same slack past b's data).
+// list of the pixels a tap row sees inside the image). Both read nothing past a row of B when n is
+// a multiple of the vector width (gemm_nr(1)); otherwise the same slack as gemm_gather_b.
 void gemm_gather_ab(int64_t m, int64_t n, int64_t k, const float* a, const float* b,
                     const int64_t* ab, float* c, int64_t ldc);
 
