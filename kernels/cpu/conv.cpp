@@ -1020,13 +1020,19 @@ bool conv_wgrad_direct(float* dw, const float* x, const float* dy, const Geom& G
   };
   std::vector<Cls> cls;
   for (int64_t q = 0; q < G.q; ++q) {
-    const int64_t iw0 = q * G.sw - G.pw;
-    const int64_t slo = std::min(G.s, std::max<int64_t>(0, -iw0));
-    const int64_t shi = std::max(slo, std::min(G.s, G.w - iw0));
-    if (!cls.empty() && cls.back().slo == slo && cls.back().shi == shi && cls.back().q1 == q)
+    const Span sp = tap_span(q, G.sw, G.pw, G.w, G.s);
+    if (!cls.empty() && cls.back().slo == sp.lo && cls.back().shi == sp.hi && cls.back().q1 == q)
       cls.back().q1 = q + 1;
     else
-      cls.push_back({slo, shi, q, q + 1});
+      cls.push_back({sp.lo, sp.hi, q, q + 1});
+  }
+  // per kernel row r, the output rows p whose tap row lies inside the image: [plo, phi)
+  std::vector<Span> rows(static_cast<size_t>(G.r));
+  for (int64_t r = 0; r < G.r; ++r) {
+    int64_t plo = 0, phi = G.p;  // ih = p*sh - ph + r in [0, H)
+    while (plo < phi && plo * G.sh - G.ph + r < 0) ++plo;
+    while (phi > plo && (phi - 1) * G.sh - G.ph + r >= G.h) --phi;
+    rows[static_cast<size_t>(r)] = {plo, phi};
   }
   const int64_t pq = G.p * G.q, img = G.h * G.w * G.c, wc = G.w * G.c;
   constexpr int64_t kGroupPixels = 512;
@@ -1068,11 +1074,9 @@ bool conv_wgrad_direct(float* dw, const float* x, const float* dy, const Geom& G
         if (c.shi <= c.slo) continue;  // windows wholly in the padding
         const int64_t row = cnt * (c.q1 - c.q0);
         for (int64_t r = 0; r < G.r; ++r) {
-          int64_t plo = 0, phi = G.p;  // ih = p*sh - ph + r in [0, H)
-          while (plo < phi && plo * G.sh - G.ph + r < 0) ++plo;
-          while (phi > plo && (phi - 1) * G.sh - G.ph + r >= G.h) --phi;
-          gemm_gather_ab(G.k, (c.shi - c.slo) * G.c, (phi - plo) * row, dy + g0 * pq * G.k,
-                         x + g0 * img + r * wc, list + 2 * plo * row,
+          const Span pr = rows[static_cast<size_t>(r)];
+          gemm_gather_ab(G.k, (c.shi - c.slo) * G.c, (pr.hi - pr.lo) * row, dy + g0 * pq * G.k,
+                         x + g0 * img + r * wc, list + 2 * pr.lo * row,
                          acc + (r * G.s + c.slo) * G.c, G.kd);
         }
         list += 2 * G.p * row;
