@@ -83,8 +83,14 @@ int gemm_nv(int64_t n) {
 }
 int64_t gemm_nr(int nv) { return nv == kNvPairs ? kVW : int64_t{nv} * kVW; }
 int64_t gemm_mr(int nv) { return nv == kNvPairs ? kMRP : nv == 1 ? kMR1 : kMR2; }
+// Pairs on 8-float vectors only. With AVX-512 the one-vector tile (16 rows, a few row bases:
+// ukernel) measured faster on Zen 4, which issues one zmm FMA and up to three loads a clock, so
+// a broadcast per FMA fits (16 -> 32 stride-2 fp32 dgrad, 2 threads, batch 64: 0.83-0.86 ->
+// 0.60 ms with the one-tile driver path; 16 -> 16 fprop and dgrad 2-4%). With AVX2 (two FMAs
+// and two loads a clock on Zen 2 and Intel cores) the 12-row one-vector tile would wait on its
+// loads: pairs stay.
 int gemm_nv_pairs(int64_t n, int64_t k) {
-  return n <= kVW && kVW >= 8 && k % 2 == 0 && k >= 2 ? kNvPairs : gemm_nv(n);
+  return n <= kVW && kVW == 8 && k % 2 == 0 && k >= 2 ? kNvPairs : gemm_nv(n);
 }
 int64_t gemm_kc() { return kKC; }
 int64_t gemm_mc() { return kMC; }
@@ -182,6 +188,34 @@ static void ukernel(int64_t kc, const float* __restrict a, int64_t lda,
   for (int i = 0; i < ROWS; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = vf{};
+  // One-vector tiles of many rows in place (kRows / kOffsets, rows lda apart): 16 row pointers
+  // do not fit the general registers, and GCC kept the rest in vector registers (a vmovq per row
+  // and k). Instead every k derives a few bases 3*lda apart from one row pointer, and row i is
+  // base[i / 3] + (i % 3)*lda: an index register scaled by 1 or 2 (dgrad_phases_f32's 14-row
+  // tiles, L1-resident operands: 88 -> 100% of the FMA peak at k = 128, Zen 4).
+  constexpr bool kBases = NV == 1 && ROWS > 8 && (AM == kRows || AM == kOffsets);
+  if constexpr (kBases) {
+    constexpr int NB = (ROWS + 2) / 3;
+    const int64_t L = lda * static_cast<int64_t>(sizeof(float)), L3 = 3 * L;
+    for (int64_t k = 0; k < kc; ++k) {
+      const vf bv = *reinterpret_cast<const vf*>(b + k * kVW);
+      const char* q[NB];
+      q[0] = reinterpret_cast<const char*>(a + (AM == kOffsets ? koff[k] : k));
+#pragma GCC unroll 8
+      for (int j = 1; j < NB; ++j) {
+        q[j] = q[j - 1] + L3;
+        __asm__("" : "+r"(q[j]));  // opaque: GCC would otherwise hoist i*lda per row again
+      }
+#pragma GCC unroll 32
+      for (int i = 0; i < ROWS; ++i) {
+        float s;
+        std::memcpy(&s, q[i / 3] + (i % 3) * L, sizeof s);
+        acc[i][0] += s * bv;
+      }
+    }
+    return store_tile<ROWS, NV>(acc, c, ldc, ncols, alpha, beta, bias);
+  }
+
   // Row pointers as loop invariants, indexed by k (kRows) or koff[k] (kOffsets): every
   // broadcast is one base + index*4 address. (Computing a + koff[k] + i*lda inside the loop
   // makes GCC chain 'add lda' through the rows: one cycle of latency per row.)
@@ -217,8 +251,8 @@ static void ukernel(int64_t kc, const float* __restrict a, int64_t lda,
   store_tile<ROWS, NV>(acc, c, ldc, ncols, alpha, beta, bias);
 }
 
-// Pairs kernel (nv == kNvPairs): N <= one vector, where the one-vector tile needs a broadcast per
-// FMA (more loads than the load ports issue). Two adjacent k of A (contiguous in memory: taps
+// Pairs kernel (nv == kNvPairs, 8-float vectors: gemm_nv_pairs): N <= one vector, where the
+// one-vector tile needs a broadcast per FMA (more loads than AVX2 cores' load ports issue). Two adjacent k of A (contiguous in memory: taps
 // (r, s, c), (r, s, c+1)) are broadcast as one 64-bit pair, so lane j of a vector multiplies
 // A[i, k0 + j%2] into B's pair layout; the two vectors hold N/2 columns each, and one
 // broadcast feeds two FMAs. The store adds the lane pairs (even + odd lanes) into one vector of
@@ -427,6 +461,16 @@ void gemm_core(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int
           if (beta != 0.0f) v += beta * *cij;
           *cij = v;
         }
+    return;
+  }
+
+  // One tile per batch entry (in-place A, one K block, one panel): a dgrad_phases_f32 row, 56
+  // calls per image at 16 -> 32 stride 2; the loop nest's per-tile index arithmetic measured
+  // 5.7% of that pass (perf).
+  if (mode != kPacked && m <= MR && n <= NR && k <= kKC) {
+    const KernFn tile = tab[m - 1];
+    for (int64_t bi = 0; bi < batch; ++bi)
+      tile(k, a + bi * a_step, rsa, koff, bp, c + bi * c_step, ldc, n, alpha, beta, bias);
     return;
   }
 

@@ -27,8 +27,8 @@ int gemm_nv(int64_t n);          // vectors per micro-tile row for an N-column p
 // nv value of the pairs layout (gemm.cpp ukernel_pairs): N <= one vector, K even, A in place
 // with each even/odd k pair adjacent in memory.
 constexpr int kNvPairs = 0;
-// kNvPairs where that layout applies (n <= one vector, k even), else gemm_nv(n); the caller
-// guarantees the adjacency of A's k pairs.
+// kNvPairs where that layout applies and pays (n <= one 8-float vector, k even: AVX2 builds),
+// else gemm_nv(n); the caller guarantees the adjacency of A's k pairs.
 int gemm_nv_pairs(int64_t n, int64_t k);
 int64_t gemm_nr(int nv);         // micro-tile columns
 int64_t gemm_mr(int nv);         // micro-tile rows
