@@ -95,6 +95,46 @@ Deno.test("conv2d forward and dgrad with over 1 MB of weights on a 5x5 map match
 // the pixels whose tap row lies in the padding (kernels/cpu/conv.cpp wgrad v3): the classes of
 // border columns, strides, a non-square kernel, padding past the kernel (windows without taps),
 // and the three-vector tile (S*C = 48), each against the double reference.
+Deno.test("conv2d() and its stride-1 dgrad match the reference over blocks of images (exact windows, corners per block)", () => {
+  const b = cpu();
+  // batches of several blocks of 8 images and a partial last block, large enough for the exact
+  // windows' cost rule (border-column weights small next to the work); bias in the forward
+  const cases: [string, [number, number, number, number], number, [number, number], {
+    stride?: number | [number, number];
+    padding?: number | [number, number];
+  }][] = [
+    ["7x7 3x3 pad 1, 16 -> 32, batch 29", [29, 7, 7, 16], 32, [3, 3], { padding: 1 }],
+    ["6x5 3x3 pad 1, 8 -> 16, batch 51", [51, 6, 5, 8], 16, [3, 3], { padding: 1 }],
+    ["9x8 3x3 stride 2 pad 1, 16 -> 32, batch 35", [35, 9, 8, 16], 32, [3, 3], {
+      stride: 2,
+      padding: 1,
+    }],
+    ["5x5 pad 2, 16 -> 16, batch 70", [70, 6, 7, 16], 16, [5, 5], { padding: 2 }],
+  ];
+  for (const [label, xs, k, ks, opts] of cases) {
+    const s = convShape("test", xs, k, ks, opts);
+    const n = (sh: number[]) => sh.reduce((a, v) => a * v, 1);
+    const vals = (len: number, f: number) =>
+      Float32Array.from({ length: len }, (_, i) => Math.sin(i * f + 0.3) * 0.5);
+    const ys = [xs[0], s.p, s.q, k], ws = [k, ks[0], ks[1], xs[3]];
+    const xv = vals(n(xs), 0.37), wv = vals(n(ws), 0.53), bv = vals(k, 0.91);
+    const dyv = vals(n(ys), 0.71);
+    using x = Tensor.from(b, xv, xs, "f32");
+    using w = Tensor.from(b, wv, ws, "f32");
+    using bias = Tensor.from(b, bv, [k], "f32");
+    using y = Tensor.empty(b, ys);
+    b.conv2d(y, x, w, bias, s);
+    const want = convRef(Float64Array.from(xv), Float64Array.from(wv), Float64Array.from(bv), s);
+    assertClose(`y (${label})`, y.toFloat32(), want, y.shape, { atol: 1e-4, rtol: 1e-4 });
+    if (s.strideH !== 1) continue;
+    using dy = Tensor.from(b, dyv, ys, "f32");
+    using dx = Tensor.empty(b, xs);
+    b.conv2dDgrad(dx, dy, w, s);
+    const wantDx = convDgradRef(Float64Array.from(dyv), Float64Array.from(wv), s);
+    assertClose(`dx (${label})`, dx.toFloat32(), wantDx, dx.shape, { atol: 1e-4, rtol: 1e-4 });
+  }
+});
+
 Deno.test("conv2dWgrad() reading x in place matches the reference on border, stride and padding cases", () => {
   const b = cpu();
   const cases: [string, [number, number, number, number], number, [number, number], {
