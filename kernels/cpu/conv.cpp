@@ -631,10 +631,10 @@ bool conv_fwd_unpadded(float* y, const float* x, const float* bp, int64_t pbf, i
 // r in [rlo, rhi) of the full tap list: a contiguous run of B's rows (bp from row rlo*S*Cg, panel
 // stride KD). Each border column q has its own weights B_q (the taps r < R, s in [slo, shi),
 // packed once per call): one GEMM down the interior rows (A rows sh*W*C floats apart), and per
-// border row a one-pixel GEMM over that row's r run. A koff table holds the offsets from a
-// window's first inside tap, one table per distinct column count ns (an r run is a prefix of
-// it). Work units, split over the threads: per image its interior rows (one batched GEMM), each
-// border row, each border column.
+// corner (border row x border column) one GEMM over a block of images (A rows an image apart)
+// over that row's r run. A koff table holds the offsets from a window's first inside tap, one
+// table per distinct column count ns (an r run is a prefix of it). Work units (below), split
+// over the threads.
 // Against version 3 (border pixels through im2col rows, zero taps included, then a copy) this
 // skips the nominal multiply-adds of the padding: 18% of ResNet-20's 7x7 layers, 9% of the
 // 14x14, 5% of the 28x28. Returns false (versions 3 / 2 run) for grouped convs, for more than
