@@ -15,8 +15,9 @@
  * - the peers, same models (LeNet-5, ResNet-20 and the zoo's ResNet-18/34/50: what bench/peers
  *   builds), batch, input and threads, in the same run: PyTorch CPU (NCHW and
  *   channels_last), served by one Python process and timed in slices that alternate with ours
- *   (ServedPeer: both see the same machine load), and PyTorch GPU when torch sees a CUDA device;
- *   a peer that cannot run is listed with the reason.
+ *   (ServedPeer: both see the same machine load), its conv passes on every layer of the set
+ *   (each request carries the layer's shape), and PyTorch GPU when torch sees a CUDA device; a
+ *   peer that cannot run is listed with the reason.
  *
  * Cases are timed interleaved (one iteration of each in turn, rounds until the budget is spent)
  * so a change of machine load hits all of them alike; the median of the rounds is reported.
@@ -524,7 +525,8 @@ for (const { name, backend: b, reason } of await backends()) {
     });
   }
   console.error(`report: ${name} conv kernels`);
-  const { cases, dispose } = convCases(b, LAYER_SETS[layerSet](BATCH));
+  const layers = LAYER_SETS[layerSet](BATCH);
+  const { cases, dispose } = convCases(b, layers);
   for (const c of cases) {
     const fns = [c.fp32];
     for (const v of variants) {
@@ -538,7 +540,24 @@ for (const { name, backend: b, reason } of await backends()) {
       );
     }
     const pools = LAYOUTS.map(() => new PeerPool<PeerConvRow>());
-    const req = { layer: c.layer, pass: c.pass, seconds: Math.min(seconds, 2) / PAIRED_SLICES };
+    // the shape goes with the name, so the peer times any layer set (bench/peers/torch_cpu.py)
+    const l = layers.find((l) => l.name === c.layer)!;
+    const shape = {
+      n: l.x[0],
+      h: l.x[1],
+      w: l.x[2],
+      c: l.x[3],
+      k: l.k,
+      stride: l.stride,
+      r: l.r,
+      pad: l.pad,
+    };
+    const req = {
+      layer: c.layer,
+      pass: c.pass,
+      shape,
+      seconds: Math.min(seconds, 2) / PAIRED_SLICES,
+    };
     const t = await measure(fns, Math.min(seconds, 2), peerTurn(paired, req, pools), PAIRED_SLICES);
     if (isCpuBackend(b)) b.setInt8Kernel("auto");
     for (const pool of paired ? pools : []) {

@@ -310,24 +310,48 @@ def clock():
 CPU_TIME = False
 
 
-def make_conv(layer, pass_name, args, cl):
-    """The conv pass `pass_name` (fprop: F.conv2d, dgrad: torch.nn.grad.conv2d_input, wgrad:
-    torch.nn.grad.conv2d_weight) of CONV_LAYERS' `layer` as a function of the call index (inputs
-    rotate over 3 seeded sets), warmed up; and the pass's multiply-adds."""
-    dev = torch.device(args.device)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+SHAPE_KEYS = ("n", "c", "h", "w", "k", "stride", "r", "pad")
+
+
+def conv_shape(layer, args, shape=None):
+    """(batch, C, H, W, K, stride, kernel, padding) of a conv layer: `shape` when given (a dict of
+    SHAPE_KEYS, what bench/report.ts sends for any layer set: bench/conv_fixture.ts ConvLayer),
+    else CONV_LAYERS' `layer` at --batch-size."""
+    if shape is not None:
+        if not isinstance(shape, dict):
+            raise ValueError(f"conv shape of {layer!r}: an object expected, got {shape!r}")
+        missing = [key for key in SHAPE_KEYS if key not in shape]
+        if missing:
+            raise ValueError(f"conv shape of {layer!r} lacks {', '.join(missing)}")
+        vals = [shape[key] for key in SHAPE_KEYS]
+        if any(not isinstance(v, int) or isinstance(v, bool) for v in vals):
+            raise ValueError(f"conv shape of {layer!r}: integers expected, got {shape!r}")
+        n, c, h, w, k, stride, ks, pad = vals
+        if min(n, c, h, w, k, stride, ks) < 1 or pad < 0 or h + 2 * pad < ks or w + 2 * pad < ks:
+            raise ValueError(f"conv shape of {layer!r} is not a valid conv: {shape!r}")
+        return n, c, h, w, k, stride, ks, pad
     rows = [r for r in CONV_LAYERS if r[0] == layer]
     if not rows:
         raise ValueError(f"unknown conv layer {layer!r}")
-    name, c, h, w, k, stride, ks, pad = rows[0]
+    _, c, h, w, k, stride, ks, pad = rows[0]
+    return args.batch_size, c, h, w, k, stride, ks, pad
+
+
+def make_conv(layer, pass_name, args, cl, shape=None):
+    """The conv pass `pass_name` (fprop: F.conv2d, dgrad: torch.nn.grad.conv2d_input, wgrad:
+    torch.nn.grad.conv2d_weight) of a layer (conv_shape) as a function of the call index (inputs
+    rotate over 3 seeded sets), warmed up; and the pass's multiply-adds and batch."""
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    n, c, h, w, k, stride, ks, pad = conv_shape(layer, args, shape)
     p, q = (h + 2 * pad - ks) // stride + 1, (w + 2 * pad - ks) // stride + 1
     fmt = torch.channels_last if cl else torch.contiguous_format
     g = torch.Generator().manual_seed(args.seed)
     sets = []
     for _ in range(3):
-        x = torch.randn(args.batch_size, c, h, w, generator=g).to(dev, memory_format=fmt)
+        x = torch.randn(n, c, h, w, generator=g).to(dev, memory_format=fmt)
         wt = torch.randn(k, c, ks, ks, generator=g).to(dev, memory_format=fmt)
-        dy = torch.randn(args.batch_size, k, p, q, generator=g).to(dev, memory_format=fmt)
+        dy = torch.randn(n, k, p, q, generator=g).to(dev, memory_format=fmt)
         sets.append((x, wt, dy))
     passes = {
         "fprop": lambda x, wt, dy: F.conv2d(x, wt, None, stride, pad),
@@ -345,7 +369,7 @@ def make_conv(layer, pass_name, args, cl):
 
     for i in range(args.warmup):
         run(i)
-    return run, args.batch_size * p * q * k * ks * ks * c
+    return run, n * p * q * k * ks * ks * c, n
 
 
 def timed(run, seconds, at_least=5):
@@ -361,11 +385,11 @@ def timed(run, seconds, at_least=5):
     return times
 
 
-def conv_row(layer, pass_name, args, cl, times, macs):
+def conv_row(layer, pass_name, args, cl, times, macs, batch):
     dev = torch.device(args.device)
     return {
         "peer": "pytorch-" + dev.type, "torch": torch.__version__, "layer": layer,
-        "pass": pass_name, "channels_last": cl, "batch": args.batch_size,
+        "pass": pass_name, "channels_last": cl, "batch": batch,
         "threads": torch.get_num_threads(), "ms": statistics.median(times) * 1e3, "macs": macs,
     }
 
@@ -377,9 +401,9 @@ def bench_convs(args):
     for layer in (r[0] for r in CONV_LAYERS):
         for cl in layouts:
             for pname in ("fprop", "dgrad", "wgrad"):
-                run, macs = make_conv(layer, pname, args, cl)
+                run, macs, n = make_conv(layer, pname, args, cl)
                 times = timed(run, args.seconds or 1.0)
-                print(json.dumps(conv_row(layer, pname, args, cl, times, macs)), flush=True)
+                print(json.dumps(conv_row(layer, pname, args, cl, times, macs, n)), flush=True)
 
 
 def serve(args):
@@ -389,6 +413,8 @@ def serve(args):
       {"model": "resnet20", "channels_last": true, "seconds": 0.5}   training steps
       (optional "batch": 16, "input": "3x32x32": that step's batch and CxHxW input)
       {"layer": "stage1 16->16 28x28", "pass": "fprop", "channels_last": false, "seconds": 0.5}
+      (optional "shape": {"n": 8, "c": 64, "h": 56, "w": 56, "k": 64, "stride": 1, "r": 3,
+      "pad": 1}: any layer, named by the caller; without it, a layer of CONV_LAYERS)
     The answer is the row --json prints plus "times_ms", every call's time; a bad request gets
     {"error": message}. Models and conv inputs are built once per key. EOF ends the process."""
     cache = {}
@@ -415,12 +441,13 @@ def serve(args):
                 times = timed(step, seconds, at_least=3)
                 row = step_row(req["model"], margs, cl, times, time.perf_counter() - t0)
             else:
-                key = ("conv", req["layer"], req["pass"], cl)
+                shape = req.get("shape")
+                key = ("conv", req["layer"], req["pass"], cl, conv_shape(req["layer"], args, shape))
                 if key not in cache:
-                    cache[key] = make_conv(req["layer"], req["pass"], args, cl)
-                run, macs = cache[key]
+                    cache[key] = make_conv(req["layer"], req["pass"], args, cl, shape)
+                run, macs, n = cache[key]
                 times = timed(run, seconds)
-                row = conv_row(req["layer"], req["pass"], args, cl, times, macs)
+                row = conv_row(req["layer"], req["pass"], args, cl, times, macs, n)
             row["times_ms"] = [t * 1e3 for t in times]
         except Exception as e:  # answered, so the caller can report the reason and go on
             row = {"error": f"{type(e).__name__}: {e}"}
