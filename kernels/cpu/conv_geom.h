@@ -163,22 +163,9 @@ inline d8_conv_shape dgrad_as_fwd_shape(const Geom& G) {
   return s2;
 }
 
-// dst[c*ldd + kk] = src[kk*lds + c] for kk < rows, c < cols, in 32 x 32 blocks (each block's
-// source and destination lines stay in L1).
-template <class T>
-void transpose_blocked(T* __restrict dst, int64_t ldd, const T* __restrict src, int64_t lds,
-                       int64_t rows, int64_t cols) {
-  constexpr int64_t kB = 32;
-  for (int64_t c0 = 0; c0 < cols; c0 += kB)
-    for (int64_t k0 = 0; k0 < rows; k0 += kB) {
-      const int64_t c1 = std::min(cols, c0 + kB), k1 = std::min(rows, k0 + kB);
-      for (int64_t c = c0; c < c1; ++c)
-        for (int64_t kk = k0; kk < k1; ++kk) dst[c * ldd + kk] = src[kk * lds + c];
-    }
-}
-
 // wt = w' above ([C, R, S, Kg]) from w ([K, R, S, Cg]): per group and tap a Kg x Cg transpose,
-// tr(dst, ldd, src, lds, rows, cols) as transpose_blocked, the threads taking (group, tap,
+// tr(dst, ldd, src, lds, rows, cols) writing dst[c*ldd + kk] = src[kk*lds + c] for kk < rows,
+// c < cols (gemm.h transpose_f32, int8_conv.cpp transpose_i8), the threads taking (group, tap,
 // 32-channel strip) units. The plain loop walked Cg destination lines KD apart per source row and
 // missed L1 on every element at 512 channels.
 template <class T, class Tr>
@@ -197,10 +184,6 @@ void flip_transpose_weights(T* wt, const T* w, const Geom& G, Tr&& tr) {
                       std::min(kStrip, G.cg - c0));
                  }
                });
-}
-template <class T>
-void flip_transpose_weights(T* wt, const T* w, const Geom& G) {
-  flip_transpose_weights(wt, w, G, transpose_blocked<T>);
 }
 
 // ---- GEMM helpers -------------------------------------------------------------------------------

@@ -252,11 +252,11 @@ static void ukernel(int64_t kc, const float* __restrict a, int64_t lda,
 }
 
 // Pairs kernel (nv == kNvPairs, 8-float vectors: gemm_nv_pairs): N <= one vector, where the
-// one-vector tile needs a broadcast per FMA (more loads than AVX2 cores' load ports issue). Two adjacent k of A (contiguous in memory: taps
-// (r, s, c), (r, s, c+1)) are broadcast as one 64-bit pair, so lane j of a vector multiplies
-// A[i, k0 + j%2] into B's pair layout; the two vectors hold N/2 columns each, and one
-// broadcast feeds two FMAs. The store adds the lane pairs (even + odd lanes) into one vector of
-// N columns. A must be row-major in place (kRows, or kOffsets with koff[k0+1] = koff[k0] + 1
+// one-vector tile needs a broadcast per FMA (more loads than AVX2 cores' load ports issue). Two
+// adjacent k of A (contiguous in memory: taps (r, s, c), (r, s, c+1)) are broadcast as one 64-bit
+// pair, so lane j of a vector multiplies A[i, k0 + j%2] into B's pair layout; the two vectors hold
+// N/2 columns each, and one broadcast feeds two FMAs. The store adds the lane pairs (even + odd
+// lanes) into one vector of N columns. A must be row-major in place (kRows, or kOffsets with koff[k0+1] = koff[k0] + 1
 // for every even k0: the conv caller checks Cg is even); kc is even.
 typedef double vd __attribute__((vector_size(kVW * 4)));
 typedef int vi __attribute__((vector_size(kVW * 4)));
@@ -375,33 +375,56 @@ static void pack_b_pairs(float* dst, const float* b, int64_t rsb, int64_t csb, i
 // pairs, then two rounds of 128-bit lane shuffles.
 static inline void transpose16(float* __restrict dst, int64_t ldd, const float* __restrict src,
                                int64_t lds) {
+  // (maskz_ forms with full masks: the plain ones trip -Wuninitialized in GCC 12's header)
+  const __mmask16 kAll16 = 0xFFFF;
+  const __mmask8 kAll8 = 0xFF;
   __m512 r[16], t[16];
   for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
   for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    t[i] = _mm512_maskz_unpacklo_ps(kAll16, r[i], r[i + 1]);
+    t[i + 1] = _mm512_maskz_unpackhi_ps(kAll16, r[i], r[i + 1]);
   }
   auto pd = [](__m512 v) { return _mm512_castps_pd(v); };
   for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[i]), pd(t[i + 2])));
-    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[i]), pd(t[i + 2])));
-    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[i + 1]), pd(t[i + 3])));
-    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[i + 1]), pd(t[i + 3])));
+    r[i] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(kAll8, pd(t[i]), pd(t[i + 2])));
+    r[i + 1] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(kAll8, pd(t[i]), pd(t[i + 2])));
+    r[i + 2] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(kAll8, pd(t[i + 1]), pd(t[i + 3])));
+    r[i + 3] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(kAll8, pd(t[i + 1]), pd(t[i + 3])));
   }
   for (int i = 0; i < 4; ++i) {
-    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
-    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    t[i] = _mm512_maskz_shuffle_f32x4(kAll16, r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_maskz_shuffle_f32x4(kAll16, r[i], r[i + 4], 0xdd);
+    t[i + 8] = _mm512_maskz_shuffle_f32x4(kAll16, r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_maskz_shuffle_f32x4(kAll16, r[i + 8], r[i + 12], 0xdd);
   }
   for (int i = 0; i < 4; ++i) {
-    _mm512_storeu_ps(dst + i * ldd, _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88));
-    _mm512_storeu_ps(dst + (i + 8) * ldd, _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd));
-    _mm512_storeu_ps(dst + (i + 4) * ldd, _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88));
-    _mm512_storeu_ps(dst + (i + 12) * ldd, _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd));
+    const __m512 lo = t[i], hi = t[i + 8], lo4 = t[i + 4], hi4 = t[i + 12];
+    _mm512_storeu_ps(dst + i * ldd, _mm512_maskz_shuffle_f32x4(kAll16, lo, hi, 0x88));
+    _mm512_storeu_ps(dst + (i + 8) * ldd, _mm512_maskz_shuffle_f32x4(kAll16, lo, hi, 0xdd));
+    _mm512_storeu_ps(dst + (i + 4) * ldd, _mm512_maskz_shuffle_f32x4(kAll16, lo4, hi4, 0x88));
+    _mm512_storeu_ps(dst + (i + 12) * ldd, _mm512_maskz_shuffle_f32x4(kAll16, lo4, hi4, 0xdd));
   }
 }
 #endif
+
+void transpose_f32(float* __restrict dst, int64_t ldd, const float* __restrict src, int64_t lds,
+                   int64_t rows, int64_t cols) {
+  int64_t rv = 0, cv = 0;  // the rows and columns the 16 x 16 register blocks covered
+#if defined(__AVX512F__)
+  rv = rows / 16 * 16, cv = cols / 16 * 16;
+  for (int64_t r0 = 0; r0 < rv; r0 += 16)
+    for (int64_t c0 = 0; c0 < cv; c0 += 16)
+      transpose16(dst + c0 * ldd + r0, ldd, src + r0 * lds + c0, lds);
+#endif
+  constexpr int64_t kB = 32;  // the rest in 32 x 32 blocks (source and destination lines in L1)
+  for (int64_t c0 = 0; c0 < cols; c0 += kB)
+    for (int64_t r0 = 0; r0 < rows; r0 += kB) {
+      const int64_t c1 = std::min(cols, c0 + kB), r1 = std::min(rows, r0 + kB);
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t r = c < cv ? std::max(r0, rv) : r0; r < r1; ++r)
+          dst[c * ldd + r] = src[r * lds + c];
+    }
+}
 
 static void pack_b_panels(float* dst, const float* b, int64_t rsb, int64_t csb, int64_t k,
                           int64_t n, int nv, int64_t p0, int64_t p1) {

@@ -30,6 +30,10 @@ constexpr int kNvPairs = 0;
 // kNvPairs where that layout applies and pays (n <= one 8-float vector, k even: AVX2 builds),
 // else gemm_nv(n); the caller guarantees the adjacency of A's k pairs.
 int gemm_nv_pairs(int64_t n, int64_t k);
+// dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols: 16 x 16 blocks transposed in
+// registers on AVX-512, the rest in 32 x 32 blocks (each block's lines stay in L1).
+void transpose_f32(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows,
+                   int64_t cols);
 int64_t gemm_nr(int nv);         // micro-tile columns
 int64_t gemm_mr(int nv);         // micro-tile rows
 int64_t gemm_kc();               // K block
