@@ -13,26 +13,12 @@ import { loadTorchvisionWeights, saveTorchvisionWeights } from "../src/io/torchv
 import { createModel } from "../src/models/registry.ts";
 import { Tensor } from "../src/tensor.ts";
 import { cpu as cpuBackend } from "./helpers/check_op.ts";
+import { findPython } from "./helpers/python.ts";
 
 const cpu = cpuBackend();
 const script = new URL("./helpers/torch_parity.py", import.meta.url).pathname;
 
-function findPython(): string | undefined {
-  for (const py of ["python3", "/usr/bin/python3"]) {
-    try {
-      const r = new Deno.Command(py, {
-        args: ["-c", "import torch, torchvision"],
-        stdout: "null",
-        stderr: "null",
-      }).outputSync();
-      if (r.success) return py;
-    } catch {
-      // not there
-    }
-  }
-  return undefined;
-}
-const python = findPython();
+const python = findPython("torch, torchvision");
 if (!python) {
   console.warn(
     "SKIP interop tests: python3 with torch and torchvision not found (apt-get install " +

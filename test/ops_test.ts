@@ -90,19 +90,23 @@ Deno.test("conv2d forward and dgrad with over 1 MB of weights on a 5x5 map match
   );
 });
 
-// The cpu wgrad on channels that fill whole vectors (16 or 32 here) with at least as many images
-// as threads reads x in place, per column class of the taps a window has inside x, and leaves out
-// the pixels whose tap row lies in the padding (kernels/cpu/conv.cpp wgrad v3): the classes of
-// border columns, strides, a non-square kernel, padding past the kernel (windows without taps),
-// and the three-vector tile (S*C = 48), each against the double reference.
+/** A conv case against the double reference: label, x shape [n, h, w, c], k, kernel, options. */
+type RefConvCase = [string, [number, number, number, number], number, [number, number], {
+  stride?: number | [number, number];
+  padding?: number | [number, number];
+}];
+const numel = (sh: readonly number[]) => sh.reduce((a, v) => a * v, 1);
+/** Deterministic values in [-0.5, 0.5]: sin(i*f + 0.3) / 2. */
+const sineVals = (len: number, f: number) =>
+  Float32Array.from({ length: len }, (_, i) => Math.sin(i * f + 0.3) * 0.5);
+
+// The cpu fp32 forward by exact windows (kernels/cpu/conv.cpp v4) runs each corner of the map
+// as one GEMM over up to 8 images, by the thread that owns them: batches of several blocks and a
+// partial last one, large enough for the exact windows' cost rule (border-column weights small
+// next to the work); the stride-1 dgrad runs as that forward. Bias in the forward.
 Deno.test("conv2d() and its stride-1 dgrad match the reference over blocks of images (exact windows, corners per block)", () => {
   const b = cpu();
-  // batches of several blocks of 8 images and a partial last block, large enough for the exact
-  // windows' cost rule (border-column weights small next to the work); bias in the forward
-  const cases: [string, [number, number, number, number], number, [number, number], {
-    stride?: number | [number, number];
-    padding?: number | [number, number];
-  }][] = [
+  const cases: RefConvCase[] = [
     ["7x7 3x3 pad 1, 16 -> 32, batch 29", [29, 7, 7, 16], 32, [3, 3], { padding: 1 }],
     ["6x5 3x3 pad 1, 8 -> 16, batch 51", [51, 6, 5, 8], 16, [3, 3], { padding: 1 }],
     ["9x8 3x3 stride 2 pad 1, 16 -> 32, batch 35", [35, 9, 8, 16], 32, [3, 3], {
@@ -113,12 +117,9 @@ Deno.test("conv2d() and its stride-1 dgrad match the reference over blocks of im
   ];
   for (const [label, xs, k, ks, opts] of cases) {
     const s = convShape("test", xs, k, ks, opts);
-    const n = (sh: number[]) => sh.reduce((a, v) => a * v, 1);
-    const vals = (len: number, f: number) =>
-      Float32Array.from({ length: len }, (_, i) => Math.sin(i * f + 0.3) * 0.5);
     const ys = [xs[0], s.p, s.q, k], ws = [k, ks[0], ks[1], xs[3]];
-    const xv = vals(n(xs), 0.37), wv = vals(n(ws), 0.53), bv = vals(k, 0.91);
-    const dyv = vals(n(ys), 0.71);
+    const xv = sineVals(numel(xs), 0.37), wv = sineVals(numel(ws), 0.53), bv = sineVals(k, 0.91);
+    const dyv = sineVals(numel(ys), 0.71);
     using x = Tensor.from(b, xv, xs, "f32");
     using w = Tensor.from(b, wv, ws, "f32");
     using bias = Tensor.from(b, bv, [k], "f32");
@@ -135,12 +136,14 @@ Deno.test("conv2d() and its stride-1 dgrad match the reference over blocks of im
   }
 });
 
+// The cpu wgrad on channels that fill whole vectors (16 or 32 here) with at least as many images
+// as threads reads x in place, per column class of the taps a window has inside x, and leaves out
+// the pixels whose tap row lies in the padding (kernels/cpu/conv.cpp wgrad v3): the classes of
+// border columns, strides, a non-square kernel, padding past the kernel (windows without taps),
+// and the three-vector tile (S*C = 48), each against the double reference.
 Deno.test("conv2dWgrad() reading x in place matches the reference on border, stride and padding cases", () => {
   const b = cpu();
-  const cases: [string, [number, number, number, number], number, [number, number], {
-    stride?: number | [number, number];
-    padding?: number | [number, number];
-  }][] = [
+  const cases: RefConvCase[] = [
     ["3x3 pad 1, 16 channels", [4, 7, 6, 16], 9, [3, 3], { padding: 1 }],
     ["3x3 stride 2 pad 1, 32 channels", [3, 9, 8, 32], 20, [3, 3], { stride: 2, padding: 1 }],
     ["5x5 pad 2, 16 channels", [2, 6, 7, 16], 5, [5, 5], { padding: 2 }],
@@ -150,11 +153,8 @@ Deno.test("conv2dWgrad() reading x in place matches the reference on border, str
   ];
   for (const [label, xs, k, ks, opts] of cases) {
     const s = convShape("test", xs, k, ks, opts);
-    const n = (sh: number[]) => sh.reduce((a, v) => a * v, 1);
-    const vals = (len: number, f: number) =>
-      Float32Array.from({ length: len }, (_, i) => Math.sin(i * f + 0.3) * 0.5);
     const dyShape = [xs[0], s.p, s.q, k];
-    const xv = vals(n(xs), 0.37), dyv = vals(n(dyShape), 0.71);
+    const xv = sineVals(numel(xs), 0.37), dyv = sineVals(numel(dyShape), 0.71);
     using x = Tensor.from(b, xv, xs, "f32");
     using dy = Tensor.from(b, dyv, dyShape, "f32");
     using dw = Tensor.empty(b, [k, ks[0], ks[1], xs[3]]);

@@ -6,26 +6,11 @@
  */
 import assert from "node:assert/strict";
 import { zooConvLayers } from "../bench/conv_fixture.ts";
+import { findPython } from "./helpers/python.ts";
 
 const script = new URL("../bench/peers/torch_cpu.py", import.meta.url).pathname;
 
-function findPython(): string | undefined {
-  for (const py of ["/usr/bin/python3", "python3"]) {
-    try {
-      const r = new Deno.Command(py, {
-        args: ["-c", "import torch"],
-        stdout: "null",
-        stderr: "null",
-      })
-        .outputSync();
-      if (r.success) return py;
-    } catch {
-      // not there
-    }
-  }
-  return undefined;
-}
-const python = findPython();
+const python = findPython("torch", ["/usr/bin/python3", "python3"]);
 if (!python) {
   console.warn("SKIP peer tests: python3 with torch not found (apt-get install python3-torch)");
 }
