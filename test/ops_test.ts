@@ -100,6 +100,38 @@ const numel = (sh: readonly number[]) => sh.reduce((a, v) => a * v, 1);
 const sineVals = (len: number, f: number) =>
   Float32Array.from({ length: len }, (_, i) => Math.sin(i * f + 0.3) * 0.5);
 
+// Over 1 MB of weights on maps under 8 wide: the im2col form, without the padding taps (per class
+// of tap spans, kernels/cpu/conv.cpp conv_fwd_im2col_exact): a forward with bias, the dgrad added
+// into dx (its gather forward with beta 1), stride 2, a batch over two chunks of compact rows
+// (2048 channels) with one thread left without B panels (16 outputs), and a 1x3 map.
+Deno.test("conv2d with over 1 MB of weights on small maps matches the reference (exact im2col classes)", () => {
+  const b = cpu();
+  const cases: RefConvCase[] = [
+    ["4x4 2048 -> 16, batch 11", [11, 4, 4, 2048], 16, [3, 3], { padding: 1 }],
+    ["6x6 stride 2, 128 -> 256", [3, 6, 6, 128], 256, [3, 3], { stride: 2, padding: 1 }],
+    ["1x3 256 -> 512", [2, 1, 3, 256], 512, [3, 3], { padding: 1 }],
+  ];
+  for (const [label, xs, k, ks, opts] of cases) {
+    const s = convShape("test", xs, k, ks, opts);
+    const ys = [xs[0], s.p, s.q, k], ws = [k, ks[0], ks[1], xs[3]];
+    const xv = sineVals(numel(xs), 0.37), wv = sineVals(numel(ws), 0.53), bv = sineVals(k, 0.91);
+    const dyv = sineVals(numel(ys), 0.71), dx0 = sineVals(numel(xs), 0.29);
+    using x = Tensor.from(b, xv, xs, "f32");
+    using w = Tensor.from(b, wv, ws, "f32");
+    using bias = Tensor.from(b, bv, [k], "f32");
+    using y = Tensor.empty(b, ys);
+    b.conv2d(y, x, w, bias, s);
+    const want = convRef(Float64Array.from(xv), Float64Array.from(wv), Float64Array.from(bv), s);
+    assertClose(`y (${label})`, y.toFloat32(), want, y.shape, { atol: 1e-3, rtol: 1e-4 });
+    using dy = Tensor.from(b, dyv, ys, "f32");
+    using dx = Tensor.from(b, dx0, xs, "f32");
+    b.conv2dDgrad(dx, dy, w, s, true);
+    const wantDx = convDgradRef(Float64Array.from(dyv), Float64Array.from(wv), s)
+      .map((v, i) => v + dx0[i]!);
+    assertClose(`dx (${label})`, dx.toFloat32(), wantDx, dx.shape, { atol: 1e-3, rtol: 1e-4 });
+  }
+});
+
 // The cpu fp32 forward by exact windows (kernels/cpu/conv.cpp v4) runs each corner of the map
 // as one GEMM over up to 8 images, by the thread that owns them: batches of several blocks and a
 // partial last one, large enough for the exact windows' cost rule (border-column weights small
