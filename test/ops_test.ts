@@ -100,16 +100,17 @@ const numel = (sh: readonly number[]) => sh.reduce((a, v) => a * v, 1);
 const sineVals = (len: number, f: number) =>
   Float32Array.from({ length: len }, (_, i) => Math.sin(i * f + 0.3) * 0.5);
 
-// Over 1 MB of weights on maps under 8 wide: the im2col form, without the padding taps (per class
+// Over 1 MB of weights on maps under 16 wide: the im2col form, without the padding taps (per class
 // of tap spans, kernels/cpu/conv.cpp conv_fwd_im2col_exact): a forward with bias, the dgrad added
 // into dx (its gather forward with beta 1), stride 2, a batch over two chunks of compact rows
-// (2048 channels) with one thread left without B panels (16 outputs), and a 1x3 map.
+// (2048 channels) with one thread left without B panels (16 outputs), a 1x3 map and a 10x10 one.
 Deno.test("conv2d with over 1 MB of weights on small maps matches the reference (exact im2col classes)", () => {
   const b = cpu();
   const cases: RefConvCase[] = [
     ["4x4 2048 -> 16, batch 11", [11, 4, 4, 2048], 16, [3, 3], { padding: 1 }],
     ["6x6 stride 2, 128 -> 256", [3, 6, 6, 128], 256, [3, 3], { stride: 2, padding: 1 }],
     ["1x3 256 -> 512", [2, 1, 3, 256], 512, [3, 3], { padding: 1 }],
+    ["10x10 128 -> 256", [2, 10, 10, 128], 256, [3, 3], { padding: 1 }],
   ];
   for (const [label, xs, k, ks, opts] of cases) {
     const s = convShape("test", xs, k, ks, opts);

@@ -136,11 +136,12 @@ __attribute__((always_inline)) inline void for_each_cover(const Geom& G, int64_t
 }
 
 // Wide weights: over 1 MB of weights (`elem` bytes each; the zoo's 3x3 layers from 512 channels:
-// 9.4 MB fp32, 2.4 MB int8) on output maps narrower than 8 pixels, ungrouped, not 1x1. A GEMM per
-// output row then streams all of B for Q < 8 rows, so each weight is loaded again for every few
-// outputs: the fp32 and INT8 forwards take their im2col forms there (conv.cpp, int8_conv.cpp).
-inline bool wide_weights(const Geom& G, int64_t elem) {
-  return G.g == 1 && !G.pointwise && elem * G.kd * G.kg > (int64_t{1} << 20) && G.q < 8;
+// 9.4 MB fp32, 2.4 MB int8) on output maps narrower than `qmax` pixels, ungrouped, not 1x1. A
+// GEMM per output row then streams all of B for Q rows, so each weight is loaded again for every
+// few outputs: the fp32 and INT8 forwards take their im2col forms there (conv.cpp, int8_conv.cpp;
+// fp32 up to 15-pixel rows since its im2col form leaves out the padding taps, INT8 up to 7).
+inline bool wide_weights(const Geom& G, int64_t elem, int64_t qmax = 8) {
+  return G.g == 1 && !G.pointwise && elem * G.kd * G.kg > (int64_t{1} << 20) && G.q < qmax;
 }
 
 // ---- dgrad as a forward convolution -------------------------------------------------------------
