@@ -461,7 +461,6 @@ bool conv_fwd_small_c(float* y, const float* x, const float* w, const float* bia
 }
 
 // ---- GEMM paths -----------------------------------------------------------------------------------
-// fprop, version 1: im2col chunks (CH rows x KD) then one gemm per chunk and group.
 // The wide-weights im2col form without the padding taps (ungrouped; conv_fwd_im2col below): the
 // output pixels fall into classes of equal tap spans (rows r in [rlo, rhi), columns s in [slo,
 // shi): 9 classes for a 3x3 pad-1 conv), and each class's im2col rows hold only its valid taps,
@@ -592,6 +591,7 @@ bool conv_fwd_im2col_exact(float* y, const float* x, const float* bp, int nv, co
   return true;
 }
 
+// fprop, version 1: im2col chunks (CH rows x KD) then one gemm per chunk and group.
 void conv_fwd_im2col(float* y, const float* x, const float* bp, int64_t pbf, int nv,
                      const float* bias, const Geom& G, float beta) {
   const int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
@@ -767,8 +767,8 @@ bool conv_fwd_unpadded(float* y, const float* x, const float* bp, int64_t pbf, i
 // r in [rlo, rhi) of the full tap list: a contiguous run of B's rows (bp from row rlo*S*Cg, panel
 // stride KD). Each border column q has its own weights B_q (the taps r < R, s in [slo, shi),
 // packed once per call): one GEMM down the interior rows (A rows sh*W*C floats apart), and per
-// corner (border row x border column) one GEMM over a block of images (A rows an image apart)
-// over that row's r run. A koff table holds the offsets from a window's first inside tap, one
+// corner (border row x border column) one GEMM over that border row's r run for up to 8 images
+// (A rows an image apart). A koff table holds the offsets from a window's first inside tap, one
 // table per distinct column count ns (an r run is a prefix of it). Work units (below), split
 // over the threads.
 // Against version 3 (border pixels through im2col rows, zero taps included, then a copy) this

@@ -256,8 +256,8 @@ static void ukernel(int64_t kc, const float* __restrict a, int64_t lda,
 // adjacent k of A (contiguous in memory: taps (r, s, c), (r, s, c+1)) are broadcast as one 64-bit
 // pair, so lane j of a vector multiplies A[i, k0 + j%2] into B's pair layout; the two vectors hold
 // N/2 columns each, and one broadcast feeds two FMAs. The store adds the lane pairs (even + odd
-// lanes) into one vector of N columns. A must be row-major in place (kRows, or kOffsets with koff[k0+1] = koff[k0] + 1
-// for every even k0: the conv caller checks Cg is even); kc is even.
+// lanes) into one vector of N columns. A must be row-major in place (kRows, or kOffsets with
+// koff[k0+1] = koff[k0] + 1 for every even k0: the conv caller checks Cg is even); kc is even.
 typedef double vd __attribute__((vector_size(kVW * 4)));
 typedef int vi __attribute__((vector_size(kVW * 4)));
 
@@ -441,24 +441,19 @@ static void pack_b_panels(float* dst, const float* b, int64_t rsb, int64_t csb, 
         for (int64_t j = nr; j < nr_full; ++j) dk[j] = 0.0f;
       }
     } else {
-      // Column-major B (rsb == 1 is the transposed-weight case, a conv's [K][KD] weights): 16 x
-      // 16 blocks transposed in registers where AVX-512 has them, the rest 16 k at a time so
+      // Column-major B (rsb == 1 is the transposed-weight case, a conv's [K][KD] weights): a
+      // transpose in 16 x 16 register blocks (transpose_f32); other strides 16 k at a time, so
       // the panel rows written stay in L1. (A whole-column walk, one float per panel row, k rows
       // apart: ~5 cycles a float, 5% of the 64 -> 64 7x7 fprop on Zen 4.)
-      int64_t jv = 0, kv = 0;  // the columns and rows the vector blocks covered
-#if defined(__AVX512F__)
       if (rsb == 1) {
-        jv = nr / 16 * 16, kv = k / 16 * 16;
-        for (int64_t kk = 0; kk < kv; kk += 16)
-          for (int64_t j = 0; j < jv; j += 16)
-            transpose16(d + kk * nr_full + j, nr_full, b + (j0 + j) * csb + kk, csb);
-      }
-#endif
-      for (int64_t k0 = 0; k0 < k; k0 += 16) {
-        const int64_t k1 = std::min(k, k0 + 16);
-        for (int64_t j = k0 < kv ? jv : 0; j < nr; ++j) {
-          const float* s = b + (j0 + j) * csb;
-          for (int64_t kk = k0; kk < k1; ++kk) d[kk * nr_full + j] = s[kk * rsb];
+        transpose_f32(d, nr_full, b + j0 * csb, csb, nr, k);
+      } else {
+        for (int64_t k0 = 0; k0 < k; k0 += 16) {
+          const int64_t k1 = std::min(k, k0 + 16);
+          for (int64_t j = 0; j < nr; ++j) {
+            const float* s = b + (j0 + j) * csb;
+            for (int64_t kk = k0; kk < k1; ++kk) d[kk * nr_full + j] = s[kk * rsb];
+          }
         }
       }
       if (nr < nr_full)
