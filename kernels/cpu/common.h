@@ -268,6 +268,8 @@ inline void prefetch_bytes(const void* p, int64_t bytes, bool for_write) {
 #if defined(__PRFCHW__)
   if (for_write)
     for (; c < e; c += 64) __asm__ volatile("prefetchw %0" : : "m"(*c));
+#else
+  (void)for_write;  // (portable builds: no prefetchw)
 #endif
   for (; c < e; c += 64) __asm__ volatile("prefetcht0 %0" : : "m"(*c));
 #else

@@ -230,7 +230,7 @@ void im2col_i8(uint8_t* __restrict col, int64_t ld, const int8_t* __restrict x, 
 void pack_b_im2col(int8_t* bp, const int8_t* x, const Geom& G, int64_t m0, int64_t cnt, int64_t g,
                    int nr, int64_t j0, int64_t j1) {
   const int64_t k4 = i8::k4_of(cnt), pstride = k4 * 4 * nr, nj = j1 - j0, njp = round_up(nj, nr);
-  const bool all_cols = j0 == 0 && j1 == G.kd;
+  [[maybe_unused]] const bool all_cols = j0 == 0 && j1 == G.kd;  // (read by the AVX2 path)
   const int64_t tap0 = j0 / G.cg, r0 = tap0 / G.s, s0 = tap0 % G.s;  // the first tap in range
   const int nr_shift = nr == 32 ? 5 : 4;  // NR is 16 or 32
   const __m128i z = _mm_setzero_si128();
