@@ -595,10 +595,8 @@ bool conv_fwd_im2col_exact(float* y, const float* x, const float* bp, int nv, co
 void conv_fwd_im2col(float* y, const float* x, const float* bp, int64_t pbf, int nv,
                      const float* bias, const Geom& G, float beta) {
   const int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
-  if (wide_b(G) && nv != kNvPairs && forced_path() == kAuto &&
-      conv_fwd_im2col_exact(y, x, bp, nv, bias, G, beta))
-    return;
   if (wide_b(G) && nv != kNvPairs) {
+    if (forced_path() == kAuto && conv_fwd_im2col_exact(y, x, bp, nv, bias, G, beta)) return;
     // im2col chunks of up to 8 MB shared by the threads (each gathers a share of the rows), then
     // each thread multiplies the whole chunk by its own B panels: B is read once per chunk
     const int64_t ch = std::min(G.m, std::max<int64_t>(row_quantum(),
