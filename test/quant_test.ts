@@ -292,6 +292,25 @@ const i8Cases: I8ConvCase[] = [
     opts: { padding: 1 },
     threads: 2,
   },
+  // fully connected layers at a small batch with over 1 MiB of weights: the forward and the
+  // pointwise dgrad stream B (packed a run of panels at a time, by rows / by columns), odd sizes
+  // (k % 4 tails, partial panels), 5 and 28 rows
+  {
+    name: "fc 1037->1013 batch 5, 2 threads (weights streamed)",
+    x: [5, 1, 1, 1037],
+    k: 1013,
+    kernel: [1, 1],
+    opts: {},
+    threads: 2,
+  },
+  {
+    name: "1x1 1100->960 on 1x7 maps batch 4, 2 threads (weights streamed, 28 rows)",
+    x: [4, 1, 7, 1100],
+    k: 960,
+    kernel: [1, 1],
+    opts: {},
+    threads: 2,
+  },
   {
     name: "5x5 48->24 s2 pad 2, 2 threads (column-split wgrad, panels inside taps)",
     x: [2, 11, 9, 48],
@@ -334,9 +353,12 @@ for (const cc of i8Cases) {
       using dx = Tensor.empty(backend, [...cc.x], "f32");
       using dw = Tensor.empty(backend, wShape, "f32");
       const tol = { atol: 1e-5, rtol: 1e-5 };
-      // fprop with per-output-channel weight scales: each output channel k gets sw[k].
-      backend.conv2dI8(y, x, w, null, sxT, swC, ScaleLayout.outer, s);
-      assertClose("fprop", y.toFloat32(), convRef(xd, wdC, null, s), y.shape, tol);
+      // fprop with per-output-channel weight scales (each output channel k gets sw[k]) and a bias
+      const bias = Float32Array.from({ length: cc.k }, (_, j) => ((j * 7) % 5) * 0.25 - 0.5);
+      using biasT = f32(bias, [cc.k]);
+      backend.conv2dI8(y, x, w, biasT, sxT, swC, ScaleLayout.outer, s);
+      const yRef = convRef(xd, wdC, Float64Array.from(bias), s);
+      assertClose("fprop", y.toFloat32(), yRef, y.shape, tol);
       // dgrad, per tensor.
       backend.conv2dDgradI8(dx, dy, w, sdyC, swC, s);
       const dxRef = convDgradRef(dydT, wdT, s);

@@ -292,6 +292,45 @@ struct PrefetchShares {
   }
 };
 
+// ---- register transposes ------------------------------------------------------------------------
+#if defined(__AVX512F__)
+// A 16 x 16 transpose of 4-byte elements (floats, or the 4-byte k-groups of int8 operands): the
+// bytes at dst + t*dstride receive element t of the 16 rows src + i*sstride, i = 0..15 (strides
+// in bytes). Unpacks of 32- and then 64-bit elements within 128-bit lanes, then two rounds of
+// 128-bit lane shuffles. (maskz_ forms with full masks: the plain ones trip -Wuninitialized in
+// GCC 12's header.)
+inline void transpose16x16_4b(void* dst, int64_t dstride, const void* src, int64_t sstride) {
+  const __mmask16 k16 = 0xFFFF;
+  const __mmask8 k8 = 0xFF;
+  const char* s = static_cast<const char*>(src);
+  char* d = static_cast<char*>(dst);
+  __m512i r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(s + i * sstride);
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_maskz_unpacklo_epi32(k16, r[i], r[i + 1]);
+    t[i + 1] = _mm512_maskz_unpackhi_epi32(k16, r[i], r[i + 1]);
+  }
+  // r[i + e] (i = 4q), lane L: element e + 4L of rows 4q .. 4q+3
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_maskz_unpacklo_epi64(k8, t[i], t[i + 2]);
+    r[i + 1] = _mm512_maskz_unpackhi_epi64(k8, t[i], t[i + 2]);
+    r[i + 2] = _mm512_maskz_unpacklo_epi64(k8, t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_maskz_unpackhi_epi64(k8, t[i + 1], t[i + 3]);
+  }
+  for (int e = 0; e < 4; ++e) {
+    // lanes: element e and e+8 (0x88) or e+4 and e+12 (0xdd) of rows 0-3, then of rows 4-7
+    const __m512i v0 = _mm512_maskz_shuffle_i32x4(k16, r[e], r[e + 4], 0x88);
+    const __m512i v1 = _mm512_maskz_shuffle_i32x4(k16, r[e], r[e + 4], 0xdd);
+    const __m512i v2 = _mm512_maskz_shuffle_i32x4(k16, r[e + 8], r[e + 12], 0x88);
+    const __m512i v3 = _mm512_maskz_shuffle_i32x4(k16, r[e + 8], r[e + 12], 0xdd);
+    _mm512_storeu_si512(d + e * dstride, _mm512_maskz_shuffle_i32x4(k16, v0, v2, 0x88));
+    _mm512_storeu_si512(d + (e + 8) * dstride, _mm512_maskz_shuffle_i32x4(k16, v0, v2, 0xdd));
+    _mm512_storeu_si512(d + (e + 4) * dstride, _mm512_maskz_shuffle_i32x4(k16, v1, v3, 0x88));
+    _mm512_storeu_si512(d + (e + 12) * dstride, _mm512_maskz_shuffle_i32x4(k16, v1, v3, 0xdd));
+  }
+}
+#endif
+
 // ---- 16-channel blocks (batch norm, channel statistics) --------------------------------------
 // GCC vector extensions: one zmm on AVX-512 builds, split into ymm / xmm halves by the compiler
 // elsewhere. The per-channel loops over [rows, c] with c % 16 == 0 run one block of 16 channels

@@ -370,42 +370,6 @@ static void pack_b_pairs(float* dst, const float* b, int64_t rsb, int64_t csb, i
       }
 }
 
-#if defined(__AVX512F__)
-// dst[kk * ldd + j] = src[j * lds + kk] for a 16 x 16 block: unpacks of floats, then of float
-// pairs, then two rounds of 128-bit lane shuffles.
-static inline void transpose16(float* __restrict dst, int64_t ldd, const float* __restrict src,
-                               int64_t lds) {
-  // (maskz_ forms with full masks: the plain ones trip -Wuninitialized in GCC 12's header)
-  const __mmask16 kAll16 = 0xFFFF;
-  const __mmask8 kAll8 = 0xFF;
-  __m512 r[16], t[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_maskz_unpacklo_ps(kAll16, r[i], r[i + 1]);
-    t[i + 1] = _mm512_maskz_unpackhi_ps(kAll16, r[i], r[i + 1]);
-  }
-  auto pd = [](__m512 v) { return _mm512_castps_pd(v); };
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(kAll8, pd(t[i]), pd(t[i + 2])));
-    r[i + 1] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(kAll8, pd(t[i]), pd(t[i + 2])));
-    r[i + 2] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(kAll8, pd(t[i + 1]), pd(t[i + 3])));
-    r[i + 3] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(kAll8, pd(t[i + 1]), pd(t[i + 3])));
-  }
-  for (int i = 0; i < 4; ++i) {
-    t[i] = _mm512_maskz_shuffle_f32x4(kAll16, r[i], r[i + 4], 0x88);
-    t[i + 4] = _mm512_maskz_shuffle_f32x4(kAll16, r[i], r[i + 4], 0xdd);
-    t[i + 8] = _mm512_maskz_shuffle_f32x4(kAll16, r[i + 8], r[i + 12], 0x88);
-    t[i + 12] = _mm512_maskz_shuffle_f32x4(kAll16, r[i + 8], r[i + 12], 0xdd);
-  }
-  for (int i = 0; i < 4; ++i) {
-    const __m512 lo = t[i], hi = t[i + 8], lo4 = t[i + 4], hi4 = t[i + 12];
-    _mm512_storeu_ps(dst + i * ldd, _mm512_maskz_shuffle_f32x4(kAll16, lo, hi, 0x88));
-    _mm512_storeu_ps(dst + (i + 8) * ldd, _mm512_maskz_shuffle_f32x4(kAll16, lo, hi, 0xdd));
-    _mm512_storeu_ps(dst + (i + 4) * ldd, _mm512_maskz_shuffle_f32x4(kAll16, lo4, hi4, 0x88));
-    _mm512_storeu_ps(dst + (i + 12) * ldd, _mm512_maskz_shuffle_f32x4(kAll16, lo4, hi4, 0xdd));
-  }
-}
-#endif
 
 void transpose_f32(float* __restrict dst, int64_t ldd, const float* __restrict src, int64_t lds,
                    int64_t rows, int64_t cols) {
@@ -414,7 +378,7 @@ void transpose_f32(float* __restrict dst, int64_t ldd, const float* __restrict s
   rv = rows / 16 * 16, cv = cols / 16 * 16;
   for (int64_t r0 = 0; r0 < rv; r0 += 16)
     for (int64_t c0 = 0; c0 < cv; c0 += 16)
-      transpose16(dst + c0 * ldd + r0, ldd, src + r0 * lds + c0, lds);
+      transpose16x16_4b(dst + c0 * ldd + r0, 4 * ldd, src + r0 * lds + c0, 4 * lds);
 #endif
   constexpr int64_t kB = 32;  // the rest in 32 x 32 blocks (source and destination lines in L1)
   for (int64_t c0 = 0; c0 < cols; c0 += kB)

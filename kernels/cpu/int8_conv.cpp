@@ -569,6 +569,18 @@ void pack_b_rows_par(int8_t* bp, int32_t* comp, const int8_t* src, int64_t ld, i
                });
 }
 
+// pack_b_cols (B[j, kk] = src[kk*ld + j]) with the threads taking runs of panels: a pointwise
+// dgrad's weights as they are, no transposed copy first (VGG-16's 25088 x 4096 fc).
+void pack_b_cols_par(int8_t* bp, int32_t* comp, const int8_t* src, int64_t ld, int64_t n, int64_t k,
+                     const i8::Plan& P) {
+  const int64_t pb = i8::packb_bytes(P.nr, k, P.nr);
+  parallel_for(ceil_div(n, P.nr), std::max<int64_t>(1, (int64_t{1} << 16) / pb),
+               [&](int64_t b, int64_t e) {
+                 const int64_t j0 = b * P.nr, j1 = std::min(n, e * P.nr);
+                 i8::pack_b_cols(bp + b * pb, comp + j0, src + j0, ld, j1 - j0, k, P);
+               });
+}
+
 // dst[c*ldd + kk] = src[kk*lds + c] for kk < rows, c < cols: 16 x 16 SSE2 blocks, scalar edges.
 void transpose_i8(int8_t* dst, int64_t ldd, const int8_t* src, int64_t lds, int64_t rows,
                   int64_t cols) {
@@ -829,18 +841,65 @@ bool fwd_implicit(float* y, const int8_t* x, const int8_t* w, const float* cs, c
 
 // y [M, K] f32 = conv(x, w) * cs[k] (+ bias[k]).  x [N, H, W, C] int8, w [K, R, S, Cg] int8.
 // mode kAddF32 adds into y instead (no bias; the gather dgrad with D8_CONV_ACCUMULATE).
+// fprop of an ungrouped pointwise conv with few rows (a fully connected layer at a small batch:
+// m = the batch) and large weights, B streamed: the threads take runs of B's panels and pack each
+// one right before its GEMM, which then finds it in cache, so the weights cross memory once
+// (packing all of B first and then running the GEMM wrote and re-read it: VGG-16's 25088 x 4096
+// fc weights, 102 MB; and two row tiles read it twice). One tile down all m <= 28 rows (16
+// columns wide on avx512-vnni). w_cols as fwd_core.
+constexpr int64_t kStreamRows = 28;
+bool fwd_stream_b(float* y, const int8_t* x, const int8_t* w, const float* cs, const float* bias,
+                  const Geom& G, int mode, bool w_cols) {
+  if (G.g != 1 || !G.pointwise || G.m > kStreamRows || G.kg * G.kd < (int64_t{1} << 20))
+    return false;
+  const i8::Plan P = i8::plan_for(16, G.m);
+  const int64_t lda = 4 * i8::k4_of(G.kd), mpad = round_up(G.m, P.mr);
+  uint8_t* a = scratch_bytes<uint8_t>(kSlotConvCol, mpad * lda);
+  i8::pack_a_rows(a, lda, x, G.c, G.m, G.kd, P.flip, mpad);
+  // panels per pack: by rows one (nr rows of K contiguous bytes); by columns up to 512 columns (a
+  // run of 512 bytes of each of the K source rows, each source page visited once per run) and 2
+  // MiB packed: 4096 x 25088 fc dgrad (VGG-16), Zen 4, 2 threads: 17-23 ms with 128 columns,
+  // 16.2-16.8 with 512 or 1024
+  const int64_t gp =
+      w_cols ? std::clamp<int64_t>((int64_t{2} << 20) / (P.nr * G.kd), 1, 512 / P.nr) : 1;
+  const int64_t pb = round_up(i8::packb_bytes(gp * P.nr, G.kd, P.nr), 64), per = pb + 4 * gp * P.nr;
+  const int nt = threads_for(G.m * G.k * G.kd, kMacsPerThread);
+  char* buf = scratch_bytes<char>(kSlotConvB, nt * per);
+  const int64_t steps = ceil_div(G.kg, gp * P.nr);
+  parallel(nt, [&](int t, int T) {
+    int8_t* bp = reinterpret_cast<int8_t*>(buf + t * per);
+    int32_t* comp = reinterpret_cast<int32_t*>(buf + t * per + pb);
+    for (int64_t pi = steps * t / T; pi < steps * (t + 1) / T; ++pi) {
+      const int64_t j0 = pi * gp * P.nr, nc = std::min<int64_t>(gp * P.nr, G.kg - j0);
+      if (w_cols)
+        i8::pack_b_cols(bp, comp, w + j0, G.k, nc, G.kd, P);
+      else
+        i8::pack_b_rows(bp, comp, w + j0 * G.kd, G.kd, nc, G.kd, P);
+      const i8::Epi e{mode, y + j0, G.k, cs + j0, bias ? bias + j0 : nullptr};
+      i8::gemm_block(P, G.m, nc, G.kd, a, lda, bp, comp, e);
+    }
+  });
+  return true;
+}
+
+// w_cols: w is [KD][K] instead (ungrouped pointwise convs only: a pointwise dgrad's own weights,
+// packed by columns).
 void fwd_core(float* y, const int8_t* x, const int8_t* w, const float* cs, const float* bias,
-              const Geom& G, int mode = i8::kStoreF32) {
+              const Geom& G, int mode = i8::kStoreF32, bool w_cols = false) {
   // (adding: the grouped im2col form below; the dgrads never get here with depthwise shapes)
   if (G.depthwise && mode == i8::kStoreF32) return depthwise_fwd(y, x, w, cs, bias, G);
-  if (fwd_implicit(y, x, w, cs, bias, G, mode)) return;
+  if (!w_cols && fwd_implicit(y, x, w, cs, bias, G, mode)) return;
+  if (fwd_stream_b(y, x, w, cs, bias, G, mode, w_cols)) return;
   const i8::Plan P = i8::plan_for(G.kg);
   const int64_t lda = 4 * i8::k4_of(G.kd);
   // Weights of group g packed once: B[j, kk] = w[(g*Kg + j)*KD + kk], then comp.
   const int64_t bpb = round_up(i8::packb_bytes(G.kg, G.kd, P.nr), 64);
   const int64_t per_g = bpb + round_up(4 * i8::comp_len(G.kg, P.nr), 64);
   char* bbuf = scratch_bytes<char>(kSlotConvB, per_g * G.g);
-  if (G.g == 1) {
+  if (w_cols) {
+    pack_b_cols_par(reinterpret_cast<int8_t*>(bbuf), reinterpret_cast<int32_t*>(bbuf + bpb), w,
+                    G.k, G.k, G.kd, P);
+  } else if (G.g == 1) {
     pack_b_rows_par(reinterpret_cast<int8_t*>(bbuf), reinterpret_cast<int32_t*>(bbuf + bpb), w,
                     G.kd, G.kg, G.kd, P);
   } else {
@@ -1113,6 +1172,12 @@ void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const
       dgrad_phases(dx, dy, w, scale, G, acc))
     return;
   if (dgrad_as_fwd(G) && gather_cost <= scatter_cost) {  // dx = conv(dy, w') (conv_geom.h)
+    if (G.pointwise && G.g == 1) {  // w' = W^T: B is W packed by columns, no transposed copy
+      float* cs = scratch_bytes<float>(kSlotMisc, G.c * 4);
+      for (int64_t c = 0; c < G.c; ++c) cs[c] = scale;
+      return fwd_core(dx, dy, w, cs, nullptr, make_geom(dgrad_as_fwd_shape(G)),
+                      acc ? i8::kAddF32 : i8::kStoreF32, true);
+    }
     int8_t* wt = scratch_bytes<int8_t>(kSlotConvPartial, G.c * G.r * G.s * G.kg);
     flip_transpose_weights(wt, w, G, transpose_i8);  // 16 x 16 SSE2 blocks
     float* cs = scratch_bytes<float>(kSlotMisc, G.c * 4);
@@ -1428,59 +1493,6 @@ void pack_dy_quads(int8_t* bp, int32_t* koff, const int8_t* dy, const Geom& G, i
   }
 }
 
-// comp[j] = 128 * (sum of column j of the cnt k-groups of packed B), for every column of the
-// panels (the VNNI offset's correction for this chunk). A column's four bytes of a k-group are
-// adjacent, so one dot product with bytes of 1 sums them into the column's int32 lane.
-void panel_comp(int32_t* comp, const int8_t* bp, int64_t cnt, int nr, int64_t panels) {
-  for (int64_t pi = 0; pi < panels; ++pi) {
-    const int8_t* b = bp + pi * cnt * 4 * nr;
-    int32_t* cp = comp + pi * nr;
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-    const __m512i one8 = _mm512_set1_epi8(1);
-    for (int v = 0; v < nr / 16; ++v) {
-      __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
-                        _mm512_setzero_si512()};  // four chains: dpbusd's latency
-      int64_t t = 0;
-      for (; t + 4 <= cnt; t += 4)
-        for (int u = 0; u < 4; ++u)
-          acc[u] = _mm512_dpbusd_epi32(acc[u], one8, _mm512_loadu_si512(b + (t + u) * 4 * nr + 64 * v));
-      for (; t < cnt; ++t)
-        acc[0] = _mm512_dpbusd_epi32(acc[0], one8, _mm512_loadu_si512(b + t * 4 * nr + 64 * v));
-      const __m512i sum =
-          _mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[2], acc[3]));
-      _mm512_storeu_si512(cp + 16 * v, _mm512_maskz_slli_epi32(__mmask16(0xFFFF), sum, 7));
-    }
-#elif defined(__AVX2__)
-    const __m256i one8 = _mm256_set1_epi8(1), one16 = _mm256_set1_epi16(1);
-    for (int v = 0; v < nr / 8; ++v) {
-      __m256i acc = _mm256_setzero_si256();
-      for (int64_t t = 0; t < cnt; ++t) {
-        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + t * 4 * nr + 32 * v));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(one8, x), one16));
-      }
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(cp + 8 * v), _mm256_slli_epi32(acc, 7));
-    }
-#elif defined(__SSSE3__)
-    const __m128i one8 = _mm_set1_epi8(1), one16 = _mm_set1_epi16(1);
-    for (int v = 0; v < nr / 4; ++v) {
-      __m128i acc = _mm_setzero_si128();
-      for (int64_t t = 0; t < cnt; ++t) {
-        const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + t * 4 * nr + 16 * v));
-        acc = _mm_add_epi32(acc, _mm_madd_epi16(_mm_maddubs_epi16(one8, x), one16));
-      }
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(cp + 4 * v), _mm_slli_epi32(acc, 7));
-    }
-#else
-    for (int j = 0; j < nr; ++j) {
-      int32_t sum = 0;
-      for (int64_t t = 0; t < cnt; ++t)
-        for (int u = 0; u < 4; ++u) sum += b[t * 4 * nr + 4 * j + u];
-      cp[j] = 128 * sum;
-    }
-#endif
-  }
-}
-
 constexpr int64_t kQuadChunkBytes = 32 * 1024;    // packed dy of one reduction chunk (L1)
 constexpr int64_t kQuadWindowBytes = 128 * 1024;  // re-laid x of a window of quads (L2)
 bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row_scale,
@@ -1617,7 +1629,7 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
         const int64_t t0 = w0 + len * ch / nch, cnt = w0 + len * (ch + 1) / nch - t0;
         if (rows > 0 && rows + 4 * cnt > kMaxRowsI32) flush();
         pack_dy_quads(bp, koff, dy, G, hp, wp, t0, cnt, P.nr, qa);
-        if (P.flip) panel_comp(comp, bp, cnt, P.nr, panels);
+        if (P.flip) i8::panel_comp(comp, bp, cnt, P.nr, panels);
         const i8::Epi e{rows == 0 ? i8::kStoreI32 : i8::kAddI32, nullptr, G.k, nullptr, nullptr};
         for (int64_t r = 0; r < G.r; ++r) {
           i8::Epi er = e;

@@ -105,6 +105,9 @@ void pack_b_rows(int8_t* bp, int32_t* comp, const int8_t* src, int64_t ld, int64
 // (the caller then accounts for the offset itself, as wgrad does with its row of ones).
 void pack_b_cols(int8_t* bp, int32_t* comp, const int8_t* src, int64_t ld, int64_t n, int64_t k,
                  const Plan& p);
+// comp[j] = 128 * (sum of column j of the cnt k-groups) for every column of `panels` packed
+// panels of nr columns, cnt k-groups each (the +128 offset's correction).
+void panel_comp(int32_t* comp, const int8_t* bp, int64_t cnt, int nr, int64_t panels);
 // A rows: a[i*lda + k] = src[i*ld + k] ^ flip for i < m, k < K; bytes K .. lda-1 and the rows
 // m .. mpad-1 (mpad >= round_up(m, MR): every row a tile may read) are filled with flip.
 void pack_a_rows(uint8_t* a, int64_t lda, const int8_t* src, int64_t ld, int64_t m, int64_t k,
