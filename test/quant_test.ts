@@ -303,6 +303,15 @@ const i8Cases: I8ConvCase[] = [
     opts: {},
     threads: 2,
   },
+  // 16 MiB of dw: the short wgrad's non-temporal stores
+  {
+    name: "fc 4096->1024 batch 3, 2 threads (dw streamed out)",
+    x: [3, 1, 1, 4096],
+    k: 1024,
+    kernel: [1, 1],
+    opts: {},
+    threads: 2,
+  },
   {
     name: "1x1 1100->960 on 1x7 maps batch 4, 2 threads (weights streamed, 28 rows)",
     x: [4, 1, 7, 1100],
