@@ -558,26 +558,19 @@ void pad_image(uint8_t* d, const int8_t* xi, const Geom& G, int64_t hp, int64_t 
   }
 }
 
-// pack_b_rows with the threads taking panels (a wide layer's weights: 512 x 4608 bytes).
-void pack_b_rows_par(int8_t* bp, int32_t* comp, const int8_t* src, int64_t ld, int64_t n, int64_t k,
-                     const i8::Plan& P) {
+// B packed with the threads taking runs of panels: from rows (pack_b_rows: a wide layer's weights,
+// 512 x 4608 bytes) or from columns (pack_b_cols: a pointwise dgrad's weights as they are, no
+// transposed copy first).
+void pack_b_par(bool cols, int8_t* bp, int32_t* comp, const int8_t* src, int64_t ld, int64_t n,
+                int64_t k, const i8::Plan& P) {
   const int64_t pb = i8::packb_bytes(P.nr, k, P.nr);
   parallel_for(ceil_div(n, P.nr), std::max<int64_t>(1, (int64_t{1} << 16) / pb),
                [&](int64_t b, int64_t e) {
                  const int64_t j0 = b * P.nr, j1 = std::min(n, e * P.nr);
-                 i8::pack_b_rows(bp + b * pb, comp + j0, src + j0 * ld, ld, j1 - j0, k, P);
-               });
-}
-
-// pack_b_cols (B[j, kk] = src[kk*ld + j]) with the threads taking runs of panels: a pointwise
-// dgrad's weights as they are, no transposed copy first (VGG-16's 25088 x 4096 fc).
-void pack_b_cols_par(int8_t* bp, int32_t* comp, const int8_t* src, int64_t ld, int64_t n, int64_t k,
-                     const i8::Plan& P) {
-  const int64_t pb = i8::packb_bytes(P.nr, k, P.nr);
-  parallel_for(ceil_div(n, P.nr), std::max<int64_t>(1, (int64_t{1} << 16) / pb),
-               [&](int64_t b, int64_t e) {
-                 const int64_t j0 = b * P.nr, j1 = std::min(n, e * P.nr);
-                 i8::pack_b_cols(bp + b * pb, comp + j0, src + j0, ld, j1 - j0, k, P);
+                 if (cols)
+                   i8::pack_b_cols(bp + b * pb, comp + j0, src + j0, ld, j1 - j0, k, P);
+                 else
+                   i8::pack_b_rows(bp + b * pb, comp + j0, src + j0 * ld, ld, j1 - j0, k, P);
                });
 }
 
@@ -777,7 +770,7 @@ bool fwd_implicit(float* y, const int8_t* x, const int8_t* w, const float* cs, c
   }
   int8_t* bp = reinterpret_cast<int8_t*>(bbuf);
   const int32_t* comp = reinterpret_cast<const int32_t*>(bbuf + bpb);
-  pack_b_rows_par(bp, reinterpret_cast<int32_t*>(bbuf + bpb), wt, kdp, G.k, kdp, P);
+  pack_b_par(false, bp, reinterpret_cast<int32_t*>(bbuf + bpb), wt, kdp, G.k, kdp, P);
   int32_t* koff = scratch_bytes<int32_t>(kSlotConvOffsets, 4 * k4);
   fill_row_koff(koff, k4, sc4, wp * G.c);
 
@@ -896,12 +889,9 @@ void fwd_core(float* y, const int8_t* x, const int8_t* w, const float* cs, const
   const int64_t bpb = round_up(i8::packb_bytes(G.kg, G.kd, P.nr), 64);
   const int64_t per_g = bpb + round_up(4 * i8::comp_len(G.kg, P.nr), 64);
   char* bbuf = scratch_bytes<char>(kSlotConvB, per_g * G.g);
-  if (w_cols) {
-    pack_b_cols_par(reinterpret_cast<int8_t*>(bbuf), reinterpret_cast<int32_t*>(bbuf + bpb), w,
-                    G.k, G.k, G.kd, P);
-  } else if (G.g == 1) {
-    pack_b_rows_par(reinterpret_cast<int8_t*>(bbuf), reinterpret_cast<int32_t*>(bbuf + bpb), w,
-                    G.kd, G.kg, G.kd, P);
+  if (G.g == 1) {
+    pack_b_par(w_cols, reinterpret_cast<int8_t*>(bbuf), reinterpret_cast<int32_t*>(bbuf + bpb), w,
+               w_cols ? G.k : G.kd, G.kg, G.kd, P);
   } else {
     parallel_for(G.g, 1, [&](int64_t b, int64_t e) {
       for (int64_t g = b; g < e; ++g)
@@ -1020,7 +1010,7 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
       pb += round_up(i8::packb_bytes(G.c, f.kd, P.nr), 64);
       f.comp = reinterpret_cast<int32_t*>(pb);
       pb += round_up(4 * i8::comp_len(G.c, P.nr), 64);
-      pack_b_rows_par(f.bp, f.comp, wt, f.kd, G.c, f.kd, P);
+      pack_b_par(false, f.bp, f.comp, wt, f.kd, G.c, f.kd, P);
       f.koff = po;
       for (int64_t t = 0; t < f.kd / 4; ++t) {
         const int64_t tap = (4 * t) / k4b, kk = (4 * t) % k4b, j = tap / f.jv, l = tap % f.jv;
