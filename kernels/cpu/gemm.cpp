@@ -370,7 +370,6 @@ static void pack_b_pairs(float* dst, const float* b, int64_t rsb, int64_t csb, i
       }
 }
 
-
 void transpose_f32(float* __restrict dst, int64_t ldd, const float* __restrict src, int64_t lds,
                    int64_t rows, int64_t cols) {
   int64_t rv = 0, cv = 0;  // the rows and columns the 16 x 16 register blocks covered

@@ -832,8 +832,6 @@ bool fwd_implicit(float* y, const int8_t* x, const int8_t* w, const float* cs, c
   return true;
 }
 
-// y [M, K] f32 = conv(x, w) * cs[k] (+ bias[k]).  x [N, H, W, C] int8, w [K, R, S, Cg] int8.
-// mode kAddF32 adds into y instead (no bias; the gather dgrad with D8_CONV_ACCUMULATE).
 // fprop of an ungrouped pointwise conv with few rows (a fully connected layer at a small batch:
 // m = the batch) and large weights, B streamed: the threads take runs of B's panels and pack each
 // one right before its GEMM, which then finds it in cache, so the weights cross memory once
@@ -875,8 +873,10 @@ bool fwd_stream_b(float* y, const int8_t* x, const int8_t* w, const float* cs, c
   return true;
 }
 
-// w_cols: w is [KD][K] instead (ungrouped pointwise convs only: a pointwise dgrad's own weights,
-// packed by columns).
+// y [M, K] f32 = conv(x, w) * cs[k] (+ bias[k]).  x [N, H, W, C] int8, w [K, R, S, Cg] int8.
+// mode kAddF32 adds into y instead (no bias; the gather dgrad with D8_CONV_ACCUMULATE). w_cols: w
+// is [KD][K] instead (ungrouped pointwise convs only: a pointwise dgrad's own weights, packed by
+// columns).
 void fwd_core(float* y, const int8_t* x, const int8_t* w, const float* cs, const float* bias,
               const Geom& G, int mode = i8::kStoreF32, bool w_cols = false) {
   // (adding: the grouped im2col form below; the dgrads never get here with depthwise shapes)

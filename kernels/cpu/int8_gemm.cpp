@@ -712,8 +712,8 @@ Plan plan_for(int64_t n, int64_t m) {
 // each) that is a transpose of 4-byte elements. Blocks of bw columns x bw k-groups run as one
 // register transpose (bw = 16 with AVX-512: transpose16x16_4b, common.h; 4 with SSE2); edges and
 // the k % 4 tail byte by byte.
-// (The 4-byte copy per element this replaced ran at ~2.6 GB/s on Zen 4: 11% of a VGG-16 daint8
-// step at batch 16, whose 25088 x 4096 fc weights are packed in every step, twice.)
+// (The 4-byte copy per element this replaced ran at 2.25 GB/s on one Zen 4 thread, 11% of a VGG-16
+// daint8 step at batch 16, whose 25088 x 4096 fc weights were packed twice a step.)
 #if defined(__SSE2__)
 // dst + t*dstride (t < 4) = the t-th 4-byte element of the 4 rows src + i*sstride (bytes).
 inline void transpose4x4_4b(int8_t* dst, int64_t dstride, const int8_t* src, int64_t sstride) {
@@ -851,12 +851,12 @@ void pack_b_cols(int8_t* bp, int32_t* comp, const int8_t* src, int64_t ld, int64
   const int64_t panels = (n + nr - 1) / nr;
   if (comp)
     for (int64_t j = 0; j < panels * nr; ++j) comp[j] = 0;
-  // Blocks of kTB k-groups (4*kTB source rows: their pages stay in the TLB, where a walk down all
-  // k rows per panel missed it on every row once B is wider than a page), each across all panels,
-  // a panel's lines written whole; comp added up per block from the packed lines while they are
-  // in cache. (k-groups outer and panels inner, with comp summed from the source rows after,
-  // read B twice and walked every panel per k-group: VGG-16's 25088 x 4096 fc dgrad weights at
-  // 2x the time.)
+  // Blocks of kTB k-groups (4*kTB source rows), each across all panels, so the panels of a block
+  // read the same source lines and pages; a panel's lines written whole; comp added up per block
+  // from the packed lines while they are in cache. (k-groups outer and panels inner, with comp
+  // summed from the source rows afterwards, read B twice and walked every panel per k-group: 6.8%
+  // of a VGG-16 daint8 step at batch 16 in perf, 4.3% this way with one block; the blocks made no
+  // difference measurable there, packing all 25088 columns at once.)
   constexpr int64_t kTB = 128;
   for (int64_t tb = 0; tb < k4; tb += kTB) {
     const int64_t te = std::min(k4, tb + kTB);
