@@ -170,23 +170,26 @@ let clockSource = values["clock-ghz"] ? "--clock-ghz" : "/proc/cpuinfo; on a VM 
 
 /**
  * Multiply-adds per core clock the instruction mix of each kernel allows on this CPU family
- * (kernels/cpu/README.md "Peaks": measured with bench/ports/x86_ports.cpp on Zen 3 and Zen 4,
- * published port tables for Intel); null where not modelled (AMD cores not measured; avx-vnni
- * on a core without the instruction, where it runs emulated).
+ * (kernels/cpu/README.md "Peaks": measured with bench/ports/x86_ports.cpp on Zen 3, Zen 4 and
+ * Zen 5, published port tables for Intel); null where not modelled (AMD cores not measured;
+ * avx-vnni on a core without the instruction, where it runs emulated).
  */
 function peakMacsPerClock(kernel: string): number | null {
   const hasVnniYmm = cpu.flags.includes("avx_vnni");
   switch (kernel) {
     case "fp32":
       if (!cpu.flags.includes("fma")) return 8;
-      // Zen 4 splits a zmm FMA into two 256-bit halves: 16 MACs per clock in both widths
-      return cpu.flags.includes("avx512f") && !vendorAmd ? 32 : 16;
+      // Zen 4 splits a zmm FMA into two 256-bit halves: 16 MACs per clock in both widths; Zen 5
+      // issues two full zmm FMAs a clock
+      return cpu.flags.includes("avx512f") && (!vendorAmd || amdCore === "Zen 5") ? 32 : 16;
     case "avx2":
       return vendorAmd
-        ? ({ "Zen 2": 16, "Zen 3": 24, "Zen 4": 21 } as Record<string, number>)[amdCore!] ?? null
+        ? ({ "Zen 2": 16, "Zen 3": 24, "Zen 4": 21, "Zen 5": 28 } as Record<string, number>)[
+          amdCore!
+        ] ?? null
         : 21.3;
     case "avx-vnni":
-      return hasVnniYmm && !vendorAmd ? 64 : null;
+      return hasVnniYmm && (!vendorAmd || amdCore === "Zen 5") ? 64 : null;
     case "amx":
       // tdpbusd 16 x 16 x 64 every 19 core clocks, measured on Sapphire Rapids (bench/ports)
       return cpu.flags.includes("amx_int8") && !vendorAmd ? 860 : null;
@@ -194,7 +197,7 @@ function peakMacsPerClock(kernel: string): number | null {
       return !cpu.flags.includes("avx512_vnni")
         ? null
         : vendorAmd
-        ? (amdCore === "Zen 4" ? 64 : null)
+        ? ({ "Zen 4": 64, "Zen 5": 128 } as Record<string, number>)[amdCore!] ?? null
         : 128;
     default:
       return null;
