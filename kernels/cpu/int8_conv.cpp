@@ -657,8 +657,12 @@ ExactI8 exact_windows_i8(const Geom& G, const i8::Plan& P, const int8_t* wt, int
       static_cast<double>(bq_bytes) * 1024 > static_cast<double>(G.m) * G.k * G.kd)
     return ex;
   ex.q0 = q0, ex.q1 = q1, ex.nbc = nbc, ex.R = G.r;
-  ex.pr = i8::plan_for(G.k, q1 - q0);
-  ex.pc = i8::plan_for(G.k, G.p);
+  // k-group pairs as P (the interior's runs start at whole window rows of P's B), and for the
+  // border columns where each one's window rows hold whole pairs
+  bool col_pairs = P.pairs;
+  for (int64_t i = 0; i < nbc; ++i) col_pairs = col_pairs && round_up(ns[i] * G.c, 4) % 8 == 0;
+  ex.pr = i8::plan_for(G.k, q1 - q0, P.pairs);
+  ex.pc = i8::plan_for(G.k, G.p, col_pairs);
   // Only where it computes fewer tile rows x window bytes than the full windows: a tile of fixed
   // height over 5 interior pixels can compute as many rows as over all 7 (the avx2 tile did, before
   // its partial tiles got their exact height: Zen 4, avx2 forced, 64->64 7x7 fprop 1.02 -> 1.14
@@ -720,6 +724,7 @@ ExactI8 exact_windows_i8(const Geom& G, const i8::Plan& P, const int8_t* wt, int
     int32_t* cq = reinterpret_cast<int32_t*>(pb);
     pb += round_up(4 * nrc, 64);
     i8::pack_b_rows(bpq, cq, wq, kq, K, kq, P);
+    i8::pair_panels(ex.pc, bpq, kq / 4, ceil_div(K, P.nr));
     int32_t* ko = reinterpret_cast<int32_t*>(pb);
     pb += round_up(4 * kq / 4, 64);
     fill_row_koff(ko, kq / 4, s4, wp * C);
@@ -748,8 +753,9 @@ bool fwd_implicit(float* y, const int8_t* x, const int8_t* w, const float* cs, c
   const int want = threads_for(G.m * G.k * G.kd, kMacsPerThread);
   if (G.n < want) return false;
   const int nt = want;
-  i8::Plan P = i8::plan_for(G.k, G.q);
   const int64_t sc = G.s * G.c, sc4 = round_up(sc, 4), kdp = G.r * sc4, k4 = kdp / 4;
+  // k-group pairs (int8_gemm.h) where every window row holds whole pairs
+  i8::Plan P = i8::plan_for(G.k, G.q, sc4 % 8 == 0);
   i8::set_runs(P, sc4 / 4);  // amx chunks stay inside a window row
   const int64_t hp = padded_h(G), wp = padded_w(G);
   const int64_t rs = G.sw * G.c;  // bytes between consecutive output pixels' windows
@@ -771,6 +777,7 @@ bool fwd_implicit(float* y, const int8_t* x, const int8_t* w, const float* cs, c
   int8_t* bp = reinterpret_cast<int8_t*>(bbuf);
   const int32_t* comp = reinterpret_cast<const int32_t*>(bbuf + bpb);
   pack_b_par(false, bp, reinterpret_cast<int32_t*>(bbuf + bpb), wt, kdp, G.k, kdp, P);
+  i8::pair_panels(P, bp, k4, ceil_div(G.k, P.nr));
   int32_t* koff = scratch_bytes<int32_t>(kSlotConvOffsets, 4 * k4);
   fill_row_koff(koff, k4, sc4, wp * G.c);
 
@@ -961,7 +968,8 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
     const PhaseRange pr = phase_range(G, 0, v);
     if (pr.jv > 0) nbmax = std::max(nbmax, pr.b_hi - pr.b_lo + 1);
   }
-  i8::Plan P = i8::plan_for(G.c, nbmax);
+  // k-group pairs (int8_gemm.h) where a tap holds whole pairs
+  i8::Plan P = i8::plan_for(G.c, nbmax, k4b % 8 == 0);
   i8::set_runs(P, k4b / 4);  // amx chunks stay inside a tap
   struct Phase {
     int64_t u, v, ju, jv, kd;
@@ -1011,6 +1019,7 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
       f.comp = reinterpret_cast<int32_t*>(pb);
       pb += round_up(4 * i8::comp_len(G.c, P.nr), 64);
       pack_b_par(false, f.bp, f.comp, wt, f.kd, G.c, f.kd, P);
+      i8::pair_panels(P, f.bp, f.kd / 4, ceil_div(G.c, P.nr));
       f.koff = po;
       for (int64_t t = 0; t < f.kd / 4; ++t) {
         const int64_t tap = (4 * t) / k4b, kk = (4 * t) % k4b, j = tap / f.jv, l = tap % f.jv;

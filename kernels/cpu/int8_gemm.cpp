@@ -373,42 +373,38 @@ constexpr int kVnniMR = 12;
 
 // The k-loop, instantiated with contiguous k-groups (Koff = false: byte offset 4 t) and through
 // the koff table (implicit GEMM), so neither loop tests which it is.
-template <int MR, int NV, bool Koff, bool Pf = false>
+// Pairs (tile_vnni's pairs tile, NV = 2): step t is k-groups 2t and 2t + 1, one 8-byte broadcast.
+template <int MR, int NV, bool Koff, bool Pf = false, bool Pairs = false>
 D8_TARGET_VNNI inline __attribute__((always_inline)) void vnni_kloop(
     __m512i (&acc)[MR][NV], int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
     const int8_t* bp, const PfLines& pf = PfLines{}) {
+  constexpr int64_t kStep = Pairs ? 2 : 1;
   for (int64_t t = 0; t < k4; ++t) {
     if constexpr (Pf) pf.at(t);
     __m512i b[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_si512(bp + (t * NV + v) * 64);
-    const uint8_t* at = a + (Koff ? static_cast<int64_t>(koff[t]) : 4 * t);
+    const uint8_t* at = a + (Koff ? static_cast<int64_t>(koff[kStep * t]) : 4 * kStep * t);
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
-      const __m512i av = _mm512_set1_epi32(load_i32(at + i * lda));
+      __m512i av;
+      if constexpr (Pairs) {
+        int64_t q;
+        std::memcpy(&q, at + i * lda, 8);
+        av = _mm512_set1_epi64(q);
+      } else {
+        av = _mm512_set1_epi32(load_i32(at + i * lda));
+      }
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], av, b[v]);
     }
   }
 }
 
+// The finished MR x 16*NV tile into C (Epi's modes): rows past mrows, columns past ncols dropped.
 template <int MR, int NV>
-D8_TARGET_VNNI void tile_vnni(int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
-                              const int8_t* bp, const int32_t* comp, int mrows, int ncols,
-                              const Epi& e, int64_t i0, int64_t j0, int) {
-  __m512i acc[MR][NV];
-#pragma GCC unroll 4
-  for (int v = 0; v < NV; ++v) {
-    const __m512i c0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(comp + 16 * v));
-#pragma GCC unroll 32
-    for (int i = 0; i < MR; ++i) acc[i][v] = c0;
-  }
-  if (koff && e.pf)
-    vnni_kloop<MR, NV, true, true>(acc, k4, a, lda, koff, bp, PfLines(e, k4));
-  else if (koff)
-    vnni_kloop<MR, NV, true>(acc, k4, a, lda, koff, bp);
-  else
-    vnni_kloop<MR, NV, false>(acc, k4, a, lda, koff, bp);
+D8_TARGET_VNNI inline __attribute__((always_inline)) void vnni_epilogue(
+    const __m512i (&acc)[MR][NV], int mrows, int ncols, const Epi& e, int64_t i0, int64_t j0) {
   const int mode = e.mode;
   const int64_t ldc = e.ldc;
 #pragma GCC unroll 4
@@ -439,6 +435,55 @@ D8_TARGET_VNNI void tile_vnni(int64_t k4, const uint8_t* a, int64_t lda, const i
         _mm512_mask_storeu_epi32(c + i * ldc, m, r);
       }
     }
+  }
+}
+
+// Pairs: the 16-column tile over pairs of k-groups (Plan::pairs). One 8-byte broadcast of a row's
+// k-groups 2p and 2p + 1 feeds two vpdpbusd: acc[i][0] over B's even columns, acc[i][1] over the
+// odd ones (pair_panels: lanes 2j and 2j + 1 of a vector hold one column's k-groups 2p and
+// 2p + 1), and the epilogue adds each column's two lanes. One broadcast per two vpdpbusd, as the
+// 32-column tile: on Zen 5, which issues two vpdpbusd a clock, the 16-column tile's broadcast per
+// vpdpbusd held it to 78-86% of that (14 and 28 rows, K = 512, hot), the 32-column tile to 98%.
+// MR <= 14 (two accumulators a row). k4 even; with koff, k-groups 2p and 2p + 1 contiguous.
+template <int MR, int NV, bool Pairs = false>
+D8_TARGET_VNNI void tile_vnni(int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
+                              const int8_t* bp, const int32_t* comp, int mrows, int ncols,
+                              const Epi& e, int64_t i0, int64_t j0, int) {
+  __m512i acc[MR][NV];
+  if constexpr (Pairs) {
+    static_assert(NV == 2, "the pairs tile is the 32-column tile's registers");
+    // -comp of the even columns in acc[i][0]'s even lanes, of the odd ones in acc[i][1]'s odd lanes
+    const __m512i nc = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(comp));
+    const __m512i c0 = _mm512_maskz_mov_epi32(0x5555, nc), c1 = _mm512_maskz_mov_epi32(0xAAAA, nc);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) acc[i][0] = c0, acc[i][1] = c1;
+    if (koff)
+      vnni_kloop<MR, 2, true, false, true>(acc, k4 / 2, a, lda, koff, bp);
+    else
+      vnni_kloop<MR, 2, false, false, true>(acc, k4 / 2, a, lda, koff, bp);
+    // column 2j: acc[i][0]'s lanes 2j + 2j+1, into lane 2j; column 2j+1: acc[i][1]'s, into 2j+1
+    // (maskz_ shifts with full masks: the plain ones trip -Wuninitialized in GCC 12's header)
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i)
+      acc[i][0] = _mm512_mask_blend_epi32(
+          0xAAAA, _mm512_add_epi32(acc[i][0], _mm512_maskz_srli_epi64(0xFF, acc[i][0], 32)),
+          _mm512_add_epi32(acc[i][1], _mm512_maskz_slli_epi64(0xFF, acc[i][1], 32)));
+    vnni_epilogue<MR, NV>(acc, mrows, std::min(ncols, 16), e, i0, j0);
+  } else {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const __m512i c0 =
+          _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(comp + 16 * v));
+#pragma GCC unroll 32
+      for (int i = 0; i < MR; ++i) acc[i][v] = c0;
+    }
+    if (koff && e.pf)
+      vnni_kloop<MR, NV, true, true>(acc, k4, a, lda, koff, bp, PfLines(e, k4));
+    else if (koff)
+      vnni_kloop<MR, NV, true>(acc, k4, a, lda, koff, bp);
+    else
+      vnni_kloop<MR, NV, false>(acc, k4, a, lda, koff, bp);
+    vnni_epilogue<MR, NV>(acc, mrows, ncols, e, i0, j0);
   }
 }
 
@@ -672,10 +717,38 @@ template <int NV>
 TileFn vnni_tile(int mr) {
   return vnni_tile_from<NV, NV == 1 ? kVnniMaxMR1 : kVnniMaxMR2>(mr);
 }
+template <int MR>
+TileFn vnni_pairs_tile(int mr) {
+  if constexpr (MR < kVnniMinMR) {
+    (void)mr;
+    return &tile_vnni<kVnniMinMR, 2, true>;
+  } else {
+    return mr == MR ? &tile_vnni<MR, 2, true> : vnni_pairs_tile<MR - 1>(mr);
+  }
+}
+D8_TARGET_VNNI void pair_panels_vnni(int8_t* bp, int64_t k4, int64_t panels) {
+  for (int64_t pi = 0; pi < panels; ++pi)
+    for (int64_t t = 0; t < k4; t += 2) {
+      int8_t* q = bp + (pi * k4 + t) * 64;
+      const __m512i r0 = _mm512_loadu_si512(q), r1 = _mm512_loadu_si512(q + 64);
+      // lanes 2j, 2j + 1: column 2j's k-groups t, t + 1; then column 2j + 1's
+      const __m512i ev = _mm512_mask_blend_epi32(0xAAAA, r0, _mm512_maskz_slli_epi64(0xFF, r1, 32));
+      const __m512i od = _mm512_mask_blend_epi32(0xAAAA, _mm512_maskz_srli_epi64(0xFF, r0, 32), r1);
+      _mm512_storeu_si512(q, ev);
+      _mm512_storeu_si512(q + 64, od);
+    }
+}
 }  // namespace
 #endif
 
-Plan plan_for(int64_t n, int64_t m) {
+void pair_panels(const Plan& p, int8_t* bp, int64_t k4, int64_t panels) {
+#if D8_X86
+  if (p.pairs) return pair_panels_vnni(bp, k4, panels);
+#endif
+  (void)p, (void)bp, (void)k4, (void)panels;
+}
+
+Plan plan_for(int64_t n, int64_t m, bool pairs) {
   const int v = active_variant();
 #if D8_X86
   if (v == kAmx) {
@@ -686,6 +759,10 @@ Plan plan_for(int64_t n, int64_t m) {
     return {kAmx, m1 ? 16 : 32, n1 ? 16 : 32, 0x80, f, 16};
   }
   if (v == kVnni) {
+    if (n <= 16 && pairs) {
+      const int mr = vnni_mr(m, 2);
+      return {kVnni, mr, 16, 0x80, vnni_pairs_tile<kVnniMaxMR2>(mr), 1, false, true};
+    }
     if (n <= 16) {
       const int mr = vnni_mr(m, 1);
       return {kVnni, mr, 16, 0x80, vnni_tile<1>(mr)};

@@ -75,6 +75,11 @@ struct Plan {
   TileFn tile;
   int kg = 1;     // amx: k-groups per tile chunk, at most 16 (one 64-byte tile row); others 1
   bool exact_rows = false;  // a GEMM's last, partial tile multiplies only its rows (avx2)
+  // avx512-vnni, 16 columns (plan_for's pairs): the tile runs over pairs of k-groups, B's packed
+  // panels converted by pair_panels after packing; every GEMM's k4 even, from an even k-group of
+  // B, and with koff k-groups 2p and 2p + 1 contiguous (the implicit GEMMs: window rows or taps of
+  // a multiple of 8 bytes). The tile ignores Epi::pf.
+  bool pairs = false;
 };
 
 // The largest divisor of n that is at most cap (n, cap >= 1).
@@ -88,7 +93,9 @@ inline int divisor_at_most(int64_t n, int cap) {
 inline void set_runs(Plan& p, int64_t run) { p.kg = divisor_at_most(run, p.kg); }
 // The active variant's tile for an N-column problem (VNNI: 16 or 32 columns). m > 0: the GEMM has
 // only m rows (wgrad), pick the tile height that wastes the least; 0: many rows.
-Plan plan_for(int64_t n, int64_t m = 0);
+// pairs: the caller can run a pairs plan (above); the variant decides whether it gets one.
+Plan plan_for(int64_t n, int64_t m = 0, bool pairs = false);
+
 
 // ---- packing ------------------------------------------------------------------------------------
 inline int64_t k4_of(int64_t k) { return (k + 3) / 4; }
@@ -105,6 +112,10 @@ void pack_b_rows(int8_t* bp, int32_t* comp, const int8_t* src, int64_t ld, int64
 // (the caller then accounts for the offset itself, as wgrad does with its row of ones).
 void pack_b_cols(int8_t* bp, int32_t* comp, const int8_t* src, int64_t ld, int64_t n, int64_t k,
                  const Plan& p);
+// A pairs plan's B: each of `panels` packed panels (k4 k-groups, k4 even) re-laid in place so
+// that pair p (k-groups 2p, 2p + 1) is two 64-byte vectors, the even columns and the odd ones,
+// each column's two k-groups adjacent. A no-op for other plans; comp is unchanged.
+void pair_panels(const Plan& p, int8_t* bp, int64_t k4, int64_t panels);
 // comp[j] = 128 * (sum of column j of the cnt k-groups) for every column of `panels` packed
 // panels of nr columns, cnt k-groups each (the +128 offset's correction).
 void panel_comp(int32_t* comp, const int8_t* bp, int64_t cnt, int nr, int64_t panels);
