@@ -21,10 +21,31 @@ const forced = Deno.env.get("D8_CPU_CONV_PATH");
 for (const path of ["im2col", "implicit"]) {
   Deno.test({
     name: `conv cases pass with D8_CPU_CONV_PATH=${path} (child process)`,
-    ignore: forced !== undefined, // the child itself
+    ignore: forced !== undefined || Deno.env.get("D8_CPU_ZMM_PAIRS") !== undefined, // a child
     fn: () => {
       const here = new URL(".", import.meta.url).pathname;
       return runChildTests({ D8_CPU_CONV_PATH: path }, "conv", [
+        `${here}ops_test.ts`,
+        `${here}quant_test.ts`,
+      ], 40);
+    },
+  });
+}
+
+// The 16-column fp32 and avx512-vnni tiles run over pairs of k where the core issues two 512-bit
+// FMAs a clock (kernels/cpu/common.h zmm_pairs: Zen 5), else one broadcast per FMA;
+// D8_CPU_ZMM_PAIRS (read once per process) forces either. Run the fp32 and INT8 conv cases in a
+// child process with each, so both stay tested whichever this CPU picks. (The test names leave
+// out the filter's word, so the children do not start children of their own.)
+const forcedPairs = Deno.env.get("D8_CPU_ZMM_PAIRS");
+for (const on of ["1", "0"]) {
+  Deno.test({
+    name:
+      `16-column tiles with D8_CPU_ZMM_PAIRS=${on}: the fp32 and INT8 cases pass (child process)`,
+    ignore: forcedPairs !== undefined || forced !== undefined,
+    fn: () => {
+      const here = new URL(".", import.meta.url).pathname;
+      return runChildTests({ D8_CPU_ZMM_PAIRS: on }, "conv", [
         `${here}ops_test.ts`,
         `${here}quant_test.ts`,
       ], 40);

@@ -83,14 +83,17 @@ int gemm_nv(int64_t n) {
 }
 int64_t gemm_nr(int nv) { return nv == kNvPairs ? kVW : int64_t{nv} * kVW; }
 int64_t gemm_mr(int nv) { return nv == kNvPairs ? kMRP : nv == 1 ? kMR1 : kMR2; }
-// Pairs on 8-float vectors only. With AVX-512 the one-vector tile (16 rows, a few row bases:
-// ukernel) measured faster on Zen 4, which issues one zmm FMA and up to three loads a clock, so
-// a broadcast per FMA fits (16 -> 32 stride-2 fp32 dgrad, 2 threads, batch 64: 0.83-0.86 ->
-// 0.60 ms with the one-tile driver path; 16 -> 16 fprop and dgrad 2-4%). With AVX2 (two FMAs
-// and two loads a clock on Zen 2 and Intel cores) the 12-row one-vector tile would wait on its
-// loads: pairs stay.
+// Pairs on 8-float vectors, and on 16-float vectors where zmm_pairs() (Zen 5). With AVX-512 the
+// one-vector tile (16 rows, a few row bases: ukernel) measured faster on Zen 4, which issues one
+// zmm FMA and up to three loads a clock, so a broadcast per FMA fits (16 -> 32 stride-2 fp32
+// dgrad, 2 threads, batch 64: 0.83-0.86 -> 0.60 ms with the one-tile driver path; 16 -> 16 fprop
+// and dgrad 2-4%). With AVX2 (two FMAs and two loads a clock on Zen 2 and Intel cores) the 12-row
+// one-vector tile would wait on its loads: pairs stay. Zen 5 issues two zmm FMAs a clock, and the
+// one-vector tile's broadcast per FMA waits as AVX2's does: pairs there (2 threads, batch 64,
+// alternating builds: 16 -> 16 fprop and dgrad 0.62 -> 0.52 ms, 16 -> 32 s2 dgrad 0.39 -> 0.33).
 int gemm_nv_pairs(int64_t n, int64_t k) {
-  return n <= kVW && kVW == 8 && k % 2 == 0 && k >= 2 ? kNvPairs : gemm_nv(n);
+  static const bool zmm = kVW == 16 && zmm_pairs();
+  return n <= kVW && (kVW == 8 || zmm) && k % 2 == 0 && k >= 2 ? kNvPairs : gemm_nv(n);
 }
 int64_t gemm_kc() { return kKC; }
 int64_t gemm_mc() { return kMC; }

@@ -444,7 +444,9 @@ D8_TARGET_VNNI inline __attribute__((always_inline)) void vnni_epilogue(
 // 2p + 1), and the epilogue adds each column's two lanes. One broadcast per two vpdpbusd, as the
 // 32-column tile: on Zen 5, which issues two vpdpbusd a clock, the 16-column tile's broadcast per
 // vpdpbusd held it to 78-86% of that (14 and 28 rows, K = 512, hot), the 32-column tile to 98%.
-// MR <= 14 (two accumulators a row). k4 even; with koff, k-groups 2p and 2p + 1 contiguous.
+// (Zen 4 issues one vpdpbusd zmm a clock, a broadcast each fits: there the 16-column tile stays,
+// zmm_pairs() in common.h.) MR <= 14 (two accumulators a row). k4 even; with koff, k-groups 2p and
+// 2p + 1 contiguous.
 template <int MR, int NV, bool Pairs = false>
 D8_TARGET_VNNI void tile_vnni(int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
                               const int8_t* bp, const int32_t* comp, int mrows, int ncols,
@@ -759,7 +761,7 @@ Plan plan_for(int64_t n, int64_t m, bool pairs) {
     return {kAmx, m1 ? 16 : 32, n1 ? 16 : 32, 0x80, f, 16};
   }
   if (v == kVnni) {
-    if (n <= 16 && pairs) {
+    if (n <= 16 && pairs && zmm_pairs()) {
       const int mr = vnni_mr(m, 2);
       return {kVnni, mr, 16, 0x80, vnni_pairs_tile<kVnniMaxMR2>(mr), 1, false, true};
     }

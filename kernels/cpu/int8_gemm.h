@@ -93,7 +93,8 @@ inline int divisor_at_most(int64_t n, int cap) {
 inline void set_runs(Plan& p, int64_t run) { p.kg = divisor_at_most(run, p.kg); }
 // The active variant's tile for an N-column problem (VNNI: 16 or 32 columns). m > 0: the GEMM has
 // only m rows (wgrad), pick the tile height that wastes the least; 0: many rows.
-// pairs: the caller can run a pairs plan (above); the variant decides whether it gets one.
+// pairs: the caller can run a pairs plan (above); it gets one on avx512-vnni where zmm_pairs()
+// (common.h: cores that issue two vpdpbusd zmm a clock).
 Plan plan_for(int64_t n, int64_t m = 0, bool pairs = false);
 
 

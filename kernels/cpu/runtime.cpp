@@ -13,6 +13,10 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 namespace d8cpu {
 
 // ---- errors ---------------------------------------------------------------------------------
@@ -87,6 +91,24 @@ int32_t max_threads() {
 #else
   return 1;
 #endif
+}
+
+bool zmm_pairs() {
+  static const bool on = [] {
+    if (const char* e = std::getenv("D8_CPU_ZMM_PAIRS"); e && (e[0] == '0' || e[0] == '1'))
+      return e[0] == '1';
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return false;
+    const bool amd = b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163;  // "AuthenticAMD"
+    if (!amd || !__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const unsigned family = ((a >> 8) & 0xF) + (((a >> 8) & 0xF) == 0xF ? (a >> 20) & 0xFF : 0);
+    return family >= 0x1A;
+#else
+    return false;
+#endif
+  }();
+  return on;
 }
 
 void set_current_context(const d8_context* ctx) { tl_ctx = ctx; }
