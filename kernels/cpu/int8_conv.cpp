@@ -1539,7 +1539,11 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
     return false;
   if (form == kWgradAuto && !quads_pay(G)) return false;
   const int64_t sc = G.s * G.c;
-  const i8::Plan P = i8::plan_for(G.k, sc);
+  // 16 filters and even window rows: the row-pairs tile where it runs (int8_gemm.h; one broadcast
+  // of two adjacent A rows per two vpdpbusd), its int32 dW^T's row pairs interleaved
+  const i8::Plan RP = G.k == 16 && sc % 2 == 0 ? i8::plan_rowpairs(sc) : i8::Plan{};
+  const bool rp = RP.tile != nullptr;
+  const i8::Plan P = rp ? RP : i8::plan_for(G.k, sc);
   const int64_t hp = padded_h(G), wp = padded_w(G), n4 = ceil_div(G.n, 4), pq = G.p * G.q;
   const int64_t pix = 4 * G.c, k4 = n4 * pq, hwc = G.h * G.w * G.c;
   const int64_t quad_bytes = hp * wp * pix, slack = round_up(4 * P.mr + 64, 64);
@@ -1580,6 +1584,9 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
   const int64_t kr = round_up(G.k, 16);
   const int64_t rbuf = round_up(4 * kr + 8 * kr + 4 * kJb * kr, 64);
   char* cbuf = scratch_bytes<char>(kSlotConvCol, nt * rbuf);
+  // row j of the threads' dW^T: element kk at row(j) + kk * step
+  const int64_t step = rp ? 2 : 1;
+  const auto row = [&](int64_t j) { return rp ? (j / 2) * 32 + j % 2 : j * G.k; };
   const auto reduce = [&](int64_t j0, int64_t j1, int team, char* buf) {
     uint32_t* __restrict su = reinterpret_cast<uint32_t*>(buf);
     double* __restrict sd = reinterpret_cast<double*>(buf + 4 * kr);
@@ -1594,16 +1601,16 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
           for (int th = 0; th < team; ++th) {
             if (!has[th]) continue;
             const double* __restrict a =
-                reinterpret_cast<const double*>(work + th * per + bb + cb + ob_bytes) + j * G.k;
-            for (int64_t kk = 0; kk < G.k; ++kk) sd[kk] += a[kk];
+                reinterpret_cast<const double*>(work + th * per + bb + cb + ob_bytes) + row(j);
+            for (int64_t kk = 0; kk < G.k; ++kk) sd[kk] += a[kk * step];
           }
         } else {
           for (int64_t kk = 0; kk < G.k; ++kk) su[kk] = 0;
           for (int th = 0; th < team; ++th) {
             if (!has[th]) continue;
             const uint32_t* __restrict a =
-                reinterpret_cast<const uint32_t*>(work + th * per + bb) + j * G.k;
-            for (int64_t kk = 0; kk < G.k; ++kk) su[kk] += a[kk];  // mod 2^32: exact
+                reinterpret_cast<const uint32_t*>(work + th * per + bb) + row(j);
+            for (int64_t kk = 0; kk < G.k; ++kk) su[kk] += a[kk * step];  // mod 2^32: exact
           }
           for (int64_t kk = 0; kk < G.k; ++kk)
             sd[kk] = static_cast<double>(static_cast<int32_t>(su[kk]));

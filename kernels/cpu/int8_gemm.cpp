@@ -489,6 +489,71 @@ D8_TARGET_VNNI void tile_vnni(int64_t k4, const uint8_t* a, int64_t lda, const i
   }
 }
 
+// Row pairs (Plan::row_pairs): the 16-column tile for A rows 4 bytes apart (lda = 4: the
+// image-quad wgrad, whose A rows are the (s, c) of a window row), where one 8-byte broadcast holds
+// k-group t of two adjacent rows. It feeds two vpdpbusd, of B's columns 0-7 and 8-15 each lane
+// duplicated (two vpermd per k-group), so lane 2j + r of acc[p][h] is row 2p + r, column 8h + j:
+// one broadcast per two vpdpbusd, as the pairs tile, with neither operand re-laid. C is stored
+// as it comes out, row pairs interleaved: element (i, j) at c[(i / 2) * 32 + 2 j + i % 2] (row i0
+// from c + i0 * ldc, ldc = 16). kStoreI32 / kAddI32 only; 16 columns; MR and mrows even.
+template <int MR, bool Pf>
+D8_TARGET_VNNI void tile_vnni_rowpairs(int64_t k4, const uint8_t* a, int64_t lda,
+                                       const int32_t* koff, const int8_t* bp,
+                                       const int32_t* comp, int mrows, int, const Epi& e,
+                                       int64_t i0, int64_t, int) {
+  static_assert(MR % 2 == 0, "rows come in pairs");
+  constexpr int kP = MR / 2;
+  (void)lda;  // 4
+  const __m512i dlo = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+  const __m512i dhi = _mm512_add_epi32(dlo, _mm512_set1_epi32(8));
+  __m512i acc[kP][2];
+  {
+    const __m512i nc = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(comp));
+    const __m512i c0 = _mm512_maskz_permutexvar_epi32(0xFFFF, dlo, nc);
+    const __m512i c1 = _mm512_maskz_permutexvar_epi32(0xFFFF, dhi, nc);
+#pragma GCC unroll 16
+    for (int q = 0; q < kP; ++q) acc[q][0] = c0, acc[q][1] = c1;
+  }
+  const PfLines pf = Pf ? PfLines(e, k4) : PfLines{};
+  // (maskz_ permutes with full masks: the plain ones trip -Wuninitialized in GCC 12's header)
+  for (int64_t t = 0; t < k4; ++t) {
+    if constexpr (Pf) pf.at(t);
+    const __m512i b = _mm512_loadu_si512(bp + t * 64);
+    const __m512i b0 = _mm512_maskz_permutexvar_epi32(0xFFFF, dlo, b);
+    const __m512i b1 = _mm512_maskz_permutexvar_epi32(0xFFFF, dhi, b);
+    const uint8_t* at = a + (koff ? static_cast<int64_t>(koff[t]) : 4 * t);
+#pragma GCC unroll 16
+    for (int q = 0; q < kP; ++q) {
+      int64_t v;
+      std::memcpy(&v, at + 8 * q, 8);
+      const __m512i av = _mm512_set1_epi64(v);
+      acc[q][0] = _mm512_dpbusd_epi32(acc[q][0], av, b0);
+      acc[q][1] = _mm512_dpbusd_epi32(acc[q][1], av, b1);
+    }
+  }
+  int32_t* c = static_cast<int32_t*>(e.c) + i0 * e.ldc;
+#pragma GCC unroll 16
+  for (int q = 0; q < kP; ++q) {
+    if (2 * q >= mrows) break;
+    __m512i r0 = acc[q][0], r1 = acc[q][1];
+    if (e.mode == kAddI32) {
+      r0 = _mm512_add_epi32(r0, _mm512_loadu_si512(c + 32 * q));
+      r1 = _mm512_add_epi32(r1, _mm512_loadu_si512(c + 32 * q + 16));
+    }
+    _mm512_storeu_si512(c + 32 * q, r0);
+    _mm512_storeu_si512(c + 32 * q + 16, r1);
+  }
+}
+template <int MR>
+D8_TARGET_VNNI void tile_vnni_rowpairs_any(int64_t k4, const uint8_t* a, int64_t lda,
+                                           const int32_t* koff, const int8_t* bp,
+                                           const int32_t* comp, int mrows, int ncols,
+                                           const Epi& e, int64_t i0, int64_t j0, int kg) {
+  if (koff && e.pf)
+    return tile_vnni_rowpairs<MR, true>(k4, a, lda, koff, bp, comp, mrows, ncols, e, i0, j0, kg);
+  tile_vnni_rowpairs<MR, false>(k4, a, lda, koff, bp, comp, mrows, ncols, e, i0, j0, kg);
+}
+
 // ---- variant 5: AMX (Sapphire Rapids and later), tdpbusd on 16 x 64-byte tiles -----------------
 // The operand formats of avx512-vnni (A + 128 unsigned, B signed, comp = 128 * colsum(B)): a B
 // panel [K4][NR][4] is already AMX's B layout, so a chunk of kg k-groups of 16 columns is a tile of
@@ -748,6 +813,26 @@ void pair_panels(const Plan& p, int8_t* bp, int64_t k4, int64_t panels) {
   if (p.pairs) return pair_panels_vnni(bp, k4, panels);
 #endif
   (void)p, (void)bp, (void)k4, (void)panels;
+}
+
+Plan plan_rowpairs(int64_t m) {
+#if D8_X86
+  if (active_variant() == kVnni && zmm_pairs()) {
+    // 8, 16 or 24 rows (24: 24 accumulators, B and its two duplicates, the broadcast and the two
+    // index vectors), whichever computes the fewest rows plus two a tile for m
+    int mr = 24;
+    if (m > 0)
+      for (int h : {16, 8})
+        if ((m + h - 1) / h * (h + 2) < (m + mr - 1) / mr * (mr + 2)) mr = h;
+    Plan p{kVnni, mr, 16, 0x80,
+           mr == 24 ? &tile_vnni_rowpairs_any<24>
+                    : mr == 16 ? &tile_vnni_rowpairs_any<16> : &tile_vnni_rowpairs_any<8>};
+    p.row_pairs = true;
+    return p;
+  }
+#endif
+  (void)m;
+  return Plan{};
 }
 
 Plan plan_for(int64_t n, int64_t m, bool pairs) {

@@ -80,6 +80,8 @@ struct Plan {
   // B, and with koff k-groups 2p and 2p + 1 contiguous (the implicit GEMMs: window rows or taps of
   // a multiple of 8 bytes). The tile ignores Epi::pf.
   bool pairs = false;
+  // avx512-vnni, 16 columns, A rows 4 bytes apart (plan_rowpairs): C's row pairs interleaved
+  bool row_pairs = false;
 };
 
 // The largest divisor of n that is at most cap (n, cap >= 1).
@@ -97,6 +99,11 @@ inline void set_runs(Plan& p, int64_t run) { p.kg = divisor_at_most(run, p.kg); 
 // (common.h: cores that issue two vpdpbusd zmm a clock).
 Plan plan_for(int64_t n, int64_t m = 0, bool pairs = false);
 
+
+// The row-pairs tile's plan (int8_gemm.cpp, tile_vnni_rowpairs) for a GEMM of m rows (0: many)
+// with lda = 4 and 16 columns, where the variant is avx512-vnni and zmm_pairs(); else a plan with
+// tile == nullptr (the caller keeps its own).
+Plan plan_rowpairs(int64_t m);
 
 // ---- packing ------------------------------------------------------------------------------------
 inline int64_t k4_of(int64_t k) { return (k + 3) / 4; }
