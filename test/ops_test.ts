@@ -13,39 +13,29 @@ import { runChildTests } from "./helpers/child_tests.ts";
 
 defineOpTests("", cpu);
 
-// The cpu convolutions have two GEMM forms each (kernels/cpu/conv.cpp and int8_conv.cpp: im2col /
-// scatter and implicit / by-phase), chosen per shape and per CPU; D8_CPU_CONV_PATH (read once per
-// process) forces one. Run the fp32 and INT8 conv cases in a child process with each form forced,
-// so both stay tested whichever this CPU picks.
-const forced = Deno.env.get("D8_CPU_CONV_PATH");
-for (const path of ["im2col", "implicit"]) {
+// The cpu convolutions choose per shape and per CPU, and an environment variable (read once per
+// process) forces each choice: D8_CPU_CONV_PATH the GEMM form (kernels/cpu/conv.cpp and
+// int8_conv.cpp: im2col / scatter or implicit / by phase), D8_CPU_ZMM_PAIRS the 16-column fp32 and
+// avx512-vnni tiles over pairs of k (kernels/cpu/common.h zmm_pairs: on where the core issues two
+// 512-bit FMAs a clock, Zen 5) or one broadcast per FMA. Run the fp32 and INT8 conv cases in a
+// child process with each forced, so every form stays tested whichever this CPU picks; a child
+// (any of them set) runs none of these.
+const forcing = ["D8_CPU_CONV_PATH", "D8_CPU_ZMM_PAIRS"];
+const isChild = forcing.some((v) => Deno.env.get(v) !== undefined);
+for (
+  const [name, value, what] of [
+    ["D8_CPU_CONV_PATH", "im2col", "conv cases pass"],
+    ["D8_CPU_CONV_PATH", "implicit", "conv cases pass"],
+    ["D8_CPU_ZMM_PAIRS", "1", "16-column tiles: the fp32 and INT8 cases pass"],
+    ["D8_CPU_ZMM_PAIRS", "0", "16-column tiles: the fp32 and INT8 cases pass"],
+  ] as const
+) {
   Deno.test({
-    name: `conv cases pass with D8_CPU_CONV_PATH=${path} (child process)`,
-    ignore: forced !== undefined || Deno.env.get("D8_CPU_ZMM_PAIRS") !== undefined, // a child
+    name: `${what} with ${name}=${value} (child process)`,
+    ignore: isChild,
     fn: () => {
       const here = new URL(".", import.meta.url).pathname;
-      return runChildTests({ D8_CPU_CONV_PATH: path }, "conv", [
-        `${here}ops_test.ts`,
-        `${here}quant_test.ts`,
-      ], 40);
-    },
-  });
-}
-
-// The 16-column fp32 and avx512-vnni tiles run over pairs of k where the core issues two 512-bit
-// FMAs a clock (kernels/cpu/common.h zmm_pairs: Zen 5), else one broadcast per FMA;
-// D8_CPU_ZMM_PAIRS (read once per process) forces either. Run the fp32 and INT8 conv cases in a
-// child process with each, so both stay tested whichever this CPU picks. (The test names leave
-// out the filter's word, so the children do not start children of their own.)
-const forcedPairs = Deno.env.get("D8_CPU_ZMM_PAIRS");
-for (const on of ["1", "0"]) {
-  Deno.test({
-    name:
-      `16-column tiles with D8_CPU_ZMM_PAIRS=${on}: the fp32 and INT8 cases pass (child process)`,
-    ignore: forcedPairs !== undefined || forced !== undefined,
-    fn: () => {
-      const here = new URL(".", import.meta.url).pathname;
-      return runChildTests({ D8_CPU_ZMM_PAIRS: on }, "conv", [
+      return runChildTests({ [name]: value }, "conv", [
         `${here}ops_test.ts`,
         `${here}quant_test.ts`,
       ], 40);

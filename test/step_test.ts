@@ -290,6 +290,27 @@ Deno.test("the int8 kernel variant and thread count belong to a context, not to 
   }
 });
 
+Deno.test("the buffer pool keeps the latest released storage: a full pool evicts its oldest sizes first", () => {
+  const b = new NativeBackend("cpu");
+  try {
+    b.maxPooledBytes = 1000;
+    const a = b.alloc(600);
+    b.release(a);
+    assert.equal(b.alloc(600), a, "a released size is handed out again");
+    b.release(a);
+    // a size nobody asks for any more must not keep the next one out of the pool
+    const c = b.alloc(608);
+    b.release(c);
+    assert.equal(b.alloc(608), c, "the newcomer was pooled, the stale 600 bytes evicted");
+    assert.notEqual(b.alloc(600), a, "the evicted storage was freed, not handed out");
+    const big = b.alloc(2000); // larger than the whole pool: freed on release
+    b.release(big);
+    assert.notEqual(b.alloc(2000), big);
+  } finally {
+    b.close();
+  }
+});
+
 Deno.test("release() refuses storage still in use or released twice; Tensor.from() refuses a mismatched array", () => {
   const t = Tensor.empty(backend, [4]);
   assert.throws(() => backend.release(t.storage), {
