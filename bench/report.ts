@@ -295,7 +295,7 @@ async function peer<T>(device: string, model: string | null): Promise<T[] | stri
 const PAIRED_SLICES = 4;
 /** Why a model outside PEER_MODELS has no PyTorch row. */
 const NO_PEER = `bench/peers/torch_cpu.py builds ${PEER_MODELS.join(", ")} only (the rest of ` +
-  "the zoo has no PyTorch twin here: torchvision is not installed)";
+  "the zoo has no PyTorch twin in the peer)";
 
 /**
  * The PyTorch CPU peer as one served process (`torch_cpu.py --serve`): asked for a slice of
