@@ -140,6 +140,7 @@ int32_t check_bn_bwd(const char* fn, char* dims, size_t cap, const d8_buffer* dx
 void set_current_context(const d8_context* ctx);
 const d8_context* current_context();  // null before the first checked buffer
 int num_threads();                     // threads a parallel region may use (>= 1)
+int32_t max_threads();                 // most threads a request may use (larger ones are capped)
 // Whether the 16-column tiles (fp32 16 floats, avx512-vnni 16 int32) run over pairs of k: one
 // 8-byte broadcast per two FMAs / vpdpbusd instead of one per instruction. Pays on cores that
 // issue two 512-bit FMAs and two vpdpbusd a clock and so cannot also load a broadcast for each
@@ -147,7 +148,6 @@ int num_threads();                     // threads a parallel region may use (>= 
 // a zmm operation into two halves (one a clock: a broadcast each fits). On: AMD family 26 (Zen 5)
 // and later. D8_CPU_ZMM_PAIRS=1 / 0 forces it (measurements, tests).
 bool zmm_pairs();
-int32_t max_threads();                 // most threads a request may use (larger ones are capped)
 
 // Threads worth using for `work` units when one thread should get at least `grain` units.
 inline int threads_for(int64_t work, int64_t grain) {

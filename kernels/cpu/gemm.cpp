@@ -89,8 +89,9 @@ int64_t gemm_mr(int nv) { return nv == kNvPairs ? kMRP : nv == 1 ? kMR1 : kMR2; 
 // dgrad, 2 threads, batch 64: 0.83-0.86 -> 0.60 ms with the one-tile driver path; 16 -> 16 fprop
 // and dgrad 2-4%). With AVX2 (two FMAs and two loads a clock on Zen 2 and Intel cores) the 12-row
 // one-vector tile would wait on its loads: pairs stay. Zen 5 issues two zmm FMAs a clock, and the
-// one-vector tile's broadcast per FMA waits as AVX2's does: pairs there (2 threads, batch 64,
-// alternating builds: 16 -> 16 fprop and dgrad 0.62 -> 0.52 ms, 16 -> 32 s2 dgrad 0.39 -> 0.33).
+// one-vector tile's broadcast per FMA waits as AVX2's does: pairs there (2 threads, batch 64, a
+// test build switching the tile, back to back: 16 -> 16 fprop and dgrad 0.63 -> 0.52 ms, 16 -> 32
+// s2 dgrad 0.40 -> 0.33).
 int gemm_nv_pairs(int64_t n, int64_t k) {
   static const bool zmm = kVW == 16 && zmm_pairs();
   return n <= kVW && (kVW == 8 || zmm) && k % 2 == 0 && k >= 2 ? kNvPairs : gemm_nv(n);

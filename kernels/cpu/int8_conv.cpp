@@ -1542,7 +1542,7 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
   // 16 filters and even window rows: the row-pairs tile where it runs (int8_gemm.h; one broadcast
   // of two adjacent A rows per two vpdpbusd), its int32 dW^T's row pairs interleaved
   const i8::Plan RP = G.k == 16 && sc % 2 == 0 ? i8::plan_rowpairs(sc) : i8::Plan{};
-  const bool rp = RP.tile != nullptr;
+  const bool rp = RP.row_pairs;
   const i8::Plan P = rp ? RP : i8::plan_for(G.k, sc);
   const int64_t hp = padded_h(G), wp = padded_w(G), n4 = ceil_div(G.n, 4), pq = G.p * G.q;
   const int64_t pix = 4 * G.c, k4 = n4 * pq, hwc = G.h * G.w * G.c;

@@ -99,10 +99,9 @@ inline void set_runs(Plan& p, int64_t run) { p.kg = divisor_at_most(run, p.kg); 
 // (common.h: cores that issue two vpdpbusd zmm a clock).
 Plan plan_for(int64_t n, int64_t m = 0, bool pairs = false);
 
-
 // The row-pairs tile's plan (int8_gemm.cpp, tile_vnni_rowpairs) for a GEMM of m rows (0: many)
 // with lda = 4 and 16 columns, where the variant is avx512-vnni and zmm_pairs(); else a plan with
-// tile == nullptr (the caller keeps its own).
+// row_pairs false and no tile (the caller keeps its own).
 Plan plan_rowpairs(int64_t m);
 
 // ---- packing ------------------------------------------------------------------------------------
