@@ -256,8 +256,9 @@ extern "C" int32_t d8_device_info(d8_context* ctx, char* out, int32_t capacity) 
     char clock[48] = "";
     if (double g = measure_clock_ghz(threads); g > 0)
       snprintf(clock, sizeof clock, ", core clock %.2f GHz (measured)", g);
-    snprintf(text, sizeof text, "cpu: %s, %d thread%s%s%s; gemm kernel %s%s", arch, threads,
+    snprintf(text, sizeof text, "cpu: %s, %d thread%s%s%s; gemm kernel %s%s%s", arch, threads,
              threads == 1 ? "" : "s", features, clock, gemm_isa(),
+             zmm_pairs() ? ", 16-column tiles over k pairs" : "",
 #ifdef _OPENMP
              ""
 #else
