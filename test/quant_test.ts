@@ -330,28 +330,60 @@ const i8Cases: I8ConvCase[] = [
   },
 ];
 
+/**
+ * A case's int8 operands, scales and double references: the same for every variant, so they are
+ * computed once for the case's first variant and reused by the rest (the tests of a file run in
+ * the order they are defined; the references were most of this file's time).
+ */
+function i8CaseData(cc: I8ConvCase) {
+  const rng = new Rng(4);
+  const g = cc.opts.groups ?? 1;
+  const s = convShape("test", cc.x, cc.k, cc.kernel, cc.opts);
+  const wShape = [cc.k, cc.kernel[0], cc.kernel[1], cc.x[3] / g];
+  const nx = cc.x.reduce((a, b) => a * b, 1), nw = wShape.reduce((a, b) => a * b, 1);
+  const ny = s.n * s.p * s.q * s.k;
+  const xq = randomI8(rng, nx), wq = randomI8(rng, nw), dyq = randomI8(rng, ny);
+  const sx = 0.013, sw = Float32Array.from({ length: cc.k }, (_, j) => 0.002 * (j + 1));
+  const sdy = Float32Array.from({ length: cc.k }, (_, j) => 0.001 * (cc.k - j));
+  const deq = (q: Int8Array, scale: (i: number) => number) =>
+    Float64Array.from(q, (v, i) => v * scale(i));
+  const inner = nw / cc.k;
+  const xd = deq(xq, () => sx);
+  const wdC = deq(wq, (i) => sw[Math.floor(i / inner)]!);
+  const wdT = deq(wq, () => sw[0]!);
+  const dydC = deq(dyq, (i) => sdy[i % cc.k]!);
+  const dydT = deq(dyq, () => sdy[0]!);
+  const bias = Float32Array.from({ length: cc.k }, (_, j) => ((j * 7) % 5) * 0.25 - 0.5);
+  return {
+    s,
+    wShape,
+    nx,
+    xq,
+    wq,
+    dyq,
+    sx,
+    sw,
+    sdy,
+    bias,
+    yRef: convRef(xd, wdC, Float64Array.from(bias), s),
+    dxRef: convDgradRef(dydT, wdT, s),
+    dwRef: convWgradRef(xd, dydC, s),
+  };
+}
+let i8Cached: { cc: I8ConvCase; data: ReturnType<typeof i8CaseData> } | undefined;
+function i8CaseCached(cc: I8ConvCase) {
+  if (i8Cached?.cc !== cc) i8Cached = { cc, data: i8CaseData(cc) };
+  return i8Cached.data;
+}
+
 for (const cc of i8Cases) {
   for (const variant of VARIANTS) {
     Deno.test(`int8 conv fprop/dgrad/wgrad equal float convs of the dequantized operands: ${cc.name} (${variant})`, () => {
       backend.setInt8Kernel(variant as typeof INT8_KERNELS[number]);
       if (cc.threads) backend.setThreads(cc.threads);
-      const rng = new Rng(4);
-      const g = cc.opts.groups ?? 1;
-      const s = convShape("test", cc.x, cc.k, cc.kernel, cc.opts);
-      const wShape = [cc.k, cc.kernel[0], cc.kernel[1], cc.x[3] / g];
-      const nx = cc.x.reduce((a, b) => a * b, 1), nw = wShape.reduce((a, b) => a * b, 1);
-      const ny = s.n * s.p * s.q * s.k;
-      const xq = randomI8(rng, nx), wq = randomI8(rng, nw), dyq = randomI8(rng, ny);
-      const sx = 0.013, sw = Float32Array.from({ length: cc.k }, (_, j) => 0.002 * (j + 1));
-      const sdy = Float32Array.from({ length: cc.k }, (_, j) => 0.001 * (cc.k - j));
-      const deq = (q: Int8Array, scale: (i: number) => number) =>
-        Float64Array.from(q, (v, i) => v * scale(i));
-      const inner = nw / cc.k;
-      const xd = deq(xq, () => sx);
-      const wdC = deq(wq, (i) => sw[Math.floor(i / inner)]!);
-      const wdT = deq(wq, () => sw[0]!);
-      const dydC = deq(dyq, (i) => sdy[i % cc.k]!);
-      const dydT = deq(dyq, () => sdy[0]!);
+      const { s, wShape, nx, xq, wq, dyq, sx, sw, sdy, bias, yRef, dxRef, dwRef } = i8CaseCached(
+        cc,
+      );
       using x = i8(xq, [...cc.x]);
       using w = i8(wq, wShape);
       using dy = i8(dyq, [s.n, s.p, s.q, s.k]);
@@ -363,14 +395,11 @@ for (const cc of i8Cases) {
       using dw = Tensor.empty(backend, wShape, "f32");
       const tol = { atol: 1e-5, rtol: 1e-5 };
       // fprop with per-output-channel weight scales (each output channel k gets sw[k]) and a bias
-      const bias = Float32Array.from({ length: cc.k }, (_, j) => ((j * 7) % 5) * 0.25 - 0.5);
       using biasT = f32(bias, [cc.k]);
       backend.conv2dI8(y, x, w, biasT, sxT, swC, ScaleLayout.outer, s);
-      const yRef = convRef(xd, wdC, Float64Array.from(bias), s);
       assertClose("fprop", y.toFloat32(), yRef, y.shape, tol);
       // dgrad, per tensor.
       backend.conv2dDgradI8(dx, dy, w, sdyC, swC, s);
-      const dxRef = convDgradRef(dydT, wdT, s);
       assertClose("dgrad", dx.toFloat32(), dxRef, dx.shape, tol);
       // accumulate: dx += the gradient, on top of values already there
       const base = Float32Array.from({ length: nx }, (_, i) => ((i * 37) % 11) - 5);
@@ -380,7 +409,7 @@ for (const cc of i8Cases) {
       assertClose("dgrad, accumulating", dxAcc.toFloat32(), accRef, dx.shape, tol);
       // wgrad with per-output-channel dY scales (GVQ): row k of dW gets sdy[k].
       backend.conv2dWgradI8(dw, x, dy, sxT, sdyC, ScaleLayout.inner, s);
-      assertClose("wgrad", dw.toFloat32(), convWgradRef(xd, dydC, s), dw.shape, tol);
+      assertClose("wgrad", dw.toFloat32(), dwRef, dw.shape, tol);
       backend.setInt8Kernel("auto");
       if (cc.threads) backend.setThreads(0);
     });
