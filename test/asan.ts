@@ -10,8 +10,8 @@
  *
  * For CI's time limit: the library is built at -O1, the optimization level the sanitizers'
  * documentation suggests (on a 2-core Zen 5: 93 s to build at -O3, 23 s at -O1), and the run
- * leaves out the test files in {@link ASAN_SKIPS}, whose time goes to code the
- * sanitizers do not instrument.
+ * leaves out the test files in {@link ASAN_SKIPS}, whose time goes to code the sanitizers do not
+ * instrument.
  *
  * @module
  */
