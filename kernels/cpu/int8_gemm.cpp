@@ -766,13 +766,13 @@ int vnni_mr(int64_t m, int nv) {
   return best;
 }
 
-template <int NV, int MR>
+template <int NV, int MR, bool Pairs = false>
 TileFn vnni_tile_from(int mr) {
   if constexpr (MR < kVnniMinMR) {
     (void)mr;
-    return &tile_vnni<kVnniMinMR, NV>;
+    return &tile_vnni<kVnniMinMR, NV, Pairs>;
   } else {
-    return mr == MR ? &tile_vnni<MR, NV> : vnni_tile_from<NV, MR - 1>(mr);
+    return mr == MR ? &tile_vnni<MR, NV, Pairs> : vnni_tile_from<NV, MR - 1, Pairs>(mr);
   }
 }
 template <bool Emul>
@@ -783,15 +783,6 @@ TileFn amx_tile(bool m1, bool n1) {
 template <int NV>
 TileFn vnni_tile(int mr) {
   return vnni_tile_from<NV, NV == 1 ? kVnniMaxMR1 : kVnniMaxMR2>(mr);
-}
-template <int MR>
-TileFn vnni_pairs_tile(int mr) {
-  if constexpr (MR < kVnniMinMR) {
-    (void)mr;
-    return &tile_vnni<kVnniMinMR, 2, true>;
-  } else {
-    return mr == MR ? &tile_vnni<MR, 2, true> : vnni_pairs_tile<MR - 1>(mr);
-  }
 }
 D8_TARGET_VNNI void pair_panels_vnni(int8_t* bp, int64_t k4, int64_t panels) {
   for (int64_t pi = 0; pi < panels; ++pi)
@@ -848,7 +839,7 @@ Plan plan_for(int64_t n, int64_t m, bool pairs) {
   if (v == kVnni) {
     if (n <= 16 && pairs && zmm_pairs()) {
       const int mr = vnni_mr(m, 2);
-      return {kVnni, mr, 16, 0x80, vnni_pairs_tile<kVnniMaxMR2>(mr), 1, false, true};
+      return {kVnni, mr, 16, 0x80, vnni_tile_from<2, kVnniMaxMR2, true>(mr), 1, false, true};
     }
     if (n <= 16) {
       const int mr = vnni_mr(m, 1);

@@ -98,10 +98,9 @@ bool zmm_pairs() {
     if (const char* e = std::getenv("D8_CPU_ZMM_PAIRS"); e && (e[0] == '0' || e[0] == '1'))
       return e[0] == '1';
 #if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
     unsigned a, b, c, d;
-    if (!__get_cpuid(0, &a, &b, &c, &d)) return false;
-    const bool amd = b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163;  // "AuthenticAMD"
-    if (!amd || !__get_cpuid(1, &a, &b, &c, &d)) return false;
+    if (!__builtin_cpu_is("amd") || !__get_cpuid(1, &a, &b, &c, &d)) return false;
     const unsigned family = ((a >> 8) & 0xF) + (((a >> 8) & 0xF) == 0xF ? (a >> 20) & 0xFF : 0);
     return family >= 0x1A;
 #else
