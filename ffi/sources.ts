@@ -27,6 +27,7 @@ export const KERNEL_SOURCES: Readonly<Record<string, readonly string[]>> = {
     "kernels/cpu/quant.cpp",
     "kernels/cpu/runtime.cpp",
     "kernels/cpu/sgd.cpp",
+    "kernels/cpu/team.cpp",
     "kernels/cpu/zoo_ops.cpp",
   ],
 };

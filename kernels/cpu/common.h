@@ -1,7 +1,8 @@
 // common.h: internal helpers shared by every cpu kernel file (not part of the ABI).
 //   - error reporting (fail, the last-error message) and the exception guard at the ABI boundary
 //   - buffer / context structs and argument checks
-//   - thread count and the parallel helpers (OpenMP when compiled with -fopenmp, serial otherwise)
+//   - thread count and the parallel helpers (team.cpp's pool, else OpenMP, when compiled with
+//     -fopenmp; serial otherwise)
 //   - per-thread scratch memory that is reused between calls
 #ifndef DAINT8_CPU_COMMON_H
 #define DAINT8_CPU_COMMON_H
@@ -16,6 +17,7 @@
 #include <exception>
 #include <initializer_list>
 #include <new>
+#include <type_traits>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -158,22 +160,39 @@ inline int threads_for(int64_t work, int64_t grain) {
   return static_cast<int>(std::min<int64_t>(t, useful));
 }
 
+// The library's fork/join (team.cpp): persistent workers that take a region through one cache
+// line each, the calling thread being thread 0. run() returns false when the pool does not take
+// the region (busy with another calling thread, no thread could be created, D8_CPU_POOL=0), and
+// parallel() opens an OpenMP region instead. barrier() is the team barrier inside parallel()'s f,
+// for either kind of region; inside() says the calling thread runs a share of a pool region.
+namespace team {
+bool inside();
+bool run(int nt, void (*fn)(void*, int, int), void* arg);
+void barrier();
+}  // namespace team
+
 // Runs f(tid, nthreads) on up to nt threads and returns the team size actually obtained
 // (nthreads; OpenMP may grant fewer than nt: OMP_DYNAMIC, nesting, thread limits). Code that
-// combines per-thread partial results afterwards must combine that many, not nt.
+// combines per-thread partial results afterwards must combine that many, not nt. Threads of the
+// team meet at team::barrier(). A region opened inside another runs on the calling thread alone.
 // f must not throw (allocate everything before calling).
 template <class F>
 int parallel(int nt, F&& f) {
 #ifdef _OPENMP
-  if (nt > 1) {
-    int team = 1;
+  if (nt > 1 && !team::inside()) {
+    using Fr = std::remove_reference_t<F>;
+    if (team::run(
+            nt, [](void* a, int t, int T) { (*static_cast<Fr*>(a))(t, T); },
+            const_cast<void*>(static_cast<const void*>(&f))))
+      return nt;
+    int size = 1;
 #pragma omp parallel num_threads(nt)
     {
       const int t = omp_get_thread_num(), T = omp_get_num_threads();
-      if (t == 0) team = T;
+      if (t == 0) size = T;
       f(t, T);
     }
-    return team;
+    return size;
   }
 #endif
   (void)nt;

@@ -541,9 +541,7 @@ bool conv_fwd_im2col_exact(float* y, const float* x, const float* bp, int nv, co
         const float* xs = x + img * hwc + ((p * G.sh - G.ph) * G.w + (q * G.sw - G.pw + b.lo)) * C;
         for (int64_t r = a.lo; r < a.hi; ++r, d += ns * C) copy_n(d, xs + r * G.w * C, ns * C);
       }
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
+      team::barrier();
       if (jn > 0) {
         for (int64_t c = 0; c < ncls; ++c) {
           const Cls &a = rc[c / nqc], &b = qc[c % nqc];
@@ -583,9 +581,7 @@ bool conv_fwd_im2col_exact(float* y, const float* x, const float* bp, int nv, co
           }
         }
       }
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
+      team::barrier();
     }
   });
   return true;
@@ -609,16 +605,12 @@ void conv_fwd_im2col(float* y, const float* x, const float* bp, int64_t pbf, int
         const int64_t cnt = std::min(ch, G.m - m0);
         const int64_t r0 = cnt * t / T, r1 = cnt * (t + 1) / T;
         if (r1 > r0) im2col(col + r0 * G.kd, x, G, m0 + r0, r1 - r0, 0);
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
+        team::barrier();
         if (p1 > p0)
           gemm_core(cnt, std::min(p1 * nr, G.kg) - p0 * nr, G.kd, 1.0f, col, G.kd, 1, nullptr,
                     bp + p0 * G.kd * nr, nv, beta, y + m0 * G.k + p0 * nr, G.k,
                     bias ? bias + p0 * nr : nullptr, nullptr);
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
+        team::barrier();
       }
     });
     return;

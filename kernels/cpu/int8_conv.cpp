@@ -1686,9 +1686,7 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
     }
     if (wide && rows > 0) flush();
     has[t] = g1 > g0;
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
+    team::barrier();
     reduce(G.kd * t / T, G.kd * (t + 1) / T, T, cbuf + t * rbuf);
   });
   return true;

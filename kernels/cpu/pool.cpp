@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <mutex>
 
 using namespace d8cpu;
 
@@ -130,6 +131,7 @@ extern "C" int32_t d8_maxpool_bwd(d8_buffer* dx, const d8_buffer* dy, const d8_b
     int bad = 0;
     int64_t bad_at = -1;
     int32_t bad_val = 0;
+    std::mutex bad_mutex;  // the threads that find a bad index report one of them
     // Threads own whole images: the scatter of one image never touches another.
     const int nt = static_cast<int>(std::min<int64_t>(threads_for(S.n * PQ * C, kGrain), S.n));
     parallel(nt, [&](int t, int T) {
@@ -144,10 +146,8 @@ extern "C" int32_t d8_maxpool_bwd(d8_buffer* dx, const d8_buffer* dy, const d8_b
             const int32_t idx = a[ch];
             if (idx == -1) continue;
             if (idx < 0 || idx >= HW) {
-#ifdef _OPENMP
-#pragma omp critical(d8_maxpool_bwd_bad)
-#endif
               {
+                const std::lock_guard<std::mutex> lock(bad_mutex);
                 bad = 1;
                 bad_at = o * C + ch;
                 bad_val = idx;
