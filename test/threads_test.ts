@@ -4,8 +4,7 @@
  * Conv passes whose threads meet at barriers give the same bits on every path.
  */
 import assert from "node:assert/strict";
-import { threadWork, type ThreadWorkResult } from "./helpers/thread_work.ts";
-import { cpu } from "./helpers/check_op.ts";
+import type { ThreadWorkResult } from "./helpers/thread_work.ts";
 import { runChildTests } from "./helpers/child_tests.ts";
 
 function sameBits(what: string, got: Float32Array[], want: Float32Array[]) {
@@ -16,11 +15,16 @@ function sameBits(what: string, got: Float32Array[], want: Float32Array[]) {
   }
 }
 
-Deno.test("conv passes from three threads at once (Workers sharing the library's pool) give the bits of one caller", async () => {
-  const ref = threadWork(cpu(), 1).outputs;
-  const rounds = 40, limitMs = 60_000;
-  const workers = [0, 1, 2].map(() =>
-    new Worker(new URL("./helpers/thread_worker.ts", import.meta.url).href, { type: "module" })
+/**
+ * Runs threadWork in `n` Workers at once (each calls the library from its own OS thread); rejects
+ * after `limitMs`. Every caller runs in a Worker, so a call that never returns (a lost wake-up, two
+ * callers in one team) fails the test here instead of hanging the main thread.
+ */
+async function inWorkers(n: number, rounds: number, limitMs = 60_000): Promise<ThreadWorkResult[]> {
+  const workers = Array.from(
+    { length: n },
+    () =>
+      new Worker(new URL("./helpers/thread_worker.ts", import.meta.url).href, { type: "module" }),
   );
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
@@ -31,21 +35,25 @@ Deno.test("conv passes from three threads at once (Workers sharing the library's
       })
     );
     for (const w of workers) w.postMessage({ rounds });
-    // a caller that never returns (a lost wake-up, two callers in one team) fails here
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new Error(`the callers did not finish in ${limitMs / 1000} s`)),
+        () => reject(new Error(`${n} caller(s) did not finish in ${limitMs / 1000} s`)),
         limitMs,
       );
     });
-    const results = await Promise.race([Promise.all(done), timeout]);
-    for (const [i, r] of results.entries()) {
-      assert.deepEqual(r.unstable, [], `caller ${i}: rounds that differed from its first`);
-      sameBits(`caller ${i}`, r.outputs, ref);
-    }
+    return await Promise.race([Promise.all(done), timeout]);
   } finally {
     clearTimeout(timer);
     for (const w of workers) w.terminate();
+  }
+}
+
+Deno.test("conv passes from three threads at once (Workers sharing the library's pool) give the bits of one caller", async () => {
+  const [one] = await inWorkers(1, 1);
+  const results = await inWorkers(3, 40);
+  for (const [i, r] of results.entries()) {
+    assert.deepEqual(r.unstable, [], `caller ${i}: rounds that differed from its first`);
+    sameBits(`caller ${i}`, r.outputs, one!.outputs);
   }
 });
 
@@ -61,4 +69,16 @@ Deno.test({
       `${here}threads_test.ts`,
     ], 40);
   },
+});
+
+// Workers that sleep between regions (OMP_WAIT_POLICY=passive: no spinning) are woken for each one:
+// the three callers again, every region's workers taken from their condition variables
+Deno.test({
+  name: "sleeping pool workers wake for every region: OMP_WAIT_POLICY=passive (child process)",
+  ignore: Deno.env.get("OMP_WAIT_POLICY") !== undefined ||
+    Deno.env.get("D8_CPU_POOL") !== undefined,
+  fn: () =>
+    runChildTests({ OMP_WAIT_POLICY: "passive" }, "three threads", [
+      new URL(import.meta.url).pathname,
+    ], 1),
 });
