@@ -174,12 +174,13 @@ void barrier();
 // Runs f(tid, nthreads) on up to nt threads and returns the team size actually obtained
 // (nthreads; OpenMP may grant fewer than nt: OMP_DYNAMIC, nesting, thread limits). Code that
 // combines per-thread partial results afterwards must combine that many, not nt. Threads of the
-// team meet at team::barrier(). A region opened inside another runs on the calling thread alone.
+// team meet at team::barrier(). A region opened inside another (the pool's or OpenMP's) runs on
+// the calling thread alone.
 // f must not throw (allocate everything before calling).
 template <class F>
 int parallel(int nt, F&& f) {
 #ifdef _OPENMP
-  if (nt > 1 && !team::inside()) {
+  if (nt > 1 && !team::inside() && !omp_in_parallel()) {
     using Fr = std::remove_reference_t<F>;
     if (team::run(
             nt, [](void* a, int t, int T) { (*static_cast<Fr*>(a))(t, T); },

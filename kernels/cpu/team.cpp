@@ -8,7 +8,7 @@
 // the job into the slots of workers 1 .. nt-1, bumps each slot's generation, runs its own share and
 // waits for the team's done count. A waiting worker spins (pause) for a while, then sleeps on its
 // slot's condition variable; OMP_WAIT_POLICY is honoured as libgomp reads it (passive: sleep at
-// once; active: spin without a limit; unset: spin ~2 ms first). team_barrier() is the team's
+// once; active: spin without a limit; unset: spin ~2 ms first). team::barrier() is the team's
 // barrier (a sense counter) inside such a region, and `#pragma omp barrier` inside an OpenMP one.
 //
 // When the pool does not take a region, parallel() opens the OpenMP region as before: the pool is
@@ -24,7 +24,9 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
-#include <system_error>
+#if defined(__linux__)
+#include <pthread.h>
+#endif
 #include <thread>
 #include <vector>
 
@@ -124,22 +126,27 @@ class Pool {
   }
 
  private:
-  // At least n workers (under busy_). False when a thread could not be created.
+  // At least n workers (under busy_). False when a thread (or its slot) could not be created.
   bool grow(int n) {
     while (static_cast<int>(slots_.size()) < n) {
-      Slot* s = new Slot();
+      Slot* s = nullptr;
       try {
+        slots_.reserve(static_cast<size_t>(n));
+        s = new Slot();
         std::thread(worker, s).detach();
-      } catch (const std::system_error&) {
+      } catch (...) {  // std::system_error, std::bad_alloc
         delete s;
         return false;
       }
-      slots_.push_back(s);
+      slots_.push_back(s);  // (reserved: no throw)
     }
     return true;
   }
 
   static void worker(Slot* s) {
+#if defined(__linux__)
+    pthread_setname_np(pthread_self(), "daint8-worker");  // as `top -H` and debuggers show it
+#endif
     uint64_t seen = 0;
     for (;;) {
       wait_until([&] { return s->go.load(std::memory_order_acquire) != seen; },
