@@ -1,7 +1,7 @@
 /**
- * Conv passes on the cpu backend for test/threads_test.ts, run the same way on the main thread and
- * inside Workers: each Worker calls into the one loaded library from its own OS thread, so the
- * library's fork/join (kernels/cpu/team.cpp) serves several callers at once.
+ * Conv passes on the cpu backend for test/threads_test.ts, run inside Workers
+ * (./thread_worker.ts): each Worker calls into the one loaded library from its own OS thread, so
+ * the library's fork/join (kernels/cpu/team.cpp) serves several callers at once.
  */
 import { ScaleLayout } from "../../src/backend/backend.ts";
 import type { CpuBackend } from "../../src/backend/backend.ts";
