@@ -4,13 +4,13 @@
  * Conv passes whose threads meet at barriers give the same bits on every path.
  */
 import assert from "node:assert/strict";
-import type { ThreadWorkResult } from "./helpers/thread_work.ts";
+import { firstDifference, type ThreadWorkResult } from "./helpers/thread_work.ts";
 import { runChildTests } from "./helpers/child_tests.ts";
 
 function sameBits(what: string, got: Float32Array[], want: Float32Array[]) {
   assert.equal(got.length, want.length, what);
   for (const [i, g] of got.entries()) {
-    const bad = g.findIndex((v, j) => !Object.is(v, want[i]![j]));
+    const bad = firstDifference(g, want[i]!);
     assert.equal(bad, -1, `${what}: output ${i} differs at ${bad}: ${g[bad]} vs ${want[i]![bad]}`);
   }
 }

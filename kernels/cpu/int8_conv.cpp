@@ -1638,14 +1638,14 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
     float* __restrict ob = reinterpret_cast<float*>(buf + 12 * kr);  // [kJb][kr]
     const double* __restrict rs = row_scale;
 #if defined(__AVX512F__)
-    const uint32_t* parts[64];
+    const uint32_t* parts[64];  // the threads' partials that hold sums (at most 64: else scalar)
     int np = 0;
-    for (int th = 0; th < team && np <= 64; ++th)
+    bool vec = !wide && G.k % 16 == 0;
+    for (int th = 0; th < team && vec; ++th)
       if (has[th]) {
-        if (np < 64) parts[np] = reinterpret_cast<const uint32_t*>(work + th * per + bb);
-        ++np;
+        if (np == 64) vec = false;
+        else parts[np++] = reinterpret_cast<const uint32_t*>(work + th * per + bb);
       }
-    const bool vec = !wide && G.k % 16 == 0 && np <= 64;
 #endif
     for (int64_t jb = j0; jb < j1; jb += kJb) {
       const int64_t nj = std::min<int64_t>(kJb, j1 - jb);
