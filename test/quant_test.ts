@@ -292,6 +292,34 @@ const i8Cases: I8ConvCase[] = [
     opts: { padding: 1 },
     threads: 2,
   },
+  // ResNet-20's 16->32 stride-2 layer at batch 4: each thread prepares its own copy of the
+  // weights (the forward and the dgrad by phase)
+  {
+    name: "3x3 16->32 s2 28x28 batch 4, 2 threads (weights prepared per thread)",
+    x: [4, 28, 28, 16],
+    k: 32,
+    kernel: [3, 3],
+    opts: { stride: 2, padding: 1 },
+    threads: 2,
+  },
+  // prepared weights over 192 KiB (kOwnWeightsBytes in int8_conv.cpp): one copy shared by the
+  // threads instead of one each (the forward, the stride-1 gather dgrad, the dgrad by phase)
+  {
+    name: "3x3 128->192 8x8 batch 2, 2 threads (shared prepared weights)",
+    x: [2, 8, 8, 128],
+    k: 192,
+    kernel: [3, 3],
+    opts: { padding: 1 },
+    threads: 2,
+  },
+  {
+    name: "3x3 128->192 s2 8x8 batch 2, 2 threads (shared prepared weights, by phase)",
+    x: [2, 8, 8, 128],
+    k: 192,
+    kernel: [3, 3],
+    opts: { stride: 2, padding: 1 },
+    threads: 2,
+  },
   // fully connected layers at a small batch with over 1 MiB of weights: the forward and the
   // pointwise dgrad stream B (packed a run of panels at a time, by rows / by columns), odd sizes
   // (k % 4 tails, partial panels), 5 and 28 rows

@@ -611,21 +611,23 @@ constexpr int64_t kMaxBorderColsI8 = 8;
 constexpr int64_t kMaxBorderWeightBytesI8 = int64_t{128} << 10;  // per border column
 struct ExactI8 {
   struct Col {
-    int64_t q, slo, sc4;
+    int64_t q, slo, ns, sc4;  // output column, its inside kernel columns [slo, slo + ns), SC4q
     const int8_t* bp;
     const int32_t* comp;
     const int32_t* koff;
   };
   bool on = false;
   int64_t q0 = 0, q1 = 0, nbc = 0, R = 0, nrc = 0;
+  int64_t bytes = 0;  // of the tables exact_tables_i8 writes
   i8::Plan pr, pc;
   Col cols[kMaxBorderColsI8];
   const int32_t* comps = nullptr;  // [rlo][rhi] -> comp of window rows [rlo, rhi), nrc entries
   const int32_t* comp_of(int64_t lo, int64_t hi) const { return comps + (lo * (R + 1) + hi) * nrc; }
 };
 
-ExactI8 exact_windows_i8(const Geom& G, const i8::Plan& P, const int8_t* wt, int64_t sc4,
-                         int64_t wp) {
+// Whether exact windows apply, and their geometry and table size (no weights read: the tables
+// come from exact_tables_i8).
+ExactI8 exact_windows_i8(const Geom& G, const i8::Plan& P, int64_t sc4) {
   ExactI8 ex;
   if (P.variant == i8::kAmx || forced_path() != kAuto) return ex;
   for (int64_t p = 0; p < G.p; ++p) {
@@ -656,13 +658,11 @@ ExactI8 exact_windows_i8(const Geom& G, const i8::Plan& P, const int8_t* wt, int
   if (bq_bytes > kMaxBorderWeightBytesI8 * std::max<int64_t>(nbc, 1) ||
       static_cast<double>(bq_bytes) * 1024 > static_cast<double>(G.m) * G.k * G.kd)
     return ex;
-  ex.q0 = q0, ex.q1 = q1, ex.nbc = nbc, ex.R = G.r;
   // k-group pairs as P (the interior's runs start at whole window rows of P's B), and for the
   // border columns where each one's window rows hold whole pairs
   bool col_pairs = P.pairs;
   for (int64_t i = 0; i < nbc; ++i) col_pairs = col_pairs && round_up(ns[i] * G.c, 4) % 8 == 0;
-  ex.pr = i8::plan_for(G.k, q1 - q0, P.pairs);
-  ex.pc = i8::plan_for(G.k, G.p, col_pairs);
+  const i8::Plan pr = i8::plan_for(G.k, q1 - q0, P.pairs), pc = i8::plan_for(G.k, G.p, col_pairs);
   // Only where it computes fewer tile rows x window bytes than the full windows: a tile of fixed
   // height over 5 interior pixels can compute as many rows as over all 7 (the avx2 tile did, before
   // its partial tiles got their exact height: Zen 4, avx2 forced, 64->64 7x7 fprop 1.02 -> 1.14
@@ -673,21 +673,34 @@ ExactI8 exact_windows_i8(const Geom& G, const i8::Plan& P, const int8_t* wt, int
   double full = static_cast<double>(G.p) * rows_of(G.q, P) * G.r * sc4, exact = 0;
   for (int64_t p = 0; p < G.p; ++p) {
     const Span r = tap_span(p, G.sh, G.ph, G.h, G.r);
-    exact += static_cast<double>(rows_of(q1 - q0, ex.pr)) * (r.hi - r.lo) * sc4;
+    exact += static_cast<double>(rows_of(q1 - q0, pr)) * (r.hi - r.lo) * sc4;
   }
   for (int64_t i = 0; i < nbc; ++i)
-    exact += static_cast<double>(rows_of(G.p, ex.pc)) * G.r * round_up(ns[i] * G.c, 4);
+    exact += static_cast<double>(rows_of(G.p, pc)) * G.r * round_up(ns[i] * G.c, 4);
   if (exact >= full) return ex;
-  const int64_t K = G.k, C = G.c, kdp = G.r * sc4, nrc = i8::comp_len(K, P.nr);
-  ex.nrc = nrc;
-  // scratch: comps [(R+1)^2][nrc], then per column packed B, comp, koff, and one re-laid w
-  int64_t bytes = 4 * ((G.r + 1) * (G.r + 1) + G.r) * nrc;
+  ex.q0 = q0, ex.q1 = q1, ex.nbc = nbc, ex.R = G.r, ex.pr = pr, ex.pc = pc;
+  ex.nrc = i8::comp_len(G.k, P.nr);
+  // tables: comps [(R+1)^2][nrc] and the rows' [R][nrc], then per column packed B, comp, koff;
+  // and one re-laid w
+  ex.bytes = 4 * ((G.r + 1) * (G.r + 1) + G.r) * ex.nrc;
+  int64_t relaid = 0;
   for (int64_t i = 0; i < nbc; ++i) {
-    const int64_t s4 = round_up(ns[i] * C, 4), kq = G.r * s4;
-    bytes += round_up(i8::packb_bytes(K, kq, P.nr), 64) + round_up(4 * nrc, 64) +
-             round_up(4 * kq / 4, 64);
+    const int64_t s4 = round_up(ns[i] * G.c, 4), kq = G.r * s4;
+    ex.bytes += round_up(i8::packb_bytes(G.k, kq, P.nr), 64) + round_up(4 * ex.nrc, 64) +
+                round_up(4 * kq / 4, 64);
+    relaid = std::max(relaid, G.k * kq);
+    ex.cols[i] = {bq[i], slo[i], ns[i], s4, nullptr, nullptr, nullptr};
   }
-  char* buf = scratch_bytes<char>(kSlotConvCol, bytes + K * kdp + 64);
+  ex.bytes = round_up(ex.bytes + relaid, 64);
+  ex.on = true;
+  return ex;
+}
+
+// The tables of exact windows (ex from exact_windows_i8, on) for weights wt [K][R][SC4], written
+// into buf (ex.bytes).
+void exact_tables_i8(ExactI8& ex, const Geom& G, const i8::Plan& P, const int8_t* wt,
+                     int64_t sc4, int64_t wp, char* buf) {
+  const int64_t K = G.k, C = G.c, kdp = G.r * sc4, nrc = ex.nrc;
   int32_t* comps = reinterpret_cast<int32_t*>(buf);
   // comp of window row r for column j (0 without the flip and past K), then of every run [lo, hi)
   int32_t* row = comps + (G.r + 1) * (G.r + 1) * nrc;
@@ -709,15 +722,22 @@ ExactI8 exact_windows_i8(const Geom& G, const i8::Plan& P, const int8_t* wt, int
     }
   ex.comps = comps;
   char* pb = buf + 4 * ((G.r + 1) * (G.r + 1) + G.r) * nrc;
-  int8_t* wq = reinterpret_cast<int8_t*>(buf + bytes);
-  for (int64_t i = 0; i < nbc; ++i) {
-    const int64_t s4 = round_up(ns[i] * C, 4), kq = G.r * s4;
+  int64_t used = pb - buf;
+  for (int64_t i = 0; i < ex.nbc; ++i) {
+    const int64_t kq = G.r * ex.cols[i].sc4;
+    used += round_up(i8::packb_bytes(K, kq, P.nr), 64) + round_up(4 * nrc, 64) +
+            round_up(4 * kq / 4, 64);
+  }
+  int8_t* wq = reinterpret_cast<int8_t*>(buf + used);
+  for (int64_t i = 0; i < ex.nbc; ++i) {
+    ExactI8::Col& col = ex.cols[i];
+    const int64_t s4 = col.sc4, kq = G.r * s4, nc = col.ns * C;
     // wq[k][r][b] = w'[k][r][slo*C + b] for b < ns*C, zeros to s4 (w' = wt, [K][R][SC4])
     for (int64_t k = 0; k < K; ++k)
       for (int64_t r = 0; r < G.r; ++r) {
         int8_t* d = wq + k * kq + r * s4;
-        std::memcpy(d, wt + k * kdp + r * sc4 + slo[i] * C, static_cast<size_t>(ns[i] * C));
-        std::memset(d + ns[i] * C, 0, static_cast<size_t>(s4 - ns[i] * C));
+        std::memcpy(d, wt + k * kdp + r * sc4 + col.slo * C, static_cast<size_t>(nc));
+        std::memset(d + nc, 0, static_cast<size_t>(s4 - nc));
       }
     int8_t* bpq = reinterpret_cast<int8_t*>(pb);
     pb += round_up(i8::packb_bytes(K, kq, P.nr), 64);
@@ -728,11 +748,25 @@ ExactI8 exact_windows_i8(const Geom& G, const i8::Plan& P, const int8_t* wt, int
     int32_t* ko = reinterpret_cast<int32_t*>(pb);
     pb += round_up(4 * kq / 4, 64);
     fill_row_koff(ko, kq / 4, s4, wp * C);
-    ex.cols[i] = {bq[i], slo[i], s4, bpq, cq, ko};
+    col.bp = bpq, col.comp = cq, col.koff = ko;
   }
-  ex.on = true;
-  return ex;
 }
+
+// Per-thread copies of the prepared weights (packed B, comp, offsets, exact-window tables) up to
+// this size a thread: each thread of the region prepares its own at the region's start instead of
+// the calling thread preparing one copy before it. The serial preparation and the other threads'
+// reads of lines another core wrote cost more than preparing twice in parallel: Zen 5 guest, 2
+// threads, avx512-vnni, 32->64 stride 2 fprop at batch 64: the calling thread's preparation took
+// 9.1 us of a 84 us call (4.5 us on one thread).
+constexpr int64_t kOwnWeightsBytes = int64_t{192} << 10;
+
+// The weights of an implicit forward: w as given (OHWI), or the weights of the conv whose data
+// gradient this forward computes (flip_of: its geometry; dx = conv(dy, w'), conv_geom.h), which
+// the preparation flips and transposes first.
+struct FwdWeights {
+  const int8_t* w;
+  const Geom* flip_of = nullptr;
+};
 
 // fprop, implicit GEMM (ungrouped, not 1x1): no im2col. Each thread copies one image at a time
 // into a padded buffer xp [Hp][Wp][C] (the offset flip applied, padding = flip; Hp = (P-1)*sh +
@@ -743,8 +777,8 @@ ExactI8 exact_windows_i8(const Geom& G, const i8::Plan& P, const int8_t* wt, int
 // meet zero weights). One gemm_block per output row (Q tile rows). Returns false (the caller
 // runs the im2col form) when it does not apply: grouped or 1x1 convs, fewer images than threads
 // worth using, or D8_CPU_CONV_PATH=im2col.
-bool fwd_implicit(float* y, const int8_t* x, const int8_t* w, const float* cs, const float* bias,
-                  const Geom& G, int mode) {
+bool fwd_implicit(float* y, const int8_t* x, const FwdWeights& wsrc, const float* cs,
+                  const float* bias, const Geom& G, int mode) {
   if (G.g != 1 || G.pointwise || forced_path() == kIm2col) return false;
   // Wide weights (conv_geom.h): the im2col chunks of fwd_core give each B panel more rows (Zen 4, 2 threads, batch 16, avx512-vnni, paired, two alternations: 512 ->
   // 512 4x4 fprop 2.33-2.66 -> 1.92-2.02 ms, its stride-1 dgrad 2.44-3.12 -> 1.98-2.20 ms, 256 ->
@@ -759,38 +793,76 @@ bool fwd_implicit(float* y, const int8_t* x, const int8_t* w, const float* cs, c
   i8::set_runs(P, sc4 / 4);  // amx chunks stay inside a window row
   const int64_t hp = padded_h(G), wp = padded_w(G);
   const int64_t rs = G.sw * G.c;  // bytes between consecutive output pixels' windows
+  const ExactI8 plan = exact_windows_i8(G, P, sc4);
 
-  // weights [K][R][SC4] (zero past S*C in each window row), packed once; koff per k-group
+  // Prepared weights, [K][R][SC4] (zero past S*C in each window row), packed, with koff per
+  // k-group and the exact windows' tables: one copy per thread (kOwnWeightsBytes) or one shared
+  struct Prep {
+    const int8_t* bp;
+    const int32_t* comp;
+    const int32_t* koff;
+    ExactI8 ex;
+  };
   const int64_t bpb = round_up(i8::packb_bytes(G.k, kdp, P.nr), 64);
-  char* bbuf = scratch_bytes<char>(kSlotConvB, bpb + round_up(4 * i8::comp_len(G.k, P.nr), 64));
-  const int8_t* wt = w;  // already that layout when S*C is a multiple of 4
-  if (sc4 != sc) {
-    int8_t* d = scratch_bytes<int8_t>(kSlotConvWork, G.k * kdp);
-    for (int64_t k = 0; k < G.k; ++k)
-      for (int64_t r = 0; r < G.r; ++r) {
-        int8_t* dr = d + k * kdp + r * sc4;
-        std::memcpy(dr, w + (k * G.r + r) * sc, static_cast<size_t>(sc));
-        std::memset(dr + sc, 0, static_cast<size_t>(sc4 - sc));
-      }
-    wt = d;
-  }
-  int8_t* bp = reinterpret_cast<int8_t*>(bbuf);
-  const int32_t* comp = reinterpret_cast<const int32_t*>(bbuf + bpb);
-  pack_b_par(false, bp, reinterpret_cast<int32_t*>(bbuf + bpb), wt, kdp, G.k, kdp, P);
-  i8::pair_panels(P, bp, k4, ceil_div(G.k, P.nr));
-  int32_t* koff = scratch_bytes<int32_t>(kSlotConvOffsets, 4 * k4);
-  fill_row_koff(koff, k4, sc4, wp * G.c);
+  const int64_t flipb = wsrc.flip_of ? round_up(G.k * G.kd, 64) : 0;
+  const int64_t relayb = sc4 != sc ? round_up(G.k * kdp, 64) : 0;
+  const int64_t prep_bytes = bpb + round_up(4 * i8::comp_len(G.k, P.nr), 64) +
+                             round_up(4 * k4, 64) + flipb + relayb + (plan.on ? plan.bytes : 0);
+  const bool own = nt > 1 && prep_bytes <= kOwnWeightsBytes;
+  char* prep_all = scratch_bytes<char>(kSlotConvB, (own ? nt : 1) * prep_bytes);
+  // (inside a region, parallel_for and pack_b_par run on the calling thread alone)
+  const auto prepare = [&](char* buf) {
+    Prep pr{};
+    char* at = buf;
+    const auto take = [&at](int64_t bytes) {
+      char* p = at;
+      at += bytes;
+      return p;
+    };
+    int8_t* bp = reinterpret_cast<int8_t*>(take(bpb));
+    int32_t* comp = reinterpret_cast<int32_t*>(take(round_up(4 * i8::comp_len(G.k, P.nr), 64)));
+    int32_t* koff = reinterpret_cast<int32_t*>(take(round_up(4 * k4, 64)));
+    const int8_t* wt = wsrc.w;
+    if (wsrc.flip_of) {
+      int8_t* d = reinterpret_cast<int8_t*>(take(flipb));
+      flip_transpose_weights(d, wsrc.w, *wsrc.flip_of, transpose_i8);  // 16 x 16 SSE2 blocks
+      wt = d;
+    }
+    if (sc4 != sc) {  // [K][R][SC4] with zeros (already that layout when S*C is a multiple of 4)
+      int8_t* d = reinterpret_cast<int8_t*>(take(relayb));
+      for (int64_t k = 0; k < G.k; ++k)
+        for (int64_t r = 0; r < G.r; ++r) {
+          int8_t* dr = d + k * kdp + r * sc4;
+          std::memcpy(dr, wt + (k * G.r + r) * sc, static_cast<size_t>(sc));
+          std::memset(dr + sc, 0, static_cast<size_t>(sc4 - sc));
+        }
+      wt = d;
+    }
+    pack_b_par(false, bp, comp, wt, kdp, G.k, kdp, P);
+    i8::pair_panels(P, bp, k4, ceil_div(G.k, P.nr));
+    fill_row_koff(koff, k4, sc4, wp * G.c);
+    pr.ex = plan;
+    if (plan.on) exact_tables_i8(pr.ex, G, P, wt, sc4, wp, take(plan.bytes));
+    pr.bp = bp, pr.comp = comp, pr.koff = koff;
+    return pr;
+  };
+  const Prep shared = own ? Prep{} : prepare(prep_all);
 
-  const ExactI8 ex = exact_windows_i8(G, P, wt, sc4, wp);
   // a tile reads MR rows from its first: the last row's extra rows run past the image (the
   // border columns' GEMMs step down whole padded rows)
-  const int64_t slack =
-      ex.on ? std::max(std::max(P.mr, ex.pr.mr) * rs, ex.pc.mr * G.sh * wp * G.c) : P.mr * rs;
+  const int64_t slack = plan.on ? std::max(std::max(P.mr, plan.pr.mr) * rs,
+                                           plan.pc.mr * G.sh * wp * G.c)
+                                : P.mr * rs;
   const int64_t img_bytes = hp * wp * G.c, xp_bytes = round_up(img_bytes + slack + 64, 64);
   uint8_t* xpall = scratch_bytes<uint8_t>(kSlotConvPad, nt * xp_bytes);
   const int64_t hwc = G.h * G.w * G.c;
   const int64_t yimg = G.p * G.q * G.k;  // floats of one image's y
   parallel(nt, [&](int t, int T) {
+    const Prep mine = own ? prepare(prep_all + t * prep_bytes) : shared;
+    const int8_t* bp = mine.bp;
+    const int32_t* comp = mine.comp;
+    const int32_t* koff = mine.koff;
+    const ExactI8& ex = mine.ex;
     uint8_t* xp = xpall + t * xp_bytes;
     fill(xp + img_bytes, xp_bytes - img_bytes, P.flip);
     const int64_t img1 = G.n * (t + 1) / T;
@@ -888,7 +960,7 @@ void fwd_core(float* y, const int8_t* x, const int8_t* w, const float* cs, const
               const Geom& G, int mode = i8::kStoreF32, bool w_cols = false) {
   // (adding: the grouped im2col form below; the dgrads never get here with depthwise shapes)
   if (G.depthwise && mode == i8::kStoreF32) return depthwise_fwd(y, x, w, cs, bias, G);
-  if (!w_cols && fwd_implicit(y, x, w, cs, bias, G, mode)) return;
+  if (!w_cols && fwd_implicit(y, x, FwdWeights{w}, cs, bias, G, mode)) return;
   if (fwd_stream_b(y, x, w, cs, bias, G, mode, w_cols)) return;
   const i8::Plan P = i8::plan_for(G.kg);
   const int64_t lda = 4 * i8::k4_of(G.kd);
@@ -992,13 +1064,19 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
       }
       ph.push_back(f);
     }
-  char* bbuf = scratch_bytes<char>(kSlotConvB, bytes);
-  int32_t* koffs = scratch_bytes<int32_t>(kSlotConvOffsets, 4 * std::max<int64_t>(offs, 1));
-  int8_t* wt = scratch_bytes<int8_t>(kSlotConvWork, G.c * std::max<int64_t>(jmax * lmax * k4b, 1));
-  {
-    char* pb = bbuf;
-    int32_t* po = koffs;
-    for (Phase& f : ph) {
+  // each phase's weights packed, its comp and koff: one copy per thread (kOwnWeightsBytes, as
+  // fwd_implicit) or one shared
+  const int64_t koffb = round_up(4 * std::max<int64_t>(offs, 1), 64);
+  const int64_t wtb = round_up(G.c * std::max<int64_t>(jmax * lmax * k4b, 1), 64);
+  const int64_t prep_bytes = round_up(bytes, 64) + koffb + wtb;
+  const bool own = nt > 1 && prep_bytes <= kOwnWeightsBytes;
+  char* prep_all = scratch_bytes<char>(kSlotConvB, (own ? nt : 1) * prep_bytes);
+  // fills ph's bp, comp and koff (fs: a copy of ph, per thread) from buf
+  const auto prepare = [&](std::vector<Phase>& fs, char* buf) {
+    char* pb = buf;
+    int32_t* po = reinterpret_cast<int32_t*>(buf + round_up(bytes, 64));
+    int8_t* wt = reinterpret_cast<int8_t*>(buf + round_up(bytes, 64) + koffb);
+    for (Phase& f : fs) {
       if (f.kd == 0) continue;
       // wt[c][j][l][kk] = w[kk][u + sh*j][v + sw*l][c], zeros for kk >= K: a K x C transpose
       // per tap, the threads taking taps once they are worth a fork (>= 32 KB each; ResNet-20's
@@ -1027,7 +1105,10 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
       }
       po += f.kd / 4;
     }
-  }
+  };
+  if (!own) prepare(ph, prep_all);
+  // the threads' copies of ph (allocated here: a region's function must not throw)
+  std::vector<std::vector<Phase>> mine(own ? static_cast<size_t>(nt) : 0, ph);
   float* cs = scratch_bytes<float>(kSlotMisc, G.c * 4);
   for (int64_t c = 0; c < G.c; ++c) cs[c] = scale;
 
@@ -1042,6 +1123,8 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
   for (const Phase& f : ph)
     if (!f.pr.empty()) steps += f.pr.a_hi - f.pr.a_lo + 1;
   parallel(nt, [&](int t, int T) {
+    std::vector<Phase>& fs = own ? mine[static_cast<size_t>(t)] : ph;
+    if (own) prepare(fs, prep_all + t * prep_bytes);
     uint8_t* dyp = all + t * dyp_bytes;
     fill(dyp, dyp_bytes, flip);
     const int64_t img1 = G.n * (t + 1) / T;
@@ -1063,7 +1146,7 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
       float* dxi = dx + img * hwc;
       // phases without taps (1x1 stride 2: three of four) are zeros: one memset of the image
       if (empty_phase && !acc) std::memset(dxi, 0, static_cast<size_t>(hwc) * sizeof(float));
-      for (const Phase& f : ph) {
+      for (const Phase& f : fs) {
         // dx rows / columns of this phase: ih = sh*a + u - ph in [0, H), iw likewise
         const PhaseRange& pr = f.pr;
         if (pr.empty()) continue;
@@ -1177,12 +1260,15 @@ void dgrad_core(float* dx, const int8_t* dy, const int8_t* w, float scale, const
       return fwd_core(dx, dy, w, cs, nullptr, make_geom(dgrad_as_fwd_shape(G)),
                       acc ? i8::kAddF32 : i8::kStoreF32, true);
     }
-    int8_t* wt = scratch_bytes<int8_t>(kSlotConvPartial, G.c * G.r * G.s * G.kg);
-    flip_transpose_weights(wt, w, G, transpose_i8);  // 16 x 16 SSE2 blocks
     float* cs = scratch_bytes<float>(kSlotMisc, G.c * 4);
     for (int64_t c = 0; c < G.c; ++c) cs[c] = scale;
-    return fwd_core(dx, dy, wt, cs, nullptr, make_geom(dgrad_as_fwd_shape(G)),
-                    acc ? i8::kAddF32 : i8::kStoreF32);
+    const Geom F = make_geom(dgrad_as_fwd_shape(G));
+    const int mode = acc ? i8::kAddF32 : i8::kStoreF32;
+    // the implicit forward flips and transposes the weights itself (per thread where small)
+    if (G.g == 1 && fwd_implicit(dx, dy, FwdWeights{w, &G}, cs, nullptr, F, mode)) return;
+    int8_t* wt = scratch_bytes<int8_t>(kSlotConvPartial, G.c * G.r * G.s * G.kg);
+    flip_transpose_weights(wt, w, G, transpose_i8);  // 16 x 16 SSE2 blocks
+    return fwd_core(dx, dy, wt, cs, nullptr, F, mode);
   }
 
   if (G.g == 1) return dgrad_scatter(dx, dy, w, scale, G, acc);
