@@ -1540,11 +1540,20 @@ void quad_image_rows(uint8_t* xq, const int8_t* x, const Geom& G, int64_t hp, in
     fill(d, b0 * pix, flip);
     fill(d + b1 * pix, (wp - b1) * pix, flip);
     if (s[3] && c16 == G.c) {  // a full quad: no per-pixel checks
+      // the four rows' bytes (b0 .. b1) * C are one run each, its interleave one run of d
       const int8_t* s0 = s[0] + (b0 - G.pw) * G.c;
-      const int64_t is = s[1] - s[0];
-      for (uint8_t* db = d + b0 * pix; db < d + b1 * pix; db += pix, s0 += G.c)
-        for (int64_t c0 = 0; c0 < G.c; c0 += 16)
-          i8::interleave4x16_rows(reinterpret_cast<int8_t*>(db + 4 * c0), s0 + c0, is, flip);
+      const int64_t is = s[1] - s[0], n = (b1 - b0) * G.c;
+      int8_t* db = reinterpret_cast<int8_t*>(d + b0 * pix);
+      int64_t o = 0;
+#if defined(__AVX512BW__)
+      const __m512i f64 = _mm512_set1_epi8(static_cast<char>(flip));
+      for (; o + 64 <= n; o += 64) {
+        __m512i v[4];
+        i8::interleave4x64_rows(v, s0 + o, is, f64);
+        for (int l = 0; l < 4; ++l) _mm512_storeu_si512(db + 4 * o + 64 * l, v[l]);
+      }
+#endif
+      for (; o < n; o += 16) i8::interleave4x16_rows(db + 4 * o, s0 + o, is, flip);
       continue;
     }
     for (int64_t b = b0; b < b1; ++b) {
@@ -1588,6 +1597,30 @@ void pack_dy_quads(int8_t* bp, int32_t* koff, const int8_t* dy, const Geom& G, i
       off += step_q;
       if (++qq == G.q) qq = 0, off = ++pp * row_stride;
     }
+#if defined(__AVX512BW__)
+    if (4 * n4 + 3 < G.n && kfull == G.k) {
+      // the run's dy rows are one run of run * K bytes in each image: 64 of them at a time, each
+      // 16-byte block to its pixel's panel
+      const int8_t* s0 = dy + (4 * n4 * pq + px0) * G.k;
+      const int64_t is = pq * G.k, n = run * G.k;
+      const __m512i zero = _mm512_setzero_si512();
+      int8_t* dt = bp + t * 4 * nr;
+      int64_t o = 0, i = 0, j = 0;  // block's source offset, its pixel and column
+      const auto dst = [&]() {
+        int8_t* p = dt + i * 4 * nr + (j >> nr_shift) * pstride + (j & (nr - 1)) * 4;
+        if ((j += 16) == G.k) j = 0, ++i;
+        return p;
+      };
+      for (; o + 64 <= n; o += 64) {
+        __m512i v[4];
+        i8::interleave4x64_rows(v, s0 + o, is, zero);
+        for (int l = 0; l < 4; ++l) _mm512_storeu_si512(dst(), v[l]);
+      }
+      for (; o < n; o += 16) i8::interleave4x16_rows(dst(), s0 + o, is, 0);
+      t += run;
+      continue;
+    }
+#endif
     if (4 * n4 + 3 < G.n) {
       const int8_t* s0 = dy + (4 * n4 * pq + px0) * G.k;
       const int64_t is = pq * G.k;  // image stride
