@@ -760,6 +760,20 @@ void exact_tables_i8(ExactI8& ex, const Geom& G, const i8::Plan& P, const int8_t
 // 9.1 us of a 84 us call (4.5 us on one thread).
 constexpr int64_t kOwnWeightsBytes = int64_t{192} << 10;
 
+// Where the prepared weights of a region go: one copy per thread (own: more than one thread and
+// at most kOwnWeightsBytes each), prepared by each thread inside the region, or one copy the
+// calling thread prepares before it. Allocated here (a region's function must not throw).
+struct PrepCopies {
+  int64_t bytes;
+  bool own;
+  char* base;
+  PrepCopies(int nt, int64_t b)
+      : bytes(round_up(b, 64)),
+        own(nt > 1 && b <= kOwnWeightsBytes),
+        base(scratch_bytes<char>(kSlotConvB, (own ? nt : 1) * bytes)) {}
+  char* of(int t) const { return base + (own ? t : 0) * bytes; }
+};
+
 // The weights of an implicit forward: w as given (OHWI), or the weights of the conv whose data
 // gradient this forward computes (flip_of: its geometry; dx = conv(dy, w'), conv_geom.h), which
 // the preparation flips and transposes first.
@@ -806,10 +820,9 @@ bool fwd_implicit(float* y, const int8_t* x, const FwdWeights& wsrc, const float
   const int64_t bpb = round_up(i8::packb_bytes(G.k, kdp, P.nr), 64);
   const int64_t flipb = wsrc.flip_of ? round_up(G.k * G.kd, 64) : 0;
   const int64_t relayb = sc4 != sc ? round_up(G.k * kdp, 64) : 0;
-  const int64_t prep_bytes = bpb + round_up(4 * i8::comp_len(G.k, P.nr), 64) +
-                             round_up(4 * k4, 64) + flipb + relayb + (plan.on ? plan.bytes : 0);
-  const bool own = nt > 1 && prep_bytes <= kOwnWeightsBytes;
-  char* prep_all = scratch_bytes<char>(kSlotConvB, (own ? nt : 1) * prep_bytes);
+  const PrepCopies copies(nt, bpb + round_up(4 * i8::comp_len(G.k, P.nr), 64) +
+                                 round_up(4 * k4, 64) + flipb + relayb +
+                                 (plan.on ? plan.bytes : 0));
   // (inside a region, parallel_for and pack_b_par run on the calling thread alone)
   const auto prepare = [&](char* buf) {
     Prep pr{};
@@ -846,7 +859,7 @@ bool fwd_implicit(float* y, const int8_t* x, const FwdWeights& wsrc, const float
     pr.bp = bp, pr.comp = comp, pr.koff = koff;
     return pr;
   };
-  const Prep shared = own ? Prep{} : prepare(prep_all);
+  const Prep shared = copies.own ? Prep{} : prepare(copies.of(0));
 
   // a tile reads MR rows from its first: the last row's extra rows run past the image (the
   // border columns' GEMMs step down whole padded rows)
@@ -858,7 +871,7 @@ bool fwd_implicit(float* y, const int8_t* x, const FwdWeights& wsrc, const float
   const int64_t hwc = G.h * G.w * G.c;
   const int64_t yimg = G.p * G.q * G.k;  // floats of one image's y
   parallel(nt, [&](int t, int T) {
-    const Prep mine = own ? prepare(prep_all + t * prep_bytes) : shared;
+    const Prep mine = copies.own ? prepare(copies.of(t)) : shared;
     const int8_t* bp = mine.bp;
     const int32_t* comp = mine.comp;
     const int32_t* koff = mine.koff;
@@ -1068,9 +1081,7 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
   // fwd_implicit) or one shared
   const int64_t koffb = round_up(4 * std::max<int64_t>(offs, 1), 64);
   const int64_t wtb = round_up(G.c * std::max<int64_t>(jmax * lmax * k4b, 1), 64);
-  const int64_t prep_bytes = round_up(bytes, 64) + koffb + wtb;
-  const bool own = nt > 1 && prep_bytes <= kOwnWeightsBytes;
-  char* prep_all = scratch_bytes<char>(kSlotConvB, (own ? nt : 1) * prep_bytes);
+  const PrepCopies copies(nt, round_up(bytes, 64) + koffb + wtb);
   // fills ph's bp, comp and koff (fs: a copy of ph, per thread) from buf
   const auto prepare = [&](std::vector<Phase>& fs, char* buf) {
     char* pb = buf;
@@ -1106,9 +1117,9 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
       po += f.kd / 4;
     }
   };
-  if (!own) prepare(ph, prep_all);
+  if (!copies.own) prepare(ph, copies.of(0));
   // the threads' copies of ph (allocated here: a region's function must not throw)
-  std::vector<std::vector<Phase>> mine(own ? static_cast<size_t>(nt) : 0, ph);
+  std::vector<std::vector<Phase>> mine(copies.own ? static_cast<size_t>(nt) : 0, ph);
   float* cs = scratch_bytes<float>(kSlotMisc, G.c * 4);
   for (int64_t c = 0; c < G.c; ++c) cs[c] = scale;
 
@@ -1123,8 +1134,8 @@ bool dgrad_phases(float* dx, const int8_t* dy, const int8_t* w, float scale, con
   for (const Phase& f : ph)
     if (!f.pr.empty()) steps += f.pr.a_hi - f.pr.a_lo + 1;
   parallel(nt, [&](int t, int T) {
-    std::vector<Phase>& fs = own ? mine[static_cast<size_t>(t)] : ph;
-    if (own) prepare(fs, prep_all + t * prep_bytes);
+    std::vector<Phase>& fs = copies.own ? mine[static_cast<size_t>(t)] : ph;
+    if (copies.own) prepare(fs, copies.of(t));
     uint8_t* dyp = all + t * dyp_bytes;
     fill(dyp, dyp_bytes, flip);
     const int64_t img1 = G.n * (t + 1) / T;
@@ -1182,11 +1193,15 @@ void dgrad_scatter(float* dx, const int8_t* dy, const int8_t* w, float scale, co
   const i8::Plan P = i8::plan_for(sc, G.p);
   const int64_t bpr = round_up(i8::packb_bytes(sc, G.k, P.nr), 64);
   const int64_t cpr = round_up(4 * i8::comp_len(sc, P.nr), 64);
-  char* bbuf = scratch_bytes<char>(kSlotConvB, G.r * (bpr + cpr));
-  for (int64_t r = 0; r < G.r; ++r)
-    i8::pack_b_cols(reinterpret_cast<int8_t*>(bbuf + r * (bpr + cpr)),
-                    reinterpret_cast<int32_t*>(bbuf + r * (bpr + cpr) + bpr), w + r * sc, G.kd, sc,
-                    G.k, P);
+  // B_r per kernel row r, per thread where small (PrepCopies)
+  const PrepCopies copies(nt, G.r * (bpr + cpr));
+  const auto prepare = [&](char* bbuf) {
+    for (int64_t r = 0; r < G.r; ++r)
+      i8::pack_b_cols(reinterpret_cast<int8_t*>(bbuf + r * (bpr + cpr)),
+                      reinterpret_cast<int32_t*>(bbuf + r * (bpr + cpr) + bpr), w + r * sc, G.kd,
+                      sc, G.k, P);
+  };
+  if (!copies.own) prepare(copies.of(0));
   float* cs = scratch_bytes<float>(kSlotMisc, sc * 4);
   for (int64_t j = 0; j < sc; ++j) cs[j] = scale;
   // dx buffer rows / columns: every window's extent, and all of dx past the padding
@@ -1199,6 +1214,8 @@ void dgrad_scatter(float* dx, const int8_t* dy, const int8_t* w, float scale, co
   char* work = scratch_bytes<char>(kSlotConvWork, nt * (dxb + dyb));
   const int64_t pqk = G.p * G.q * G.k, hwc = G.h * G.w * G.c;
   parallel(nt, [&](int t, int T) {
+    char* bbuf = copies.of(t);
+    if (copies.own) prepare(bbuf);
     float* dxp = reinterpret_cast<float*>(work + t * (dxb + dyb));
     uint8_t* dyc = reinterpret_cast<uint8_t*>(work + t * (dxb + dyb) + dxb);
     fill(dyc, dyb, P.flip);
