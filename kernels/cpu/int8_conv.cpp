@@ -1710,6 +1710,14 @@ void reduce_rows16(float* dw, int64_t kd, int64_t K, int64_t jb, const uint32_t*
 }
 #endif
 
+// Slack after each thread's slice of the image-quad wgrad's shared scratch (x windows; packed dy,
+// partials, offsets): one page and one line. Measured, not explained: with the slices back to back
+// the worker thread's re-layouts ran up to 2x the calling thread's and its GEMMs 5-15% longer on the
+// Zen 5 guest (TSC stamps; whichever vCPU it ran on, and with the threads' images swapped); with
+// this slack every wgrad of ResNet-20 ran 2-6% faster (2 threads, the builds alternating in one
+// process, bitwise equal: 16->32 s2 0.0917 -> 0.0858 ms, 32->64 s2 0.0892 -> 0.0853, 16->16
+// 0.1620 -> 0.1566). 1088 and 4096 bytes measured alike, 64 bytes helped only some shapes.
+constexpr int64_t kSliceSkew = 4096 + 64;
 constexpr int64_t kQuadChunkBytes = 32 * 1024;    // packed dy of one reduction chunk (L1)
 constexpr int64_t kQuadWindowBytes = 128 * 1024;  // re-laid x of a window of quads (L2)
 bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row_scale,
@@ -1733,7 +1741,9 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
   // batch 64, cold operands on the Zen 4 guest: the stride-2 layers 2-9% faster, 64->64 7x7 2%
   // slower; windows of 32-128 KB measured alike, 512 KB and the whole batch slower)
   const int64_t wq = std::max<int64_t>(1, std::min(n4, kQuadWindowBytes / quad_bytes));
-  const int64_t xw_bytes = round_up(wq * quad_bytes + slack, 64);
+  // (each thread's slice of the shared scratch buffers kSliceSkew bytes longer than it needs:
+  // see its definition)
+  const int64_t xw_bytes = round_up(wq * quad_bytes + slack, 64) + kSliceSkew;
   if (xw_bytes > INT32_MAX) return false;  // koff is int32
   const int64_t panels = ceil_div(G.k, P.nr), kp = panels * P.nr;
   const int nt = static_cast<int>(
@@ -1750,7 +1760,7 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
   // the true sum fits); beyond, each thread flushes its int32 sums into doubles every
   // kMaxRowsI32 rows and the doubles are combined.
   const bool wide = 4 * k4 > kMaxRowsI32;
-  const int64_t per = bb + cb + ob_bytes + (wide ? db : 0);
+  const int64_t per = bb + cb + ob_bytes + (wide ? db : 0) + kSliceSkew;
   char* work = scratch_bytes<char>(kSlotConvWork, nt * per);
   std::vector<uint8_t> has(static_cast<size_t>(nt), 0);  // the thread summed k-groups
   // dw[k, j] = (the threads' exact sums of dW^T[j, k], in a fixed order) * row_scale[k]: per row j
