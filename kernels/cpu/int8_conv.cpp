@@ -1615,9 +1615,9 @@ void pack_dy_quads(int8_t* bp, int32_t* koff, const int8_t* dy, const Geom& G, i
       if (++qq == G.q) qq = 0, off = ++pp * row_stride;
     }
 #if defined(__AVX512BW__)
-    if (4 * n4 + 3 < G.n && kfull == G.k) {
+    if (4 * n4 + 3 < G.n && kfull == G.k && G.k == panels * nr) {
       // the run's dy rows are one run of run * K bytes in each image: 64 of them at a time, each
-      // 16-byte block to its pixel's panel
+      // 16-byte block to its pixel's panel (K whole panels: no zero columns to write)
       const int8_t* s0 = dy + (4 * n4 * pq + px0) * G.k;
       const int64_t is = pq * G.k, n = run * G.k;
       const __m512i zero = _mm512_setzero_si512();
