@@ -167,18 +167,22 @@ inline void interleave4x16_rows(int8_t* dst, const int8_t* src, int64_t ld, uint
 // as interleave4x16_rows writes them (out[L] = the 64 bytes it would write for src + 16L). The
 // byte and word unpacks work within 128-bit lanes; a 4 x 4 transpose of the lanes then gathers
 // each block (maskz_ forms with full masks: the plain shuffle trips -Wmaybe-uninitialized in GCC
-// 12's header). A quarter of the loads and stores of four 16-byte interleaves, and half the
-// instructions (the wgrad's x and dy re-layouts).
+// 12's header). A quarter of the loads and stores of four 16-byte interleaves, and about a third
+// of their instructions (the wgrad's x and dy re-layouts).
 inline void interleave4x64_rows(__m512i out[4], const int8_t* src, int64_t ld, __m512i flip) {
-  const auto row = [&](int64_t i) { return _mm512_xor_si512(_mm512_loadu_si512(src + i * ld), flip); };
+  const auto row = [&](int64_t i) {
+    return _mm512_xor_si512(_mm512_loadu_si512(src + i * ld), flip);
+  };
   const __m512i r0 = row(0), r1 = row(1), r2 = row(2), r3 = row(3);
   const __m512i l01 = _mm512_unpacklo_epi8(r0, r1), h01 = _mm512_unpackhi_epi8(r0, r1);
   const __m512i l23 = _mm512_unpacklo_epi8(r2, r3), h23 = _mm512_unpackhi_epi8(r2, r3);
   // lane L of a, b, c, d: 16-byte parts 0, 1, 2, 3 of block L
   const __m512i a = _mm512_unpacklo_epi16(l01, l23), b = _mm512_unpackhi_epi16(l01, l23);
   const __m512i c = _mm512_unpacklo_epi16(h01, h23), d = _mm512_unpackhi_epi16(h01, h23);
-  const __m512i ab01 = _mm512_maskz_shuffle_i64x2(0xFF, a, b, 0x44), ab23 = _mm512_maskz_shuffle_i64x2(0xFF, a, b, 0xEE);
-  const __m512i cd01 = _mm512_maskz_shuffle_i64x2(0xFF, c, d, 0x44), cd23 = _mm512_maskz_shuffle_i64x2(0xFF, c, d, 0xEE);
+  const __m512i ab01 = _mm512_maskz_shuffle_i64x2(0xFF, a, b, 0x44);  // a.0 a.1 b.0 b.1
+  const __m512i ab23 = _mm512_maskz_shuffle_i64x2(0xFF, a, b, 0xEE);  // a.2 a.3 b.2 b.3
+  const __m512i cd01 = _mm512_maskz_shuffle_i64x2(0xFF, c, d, 0x44);
+  const __m512i cd23 = _mm512_maskz_shuffle_i64x2(0xFF, c, d, 0xEE);
   out[0] = _mm512_maskz_shuffle_i64x2(0xFF, ab01, cd01, 0x88);  // a.0 b.0 c.0 d.0
   out[1] = _mm512_maskz_shuffle_i64x2(0xFF, ab01, cd01, 0xDD);  // a.1 b.1 c.1 d.1
   out[2] = _mm512_maskz_shuffle_i64x2(0xFF, ab23, cd23, 0x88);
