@@ -319,10 +319,12 @@ struct PrefetchShares {
         bytes(bytes_),
         per(steps > 0 ? (bytes_ + 64 * steps - 1) / (64 * steps) * 64 : 0),
         for_write(write) {}
+  // share i: bytes [begin(i), end(i)) of p
+  int64_t begin(int64_t i) const { return std::min(bytes, i * per); }
+  int64_t end(int64_t i) const { return std::min(bytes, begin(i) + per); }
   void share(int64_t i) const {
     if (!p) return;
-    const int64_t b0 = std::min(bytes, i * per), b1 = std::min(bytes, b0 + per);
-    prefetch_bytes(static_cast<const char*>(p) + b0, b1 - b0, for_write);
+    prefetch_bytes(static_cast<const char*>(p) + begin(i), end(i) - begin(i), for_write);
   }
 };
 

@@ -618,7 +618,8 @@ struct ExactI8 {
   };
   bool on = false;
   int64_t q0 = 0, q1 = 0, nbc = 0, R = 0, nrc = 0;
-  int64_t bytes = 0;  // of the tables exact_tables_i8 writes
+  int64_t bytes = 0;      // of the tables exact_tables_i8 writes
+  int64_t relaid_at = 0;  // where in them the re-laid border-column weights go
   i8::Plan pr, pc;
   Col cols[kMaxBorderColsI8];
   const int32_t* comps = nullptr;  // [rlo][rhi] -> comp of window rows [rlo, rhi), nrc entries
@@ -691,6 +692,7 @@ ExactI8 exact_windows_i8(const Geom& G, const i8::Plan& P, int64_t sc4) {
     relaid = std::max(relaid, G.k * kq);
     ex.cols[i] = {bq[i], slo[i], ns[i], s4, nullptr, nullptr, nullptr};
   }
+  ex.relaid_at = ex.bytes;
   ex.bytes = round_up(ex.bytes + relaid, 64);
   ex.on = true;
   return ex;
@@ -722,13 +724,7 @@ void exact_tables_i8(ExactI8& ex, const Geom& G, const i8::Plan& P, const int8_t
     }
   ex.comps = comps;
   char* pb = buf + 4 * ((G.r + 1) * (G.r + 1) + G.r) * nrc;
-  int64_t used = pb - buf;
-  for (int64_t i = 0; i < ex.nbc; ++i) {
-    const int64_t kq = G.r * ex.cols[i].sc4;
-    used += round_up(i8::packb_bytes(K, kq, P.nr), 64) + round_up(4 * nrc, 64) +
-            round_up(4 * kq / 4, 64);
-  }
-  int8_t* wq = reinterpret_cast<int8_t*>(buf + used);
+  int8_t* wq = reinterpret_cast<int8_t*>(buf + ex.relaid_at);
   for (int64_t i = 0; i < ex.nbc; ++i) {
     ExactI8::Col& col = ex.cols[i];
     const int64_t s4 = col.sc4, kq = G.r * s4, nc = col.ns * C;

@@ -1102,7 +1102,8 @@ void gemm_tiles(const Plan& p, int64_t m, int64_t n, int64_t k, const uint8_t* a
   // forwarding, ~6% of a 16 -> 32 stride-2 dgrad whose phase rows are GEMMs of one tile (perf).
   const Epi* ep = &e;
   Epi et;
-  int64_t per = 0, tix = 0;  // bytes of each tile's share (whole lines; the last one shorter)
+  int64_t tix = 0;
+  PrefetchShares shares(nullptr, 0, 0, false);  // one share of e.pf a tile
   if (e.pf) {
     et.mode = e.mode;
     et.c = e.c;
@@ -1110,17 +1111,16 @@ void gemm_tiles(const Plan& p, int64_t m, int64_t n, int64_t k, const uint8_t* a
     et.col_scale = e.col_scale;
     et.bias = e.bias;
     ep = &et;
-    const int64_t tiles = ((n + p.nr - 1) / p.nr) * ((m + p.mr - 1) / p.mr);
-    per = (e.pf_bytes + 64 * tiles - 1) / (64 * tiles) * 64;
+    shares = PrefetchShares(e.pf, e.pf_bytes, ((n + p.nr - 1) / p.nr) * ((m + p.mr - 1) / p.mr),
+                            false);
   }
   for (int64_t j = 0; j < n; j += p.nr) {
     const int8_t* b = bp + (j / p.nr) * panel_bytes;
     const int nc = static_cast<int>(std::min<int64_t>(p.nr, n - j));
     for (int64_t i = 0; i < m; i += p.mr, ++tix) {
       if (e.pf) {  // this tile's share
-        const int64_t b0 = std::min(e.pf_bytes, tix * per);
-        et.pf = static_cast<const char*>(e.pf) + b0;
-        et.pf_bytes = std::min(e.pf_bytes, b0 + per) - b0;
+        et.pf = static_cast<const char*>(e.pf) + shares.begin(tix);
+        et.pf_bytes = shares.end(tix) - shares.begin(tix);
       }
       p.tile(k4, a + i * lda, lda, koff, b, comp + j, static_cast<int>(std::min<int64_t>(p.mr, m - i)),
              nc, *ep, i, j, kg);
