@@ -373,28 +373,19 @@ constexpr int kVnniMR = 12;
 
 // The k-loop, instantiated with contiguous k-groups (Koff = false: byte offset 4 t) and through
 // the koff table (implicit GEMM), so neither loop tests which it is.
-// Pairs (tile_vnni's pairs tile, NV = 2): step t is k-groups 2t and 2t + 1, one 8-byte broadcast.
-template <int MR, int NV, bool Koff, bool Pf = false, bool Pairs = false>
+template <int MR, int NV, bool Koff, bool Pf = false>
 D8_TARGET_VNNI inline __attribute__((always_inline)) void vnni_kloop(
     __m512i (&acc)[MR][NV], int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
     const int8_t* bp, const PfLines& pf = PfLines{}) {
-  constexpr int64_t kStep = Pairs ? 2 : 1;
   for (int64_t t = 0; t < k4; ++t) {
     if constexpr (Pf) pf.at(t);
     __m512i b[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_si512(bp + (t * NV + v) * 64);
-    const uint8_t* at = a + (Koff ? static_cast<int64_t>(koff[kStep * t]) : 4 * kStep * t);
+    const uint8_t* at = a + (Koff ? static_cast<int64_t>(koff[t]) : 4 * t);
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
-      __m512i av;
-      if constexpr (Pairs) {
-        int64_t q;
-        std::memcpy(&q, at + i * lda, 8);
-        av = _mm512_set1_epi64(q);
-      } else {
-        av = _mm512_set1_epi32(load_i32(at + i * lda));
-      }
+      const __m512i av = _mm512_set1_epi32(load_i32(at + i * lda));
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], av, b[v]);
     }
@@ -439,54 +430,96 @@ D8_TARGET_VNNI inline __attribute__((always_inline)) void vnni_epilogue(
 }
 
 // Pairs: the 16-column tile over pairs of k-groups (Plan::pairs). One 8-byte broadcast of a row's
-// k-groups 2p and 2p + 1 feeds two vpdpbusd: acc[i][0] over B's even columns, acc[i][1] over the
-// odd ones (pair_panels: lanes 2j and 2j + 1 of a vector hold one column's k-groups 2p and
-// 2p + 1), and the epilogue adds each column's two lanes. One broadcast per two vpdpbusd, as the
-// 32-column tile: on Zen 5, which issues two vpdpbusd a clock, the 16-column tile's broadcast per
-// vpdpbusd held it to 78-86% of that (14 and 28 rows, K = 512, hot), the 32-column tile to 98%.
-// (Zen 4 issues one vpdpbusd zmm a clock, a broadcast each fits: there the 16-column tile stays,
-// zmm_pairs() in common.h.) MR <= 14 (two accumulators a row). k4 even; with koff, k-groups 2p and
-// 2p + 1 contiguous.
-template <int MR, int NV, bool Pairs = false>
+// k-groups 2p and 2p + 1 feeds two vpdpbusd: even lanes multiply k-group 2p, odd lanes 2p + 1.
+// pair_panels lays B's two vectors of a pair out so that each column's two halves land in lanes
+// one shuffle apart: vector 0 holds column 2j's k-group 2p in lane 2j and column 2j + 1's
+// k-group 2p + 1 in lane 2j + 1; vector 1 column 2j + 1's k-group 2p in lane 2j and column 2j's
+// k-group 2p + 1 in lane 2j + 1. So row i's result is acc0 + (acc1 with each lane pair swapped):
+// one vpshufd and one add (the layout before this needed two shifts, two adds and a blend).
+// One broadcast per two vpdpbusd, as the 32-column tile: on Zen 5, which issues two vpdpbusd a
+// clock, the 16-column tile's broadcast per vpdpbusd held it to 78-86% of that (14 and 28 rows,
+// K = 512, hot), the 32-column tile to 98%. (Zen 4 issues one vpdpbusd zmm a clock, a broadcast
+// each fits: there the 16-column tile stays, zmm_pairs() in common.h.) MR <= 14. k4 even; with
+// koff, k-groups 2p and 2p + 1 contiguous.
+// The k-loop is one asm statement per row on accumulators pinned to zmm0-27 (B in zmm28-29, the
+// broadcast in zmm30): GCC's allocation of the intrinsic form spilled accumulators inside the loop
+// whenever the tile's ends changed (the layout's one-shuffle reduction, or rows started from one
+// register), and it got this form's 28 accumulators right only by luck of the old reduction.
+// Hot in L1 on Zen 5 (13 x 16, K = 144, one core): the k-loop alone 99.6% of two vpdpbusd a
+// clock, the whole tile 85% before, 90% after.
+#define D8_PAIRS_ROW_REGS(i, x, y) \
+  register __m512i acc##i##e asm(x); \
+  register __m512i acc##i##o asm(y);
+#define D8_PAIRS_ROW(i)                                                        \
+  if constexpr (MR > i)                                                        \
+    __asm__("vpbroadcastq (%[p]), %%zmm30\n\t"                                 \
+            "vpdpbusd %[b0], %%zmm30, %[x]\n\t"                                \
+            "vpdpbusd %[b1], %%zmm30, %[y]"                                    \
+            : [x] "+v"(acc##i##e), [y] "+v"(acc##i##o)                         \
+            : [b0] "v"(b0), [b1] "v"(b1), [p] "r"(at + i * lda)              \
+            : "xmm30", "memory");
+#define D8_PAIRS_ROWS(M)                                                       \
+  M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9) M(10) M(11) M(12) M(13)
+template <int MR>
+D8_TARGET_VNNI void tile_vnni_pairs(int64_t k4, const uint8_t* a, int64_t lda,
+                                    const int32_t* koff, const int8_t* bp, const int32_t* comp,
+                                    int mrows, int ncols, const Epi& e, int64_t i0, int64_t j0,
+                                    int) {
+  static_assert(MR <= 14, "two accumulators a row in zmm0-27");
+  D8_PAIRS_ROW_REGS(0, "zmm0", "zmm1") D8_PAIRS_ROW_REGS(1, "zmm2", "zmm3")
+  D8_PAIRS_ROW_REGS(2, "zmm4", "zmm5") D8_PAIRS_ROW_REGS(3, "zmm6", "zmm7")
+  D8_PAIRS_ROW_REGS(4, "zmm8", "zmm9") D8_PAIRS_ROW_REGS(5, "zmm10", "zmm11")
+  D8_PAIRS_ROW_REGS(6, "zmm12", "zmm13") D8_PAIRS_ROW_REGS(7, "zmm14", "zmm15")
+  D8_PAIRS_ROW_REGS(8, "zmm16", "zmm17") D8_PAIRS_ROW_REGS(9, "zmm18", "zmm19")
+  D8_PAIRS_ROW_REGS(10, "zmm20", "zmm21") D8_PAIRS_ROW_REGS(11, "zmm22", "zmm23")
+  D8_PAIRS_ROW_REGS(12, "zmm24", "zmm25") D8_PAIRS_ROW_REGS(13, "zmm26", "zmm27")
+  register __m512i b0 asm("zmm28");
+  register __m512i b1 asm("zmm29");
+  // acc0 starts at -comp (each lane's own column), acc1 at zero
+  const __m512i nc = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(comp));
+  const __m512i z = _mm512_setzero_si512();
+#define D8_PAIRS_INIT(i) \
+  if constexpr (MR > i) acc##i##e = nc, acc##i##o = z;
+  D8_PAIRS_ROWS(D8_PAIRS_INIT)
+  for (int64_t t = 0; t < k4 / 2; ++t) {
+    b0 = _mm512_loadu_si512(bp + t * 128);
+    b1 = _mm512_loadu_si512(bp + t * 128 + 64);
+    const uint8_t* at = a + (koff ? static_cast<int64_t>(koff[2 * t]) : 8 * t);
+    D8_PAIRS_ROWS(D8_PAIRS_ROW)
+  }
+  __m512i r[MR][1];
+  // (maskz_ shuffle with a full mask: the plain one trips -Wuninitialized in GCC 12's header)
+#define D8_PAIRS_SUM(i)                                                                   \
+  if constexpr (MR > i)                                                                   \
+    r[i][0] = _mm512_add_epi32(acc##i##e, _mm512_maskz_shuffle_epi32(0xFFFF, acc##i##o,   \
+                                                                     _MM_PERM_CDAB));
+  D8_PAIRS_ROWS(D8_PAIRS_SUM)
+#undef D8_PAIRS_SUM
+#undef D8_PAIRS_INIT
+#undef D8_PAIRS_ROWS
+#undef D8_PAIRS_ROW
+#undef D8_PAIRS_ROW_REGS
+  vnni_epilogue<MR, 1>(r, mrows, std::min(ncols, 16), e, i0, j0);
+}
+
+template <int MR, int NV>
 D8_TARGET_VNNI void tile_vnni(int64_t k4, const uint8_t* a, int64_t lda, const int32_t* koff,
                               const int8_t* bp, const int32_t* comp, int mrows, int ncols,
                               const Epi& e, int64_t i0, int64_t j0, int) {
   __m512i acc[MR][NV];
-  if constexpr (Pairs) {
-    static_assert(NV == 2, "the pairs tile is the 32-column tile's registers");
-    // -comp of the even columns in acc[i][0]'s even lanes, of the odd ones in acc[i][1]'s odd lanes
-    const __m512i nc = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(comp));
-    const __m512i c0 = _mm512_maskz_mov_epi32(0x5555, nc), c1 = _mm512_maskz_mov_epi32(0xAAAA, nc);
-#pragma GCC unroll 32
-    for (int i = 0; i < MR; ++i) acc[i][0] = c0, acc[i][1] = c1;
-    if (koff)
-      vnni_kloop<MR, 2, true, false, true>(acc, k4 / 2, a, lda, koff, bp);
-    else
-      vnni_kloop<MR, 2, false, false, true>(acc, k4 / 2, a, lda, koff, bp);
-    // column 2j: acc[i][0]'s lanes 2j + 2j+1, into lane 2j; column 2j+1: acc[i][1]'s, into 2j+1
-    // (maskz_ shifts with full masks: the plain ones trip -Wuninitialized in GCC 12's header)
-#pragma GCC unroll 32
-    for (int i = 0; i < MR; ++i)
-      acc[i][0] = _mm512_mask_blend_epi32(
-          0xAAAA, _mm512_add_epi32(acc[i][0], _mm512_maskz_srli_epi64(0xFF, acc[i][0], 32)),
-          _mm512_add_epi32(acc[i][1], _mm512_maskz_slli_epi64(0xFF, acc[i][1], 32)));
-    vnni_epilogue<MR, NV>(acc, mrows, std::min(ncols, 16), e, i0, j0);
-  } else {
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      const __m512i c0 =
-          _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(comp + 16 * v));
+  for (int v = 0; v < NV; ++v) {
+    const __m512i c0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(comp + 16 * v));
 #pragma GCC unroll 32
-      for (int i = 0; i < MR; ++i) acc[i][v] = c0;
-    }
-    if (koff && e.pf)
-      vnni_kloop<MR, NV, true, true>(acc, k4, a, lda, koff, bp, PfLines(e, k4));
-    else if (koff)
-      vnni_kloop<MR, NV, true>(acc, k4, a, lda, koff, bp);
-    else
-      vnni_kloop<MR, NV, false>(acc, k4, a, lda, koff, bp);
-    vnni_epilogue<MR, NV>(acc, mrows, ncols, e, i0, j0);
+    for (int i = 0; i < MR; ++i) acc[i][v] = c0;
   }
+  if (koff && e.pf)
+    vnni_kloop<MR, NV, true, true>(acc, k4, a, lda, koff, bp, PfLines(e, k4));
+  else if (koff)
+    vnni_kloop<MR, NV, true>(acc, k4, a, lda, koff, bp);
+  else
+    vnni_kloop<MR, NV, false>(acc, k4, a, lda, koff, bp);
+  vnni_epilogue<MR, NV>(acc, mrows, ncols, e, i0, j0);
 }
 
 // Row pairs (Plan::row_pairs): the 16-column tile for A rows 4 bytes apart (lda = 4: the
@@ -766,13 +799,21 @@ int vnni_mr(int64_t m, int nv) {
   return best;
 }
 
+// The MR-row tile (Pairs: the pairs tile's, NV = 2)
+template <int MR, int NV, bool Pairs>
+TileFn vnni_tile_of() {
+  if constexpr (Pairs)
+    return &tile_vnni_pairs<MR>;
+  else
+    return &tile_vnni<MR, NV>;
+}
 template <int NV, int MR, bool Pairs = false>
 TileFn vnni_tile_from(int mr) {
   if constexpr (MR < kVnniMinMR) {
     (void)mr;
-    return &tile_vnni<kVnniMinMR, NV, Pairs>;
+    return vnni_tile_of<kVnniMinMR, NV, Pairs>();
   } else {
-    return mr == MR ? &tile_vnni<MR, NV, Pairs> : vnni_tile_from<NV, MR - 1, Pairs>(mr);
+    return mr == MR ? vnni_tile_of<MR, NV, Pairs>() : vnni_tile_from<NV, MR - 1, Pairs>(mr);
   }
 }
 template <bool Emul>
@@ -789,11 +830,14 @@ D8_TARGET_VNNI void pair_panels_vnni(int8_t* bp, int64_t k4, int64_t panels) {
     for (int64_t t = 0; t < k4; t += 2) {
       int8_t* q = bp + (pi * k4 + t) * 64;
       const __m512i r0 = _mm512_loadu_si512(q), r1 = _mm512_loadu_si512(q + 64);
-      // lanes 2j, 2j + 1: column 2j's k-groups t, t + 1; then column 2j + 1's
-      const __m512i ev = _mm512_mask_blend_epi32(0xAAAA, r0, _mm512_maskz_slli_epi64(0xFF, r1, 32));
-      const __m512i od = _mm512_mask_blend_epi32(0xAAAA, _mm512_maskz_srli_epi64(0xFF, r0, 32), r1);
-      _mm512_storeu_si512(q, ev);
-      _mm512_storeu_si512(q + 64, od);
+      // r0 / r1: k-group t / t + 1 of columns 0-15 (lane j: column j). Vector 0: lane 2j
+      // column 2j's k-group t, lane 2j + 1 column 2j + 1's k-group t + 1; vector 1: lane 2j
+      // column 2j + 1's k-group t, lane 2j + 1 column 2j's k-group t + 1 (tile_vnni_pairs)
+      const __m512i v0 = _mm512_mask_blend_epi32(0xAAAA, r0, r1);
+      const __m512i v1 =
+          _mm512_maskz_shuffle_epi32(0xFFFF, _mm512_mask_blend_epi32(0xAAAA, r1, r0), _MM_PERM_CDAB);
+      _mm512_storeu_si512(q, v0);
+      _mm512_storeu_si512(q + 64, v1);
     }
 }
 }  // namespace
