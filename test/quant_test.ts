@@ -274,11 +274,22 @@ const i8Cases: I8ConvCase[] = [
     threads: 2,
   },
   // KD >= 512: the column-split wgrad when forced (D8_CPU_WGRAD=cols below), its panels starting
-  // inside a tap at 48 channels, and a last panel cut short
+  // inside a tap at 48 channels, and a last panel cut short; unforced, the image-quad wgrad with
+  // the threads splitting the filters (x small next to dW: two panels, the second of 8 columns)
   {
     name: "3x3 64->40 7x7 batch 3, 2 threads (column-split wgrad)",
     x: [3, 7, 7, 64],
     k: 40,
+    kernel: [3, 3],
+    opts: { padding: 1 },
+    threads: 2,
+  },
+  // ResNet-20's stage-3 layer: the image-quad wgrad split by filters, whole 32-column panels
+  // (the vector reduction of each thread's own columns)
+  {
+    name: "3x3 64->64 7x7 batch 8, 2 threads (image-quad wgrad split by filters)",
+    x: [8, 7, 7, 64],
+    k: 64,
     kernel: [3, 3],
     opts: { padding: 1 },
     threads: 2,
@@ -682,12 +693,13 @@ Deno.test("minInt8Channels keeps layers with few input channels per tap in FP32"
   }
 });
 
-// The INT8 wgrad has three forms (kernels/cpu/int8_conv.cpp): image quads (x read in place), or
-// threads splitting dW's columns or the reduction's rows over an im2col^T, chosen per shape;
-// D8_CPU_WGRAD (read once per process) forces one where the shape allows it. Run the wgrad cases
-// and the int32-overflow case in a child process with each forced, so all stay tested.
+// The INT8 wgrad has three forms (kernels/cpu/int8_conv.cpp): image quads (x read in place, the
+// threads splitting the quads or the filters), or threads splitting dW's columns or the
+// reduction's rows over an im2col^T, chosen per shape; D8_CPU_WGRAD (read once per process)
+// forces one where the shape allows it. Run the wgrad cases and the int32-overflow case in a
+// child process with each forced, so all stay tested.
 const forcedWgrad = Deno.env.get("D8_CPU_WGRAD");
-for (const form of ["rows", "cols", "quads"]) {
+for (const form of ["rows", "cols", "quads", "quads-filters"]) {
   Deno.test({
     name: `int8 wgrad cases pass with D8_CPU_WGRAD=${form} (child process)`,
     ignore: forcedWgrad !== undefined, // the child itself

@@ -1441,15 +1441,17 @@ const int8_t* wgrad_source(const int8_t* x, const Geom& G, Geom& Gb) {
   return reinterpret_cast<const int8_t*>(xp);
 }
 
-// Which wgrad form runs: D8_CPU_WGRAD=rows|cols forces one where the shape allows it (tests,
-// benchmarks); unset, the shape decides (wgrad_by_cols).
-enum WgradForm { kWgradAuto, kWgradRows, kWgradCols, kWgradQuads };
+// Which wgrad form runs: D8_CPU_WGRAD=rows|cols|quads|quads-filters forces one where the shape
+// allows it (tests, benchmarks; quads: the image quads with the threads splitting the reduction,
+// quads-filters: splitting the filters); unset, the shape decides (wgrad_by_cols, wgrad_quads).
+enum WgradForm { kWgradAuto, kWgradRows, kWgradCols, kWgradQuads, kWgradQuadsFilters };
 WgradForm forced_wgrad() {
   static const WgradForm f = [] {
     const char* e = std::getenv("D8_CPU_WGRAD");
     if (e && !std::strcmp(e, "rows")) return kWgradRows;
     if (e && !std::strcmp(e, "cols")) return kWgradCols;
     if (e && !std::strcmp(e, "quads")) return kWgradQuads;
+    if (e && !std::strcmp(e, "quads-filters")) return kWgradQuadsFilters;
     return kWgradAuto;
   }();
   return f;
@@ -1468,7 +1470,8 @@ constexpr int64_t kColsMaxRows = 1024;  // rows of one chunk (32-column B panel:
 bool wgrad_by_cols(float* dw, const int8_t* x, const int8_t* dy, const double* row_scale,
                    const Geom& G, const i8::Plan& P, bool ones, bool direct) {
   const WgradForm form = forced_wgrad();
-  if (form == kWgradRows || form == kWgradQuads || !direct || G.g != 1 || G.m > kMaxRowsI32)
+  if (form == kWgradRows || form == kWgradQuads || form == kWgradQuadsFilters || !direct ||
+      G.g != 1 || G.m > kMaxRowsI32)
     return false;
   const int64_t kga = G.k + (ones ? 1 : 0), lda = round_up(G.m, 4);
   const int64_t panels = ceil_div(G.kd, P.nr);
@@ -1662,18 +1665,19 @@ void pack_dy_quads(int8_t* bp, int32_t* koff, const int8_t* dy, const Geom& G, i
 }
 
 #if defined(__AVX512F__)
-// Rows jb .. jb+15 of dW^T summed over the threads' int32 partials `parts` (row j, column kk at
-// part[j * K + kk], or with the row pairs interleaved at part[(j / 2) * 32 + 2 * kk + j % 2], K =
-// 16), each element times row_scale[kk] in double and rounded to float, into dw's columns jb ..
-// jb+15 (16-float runs of each row kk): the scalar reduction's operations (exact int32 sums mod
-// 2^32, one double product, one rounding), in registers, and a 16 x 16 register transpose for the
-// stores. The 64->64 7x7 wgrad's reduction took 18 us of its 300 on one thread the scalar way.
-void reduce_rows16(float* dw, int64_t kd, int64_t K, int64_t jb, const uint32_t* const* parts,
-                   int nparts, bool rp, const double* rs) {
+// Rows jb .. jb+15, columns k0 .. k1-1 (multiples of 16) of dW^T summed over the threads' int32
+// partials `parts` (row j, column kk at part[j * K + kk], or with the row pairs interleaved at
+// part[(j / 2) * 32 + 2 * kk + j % 2], K = 16), each element times row_scale[kk] in double and
+// rounded to float, into dw's columns jb .. jb+15 (16-float runs of each row kk): the scalar
+// reduction's operations (exact int32 sums mod 2^32, one double product, one rounding), in
+// registers, and a 16 x 16 register transpose for the stores. The 64->64 7x7 wgrad's reduction
+// took 18 us of its 300 on one thread the scalar way.
+void reduce_rows16(float* dw, int64_t kd, int64_t K, int64_t k0, int64_t k1, int64_t jb,
+                   const uint32_t* const* parts, int nparts, bool rp, const double* rs) {
   alignas(64) float blk[16][16];
   const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
-  for (int64_t kb = 0; kb < K; kb += 16) {
+  for (int64_t kb = k0; kb < k1; kb += 16) {
     const __m512d s0 = _mm512_loadu_pd(rs + kb), s1 = _mm512_loadu_pd(rs + kb + 8);
     // (maskz_ forms with full masks: the plain ones trip -Wmaybe-uninitialized in GCC 12's header)
     const auto put = [&](float* o, __m512i v) {
@@ -1756,6 +1760,16 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
   // the true sum fits); beyond, each thread flushes its int32 sums into doubles every
   // kMaxRowsI32 rows and the doubles are combined.
   const bool wide = 4 * k4 > kMaxRowsI32;
+  // The threads split the reduction (each its share of the quads into its own int32 dW^T, then
+  // the partials summed across threads), or the filters: each thread takes whole panels of dW^T's
+  // columns over the whole reduction, re-laying all of x and packing all of dy itself, and no
+  // partial crosses cores. The filter split pays where x is small next to dW^T: on the Zen 5
+  // guest, 64->64 7x7 at batch 64 (x 200 KB, dW^T 147 KB) the reduction's cross-core sums took
+  // 17.6 us of a 160 us pass; 32->64 s2 14x14 re-lays 400 KB of x for a 74 KB dW^T.
+  const bool filters_ok = !rp && !wide && nt >= 2 && panels >= nt;
+  const bool by_filters =
+      filters_ok && (form == kWgradQuadsFilters ||
+                     (form == kWgradAuto && G.n * hwc <= 2 * 4 * G.kd * G.k));
   const int64_t per = bb + cb + ob_bytes + (wide ? db : 0) + kSliceSkew;
   char* work = scratch_bytes<char>(kSlotConvWork, nt * per);
   std::vector<uint8_t> has(static_cast<size_t>(nt), 0);  // the thread summed k-groups
@@ -1774,7 +1788,9 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
   // row j of the threads' dW^T: element kk at row(j) + kk * step
   const int64_t step = rp ? 2 : 1;
   const auto row = [&](int64_t j) { return rp ? (j / 2) * 32 + j % 2 : j * G.k; };
-  const auto reduce = [&](int64_t j0, int64_t j1, int team, char* buf) {
+  // rows j0 .. j1-1, columns k0 .. k1-1 of dW^T from the partials of threads th0 .. th1-1 into dw
+  const auto reduce = [&](int64_t j0, int64_t j1, int64_t k0, int64_t k1, int th0, int th1,
+                          char* buf) {
     uint32_t* __restrict su = reinterpret_cast<uint32_t*>(buf);
     double* __restrict sd = reinterpret_cast<double*>(buf + 4 * kr);
     float* __restrict ob = reinterpret_cast<float*>(buf + 12 * kr);  // [kJb][kr]
@@ -1782,8 +1798,8 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
 #if defined(__AVX512F__)
     const uint32_t* parts[64];  // the threads' partials that hold sums (at most 64: else scalar)
     int np = 0;
-    bool vec = !wide && G.k % 16 == 0;
-    for (int th = 0; th < team && vec; ++th)
+    bool vec = !wide && k0 % 16 == 0 && k1 % 16 == 0;
+    for (int th = th0; th < th1 && vec; ++th)
       if (has[th]) {
         if (np == 64) vec = false;
         else parts[np++] = reinterpret_cast<const uint32_t*>(work + th * per + bb);
@@ -1793,35 +1809,35 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
       const int64_t nj = std::min<int64_t>(kJb, j1 - jb);
 #if defined(__AVX512F__)
       if (vec && nj == kJb && (!rp || jb % 2 == 0)) {
-        reduce_rows16(dw, G.kd, G.k, jb, parts, np, rp, rs);
+        reduce_rows16(dw, G.kd, G.k, k0, k1, jb, parts, np, rp, rs);
         continue;
       }
 #endif
       for (int64_t jj = 0; jj < nj; ++jj) {
         const int64_t j = jb + jj;
         if (wide) {
-          for (int64_t kk = 0; kk < G.k; ++kk) sd[kk] = 0.0;
-          for (int th = 0; th < team; ++th) {
+          for (int64_t kk = k0; kk < k1; ++kk) sd[kk] = 0.0;
+          for (int th = th0; th < th1; ++th) {
             if (!has[th]) continue;
             const double* __restrict a =
                 reinterpret_cast<const double*>(work + th * per + bb + cb + ob_bytes) + row(j);
-            for (int64_t kk = 0; kk < G.k; ++kk) sd[kk] += a[kk * step];
+            for (int64_t kk = k0; kk < k1; ++kk) sd[kk] += a[kk * step];
           }
         } else {
-          for (int64_t kk = 0; kk < G.k; ++kk) su[kk] = 0;
-          for (int th = 0; th < team; ++th) {
+          for (int64_t kk = k0; kk < k1; ++kk) su[kk] = 0;
+          for (int th = th0; th < th1; ++th) {
             if (!has[th]) continue;
             const uint32_t* __restrict a =
                 reinterpret_cast<const uint32_t*>(work + th * per + bb) + row(j);
-            for (int64_t kk = 0; kk < G.k; ++kk) su[kk] += a[kk * step];  // mod 2^32: exact
+            for (int64_t kk = k0; kk < k1; ++kk) su[kk] += a[kk * step];  // mod 2^32: exact
           }
-          for (int64_t kk = 0; kk < G.k; ++kk)
+          for (int64_t kk = k0; kk < k1; ++kk)
             sd[kk] = static_cast<double>(static_cast<int32_t>(su[kk]));
         }
         float* __restrict o = ob + jj * kr;
-        for (int64_t kk = 0; kk < G.k; ++kk) o[kk] = static_cast<float>(sd[kk] * rs[kk]);
+        for (int64_t kk = k0; kk < k1; ++kk) o[kk] = static_cast<float>(sd[kk] * rs[kk]);
       }
-      for (int64_t kk = 0; kk < G.k; ++kk) {
+      for (int64_t kk = k0; kk < k1; ++kk) {
         float* __restrict d = dw + kk * G.kd + jb;
         for (int64_t jj = 0; jj < nj; ++jj) d[jj] = ob[jj * kr + kk];
       }
@@ -1843,7 +1859,10 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
       flushed = true, rows = 0;
     };
     uint8_t* xq = xall + t * xw_bytes;
-    const int64_t g0 = k4 * t / T, g1 = k4 * (t + 1) / T;
+    // this thread's k-groups, and its columns of dW^T (whole panels)
+    const int64_t g0 = by_filters ? 0 : k4 * t / T, g1 = by_filters ? k4 : k4 * (t + 1) / T;
+    const int64_t c0 = by_filters ? panels * t / T * P.nr : 0;
+    const int64_t c1 = by_filters ? std::min(G.k, panels * (t + 1) / T * P.nr) : G.k;
     for (int64_t w0 = g0; w0 < g1;) {
       // the window: quads qa .. qb-1, k-groups w0 .. w1-1 of this thread, in equal chunks
       const int64_t qa = w0 / pq, qb = std::min(n4, qa + wq), w1 = std::min(g1, qb * pq);
@@ -1879,9 +1898,10 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
         const i8::Epi e{rows == 0 ? i8::kStoreI32 : i8::kAddI32, nullptr, G.k, nullptr, nullptr};
         for (int64_t r = 0; r < G.r; ++r) {
           i8::Epi er = e;
-          er.c = c + r * sc * G.k;
+          er.c = c + r * sc * G.k + c0;
           prefetch(er, ch * G.r + r);
-          i8::gemm_block(P, sc, G.k, 4 * cnt, xq + r * wp * pix, 4, bp, comp, er, koff);
+          i8::gemm_block(P, sc, c1 - c0, 4 * cnt, xq + r * wp * pix, 4,
+                         bp + c0 / P.nr * (cnt * 4 * P.nr), comp + c0, er, koff);
         }
         rows += 4 * cnt;
       }
@@ -1889,8 +1909,9 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
     }
     if (wide && rows > 0) flush();
     has[t] = g1 > g0;
+    if (by_filters) return reduce(0, G.kd, c0, c1, t, t + 1, cbuf + t * rbuf);
     team::barrier();
-    reduce(G.kd * t / T, G.kd * (t + 1) / T, T, cbuf + t * rbuf);
+    reduce(G.kd * t / T, G.kd * (t + 1) / T, 0, G.k, 0, T, cbuf + t * rbuf);
   });
   return true;
 }
