@@ -441,10 +441,10 @@ D8_TARGET_VNNI inline __attribute__((always_inline)) void vnni_epilogue(
 // K = 512, hot), the 32-column tile to 98%. (Zen 4 issues one vpdpbusd zmm a clock, a broadcast
 // each fits: there the 16-column tile stays, zmm_pairs() in common.h.) MR <= 14. k4 even; with
 // koff, k-groups 2p and 2p + 1 contiguous.
-// The k-loop is one asm statement per row on accumulators pinned to zmm0-27 (B in zmm28-29, the
-// broadcast in zmm30): GCC's allocation of the intrinsic form spilled accumulators inside the loop
-// whenever the tile's ends changed (the layout's one-shuffle reduction, or rows started from one
-// register), and it got this form's 28 accumulators right only by luck of the old reduction.
+// The k-loop is one asm statement per row on accumulators pinned to zmm0-27 by local register
+// variables (B in zmm28-29, the broadcast in zmm30): with the intrinsic form, GCC 12 copied or
+// spilled accumulators inside the loop for every cheaper combine tried (this one among them) and
+// for rows started from one register; only the old shift-and-blend combine escaped that.
 // Hot in L1 on Zen 5 (13 x 16, K = 144, one core): the k-loop alone 99.6% of two vpdpbusd a
 // clock, the whole tile 85% before, 90% after.
 #define D8_PAIRS_ROW_REGS(i, x, y) \
