@@ -1894,14 +1894,15 @@ bool wgrad_quads(float* dw, const int8_t* x, const int8_t* dy, const double* row
         const int64_t t0 = w0 + len * ch / nch, cnt = w0 + len * (ch + 1) / nch - t0;
         if (rows > 0 && rows + 4 * cnt > kMaxRowsI32) flush();
         pack_dy_quads(bp, koff, dy, G, hp, wp, t0, cnt, P.nr, qa);
-        if (P.flip) i8::panel_comp(comp, bp, cnt, P.nr, panels);
+        // this thread's panels of the chunk's packed dy (all of them but with the filter split)
+        const int8_t* bq = bp + c0 / P.nr * (cnt * 4 * P.nr);
+        if (P.flip) i8::panel_comp(comp + c0, bq, cnt, P.nr, ceil_div(c1 - c0, P.nr));
         const i8::Epi e{rows == 0 ? i8::kStoreI32 : i8::kAddI32, nullptr, G.k, nullptr, nullptr};
         for (int64_t r = 0; r < G.r; ++r) {
           i8::Epi er = e;
           er.c = c + r * sc * G.k + c0;
           prefetch(er, ch * G.r + r);
-          i8::gemm_block(P, sc, c1 - c0, 4 * cnt, xq + r * wp * pix, 4,
-                         bp + c0 / P.nr * (cnt * 4 * P.nr), comp + c0, er, koff);
+          i8::gemm_block(P, sc, c1 - c0, 4 * cnt, xq + r * wp * pix, 4, bq, comp + c0, er, koff);
         }
         rows += 4 * cnt;
       }
